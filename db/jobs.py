@@ -1,0 +1,118 @@
+"""Query functions for background jobs: the record pages read and workers write."""
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db.schema import FINISHED_STATES, Job, TrainingRun, utcnow
+
+
+def create_job(*, session: Session, kind: str, params: dict[str, Any]) -> Job:
+    job = Job(kind=kind, params=params, status="queued")
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(*, session: Session, job_id: int) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def recent_jobs(*, session: Session, limit: int = 20, kind: str | None = None) -> list[Job]:
+    query = select(Job).order_by(Job.id.desc()).limit(limit)
+    if kind:
+        query = query.where(Job.kind == kind)
+    return list(session.scalars(query))
+
+
+def set_celery_id(*, session: Session, job_id: int, celery_id: str) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(celery_id=celery_id))
+
+
+def mark_running(*, session: Session, job_id: int, worker: str) -> Job | None:
+    """Claim a job for this worker; None when it is already finished or was cancelled while queued."""
+    job = session.get(Job, job_id)
+    if job is None or job.status in FINISHED_STATES:
+        return None
+    now = utcnow()
+    if job.cancel_requested:
+        job.status, job.finished_at, job.message = "cancelled", now, "cancelled before it started"
+        return None
+    job.status, job.worker, job.heartbeat_at = "running", worker, now
+    job.started_at = job.started_at or now
+    job.attempts += 1
+    job.error = None
+    return job
+
+
+def set_progress(
+    *, session: Session, job_id: int, current: int, total: int, message: str | None = None
+) -> None:
+    values: dict[str, Any] = {"progress_current": current, "progress_total": total, "heartbeat_at": utcnow()}
+    if message is not None:
+        values["message"] = message
+    session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def heartbeat(*, session: Session, job_id: int) -> None:
+    session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(heartbeat_at=utcnow()))
+
+
+def finish_job(
+    *,
+    session: Session,
+    job_id: int,
+    status: str,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+    message: str | None = None,
+) -> None:
+    if status not in FINISHED_STATES:
+        raise ValueError(f"not a final status: {status}")
+    job = session.get(Job, job_id)
+    if job is None:
+        return
+    job.status, job.finished_at = status, utcnow()
+    job.result = result if result is not None else job.result
+    job.error = error
+    if message is not None:
+        job.message = message
+    if status == "succeeded" and job.progress_total:
+        job.progress_current = job.progress_total
+
+
+def request_cancel(*, session: Session, job_id: int) -> Job | None:
+    """Flag a job for cancellation; a queued job is cancelled at once, a running one at its next check."""
+    job = session.get(Job, job_id)
+    if job is None or job.status in FINISHED_STATES:
+        return job
+    job.cancel_requested = True
+    if job.status == "queued":
+        job.status, job.finished_at, job.message = "cancelled", utcnow(), "cancelled before it started"
+        _settle_run(session=session, job_id=job_id, status="cancelled", error=None)
+    return job
+
+
+def is_cancel_requested(*, session: Session, job_id: int) -> bool:
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def settle_stale_jobs(*, session: Session, older_than_s: int) -> int:
+    """Mark running jobs whose worker stopped sending heartbeats as failed; returns how many."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    stale = list(session.scalars(select(Job).where(Job.status == "running", Job.heartbeat_at < cutoff)))
+    for job in stale:
+        error = f"the worker {job.worker or ''} stopped responding (last heartbeat {job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)"
+        job.status, job.finished_at, job.error = "failed", utcnow(), error.replace("  ", " ")
+        _settle_run(session=session, job_id=job.id, status="failed", error=job.error)
+    return len(stale)
+
+
+def _settle_run(*, session: Session, job_id: int, status: str, error: str | None) -> None:
+    session.execute(
+        update(TrainingRun)
+        .where(TrainingRun.job_id == job_id, TrainingRun.status.in_(("queued", "running")))
+        .values(status=status, error=error, finished_at=utcnow())
+    )

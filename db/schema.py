@@ -1,0 +1,218 @@
+"""SQLAlchemy 2.0 schema: patients, scans, predictions, training runs, model versions, jobs."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
+FRAMEWORKS = ("torch", "keras")
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED_STATES = ("succeeded", "failed", "cancelled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mrn: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    scans: Mapped[list["Scan"]] = relationship(back_populates="patient", cascade="all, delete-orphan")
+
+    def __repr__(self) -> str:
+        return f"Patient(id={self.id}, mrn={self.mrn!r})"
+
+
+class Scan(Base):
+    """One stored image. The file lives once under upload_dir, addressed by its sha256."""
+
+    __tablename__ = "scans"
+    __table_args__ = (UniqueConstraint("patient_id", "sha256", name="uq_scan_patient_sha"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    file_path: Mapped[str] = mapped_column(String(512))
+    original_name: Mapped[str] = mapped_column(String(512))
+    source: Mapped[str] = mapped_column(String(16))  # "upload" or "batch"
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    image_format: Mapped[str] = mapped_column(String(16))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    study_date: Mapped[str | None] = mapped_column(String(16))
+    series_description: Mapped[str | None] = mapped_column(String(256))
+    note: Mapped[str | None] = mapped_column(Text)  # e.g. "middle frame 12 of 24"
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+    patient: Mapped[Patient | None] = relationship(back_populates="scans")
+    predictions: Mapped[list["Prediction"]] = relationship(back_populates="scan", cascade="all, delete-orphan")
+
+    def __repr__(self) -> str:
+        return f"Scan(id={self.id}, patient_id={self.patient_id}, sha256={self.sha256[:12]!r})"
+
+
+class Prediction(Base):
+    __tablename__ = "predictions"
+    __table_args__ = (
+        UniqueConstraint("scan_id", "model_version_id", name="uq_prediction_scan_model"),
+        Index("ix_predictions_filters", "label", "needs_review", "review_status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), index=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    label: Mapped[str] = mapped_column(String(16))
+    probabilities: Mapped[dict[str, Any]]
+    confidence: Mapped[float] = mapped_column(Float)
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
+    review_status: Mapped[str] = mapped_column(String(16), default="pending")  # pending/confirmed/corrected
+    reviewer_label: Mapped[str | None] = mapped_column(String(16))
+    reviewer: Mapped[str | None] = mapped_column(String(128))
+    review_note: Mapped[str | None] = mapped_column(Text)
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    source: Mapped[str] = mapped_column(String(16), default="upload")
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+    scan: Mapped[Scan] = relationship(back_populates="predictions")
+    model_version: Mapped["ModelVersion"] = relationship()
+
+    def __repr__(self) -> str:
+        return f"Prediction(id={self.id}, scan_id={self.scan_id}, label={self.label!r}, conf={self.confidence:.3f})"
+
+
+class TrainingRun(Base):
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    framework: Mapped[str] = mapped_column(String(16))
+    preset: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]]
+    dataset_path: Mapped[str] = mapped_column(String(512))
+    dataset_fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
+    test_path: Mapped[str | None] = mapped_column(String(512))
+    pretrained: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    # Final figures: {"val": {...}, "test": {...}, "split": {...}} with accuracy, macro and per-class P/R/F1,
+    # confusion matrix, inference ms, peak memory MB, model size MB.
+    metrics: Mapped[dict[str, Any] | None]
+    artifact_path: Mapped[str | None] = mapped_column(String(512))
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    epochs: Mapped[list["EpochMetric"]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", order_by="EpochMetric.epoch"
+    )
+
+    def __repr__(self) -> str:
+        return f"TrainingRun(id={self.id}, framework={self.framework!r}, status={self.status!r})"
+
+
+class EpochMetric(Base):
+    __tablename__ = "epoch_metrics"
+    __table_args__ = (UniqueConstraint("run_id", "epoch", name="uq_epoch_run_epoch"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("training_runs.id", ondelete="CASCADE"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    train_loss: Mapped[float] = mapped_column(Float)
+    train_acc: Mapped[float] = mapped_column(Float)
+    val_loss: Mapped[float] = mapped_column(Float)
+    val_acc: Mapped[float] = mapped_column(Float)
+    val_precision: Mapped[float] = mapped_column(Float)
+    val_recall: Mapped[float] = mapped_column(Float)
+    val_f1: Mapped[float] = mapped_column(Float)
+    lr: Mapped[float] = mapped_column(Float)
+    duration_s: Mapped[float] = mapped_column(Float)
+    images_per_s: Mapped[float] = mapped_column(Float)
+
+    run: Mapped[TrainingRun] = relationship(back_populates="epochs")
+
+    def __repr__(self) -> str:
+        return f"EpochMetric(run_id={self.run_id}, epoch={self.epoch}, val_acc={self.val_acc:.3f})"
+
+
+class ModelVersion(Base):
+    """A model clinicians can use; exactly one is active per framework."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    framework: Mapped[str] = mapped_column(String(16), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id", ondelete="SET NULL"))
+    artifact_path: Mapped[str] = mapped_column(String(512))
+    sha256: Mapped[str] = mapped_column(String(64))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=False)
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    run: Mapped[TrainingRun | None] = relationship()
+
+    def __repr__(self) -> str:
+        return f"ModelVersion(id={self.id}, framework={self.framework!r}, name={self.name!r}, active={self.is_active})"
+
+
+class Job(Base):
+    """A background job's record; pages read this, never Celery's result backend."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    celery_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)  # "train", "batch", "selfcheck"
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    params: Mapped[dict[str, Any]]
+    result: Mapped[dict[str, Any] | None]
+    progress_current: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    worker: Mapped[str | None] = mapped_column(String(256))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id}, kind={self.kind!r}, status={self.status!r})"
+
+
+class BatchItem(Base):
+    """One file of a batch job: its outcome survives a worker restart, so a re-run skips it."""
+
+    __tablename__ = "batch_items"
+    __table_args__ = (UniqueConstraint("job_id", "rel_path", name="uq_batch_item_path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    rel_path: Mapped[str] = mapped_column(String(1024))
+    status: Mapped[str] = mapped_column(String(16))  # "done", "error", "skipped"
+    patient_mrn: Mapped[str | None] = mapped_column(String(64))
+    true_label: Mapped[str | None] = mapped_column(String(16))
+    scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
+    results: Mapped[dict[str, Any] | None]  # {framework: {label, probabilities, confidence, model_version_id}}
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"BatchItem(job_id={self.job_id}, rel_path={self.rel_path!r}, status={self.status!r})"

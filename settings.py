@@ -1,0 +1,68 @@
+"""The one reader of the environment and `.env`: every tunable of the system lives here."""
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent
+SAMPLE_DIR = ROOT / "data" / "sample"
+DEFAULT_WEIGHTS_DIR = ROOT / "models" / "weights"
+# Weights shipped with the repository, registered and activated on start-up when a framework has no model.
+DEFAULT_MODEL_FILES = {
+    "torch": DEFAULT_WEIGHTS_DIR / "cnn_default.pth",
+    "keras": DEFAULT_WEIGHTS_DIR / "mobilenetv2_default.keras",
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=ROOT / ".env", extra="ignore")
+
+    # Where the database lives; SQLite by default, PostgreSQL when a postgresql+psycopg:// URL is given.
+    database_url: str = f"sqlite:///{ROOT / 'var' / 'brainmri.db'}"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Trained models, uploaded scans (addressed by sha256) and generated reports.
+    artifact_dir: Path = ROOT / "var" / "artifacts"
+    upload_dir: Path = ROOT / "var" / "scans"
+    # Server-side folders (batch prediction, training data) must live under one of these.
+    allowed_data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [SAMPLE_DIR, (ROOT.parent / "shared" / "data").resolve()]
+    )
+    # Threads per process for each framework; two processes on 2 cores must not starve each other.
+    torch_threads: int = 1
+    tf_threads: int = 1
+    worker_concurrency: int = 2
+    # A prediction below this confidence is flagged for review.
+    confidence_threshold: float = 0.7
+    max_upload_mb: int = 50
+    max_zip_mb: int = 500
+    max_zip_files: int = 20000
+    max_image_pixels: int = 40_000_000
+    # MobileNetV2 ImageNet weights (no-top .h5). Empty: the Keras cache under ~/.keras/models.
+    mobilenet_weights_path: Path | None = None
+    # A running job with no heartbeat for this long is settled as failed.
+    job_stale_after_s: int = 300
+
+    @field_validator("allowed_data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        # Accept "a:b:c" as well as a JSON list, like PATH.
+        if isinstance(value, str):
+            return json.loads(value) if value.lstrip().startswith("[") else [p for p in value.split(":") if p]
+        return value
+
+    @field_validator("confidence_threshold")
+    @classmethod
+    def _threshold_in_range(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError("CONFIDENCE_THRESHOLD must be between 0 and 1")
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
