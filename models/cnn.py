@@ -1,0 +1,83 @@
+"""The report's custom 3-block CNN for 224x224 RGB input, and its checkpoint format."""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.data import CLASSES
+
+ARCH = "cnn3-224"
+# Pixels are scaled to [0, 1] and then centred; the same constants at training and prediction time.
+MEAN, STD = 0.5, 0.5
+
+
+def _block(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(c_out), nn.MaxPool2d(2), nn.Dropout(0.2)]
+
+
+class TumorCNN(nn.Module):
+    def __init__(self, num_classes: int = len(CLASSES)) -> None:
+        super().__init__()
+        self.features = nn.Sequential(*_block(3, 16), *_block(16, 32), *_block(32, 64))
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(64 * 28 * 28, 256),
+            nn.BatchNorm1d(256),
+            nn.Dropout(0.4),
+            nn.Linear(256, num_classes),
+        )
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    @property
+    def last_conv(self) -> nn.Conv2d:
+        return self.features[10]
+
+
+def normalize(batch_uint8: torch.Tensor) -> torch.Tensor:
+    """N x 3 x H x W uint8 (or float in [0, 255]) to the network's input scale."""
+    return (batch_uint8.float() / 255.0 - MEAN) / STD
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, *, extra: dict[str, Any], half: bool = False) -> Path:
+    """A checkpoint dict (model, config, metrics...); half=True stores weights as fp16 to halve the file."""
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"arch": ARCH, "classes": list(CLASSES), "model": state, **extra}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[TumorCNN, dict[str, Any]]:
+    """The model in eval mode (fp32) and the checkpoint's other fields."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("arch") != ARCH:
+        raise ValueError(f"{path} is not a {ARCH} checkpoint")
+    model = TumorCNN(len(ckpt["classes"]))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
+    model.eval()
+    return model, ckpt
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: np.ndarray, *, tta: bool = False, batch_size: int = 128) -> np.ndarray:
+    """Class probabilities for N x 224 x 224 x 3 uint8 images; tta averages with the mirrored image."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = normalize(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2))
+        probs = torch.softmax(model(x), dim=1)
+        if tta:
+            probs = (probs + torch.softmax(model(x.flip(3)), dim=1)) / 2
+        out.append(probs.numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), dtype=np.float32)

@@ -1,0 +1,226 @@
+"""Labelled image folders: scanning, loading, duplicate detection, fingerprints and the train/val split."""
+
+import hashlib
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+# Perceptual hashes this many bits apart or fewer count as the same picture (re-encoded, resized, tweaked).
+NEAR_DUPLICATE_BITS = 4
+
+
+class DatasetError(ValueError):
+    """A folder that cannot be used as labelled data; the message is meant for a person."""
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    label: int
+
+
+@dataclass
+class DatasetIndex:
+    """A scanned folder: its items, per-item hashes and the duplicate groups among them."""
+
+    root: Path
+    items: list[Item]
+    sha256: list[str]
+    phash: np.ndarray  # uint64 per item
+    groups: list[int]  # duplicate-group id per item
+    unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the labelled content, independent of file names and order."""
+        digest = hashlib.sha256()
+        for line in sorted(f"{CLASSES[it.label]}:{sha}" for it, sha in zip(self.items, self.sha256)):
+            digest.update(line.encode())
+        return digest.hexdigest()
+
+    def duplicate_report(self) -> dict[str, int]:
+        sizes = Counter(self.groups)
+        in_groups = sum(n for n in sizes.values() if n > 1)
+        conflicts = 0
+        labels_by_group: dict[int, set[int]] = defaultdict(set)
+        for it, g in zip(self.items, self.groups):
+            labels_by_group[g].add(it.label)
+        conflicts = sum(1 for labels in labels_by_group.values() if len(labels) > 1)
+        return {
+            "images": len(self.items),
+            "exact_duplicates": len(self.sha256) - len(set(self.sha256)),
+            "images_in_duplicate_groups": in_groups,
+            "duplicate_groups": sum(1 for n in sizes.values() if n > 1),
+            "groups_with_conflicting_labels": conflicts,
+            "unreadable": len(self.unreadable),
+        }
+
+
+def scan_folder(root: str | Path) -> list[Item]:
+    """Every JPEG/PNG under root/<class>/ (recursively), labelled by its class folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder")
+    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    found = [c for c in CLASSES if c in subdirs]
+    if not found:
+        raise DatasetError(
+            f"{root} has no class subfolders: expected folders named {', '.join(CLASSES)} with images inside"
+        )
+    items = []
+    for label, name in enumerate(CLASSES):
+        if name not in subdirs:
+            continue
+        for path in sorted(subdirs[name].rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                items.append(Item(path, label))
+    if not items:
+        raise DatasetError(f"{root} has class folders but no JPEG or PNG images in them")
+    return items
+
+
+def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
+    """An image file as HxWx3 uint8 RGB, optionally resized to size x size."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        img = img.convert("RGB")
+        if size is not None and img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+
+
+def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
+    if rgb.shape[0] == size and rgb.shape[1] == size:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+def perceptual_hash(rgb: np.ndarray) -> int:
+    """64-bit difference hash of the grayscale image: robust to re-encoding, resizing and small edits."""
+    gray = Image.fromarray(rgb).convert("L").resize((9, 8), Image.BILINEAR)
+    px = np.asarray(gray, dtype=np.int16)
+    bits = (px[:, 1:] > px[:, :-1]).flatten()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def hamming_matrix_rows(hashes: np.ndarray, others: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Bit distances between hashes[start:stop] and every hash in others, as a small int matrix."""
+    x = np.bitwise_xor(hashes[start:stop, None], others[None, :])
+    bytes_ = x.view(np.uint8).reshape(x.shape[0], x.shape[1], 8)
+    return np.unpackbits(bytes_, axis=2).sum(axis=2, dtype=np.int16)
+
+
+def _group_duplicates(sha: list[str], phash: np.ndarray, max_bits: int) -> list[int]:
+    parent = list(range(len(sha)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+
+    first: dict[str, int] = {}
+    for i, s in enumerate(sha):
+        if s in first:
+            union(i, first[s])
+        else:
+            first[s] = i
+    # Chunked so that 6,000 images need ~40 MB at a time rather than a full N x N x 8 cube.
+    for start in range(0, len(sha), 256):
+        stop = min(start + 256, len(sha))
+        dist = hamming_matrix_rows(phash, phash, start, stop)
+        rows, cols = np.nonzero(dist <= max_bits)
+        for r, c in zip(rows, cols):
+            i = start + int(r)
+            if i < c:
+                union(i, int(c))
+    return [find(i) for i in range(len(sha))]
+
+
+def index_items(root: str | Path, items: list[Item], *, max_bits: int = NEAR_DUPLICATE_BITS) -> DatasetIndex:
+    """Hash every item and group exact and near duplicates; unreadable files are listed, not kept."""
+    kept, sha, ph, unreadable = [], [], [], []
+    for item in items:
+        try:
+            data = item.path.read_bytes()
+            rgb = load_rgb(item.path)
+        except (OSError, ValueError) as exc:
+            unreadable.append(f"{item.path}: {exc}")
+            continue
+        kept.append(item)
+        sha.append(hashlib.sha256(data).hexdigest())
+        ph.append(perceptual_hash(rgb))
+    if not kept:
+        raise DatasetError(f"none of the images under {root} could be read")
+    phash = np.array(ph, dtype=np.uint64)
+    return DatasetIndex(Path(root), kept, sha, phash, _group_duplicates(sha, phash, max_bits), unreadable)
+
+
+def index_folder(root: str | Path) -> DatasetIndex:
+    return index_items(root, scan_folder(root))
+
+
+def split_train_val(index: DatasetIndex, *, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Stratified, seeded split of item positions that keeps every duplicate group on one side."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError("val_fraction must be between 0 and 1")
+    members: dict[int, list[int]] = defaultdict(list)
+    for i, g in enumerate(index.groups):
+        members[g].append(i)
+    by_label: dict[int, list[int]] = defaultdict(list)
+    for g, idx in members.items():
+        majority = Counter(index.items[i].label for i in idx).most_common(1)[0][0]
+        by_label[majority].append(g)
+    rng = random.Random(seed)
+    train, val = [], []
+    for label in sorted(by_label):
+        groups = sorted(by_label[label])
+        rng.shuffle(groups)
+        target = round(val_fraction * sum(len(members[g]) for g in groups))
+        taken = 0
+        for g in groups:
+            if taken < target:
+                val.extend(members[g])
+                taken += len(members[g])
+            else:
+                train.extend(members[g])
+    if not train or not val:
+        raise DatasetError("too few distinct images to carve out both a training and a validation set")
+    return sorted(train), sorted(val)
+
+
+def overlap_with(test: DatasetIndex, train: DatasetIndex, *, max_bits: int = NEAR_DUPLICATE_BITS) -> list[bool]:
+    """For each test item, whether an exact or near duplicate of it is in the training data."""
+    train_sha = set(train.sha256)
+    flags = []
+    for start in range(0, len(test.items), 256):
+        stop = min(start + 256, len(test.items))
+        near = (hamming_matrix_rows(test.phash, train.phash, start, stop) <= max_bits).any(axis=1)
+        flags.extend(bool(n) or test.sha256[start + k] in train_sha for k, n in enumerate(near))
+    return flags
+
+
+def class_weights(labels: list[int], num_classes: int = len(CLASSES)) -> list[float]:
+    """w_i = N / (C * n_i), so that every class weighs the same in the loss."""
+    counts = Counter(labels)
+    n = len(labels)
+    return [n / (num_classes * counts[c]) if counts[c] else 0.0 for c in range(num_classes)]
+
+
+def load_arrays(items: list[Item], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """All items decoded into one N x size x size x 3 uint8 array, with their labels."""
+    x = np.empty((len(items), size, size, 3), dtype=np.uint8)
+    for i, item in enumerate(items):
+        x[i] = load_rgb(item.path, size)
+    return x, np.array([it.label for it in items], dtype=np.int64)

@@ -1,0 +1,154 @@
+"""The report's MobileNetV2 transfer model in Keras 3: building, weights, prediction and Grad-CAM."""
+
+from pathlib import Path
+
+import numpy as np
+
+from models.config import TrainConfig
+from models.data import CLASSES
+
+KERAS_WEIGHTS_SIZES = (96, 128, 160, 192, 224)
+BASE_NAME = "mobilenetv2_base"
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Pretrained weights were asked for and none are on this machine."""
+
+
+def weights_file_name(size: int) -> str:
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5"
+
+
+def resolve_weights(cfg: TrainConfig) -> Path | None:
+    """The ImageNet no-top weights file to start from, None for random init; raises when asked for but absent."""
+    if not cfg.pretrained:
+        return None
+    from settings import get_settings
+
+    configured = cfg.weights_path or get_settings().mobilenet_weights_path
+    candidates = [Path(configured)] if configured else []
+    candidates.append(Path.home() / ".keras" / "models" / weights_file_name(cfg.image_size))
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise MissingWeightsError(
+        "MobileNetV2 ImageNet weights were not found (looked at "
+        + ", ".join(str(p) for p in candidates)
+        + "). This machine cannot download them. Copy "
+        + weights_file_name(cfg.image_size)
+        + " into ~/.keras/models/ or set MOBILENET_WEIGHTS_PATH to the file, or train with pretrained weights"
+        " turned off (random initialisation)."
+    )
+
+
+def augmenter(level: str, seed: int):  # -> keras.Sequential | None
+    """Training-time augmentation, applied in the input pipeline so the saved model holds none of it."""
+    import keras
+
+    if level == "none":
+        return None
+    if level == "moderate":
+        layers = [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(10 / 360), keras.layers.RandomZoom(0.05)]
+        return keras.Sequential(layers, name="augment")
+    layers = [
+        keras.layers.RandomFlip("horizontal_and_vertical"),
+        keras.layers.RandomRotation(20 / 360),
+        keras.layers.RandomShear(x_factor=0.15, y_factor=0.15),
+        keras.layers.RandomZoom(0.15),
+        keras.layers.RandomTranslation(0.1, 0.1),
+    ]
+    for i, layer in enumerate(layers):
+        layer.seed_generator = keras.random.SeedGenerator(seed + i)
+    return keras.Sequential(layers, name="augment")
+
+
+def build_model(cfg: TrainConfig, weights: Path | None, num_classes: int = len(CLASSES)):  # -> keras.Model
+    """Raw 0-255 RGB pixels in; resizing and MobileNetV2's scaling happen inside the model."""
+    import keras
+
+    size = cfg.image_size
+    inputs = keras.Input((None, None, 3), name="pixels")
+    x = keras.layers.Resizing(size, size, name="resize")(inputs)
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(x)  # MobileNetV2 expects [-1, 1]
+    base = keras.applications.MobileNetV2(
+        input_shape=(size, size, 3), include_top=False, weights=str(weights) if weights else None, name=BASE_NAME
+    )
+    # A pretrained base runs in inference mode so its BatchNorm statistics survive fine-tuning; a random
+    # one has no statistics yet and must learn them.
+    x = base(x, training=False) if weights else base(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    reg = keras.regularizers.l2(cfg.weight_decay)
+    x = keras.layers.Dense(128, activation="relu", kernel_regularizer=reg, name="dense")(x)
+    x = keras.layers.Dropout(0.5, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", kernel_regularizer=reg, name="probs")(x)
+    return keras.Model(inputs, outputs, name="mobilenetv2_tumor")
+
+
+def set_trainable_top(model, top_layers: int, freeze_batchnorm: bool) -> None:
+    """Freeze the base except its top `top_layers` layers; BatchNorm stays frozen when asked."""
+    import keras
+
+    base = model.get_layer(BASE_NAME)
+    base.trainable = True
+    cut = max(0, len(base.layers) - top_layers)
+    for i, layer in enumerate(base.layers):
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = i >= cut and not (is_bn and freeze_batchnorm)
+
+
+def freeze_base(model) -> None:
+    model.get_layer(BASE_NAME).trainable = False
+
+
+def load_model(path: str | Path):  # -> (keras.Model, tta)
+    import keras
+
+    model = keras.models.load_model(path, compile=False)
+    tta = bool(_read_meta(path).get("tta", False))
+    return model, tta
+
+
+def _read_meta(path: str | Path) -> dict:
+    import json
+
+    meta = Path(str(path) + ".json")
+    return json.loads(meta.read_text()) if meta.is_file() else {}
+
+
+def write_meta(path: str | Path, meta: dict) -> None:
+    import json
+
+    Path(str(path) + ".json").write_text(json.dumps(meta, indent=2, default=float))
+
+
+def predict_proba(model, images: np.ndarray, *, tta: bool = False, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities for N x H x W x 3 uint8 images."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].astype(np.float32)
+        probs = np.asarray(model(x, training=False))
+        if tta:
+            probs = (probs + np.asarray(model(x[:, :, ::-1, :].copy(), training=False))) / 2
+        out.append(probs)
+    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), dtype=np.float32)
+
+
+def gradcam_map(model, rgb: np.ndarray) -> np.ndarray:
+    """Grad-CAM over the base's last feature map, for the predicted class (coarse, unnormalised)."""
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(rgb[None].astype(np.float32))
+    with tf.GradientTape() as tape:
+        h = x
+        features = None
+        for layer in model.layers[1:]:
+            if layer.name == BASE_NAME:
+                h = layer(h, training=False)
+                features = h
+                tape.watch(features)
+            else:
+                h = layer(h, training=False)
+        top = tf.gather(h[0], tf.argmax(h[0]))
+    grads = tape.gradient(top, features)[0]
+    weights = tf.reduce_mean(grads, axis=(0, 1))
+    return tf.reduce_sum(features[0] * weights, axis=-1).numpy()

@@ -1,0 +1,119 @@
+"""Loading a saved model of either framework, predicting, and Grad-CAM heatmaps."""
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from models.data import CLASSES, resize_rgb
+
+INPUT_SIZE = 224  # both models take 224x224 RGB; MobileNetV2 may resize further inside itself
+
+
+class Predictor(Protocol):
+    framework: str
+
+    def predict(self, images: list[np.ndarray]) -> np.ndarray: ...
+
+    def gradcam(self, rgb: np.ndarray) -> np.ndarray: ...
+
+
+def _stack(images: list[np.ndarray]) -> np.ndarray:
+    return np.stack([resize_rgb(np.asarray(im, dtype=np.uint8), INPUT_SIZE) for im in images])
+
+
+def _normalise_cam(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A coarse activation map scaled to [0, 1] and resized to the image's height and width."""
+    from PIL import Image
+
+    cam = np.maximum(cam, 0)
+    peak = cam.max()
+    cam = cam / peak if peak > 0 else np.zeros_like(cam)
+    img = Image.fromarray(cam.astype(np.float32), mode="F").resize((shape[1], shape[0]), Image.BILINEAR)
+    return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+
+
+class TorchPredictor:
+    framework = "torch"
+
+    def __init__(self, path: str | Path) -> None:
+        from models.cnn import load_checkpoint
+
+        self.model, ckpt = load_checkpoint(path)
+        self.tta = bool(ckpt.get("tta", False))
+
+    def predict(self, images: list[np.ndarray]) -> np.ndarray:
+        from models.cnn import predict_proba
+
+        if not images:
+            return np.zeros((0, len(CLASSES)), dtype=np.float32)
+        return predict_proba(self.model, _stack(images), tta=self.tta)
+
+    def gradcam(self, rgb: np.ndarray) -> np.ndarray:
+        import torch
+
+        from models.cnn import normalize
+
+        x = normalize(torch.from_numpy(_stack([rgb])).permute(0, 3, 1, 2))
+        # The last block's ReLU output (56x56): the finest map that still sees whole structures.
+        layer = self.model.features[11]
+        captured: dict[str, torch.Tensor] = {}
+
+        def keep(_module: object, _inputs: object, output: torch.Tensor) -> None:
+            output.retain_grad()
+            captured["act"] = output
+
+        handle = layer.register_forward_hook(keep)
+        try:
+            self.model.eval()
+            logits = self.model(x)
+            self.model.zero_grad(set_to_none=True)
+            logits[0, int(logits.argmax(1))].backward()
+        finally:
+            handle.remove()
+        act, grad = captured["act"][0], captured["act"].grad[0]
+        cam = (grad.mean(dim=(1, 2))[:, None, None] * act).sum(0).detach().numpy()
+        return _normalise_cam(cam, rgb.shape[:2])
+
+
+class KerasPredictor:
+    framework = "keras"
+
+    def __init__(self, path: str | Path) -> None:
+        from models.mobilenet import load_model
+
+        self.model, self.tta = load_model(path)
+
+    def predict(self, images: list[np.ndarray]) -> np.ndarray:
+        from models.mobilenet import predict_proba
+
+        if not images:
+            return np.zeros((0, len(CLASSES)), dtype=np.float32)
+        return predict_proba(self.model, _stack(images), tta=self.tta)
+
+    def gradcam(self, rgb: np.ndarray) -> np.ndarray:
+        from models.mobilenet import gradcam_map
+
+        return _normalise_cam(gradcam_map(self.model, _stack([rgb])[0]), rgb.shape[:2])
+
+
+def load_predictor(framework: str, artifact_path: str | Path) -> Predictor:
+    """A predictor for a saved model file; raises FileNotFoundError or ValueError with a readable message."""
+    path = Path(artifact_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    if framework == "torch":
+        return TorchPredictor(path)
+    if framework == "keras":
+        return KerasPredictor(path)
+    raise ValueError(f"unknown framework {framework!r}")
+
+
+def needs_review(probabilities_by_framework: dict[str, np.ndarray], threshold: float) -> bool:
+    """Flag for a clinician when any model is unsure or the models disagree on the class."""
+    probs = [np.asarray(p) for p in probabilities_by_framework.values()]
+    if not probs:
+        return True
+    low = any(float(p.max()) < threshold for p in probs)
+    disagree = len({int(p.argmax()) for p in probs}) > 1
+    return low or disagree

@@ -1,0 +1,264 @@
+"""A whole training run for either framework: data, split, training loop, final scoring.
+
+CLI: python -m models.train --framework torch --data DIR [--test DIR] [--preset report|improved] [--epochs N]
+"""
+
+import argparse
+import hashlib
+import json
+import random
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.config import TrainConfig, make_config, preset_names
+from models.data import CLASSES, DatasetIndex, Item, index_folder, index_items, load_arrays, overlap_with, split_train_val
+from models.metrics import classification_report, cross_entropy
+
+LOAD_SIZE = 224  # images are decoded at this size; a model that wants another size resizes inside
+
+
+class TrainingCancelled(Exception):
+    """Raised inside a training loop when its hooks ask it to stop."""
+
+
+def _noop(*_args: Any) -> None:
+    return None
+
+
+@dataclass
+class TrainHooks:
+    """How a run reports to whoever started it (a Celery task, the CLI) and learns it should stop."""
+
+    on_start: Callable[[dict[str, Any]], None] = _noop
+    on_progress: Callable[[int, int, int, int], None] = _noop  # epoch, epochs, batch, batches
+    on_epoch: Callable[[dict[str, Any]], None] = _noop
+    should_cancel: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class PreparedData:
+    index: DatasetIndex
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    summary: dict[str, Any]
+    test: tuple[np.ndarray, np.ndarray, list[bool]] | None = None
+
+
+@dataclass
+class TrainResult:
+    best_path: Path
+    last_path: Path
+    best_epoch: int
+    pretrained: bool
+    fingerprint: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def _cap_items(items: list[Item], per_class: int | None, seed: int) -> list[Item]:
+    if not per_class:
+        return items
+    rng = random.Random(seed)
+    kept: list[Item] = []
+    for label in range(len(CLASSES)):
+        of_class = [it for it in items if it.label == label]
+        rng.shuffle(of_class)
+        kept.extend(sorted(of_class[:per_class], key=lambda it: str(it.path)))
+    return kept
+
+
+def prepare_data(cfg: TrainConfig) -> PreparedData:
+    """Scan, deduplicate and split the data; load everything into memory as uint8 arrays."""
+    from models.data import scan_folder
+
+    items = _cap_items(scan_folder(cfg.data_dir), cfg.max_images_per_class, cfg.seed)
+    index = index_items(cfg.data_dir, items)
+    train_idx, val_idx = split_train_val(index, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    train_items = [index.items[i] for i in train_idx]
+    val_sha = {index.sha256[i] for i in val_idx}
+    extra = []
+    for path, label in cfg.extra_items:
+        p = Path(path)
+        # A reviewed scan identical to a validation image would leak it into training.
+        if p.is_file() and label in CLASSES and hashlib.sha256(p.read_bytes()).hexdigest() not in val_sha:
+            extra.append(Item(p, CLASSES.index(label)))
+    x_train, y_train = load_arrays(train_items + extra, LOAD_SIZE)
+    x_val, y_val = load_arrays([index.items[i] for i in val_idx], LOAD_SIZE)
+    summary = {
+        "train": len(train_items),
+        "extra_reviewed": len(extra),
+        "val": len(val_idx),
+        "train_per_class": np.bincount(y_train, minlength=len(CLASSES)).tolist(),
+        "val_per_class": np.bincount(y_val, minlength=len(CLASSES)).tolist(),
+        "duplicates": index.duplicate_report(),
+        "unreadable": index.unreadable[:20],
+    }
+    test = None
+    if cfg.test_dir:
+        test_index = index_folder(cfg.test_dir)
+        x_test, y_test = load_arrays(test_index.items, LOAD_SIZE)
+        test = (x_test, y_test, overlap_with(test_index, index))
+        summary["test"] = len(test_index.items)
+        summary["test_with_duplicate_in_training"] = int(sum(test[2]))
+    return PreparedData(index, x_train, y_train, x_val, y_val, summary, test)
+
+
+def peak_memory_mb() -> float:
+    # ru_maxrss is in kilobytes on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def score(predictor: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 64) -> dict[str, Any]:
+    """Classification report and loss of a predictor on in-memory images."""
+    probs = np.concatenate([predictor.predict(list(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
+    report = classification_report(y, probs.argmax(axis=1))
+    report["loss"] = cross_entropy(probs, y)
+    return report
+
+
+def inference_ms(predictor: Any, x: np.ndarray, repeats: int = 20) -> float:
+    """Median wall time of a batch-1 prediction, after one warm-up call."""
+    predictor.predict([x[0]])
+    times = []
+    for i in range(min(repeats, len(x))):
+        start = time.perf_counter()
+        predictor.predict([x[i]])
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
+def final_metrics(cfg: TrainConfig, data: PreparedData, model_path: Path) -> dict[str, Any]:
+    from models.predictor import load_predictor
+
+    predictor = load_predictor(cfg.framework, model_path)
+    val = score(predictor, data.x_val, data.y_val)
+    val["inference_ms"] = inference_ms(predictor, data.x_val)
+    val["model_size_mb"] = model_path.stat().st_size / 1e6
+    metrics: dict[str, Any] = {"val": val, "split": data.summary}
+    if data.test is not None:
+        x_test, y_test, dup = data.test
+        metrics["test"] = score(predictor, x_test, y_test)
+        clean = ~np.array(dup, dtype=bool)
+        if clean.any():
+            metrics["test_without_training_duplicates"] = score(predictor, x_test[clean], y_test[clean])
+    metrics["peak_memory_mb"] = peak_memory_mb()
+    return metrics
+
+
+def run_training(cfg: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
+    """Train one model from a config and score it; raises TrainingCancelled when the hooks ask."""
+    hooks = hooks or TrainHooks()
+    seed_everything(cfg.seed)
+    data = prepare_data(cfg)
+    if cfg.framework == "torch":
+        from models.train_torch import train_torch as train_fn
+    else:
+        from models.train_keras import train_keras as train_fn
+    pretrained = False
+    if cfg.framework == "keras":
+        from models.mobilenet import resolve_weights
+
+        pretrained = resolve_weights(cfg) is not None
+    hooks.on_start({"fingerprint": data.index.fingerprint, "split": data.summary, "pretrained": pretrained})
+    epochs: list[dict[str, Any]] = []
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        epochs.append(row)
+        hooks.on_epoch(row)
+
+    started = time.perf_counter()
+    best_path, last_path, best_epoch = train_fn(cfg, data, replace(hooks, on_epoch=on_epoch))
+    metrics = final_metrics(cfg, data, best_path)
+    metrics["best_epoch"] = best_epoch
+    result = TrainResult(best_path, last_path, best_epoch, pretrained, data.index.fingerprint, metrics)
+    # Everything needed to rebuild the run's record elsewhere (the shipped models carry one).
+    summary = {
+        "framework": cfg.framework,
+        "preset": cfg.preset,
+        "config": cfg.to_dict(),
+        "fingerprint": result.fingerprint,
+        "pretrained": pretrained,
+        "duration_s": time.perf_counter() - started,
+        "epochs": epochs,
+        "metrics": metrics,
+    }
+    (Path(cfg.output_dir) / "run.json").write_text(json.dumps(summary, indent=2, default=float))
+    return result
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Train the CNN (torch) or MobileNetV2 (keras) on a labelled folder.")
+    p.add_argument("--framework", choices=["torch", "keras"], required=True)
+    p.add_argument("--data", required=True, help="folder with one subfolder per class")
+    p.add_argument("--test", help="optional labelled folder scored at the end")
+    p.add_argument("--preset", default="report", choices=preset_names())
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--augment", choices=["none", "moderate", "high"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--fine-tune-epoch", type=int)
+    p.add_argument("--max-images-per-class", type=int)
+    p.add_argument("--no-pretrained", action="store_true", help="MobileNetV2 from random init")
+    p.add_argument("--weights", help="MobileNetV2 ImageNet no-top .h5 file")
+    p.add_argument("--output-dir", help="where checkpoints go (default: ARTIFACT_DIR/runs/<id>)")
+    p.add_argument("--no-record", action="store_true", help="do not record the run in the database")
+    p.add_argument("--activate", action="store_true", help="register the model and make it active")
+    p.add_argument("--threads", type=int, help="framework threads (default: TORCH_THREADS / TF_THREADS)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    from settings import get_settings
+
+    settings = get_settings()
+    from models.threads import cap_threads
+
+    cap_threads(args.threads or settings.torch_threads, args.threads or settings.tf_threads)
+    overrides = {
+        "test_dir": args.test,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "augment": args.augment,
+        "seed": args.seed,
+        "fine_tune_epoch": args.fine_tune_epoch,
+        "max_images_per_class": args.max_images_per_class,
+        "pretrained": False if args.no_pretrained else None,
+        "weights_path": args.weights,
+    }
+    cfg = make_config(args.framework, args.data, args.preset, **overrides)
+    if args.no_record:
+        cfg.output_dir = args.output_dir or str(settings.artifact_dir / "runs" / f"cli-{int(time.time())}")
+        result = run_training(cfg, TrainHooks(on_epoch=lambda row: print(json.dumps(row), flush=True)))
+    else:
+        from db.recorder import record_training
+
+        result = record_training(cfg, output_dir=args.output_dir, activate=args.activate, echo=True)
+    print(json.dumps({"best": str(result.best_path), "metrics": result.metrics}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""Dataset scanning, duplicate grouping and the train/validation split, on real sample images."""
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.data import CLASSES, DatasetError, index_folder, overlap_with, perceptual_hash, split_train_val
+from models.metrics import classification_report
+from settings import SAMPLE_DIR
+
+
+@pytest.fixture
+def folder_with_duplicates(tmp_path: Path) -> Path:
+    """The sample, plus an exact copy and a re-encoded, slightly resized copy of a few images."""
+    root = tmp_path / "data"
+    shutil.copytree(SAMPLE_DIR, root)
+    for name in CLASSES:
+        first = sorted((root / name).iterdir())[0]
+        shutil.copy(first, root / name / f"copy_{first.name}")
+        img = Image.open(first).convert("RGB").resize((200, 200))
+        img.save(root / name / f"reencoded_{first.stem}.png")
+    return root
+
+
+def test_exact_and_near_duplicates_share_a_group(folder_with_duplicates: Path) -> None:
+    index = index_folder(folder_with_duplicates)
+    by_name = {it.path.name: g for it, g in zip(index.items, index.groups)}
+    for name in CLASSES:
+        first = sorted(p.name for p in (folder_with_duplicates / name).iterdir() if not p.name.startswith(("copy_", "reencoded_")))[0]
+        assert by_name[f"copy_{first}"] == by_name[first]
+        assert by_name[f"reencoded_{Path(first).stem}.png"] == by_name[first]
+    report = index.duplicate_report()
+    assert report["exact_duplicates"] >= len(CLASSES)
+
+
+def test_no_duplicate_group_crosses_the_split(folder_with_duplicates: Path) -> None:
+    index = index_folder(folder_with_duplicates)
+    train, val = split_train_val(index, val_fraction=0.25, seed=7)
+    assert set(train).isdisjoint(val) and len(train) + len(val) == len(index.items)
+    assert {index.groups[i] for i in train}.isdisjoint({index.groups[i] for i in val})
+    # Stratified: every class is on both sides, in roughly the requested share.
+    val_counts = Counter(index.items[i].label for i in val)
+    assert all(3 <= val_counts[c] <= 8 for c in range(len(CLASSES)))
+
+
+def test_split_is_reproducible_and_seeded() -> None:
+    index = index_folder(SAMPLE_DIR)
+    assert split_train_val(index, val_fraction=0.2, seed=1) == split_train_val(index, val_fraction=0.2, seed=1)
+    assert split_train_val(index, val_fraction=0.2, seed=1) != split_train_val(index, val_fraction=0.2, seed=2)
+
+
+def test_fingerprint_follows_content_not_names(tmp_path: Path) -> None:
+    shutil.copytree(SAMPLE_DIR, tmp_path / "a")
+    renamed = tmp_path / "b"
+    shutil.copytree(SAMPLE_DIR, renamed)
+    victim = sorted((renamed / "glioma").iterdir())[0]
+    victim.rename(victim.with_name("renamed.jpg"))
+    assert index_folder(tmp_path / "a").fingerprint == index_folder(renamed).fingerprint
+    shutil.move(str(renamed / "glioma" / "renamed.jpg"), renamed / "meningioma" / "renamed.jpg")
+    assert index_folder(tmp_path / "a").fingerprint != index_folder(renamed).fingerprint
+
+
+def test_test_images_duplicated_in_training_are_flagged(tmp_path: Path) -> None:
+    test_dir = tmp_path / "test"
+    for name in CLASSES:
+        (test_dir / name).mkdir(parents=True)
+    sample = sorted((SAMPLE_DIR / "glioma").iterdir())[0]
+    shutil.copy(sample, test_dir / "glioma" / "seen.jpg")
+    unseen = np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)
+    Image.fromarray(unseen).save(test_dir / "notumor" / "unseen.png")
+    flags = overlap_with(index_folder(test_dir), index_folder(SAMPLE_DIR))
+    assert sorted(flags) == [False, True]
+
+
+def test_folder_without_class_subfolders_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "cats").mkdir()
+    with pytest.raises(DatasetError, match="no class subfolders"):
+        index_folder(tmp_path)
+
+
+def test_perceptual_hash_ignores_re_encoding() -> None:
+    path = sorted((SAMPLE_DIR / "pituitary").iterdir())[0]
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    darker = (rgb * 0.9).astype(np.uint8)
+    other = np.asarray(Image.open(sorted((SAMPLE_DIR / "notumor").iterdir())[3]).convert("RGB"))
+    assert bin(perceptual_hash(rgb) ^ perceptual_hash(darker)).count("1") <= 4
+    assert bin(perceptual_hash(rgb) ^ perceptual_hash(other)).count("1") > 4
+
+
+def test_classification_report_counts() -> None:
+    report = classification_report(np.array([0, 0, 1, 2, 3, 3]), np.array([0, 1, 1, 2, 3, 0]))
+    assert report["accuracy"] == pytest.approx(4 / 6)
+    assert report["confusion_matrix"][0] == [1, 1, 0, 0]
+    assert report["per_class"]["glioma"]["precision"] == pytest.approx(0.5)
+    assert report["per_class"]["meningioma"]["recall"] == pytest.approx(1.0)
+    assert report["count"] == 6

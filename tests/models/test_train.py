@@ -1,0 +1,80 @@
+"""In-process training behaviour: reproducibility, the evaluate command, Grad-CAM, presets."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.config import make_config
+from models.data import load_rgb
+from models.predictor import load_predictor, needs_review
+from models.train import TrainHooks, run_training
+from settings import ROOT, SAMPLE_DIR
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cnn")
+    cfg = make_config("torch", str(SAMPLE_DIR), "report", epochs=1, batch_size=16, max_images_per_class=6,
+                      output_dir=str(out))  # fmt: skip
+    return run_training(cfg).best_path
+
+
+def test_same_config_gives_the_same_first_epoch(tmp_path: Path) -> None:
+    rows: list[list[dict]] = [[], []]
+    for k in range(2):
+        cfg = make_config("torch", str(SAMPLE_DIR), "report", epochs=1, batch_size=16, max_images_per_class=5,
+                          output_dir=str(tmp_path / str(k)))  # fmt: skip
+        run_training(cfg, TrainHooks(on_epoch=rows[k].append))
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc")
+    assert [rows[0][0][k] for k in keys] == pytest.approx([rows[1][0][k] for k in keys], rel=1e-5)
+
+
+def test_evaluate_command_prints_the_json_fields(tiny_cnn: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "models.evaluate", "--model", str(tiny_cnn), "--data", str(SAMPLE_DIR)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    report = json.loads(out.stdout)
+    assert report["count"] == 80
+    assert set(report["per_class"]) == {"glioma", "meningioma", "notumor", "pituitary"}
+    assert np.array(report["confusion_matrix"]).sum() == 80
+    assert 0.0 <= report["accuracy"] <= 1.0 and "f1" in report
+
+
+def test_evaluate_command_refuses_a_folder_without_classes(tiny_cnn: Path, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "models.evaluate", "--model", str(tiny_cnn), "--data", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 2 and "no class subfolders" in out.stderr
+
+
+def test_gradcam_matches_the_image_shape(tiny_cnn: Path) -> None:
+    predictor = load_predictor("torch", tiny_cnn)
+    rgb = load_rgb(next((SAMPLE_DIR / "glioma").iterdir()), size=None)[:200, :180]
+    cam = predictor.gradcam(rgb)
+    assert cam.shape == (200, 180) and cam.dtype == np.float32
+    assert 0.0 <= cam.min() and cam.max() <= 1.0
+    probs = predictor.predict([rgb, rgb])
+    assert probs.shape == (2, 4) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_needs_review_on_low_confidence_or_disagreement() -> None:
+    sure = np.array([0.9, 0.05, 0.03, 0.02])
+    other = np.array([0.05, 0.9, 0.03, 0.02])
+    assert not needs_review({"torch": sure, "keras": sure}, 0.7)
+    assert needs_review({"torch": sure, "keras": other}, 0.7)
+    assert needs_review({"torch": sure}, 0.95)
+
+
+def test_config_validation_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        make_config("torch", str(SAMPLE_DIR), epochs=0)
+    with pytest.raises(ValueError, match="224x224"):
+        make_config("torch", str(SAMPLE_DIR), image_size=128)
+    with pytest.raises(ValueError, match="unknown preset"):
+        make_config("torch", str(SAMPLE_DIR), "fancy")
