@@ -1,0 +1,265 @@
+"""Uploaded scans (JPEG, PNG, DICOM) checked and decoded into RGB arrays, and heatmap overlays for display."""
+
+import hashlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DICOM_MAGIC_OFFSET = 128
+DICOM_MAGIC = b"DICM"
+# A side this short is a line or a dot, not a slice a model can read.
+MIN_SIDE = 2
+
+
+class ImageError(ValueError):
+    """A file that cannot be used as a scan; the message is shown to a person as-is."""
+
+
+@dataclass
+class DecodedImage:
+    rgb: np.ndarray  # HxWx3 uint8
+    stored_bytes: bytes  # the file we keep: the original JPEG/PNG, or a PNG of the windowed DICOM pixels
+    stored_suffix: str  # ".jpg" or ".png"
+    sha256: str  # of stored_bytes
+    width: int
+    height: int
+    image_format: str  # "JPEG", "PNG" or "DICOM"
+    patient_id: str | None = None
+    study_date: str | None = None
+    modality: str | None = None
+    series_description: str | None = None
+    note: str | None = None
+
+
+def decode_image(data: bytes, filename: str, *, max_bytes: int, max_pixels: int) -> DecodedImage:
+    """Check and decode one uploaded file; raises ImageError with a message for the person who uploaded it."""
+    if not data:
+        raise ImageError(f"{filename}: the file is empty.")
+    if len(data) > max_bytes:
+        raise ImageError(
+            f"{filename}: the file is {len(data) / 2**20:.1f} MB, over the limit of {max_bytes / 2**20:.0f} MB."
+        )
+    if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == DICOM_MAGIC:
+        return _decode_dicom(data, filename, max_pixels=max_pixels)
+    if data.startswith(JPEG_MAGIC) or data.startswith(PNG_MAGIC):
+        return _decode_raster(data, filename, max_pixels=max_pixels)
+    if filename.lower().endswith(".dcm"):
+        # DICOM files written without the 128-byte preamble still exist in the wild.
+        return _decode_dicom(data, filename, max_pixels=max_pixels)
+    raise ImageError(f"{filename}: not a JPEG, PNG or DICOM image.")
+
+
+def _check_pixels(filename: str, height: int, width: int, frames: int, max_pixels: int) -> None:
+    if height * width * frames > max_pixels:
+        raise ImageError(
+            f"{filename}: the image declares {width} x {height} pixels"
+            + (f" in {frames} frames" if frames > 1 else "")
+            + f", more than the limit of {max_pixels:,}; refused as a possible decompression bomb."
+        )
+
+
+def _check_2d(filename: str, height: int, width: int) -> None:
+    if min(height, width) < MIN_SIDE:
+        raise ImageError(f"{filename}: the image is {width} x {height} pixels, not a 2-D slice.")
+
+
+def _decode_raster(data: bytes, filename: str, *, max_pixels: int) -> DecodedImage:
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            kind = probe.format
+            width, height = probe.size
+            # The size comes from the header, so a bomb is refused before a single pixel is decompressed.
+            _check_pixels(filename, height, width, 1, max_pixels)
+            probe.verify()
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            rgb = _pil_to_rgb(img)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(
+            f"{filename}: the image declares more pixels than the limit of {max_pixels:,}; "
+            "refused as a possible decompression bomb."
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{filename}: not a JPEG, PNG or DICOM image.") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncated and corrupt data as any of these, depending on the codec and where it broke.
+        raise ImageError(f"{filename}: the image is truncated or damaged ({exc}).") from exc
+    # Some cameras write JPEGs that Pillow names MPO (a JPEG with extra pictures appended).
+    kind = "JPEG" if kind == "MPO" else kind
+    if kind not in ("JPEG", "PNG"):
+        raise ImageError(f"{filename}: not a JPEG, PNG or DICOM image.")
+    _check_2d(filename, rgb.shape[0], rgb.shape[1])
+    return _decoded(rgb, data, ".jpg" if kind == "JPEG" else ".png", kind)
+
+
+def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode as HxWx3 uint8; transparent areas become black, deep grayscale is stretched."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return _gray_to_rgb(_stretch(np.asarray(img, dtype=np.float64)))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(black, rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def _decode_dicom(data: bytes, filename: str, *, max_pixels: int) -> DecodedImage:
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    except Exception as exc:  # pydicom raises many types (InvalidDicomError, struct.error, ...) on bad headers
+        raise ImageError(f"{filename}: the DICOM file could not be read ({exc}).") from exc
+    if "PixelData" not in ds:
+        raise ImageError(f"{filename}: the DICOM file could not be read: it holds no image (no pixel data).")
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ImageError(f"{filename}: the DICOM file could not be read: its image size is missing ({exc}).") from exc
+    _check_pixels(filename, rows, cols, max(frames, 1), max_pixels)
+    _check_2d(filename, rows, cols)
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for bad, short or undecodable pixel data
+        raise ImageError(f"{filename}: the DICOM pixel data could not be decoded ({exc}).") from exc
+
+    note = None
+    if frames > 1:
+        middle = frames // 2
+        pixels = pixels[middle]
+        note = f"middle frame {middle + 1} of {frames}"
+    color = samples == 3 or photometric == "PALETTE COLOR"
+    expected_ndim = 3 if samples == 3 else 2
+    if pixels.ndim != expected_ndim or min(pixels.shape[:2]) < MIN_SIDE:
+        raise ImageError(f"{filename}: the DICOM pixel data has shape {pixels.shape}, not a 2-D slice.")
+
+    if color:
+        rgb, window_note = _dicom_color(pixels, ds, photometric), None
+    else:
+        gray, window_note = _dicom_gray(pixels, ds)
+        if photometric == "MONOCHROME1":
+            # MONOCHROME1 means low values are bright: invert so every image reads the same way.
+            gray = 255 - gray
+        rgb = _gray_to_rgb(gray)
+    note = "; ".join(n for n in (note, window_note) if n) or None
+
+    stored = _png_bytes(rgb if color else rgb[..., 0])
+    decoded = _decoded(rgb, stored, ".png", "DICOM")
+    decoded.patient_id = _header_text(ds, "PatientID", 64)
+    decoded.study_date = _study_date(ds)
+    decoded.modality = _header_text(ds, "Modality", 16)
+    decoded.series_description = _header_text(ds, "SeriesDescription", 256)
+    decoded.note = note
+    return decoded
+
+
+def _dicom_gray(pixels: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, str | None]:
+    """Modality LUT then VOI LUT/window, mapped to uint8 over the window's output range."""
+    values = apply_modality_lut(pixels, ds)
+    if ds.get("VOILUTSequence"):
+        # A VOI LUT indexes by integer stored values; the rescale may have produced floats.
+        values = np.rint(values).astype(np.int64)
+    try:
+        windowed = apply_voi_lut(values, ds)
+        if windowed is values:
+            return _stretch(values.astype(np.float64)), None
+        low, high = _voi_output_range(ds)
+    except (ValueError, NotImplementedError, AttributeError, IndexError, TypeError) as exc:
+        return _stretch(values.astype(np.float64)), f"window in the header ignored ({exc})"
+    return _stretch(windowed.astype(np.float64), low, high), None
+
+
+def _voi_output_range(ds: pydicom.Dataset) -> tuple[float, float]:
+    """The lowest and highest value the dataset's VOI LUT or window can produce."""
+    if ds.get("VOILUTSequence"):
+        entries, first, _bits = (int(v) for v in ds.VOILUTSequence[0].LUTDescriptor)
+        probe = np.arange(first, first + (entries or 2**16), dtype=np.int64)
+    else:
+        # Values far outside any window land on the window's floor and ceiling.
+        probe = np.array([-1e12, 1e12])
+    out = apply_voi_lut(probe, ds)
+    return float(out.min()), float(out.max())
+
+
+def _dicom_color(pixels: np.ndarray, ds: pydicom.Dataset, photometric: str) -> np.ndarray:
+    if photometric == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+    if pixels.dtype == np.uint8:
+        return np.ascontiguousarray(pixels)
+    bits = 16 if photometric == "PALETTE COLOR" else int(ds.get("BitsStored") or 16)
+    return _stretch(pixels.astype(np.float64), 0.0, float(2**bits - 1))
+
+
+def _stretch(values: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:
+    """Map [low, high] (the data's own range by default) linearly onto 0..255."""
+    low = float(values.min()) if low is None else low
+    high = float(values.max()) if high is None else high
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = (values - low) * (255.0 / (high - low))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _header_text(ds: pydicom.Dataset, keyword: str, max_len: int) -> str | None:
+    value = str(ds.get(keyword, "") or "").strip()
+    return value[:max_len] or None
+
+
+def _study_date(ds: pydicom.Dataset) -> str | None:
+    """StudyDate as YYYY-MM-DD when it is a proper DICOM date, else as written."""
+    raw = _header_text(ds, "StudyDate", 16)
+    if raw and len(raw) == 8 and raw.isdigit():
+        return f"{raw[:4]}-{raw[4:6]}-{raw[6:]}"
+    return raw
+
+
+def _decoded(rgb: np.ndarray, stored: bytes, suffix: str, image_format: str) -> DecodedImage:
+    return DecodedImage(
+        rgb=rgb,
+        stored_bytes=stored,
+        stored_suffix=suffix,
+        sha256=hashlib.sha256(stored).hexdigest(),
+        width=int(rgb.shape[1]),
+        height=int(rgb.shape[0]),
+        image_format=image_format,
+    )
+
+
+def jet_colormap(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] as HxWx3 uint8 colours running blue, cyan, yellow, red."""
+    v = np.clip(values.astype(np.float32), 0.0, 1.0)[..., None]
+    channels = np.concatenate([1.5 - np.abs(4 * v - 3), 1.5 - np.abs(4 * v - 2), 1.5 - np.abs(4 * v - 1)], axis=-1)
+    return (np.clip(channels, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def make_overlay(rgb: np.ndarray, heatmap: np.ndarray, opacity: float) -> np.ndarray:
+    """The heatmap, coloured, blended over the image at `opacity` (0: image only, 1: heatmap only)."""
+    if heatmap.ndim != 2:
+        raise ValueError(f"heatmap must be 2-D, got shape {heatmap.shape}")
+    height, width = rgb.shape[:2]
+    if heatmap.shape != (height, width):
+        # Nearest-neighbour resampling: the heatmap is coarse anyway and this keeps it pure numpy.
+        rows = np.arange(height) * heatmap.shape[0] // height
+        cols = np.arange(width) * heatmap.shape[1] // width
+        heatmap = heatmap[rows[:, None], cols[None, :]]
+    alpha = float(np.clip(opacity, 0.0, 1.0))
+    blended = rgb.astype(np.float32) * (1 - alpha) + jet_colormap(heatmap).astype(np.float32) * alpha
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)

@@ -1,0 +1,228 @@
+"""Diagnose: upload scans, see each active model's answer and Grad-CAM, save them to a patient's record."""
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from db.scans import ModelResult, model_result, review_needed, save_scan_with_predictions
+from db.session import session_scope
+from models.imaging import DecodedImage, ImageError, decode_image, make_overlay
+from settings import get_settings
+from ui.charts import probability_chart
+from ui.nav import link_to_page
+from ui.patients import patient_picker
+from ui.predictors import ActiveModel, active_models, gradcam, predictor_for, probabilities
+
+DISCLAIMER = (
+    "**Decision support, not a diagnosis.** These results come from machine-learning models and can be wrong. "
+    "A clinician reads the scan and makes the diagnosis."
+)
+SAVED_KEY = "diagnose_saved"  # {"<patient>:<sha256>": scan id} for this browser session
+
+
+@dataclass
+class Analysis:
+    name: str
+    decoded: DecodedImage
+    results: list[ModelResult]
+    flagged: bool
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def decode(data: bytes, filename: str, max_bytes: int, max_pixels: int) -> DecodedImage:
+    return decode_image(data, filename, max_bytes=max_bytes, max_pixels=max_pixels)
+
+
+def analyse(name: str, decoded: DecodedImage, models: list[ActiveModel], threshold: float) -> Analysis:
+    results = [
+        model_result(
+            framework=m.framework,
+            model_version_id=m.version_id,
+            probabilities=probabilities(m.framework, m.artifact_path, m.sha256, decoded.sha256, decoded.rgb),
+        )
+        for m in models
+    ]
+    return Analysis(name, decoded, results, review_needed(results, threshold))
+
+
+def review_reasons(analysis: Analysis, models: list[ActiveModel], threshold: float) -> list[str]:
+    reasons = [
+        f"{m.label} is {r['confidence']:.0%} confident, below {threshold:.0%}"
+        for m, r in zip(models, analysis.results)
+        if r["confidence"] < threshold
+    ]
+    if len({r["label"] for r in analysis.results}) > 1:
+        reasons.append("the models disagree")
+    return reasons
+
+
+def loaded_models(models: list[ActiveModel]) -> list[ActiveModel]:
+    """The active models whose files load; a broken one is reported and left out."""
+    usable = []
+    for m in models:
+        try:
+            predictor_for(m)
+        except (OSError, ValueError, RuntimeError) as exc:
+            st.error(f"The active {m.label} model ({m.name}) could not be loaded: {exc}")
+            continue
+        usable.append(m)
+    return usable
+
+
+def no_model_message() -> None:
+    st.error(
+        "No model is active yet, so scans cannot be analysed. Train a model on the Train page, "
+        "or activate a trained one on the Models page."
+    )
+    link_to_page("pages/4_Train.py", label="Train a model", icon="🏋️")
+    link_to_page("pages/6_Models.py", label="Choose the active models", icon="🗂️")
+
+
+def save(analyses: list[Analysis], mrn: str, threshold: float) -> None:
+    """Save every analysed scan to the patient's record; a scan already there is not saved twice."""
+    saved = st.session_state.setdefault(SAVED_KEY, {})
+    new_scans = new_predictions = 0
+    with session_scope() as session:
+        for a in analyses:
+            outcome = save_scan_with_predictions(
+                session=session,
+                decoded=a.decoded,
+                patient_mrn=mrn,
+                source="upload",
+                results=a.results,
+                threshold=threshold,
+                original_name=a.name,
+            )
+            saved[f"{mrn}:{a.decoded.sha256}"] = outcome.scan.id
+            new_scans += outcome.scan_created
+            new_predictions += outcome.predictions_created
+    already = len(analyses) - new_scans
+    st.success(
+        f"Saved to patient {mrn}'s record: {new_scans} new scan(s), {new_predictions} new prediction(s)."
+        + (f" {already} scan(s) were already in the record and are kept once." if already else "")
+    )
+
+
+def metadata_line(decoded: DecodedImage) -> str:
+    parts = [decoded.image_format, f"{decoded.width} × {decoded.height} px"]
+    if decoded.image_format == "DICOM":
+        parts += [
+            f"modality {decoded.modality or 'not given'}",
+            f"study date {decoded.study_date or 'not given'}",
+            f"series “{decoded.series_description}”" if decoded.series_description else "no series description",
+        ]
+    if decoded.note:
+        parts.append(decoded.note)
+    return " · ".join(parts)
+
+
+def show_analysis(
+    a: Analysis, models: list[ActiveModel], threshold: float, opacity: float, mrn: str | None, position: int
+) -> None:
+    st.subheader(a.name)
+    st.caption(metadata_line(a.decoded))
+    scan_id = st.session_state.get(SAVED_KEY, {}).get(f"{mrn}:{a.decoded.sha256}")
+    if scan_id is not None:
+        st.caption(f"Saved to patient {mrn}'s record (scan #{scan_id}).")
+
+    labels = {r["label"] for r in a.results}
+    if len(a.results) > 1 and len(labels) == 1:
+        st.markdown(f"The models **agree**: {a.results[0]['label']}.")
+    elif len(a.results) > 1:
+        answers = ", ".join(f"{m.label} says {r['label']}" for m, r in zip(models, a.results))
+        st.markdown(f"The models **disagree**: {answers}.")
+    if a.flagged:
+        reasons = review_reasons(a, models, threshold) or ["flagged by the review rule"]
+        st.warning(f"**Needs review**: {'; '.join(reasons)}.", icon="⚠️")
+    elif len(a.results) > 1:
+        st.success(f"No review flag: the models agree and each is at least {threshold:.0%} confident.")
+    else:
+        st.info(f"Only the {models[0].label} is active, so agreement between models cannot be checked.")
+
+    for col, m, r in zip(st.columns(len(models)), models, a.results):
+        with col:
+            st.metric(m.label, r["label"], help=f"Model version: {m.name}")
+            st.caption(f"Confidence {r['confidence']:.1%}")
+            st.plotly_chart(
+                probability_chart(r["probabilities"]),
+                key=f"probs:{position}:{m.framework}",
+                config={"displayModeBar": False},
+            )
+
+    columns = st.columns(len(models) + 1)
+    columns[0].image(a.decoded.rgb, caption="Original", width="stretch")
+    for col, m in zip(columns[1:], models):
+        cam = gradcam(m.framework, m.artifact_path, m.sha256, a.decoded.sha256, a.decoded.rgb)
+        col.image(make_overlay(a.decoded.rgb, cam, opacity), caption=f"Grad-CAM: {m.label}", width="stretch")
+
+
+def main() -> None:
+    st.set_page_config(page_title="Diagnose", page_icon="🧠", layout="wide")
+    st.title("Diagnose a scan")
+    st.warning(DISCLAIMER, icon="⚕️")
+    settings = get_settings()
+    threshold = settings.confidence_threshold
+
+    models = active_models()
+    if not models:
+        no_model_message()
+        return
+    models = loaded_models(models)
+    if not models:
+        return
+
+    files = st.file_uploader(
+        "MRI slices: JPEG, PNG or DICOM",
+        type=["jpg", "jpeg", "png", "dcm"],
+        accept_multiple_files=True,
+        key="diagnose_files",
+        help=f"Several files at once; up to {settings.max_upload_mb} MB each.",
+    )
+    if not files:
+        st.caption("Models in use: " + ", ".join(f"{m.label}: {m.name}" for m in models))
+        return
+
+    decoded: list[tuple[str, DecodedImage]] = []
+    for f in files:
+        try:
+            image = decode(f.getvalue(), f.name, settings.max_upload_mb * 2**20, settings.max_image_pixels)
+        except ImageError as exc:
+            st.error(f"Not analysed: {exc}")
+            continue
+        decoded.append((f.name, image))
+    if not decoded:
+        return
+    analyses = [analyse(name, image, models, threshold) for name, image in decoded]
+
+    header_ids = {a.decoded.patient_id for a in analyses if a.decoded.patient_id}
+    if len(header_ids) > 1:
+        named = ", ".join(sorted(header_ids))
+        st.warning(f"These DICOM files name different patients ({named}); all are saved to the patient chosen below.")
+    left, right = st.columns([2, 1], vertical_alignment="bottom")
+    with left:
+        mrn = patient_picker(key="diagnose_patient", suggested=min(header_ids) if header_ids else None)
+    if mrn and header_ids - {mrn}:
+        st.warning(f"The DICOM header names patient {', '.join(sorted(header_ids - {mrn}))}, not {mrn}.")
+    saved = st.session_state.get(SAVED_KEY, {})
+    all_saved = mrn is not None and all(f"{mrn}:{a.decoded.sha256}" in saved for a in analyses)
+    with right:
+        clicked = st.button(
+            "Saved to the record" if all_saved else f"Save {len(analyses)} scan(s) to the record",
+            type="primary",
+            disabled=mrn is None or all_saved,
+            key="diagnose_save",
+        )
+    if clicked and mrn:
+        save(analyses, mrn, threshold)
+    if mrn and any(f"{mrn}:{a.decoded.sha256}" in st.session_state.get(SAVED_KEY, {}) for a in analyses):
+        link_to_page(
+            "pages/3_History.py", label=f"Open patient {mrn}'s history", query_params={"patient": mrn}, icon="📋"
+        )
+
+    opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="diagnose_opacity")
+    for position, a in enumerate(analyses):
+        st.divider()
+        show_analysis(a, models, threshold, opacity, mrn, position)
+
+
+main()

@@ -1,0 +1,274 @@
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+from streamlit.testing.v1 import AppTest
+
+from db.runs import register_model_version
+from db.scans import get_or_create_patient
+from db.schema import Patient, Prediction, Scan
+from db.session import session_scope
+from models.imaging import decode_image, make_overlay
+from models.predictor import load_predictor
+from models.train import file_sha256
+from settings import ROOT, SAMPLE_DIR, get_settings
+
+PAGE = str(ROOT / "pages" / "1_Diagnose.py")
+
+
+@pytest.fixture(scope="module")
+def cnn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real CNN checkpoint in the format the predictor loads; untrained weights are enough to exercise the page."""
+    import torch
+
+    from models.cnn import TumorCNN, save_checkpoint
+
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("weights") / "cnn.pth", TumorCNN(), extra={})
+
+
+@pytest.fixture(scope="module")
+def mobilenet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real, small, untrained MobileNetV2 model file."""
+    from models.config import make_config
+    from models.mobilenet import build_model
+
+    cfg = make_config("keras", str(SAMPLE_DIR), pretrained=False, image_size=96, augment="none")
+    path = tmp_path_factory.mktemp("weights") / "mobilenet.keras"
+    build_model(cfg, None).save(path)
+    return path
+
+
+def activate(framework: str, path: Path) -> int:
+    with session_scope() as session:
+        version = register_model_version(
+            session=session,
+            framework=framework,
+            name=path.stem,
+            artifact_path=path,
+            sha256=file_sha256(path),
+            activate=True,
+        )
+        return version.id
+
+
+@pytest.fixture
+def active_cnn(db_url: str, cnn_checkpoint: Path) -> int:
+    return activate("torch", cnn_checkpoint)
+
+
+def sample_jpeg(cls: str = "glioma", n: int = 0) -> tuple[str, bytes]:
+    path = sorted((SAMPLE_DIR / cls).glob("*.jpg"))[n]
+    return path.name, path.read_bytes()
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def upload(at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
+    at.file_uploader(key="diagnose_files").set_value([(name, data, "application/octet-stream") for name, data in files])
+    at.run()
+    assert not at.exception
+    return at
+
+
+def choose_existing(at: AppTest, mrn: str) -> None:
+    at.selectbox[0].set_value(mrn)
+    at.run()
+
+
+def save(at: AppTest) -> AppTest:
+    at.button(key="diagnose_save").click()
+    at.run()
+    assert not at.exception
+    return at
+
+
+def add_patient(mrn: str) -> None:
+    with session_scope() as session:
+        get_or_create_patient(session=session, mrn=mrn)
+
+
+def rows() -> tuple[list[Scan], list[Prediction]]:
+    with session_scope() as session:
+        return list(session.scalars(select(Scan))), list(session.scalars(select(Prediction)))
+
+
+def test_page_without_an_active_model_points_to_training(db_url):
+    at = open_page()
+    assert "No model is active yet" in at.error[0].value and "Train page" in at.error[0].value
+    assert not at.file_uploader
+
+
+def test_a_model_whose_file_is_gone_is_reported_not_crashed_on(db_url, tmp_path):
+    missing = tmp_path / "gone.pth"
+    with session_scope() as session:
+        register_model_version(
+            session=session, framework="torch", name="gone", artifact_path=missing, sha256="0" * 64, activate=True
+        )
+    at = open_page()
+    assert "could not be loaded" in at.error[0].value and str(missing) in at.error[0].value
+    assert not at.file_uploader
+
+
+def test_page_says_it_is_decision_support(db_url, active_cnn):
+    at = open_page()
+    assert "Decision support, not a diagnosis" in at.warning[0].value
+
+
+def test_sample_jpeg_is_predicted_and_saved_with_its_model_version(db_url, active_cnn):
+    add_patient("P-1")
+    name, data = sample_jpeg()
+    at = upload(open_page(), [(name, data)])
+    assert at.metric[0].value in ("glioma", "meningioma", "notumor", "pituitary")
+    choose_existing(at, "P-1")
+    save(at)
+    assert "Saved to patient P-1's record: 1 new scan(s), 1 new prediction(s)." == at.success[0].value
+    scans, predictions = rows()
+    assert [(s.original_name, s.image_format, s.source) for s in scans] == [(name, "JPEG", "upload")]
+    assert [(p.scan_id, p.model_version_id) for p in predictions] == [(scans[0].id, active_cnn)]
+    assert predictions[0].label == at.metric[0].value
+    assert Path(scans[0].file_path).read_bytes() == data
+
+
+def test_dicom_is_saved_without_anything_that_names_the_person(db_url, active_cnn, dicom_bytes):
+    at = upload(open_page(), [("series.dcm", dicom_bytes())])
+    # The header's PatientID is offered as a new patient for the clinician to confirm.
+    assert at.text_input[0].value == "P-0042"
+    assert "modality MR" in at.caption[0].value and "study date 2024-01-31" in at.caption[0].value
+    save(at)
+    at.run()
+    assert at.button(key="diagnose_save").disabled  # a re-run of the page cannot save again
+    scans, predictions = rows()
+    assert [(s.image_format, s.modality, s.study_date, s.series_description) for s in scans] == [
+        ("DICOM", "MR", "2024-01-31", "AX T1 POST")
+    ]
+    with session_scope() as session:
+        assert session.scalar(select(Patient.mrn)) == "P-0042"
+    stored = [p.read_bytes() for p in get_settings().upload_dir.rglob("*") if p.is_file()]
+    database = [p.read_bytes() for p in Path(db_url.split("///", 1)[1]).parent.glob("brainmri.db*")]
+    assert len(stored) == 1 and len(predictions) == 1
+    assert not any(b"Doe" in blob or b"19700101" in blob for blob in stored + database)
+
+
+def test_the_same_image_uploaded_twice_for_a_patient_is_one_scan(db_url, active_cnn):
+    add_patient("P-1")
+    files = [sample_jpeg()]
+    first = upload(open_page(), files)
+    choose_existing(first, "P-1")
+    save(first)
+    again = upload(open_page(), files + [("copy.jpg", files[0][1])])
+    choose_existing(again, "P-1")
+    save(again)
+    assert "0 new scan(s), 0 new prediction(s). 2 scan(s) were already in the record" in again.success[0].value
+    scans, predictions = rows()
+    assert len(scans) == 1 and len(predictions) == 1
+
+
+def test_confidence_below_a_high_threshold_needs_review(db_url, active_cnn, monkeypatch):
+    monkeypatch.setenv("CONFIDENCE_THRESHOLD", "0.99")
+    get_settings.cache_clear()
+    add_patient("P-1")
+    at = upload(open_page(), [sample_jpeg()])
+    assert any("Needs review" in w.value and "below 99%" in w.value for w in at.warning)
+    choose_existing(at, "P-1")
+    save(at)
+    assert [p.needs_review for p in rows()[1]] == [True]
+
+
+def test_a_confident_single_model_is_not_flagged(db_url, active_cnn, monkeypatch):
+    monkeypatch.setenv("CONFIDENCE_THRESHOLD", "0.0")
+    get_settings.cache_clear()
+    add_patient("P-1")
+    at = upload(open_page(), [sample_jpeg()])
+    assert not any("Needs review" in w.value for w in at.warning)
+    choose_existing(at, "P-1")
+    save(at)
+    assert [p.needs_review for p in rows()[1]] == [False]
+
+
+def test_both_active_models_answer_side_by_side_and_each_prediction_is_saved(db_url, active_cnn, mobilenet_checkpoint):
+    keras_version = activate("keras", mobilenet_checkpoint)
+    add_patient("P-1")
+    at = upload(open_page(), [sample_jpeg()])
+    assert [m.label for m in at.metric] == ["PyTorch CNN", "Keras MobileNetV2"]
+    assert any("The models **agree**" in m.value or "The models **disagree**" in m.value for m in at.markdown)
+    choose_existing(at, "P-1")
+    save(at)
+    assert sorted(p.model_version_id for p in rows()[1]) == [active_cnn, keras_version]
+
+
+def test_saving_links_to_the_patients_history(db_url, active_cnn):
+    add_patient("P-1")
+    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/1_Diagnose.py").run()
+    upload(at, [sample_jpeg()])
+    choose_existing(at, "P-1")
+    save(at)
+    links = [link for link in at.get("page_link") if "history" in link.proto.label]
+    assert [(link.proto.label, link.proto.query_string) for link in links] == [
+        ("Open patient P-1's history", "patient=P-1")
+    ]
+
+
+def test_gradcam_and_its_overlay_have_the_image_shape(cnn_checkpoint, dicom_bytes):
+    tall = np.asarray(Image.open(io.BytesIO(sample_jpeg()[1])).convert("L").resize((160, 200)), dtype=np.uint16)
+    decoded = decode_image(dicom_bytes(pixels=tall * 16), "tall.dcm", max_bytes=2**24, max_pixels=10**7)
+    cam = load_predictor("torch", cnn_checkpoint).gradcam(decoded.rgb)
+    assert cam.shape == decoded.rgb.shape[:2] == (200, 160)
+    assert make_overlay(decoded.rgb, cam, 0.5).shape == decoded.rgb.shape
+
+
+@pytest.fixture
+def bad_files(db_url, dicom_bytes, monkeypatch) -> dict[str, tuple[bytes, str]]:
+    """Each kind of bad upload, with the words its message must contain; the upload limit is 1 MB."""
+    monkeypatch.setenv("MAX_UPLOAD_MB", "1")
+    get_settings.cache_clear()
+    jpeg = sample_jpeg()[1]
+    bomb = io.BytesIO()
+    Image.new("L", (8000, 8000)).save(bomb, format="PNG")  # 64 M pixels, compressed to a few kB
+    return {
+        "notes.jpg": (b"not an image at all\n" * 20, "not a JPEG, PNG or DICOM image"),
+        "empty.png": (b"", "the file is empty"),
+        "cut.jpg": (jpeg[: len(jpeg) // 2], "truncated or damaged"),
+        "huge.jpg": (jpeg + b"\0" * (2**20), "over the limit of 1 MB"),
+        "bomb.png": (bomb.getvalue(), "decompression bomb"),
+        "line.dcm": (dicom_bytes(pixels=np.arange(64, dtype=np.uint16).reshape(1, 64)), "not a 2-D slice"),
+        "broken.dcm": (b"\0" * 128 + b"DICM" + bytes(range(256)) * 4, "DICOM file could not be read"),
+    }
+
+
+def test_each_bad_file_gets_its_message_and_the_good_one_is_still_saved(db_url, active_cnn, bad_files):
+    add_patient("P-1")
+    good = sample_jpeg("meningioma")
+    at = upload(open_page(), [(name, data) for name, (data, _) in bad_files.items()] + [good])
+    errors = [e.value for e in at.error]
+    for name, (_, message) in bad_files.items():
+        assert any(name in e and message in e for e in errors), (name, errors)
+    choose_existing(at, "P-1")
+    save(at)
+    scans, _ = rows()
+    assert [s.original_name for s in scans] == [good[0]]
+
+
+def test_only_bad_files_save_nothing(db_url, active_cnn, bad_files):
+    at = upload(open_page(), [(name, data) for name, (data, _) in bad_files.items()])
+    assert len(at.error) == len(bad_files) and not at.button
+    with session_scope() as session:
+        assert session.scalar(select(func.count(Scan.id))) == 0
+
+
+def test_an_invalid_new_patient_id_cannot_be_saved(db_url, active_cnn):
+    at = upload(open_page(), [sample_jpeg()])
+    at.text_input[0].set_value("Jane Doe!")
+    at.run()
+    assert "1 to 64 characters" in at.error[0].value
+    assert at.button(key="diagnose_save").disabled

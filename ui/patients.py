@@ -1,0 +1,48 @@
+"""Choosing the patient a scan belongs to."""
+
+import streamlit as st
+
+from db.scans import search_patient_ids, validate_patient_id
+from db.session import session_scope
+
+# Typing in the search box filters these client-side; more than this and the list gets unwieldy.
+MAX_LISTED_PATIENTS = 1000
+EXISTING, NEW = "Existing patient", "New patient"
+
+
+def patient_picker(*, key: str, suggested: str | None = None) -> str | None:
+    """An existing patient (searchable) or a deliberately entered new id; None until a valid id is given."""
+    with session_scope() as session:
+        known = search_patient_ids(session=session, limit=MAX_LISTED_PATIENTS)
+    # A new suggestion (another DICOM header) starts fresh widgets instead of keeping the previous choice.
+    key = f"{key}:{suggested or ''}"
+    start_new = not known or (suggested is not None and suggested not in known)
+    mode = st.radio("Patient", [EXISTING, NEW], index=1 if start_new else 0, horizontal=True, key=f"{key}:mode")
+    hint = " Prefilled from the DICOM header: check it before saving." if suggested else ""
+    if mode == EXISTING:
+        choice = st.selectbox(
+            "Patient id",
+            known,
+            index=known.index(suggested) if suggested in known else None,
+            placeholder="Type to search the patient ids",
+            help="Patients already in the record." + hint,
+            key=f"{key}:existing",
+        )
+        return choice
+    typed = st.text_input(
+        "New patient id",
+        value=suggested or "",
+        max_chars=64,
+        help="Letters, digits, '-', '_' and '.', up to 64 characters." + hint,
+        key=f"{key}:new",
+    )
+    if not typed.strip():
+        return None
+    try:
+        mrn = validate_patient_id(typed)
+    except ValueError as exc:
+        st.error(str(exc))
+        return None
+    if mrn in known:
+        st.caption(f"Patient {mrn} is already in the record: the scans are added to their history.")
+    return mrn
