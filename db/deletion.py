@@ -1,0 +1,44 @@
+"""Deleting a scan or a whole patient: the rows, and the stored files that no remaining scan uses."""
+
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy.orm import Session
+
+from db.schema import Patient, Prediction, Scan
+from db.storage import delete_scan_file_if_unused
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What a deletion removed; `files` are unlinked once the transaction commits."""
+
+    scans: int
+    predictions: int
+    files: tuple[str, ...]
+
+
+def delete_scan(*, session: Session, scan_id: int) -> Removal:
+    """Delete one scan, its predictions, and its stored file unless another scan uses it."""
+    return _delete_scans(session=session, which=Scan.id == scan_id)
+
+
+def delete_patient(*, session: Session, patient_id: int) -> Removal:
+    """Delete a patient with all their scans and predictions, and the stored files no other scan uses."""
+    removal = _delete_scans(session=session, which=Scan.patient_id == patient_id)
+    session.execute(delete(Patient).where(Patient.id == patient_id))
+    return removal
+
+
+def _delete_scans(*, session: Session, which: ColumnElement[bool]) -> Removal:
+    files = session.execute(select(Scan.sha256, Scan.file_path).where(which).distinct()).all()
+    scan_ids = select(Scan.id).where(which).scalar_subquery()
+    predictions = session.execute(
+        delete(Prediction).where(Prediction.scan_id.in_(scan_ids)).execution_options(synchronize_session="fetch")
+    ).rowcount
+    scans = session.execute(delete(Scan).where(which).execution_options(synchronize_session="fetch")).rowcount
+    # Files are addressed by content, so another patient's scan of the same image keeps its file.
+    removed = tuple(
+        path for sha256, path in files if delete_scan_file_if_unused(session=session, sha256=sha256, path=path)
+    )
+    return Removal(scans=scans, predictions=predictions, files=removed)

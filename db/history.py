@@ -1,0 +1,385 @@
+"""Query functions for browsing the history: the patient list, filtered predictions and a patient's timeline.
+
+Every function returns plain dataclasses (never ORM objects), so a page may cache the results.
+"""
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy.orm import Session
+
+from db.schema import CLASSES, ModelVersion, Patient, Prediction, Scan
+
+SOURCES = ("upload", "batch")
+MAX_PAGE_SIZE = 500
+NEWEST_FIRST = (Prediction.created_at.desc(), Prediction.id.desc())
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of rows and the number of rows across all pages."""
+
+    rows: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class PatientSummary:
+    patient_id: int
+    mrn: str
+    n_scans: int
+    last_scan_at: datetime | None
+    # The latest scan's reviewed label when it was reviewed, else its predicted labels ("a / b" when models differ).
+    last_result: str | None
+    last_result_reviewed: bool
+    needs_review: int  # predictions flagged for review and not reviewed yet
+
+
+@dataclass(frozen=True)
+class PredictionFilters:
+    """What the history is filtered on; empty fields do not filter."""
+
+    labels: tuple[str, ...] = ()
+    needs_review: bool | None = None
+    reviewed: bool | None = None
+    date_from: date | None = None
+    date_to: date | None = None  # inclusive
+    model_version_ids: tuple[int, ...] = ()
+    source: str | None = None
+    patient: str | None = None  # part of a patient id
+    patient_id: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [label for label in self.labels if label not in CLASSES]
+        if unknown:
+            raise ValueError(f"Unknown class {unknown[0]!r}; choose from {', '.join(CLASSES)}.")
+        if self.source is not None and self.source not in SOURCES:
+            raise ValueError(f"Unknown source {self.source!r}; choose from {', '.join(SOURCES)}.")
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise ValueError("The start date is after the end date.")
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    prediction_id: int
+    created_at: datetime
+    patient_id: int | None
+    patient_mrn: str | None
+    scan_id: int
+    original_name: str
+    file_path: str
+    source: str
+    job_id: int | None
+    model_version_id: int
+    model_name: str
+    framework: str
+    artifact_path: str
+    model_sha256: str
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    needs_review: bool
+    review_status: str
+    reviewer_label: str | None
+    reviewer: str | None
+    review_note: str | None
+    reviewed_at: datetime | None
+
+    @property
+    def reviewed(self) -> bool:
+        return self.review_status != "pending"
+
+    @property
+    def final_label(self) -> str:
+        return final_label(label=self.label, review_status=self.review_status, reviewer_label=self.reviewer_label)
+
+
+@dataclass(frozen=True)
+class ScanEntry:
+    scan_id: int
+    created_at: datetime
+    study_date: str | None
+    original_name: str
+    file_path: str
+    sha256: str
+    source: str
+    job_id: int | None
+    width: int
+    height: int
+    image_format: str
+    modality: str | None
+    series_description: str | None
+    note: str | None
+    file_shared: bool  # another patient's scan uses the same stored image
+    predictions: list[PredictionRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PatientTimeline:
+    patient_id: int
+    mrn: str
+    created_at: datetime
+    scans: list[ScanEntry]  # oldest first
+
+
+def final_label(*, label: str, review_status: str, reviewer_label: str | None) -> str:
+    """The reviewer's label for a corrected prediction, the predicted one otherwise."""
+    return reviewer_label if review_status == "corrected" and reviewer_label else label
+
+
+def _page_bounds(limit: int, offset: int) -> tuple[int, int]:
+    if limit < 1 or offset < 0:
+        raise ValueError("limit must be positive and offset not negative")
+    return min(limit, MAX_PAGE_SIZE), offset
+
+
+def list_patients(*, session: Session, search: str = "", limit: int = 25, offset: int = 0) -> Page[PatientSummary]:
+    """Patients whose id contains `search`, most recently scanned first, with their scan and review figures."""
+    limit, offset = _page_bounds(limit, offset)
+    where: list[ColumnElement[bool]] = []
+    if search.strip():
+        where.append(Patient.mrn.icontains(search.strip(), autoescape=True))
+    total = session.scalar(select(func.count(Patient.id)).where(*where)) or 0
+
+    scan_stats = (
+        select(
+            Scan.patient_id,
+            func.count(Scan.id).label("n_scans"),
+            func.max(Scan.created_at).label("last_scan_at"),
+        )
+        .where(Scan.patient_id.is_not(None))
+        .group_by(Scan.patient_id)
+        .subquery()
+    )
+    pending = (
+        select(Scan.patient_id, func.count(Prediction.id).label("needs_review"))
+        .join(Prediction, Prediction.scan_id == Scan.id)
+        .where(Prediction.needs_review.is_(True), Prediction.review_status == "pending")
+        .group_by(Scan.patient_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            Patient.id,
+            Patient.mrn,
+            func.coalesce(scan_stats.c.n_scans, 0),
+            scan_stats.c.last_scan_at,
+            func.coalesce(pending.c.needs_review, 0),
+        )
+        .outerjoin(scan_stats, scan_stats.c.patient_id == Patient.id)
+        .outerjoin(pending, pending.c.patient_id == Patient.id)
+        .where(*where)
+        .order_by(scan_stats.c.last_scan_at.desc().nulls_last(), Patient.mrn)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    results = _latest_results(session=session, patient_ids=[row[0] for row in rows])
+    summaries = [
+        PatientSummary(
+            patient_id=pid,
+            mrn=mrn,
+            n_scans=n_scans,
+            last_scan_at=last_scan_at,
+            last_result=results.get(pid, (None, False))[0],
+            last_result_reviewed=results.get(pid, (None, False))[1],
+            needs_review=needs_review,
+        )
+        for pid, mrn, n_scans, last_scan_at, needs_review in rows
+    ]
+    return Page(rows=summaries, total=total, limit=limit, offset=offset)
+
+
+def _latest_results(*, session: Session, patient_ids: list[int]) -> dict[int, tuple[str, bool]]:
+    """For each patient, the result of their latest scan and whether a clinician reviewed it."""
+    if not patient_ids:
+        return {}
+    ranked = (
+        select(
+            Scan.id,
+            Scan.patient_id,
+            func.row_number()
+            .over(partition_by=Scan.patient_id, order_by=(Scan.created_at.desc(), Scan.id.desc()))
+            .label("rank"),
+        )
+        .where(Scan.patient_id.in_(patient_ids))
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            ranked.c.patient_id,
+            Prediction.label,
+            Prediction.review_status,
+            Prediction.reviewer_label,
+            Prediction.reviewed_at,
+        )
+        .join(Prediction, Prediction.scan_id == ranked.c.id)
+        .where(ranked.c.rank == 1)
+        .order_by(ranked.c.patient_id, Prediction.model_version_id)
+    ).all()
+    predicted: dict[int, list[str]] = {}
+    reviewed: dict[int, tuple[datetime, str]] = {}
+    for pid, label, status, reviewer_label, reviewed_at in rows:
+        if label not in predicted.setdefault(pid, []):
+            predicted[pid].append(label)
+        if status != "pending" and reviewed_at and (pid not in reviewed or reviewed_at > reviewed[pid][0]):
+            # A clinician's word on the scan overrides what the models said about it.
+            reviewed[pid] = (reviewed_at, final_label(label=label, review_status=status, reviewer_label=reviewer_label))
+    results = {pid: (" / ".join(labels), False) for pid, labels in predicted.items()}
+    results.update({pid: (label, True) for pid, (_, label) in reviewed.items()})
+    return results
+
+
+def _prediction_select() -> Select[Any]:
+    columns = {
+        "prediction_id": Prediction.id,
+        "created_at": Prediction.created_at,
+        "patient_id": Scan.patient_id,
+        "patient_mrn": Patient.mrn,
+        "scan_id": Scan.id,
+        "original_name": Scan.original_name,
+        "file_path": Scan.file_path,
+        "source": Prediction.source,
+        "job_id": Prediction.job_id,
+        "model_version_id": ModelVersion.id,
+        "model_name": ModelVersion.name,
+        "framework": ModelVersion.framework,
+        "artifact_path": ModelVersion.artifact_path,
+        "model_sha256": ModelVersion.sha256,
+        "label": Prediction.label,
+        "confidence": Prediction.confidence,
+        "probabilities": Prediction.probabilities,
+        "needs_review": Prediction.needs_review,
+        "review_status": Prediction.review_status,
+        "reviewer_label": Prediction.reviewer_label,
+        "reviewer": Prediction.reviewer,
+        "review_note": Prediction.review_note,
+        "reviewed_at": Prediction.reviewed_at,
+    }
+    return (
+        select(*(column.label(name) for name, column in columns.items()))
+        .select_from(Prediction)
+        .join(Scan, Prediction.scan_id == Scan.id)
+        .outerjoin(Patient, Scan.patient_id == Patient.id)
+        .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
+    )
+
+
+def _rows(session: Session, query: Select[Any]) -> list[PredictionRow]:
+    return [PredictionRow(**row._mapping) for row in session.execute(query)]
+
+
+def _filter_conditions(filters: PredictionFilters) -> tuple[list[ColumnElement[bool]], bool]:
+    """The WHERE clauses for `filters`, and whether they need the scans and patients joined."""
+    where: list[ColumnElement[bool]] = []
+    if filters.labels:
+        where.append(Prediction.label.in_(filters.labels))
+    if filters.needs_review is not None:
+        where.append(Prediction.needs_review.is_(filters.needs_review))
+    if filters.reviewed is True:
+        where.append(Prediction.review_status != "pending")
+    elif filters.reviewed is False:
+        where.append(Prediction.review_status == "pending")
+    if filters.date_from:
+        where.append(Prediction.created_at >= datetime.combine(filters.date_from, time.min))
+    if filters.date_to:
+        where.append(Prediction.created_at < datetime.combine(filters.date_to + timedelta(days=1), time.min))
+    if filters.model_version_ids:
+        where.append(Prediction.model_version_id.in_(filters.model_version_ids))
+    if filters.source:
+        where.append(Prediction.source == filters.source)
+    needs_join = False
+    if filters.patient_id is not None:
+        where.append(Scan.patient_id == filters.patient_id)
+        needs_join = True
+    if filters.patient and filters.patient.strip():
+        where.append(Patient.mrn.icontains(filters.patient.strip(), autoescape=True))
+        needs_join = True
+    return where, needs_join
+
+
+def count_predictions(*, session: Session, filters: PredictionFilters) -> int:
+    where, needs_join = _filter_conditions(filters)
+    query = select(func.count(Prediction.id)).select_from(Prediction)
+    if needs_join:
+        query = query.join(Scan, Prediction.scan_id == Scan.id).outerjoin(Patient, Scan.patient_id == Patient.id)
+    return session.scalar(query.where(*where)) or 0
+
+
+def list_predictions(
+    *, session: Session, filters: PredictionFilters, limit: int = 50, offset: int = 0
+) -> Page[PredictionRow]:
+    """One page of the predictions matching `filters`, newest first."""
+    limit, offset = _page_bounds(limit, offset)
+    where, _ = _filter_conditions(filters)
+    query = (
+        _prediction_select()
+        .where(*where)
+        .order_by(*NEWEST_FIRST)
+        .limit(limit)
+        .offset(offset)
+    )
+    total = count_predictions(session=session, filters=filters)
+    return Page(rows=_rows(session, query), total=total, limit=limit, offset=offset)
+
+
+def all_predictions(*, session: Session, filters: PredictionFilters) -> list[PredictionRow]:
+    """Every prediction matching `filters`, newest first (for an export)."""
+    where, _ = _filter_conditions(filters)
+    return _rows(session, _prediction_select().where(*where).order_by(*NEWEST_FIRST))
+
+
+def get_prediction(*, session: Session, prediction_id: int) -> PredictionRow | None:
+    rows = _rows(session, _prediction_select().where(Prediction.id == prediction_id))
+    return rows[0] if rows else None
+
+
+def patient_timeline(*, session: Session, patient_id: int) -> PatientTimeline | None:
+    """A patient's scans, oldest first, each with the predictions of every model that saw it."""
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        return None
+    predictions: dict[int, list[PredictionRow]] = {}
+    query = (
+        _prediction_select()
+        .where(Scan.patient_id == patient_id)
+        .order_by(ModelVersion.framework, ModelVersion.id)
+    )
+    for row in _rows(session, query):
+        predictions.setdefault(row.scan_id, []).append(row)
+    scans = list(session.scalars(select(Scan).where(Scan.patient_id == patient_id).order_by(Scan.created_at, Scan.id)))
+    shared = set(
+        session.scalars(
+            select(Scan.sha256)
+            .where(Scan.sha256.in_({scan.sha256 for scan in scans}))
+            .where(or_(Scan.patient_id != patient_id, Scan.patient_id.is_(None)))
+            .distinct()
+        )
+    )
+    entries = [
+        ScanEntry(
+            scan_id=scan.id,
+            created_at=scan.created_at,
+            study_date=scan.study_date,
+            original_name=scan.original_name,
+            file_path=scan.file_path,
+            sha256=scan.sha256,
+            source=scan.source,
+            job_id=scan.job_id,
+            width=scan.width,
+            height=scan.height,
+            image_format=scan.image_format,
+            modality=scan.modality,
+            series_description=scan.series_description,
+            note=scan.note,
+            file_shared=scan.sha256 in shared,
+            predictions=predictions.get(scan.id, []),
+        )
+        for scan in scans
+    ]
+    return PatientTimeline(patient_id=patient.id, mrn=patient.mrn, created_at=patient.created_at, scans=entries)

@@ -1,0 +1,366 @@
+"""History: every patient's scans and predictions over time; review, export and delete them."""
+
+import math
+from collections.abc import Callable
+from datetime import date, datetime
+
+import pandas as pd
+import streamlit as st
+
+from db.deletion import Removal
+from db.history import Page, PatientTimeline, PredictionFilters, PredictionRow, ScanEntry
+from db.reports import DISCLAIMER
+from db.reviews import REVIEW_ACTIONS, ReviewError
+from db.schema import CLASSES
+from ui import history
+
+PATIENT_PAGE_SIZE = 25
+SCAN_PAGE_SIZE = 10
+PAGE_SIZES = (25, 50, 100, 200)
+OPEN_KEY = "history_patient_id"  # the patient whose record is open below the lists
+CONFIRM_KEY = "history_confirm"  # ("scan" | "patient", id) waiting for a confirmation
+FLASH_KEY = "history_flash"
+REVIEWER_KEY = "history_reviewer"
+ANY = "any"
+
+
+def when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else ""
+
+
+def after_write(message: str) -> None:
+    """Show `message` on the next run and redraw from fresh data."""
+    st.session_state[FLASH_KEY] = message
+    for key in [k for k in st.session_state if str(k).startswith("history_report_html_")]:
+        del st.session_state[key]  # a prepared report no longer matches the record
+    st.rerun()
+
+
+def paged(key: str, limit: int, fetch: Callable[[int], Page]) -> Page:
+    """The page of rows a pagination widget points at, and that widget.
+
+    `key` names what is paged (include the search or filters in it), and the number of pages joins it:
+    new filters, or rows deleted from under the reader, start again at page 1.
+    """
+    first = fetch(0)
+    pages = max(1, math.ceil(first.total / limit))
+    widget_key = f"{key}:{pages}"
+    number = st.session_state.get(widget_key, 1)
+    page = first if number == 1 else fetch((number - 1) * limit)
+    if pages > 1:
+        st.pagination(pages, key=widget_key)
+    return page
+
+
+def patient_list() -> None:
+    search = st.text_input("Search patient id", key="history_search", placeholder="Any part of the id").strip()
+    page = paged(
+        f"history_patients_page:{search}",
+        PATIENT_PAGE_SIZE,
+        lambda offset: history.patients(search=search, limit=PATIENT_PAGE_SIZE, offset=offset),
+    )
+    if not page.rows:
+        st.info("No patient matches this search." if search.strip() else "No patient has a saved scan yet.")
+        return
+    st.caption(f"{page.total} patient(s); most recently scanned first.")
+    frame = pd.DataFrame(
+        {
+            "Patient id": [p.mrn for p in page.rows],
+            "Scans": [p.n_scans for p in page.rows],
+            "Last scan (UTC)": [when(p.last_scan_at) for p in page.rows],
+            "Last result": [(p.last_result or "") + (" ✓ reviewed" * p.last_result_reviewed) for p in page.rows],
+            "Awaiting review": [p.needs_review for p in page.rows],
+        }
+    )
+    st.dataframe(frame, hide_index=True, width="stretch")
+    open_picker({p.patient_id: p.mrn for p in page.rows}, key="history_open_select")
+
+
+def open_picker(names: dict[int, str], *, key: str) -> None:
+    """A box that opens the record of one of the patients listed on this page."""
+    st.selectbox(
+        "Open a patient's record",
+        list(names),
+        format_func=names.get,
+        index=None,
+        placeholder="Choose a patient from this page",
+        key=key,
+        on_change=lambda: st.session_state.update({OPEN_KEY: st.session_state[key]}),
+    )
+
+
+def prediction_filters() -> PredictionFilters:
+    top = st.columns(4)
+    labels = top[0].multiselect("Predicted class", CLASSES, key="history_f_labels")
+    flagged = top[1].selectbox("Needs review", (ANY, "yes", "no"), key="history_f_flagged")
+    reviewed = top[2].selectbox("Reviewed", (ANY, "yes", "no"), key="history_f_reviewed")
+    source = top[3].selectbox("Source", (ANY, "upload", "batch"), key="history_f_source")
+    bottom = st.columns(3)
+    dates: tuple[date, ...] = bottom[0].date_input("Date range (UTC)", value=[], key="history_f_dates")
+    versions = history.model_versions()
+    version_ids = bottom[1].multiselect(
+        "Model version", list(versions), format_func=versions.get, key="history_f_versions"
+    )
+    patient = bottom[2].text_input("Patient id contains", key="history_f_patient")
+    choice = {ANY: None, "yes": True, "no": False}
+    return PredictionFilters(
+        labels=tuple(labels),
+        needs_review=choice[flagged],
+        reviewed=choice[reviewed],
+        date_from=dates[0] if len(dates) > 0 else None,
+        date_to=dates[1] if len(dates) > 1 else None,
+        model_version_ids=tuple(version_ids),
+        source=None if source == ANY else source,
+        patient=patient.strip() or None,
+    )
+
+
+def prediction_frame(rows: list[PredictionRow]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "When (UTC)": [when(r.created_at) for r in rows],
+            "Patient": [r.patient_mrn or "" for r in rows],
+            "Scan": [r.scan_id for r in rows],
+            "File": [r.original_name for r in rows],
+            "Model": [f"{r.model_name} ({r.framework})" for r in rows],
+            "Predicted": [r.label for r in rows],
+            "Confidence": [r.confidence for r in rows],
+            "Needs review": [r.needs_review for r in rows],
+            "Review": [r.review_status for r in rows],
+            "Final label": [r.final_label for r in rows],
+            "Reviewer": [r.reviewer or "" for r in rows],
+            "Note": [r.review_note or "" for r in rows],
+        }
+    )
+
+
+def prediction_browser() -> None:
+    filters = prediction_filters()
+    size = st.selectbox("Rows per page", PAGE_SIZES, key="history_page_size")
+    page = paged(
+        f"history_predictions_page:{hash(filters)}:{size}",
+        size,
+        lambda offset: history.predictions(filters=filters, limit=size, offset=offset),
+    )
+    st.caption(f"{page.total} prediction(s) match; newest first.")
+    if page.rows:
+        st.dataframe(
+            prediction_frame(page.rows),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "Confidence": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")
+            },
+        )
+        st.download_button(
+            f"Download these {page.total} predictions (CSV)",
+            data=lambda: history.filtered_csv(filters),
+            file_name=f"predictions-{date.today():%Y%m%d}.csv",
+            mime="text/csv",
+            key="history_csv",
+            on_click="ignore",
+        )
+        names = {r.patient_id: r.patient_mrn for r in page.rows if r.patient_id is not None and r.patient_mrn}
+        if names:
+            open_picker(names, key="history_open_from_predictions")
+
+
+def confirm(kind: str, target_id: int, question: str, action: Callable[[], str]) -> None:
+    """A delete button that asks first; `action` does the deletion and returns what to tell the user."""
+    if st.button(f"Delete {kind}…", key=f"history_delete_{kind}_{target_id}"):
+        st.session_state[CONFIRM_KEY] = (kind, target_id)
+    if st.session_state.get(CONFIRM_KEY) != (kind, target_id):
+        return
+    st.warning(question)
+    yes, no = st.columns(2)
+    if yes.button(f"Yes, delete the {kind}", key=f"history_delete_{kind}_{target_id}_yes", type="primary"):
+        del st.session_state[CONFIRM_KEY]
+        after_write(action())
+    if no.button("Cancel", key=f"history_delete_{kind}_{target_id}_no"):
+        del st.session_state[CONFIRM_KEY]
+        st.rerun()
+
+
+def review_form(scan: ScanEntry) -> None:
+    names = {p.prediction_id: f"{p.model_name} ({p.framework}): {p.label} {p.confidence:.0%}" for p in scan.predictions}
+    with st.form(key=f"history_review_{scan.scan_id}"):
+        prediction_id = st.selectbox(
+            "Prediction", list(names), format_func=names.get, key=f"history_review_pred_{scan.scan_id}"
+        )
+        action = st.radio(
+            "Verdict",
+            REVIEW_ACTIONS,
+            format_func={"confirm": "Confirm the predicted label", "correct": "Correct the label"}.get,
+            horizontal=True,
+            key=f"history_review_action_{scan.scan_id}",
+        )
+        label = st.selectbox(
+            "Correct label (when correcting)", CLASSES, index=None, key=f"history_review_label_{scan.scan_id}"
+        )
+        note = st.text_area("Note", max_chars=2000, key=f"history_review_note_{scan.scan_id}")
+        reviewer = st.text_input(
+            "Reviewer",
+            value=st.session_state.get(REVIEWER_KEY, ""),
+            max_chars=128,
+            key=f"history_review_by_{scan.scan_id}",
+        )
+        submitted = st.form_submit_button("Save review", key=f"history_review_submit_{scan.scan_id}")
+    if not submitted:
+        return
+    try:
+        row = history.review(
+            prediction_id=prediction_id,
+            action=action,
+            label=label if action == "correct" else None,
+            reviewer=reviewer,
+            note=note,
+        )
+    except ReviewError as exc:
+        st.error(str(exc))
+        return
+    st.session_state[REVIEWER_KEY] = row.reviewer
+    after_write(f"Review saved: scan #{scan.scan_id}, {row.model_name} {row.review_status} as {row.final_label}.")
+
+
+def review_caption(p: PredictionRow) -> str:
+    if p.review_status == "pending":
+        return "needs review" if p.needs_review else "not reviewed"
+    text = f"{p.review_status} as {p.final_label} by {p.reviewer}, {when(p.reviewed_at)} UTC"
+    return text + (f": “{p.review_note}”" if p.review_note else "")
+
+
+def scan_card(scan: ScanEntry) -> None:
+    heatmap_key = f"history_heatmaps_{scan.scan_id}"
+    with st.container(border=True):
+        left, right = st.columns([1, 3])
+        png = history.thumbnail(scan.file_path)
+        if png is None:
+            left.warning("The image file is missing.")
+        else:
+            left.image(png, caption=scan.original_name, width="stretch")
+        if left.button("Show heatmap", key=f"history_heatmap_{scan.scan_id}", disabled=not scan.predictions):
+            with st.spinner("Computing Grad-CAM…"):
+                st.session_state[heatmap_key] = [history.heatmap(scan, p) for p in scan.predictions]
+        with right:
+            where = f"batch job {scan.job_id}" if scan.job_id else scan.source
+            st.markdown(
+                f"**Scan #{scan.scan_id}** · {when(history.scan_date(scan))} · {where} · "
+                f"{scan.image_format} {scan.width}×{scan.height}"
+            )
+            if scan.note:
+                st.caption(scan.note)
+            for p in scan.predictions:
+                probs = " · ".join(f"{c} {p.probabilities.get(c, 0.0):.0%}" for c in CLASSES)
+                st.markdown(
+                    f"**{p.model_name}** ({p.framework}): **{p.label}** {p.confidence:.1%} — {probs}  \n"
+                    f"_{review_caption(p)}_"
+                )
+            if not scan.predictions:
+                st.caption("No model prediction is recorded for this scan.")
+        maps = st.session_state.get(heatmap_key, [])
+        for column, result in zip(st.columns(max(1, len(maps))), maps):
+            if result.overlay is None:
+                column.error(f"{result.model_name}: {result.error}")
+            else:
+                column.image(result.overlay, caption=f"Grad-CAM: {result.model_name}", width="stretch")
+        if scan.predictions:
+            with st.expander("Review"):
+                review_form(scan)
+        kept = " Its image file stays: another patient's scan uses it." if scan.file_shared else ""
+        confirm(
+            "scan",
+            scan.scan_id,
+            f"Delete scan #{scan.scan_id} ({scan.original_name}) and its {len(scan.predictions)} prediction(s)? "
+            f"This cannot be undone.{kept}",
+            lambda: describe(history.remove_scan(scan_id=scan.scan_id), f"Scan #{scan.scan_id}"),
+        )
+
+
+def describe(removal: Removal, what: str) -> str:
+    return (
+        f"{what} deleted: {removal.scans} scan(s), {removal.predictions} prediction(s), "
+        f"{len(removal.files)} stored file(s)."
+    )
+
+
+def delete_patient(record: PatientTimeline) -> str:
+    removal = history.remove_patient(patient_id=record.patient_id)
+    st.session_state.pop(OPEN_KEY, None)
+    return describe(removal, f"Patient {record.mrn}")
+
+
+def report_controls(record: PatientTimeline) -> None:
+    key = f"history_report_html_{record.patient_id}"
+    with_heatmaps = st.checkbox(
+        "Include Grad-CAM heatmaps (slower)", key=f"history_report_heatmaps_{record.patient_id}"
+    )
+    if st.button("Prepare report", key=f"history_report_{record.patient_id}"):
+        with st.spinner("Writing the report…"):
+            st.session_state[key] = history.report_html(patient_id=record.patient_id, with_heatmaps=with_heatmaps)
+    if st.session_state.get(key):
+        st.download_button(
+            "Download report (HTML)",
+            data=st.session_state[key].encode("utf-8"),
+            file_name=f"brain-mri-report-{record.mrn}-{date.today():%Y%m%d}.html",
+            mime="text/html",
+            key=f"history_report_download_{record.patient_id}",
+            on_click="ignore",
+        )
+
+
+def patient_record(patient_id: int) -> None:
+    record = history.timeline(patient_id=patient_id)
+    if record is None:
+        st.session_state.pop(OPEN_KEY, None)
+        st.info("That patient's record no longer exists.")
+        return
+    st.divider()
+    st.header(f"Patient {record.mrn}")
+    predictions = [p for scan in record.scans for p in scan.predictions]
+    counts = st.columns(3)
+    counts[0].metric("Scans", len(record.scans))
+    counts[1].metric("Predictions", len(predictions))
+    counts[2].metric("Awaiting review", sum(p.needs_review and not p.reviewed for p in predictions))
+    actions = st.columns(2)
+    with actions[0]:
+        report_controls(record)
+    with actions[1]:
+        confirm(
+            "patient",
+            record.patient_id,
+            f"Delete patient {record.mrn} with all {len(record.scans)} scan(s) and {len(predictions)} prediction(s)? "
+            "Image files another patient's scan uses are kept. This cannot be undone.",
+            lambda: delete_patient(record),
+        )
+    if not record.scans:
+        st.info("This patient has no scans.")
+        return
+    st.plotly_chart(history.timeline_chart(record), key=f"history_timeline_{record.patient_id}")
+    newest = list(reversed(record.scans))
+    page = paged(
+        f"history_scans_page_{record.patient_id}",
+        SCAN_PAGE_SIZE,
+        lambda offset: Page(newest[offset : offset + SCAN_PAGE_SIZE], len(newest), SCAN_PAGE_SIZE, offset),
+    )
+    for scan in page.rows:
+        scan_card(scan)
+
+
+st.title("History")
+st.caption(DISCLAIMER)
+if message := st.session_state.pop(FLASH_KEY, None):
+    st.success(message)
+# A link such as ?patient=P-001 (from the Diagnose page) opens that record once; the reader may then move on.
+if (mrn := st.query_params.get("patient")) and st.session_state.get("history_link") != mrn:
+    st.session_state["history_link"] = mrn
+    if (linked := history.patient_id_for(mrn)) is None:
+        st.warning(f"No patient has the id {mrn}.")
+    else:
+        st.session_state[OPEN_KEY] = linked
+patients_tab, predictions_tab = st.tabs(["Patients", "All predictions"])
+with patients_tab:
+    patient_list()
+with predictions_tab:
+    prediction_browser()
+if (open_id := st.session_state.get(OPEN_KEY)) is not None:
+    patient_record(open_id)

@@ -1,0 +1,154 @@
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from db.runs import register_model_version
+from db.scans import model_result, save_scan_with_predictions
+from db.schema import Patient, Prediction, Scan
+from db.session import session_scope
+from models.imaging import decode_image
+from settings import ROOT, SAMPLE_DIR
+
+PAGE = str(ROOT / "pages" / "3_History.py")
+
+
+@pytest.fixture(scope="module")
+def cnn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real, untrained CNN checkpoint: enough for Grad-CAM to run."""
+    import torch
+
+    from models.cnn import TumorCNN, save_checkpoint
+
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("weights") / "cnn.pth", TumorCNN(), extra={})
+
+
+@dataclass
+class Record:
+    patient_id: int
+    scan_id: int
+    torch_prediction: int
+    keras_prediction: int
+    file: Path
+
+
+@pytest.fixture
+def record(db_url: str, cnn_checkpoint: Path) -> Record:
+    """Patient P-777 with one glioma scan, seen by a real CNN and by a MobileNet whose file is gone."""
+    path = sorted((SAMPLE_DIR / "glioma").glob("*.jpg"))[0]
+    decoded = decode_image(path.read_bytes(), path.name, max_bytes=2**24, max_pixels=40_000_000)
+    with session_scope() as session:
+        cnn = register_model_version(
+            session=session, framework="torch", name="cnn-v1", artifact_path=cnn_checkpoint, sha256="a" * 64
+        )
+        mobilenet = register_model_version(
+            session=session, framework="keras", name="mobilenet-v1", artifact_path="/nowhere/m.keras", sha256="b" * 64
+        )
+        saved = save_scan_with_predictions(
+            session=session,
+            decoded=decoded,
+            patient_mrn="P-777",
+            source="upload",
+            results=[
+                model_result(framework="torch", model_version_id=cnn.id, probabilities=[0.9, 0.05, 0.03, 0.02]),
+                model_result(framework="keras", model_version_id=mobilenet.id, probabilities=[0.2, 0.6, 0.1, 0.1]),
+            ],
+            threshold=0.7,
+            original_name=path.name,
+        )
+        torch_row, keras_row = saved.predictions
+        return Record(saved.scan.patient_id, saved.scan.id, torch_row.id, keras_row.id, Path(saved.scan.file_path))
+
+
+def run(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception
+    return at
+
+
+def open_record(record: Record) -> AppTest:
+    at = run(AppTest.from_file(PAGE, default_timeout=120))
+    at.selectbox(key="history_open_select").set_value(record.patient_id)
+    return run(at)
+
+
+def test_page_lists_the_seeded_patient(record):
+    at = run(AppTest.from_file(PAGE, default_timeout=60))
+    table = at.dataframe[0].value
+    assert list(table["Patient id"]) == ["P-777"] and list(table["Awaiting review"]) == [2]
+
+
+def test_patient_link_opens_the_record_with_both_models_predictions(record):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params["patient"] = "P-777"
+    run(at)
+    assert at.header[0].value == "Patient P-777"
+    text = " ".join(m.value for m in at.markdown)
+    assert "**cnn-v1** (torch): **glioma**" in text and "**mobilenet-v1** (keras): **meningioma**" in text
+
+
+def test_review_submitted_on_the_page_persists(record):
+    at = open_record(record)
+    scan = record.scan_id
+    at.selectbox(key=f"history_review_pred_{scan}").set_value(record.keras_prediction)
+    at.radio(key=f"history_review_action_{scan}").set_value("correct")
+    at.selectbox(key=f"history_review_label_{scan}").set_value("glioma")
+    at.text_area(key=f"history_review_note_{scan}").input("rim enhancement")
+    at.text_input(key=f"history_review_by_{scan}").input("Dr Grey")
+    at.button(key=f"history_review_submit_{scan}").click().run()
+    assert not at.exception
+    assert "Review saved" in at.success[0].value
+    with session_scope() as session:
+        row = session.get(Prediction, record.keras_prediction)
+        assert (row.review_status, row.reviewer_label, row.reviewer, row.review_note) == (
+            "corrected",
+            "glioma",
+            "Dr Grey",
+            "rim enhancement",
+        )
+        assert row.reviewed_at is not None
+
+
+def test_review_without_a_reviewer_shows_why_and_saves_nothing(record):
+    at = open_record(record)
+    at.button(key=f"history_review_submit_{record.scan_id}").click().run()
+    assert not at.exception
+    assert "reviewer's name" in at.error[0].value
+    with session_scope() as session:
+        assert session.get(Prediction, record.torch_prediction).review_status == "pending"
+
+
+def test_show_heatmap_draws_grad_cam_or_says_why_not(record):
+    at = open_record(record)
+    images = len(at.image)
+    at.button(key=f"history_heatmap_{record.scan_id}").click().run()
+    assert not at.exception
+    assert len(at.image) == images + 1  # the CNN's heatmap
+    assert "mobilenet-v1 (keras): the heatmap could not be computed" in at.error[0].value
+
+
+def test_deleting_a_patient_asks_first_then_removes_rows_and_file(record):
+    at = open_record(record)
+    at.button(key=f"history_delete_patient_{record.patient_id}").click().run()
+    assert not at.exception
+    with session_scope() as session:
+        assert session.get(Patient, record.patient_id) is not None
+    at.button(key=f"history_delete_patient_{record.patient_id}_yes").click().run()
+    assert not at.exception
+    assert "Patient P-777 deleted" in at.success[0].value
+    with session_scope() as session:
+        assert session.get(Patient, record.patient_id) is None and session.get(Scan, record.scan_id) is None
+    assert not record.file.exists()
+
+
+def test_prepared_report_holds_the_scan_its_models_and_a_heatmap(record):
+    at = open_record(record)
+    at.checkbox(key=f"history_report_heatmaps_{record.patient_id}").check()
+    at.button(key=f"history_report_{record.patient_id}").click().run()
+    assert not at.exception
+    html = at.session_state[f"history_report_html_{record.patient_id}"]
+    assert "P-777" in html and "cnn-v1" in html and "mobilenet-v1" in html
+    assert "Grad-CAM heatmap (cnn-v1 (torch))" in html and html.count("data:image/png;base64,") == 2
+    assert at.download_button(key=f"history_report_download_{record.patient_id}").label == "Download report (HTML)"

@@ -1,0 +1,215 @@
+"""The history's data for the page: cached query results, the timeline chart and on-demand heatmaps."""
+
+from datetime import datetime
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from db.deletion import Removal, delete_patient, delete_scan
+from db.history import (
+    Page,
+    PatientSummary,
+    PatientTimeline,
+    PredictionFilters,
+    PredictionRow,
+    ScanEntry,
+    all_predictions,
+    list_patients,
+    list_predictions,
+    patient_timeline,
+)
+from db.reports import Heatmap, patient_report_html, predictions_csv, scan_png
+from db.reviews import review_prediction
+from db.runs import list_model_versions
+from db.scans import get_patient
+from db.schema import CLASSES
+from db.session import session_scope
+from settings import get_settings
+
+# Short enough that another clinician's review shows up soon; long enough that paging does not re-query.
+CACHE_TTL_S = 30
+CACHE_ENTRIES = 256  # per query function: pages, filters and patients a few readers move between
+THUMBNAIL_SIDE = 192
+HEATMAP_OPACITY = 0.45
+FRAMEWORK_SYMBOLS = {"torch": "circle-open", "keras": "diamond"}
+
+
+def _db() -> str:
+    # Part of every cache key: results of one database must never be served for another.
+    return get_settings().database_url
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=CACHE_ENTRIES, show_spinner=False)
+def _patients(db: str, search: str, limit: int, offset: int) -> Page[PatientSummary]:
+    with session_scope() as session:
+        return list_patients(session=session, search=search, limit=limit, offset=offset)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=CACHE_ENTRIES, show_spinner=False)
+def _predictions(db: str, filters: PredictionFilters, limit: int, offset: int) -> Page[PredictionRow]:
+    with session_scope() as session:
+        return list_predictions(session=session, filters=filters, limit=limit, offset=offset)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=CACHE_ENTRIES, show_spinner=False)
+def _timeline(db: str, patient_id: int) -> PatientTimeline | None:
+    with session_scope() as session:
+        return patient_timeline(session=session, patient_id=patient_id)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=CACHE_ENTRIES, show_spinner=False)
+def _model_versions(db: str) -> dict[int, str]:
+    with session_scope() as session:
+        return {v.id: f"{v.name} ({v.framework}, #{v.id})" for v in list_model_versions(session=session)}
+
+
+def patients(*, search: str, limit: int, offset: int) -> Page[PatientSummary]:
+    return _patients(_db(), search.strip(), limit, offset)
+
+
+def predictions(*, filters: PredictionFilters, limit: int, offset: int) -> Page[PredictionRow]:
+    return _predictions(_db(), filters, limit, offset)
+
+
+def timeline(*, patient_id: int) -> PatientTimeline | None:
+    return _timeline(_db(), patient_id)
+
+
+def patient_id_for(mrn: str) -> int | None:
+    with session_scope() as session:
+        patient = get_patient(session=session, mrn=mrn.strip())
+        return patient.id if patient else None
+
+
+def model_versions() -> dict[int, str]:
+    """Every registered model version: id -> a readable name."""
+    return _model_versions(_db())
+
+
+def clear_cache() -> None:
+    """Forget cached results after a write, so the page shows the change at once."""
+    for cached in (_patients, _predictions, _timeline, _model_versions):
+        cached.clear()
+
+
+@st.cache_data(ttl=3600, max_entries=1024, show_spinner=False)
+def thumbnail(file_path: str, side: int = THUMBNAIL_SIDE) -> bytes | None:
+    """A scan's thumbnail; files are addressed by their content, so a path's picture never changes
+    (though a missing file may come back when the same image is uploaded again, hence the ttl)."""
+    return scan_png(file_path, max_side=side)
+
+
+def filtered_csv(filters: PredictionFilters) -> bytes:
+    """Every prediction the filters match, as CSV."""
+    with session_scope() as session:
+        return predictions_csv(rows=all_predictions(session=session, filters=filters))
+
+
+def review(*, prediction_id: int, action: str, label: str | None, reviewer: str, note: str | None) -> PredictionRow:
+    """Record a review (raises ReviewError with a message for the reviewer)."""
+    with session_scope() as session:
+        row = review_prediction(
+            session=session, prediction_id=prediction_id, action=action, label=label, reviewer=reviewer, note=note
+        )
+    clear_cache()
+    return row
+
+
+def remove_scan(*, scan_id: int) -> Removal:
+    with session_scope() as session:
+        removal = delete_scan(session=session, scan_id=scan_id)
+    clear_cache()
+    return removal
+
+
+def remove_patient(*, patient_id: int) -> Removal:
+    with session_scope() as session:
+        removal = delete_patient(session=session, patient_id=patient_id)
+    clear_cache()
+    return removal
+
+
+def scan_date(scan: ScanEntry) -> datetime:
+    """When the scan was taken if its DICOM header says so, else when it was stored."""
+    if scan.study_date:
+        try:
+            return datetime.strptime(scan.study_date[:8], "%Y%m%d")
+        except ValueError:
+            pass
+    return scan.created_at
+
+
+def timeline_chart(timeline: PatientTimeline) -> go.Figure:
+    """Each model's predicted class per scan over time; colour is the model's confidence."""
+    fig = go.Figure()
+    frameworks = sorted({p.framework for scan in timeline.scans for p in scan.predictions})
+    for framework in frameworks:
+        points = [(scan, p) for scan in timeline.scans for p in scan.predictions if p.framework == framework]
+        fig.add_trace(
+            go.Scatter(
+                x=[scan_date(scan) for scan, _ in points],
+                y=[p.label for _, p in points],
+                mode="markers",
+                name=framework,
+                marker={
+                    "symbol": FRAMEWORK_SYMBOLS.get(framework, "square"),
+                    "size": 16 if FRAMEWORK_SYMBOLS.get(framework) == "circle-open" else 10,
+                    "line": {"width": 2},
+                    "color": [p.confidence for _, p in points],
+                    "coloraxis": "coloraxis",
+                },
+                customdata=[
+                    (scan.scan_id, scan.original_name, p.model_name, p.confidence, p.review_status)
+                    for scan, p in points
+                ],
+                hovertemplate=(
+                    "scan #%{customdata[0]} %{customdata[1]}<br>%{customdata[2]}: %{y} "
+                    "(%{customdata[3]:.1%})<br>review: %{customdata[4]}<extra></extra>"
+                ),
+            )
+        )
+    fig.update_layout(
+        height=300,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        yaxis={"categoryorder": "array", "categoryarray": list(CLASSES), "type": "category", "range": [-0.5, 3.5]},
+        coloraxis={"colorscale": "RdYlGn", "cmin": 0.25, "cmax": 1.0, "colorbar": {"title": "confidence"}},
+        legend={"orientation": "h", "y": 1.15},
+        title="Predicted class per scan",
+    )
+    return fig
+
+
+def heatmap(scan: ScanEntry, prediction: PredictionRow) -> Heatmap:
+    """Grad-CAM of the model behind `prediction` over the stored scan, or why it could not be computed."""
+    name = f"{prediction.model_name} ({prediction.framework})"
+    try:
+        # Imported here: loading a model pulls in a deep-learning framework, which browsing never needs.
+        from models.imaging import decode_image, make_overlay
+        from ui.predictors import gradcam
+
+        data = Path(scan.file_path).read_bytes()
+        rgb = decode_image(
+            data, Path(scan.file_path).name, max_bytes=len(data), max_pixels=get_settings().max_image_pixels
+        ).rgb
+        cam = gradcam(prediction.framework, prediction.artifact_path, prediction.model_sha256, scan.sha256, rgb)
+    except (ImportError, OSError, ValueError, RuntimeError) as exc:
+        return Heatmap(model_name=name, error=f"the heatmap could not be computed: {exc}")
+    return Heatmap(model_name=name, overlay=make_overlay(rgb, cam, HEATMAP_OPACITY))
+
+
+def report_html(*, patient_id: int, with_heatmaps: bool) -> str | None:
+    """The patient's report; each scan's heatmap comes from the first of its models that can compute one."""
+    data = timeline(patient_id=patient_id)
+    if data is None:
+        return None
+
+    def first_heatmap(scan: ScanEntry) -> Heatmap | None:
+        result = None
+        for prediction in scan.predictions:
+            result = heatmap(scan, prediction)
+            if result.overlay is not None:
+                break
+        return result
+
+    return patient_report_html(timeline=data, heatmap=first_heatmap if with_heatmaps else None)
