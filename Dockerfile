@@ -1,0 +1,20 @@
+# The one image behind the worker and the app services of docker-compose.yml.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+
+COPY requirements.txt .
+# torch first, from the CPU wheel index: PyPI's Linux wheel of the same version pulls gigabytes of CUDA.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu "$(grep '^torch==' requirements.txt)" \
+    && pip install -r requirements.txt
+
+COPY . .
+RUN useradd --create-home --uid 1000 brainmri && mkdir -p /app/var && chown brainmri /app/var
+USER brainmri
+
+ENV DATABASE_URL=sqlite:////app/var/brainmri.db \
+    ARTIFACT_DIR=/app/var/artifacts \
+    UPLOAD_DIR=/app/var/scans
+EXPOSE 8501
+CMD ["streamlit", "run", "Home.py", "--server.port", "8501", "--server.headless", "true", "--server.address", "0.0.0.0"]

@@ -1,0 +1,25 @@
+# `make run` starts everything, `make test` runs every test; both install what they need first.
+.PHONY: run test install migrate worker app redis
+
+VENV := .venv
+
+run:
+	@scripts/run.sh
+
+test:
+	@scripts/test.sh
+
+install:
+	@scripts/install.sh
+
+migrate: install
+	$(VENV)/bin/python -m db.bootstrap
+
+redis: install
+	@scripts/ensure_redis.sh
+
+worker: install redis
+	$(VENV)/bin/celery -A worker.celery_app worker -Q training,prediction -n "worker@%h" --loglevel INFO
+
+app: install
+	$(VENV)/bin/streamlit run Home.py --server.port 8501 --server.headless true

@@ -1,0 +1,133 @@
+"""Runs a training run recorded in the database: the same code path for the Celery task and the CLI."""
+
+from collections.abc import Callable
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from db import runs
+from db.session import session_scope
+from models.config import TrainConfig, make_config
+from models.train import TrainHooks, TrainingCancelled, TrainResult, file_sha256, run_training
+from settings import get_settings
+
+
+def config_params(cfg: TrainConfig, *, use_reviewed: bool = False) -> dict[str, Any]:
+    """A config as stored on its run: every field, with reviewed scans fetched again when the run starts."""
+    params = asdict(cfg)
+    params.pop("extra_items")
+    params["use_reviewed"] = use_reviewed
+    return params
+
+
+def config_from_params(params: dict[str, Any]) -> TrainConfig:
+    known = {f.name for f in fields(TrainConfig)} - {"framework", "data_dir", "preset", "extra_items"}
+    overrides = {k: v for k, v in params.items() if k in known}
+    return make_config(params["framework"], params["data_dir"], params.get("preset", "report"), **overrides)
+
+
+def create_recorded_run(*, cfg: TrainConfig, use_reviewed: bool = False, job_id: int | None = None) -> int:
+    with session_scope() as session:
+        run = runs.create_run(
+            session=session,
+            framework=cfg.framework,
+            preset=cfg.preset,
+            params=config_params(cfg, use_reviewed=use_reviewed),
+            dataset_path=cfg.data_dir,
+            test_path=cfg.test_dir,
+            pretrained=cfg.framework == "keras" and cfg.pretrained,
+            job_id=job_id,
+        )
+        return run.id
+
+
+def _reviewed_items() -> list[tuple[str, str]]:
+    from db.reviews import reviewed_training_items
+
+    with session_scope() as session:
+        return [(str(path), label) for path, label in reviewed_training_items(session=session)]
+
+
+def execute_run(
+    run_id: int,
+    *,
+    on_progress: Callable[[int, int, int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    echo: bool = False,
+    activate: bool = False,
+) -> TrainResult:
+    """Train the run's config, writing every epoch and the final metrics; a failure leaves the run failed."""
+    with session_scope() as session:
+        run = runs.get_run(session=session, run_id=run_id)
+        if run is None:
+            raise LookupError(f"training run {run_id} does not exist")
+        params = dict(run.params)
+    try:
+        cfg = config_from_params(params)
+        if cfg.output_dir == TrainConfig.output_dir:  # not chosen explicitly
+            cfg.output_dir = str(Path(get_settings().artifact_dir) / "runs" / str(run_id))
+        if params.get("use_reviewed"):
+            cfg.extra_items = _reviewed_items()
+
+        def on_start(info: dict[str, Any]) -> None:
+            with session_scope() as session:
+                runs.start_run(session=session, run_id=run_id, dataset_fingerprint=info["fingerprint"])
+                run = runs.get_run(session=session, run_id=run_id)
+                run.pretrained = bool(info["pretrained"])
+            if echo:
+                print(f"run {run_id}: split {info['split']}", flush=True)
+
+        def on_epoch(row: dict[str, Any]) -> None:
+            with session_scope() as session:
+                runs.add_epoch(session=session, run_id=run_id, **row)
+            if echo:
+                print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+
+        hooks = TrainHooks(
+            on_start=on_start,
+            on_epoch=on_epoch,
+            on_progress=on_progress or TrainHooks.on_progress,
+            should_cancel=should_cancel or (lambda: False),
+        )
+        result = run_training(cfg, hooks)
+    except TrainingCancelled:
+        with session_scope() as session:
+            runs.end_run(session=session, run_id=run_id, status="cancelled")
+        raise
+    except Exception as exc:
+        with session_scope() as session:
+            runs.end_run(session=session, run_id=run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    sha = file_sha256(result.best_path)
+    with session_scope() as session:
+        runs.finish_run(
+            session=session,
+            run_id=run_id,
+            metrics=result.metrics,
+            artifact_path=str(result.best_path),
+            artifact_sha256=sha,
+            pretrained=result.pretrained,
+        )
+        runs.register_model_version(
+            session=session,
+            framework=cfg.framework,
+            name=f"run {run_id} · {cfg.preset}",
+            artifact_path=result.best_path,
+            sha256=sha,
+            run_id=run_id,
+            activate=activate,
+        )
+    return result
+
+
+def record_training(
+    cfg: TrainConfig, *, output_dir: str | None = None, activate: bool = False, echo: bool = False
+) -> TrainResult:
+    """The CLI's path: create a run row, then execute it in the foreground."""
+    run_id = create_recorded_run(cfg=cfg)
+    if output_dir:
+        # An explicit folder wins over ARTIFACT_DIR/runs/<id>.
+        with session_scope() as session:
+            run = runs.get_run(session=session, run_id=run_id)
+            run.params = {**run.params, "output_dir": output_dir}
+    return execute_run(run_id, echo=echo, activate=activate)

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create .venv with Python 3.11+ and install requirements.txt into it, only when the file changed since
+# the last successful install (a hash stamp makes re-runs take a second).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv
+STAMP="$VENV/.requirements.sha256"
+
+python_for_venv() {
+    local candidate
+    for candidate in python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 \
+            && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$candidate"
+            return
+        fi
+    done
+    echo "Python 3.11 or newer is needed (python3 -m venv); install it, e.g. apt-get install python3 python3-venv" >&2
+    exit 1
+}
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "creating $VENV"
+    "$(python_for_venv)" -m venv "$VENV"
+fi
+
+wanted="$(sha256sum requirements.txt | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$wanted" ]; then
+    echo "installing requirements.txt into $VENV"
+    "$VENV/bin/python" -m pip install --quiet -r requirements.txt
+    echo "$wanted" > "$STAMP"
+fi

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Start the whole system: install, migrate, Redis, one Celery worker and the Streamlit app on :8501.
+# Ctrl-C stops the worker and the app (Redis, if started here, keeps running for the next start).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install.sh
+.venv/bin/python -m db.bootstrap
+scripts/ensure_redis.sh
+
+pids=()
+stop() {
+    trap - INT TERM EXIT
+    if [ "${#pids[@]}" -gt 0 ]; then
+        echo "stopping the worker and the app"
+        # TERM lets the worker finish its current task (warm shutdown); a second Ctrl-C forces it.
+        kill -TERM "${pids[@]}" 2>/dev/null || true
+        wait "${pids[@]}" 2>/dev/null || true
+    fi
+}
+trap stop INT TERM EXIT
+
+.venv/bin/celery -A worker.celery_app worker -Q training,prediction -n "worker@%h" --loglevel INFO &
+pids+=("$!")
+.venv/bin/streamlit run Home.py --server.port 8501 --server.headless true &
+pids+=("$!")
+echo "the app is at http://127.0.0.1:8501 (Ctrl-C stops everything)"
+
+# When either process exits on its own, stop the other: half a system is worse than none.
+status=0
+wait -n "${pids[@]}" || status=$?
+exit "$status"

@@ -1,0 +1,332 @@
+"""Shared fixtures. Every test runs against real parts: a real SQLite file, real Redis, a real worker process.
+
+Session set-up (before any test module is imported):
+    The whole session gets its own Redis database number (1-15, held by a lock key, emptied first), so two
+    test sessions on one machine never see each other's messages or workers, and never the app's (db 0).
+    DATABASE_URL, ARTIFACT_DIR and UPLOAD_DIR point into a temporary folder, so no test touches var/.
+    Whenever a fixture points the tests at a new database, the session's queues are emptied: a message left
+    by an earlier test names a job id of another database.
+
+Fixtures:
+    db_url            a fresh, migrated SQLite file for one test; the environment, settings and engine point
+                      at it, as do ARTIFACT_DIR/UPLOAD_DIR (fresh temp folders). Yields the URL.
+    any_db_url        the same, run once on SQLite and once on PostgreSQL (a throw-away database created on
+                      the server at 127.0.0.1:5432 and dropped after; skipped when the server does not answer).
+    module_db_url     like db_url but shared by all tests of a module: what a worker process needs, since the
+                      worker is started once with one DATABASE_URL. Don't mix it with db_url in one module.
+    start_worker      session-scoped factory: start_worker() starts a real `celery -A worker.celery_app worker`
+                      process with the current environment and returns it once it answers a ping; every
+                      worker it started is stopped at the end of the session (or by .stop()).
+    worker            a worker for the module, on module_db_url; stopped when the module is done.
+    wait_for_job      wait_for_job(job_id, statuses=("succeeded", "failed", "cancelled"), timeout=60) polls the
+                      jobs table until the job is in one of `statuses` and returns the Job row.
+    dicom_bytes       dicom_bytes(pixels=..., photometric=..., center=..., width=..., patient_id=...) writes an
+                      MR DICOM in memory (16-bit, rescale 2/-100, a window, PatientName "Doe^Jane").
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis
+
+from db.schema import FINISHED_STATES, Job
+from settings import ROOT, get_settings
+
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+_REDIS_LOCK_KEY = "brainmri:test-session"
+_session_state: dict[str, object] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="brainmri-tests-"))
+    _session_state["tmp"] = tmp
+    os.environ["DATABASE_URL"] = f"sqlite:///{tmp / 'unmigrated.db'}"
+    os.environ["ARTIFACT_DIR"] = str(tmp / "artifacts")
+    os.environ["UPLOAD_DIR"] = str(tmp / "scans")
+    _claim_redis_db()
+    get_settings.cache_clear()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    client = _session_state.get("redis")
+    if isinstance(client, redis.Redis):
+        client.flushdb()
+        client.close()
+    shutil.rmtree(_session_state.get("tmp", ""), ignore_errors=True)
+
+
+def _claim_redis_db() -> None:
+    """Point REDIS_URL at a Redis database number no other test session holds, and empty it."""
+    base = urlsplit(get_settings().redis_url)
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    for number in range(1, 16):
+        url = urlunsplit(base._replace(path=f"/{number}"))
+        client = redis.Redis.from_url(url, socket_connect_timeout=2)
+        try:
+            claimed = client.set(_REDIS_LOCK_KEY, owner, nx=True, ex=6 * 3600)
+        except redis.RedisError:
+            return  # no Redis: the tests that need it skip themselves
+        if claimed:
+            # Whatever a crashed earlier session left here (queued messages, results) must not reach our worker.
+            for key in client.scan_iter():
+                if key != _REDIS_LOCK_KEY.encode():
+                    client.delete(key)
+            os.environ["REDIS_URL"] = url
+            _session_state["redis"] = client
+            return
+        client.close()
+    raise pytest.UsageError("every Redis database 1-15 is held by another test session")
+
+
+def _point_at(mp: pytest.MonkeyPatch, url: str, folder: Path) -> None:
+    """Aim environment, settings and engine at database `url` and fresh folders under `folder`."""
+    from db.session import reset_engine
+
+    mp.setenv("DATABASE_URL", url)
+    mp.setenv("ARTIFACT_DIR", str(folder / "artifacts"))
+    mp.setenv("UPLOAD_DIR", str(folder / "scans"))
+    get_settings.cache_clear()
+    reset_engine()
+    _purge_queues()
+
+
+def _purge_queues() -> None:
+    """Drop messages left by earlier tests: their job ids belong to another database."""
+    if "redis" in _session_state:
+        from worker.celery_app import celery_app
+
+        celery_app.control.purge()
+
+
+def _restore(mp: pytest.MonkeyPatch) -> None:
+    from db.session import reset_engine
+
+    reset_engine()
+    mp.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per session with Alembic; each test gets a copy, which is much faster."""
+    from db.migrate import upgrade_to_head
+
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade_to_head(f"sqlite:///{path}")
+    return path
+
+
+def _fresh_sqlite(template: Path, folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "brainmri.db"
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def db_url(tmp_path: Path, migrated_sqlite_template: Path) -> Iterator[str]:
+    mp = pytest.MonkeyPatch()
+    url = _fresh_sqlite(migrated_sqlite_template, tmp_path / "db")
+    _point_at(mp, url, tmp_path)
+    yield url
+    _restore(mp)
+
+
+@pytest.fixture(scope="module")
+def module_db_url(tmp_path_factory: pytest.TempPathFactory, migrated_sqlite_template: Path) -> Iterator[str]:
+    mp = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("module")
+    url = _fresh_sqlite(migrated_sqlite_template, folder / "db")
+    _point_at(mp, url, folder)
+    yield url
+    _restore(mp)
+
+
+@pytest.fixture
+def postgres_url(tmp_path: Path) -> Iterator[str]:
+    """A throw-away PostgreSQL database, migrated with Alembic; skipped when the server does not answer."""
+    psycopg = pytest.importorskip("psycopg")
+    from db.migrate import upgrade_to_head
+
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL does not answer at {POSTGRES_ADMIN_URL}: {exc}")
+    name = f"brainmri_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    mp = pytest.MonkeyPatch()
+    try:
+        upgrade_to_head(url)
+        _point_at(mp, url, tmp_path)
+        yield url
+    finally:
+        _restore(mp)
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_db_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue("db_url" if request.param == "sqlite" else "postgres_url")
+
+
+@dataclass
+class WorkerProcess:
+    """A real Celery worker running in its own process group."""
+
+    process: subprocess.Popen[bytes]
+    name: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Warm shutdown (finish the current task), then kill the group if it takes too long."""
+        if self.process.poll() is not None:
+            return
+        # SIGTERM to the main process only: it lets its pool finish, whereas a signalled child counts as lost.
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+def _redis_answers() -> bool:
+    client = redis.Redis.from_url(get_settings().redis_url, socket_connect_timeout=2)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def start_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    logs = tmp_path_factory.mktemp("worker-logs")
+
+    def start(env: dict[str, str] | None = None, ready_timeout: float = 90.0) -> WorkerProcess:
+        if not _redis_answers():
+            pytest.skip(f"Redis does not answer at {get_settings().redis_url}")
+        from worker.celery_app import celery_app
+
+        name = f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+        log_path = logs / f"{name.split('@')[0]}.log"
+        command = [
+            sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+            "-Q", "training,prediction", "--pool=prefork", "--concurrency=1", "-n", name,
+            "--loglevel=INFO", "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        worker = WorkerProcess(process, name, log_path)
+        started.append(worker)
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"the worker exited with {process.returncode}:\n{worker.log()}")
+            if celery_app.control.ping(destination=[name], timeout=1.0):
+                return worker
+        worker.stop()
+        pytest.fail(f"the worker did not answer a ping within {ready_timeout:.0f}s:\n{worker.log()}")
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(module_db_url: str, start_worker: Callable[..., WorkerProcess]) -> Iterator[WorkerProcess]:
+    process = start_worker()
+    yield process
+    process.stop()
+
+
+def _wait_for_job(job_id: int, statuses: Iterable[str] = FINISHED_STATES, timeout: float = 60.0) -> Job:
+    from db.jobs import get_job
+    from db.session import session_scope
+
+    wanted = set(statuses)
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope() as session:
+            job = get_job(session=session, job_id=job_id)
+        if job is not None and job.status in wanted:
+            return job
+        if time.monotonic() > deadline:
+            state = "missing" if job is None else f"{job.status}, message={job.message!r}, error={job.error!r}"
+            raise AssertionError(f"job {job_id} not in {sorted(wanted)} after {timeout:.0f}s: {state}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def wait_for_job() -> Callable[..., Job]:
+    return _wait_for_job
+
+
+@pytest.fixture
+def dicom_bytes() -> Callable[..., bytes]:
+    """Write an MR DICOM in memory: 16-bit MONOCHROME2 with rescale and window, and a patient name that must not be kept."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    from settings import SAMPLE_DIR
+
+    def make(
+        *,
+        pixels: "np.ndarray | None" = None,
+        photometric: str = "MONOCHROME2",
+        center: float | None = 4000.0,
+        width: float = 8200.0,
+        patient_id: str = "P-0042",
+    ) -> bytes:
+        if pixels is None:
+            sample = sorted((SAMPLE_DIR / "pituitary").glob("*.jpg"))[0]
+            # 12-bit stored values, as an MR scanner writes them.
+            pixels = np.asarray(Image.open(sample).convert("L"), dtype=np.uint16) * 16
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset("scan.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+        ds.PatientName, ds.PatientBirthDate, ds.PatientID = "Doe^Jane", "19700101", patient_id
+        ds.StudyDate, ds.Modality, ds.SeriesDescription = "20240131", "MR", "AX T1 POST"
+        if pixels.ndim == 3:
+            ds.NumberOfFrames = pixels.shape[0]
+        ds.Rows, ds.Columns = pixels.shape[-2:]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleSlope, ds.RescaleIntercept = 2, -100
+        if center is not None:
+            ds.WindowCenter, ds.WindowWidth = center, width
+        ds.PixelData = pixels.astype("<u2").tobytes()
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue()
+
+    return make

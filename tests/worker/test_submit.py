@@ -1,0 +1,35 @@
+"""What pages get back from submitting, cancelling and asking after jobs."""
+
+import pytest
+
+from db.jobs import create_job, finish_job, recent_jobs
+from db.session import session_scope
+from settings import get_settings
+from worker.submit import cancel_job, submit_job, worker_status
+
+
+def test_unknown_job_kind_is_refused_before_anything_is_recorded(db_url):
+    with pytest.raises(ValueError, match="unknown job kind 'retrain'"):
+        submit_job("retrain", {})
+    with session_scope() as session:
+        assert recent_jobs(session=session) == []
+
+
+def test_cancel_of_a_finished_job_leaves_it_as_it_was(db_url):
+    with session_scope() as session:
+        job_id = create_job(session=session, kind="selfcheck", params={}).id
+        finish_job(session=session, job_id=job_id, status="succeeded")
+    assert cancel_job(job_id) == f"Job {job_id} had already finished (succeeded)."
+    assert cancel_job(job_id + 1) == f"Job {job_id + 1} does not exist."
+
+
+def test_unreachable_redis_is_reported_with_its_address_and_no_password(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://:secret@127.0.0.1:1/0")
+    get_settings.cache_clear()
+    try:
+        status = worker_status(timeout_s=0.5)
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert status["redis_ok"] is False and status["workers"] == []
+    assert "redis://127.0.0.1:1/0" in status["redis_error"] and "secret" not in status["redis_error"]

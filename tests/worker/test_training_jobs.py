@@ -1,0 +1,102 @@
+"""Tiny training runs of both models through a real Celery worker, recorded in a real SQLite file."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from db.recorder import execute_run
+from db.runs import get_run, list_model_versions
+from db.session import session_scope
+from models.config import make_config
+from models.train import file_sha256
+from settings import SAMPLE_DIR
+from worker.submit import cancel_job, submit_training
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def _run(run_id: int):  # type: ignore[no-untyped-def]
+    with session_scope() as session:
+        run = get_run(session=session, run_id=run_id)
+        epochs = [(e.epoch, e.val_acc, e.lr, e.images_per_s) for e in run.epochs]
+        return run, epochs
+
+
+def test_torch_run_records_each_epoch_and_final_metrics(wait_for_job: Callable) -> None:
+    cfg = make_config("torch", str(SAMPLE_DIR), "report", epochs=2, batch_size=16, max_images_per_class=10)
+    job_id, run_id = submit_training(cfg)
+    job = wait_for_job(job_id, timeout=300)
+    assert job.status == "succeeded", job.error
+    assert job.progress_current == job.progress_total > 0
+    run, epochs = _run(run_id)
+    assert run.status == "succeeded" and run.dataset_fingerprint and run.duration_s > 0
+    assert [e[0] for e in epochs] == [1, 2]
+    assert all(0 <= acc <= 1 and lr > 0 and ips > 0 for _, acc, lr, ips in epochs)
+    val = run.metrics["val"]
+    for key in ("accuracy", "precision", "recall", "f1", "per_class", "confusion_matrix", "inference_ms", "model_size_mb"):
+        assert key in val
+    assert sum(map(sum, val["confusion_matrix"])) == val["count"] > 0
+    assert run.metrics["peak_memory_mb"] > 0
+    assert Path(run.artifact_path).is_file() and file_sha256(run.artifact_path) == run.artifact_sha256
+    with session_scope() as session:
+        versions = [v for v in list_model_versions(session=session, framework="torch") if v.run_id == run_id]
+    assert len(versions) == 1 and not versions[0].is_active
+
+
+def test_keras_run_from_random_init_trains_and_says_so(wait_for_job: Callable) -> None:
+    cfg = make_config(
+        "keras", str(SAMPLE_DIR), "improved", epochs=1, batch_size=16, max_images_per_class=6, image_size=96, tta=False
+    )
+    job_id, run_id = submit_training(cfg)
+    job = wait_for_job(job_id, timeout=400)
+    assert job.status == "succeeded", job.error
+    run, epochs = _run(run_id)
+    assert run.status == "succeeded" and run.pretrained is False
+    assert len(epochs) == 1 and run.artifact_path.endswith(".keras")
+
+
+def test_pretrained_run_without_weights_fails_with_the_fix(wait_for_job: Callable, tmp_path: Path) -> None:
+    cfg = make_config("keras", str(SAMPLE_DIR), "report", epochs=1, max_images_per_class=4,
+                      weights_path=str(tmp_path / "absent.h5"))  # fmt: skip
+    job_id, run_id = submit_training(cfg)
+    job = wait_for_job(job_id, timeout=300)
+    assert job.status == "failed"
+    assert "ImageNet weights were not found" in job.error and "MOBILENET_WEIGHTS_PATH" in job.error
+    run, epochs = _run(run_id)
+    assert run.status == "failed" and "ImageNet weights" in run.error and epochs == []
+
+
+def test_folder_without_classes_fails_with_a_message(wait_for_job: Callable, tmp_path: Path) -> None:
+    (tmp_path / "holiday-photos").mkdir()
+    cfg = make_config("torch", str(tmp_path), "report", epochs=1)
+    job_id, run_id = submit_training(cfg)
+    job = wait_for_job(job_id, timeout=120)
+    assert job.status == "failed" and "no class subfolders" in job.error
+    assert _run(run_id)[0].status == "failed"
+
+
+def test_cancelled_run_ends_cancelled(wait_for_job: Callable) -> None:
+    cfg = make_config("torch", str(SAMPLE_DIR), "report", epochs=50, batch_size=4, max_images_per_class=10)
+    job_id, run_id = submit_training(cfg)
+    wait_for_job(job_id, statuses=("running",), timeout=120)
+    assert "will stop" in cancel_job(job_id)
+    job = wait_for_job(job_id, timeout=180)
+    assert job.status == "cancelled"
+    run, epochs = _run(run_id)
+    assert run.status == "cancelled" and len(epochs) < 50
+
+
+def test_cli_path_records_the_same_rows(module_db_url: str, tmp_path: Path) -> None:
+    from db.recorder import create_recorded_run
+
+    cfg = make_config("torch", str(SAMPLE_DIR), "report", epochs=1, batch_size=16, max_images_per_class=5,
+                      output_dir=str(tmp_path / "out"))  # fmt: skip
+    run_id = create_recorded_run(cfg=cfg)
+    execute_run(run_id, activate=True)
+    run, epochs = _run(run_id)
+    assert run.status == "succeeded" and len(epochs) == 1
+    assert Path(run.artifact_path).parent == tmp_path / "out"
+    with session_scope() as session:
+        active = [v for v in list_model_versions(session=session, framework="torch") if v.is_active]
+    assert [v.run_id for v in active] == [run_id]

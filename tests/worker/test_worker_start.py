@@ -1,0 +1,37 @@
+"""What a worker does with jobs left over from before it started: skips cancelled ones, settles dead ones."""
+
+from datetime import timedelta
+
+import pytest
+
+from db.jobs import create_job, get_job, mark_running
+from db.schema import utcnow
+from db.session import session_scope
+from worker.submit import cancel_job, submit_job, worker_status
+
+pytestmark = pytest.mark.slow
+
+
+def test_job_cancelled_while_queued_is_never_run(module_db_url, start_worker, wait_for_job):
+    assert worker_status()["workers"] == []  # nobody may take the job before it is cancelled
+    job_id = submit_job("selfcheck", {})
+    assert cancel_job(job_id) == f"Job {job_id} cancelled."
+    worker = start_worker()
+    # The queue is first in, first out: once a later job has run, the cancelled one has been delivered.
+    later = wait_for_job(submit_job("selfcheck", {}))
+    worker.stop()
+    with session_scope() as session:
+        job = get_job(session=session, job_id=job_id)
+    assert later.status == "succeeded"
+    assert (job.status, job.started_at, job.attempts) == ("cancelled", None, 0)
+
+
+def test_starting_worker_settles_jobs_whose_worker_died(module_db_url, start_worker, wait_for_job):
+    with session_scope() as session:
+        job_id = create_job(session=session, kind="batch", params={}).id
+        mark_running(session=session, job_id=job_id, worker="gone@elsewhere")
+        get_job(session=session, job_id=job_id).heartbeat_at = utcnow() - timedelta(hours=2)
+    worker = start_worker()
+    job = wait_for_job(job_id, statuses=["failed"], timeout=30)
+    worker.stop()
+    assert "gone@elsewhere stopped responding" in job.error

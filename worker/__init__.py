@@ -1,0 +1,1 @@
+"""Background jobs: the Celery app, its tasks, the job lifecycle and the functions pages submit through."""

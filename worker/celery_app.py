@@ -1,0 +1,67 @@
+"""The Celery app: a training queue and a prediction queue over Redis, configured from settings."""
+
+import logging
+
+from celery import Celery
+from celery.signals import worker_process_init, worker_ready
+from kombu import Exchange, Queue
+
+from db.jobs import settle_stale_jobs
+from db.session import reset_engine, session_scope
+from models.threads import cap_threads
+from settings import get_settings
+
+log = logging.getLogger(__name__)
+
+# Task name -> queue. Training gets its own queue so a long run never holds up predictions.
+TASK_QUEUES = {
+    "brainmri.train": "training",
+    "brainmri.batch_predict": "prediction",
+    "brainmri.selfcheck": "prediction",
+}
+QUEUES = ("training", "prediction")
+# Redis re-delivers an unacknowledged message after this long, so it must outlast the longest job.
+VISIBILITY_TIMEOUT_S = 48 * 3600
+
+celery_app = Celery("brainmri", include=["worker.tasks"])
+_settings = get_settings()
+celery_app.conf.update(
+    broker_url=_settings.redis_url,
+    result_backend=_settings.redis_url,
+    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+    result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+    broker_connection_retry_on_startup=True,
+    # Each queue gets its own exchange and key; bare Queue(name)s would all bind to the default one.
+    task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+    task_default_queue="prediction",
+    task_default_exchange="prediction",
+    task_default_routing_key="prediction",
+    task_routes={name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    task_track_started=True,
+    # The jobs table is the record pages read; Celery's results are only a convenience.
+    result_expires=7 * 24 * 3600,
+    # One message at a time per process: a long job must not sit on messages another process could run.
+    worker_prefetch_multiplier=1,
+    worker_concurrency=_settings.worker_concurrency,
+    timezone="UTC",
+    enable_utc=True,
+)
+
+
+@worker_process_init.connect
+def _init_process(**_kwargs: object) -> None:
+    # A forked child must not reuse the parent's database connections.
+    reset_engine()
+    settings = get_settings()
+    cap_threads(settings.torch_threads, settings.tf_threads)
+
+
+@worker_ready.connect
+def _settle_on_start(**_kwargs: object) -> None:
+    with session_scope() as session:
+        settled = settle_stale_jobs(session=session, older_than_s=get_settings().job_stale_after_s)
+    if settled:
+        log.warning("settled %d job(s) whose worker stopped responding", settled)

@@ -1,0 +1,135 @@
+"""The life of a job record around a task body: claim it, report progress, beat, notice cancels, close it."""
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery import Task
+
+from db.jobs import finish_job, get_job, heartbeat, is_cancel_requested, mark_running, set_progress
+from db.session import session_scope
+
+log = logging.getLogger(__name__)
+
+# A job whose worker was lost this many times is failed on its next delivery instead of run again.
+MAX_ATTEMPTS = 3
+HEARTBEAT_INTERVAL_S = 15.0
+# Progress is written at most this often (except the final step): a fast loop must not hog the write lock.
+PROGRESS_INTERVAL_S = 0.5
+
+
+class JobCancelled(Exception):
+    """Raised by `Reporter.check_cancel` when someone asked the job to stop."""
+
+
+class UserError(Exception):
+    """A failure a person caused and can fix (a bad folder, a missing file); its message is stored as-is."""
+
+
+class Reporter:
+    """Given to a job body: reports progress to the jobs table and to Celery, and checks for a cancel."""
+
+    def __init__(self, task: Task, job_id: int, params: dict[str, Any]) -> None:
+        self.task = task
+        self.job_id = job_id
+        self.params = params
+        self._last_write = float("-inf")
+        self._pending: tuple[int, int, str | None] | None = None
+
+    def progress(self, current: int, total: int, message: str | None = None) -> None:
+        """Record that `current` of `total` steps are done; throttled, but the final step is always written."""
+        if message is None and self._pending is not None:
+            message = self._pending[2]
+        self._pending = (current, total, message)
+        if current < total and time.monotonic() - self._last_write < PROGRESS_INTERVAL_S:
+            return
+        self.flush()
+
+    def flush(self) -> None:
+        """Write progress held back by the throttle."""
+        if self._pending is None:
+            return
+        current, total, message = self._pending
+        with session_scope() as session:
+            set_progress(session=session, job_id=self.job_id, current=current, total=total, message=message)
+        self._pending, self._last_write = None, time.monotonic()
+        if self.task.request.id:
+            self.task.update_state(state="PROGRESS", meta={"current": current, "total": total})
+
+    def check_cancel(self) -> None:
+        """Raise JobCancelled if a cancel was requested; call it between batches or epochs."""
+        with session_scope() as session:
+            cancelled = is_cancel_requested(session=session, job_id=self.job_id)
+        if cancelled:
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+
+
+JobBody = Callable[[Reporter], dict[str, Any] | None]
+
+
+def run_job(task: Task, job_id: int, body: JobBody, *, max_attempts: int = MAX_ATTEMPTS) -> dict[str, Any]:
+    """Run `body` as job `job_id` and leave its record succeeded, failed or cancelled, whatever happens.
+
+    A job already finished (or cancelled while queued) is not run again: a redelivered message is harmless.
+    """
+    worker = task.request.hostname or socket.gethostname()
+    with session_scope() as session:
+        job = get_job(session=session, job_id=job_id)
+        if job is None:
+            log.warning("job %s does not exist; nothing to run", job_id)
+            return {"job_id": job_id, "status": "missing"}
+        if job.status == "running" and job.attempts >= max_attempts:
+            # Delivered again while still "running": each earlier worker died with it.
+            error = f"gave up after {job.attempts} attempts: the worker running it was lost each time"
+            finish_job(session=session, job_id=job_id, status="failed", error=error)
+            return {"job_id": job_id, "status": "failed"}
+        claimed = mark_running(session=session, job_id=job_id, worker=worker)
+        if claimed is None:
+            return {"job_id": job_id, "status": job.status}
+        reporter = Reporter(task, job_id, dict(claimed.params or {}))
+
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    message: str | None = None
+    try:
+        with _heartbeat(job_id, HEARTBEAT_INTERVAL_S):
+            result = body(reporter) or {}
+        status = "succeeded"
+    except JobCancelled:
+        status, message = "cancelled", "cancelled while running"
+    except UserError as exc:
+        status, error = "failed", str(exc)
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+    reporter.flush()
+    with session_scope() as session:
+        finish_job(session=session, job_id=job_id, status=status, result=result, error=error, message=message)
+    return {"job_id": job_id, "status": status}
+
+
+@contextmanager
+def _heartbeat(job_id: int, interval_s: float) -> Iterator[None]:
+    """Beat for the job while the body runs, so a long step between progress reports is not taken for dead."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval_s):
+            try:
+                with session_scope() as session:
+                    heartbeat(session=session, job_id=job_id)
+            except Exception:
+                # A missed beat is not worth killing the job over; the next one may get through.
+                log.exception("heartbeat for job %s failed", job_id)
+
+    thread = threading.Thread(target=beat, name=f"job-{job_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -1,0 +1,155 @@
+"""What pages call to start, cancel and watch background jobs; the jobs table is created here first."""
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from celery.utils import uuid
+
+from db.jobs import create_job, finish_job, get_job, request_cancel, reset_for_rerun, set_celery_id, settle_stale_jobs
+from db.session import session_scope
+from models.config import TrainConfig
+from settings import get_settings
+from worker.celery_app import TASK_QUEUES, celery_app
+
+# Job kind (as stored in jobs.kind) -> Celery task name.
+TASK_NAMES = {
+    "selfcheck": "brainmri.selfcheck",
+    "train": "brainmri.train",
+    "batch": "brainmri.batch_predict",
+}
+
+
+# A training job is not run again under its id (its run would start over); these jobs resume or repeat harmlessly.
+RERUNNABLE_KINDS = ("batch", "selfcheck")
+
+
+class QueueUnavailable(Exception):
+    """The job queue (Redis) could not be reached, so the job was not submitted."""
+
+
+def submit_job(kind: str, params: dict[str, Any], *, before_send: Callable[[int], None] | None = None) -> int:
+    """Record a queued job and hand it to the worker; returns the job id.
+
+    `before_send(job_id)` creates whatever else the task will look up (e.g. its training run) first.
+    """
+    if kind not in TASK_NAMES:
+        raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(TASK_NAMES)}")
+    name = TASK_NAMES[kind]
+    celery_id = uuid()
+    # The row exists (and is committed) before the message, so a worker never gets an id it cannot find.
+    with session_scope() as session:
+        job_id = create_job(session=session, kind=kind, params=params).id
+        set_celery_id(session=session, job_id=job_id, celery_id=celery_id)
+    if before_send is not None:
+        before_send(job_id)
+    _send(name, job_id, celery_id)
+    return job_id
+
+
+def _send(name: str, job_id: int, celery_id: str) -> None:
+    """Hand a recorded job to the worker; when the queue is down the job is failed with the reason."""
+    try:
+        celery_app.send_task(name, args=[job_id], task_id=celery_id, queue=TASK_QUEUES[name])
+    except Exception as exc:
+        error = f"the job queue at {_redis_location()} could not be reached: {exc}"
+        with session_scope() as session:
+            finish_job(session=session, job_id=job_id, status="failed", error=error)
+        raise QueueUnavailable(error) from exc
+
+
+def cancel_job(job_id: int) -> str:
+    """Ask a job to stop; returns a sentence saying what happened, for the page to show."""
+    with session_scope() as session:
+        job = request_cancel(session=session, job_id=job_id)
+        if job is None:
+            return f"Job {job_id} does not exist."
+        status, celery_id, was_running = job.status, job.celery_id, job.status == "running"
+    if was_running:
+        return f"Job {job_id} will stop at its next checkpoint."
+    if status == "cancelled" and celery_id:
+        try:
+            # Never terminate=True: killing a process mid-write could leave files or rows half-done.
+            celery_app.control.revoke(celery_id)
+        except Exception:
+            # The DB record is already cancelled, and a worker skips cancelled jobs, so the revoke is a courtesy.
+            pass
+        return f"Job {job_id} cancelled."
+    return f"Job {job_id} had already finished ({status})."
+
+
+def requeue_job(job_id: int) -> str:
+    """Run a failed or cancelled job again under the same id; returns a sentence for the page to show.
+
+    A batch job skips the files it already did, so a job whose worker was killed ends with each file done once.
+    """
+    celery_id = uuid()
+    with session_scope() as session:
+        # A job whose worker died still reads "running" until its heartbeat is old enough to settle it.
+        settle_stale_jobs(session=session, older_than_s=get_settings().job_stale_after_s)
+        job = get_job(session=session, job_id=job_id)
+        if job is None:
+            return f"Job {job_id} does not exist."
+        kind, status = job.kind, job.status
+        if kind not in RERUNNABLE_KINDS:
+            return f"Job {job_id} is a {kind} job, which is not run again under the same id: start a new one."
+        if reset_for_rerun(session=session, job_id=job_id, celery_id=celery_id) is None:
+            return f"Job {job_id} is {status}: only a failed or cancelled job can be run again."
+    _send(TASK_NAMES[kind], job_id, celery_id)
+    return f"Job {job_id} is queued again."
+
+
+def worker_status(timeout_s: float = 1.0) -> dict[str, Any]:
+    """{"redis_ok": bool, "redis_error": str | None, "workers": [names of workers answering a ping]}."""
+    client = redis.Redis.from_url(get_settings().redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return {"redis_ok": False, "redis_error": f"{_redis_location()}: {exc}", "workers": []}
+    finally:
+        client.close()
+    replies = celery_app.control.ping(timeout=timeout_s) or []
+    return {"redis_ok": True, "redis_error": None, "workers": sorted(name for reply in replies for name in reply)}
+
+
+def _redis_location() -> str:
+    """The Redis URL without its password, safe to show on a page."""
+    url = get_settings().redis_url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
+def submit_training(cfg: TrainConfig, *, use_reviewed: bool = False) -> tuple[int, int]:
+    """Queue a training run; returns (job id, run id)."""
+    from db.recorder import create_recorded_run
+
+    run_ids: list[int] = []
+    params = {"framework": cfg.framework, "preset": cfg.preset, "data_dir": cfg.data_dir}
+    job_id = submit_job(
+        "train",
+        params,
+        before_send=lambda job_id: run_ids.append(create_recorded_run(cfg=cfg, use_reviewed=use_reviewed, job_id=job_id)),
+    )
+    return job_id, run_ids[0]
+
+
+def submit_batch(
+    *, source: dict[str, str], patient_mode: str, patient_id: str | None = None, model_version_ids: list[int] | None = None
+) -> int:
+    """Queue a batch prediction over a checked folder or zip (see worker.batch_input); returns the job id.
+
+    The models are fixed now (the active ones unless chosen), so a re-run uses the same versions even if
+    another model was activated in between. Raises BatchInputError with a message for the page.
+    """
+    from db.batches import batch_models
+    from worker.batch_input import BatchInputError, check_patient_mode
+
+    mrn = check_patient_mode(patient_mode, patient_id)
+    with session_scope() as session:
+        try:
+            versions = batch_models(session=session, version_ids=model_version_ids)
+        except LookupError as exc:
+            raise BatchInputError(str(exc)) from exc
+        ids = [v.id for v in versions]
+    params = {**source, "patient_mode": patient_mode, "patient_id": mrn, "model_version_ids": ids}
+    return submit_job("batch", params)

@@ -1,0 +1,53 @@
+"""The training job: runs the training run attached to a job, reporting progress inside each epoch."""
+
+import time
+from typing import Any
+
+from db.recorder import execute_run
+from db.runs import get_run_for_job
+from db.session import session_scope
+from models.data import DatasetError
+from models.mobilenet import MissingWeightsError
+from models.train import TrainingCancelled
+from worker.jobs import JobCancelled, Reporter, UserError
+
+# The cancel flag is read from the DB at most this often: a batch takes far longer, so a cancel is still prompt.
+CANCEL_POLL_S = 1.0
+
+
+def run_training_job(reporter: Reporter) -> dict[str, Any]:
+    """Train the job's run; a bad folder or missing weights fails the job with the reason."""
+    with session_scope() as session:
+        run = get_run_for_job(session=session, job_id=reporter.job_id)
+        if run is None:
+            raise UserError(f"job {reporter.job_id} has no training run attached")
+        run_id = run.id
+    last_poll = [0.0]
+
+    def on_progress(epoch: int, epochs: int, batch: int, batches: int) -> None:
+        reporter.progress((epoch - 1) * batches + batch, epochs * batches, f"epoch {epoch}/{epochs}, batch {batch}/{batches}")
+
+    def should_cancel() -> bool:
+        if time.monotonic() - last_poll[0] < CANCEL_POLL_S:
+            return False
+        last_poll[0] = time.monotonic()
+        try:
+            reporter.check_cancel()
+        except JobCancelled:
+            return True
+        return False
+
+    try:
+        result = execute_run(run_id, on_progress=on_progress, should_cancel=should_cancel)
+    except TrainingCancelled as exc:
+        raise JobCancelled(str(exc)) from exc
+    except (DatasetError, MissingWeightsError, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+    val = result.metrics["val"]
+    return {
+        "run_id": run_id,
+        "best_epoch": result.best_epoch,
+        "val_accuracy": val["accuracy"],
+        "val_f1": val["f1"],
+        "artifact": str(result.best_path),
+    }
