@@ -116,3 +116,15 @@ def _settle_run(*, session: Session, job_id: int, status: str, error: str | None
         .where(TrainingRun.job_id == job_id, TrainingRun.status.in_(("queued", "running")))
         .values(status=status, error=error, finished_at=utcnow())
     )
+
+
+def reset_for_rerun(*, session: Session, job_id: int, celery_id: str) -> Job | None:
+    """Put a failed or cancelled job back in the queue's hands under a new Celery id; None if it is not one."""
+    job = session.get(Job, job_id)
+    if job is None or job.status not in ("failed", "cancelled"):
+        return None
+    job.status, job.celery_id, job.message = "queued", celery_id, "queued again"
+    job.error, job.finished_at, job.heartbeat_at = None, None, None
+    # A person chose to run it again: the count of lost workers starts afresh.
+    job.cancel_requested, job.attempts = False, 0
+    return job

@@ -150,3 +150,31 @@ def list_model_versions(*, session: Session, framework: str | None = None) -> li
     if framework:
         query = query.where(ModelVersion.framework == framework)
     return list(session.scalars(query))
+
+
+def import_run_summary(
+    *, session: Session, summary: dict[str, Any], artifact_path: str | Path, sha256: str
+) -> TrainingRun:
+    """Recreate a finished run (its epochs and final metrics) from the summary shipped beside a model file."""
+    config = summary.get("config", {})
+    run = TrainingRun(
+        framework=summary["framework"],
+        preset=summary.get("preset", "report"),
+        params=config,
+        dataset_path=str(config.get("data_dir", "")),
+        dataset_fingerprint=summary.get("fingerprint"),
+        test_path=config.get("test_dir"),
+        pretrained=bool(summary.get("pretrained", False)),
+        status="succeeded",
+        duration_s=summary.get("duration_s"),
+        metrics=summary.get("metrics"),
+        artifact_path=str(artifact_path),
+        artifact_sha256=sha256,
+        started_at=utcnow(),
+        finished_at=utcnow(),
+    )
+    session.add(run)
+    session.flush()
+    for row in summary.get("epochs", []):
+        add_epoch(session=session, run_id=run.id, **row)
+    return run

@@ -28,6 +28,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # > 0 evaluates and saves an exponential moving average of the weights
     tta: bool = False  # predict as the mean over the image and its mirror
+    # CNN only: bfloat16 autocast for the training steps (2-3x faster on CPUs with AVX512-BF16);
+    # validation and prediction stay in float32.
+    bf16: bool = False
     image_size: int = 224  # the network's input; files of any size are resized inside the pipeline
     # MobileNetV2 only
     pretrained: bool = True
@@ -66,6 +69,7 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         "label_smoothing": 0.1,
         "ema_decay": 0.998,
         "tta": True,
+        "bf16": True,
     },
     # Without ImageNet weights a frozen random base learns nothing: train the whole network from the start,
     # at 128 px inside the model so that it fits a CPU budget.

@@ -102,8 +102,9 @@ def train_torch(cfg: TrainConfig, data: PreparedData, hooks: TrainHooks) -> tupl
             x = (x - MEAN) / STD
             y = y_train[idx]
             optimizer.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = criterion(logits, y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                logits = model(x)
+                loss = criterion(logits.float(), y)
             loss.backward()
             optimizer.step()
             if ema is not None:

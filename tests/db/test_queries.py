@@ -139,6 +139,25 @@ def test_shipped_models_are_registered_once_and_activated(any_db_url, tmp_path):
     assert (active.name, active.sha256, active.artifact_path) == ("cnn_default", file_sha256(weights), str(weights))
 
 
+def test_shipped_model_brings_its_run_record(any_db_url, tmp_path):
+    import json
+
+    weights = tmp_path / "cnn_default.pth"
+    weights.write_bytes(b"weights")
+    epoch = {"epoch": 1, "train_loss": 0.9, "train_acc": 0.6, "val_loss": 0.8, "val_acc": 0.7, "val_precision": 0.7,
+             "val_recall": 0.7, "val_f1": 0.7, "lr": 1e-3, "duration_s": 10.0, "images_per_s": 50.0}  # fmt: skip
+    summary = {"framework": "torch", "preset": "improved", "config": {"data_dir": "/data/Training"},
+               "fingerprint": "f" * 64, "epochs": [epoch], "metrics": {"val": {"accuracy": 0.7}}}  # fmt: skip
+    (tmp_path / "cnn_default.pth.json").write_text(json.dumps({"run": summary}))
+    with session_scope() as session:
+        register_default_models(session=session, files={"torch": weights})
+    with session_scope() as session:
+        active = get_active_model(session=session, framework="torch")
+        run = active.run
+        assert (run.status, run.preset, run.dataset_fingerprint) == ("succeeded", "improved", "f" * 64)
+        assert run.metrics["val"]["accuracy"] == 0.7 and [e.val_acc for e in run.epochs] == [0.7]
+
+
 def test_finish_job_rejects_a_status_that_is_not_final(any_db_url):
     job_id = _new_job()
     with session_scope() as session, pytest.raises(ValueError):
