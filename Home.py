@@ -119,9 +119,16 @@ def jobs_panel() -> None:
         column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)},
     )
     for job in (job for job in jobs if job.status in ("queued", "running")):
-        if st.button(f"Cancel job {job.id} ({job.kind}, {job.status})", key=f"cancel-{job.id}"):
-            st.session_state["cancel_notice"] = cancel_job(job.id)
-            st.rerun(scope="fragment")
+        st.button(
+            f"Cancel job {job.id} ({job.kind}, {job.status})",
+            key=f"cancel-{job.id}",
+            on_click=_cancel,
+            args=(job.id,),
+        )
+
+
+def _cancel(job_id: int) -> None:
+    st.session_state["cancel_notice"] = cancel_job(job_id)
 
 
 jobs_panel()

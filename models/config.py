@@ -126,6 +126,7 @@ def validate_config(cfg: TrainConfig) -> None:
         (cfg.fine_tune_epoch >= 1, "fine-tune epoch must be at least 1"),
         (32 <= cfg.image_size <= 512, "image size must be between 32 and 512"),
         (cfg.framework != "torch" or cfg.image_size == 224, "the CNN's head fixes its input at 224x224"),
+        (cfg.max_images_per_class is None or cfg.max_images_per_class >= 1, "the cap per class must be at least 1"),
     ]
     for ok, message in checks:
         if not ok:

@@ -46,6 +46,7 @@ def test_selfcheck_button_records_a_queued_job_with_a_cancel_button(db_url):
         [job] = recent_jobs(session=session)
     assert job.kind == "selfcheck" and job.status in ("queued", "running", "succeeded")
     at.button(key=f"cancel-{job.id}").click().run()
+    assert not at.exception
     with session_scope() as session:
         assert get_job(session=session, job_id=job.id).status == "cancelled"
 

@@ -33,3 +33,96 @@ def probability_chart(probs: Mapping[str, float], *, title: str | None = None, h
         showlegend=False,
     )
     return fig
+
+
+def training_curves(epochs: list[Mapping[str, float]], *, height: int = 300) -> go.Figure:
+    """Loss and accuracy per epoch (training vs validation) and the learning rate, side by side."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("Loss", "Accuracy", "Learning rate"))
+    x = [row["epoch"] for row in epochs]
+    for col, metric in ((1, "loss"), (2, "acc")):
+        for split, colour in (("train", MUTED), ("val", HIGHLIGHT)):
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=[row[f"{split}_{metric}"] for row in epochs],
+                    mode="lines+markers",
+                    name="training" if split == "train" else "validation",
+                    legendgroup=split,
+                    showlegend=col == 1,
+                    line={"color": colour},
+                ),
+                row=1,
+                col=col,
+            )
+    fig.add_trace(
+        go.Scatter(x=x, y=[row["lr"] for row in epochs], mode="lines+markers", name="learning rate",
+                   showlegend=False, line={"color": "#2ca02c"}),
+        row=1, col=3,
+    )  # fmt: skip
+    fig.update_yaxes(tickformat=".0%", row=1, col=2)
+    fig.update_yaxes(type="log", exponentformat="e", row=1, col=3)
+    fig.update_xaxes(title_text="epoch", dtick=1 if len(x) <= 20 else None)
+    fig.update_layout(
+        height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.25}
+    )
+    return fig
+
+
+def overlaid_curves(curves: Mapping[str, list[Mapping[str, float]]], metric: str, *, title: str) -> go.Figure:
+    """One line per run of an epoch metric (e.g. "val_acc"), for comparing runs."""
+    fig = go.Figure()
+    for label, epochs in curves.items():
+        x, y = [row["epoch"] for row in epochs], [row[metric] for row in epochs]
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=label))
+    fig.update_layout(
+        title=title, height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title="epoch",
+        legend={"orientation": "h", "y": -0.25},
+    )  # fmt: skip
+    if metric.endswith("_acc"):
+        fig.update_yaxes(tickformat=".0%")
+    return fig
+
+
+def confusion_matrix_chart(matrix: list[list[int]], labels: list[str], *, title: str | None = None) -> go.Figure:
+    """A confusion-matrix heatmap: rows are the true class, columns the predicted one, cells the counts."""
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix,
+            x=labels,
+            y=labels,
+            colorscale="Blues",
+            text=matrix,
+            texttemplate="%{text}",
+            hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>",
+            showscale=False,
+        )
+    )
+    fig.update_layout(
+        title=title, height=360, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        xaxis={"title": "predicted", "side": "bottom"}, yaxis={"title": "true", "autorange": "reversed"},
+    )  # fmt: skip
+    return fig
+
+
+def class_counts_chart(counts: Mapping[str, Mapping[str, int]], *, title: str | None = None) -> go.Figure:
+    """Grouped bars: how many images each model put in each class ({model: {class: count}})."""
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=list(per_class),
+                y=list(per_class.values()),
+                name=model,
+                text=list(per_class.values()),
+                textposition="auto",
+                hovertemplate=f"{model}<br>%{{x}}: %{{y}}<extra></extra>",
+            )
+            for model, per_class in counts.items()
+        ]
+    )
+    fig.update_layout(
+        title=title, height=300, barmode="group", margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        yaxis={"title": "images"}, legend={"orientation": "h", "y": 1.15},
+    )  # fmt: skip
+    return fig

@@ -1,0 +1,35 @@
+"""Train: start a training run as a background job, and watch the runs that are queued or training."""
+
+from typing import Any
+
+import streamlit as st
+
+from db.jobs import settle_stale_jobs
+from db.session import session_scope
+from settings import get_settings
+from ui.live_runs import live_view
+from ui.train_form import train_form
+from worker.submit import worker_status
+
+st.set_page_config(page_title="Train · Brain MRI", page_icon="🏋️", layout="wide")
+st.title("Train a model")
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def _workers(redis_url: str) -> dict[str, Any]:
+    # Keyed by the queue's URL; a ping waits for replies, so it is not repeated on every redraw.
+    return worker_status(timeout_s=0.5)
+
+
+# A run whose worker died is closed here, so it does not show as training for ever.
+with session_scope() as session:
+    settle_stale_jobs(session=session, older_than_s=get_settings().job_stale_after_s)
+status = _workers(get_settings().redis_url)
+if not status["redis_ok"]:
+    st.error(f"The job queue is unreachable ({status['redis_error']}): runs cannot be queued until it is back.")
+elif not status["workers"]:
+    st.warning("No worker is online: a queued run waits until one starts (`make worker`, or `make run`).")
+
+train_form()
+st.divider()
+live_view()

@@ -1,0 +1,101 @@
+"""The Models page: promoting a version changes what clinicians get; a file that changed is never promoted."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from db.runs import get_active_model, register_model_version
+from db.session import session_scope
+from models.data import load_rgb
+from models.predictor import load_predictor
+from models.train import file_sha256
+from settings import ROOT, SAMPLE_DIR
+
+PAGE = str(ROOT / "pages" / "6_Models.py")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two real CNN checkpoints with different (untrained) weights, so their predictions differ."""
+    import torch
+
+    from models.cnn import TumorCNN, save_checkpoint
+
+    folder = tmp_path_factory.mktemp("weights")
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(save_checkpoint(folder / f"cnn-{seed}.pth", TumorCNN(), extra={}))
+    return paths[0], paths[1]
+
+
+def register(path: Path, *, activate: bool = False, sha256: str | None = None) -> int:
+    with session_scope() as session:
+        return register_model_version(
+            session=session, framework="torch", name=path.stem, artifact_path=path,
+            sha256=sha256 or file_sha256(path), activate=activate,
+        ).id  # fmt: skip
+
+
+@pytest.fixture
+def two_versions(db_url: str, checkpoints: tuple[Path, Path]) -> tuple[int, int]:
+    return register(checkpoints[0], activate=True), register(checkpoints[1])
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    return at
+
+
+def active_path() -> str:
+    with session_scope() as session:
+        return get_active_model(session=session, framework="torch").artifact_path
+
+
+def test_promoting_a_version_changes_the_model_the_predictor_loads(two_versions, checkpoints) -> None:
+    old, new = two_versions
+    at = open_page()
+    at.selectbox(key="models_promote_torch").set_value(new)
+    at.button(key="models_activate_torch").click().run()
+    assert not at.exception
+    assert active_path() == str(checkpoints[1])
+    image = [load_rgb(next((SAMPLE_DIR / "glioma").glob("*.jpg")))]
+    loaded = load_predictor("torch", active_path()).predict(image)
+    assert np.allclose(loaded, load_predictor("torch", checkpoints[1]).predict(image))
+    assert not np.allclose(loaded, load_predictor("torch", checkpoints[0]).predict(image))
+    assert any(f"version {new}) is now the active" in s.value for s in at.success)
+
+
+def test_the_previous_version_can_be_restored(two_versions, checkpoints) -> None:
+    old, new = two_versions
+    at = open_page()
+    at.selectbox(key="models_promote_torch").set_value(new)
+    at.button(key="models_activate_torch").click().run()
+    at.button(key="models_restore_torch").click().run()
+    assert not at.exception
+    assert active_path() == str(checkpoints[0])
+
+
+def test_a_file_that_changed_is_flagged_and_not_promoted(db_url, checkpoints) -> None:
+    register(checkpoints[0], activate=True)
+    tampered = register(checkpoints[1], sha256="0" * 64)
+    at = open_page()
+    at.selectbox(key="models_download_torch").set_value(tampered).run()
+    assert any("changed since it was registered" in w.value for w in at.warning)
+    at.selectbox(key="models_promote_torch").set_value(tampered)
+    at.button(key="models_activate_torch").click().run()
+    assert any("was not made active" in e.value for e in at.error)
+    assert active_path() == str(checkpoints[0])
+
+
+def test_a_missing_file_is_reported_and_an_intact_one_verified(db_url, checkpoints, tmp_path) -> None:
+    intact = register(checkpoints[0], activate=True)
+    gone = register(tmp_path / "deleted.pth", sha256="1" * 64)
+    at = open_page()
+    assert at.selectbox(key="models_download_torch").value == intact  # the active one comes first
+    assert any("matches its registered sha256" in c.value for c in at.caption)
+    at.selectbox(key="models_download_torch").set_value(gone).run()
+    assert any("deleted.pth` is missing" in e.value for e in at.error)

@@ -1,0 +1,193 @@
+"""The training form: a preset fills the fields, and every value is checked before a run is queued."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from models.config import AUGMENT_LEVELS, FRAMEWORK_NAMES, TrainConfig, make_config, preset_names
+from models.data import DatasetError
+from models.folders import LabelledFolder, find_labelled_folders, labelled_folder
+from models.mobilenet import MissingWeightsError, resolve_weights
+from settings import SAMPLE_DIR, get_settings
+from ui.live_runs import WATCH_KEY
+from worker.submit import QueueUnavailable, submit_training
+
+# Form fields a preset sets; each widget's key is "train_<field>".
+PRESET_FIELDS = ("epochs", "batch_size", "lr", "augment", "seed", "pretrained", "fine_tune_epoch")
+OTHER_FOLDER = "Another folder…"
+NO_TEST_FOLDER = "No test folder"
+WATCHED_RUNS = 5
+
+
+@dataclass(frozen=True)
+class TrainForm:
+    """What the form holds: raw values, checked by `check_form`."""
+
+    framework: str
+    preset: str
+    data_dir: str
+    test_dir: str | None
+    epochs: int
+    batch_size: int
+    lr: float
+    augment: str
+    seed: int
+    pretrained: bool
+    fine_tune_epoch: int
+    use_reviewed: bool
+    max_images_per_class: int | None
+
+
+def preset_defaults(framework: str, preset: str) -> TrainConfig:
+    return make_config(framework, str(SAMPLE_DIR), preset)
+
+
+def check_form(form: TrainForm, roots: list[Path]) -> tuple[TrainConfig | None, list[str]]:
+    """The run's config, or every reason the form cannot start one (as sentences for the page)."""
+    errors: list[str] = []
+    folders: dict[str, LabelledFolder] = {}
+    for name, path in (("Dataset folder", form.data_dir), ("Test folder", form.test_dir)):
+        if path is None:
+            continue
+        try:
+            folders[name] = labelled_folder(path, roots)
+        except DatasetError as exc:
+            errors.append(f"{name}: {exc}")
+    overrides: dict[str, object] = {
+        "test_dir": str(folders["Test folder"].path) if "Test folder" in folders else None,
+        "epochs": form.epochs,
+        "batch_size": form.batch_size,
+        "lr": form.lr,
+        "augment": form.augment,
+        "seed": form.seed,
+        "max_images_per_class": form.max_images_per_class,
+    }
+    if form.framework == "keras":
+        overrides |= {"pretrained": form.pretrained, "fine_tune_epoch": form.fine_tune_epoch}
+    data_dir = str(folders["Dataset folder"].path) if "Dataset folder" in folders else form.data_dir
+    try:
+        cfg = make_config(form.framework, data_dir, form.preset, **overrides)
+    except ValueError as exc:
+        errors.append(_sentence(str(exc)))
+        return None, errors
+    if cfg.framework == "keras":
+        try:
+            resolve_weights(cfg)
+        except MissingWeightsError as exc:
+            errors.append(str(exc))
+    return (None if errors else cfg), errors
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _labelled_folders(roots: tuple[str, ...]) -> list[str]:
+    return [str(path) for path in find_labelled_folders([Path(root) for root in roots])]
+
+
+def folder_choices() -> list[str]:
+    """The shipped sample first, then labelled folders found under the allowed roots."""
+    found = _labelled_folders(tuple(str(root) for root in get_settings().allowed_data_roots))
+    sample = str(SAMPLE_DIR.resolve())
+    return [sample, *(path for path in found if path != sample)]
+
+
+def _fill_preset_fields() -> None:
+    cfg = preset_defaults(st.session_state["train_framework"], st.session_state["train_preset"])
+    for field in PRESET_FIELDS:
+        st.session_state[f"train_{field}"] = getattr(cfg, field)
+
+
+def _folder_input(label: str, key: str, choices: list[str], *, optional: bool) -> str | None:
+    options = ([NO_TEST_FOLDER] if optional else []) + choices + [OTHER_FOLDER]
+    choice = st.selectbox(label, options, key=f"{key}_choice")
+    if choice == OTHER_FOLDER:
+        typed = st.text_input(
+            f"{label}: full path",
+            key=f"{key}_path",
+            placeholder="/path/to/folder with glioma/ meningioma/ notumor/ pituitary/ inside",
+        )
+        return typed
+    return None if choice == NO_TEST_FOLDER else choice
+
+
+def _weights_note(image_size: int) -> None:
+    """Say plainly whether this machine has the MobileNetV2 ImageNet weights."""
+    cfg = make_config("keras", str(SAMPLE_DIR), pretrained=True, image_size=image_size)
+    try:
+        found = resolve_weights(cfg)
+    except MissingWeightsError as exc:
+        st.info(f"**No ImageNet weights on this machine.** {exc}")
+        return
+    st.success(f"ImageNet weights found on this machine: `{found}`")
+
+
+def train_form() -> None:
+    """The form; on "Start training" it checks every value, then queues the run or lists what is wrong."""
+    if "train_framework" not in st.session_state:
+        st.session_state["train_framework"], st.session_state["train_preset"] = "torch", "report"
+        _fill_preset_fields()
+    top = st.columns(2)
+    framework = top[0].selectbox(
+        "Model", list(FRAMEWORK_NAMES), format_func=FRAMEWORK_NAMES.get, key="train_framework",
+        on_change=_fill_preset_fields,
+    )  # fmt: skip
+    preset = top[1].selectbox(
+        "Preset", preset_names(), key="train_preset", on_change=_fill_preset_fields,
+        help="report: the recipes as the report wrote them; improved: a schedule and averaging that steady the "
+        "validation accuracy. Choosing one fills the fields below.",
+    )  # fmt: skip
+    choices = folder_choices()
+    folders = st.columns(2)
+    with folders[0]:
+        data_dir = _folder_input("Dataset folder", "train_data", choices, optional=False)
+    with folders[1]:
+        test_dir = _folder_input("Test folder (optional, scored at the end)", "train_test", choices, optional=True)
+    numbers = st.columns(4)
+    epochs = numbers[0].number_input("Epochs", step=1, key="train_epochs")
+    batch_size = numbers[1].number_input("Batch size", step=1, key="train_batch_size")
+    lr = numbers[2].number_input("Learning rate", step=1e-4, format="%.6f", key="train_lr")
+    seed = numbers[3].number_input("Seed", step=1, key="train_seed")
+    options = st.columns(4)
+    augment = options[0].selectbox("Augmentation", AUGMENT_LEVELS, key="train_augment")
+    pretrained, fine_tune_epoch = False, 1
+    if framework == "keras":
+        pretrained = options[1].checkbox("Start from ImageNet weights", key="train_pretrained")
+        fine_tune_epoch = options[2].number_input(
+            "Fine-tune from epoch", step=1, key="train_fine_tune_epoch",
+            help="From this epoch on, the top of the MobileNetV2 base is trained too, at a low learning rate.",
+        )  # fmt: skip
+    use_reviewed = options[3].checkbox(
+        "Add scans clinicians reviewed", key="train_use_reviewed",
+        help="Scans whose label a clinician confirmed or corrected join the training side (never validation).",
+    )  # fmt: skip
+    with st.expander("Advanced"):
+        cap = st.number_input(
+            "Cap images per class", min_value=1, value=None, step=1, key="train_max_images",
+            placeholder="no cap", help="Use at most this many images of each class: for a quick trial run.",
+        )  # fmt: skip
+    if framework == "keras":
+        _weights_note(preset_defaults(framework, preset).image_size)
+    if not st.button("Start training", type="primary", key="train_submit"):
+        return
+    form = TrainForm(
+        framework=framework, preset=preset, data_dir=data_dir or "", test_dir=test_dir, epochs=int(epochs),
+        batch_size=int(batch_size), lr=float(lr), augment=augment, seed=int(seed), pretrained=bool(pretrained),
+        fine_tune_epoch=int(fine_tune_epoch), use_reviewed=use_reviewed,
+        max_images_per_class=int(cap) if cap is not None else None,
+    )  # fmt: skip
+    cfg, errors = check_form(form, list(get_settings().allowed_data_roots))
+    if cfg is None:
+        for error in errors:
+            st.error(error)
+        return
+    try:
+        job_id, run_id = submit_training(cfg, use_reviewed=form.use_reviewed)
+    except QueueUnavailable as exc:
+        st.error(f"The run was not queued: {exc}")
+        return
+    st.session_state[WATCH_KEY] = [run_id, *st.session_state.get(WATCH_KEY, [])][:WATCHED_RUNS]
+    st.success(f"Run {run_id} is queued (job {job_id}); it shows below and starts when a worker is free.")
