@@ -126,9 +126,10 @@ def predict_proba(model, images: np.ndarray, *, tta: bool = False, batch_size: i
     out = []
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].astype(np.float32)
-        probs = np.asarray(model(x, training=False))
+        # predict_on_batch runs a compiled graph: several times faster on CPU than an eager call of the model.
+        probs = np.asarray(model.predict_on_batch(x))
         if tta:
-            probs = (probs + np.asarray(model(x[:, :, ::-1, :].copy(), training=False))) / 2
+            probs = (probs + np.asarray(model.predict_on_batch(x[:, :, ::-1, :].copy()))) / 2
         out.append(probs)
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), dtype=np.float32)
 

@@ -83,18 +83,24 @@ def requeue_job(job_id: int) -> str:
 
     A batch job skips the files it already did, so a job whose worker was killed ends with each file done once.
     """
-    celery_id = uuid()
+    celery_id, stale_after = uuid(), get_settings().job_stale_after_s
     with session_scope() as session:
         # A job whose worker died still reads "running" until its heartbeat is old enough to settle it.
-        settle_stale_jobs(session=session, older_than_s=get_settings().job_stale_after_s)
+        settle_stale_jobs(session=session, older_than_s=stale_after)
         job = get_job(session=session, job_id=job_id)
         if job is None:
             return f"Job {job_id} does not exist."
         kind, status = job.kind, job.status
         if kind not in RERUNNABLE_KINDS:
             return f"Job {job_id} is a {kind} job, which is not run again under the same id: start a new one."
+        if status == "running":
+            return (
+                f"Job {job_id} is still running. If its worker died, the job can be run again once it has sent "
+                f"no heartbeat for {stale_after} s; it is then marked failed."
+            )
         if reset_for_rerun(session=session, job_id=job_id, celery_id=celery_id) is None:
-            return f"Job {job_id} is {status}: only a failed or cancelled job can be run again."
+            state = "has succeeded" if status == "succeeded" else f"is {status}"
+            return f"Job {job_id} {state}: only a failed or cancelled job can be run again."
     _send(TASK_NAMES[kind], job_id, celery_id)
     return f"Job {job_id} is queued again."
 

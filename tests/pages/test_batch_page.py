@@ -1,0 +1,134 @@
+"""The batch page: checking the input as it is typed, starting a job, and the results of a finished one."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from db.batches import add_batch_item
+from db.jobs import create_job, finish_job, get_job
+from db.runs import register_model_version
+from db.session import session_scope
+from settings import ROOT, SAMPLE_DIR, get_settings
+
+PAGE = str(ROOT / "pages" / "2_Batch.py")
+
+
+@pytest.fixture
+def roots(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The sample folder and a temporary folder are the allowed roots."""
+    monkeypatch.setenv("ALLOWED_DATA_ROOTS", f"{SAMPLE_DIR}:{tmp_path}")
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def model_id(roots: Path) -> int:
+    with session_scope() as session:
+        return register_model_version(
+            session=session, framework="torch", name="cnn-v1", artifact_path=roots / "cnn.pth", sha256="a" * 64, activate=True
+        ).id
+
+
+def open_page(query: dict[str, str] | None = None) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=30)
+    for name, value in (query or {}).items():
+        at.query_params[name] = value
+    at.run()
+    assert not at.exception
+    return at
+
+
+def type_folder(at: AppTest, folder: str) -> AppTest:
+    at.text_input(key="batch_folder").set_value(folder)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def test_the_page_renders_without_models_or_jobs(roots) -> None:
+    at = open_page()
+    assert "Choose at least one model" in at.warning[1].value
+    assert at.button(key="batch_submit").disabled
+    assert "No batch has been run yet" in at.info[0].value
+
+
+def test_a_folder_outside_the_roots_shows_why(roots) -> None:
+    at = type_folder(open_page(), "/etc")
+    assert "/etc is outside the allowed data folders" in at.error[0].value
+
+
+def test_a_path_that_climbs_out_with_dots_shows_why(roots) -> None:
+    at = type_folder(open_page(), f"{SAMPLE_DIR}/../../..")
+    assert "climbs out of them with '..'" in at.error[0].value
+
+
+def test_the_sample_folder_is_offered_and_described(model_id) -> None:
+    at = open_page()
+    at.button(key="batch_use_sample").click()
+    at.run()
+    assert at.text_input(key="batch_folder").value == str(SAMPLE_DIR)
+    assert "80 image(s) to predict, 80 of them in class folders" in at.success[0].value
+    assert not at.button(key="batch_submit").disabled
+
+
+def test_starting_a_batch_queues_a_job_and_shows_its_panel(model_id) -> None:
+    at = type_folder(open_page(), str(SAMPLE_DIR))
+    at.radio(key="batch_patient_mode").set_value("single")
+    at.run()
+    at.text_input(key="batch_patient_id").set_value("P-5")
+    at.button(key="batch_submit").click()
+    at.run()
+    assert not at.exception and not at.error
+    job_id = at.selectbox(key="batch_pick").value
+    with session_scope() as session:
+        job = get_job(session=session, job_id=job_id)
+        assert job.kind == "batch" and job.status == "queued"
+        assert job.params["patient_id"] == "P-5" and job.params["model_version_ids"] == [model_id]
+    assert any(f"Job {job_id}" in md.value and "waiting for a worker" in md.value for md in at.markdown)
+
+
+@pytest.fixture
+def finished_job(model_id: int) -> int:
+    """A labelled batch: two files predicted (one wrongly, flagged), one unreadable, one skipped."""
+    def result(label: str, confidence: float) -> dict:
+        probs = {c: (confidence if c == label else (1 - confidence) / 3) for c in ("glioma", "meningioma", "notumor", "pituitary")}
+        return {"torch": {"label": label, "confidence": confidence, "probabilities": probs, "model_version_id": model_id}}
+
+    with session_scope() as session:
+        job_id = create_job(session=session, kind="batch", params={"source": "folder", "folder": str(SAMPLE_DIR)}).id
+        add_batch_item(session=session, job_id=job_id, rel_path="glioma/a.jpg", status="done", true_label="glioma",
+                       results=result("glioma", 0.9))  # fmt: skip
+        add_batch_item(session=session, job_id=job_id, rel_path="notumor/b.jpg", status="done", true_label="notumor",
+                       results=result("pituitary", 0.5), needs_review=True)  # fmt: skip
+        add_batch_item(session=session, job_id=job_id, rel_path="notumor/c.jpg", status="error",
+                       error="the image is truncated or damaged")  # fmt: skip
+        add_batch_item(session=session, job_id=job_id, rel_path="readme.txt", status="skipped", error="not an image")
+        finish_job(session=session, job_id=job_id, status="succeeded", result={"done": 2})
+    return job_id
+
+
+def test_results_show_scores_filters_and_csv(finished_job) -> None:
+    at = open_page({"job": str(finished_job)})
+    assert at.metric[0].value == "2" and at.metric[1].value == "1" and at.metric[3].value == "1"
+    assert any(m.label == "PyTorch CNN accuracy" and m.value == "50.0%" for m in at.metric)
+    assert len(at.dataframe[-1].value) == 4
+    at.checkbox(key=f"batch_filter_review:{finished_job}").check()
+    at.run()
+    assert list(at.dataframe[-1].value["file"]) == ["notumor/b.jpg"]
+    assert "Download these 1 rows as CSV" in at.get("download_button")[0].proto.label
+
+
+def test_a_failed_job_can_be_run_again_from_the_page(model_id) -> None:
+    with session_scope() as session:
+        job_id = create_job(session=session, kind="batch", params={"source": "folder", "folder": str(SAMPLE_DIR)}).id
+        finish_job(session=session, job_id=job_id, status="failed", error="the worker stopped responding")
+    at = open_page({"job": str(job_id)})
+    assert "the worker stopped responding" in at.error[0].value
+    at.button(key=f"batch_rerun:{job_id}").click()
+    at.run()
+    assert f"Job {job_id} is queued again." in [info.value for info in at.info]
+    with session_scope() as session:
+        assert get_job(session=session, job_id=job_id).status == "queued"

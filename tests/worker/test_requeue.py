@@ -1,0 +1,37 @@
+"""Which jobs a person may run again under the same id, and what they are told otherwise."""
+
+from db.jobs import create_job, finish_job, get_job, mark_running
+from db.session import session_scope
+from worker.submit import requeue_job
+
+
+def make_job(kind: str, status: str) -> int:
+    with session_scope() as session:
+        job_id = create_job(session=session, kind=kind, params={}).id
+        if status == "running":
+            mark_running(session=session, job_id=job_id, worker="w1")
+        elif status != "queued":
+            finish_job(session=session, job_id=job_id, status=status)
+    return job_id
+
+
+def status_of(job_id: int) -> str:
+    with session_scope() as session:
+        return get_job(session=session, job_id=job_id).status
+
+
+def test_a_running_job_is_not_run_twice(db_url) -> None:
+    job_id = make_job("batch", "running")
+    assert "is still running" in requeue_job(job_id) and status_of(job_id) == "running"
+
+
+def test_a_succeeded_job_is_not_run_again(db_url) -> None:
+    job_id = make_job("batch", "succeeded")
+    assert requeue_job(job_id) == f"Job {job_id} has succeeded: only a failed or cancelled job can be run again."
+    assert status_of(job_id) == "succeeded"
+
+
+def test_a_training_job_is_not_run_again_under_its_id(db_url) -> None:
+    job_id = make_job("train", "failed")
+    assert "start a new one" in requeue_job(job_id) and status_of(job_id) == "failed"
+    assert requeue_job(job_id + 1) == f"Job {job_id + 1} does not exist."

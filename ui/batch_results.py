@@ -1,0 +1,112 @@
+"""A batch job's results on the page: counts, class chart, labelled-data scores, filtered table, CSV."""
+
+from collections import Counter
+
+import pandas as pd
+import streamlit as st
+
+from db.batches import BatchRow, batch_csv, batch_metrics, batch_rows
+from db.schema import CLASSES, FRAMEWORKS
+from db.session import session_scope
+from ui.charts import class_counts_chart, confusion_matrix_chart
+from ui.predictors import FRAMEWORK_LABELS
+
+ANY = "any"
+STATUS_LABELS = {"done": "done", "error": "could not be read", "skipped": "skipped (not an image)"}
+
+
+def frameworks_of(rows: list[BatchRow]) -> list[str]:
+    """The frameworks that gave results in this batch, in the usual order."""
+    present = {fw for row in rows for fw in row.results}
+    return [fw for fw in FRAMEWORKS if fw in present] + sorted(present - set(FRAMEWORKS))
+
+
+def results_frame(rows: list[BatchRow], frameworks: list[str]) -> pd.DataFrame:
+    records = []
+    for row in rows:
+        record: dict[str, object] = {
+            "file": row.rel_path,
+            "status": row.status,
+            "patient": row.patient_mrn or "",
+            "true class": row.true_label or "",
+        }
+        for fw in frameworks:
+            result = row.results.get(fw)
+            record[f"{FRAMEWORK_LABELS.get(fw, fw)}: class"] = result["label"] if result else ""
+            record[f"{FRAMEWORK_LABELS.get(fw, fw)}: confidence"] = result["confidence"] if result else None
+        record["needs review"] = row.needs_review if row.status == "done" else None
+        record["note / error"] = row.error or ""
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+def _scores(rows: list[BatchRow], frameworks: list[str], job_id: int) -> None:
+    metrics = batch_metrics(rows=rows, frameworks=frameworks)
+    if not metrics:
+        return
+    labelled = sum(1 for r in rows if r.status == "done" and r.true_label)
+    st.markdown(f"**Labelled data**: {labelled} of the images sit in class folders, so the batch is scored.")
+    for column, (fw, report) in zip(st.columns(len(metrics)), metrics.items()):
+        with column:
+            st.metric(f"{FRAMEWORK_LABELS.get(fw, fw)} accuracy", f"{report['accuracy']:.1%}", help=f"over {report['count']} images")
+            st.plotly_chart(
+                confusion_matrix_chart(report["confusion_matrix"], report["labels"], title=FRAMEWORK_LABELS.get(fw, fw)),
+                key=f"batch_confusion:{job_id}:{fw}",
+            )
+
+
+def show_results(job_id: int) -> None:
+    """Everything recorded for the job's files so far."""
+    with session_scope() as session:
+        rows = batch_rows(session=session, job_id=job_id)
+    if not rows:
+        st.info("No file of this job has been recorded yet.")
+        return
+    frameworks = frameworks_of(rows)
+    counts = Counter(row.status for row in rows)
+    done, errors, skipped, review = st.columns(4)
+    done.metric("Predicted", counts["done"])
+    errors.metric("Could not be read", counts["error"])
+    skipped.metric("Skipped (not images)", counts["skipped"])
+    review.metric("Need review", sum(1 for r in rows if r.status == "done" and r.needs_review))
+
+    predicted = [r for r in rows if r.status == "done"]
+    if predicted:
+        per_model = {
+            FRAMEWORK_LABELS.get(fw, fw): {c: sum(1 for r in predicted if fw in r.results and r.results[fw]["label"] == c) for c in CLASSES}
+            for fw in frameworks
+        }
+        st.plotly_chart(class_counts_chart(per_model, title="Predicted classes"), key=f"batch_counts:{job_id}")
+    _scores(rows, frameworks, job_id)
+
+    st.markdown("**Files**")
+    status_col, class_col, review_col = st.columns(3)
+    status = status_col.selectbox(
+        "Status", [ANY, *STATUS_LABELS], format_func=lambda s: STATUS_LABELS.get(s, s), key=f"batch_filter_status:{job_id}"
+    )
+    label = class_col.selectbox("Predicted class (by any model)", [ANY, *CLASSES], key=f"batch_filter_class:{job_id}")
+    review_only = review_col.checkbox("Only those that need review", key=f"batch_filter_review:{job_id}")
+    with session_scope() as session:
+        shown = batch_rows(
+            session=session,
+            job_id=job_id,
+            status=None if status == ANY else status,
+            label=None if label == ANY else label,
+            needs_review=True if review_only else None,
+        )
+    st.caption(f"{len(shown)} of {len(rows)} files")
+    st.dataframe(
+        results_frame(shown, frameworks),
+        hide_index=True,
+        key=f"batch_table:{job_id}",
+        column_config={
+            f"{FRAMEWORK_LABELS.get(fw, fw)}: confidence": st.column_config.NumberColumn(format="percent") for fw in frameworks
+        },
+    )
+    st.download_button(
+        f"Download these {len(shown)} rows as CSV",
+        data=batch_csv(rows=shown, frameworks=frameworks),
+        file_name=f"batch-{job_id}.csv",
+        mime="text/csv",
+        key=f"batch_csv:{job_id}",
+    )

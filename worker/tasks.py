@@ -1,0 +1,38 @@
+"""Celery tasks: each takes a job id, runs its body under `run_job`, and leaves the outcome in the jobs table.
+
+Heavy imports (torch, tensorflow) belong inside task bodies: the worker's parent process imports this
+module before it forks, and must stay light and free of framework thread pools.
+"""
+
+from typing import Any
+
+from celery import Task
+
+from worker.celery_app import celery_app
+from worker.jobs import run_job
+from worker.selfcheck import run_selfcheck
+
+
+@celery_app.task(name="brainmri.selfcheck", bind=True, acks_late=True, reject_on_worker_lost=True)
+def selfcheck(self: Task, job_id: int) -> dict[str, Any]:
+    """Check that the database, the storage folders and the active models' files are usable."""
+    return run_job(self, job_id, run_selfcheck)
+
+
+# Acknowledged on receipt, not late: a worker lost mid-run must not hand the run to another worker to start
+# again from scratch. The stale-heartbeat sweep marks such a job (and its run) failed instead.
+@celery_app.task(name="brainmri.train", bind=True, acks_late=False)
+def train(self: Task, job_id: int) -> dict[str, Any]:
+    """Train the model of the training run attached to this job."""
+    from worker.training import run_training_job
+
+    return run_job(self, job_id, run_training_job)
+
+
+# Acknowledged late: a worker lost mid-batch hands the job to another, which skips the files already done.
+@celery_app.task(name="brainmri.batch_predict", bind=True, acks_late=True, reject_on_worker_lost=True)
+def batch_predict(self: Task, job_id: int) -> dict[str, Any]:
+    """Predict every image of the job's folder or zip with its models, into each patient's record."""
+    from worker.batch import run_batch_job
+
+    return run_job(self, job_id, run_batch_job)
