@@ -1,5 +1,5 @@
 # `make run` starts everything, `make test` runs every test; both install what they need first.
-.PHONY: run test install migrate worker app redis
+.PHONY: run test install migrate worker app redis bench
 
 VENV := .venv
 
@@ -23,3 +23,6 @@ worker: install redis
 
 app: install
 	$(VENV)/bin/streamlit run Home.py --server.port 8501 --server.headless true
+
+bench: install
+	$(VENV)/bin/python -m scripts.benchmark

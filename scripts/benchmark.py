@@ -1,0 +1,132 @@
+"""The project's speed and memory benchmark: prints the markdown tables the README shows.
+
+    make bench        (or .venv/bin/python -m scripts.benchmark [--skip-batch])
+
+1. One scan on the Diagnose page: model load, prediction and Grad-CAM time per shipped model, with the
+   thread caps the app runs with (TORCH_THREADS / TF_THREADS), and the process's peak memory.
+2. History at scale: the main queries over 10,000 seeded predictions in a throw-away SQLite file.
+3. Batch prediction: a 1,000-image folder through the batch job's code (scripts/benchmark_batch.py).
+"""
+
+import argparse
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR, get_settings
+
+
+def _median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up: graph tracing and allocator growth are not what a clinician waits for twice
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
+def bench_single_scan(repeats: int = 20) -> list[str]:
+    from models.data import load_rgb
+    from models.predictor import load_predictor
+    from models.threads import cap_threads
+
+    settings = get_settings()
+    cap_threads(settings.torch_threads, settings.tf_threads)
+    images = [load_rgb(p) for p in sorted(SAMPLE_DIR.glob("*/*.jpg"))[:repeats]]
+    rows = ["| model | load s | predict ms (1 image) | Grad-CAM ms | file MB |", "|---|---|---|---|---|"]
+    for framework, path in DEFAULT_MODEL_FILES.items():
+        if not path.is_file():
+            rows.append(f"| {framework} | – | no shipped model at {path.relative_to(ROOT)} | – | – |")
+            continue
+        start = time.perf_counter()
+        predictor = load_predictor(framework, path)
+        load_s = time.perf_counter() - start
+        it = iter(images * 3)
+        predict_ms = _median_ms(lambda: predictor.predict([next(it)]), repeats)
+        cam_ms = _median_ms(lambda: predictor.gradcam(next(it)), max(5, repeats // 4))
+        rows.append(
+            f"| {framework} ({path.name}) | {load_s:.1f} | {predict_ms:.0f} | {cam_ms:.0f} | {path.stat().st_size / 1e6:.1f} |"
+        )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rows.append(f"\nThreads per framework: {settings.torch_threads}; peak memory of this process: {peak:.0f} MB")
+    return rows
+
+
+def bench_history(predictions: int = 10_000) -> list[str]:
+    from sqlalchemy.orm import Session
+
+    from db.history import PredictionFilters, list_patients, list_predictions, patient_timeline
+    from db.migrate import upgrade_to_head
+    from db.session import make_engine
+    from scripts.seed_history import seed
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-history-"))
+    os.environ["UPLOAD_DIR"] = str(folder / "scans")
+    get_settings.cache_clear()
+    url = f"sqlite:///{folder / 'bench.db'}"
+    upgrade_to_head(url)
+    engine = make_engine(url)
+    with Session(engine) as session, session.begin():
+        seed(session, predictions=predictions, patients=500, review_share=0.1, rng=random.Random(0))
+    rows = [f"| query over {predictions:,} predictions | ms (median of 5) |", "|---|---|"]
+    with Session(engine) as session:
+        first = list_patients(session=session, limit=25).rows[0].patient_id
+        cases = {
+            "patient list, first page of 25": lambda: list_patients(session=session, limit=25),
+            "patient search by part of the id": lambda: list_patients(session=session, search="1", limit=25),
+            "predictions, first page of 50": lambda: list_predictions(session=session, filters=PredictionFilters(), limit=50),
+            "predictions, last page of 50": lambda: list_predictions(
+                session=session, filters=PredictionFilters(), limit=50, offset=predictions - 50
+            ),
+            "predictions by class + needs review + not reviewed": lambda: list_predictions(
+                session=session,
+                filters=PredictionFilters(labels=("glioma",), needs_review=True, reviewed=False),
+                limit=50,
+            ),
+            "one patient's timeline": lambda: patient_timeline(session=session, patient_id=first),
+        }
+        for name, fn in cases.items():
+            times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - start) * 1000)
+            rows.append(f"| {name} | {np.median(times):.1f} |")
+    engine.dispose()
+    return rows
+
+
+def bench_batch(images: int) -> list[str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "scripts.benchmark_batch", "--images", str(images)],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return [line for line in out.stdout.splitlines() if line.startswith("|")] or [out.stdout]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--skip-batch", action="store_true")
+    p.add_argument("--batch-images", type=int, default=1000)
+    args = p.parse_args(argv)
+    print("## One scan (Diagnose page)\n")
+    print("\n".join(bench_single_scan()))
+    print("\n## History at scale\n")
+    print("\n".join(bench_history()))
+    if not args.skip_batch:
+        print(f"\n## Batch prediction of {args.batch_images:,} images\n")
+        print("\n".join(bench_batch(args.batch_images)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
