@@ -220,6 +220,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fine-tune-epoch", type=int)
     p.add_argument("--max-images-per-class", type=int)
     p.add_argument("--no-pretrained", action="store_true", help="MobileNetV2 from random init")
+    p.add_argument("--bf16", action="store_true", help="CNN: bfloat16 autocast in training steps (faster on CPU)")
     p.add_argument("--weights", help="MobileNetV2 ImageNet no-top .h5 file")
     p.add_argument("--output-dir", help="where checkpoints go (default: ARTIFACT_DIR/runs/<id>)")
     p.add_argument("--no-record", action="store_true", help="do not record the run in the database")
@@ -246,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "fine_tune_epoch": args.fine_tune_epoch,
         "max_images_per_class": args.max_images_per_class,
         "pretrained": False if args.no_pretrained else None,
+        "bf16": True if args.bf16 else None,
         "weights_path": args.weights,
     }
     cfg = make_config(args.framework, args.data, args.preset, **overrides)
