@@ -123,6 +123,6 @@ def class_counts_chart(counts: Mapping[str, Mapping[str, int]], *, title: str | 
     )
     fig.update_layout(
         title=title, height=300, barmode="group", margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-        yaxis={"title": "images"}, legend={"orientation": "h", "y": 1.15},
+        yaxis={"title": "images"}, legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
     )  # fmt: skip
     return fig

@@ -1,0 +1,212 @@
+"""The real stack for the browser tests: a migrated SQLite file, a Celery worker, Streamlit, headless Chromium.
+
+Fixtures (the stack is started once for the whole tests/e2e package and stopped after its last test):
+    stack   a Stack: the app's base URL and the app's and worker's logs. The environment, settings and engine of this process
+            point at the stack's database, so a test can read what the app wrote. Each framework has an
+            active model: the shipped default weights when they exist, otherwise a tiny one trained here.
+    app     an App for one test: a fresh browser tab on the running app (see tests/e2e/browser.py).
+
+The browser is Debian's chromium driven by the pinned Playwright through `executable_path`; without
+/usr/bin/chromium the tests skip. With SAVE_SCREENSHOTS=1 the tests write docs/screenshots/*.png.
+A failed test's report ends with the last lines of the app's and the worker's logs.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from settings import ROOT, SAMPLE_DIR, get_settings
+from tests.e2e.browser import EXPECT_TIMEOUT_MS, App
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1400, "height": 1000}
+SCREENSHOT_DIR = ROOT / "docs" / "screenshots"
+APP_START_TIMEOUT_S = 120
+LOG_TAIL_CHARS = 6000
+
+
+@dataclass
+class Stack:
+    url: str
+    logs: dict[str, Path]  # "streamlit" and "worker"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[pytest.TestReport]:
+    report = yield
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if report.failed and isinstance(stack, Stack):
+        for name, path in stack.logs.items():
+            report.sections.append((f"{name} log (end)", path.read_text(errors="replace")[-LOG_TAIL_CHARS:]))
+    return report
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            return response.read() == b"ok"
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _ensure_active_models(folder: Path) -> None:
+    """Register the shipped weights; for a framework without them, train a tiny real model and activate it."""
+    from db.bootstrap import register_default_models
+    from db.runs import get_active_model, register_model_version
+    from db.schema import FRAMEWORKS
+    from db.session import session_scope
+    from models.config import make_config
+    from models.threads import cap_threads
+    from models.train import file_sha256, run_training
+
+    with session_scope() as session:
+        register_default_models(session=session)
+        missing = [fw for fw in FRAMEWORKS if get_active_model(session=session, framework=fw) is None]
+    settings = get_settings()
+    cap_threads(settings.torch_threads, settings.tf_threads)
+    tiny = {
+        "torch": {"preset": "report"},
+        # From random weights (no ImageNet file here), small input: a few seconds on a CPU.
+        "keras": {"preset": "improved", "image_size": 96, "tta": False},
+    }
+    for framework in missing:
+        cfg = make_config(
+            framework, str(SAMPLE_DIR), epochs=1, batch_size=16, max_images_per_class=4,
+            output_dir=str(folder / f"tiny-{framework}"), **tiny[framework],
+        )  # fmt: skip
+        path = run_training(cfg).best_path
+        with session_scope() as session:
+            register_model_version(
+                session=session, framework=framework, name=f"tiny-{framework}", artifact_path=path,
+                sha256=file_sha256(path), activate=True,
+            )  # fmt: skip
+
+
+def _start_streamlit(port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "streamlit", "run", "Home.py", "--server.port", str(port),
+        "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            command, cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="package")
+def chromium() -> Path:
+    if not CHROMIUM.is_file():
+        pytest.skip(f"no browser at {CHROMIUM}: install Debian's chromium package (make test does, as root)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="package")
+def stack(
+    chromium: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    migrated_sqlite_template: Path,
+    start_worker: Callable,
+) -> Iterator[Stack]:
+    from db.session import reset_engine
+    from worker.celery_app import celery_app
+
+    folder = tmp_path_factory.mktemp("e2e")
+    # Two allowed roots, as a deployment has: the shipped sample and a data folder of its own.
+    data_root = folder / "data"
+    data_root.mkdir()
+    shutil.copyfile(migrated_sqlite_template, folder / "brainmri.db")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DATABASE_URL", f"sqlite:///{folder / 'brainmri.db'}")
+    mp.setenv("ARTIFACT_DIR", str(folder / "artifacts"))
+    mp.setenv("UPLOAD_DIR", str(folder / "scans"))
+    mp.setenv("ALLOWED_DATA_ROOTS", f"{SAMPLE_DIR}:{data_root}")
+    get_settings.cache_clear()
+    reset_engine()
+    # Messages another module left in the session's queues name jobs of another database.
+    celery_app.control.purge()
+    app_process = None
+    try:
+        _ensure_active_models(folder)
+        worker = start_worker()
+        port = _free_port()
+        app_log = folder / "streamlit.log"
+        app_process = _start_streamlit(port, app_log)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + APP_START_TIMEOUT_S
+        while not _answers(url):
+            if app_process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"Streamlit did not come up at {url}:\n{app_log.read_text(errors='replace')}")
+            time.sleep(0.5)
+        yield Stack(url=url, logs={"streamlit": app_log, "worker": worker.log_path})
+        worker.stop()
+    finally:
+        if app_process is not None:
+            _stop(app_process)
+        celery_app.control.purge()
+        reset_engine()
+        mp.undo()
+        get_settings.cache_clear()
+
+
+@pytest.fixture(scope="package")
+def browser_context(stack: Stack, chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(chromium),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport=VIEWPORT,
+        )
+        context.set_default_timeout(EXPECT_TIMEOUT_MS)
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def app(stack: Stack, browser_context) -> Iterator[App]:
+    tab = browser_context.new_page()
+    screenshots = SCREENSHOT_DIR if os.environ.get("SAVE_SCREENSHOTS") == "1" else None
+    yield App(tab, stack.url, screenshots)
+    tab.close()

@@ -1,0 +1,52 @@
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from db.schema import CLASSES
+from settings import SAMPLE_DIR
+from tests.e2e.browser import RESULT_TIMEOUT_MS, App
+
+pytestmark = pytest.mark.e2e
+
+A_CLASS = re.compile(f"^({'|'.join(CLASSES)})$")
+PATIENT = "E2E-0001"
+REVIEWER = "Dr. Rivera"
+
+
+def test_a_diagnosed_scan_is_saved_and_reviewed_in_the_patients_history(app: App) -> None:
+    scan = sorted((SAMPLE_DIR / "glioma").glob("*.jpg"))[0]
+    app.open("Diagnose")
+    main = app.main()
+    main.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(scan)
+    app.settle()
+
+    # One answer, one probability chart and one Grad-CAM heatmap per active model.
+    metrics = main.get_by_test_id("stMetricValue")
+    expect(metrics).to_have_count(2, timeout=RESULT_TIMEOUT_MS)
+    app.settle()  # the heatmaps are computed after the answers are drawn
+    for metric in metrics.all():
+        expect(metric).to_have_text(A_CLASS)
+    expect(main.locator("[data-testid=stPlotlyChart] .js-plotly-plot")).to_have_count(2)
+    heatmaps = main.get_by_test_id("stImage").filter(has_text="Grad-CAM")
+    expect(heatmaps).to_have_count(2)
+    expect(heatmaps.first.locator("img")).to_be_visible()
+
+    app.click(main.get_by_test_id("stRadio").get_by_text("New patient", exact=True))
+    app.fill(main.get_by_role("textbox", name="New patient id"), PATIENT)
+    app.click(main.get_by_role("button", name="Save 1 scan(s) to the record"))
+    expect(main.get_by_text(f"Saved to patient {PATIENT}'s record: 1 new scan(s), 2 new prediction(s).")).to_be_visible()
+    app.screenshot("diagnose", show=main.get_by_role("heading", name=scan.name))
+
+    app.click(main.get_by_role("link", name=f"Open patient {PATIENT}'s history"))
+    expect(main.get_by_role("heading", name=f"Patient {PATIENT}")).to_be_visible()
+    expect(main.get_by_text(re.compile(r"^Scan #\d+ · "))).to_have_count(1)
+    expect(main.get_by_text(re.compile("^(needs review|not reviewed)$"))).to_have_count(2)
+
+    app.click(main.get_by_test_id("stExpander").get_by_text("Review", exact=True))
+    main.get_by_role("textbox", name="Reviewer").fill(REVIEWER)
+    app.click(main.get_by_role("button", name="Save review"))
+    expect(main.get_by_text(re.compile(r"^Review saved: scan #\d+, .* confirmed as "))).to_be_visible()
+    expect(main.get_by_text(re.compile(f"^confirmed as \\w+ by {re.escape(REVIEWER)}, "))).to_be_visible()
+    expect(main.get_by_text(re.compile("^(needs review|not reviewed)$"))).to_have_count(1)
+    app.screenshot("history", show=main.get_by_role("heading", name=f"Patient {PATIENT}"))

@@ -1,0 +1,54 @@
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.e2e.browser import RESULT_TIMEOUT_MS, App
+
+pytestmark = pytest.mark.e2e
+
+EPOCHS = 2
+
+
+def test_a_tiny_training_run_shows_its_curves_reaches_the_leaderboard_and_is_promoted(app: App) -> None:
+    app.open("Train")
+    main = app.main()
+    # The form opens on the CNN's report preset and the shipped sample folder; make it a quick run.
+    app.fill(main.get_by_label("Epochs", exact=True), str(EPOCHS))
+    app.click(main.get_by_test_id("stExpander").get_by_text("Advanced", exact=True))
+    app.fill(main.get_by_label("Cap images per class", exact=True), "4")
+    app.click(main.get_by_role("button", name="Start training"))
+    queued = main.get_by_text(re.compile(r"^Run \d+ is queued \(job \d+\)"))
+    expect(queued).to_be_visible()
+    run_id = re.search(r"Run (\d+)", queued.inner_text()).group(1)
+
+    # The live view follows the run until it ends, then keeps its curves and one table row per epoch.
+    expect(main.get_by_text(re.compile(r"^Finished: validation accuracy"))).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+    expect(main.get_by_text(re.compile(f"^Run {run_id} · Custom CNN \\(PyTorch\\) · report · .*: succeeded$"))).to_be_visible()
+    expect(main.get_by_text(f"Epochs of run {run_id} ({EPOCHS})")).to_be_visible()
+    expect(main.locator("[data-testid=stPlotlyChart] .js-plotly-plot")).to_have_count(1)
+    app.screenshot("train", show=main.get_by_role("heading", name="Training now"))
+
+    app.click(main.get_by_role("link", name="Compare it on the leaderboard"))
+    expect(main.get_by_role("heading", name="Leaderboard")).to_be_visible()
+    label = f"run {run_id} · torch · report"
+    board = main.get_by_test_id("stDataFrame").first
+    expect(board.locator("td", has_text=label)).to_have_count(1)
+    expect(board.locator("td", has_text="reference: the report (published)")).not_to_have_count(0)
+    # The link opens the comparison on this run: its curves and its figures.
+    expect(main.get_by_test_id("stMultiSelect").get_by_text(label)).to_be_visible()
+    expect(main.locator("[data-testid=stPlotlyChart] .js-plotly-plot")).not_to_have_count(0)
+    app.screenshot("leaderboard")
+
+    app.open("Models")
+    active = main.get_by_text(re.compile(r"^Active: .+ \(version \d+\)$"))
+    expect(active.first).to_be_visible()  # the CNN's section comes first
+    before = active.first.inner_text()
+    expect(main.get_by_text(f"Trained by run {run_id} (report)", exact=False)).to_be_visible()
+    app.click(main.get_by_role("button", name="Make this version active").first)
+    promoted = main.get_by_text(re.compile(r"^.+ \(version \d+\) is now the active Custom CNN \(PyTorch\) model\.$"))
+    expect(promoted).to_be_visible()
+    version = re.search(r"\(version (\d+)\) is now", promoted.inner_text()).group(1)
+    expect(active.first).to_have_text(re.compile(f"\\(version {version}\\)$"))
+    assert before != active.first.inner_text()
+    app.screenshot("models")
