@@ -12,13 +12,13 @@ from db.schema import FRAMEWORKS, Job
 from db.session import session_scope
 from db.stats import table_counts
 from settings import get_settings
+from ui.predictors import FRAMEWORK_LABELS
 from worker.submit import QueueUnavailable, cancel_job, submit_job, worker_status
 
 DISCLAIMER = (
     "**Decision support only.** The predictions shown by this application come from machine-learning models "
     "and are not a diagnosis. A qualified clinician must review every result before it informs care."
 )
-FRAMEWORK_LABELS = {"torch": "PyTorch CNN", "keras": "Keras MobileNetV2"}
 COUNT_LABELS = {"patients": "Patients", "scans": "Scans", "predictions": "Predictions", "runs": "Training runs"}
 
 st.set_page_config(page_title="Brain MRI classification", page_icon="🧠", layout="wide")

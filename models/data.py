@@ -11,8 +11,11 @@ from PIL import Image, ImageOps
 
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-# Perceptual hashes this many bits apart or fewer count as the same picture (re-encoded, resized, tweaked).
-NEAR_DUPLICATE_BITS = 4
+# Perceptual hashes (256 bits) this many bits apart or fewer count as the same picture: re-encoded, resized
+# or slightly edited. Coarser hashes (64 bits) put thousands of merely similar brain slices, chained
+# together, into one "duplicate" group on this dataset.
+HASH_SIDE = 16
+NEAR_DUPLICATE_BITS = 14
 
 
 class DatasetError(ValueError):
@@ -32,7 +35,7 @@ class DatasetIndex:
     root: Path
     items: list[Item]
     sha256: list[str]
-    phash: np.ndarray  # uint64 per item
+    phash: np.ndarray  # N x 4 uint64: a 256-bit perceptual hash per item
     groups: list[int]  # duplicate-group id per item
     unreadable: list[str] = field(default_factory=list)
 
@@ -101,18 +104,23 @@ def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
-def perceptual_hash(rgb: np.ndarray) -> int:
-    """64-bit difference hash of the grayscale image: robust to re-encoding, resizing and small edits."""
-    gray = Image.fromarray(rgb).convert("L").resize((9, 8), Image.BILINEAR)
+def perceptual_hash(rgb: np.ndarray) -> np.ndarray:
+    """256-bit difference hash of the grayscale image (4 uint64): robust to re-encoding, resizing, small edits."""
+    gray = Image.fromarray(rgb).convert("L").resize((HASH_SIDE + 1, HASH_SIDE), Image.BILINEAR)
     px = np.asarray(gray, dtype=np.int16)
     bits = (px[:, 1:] > px[:, :-1]).flatten()
-    return int(np.packbits(bits).view(">u8")[0])
+    return np.packbits(bits).view(">u8").astype(np.uint64)
+
+
+def hash_distance(a: np.ndarray, b: np.ndarray) -> int:
+    """How many bits two perceptual hashes differ in."""
+    return int(np.unpackbits(np.bitwise_xor(a, b).view(np.uint8)).sum())
 
 
 def hamming_matrix_rows(hashes: np.ndarray, others: np.ndarray, start: int, stop: int) -> np.ndarray:
     """Bit distances between hashes[start:stop] and every hash in others, as a small int matrix."""
-    x = np.bitwise_xor(hashes[start:stop, None], others[None, :])
-    bytes_ = x.view(np.uint8).reshape(x.shape[0], x.shape[1], 8)
+    x = np.bitwise_xor(hashes[start:stop, None, :], others[None, :, :])
+    bytes_ = x.view(np.uint8).reshape(x.shape[0], x.shape[1], -1)
     return np.unpackbits(bytes_, axis=2).sum(axis=2, dtype=np.int16)
 
 
@@ -136,9 +144,9 @@ def _group_duplicates(sha: list[str], phash: np.ndarray, max_bits: int) -> list[
             union(i, first[s])
         else:
             first[s] = i
-    # Chunked so that 6,000 images need ~40 MB at a time rather than a full N x N x 8 cube.
-    for start in range(0, len(sha), 256):
-        stop = min(start + 256, len(sha))
+    # Chunked so that 6,000 images need ~50 MB at a time rather than a full N x N x 32 cube.
+    for start in range(0, len(sha), 64):
+        stop = min(start + 64, len(sha))
         dist = hamming_matrix_rows(phash, phash, start, stop)
         rows, cols = np.nonzero(dist <= max_bits)
         for r, c in zip(rows, cols):
@@ -163,7 +171,7 @@ def index_items(root: str | Path, items: list[Item], *, max_bits: int = NEAR_DUP
         ph.append(perceptual_hash(rgb))
     if not kept:
         raise DatasetError(f"none of the images under {root} could be read")
-    phash = np.array(ph, dtype=np.uint64)
+    phash = np.stack(ph).astype(np.uint64)
     return DatasetIndex(Path(root), kept, sha, phash, _group_duplicates(sha, phash, max_bits), unreadable)
 
 
@@ -190,7 +198,8 @@ def split_train_val(index: DatasetIndex, *, val_fraction: float, seed: int) -> t
         target = round(val_fraction * sum(len(members[g]) for g in groups))
         taken = 0
         for g in groups:
-            if taken < target:
+            # A group that would overshoot the target goes to training: validation keeps its share.
+            if taken + len(members[g]) <= target:
                 val.extend(members[g])
                 taken += len(members[g])
             else:
@@ -204,8 +213,8 @@ def overlap_with(test: DatasetIndex, train: DatasetIndex, *, max_bits: int = NEA
     """For each test item, whether an exact or near duplicate of it is in the training data."""
     train_sha = set(train.sha256)
     flags = []
-    for start in range(0, len(test.items), 256):
-        stop = min(start + 256, len(test.items))
+    for start in range(0, len(test.items), 64):
+        stop = min(start + 64, len(test.items))
         near = (hamming_matrix_rows(test.phash, train.phash, start, stop) <= max_bits).any(axis=1)
         flags.extend(bool(n) or test.sha256[start + k] in train_sha for k, n in enumerate(near))
     return flags

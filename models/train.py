@@ -115,6 +115,27 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     return PreparedData(index, x_train, y_train, x_val, y_val, summary, test)
 
 
+def epoch_row(
+    *, epoch: int, probs: np.ndarray, y_val: np.ndarray, train_loss: float, train_acc: float, lr: float,
+    images: int, started: float, train_time: float,
+) -> dict[str, Any]:
+    """The per-epoch record both training loops write: training figures and macro validation metrics."""
+    report = classification_report(y_val, probs.argmax(1))
+    return {
+        "epoch": epoch,
+        "train_loss": float(train_loss),
+        "train_acc": float(train_acc),
+        "val_loss": cross_entropy(probs, y_val),
+        "val_acc": report["accuracy"],
+        "val_precision": report["precision"],
+        "val_recall": report["recall"],
+        "val_f1": report["f1"],
+        "lr": float(lr),
+        "duration_s": time.perf_counter() - started,
+        "images_per_s": images / train_time if train_time else 0.0,
+    }
+
+
 def peak_memory_mb() -> float:
     # ru_maxrss is in kilobytes on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

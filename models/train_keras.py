@@ -9,10 +9,9 @@ import numpy as np
 
 from models.config import TrainConfig
 from models.data import CLASSES, class_weights
-from models.metrics import classification_report, cross_entropy
 from models.mobilenet import augmenter, build_model, freeze_base, predict_proba, resolve_weights, set_trainable_top, write_meta
 from models.schedule import EarlyStopping, LRSchedule
-from models.train import PreparedData, TrainHooks, TrainingCancelled
+from models.train import PreparedData, TrainHooks, TrainingCancelled, epoch_row
 
 
 def _compile(model, lr: float, label_smoothing: float) -> None:  # type: ignore[no-untyped-def]
@@ -90,26 +89,16 @@ def train_keras(cfg: TrainConfig, data: PreparedData, hooks: TrainHooks) -> tupl
         started = time.perf_counter()
         history = model.fit(ds, epochs=1, verbose=0, callbacks=[_progress_callback(hooks, epoch, cfg.epochs, batches)])
         train_time = time.perf_counter() - started
-        probs = predict_proba(model, data.x_val, tta=cfg.tta)
-        report = classification_report(data.y_val, probs.argmax(1))
-        val_loss = cross_entropy(probs, data.y_val)
-        row = {
-            "epoch": epoch,
-            "train_loss": float(history.history["loss"][0]),
-            "train_acc": float(history.history["accuracy"][0]),
-            "val_loss": val_loss,
-            "val_acc": report["accuracy"],
-            "val_precision": report["precision"],
-            "val_recall": report["recall"],
-            "val_f1": report["f1"],
-            "lr": lr,
-            "duration_s": time.perf_counter() - started,
-            "images_per_s": len(data.y_train) / train_time if train_time else 0.0,
-        }
+        row = epoch_row(
+            epoch=epoch, probs=predict_proba(model, data.x_val, tta=cfg.tta), y_val=data.y_val,
+            train_loss=history.history["loss"][0], train_acc=history.history["accuracy"][0], lr=lr,
+            images=len(data.y_train), started=started, train_time=train_time,
+        )  # fmt: skip
+        val_loss = row["val_loss"]
         model.save(last_path)
         write_meta(last_path, {**meta, "epoch": epoch, "metrics": row})
-        if report["accuracy"] > best_acc:
-            best_acc, best_epoch = report["accuracy"], epoch
+        if row["val_acc"] > best_acc:
+            best_acc, best_epoch = row["val_acc"], epoch
             shutil.copyfile(last_path, best_path)
             write_meta(best_path, {**meta, "epoch": epoch, "metrics": row})
         hooks.on_epoch(row)

@@ -12,9 +12,8 @@ from torch import nn
 from models.cnn import MEAN, STD, TumorCNN, predict_proba, save_checkpoint
 from models.config import TrainConfig
 from models.data import class_weights
-from models.metrics import classification_report, cross_entropy
 from models.schedule import EarlyStopping, LRSchedule
-from models.train import PreparedData, TrainHooks, TrainingCancelled
+from models.train import PreparedData, TrainHooks, TrainingCancelled, epoch_row
 
 # (rotation degrees, shift fraction, zoom fraction, shear, brightness/contrast fraction)
 AUGMENT = {"moderate": (10.0, 0.05, 0.05, 0.0, 0.1), "high": (20.0, 0.1, 0.15, 0.15, 0.15)}
@@ -115,26 +114,16 @@ def train_torch(cfg: TrainConfig, data: PreparedData, hooks: TrainHooks) -> tupl
             hooks.on_progress(epoch, cfg.epochs, b + 1, batches)
         train_time = time.perf_counter() - started
         scored = ema.module if ema is not None else model
-        probs = predict_proba(scored, data.x_val, tta=cfg.tta)
-        report = classification_report(data.y_val, probs.argmax(1))
-        val_loss = cross_entropy(probs, data.y_val)
-        row = {
-            "epoch": epoch,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_acc": correct / max(seen, 1),
-            "val_loss": val_loss,
-            "val_acc": report["accuracy"],
-            "val_precision": report["precision"],
-            "val_recall": report["recall"],
-            "val_f1": report["f1"],
-            "lr": lr,
-            "duration_s": time.perf_counter() - started,
-            "images_per_s": seen / train_time if train_time else 0.0,
-        }
+        row = epoch_row(
+            epoch=epoch, probs=predict_proba(scored, data.x_val, tta=cfg.tta), y_val=data.y_val,
+            train_loss=loss_sum / max(seen, 1), train_acc=correct / max(seen, 1), lr=lr,
+            images=seen, started=started, train_time=train_time,
+        )  # fmt: skip
+        val_loss = row["val_loss"]
         extra = {"epoch": epoch, "config": cfg.to_dict(), "metrics": row, "tta": cfg.tta, "normalize": [MEAN, STD]}
         save_checkpoint(last_path, scored, extra={**extra, "optimizer": optimizer.state_dict()})
-        if report["accuracy"] > best_acc:
-            best_acc, best_epoch = report["accuracy"], epoch
+        if row["val_acc"] > best_acc:
+            best_acc, best_epoch = row["val_acc"], epoch
             save_checkpoint(best_path, scored, extra=extra)
         hooks.on_epoch(row)
         schedule.at_epoch_end(val_loss)

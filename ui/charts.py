@@ -61,7 +61,7 @@ def training_curves(epochs: list[Mapping[str, float]], *, height: int = 300) -> 
                    showlegend=False, line={"color": "#2ca02c"}),
         row=1, col=3,
     )  # fmt: skip
-    fig.update_yaxes(tickformat=".0%", row=1, col=2)
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.02], row=1, col=2)
     fig.update_yaxes(type="log", exponentformat="e", row=1, col=3)
     fig.update_xaxes(title_text="epoch", dtick=1 if len(x) <= 20 else None)
     fig.update_layout(
@@ -81,7 +81,8 @@ def overlaid_curves(curves: Mapping[str, list[Mapping[str, float]]], metric: str
         legend={"orientation": "h", "y": -0.25},
     )  # fmt: skip
     if metric.endswith("_acc"):
-        fig.update_yaxes(tickformat=".0%")
+        # Accuracy lives in [0, 1]; autorange on a flat curve would show negative percentages.
+        fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
     return fig
 
 
