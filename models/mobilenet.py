@@ -75,6 +75,13 @@ def build_model(cfg: TrainConfig, weights: Path | None, num_classes: int = len(C
     )
     # A pretrained base runs in inference mode so its BatchNorm statistics survive fine-tuning; a random
     # one has no statistics yet and must learn them.
+    if not weights:
+        # Keras builds MobileNetV2 with BatchNorm momentum 0.999, meant for fine-tuning: from scratch, a few
+        # thousand steps leave the moving statistics far from the real ones and inference collapses to one
+        # class. 0.9 lets them follow the weights within an epoch.
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
     x = base(x, training=False) if weights else base(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     reg = keras.regularizers.l2(cfg.weight_decay)
