@@ -15,6 +15,13 @@ DICOM_MAGIC_OFFSET = 128
 DICOM_MAGIC = b"DICM"
 # A side this short is a line or a dot, not a slice a model can read.
 MIN_SIDE = 2
+# What a stored JPEG keeps besides the image data: JFIF (APP0), an ICC colour profile (APP2) and Adobe's colour
+# transform (APP14). EXIF, XMP, comments and every other application segment may name a person: dropped.
+ORIENTATION_TAG = 0x0112
+JPEG_KEEP_APP = {0xE0, 0xE2, 0xEE}
+JPEG_STANDALONE = {0x01, *range(0xD0, 0xD9)}
+# What a stored PNG keeps: the image and its colour interpretation; text, EXIF and time chunks are dropped.
+PNG_KEEP = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"pHYs"}
 
 
 class ImageError(ValueError):
@@ -24,7 +31,7 @@ class ImageError(ValueError):
 @dataclass
 class DecodedImage:
     rgb: np.ndarray  # HxWx3 uint8
-    stored_bytes: bytes  # the file we keep: the original JPEG/PNG, or a PNG of the windowed DICOM pixels
+    stored_bytes: bytes  # the file we keep: the JPEG/PNG without its metadata, or a PNG of the pixels (DICOM)
     stored_suffix: str  # ".jpg" or ".png"
     sha256: str  # of stored_bytes
     width: int
@@ -79,6 +86,7 @@ def _decode_raster(data: bytes, filename: str, *, max_pixels: int) -> DecodedIma
             probe.verify()
         with Image.open(io.BytesIO(data)) as img:
             img.load()
+            rotated = img.getexif().get(ORIENTATION_TAG, 1) not in (1, None)
             img = ImageOps.exif_transpose(img)
             rgb = _pil_to_rgb(img)
     except Image.DecompressionBombError as exc:
@@ -96,7 +104,59 @@ def _decode_raster(data: bytes, filename: str, *, max_pixels: int) -> DecodedIma
     if kind not in ("JPEG", "PNG"):
         raise ImageError(f"{filename}: not a JPEG, PNG or DICOM image.")
     _check_2d(filename, rgb.shape[0], rgb.shape[1])
-    return _decoded(rgb, data, ".jpg" if kind == "JPEG" else ".png", kind)
+    stripped = None if rotated else (_strip_jpeg(data) if kind == "JPEG" else _strip_png(data))
+    if stripped is None:
+        # A rotated or unusual file is stored as a PNG of the pixels the models saw: the same view, no metadata.
+        return _decoded(rgb, _png_bytes(rgb), ".png", kind)
+    return _decoded(rgb, stripped, ".jpg" if kind == "JPEG" else ".png", kind)
+
+
+def _strip_jpeg(data: bytes) -> bytes | None:
+    """The JPEG without metadata segments, losslessly (the coded image is copied byte for byte); None when
+    its layout is one this does not follow (e.g. several pictures in one file)."""
+    out, i = [data[:2]], 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        if marker in JPEG_STANDALONE:
+            out.append(data[i : i + 2])
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        segment = data[i : i + 2 + length]
+        if marker == 0xDA:  # start of scan: the coded image up to the end-of-image marker, nothing after it
+            end = data.find(b"\xff\xd9", i + 2 + length)
+            if end < 0:
+                return None
+            out.append(data[i : end + 2])
+            return b"".join(out)
+        payload = segment[4:]
+        if marker == 0xE2 and payload.startswith(b"MPF\0"):
+            return None  # a multi-picture file: its other pictures carry their own metadata
+        metadata = marker == 0xFE or (0xE0 <= marker <= 0xEF and marker not in JPEG_KEEP_APP)
+        if not metadata and not (marker == 0xE2 and not payload.startswith(b"ICC_PROFILE\0")):
+            out.append(segment)
+        i += 2 + length
+    return None
+
+
+def _strip_png(data: bytes) -> bytes | None:
+    """The PNG with only the chunks that describe its pixels; None when its chunks don't parse."""
+    out, i = [PNG_MAGIC], len(PNG_MAGIC)
+    while i + 12 <= len(data):
+        length = int.from_bytes(data[i : i + 4], "big")
+        kind = data[i + 4 : i + 8]
+        chunk = data[i : i + 12 + length]
+        if kind in PNG_KEEP:
+            out.append(chunk)
+        if kind == b"IEND":
+            return b"".join(out)
+        i += 12 + length
+    return None
 
 
 def _pil_to_rgb(img: Image.Image) -> np.ndarray:

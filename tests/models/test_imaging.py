@@ -85,6 +85,49 @@ def test_dicom_header_fields_are_read_and_the_stored_png_holds_no_header(dicom_b
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(decoded.stored_bytes)).convert("RGB")), decoded.rgb)
 
 
+def test_jpeg_metadata_naming_a_person_is_not_stored_and_the_pixels_are_untouched():
+    name, data = sample_jpeg()
+    with Image.open(io.BytesIO(data)) as img:
+        exif = img.getexif()
+        exif[0x013B] = "Jane Doe"  # Artist
+        exif[0x010E] = "born 1970-01-01"  # ImageDescription
+        buffer = io.BytesIO()
+        img.save(buffer, format="JPEG", quality=95, exif=exif, comment=b"patient Jane Doe")
+    tagged = buffer.getvalue()
+    assert b"Jane Doe" in tagged
+    decoded = decode_image(tagged, name, **LIMITS)
+    assert decoded.stored_suffix == ".jpg" and b"Doe" not in decoded.stored_bytes and b"1970" not in decoded.stored_bytes
+    # The coded image is copied as it is, so the stored file decodes to exactly the pixels the models saw.
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(decoded.stored_bytes)).convert("RGB")), decoded.rgb)
+    assert decode_image(tagged, name, **LIMITS).sha256 == decoded.sha256
+
+
+def test_png_text_chunks_are_not_stored():
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "Jane Doe")
+    info.add_itxt("Comment", "born 1970-01-01", zip=True)
+    buffer = io.BytesIO()
+    Image.fromarray(np.arange(600, dtype=np.uint8).reshape(20, 30)).save(buffer, format="PNG", pnginfo=info)
+    decoded = decode_image(buffer.getvalue(), "slice.png", **LIMITS)
+    assert b"Doe" not in decoded.stored_bytes and b"Author" not in decoded.stored_bytes
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(decoded.stored_bytes)).convert("RGB")), decoded.rgb)
+
+
+def test_a_rotated_jpeg_is_stored_as_the_pixels_the_models_saw():
+    array = np.zeros((20, 30, 3), np.uint8)
+    array[:5, :, 0] = 255  # a red band along the top
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=100, exif=exif)
+    decoded = decode_image(buffer.getvalue(), "rotated.jpg", **LIMITS)
+    assert decoded.rgb.shape == (30, 20, 3) and decoded.rgb[:, -3:, 0].mean() > 200  # the band is now on the right
+    assert decoded.image_format == "JPEG" and decoded.stored_suffix == ".png"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(decoded.stored_bytes)).convert("RGB")), decoded.rgb)
+
+
 def test_monochrome1_is_inverted(dicom_bytes):
     stored = np.array([[200, 1200], [550, 550]], np.uint16)
     mono2 = decode_image(dicom_bytes(pixels=stored), "a.dcm", **LIMITS).rgb
