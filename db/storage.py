@@ -46,6 +46,8 @@ def delete_scan_file_if_unused(*, session: Session, sha256: str, path: str | Pat
     session.flush()
     if session.scalar(select(Scan.id).where(Scan.sha256 == sha256).limit(1)) is not None:
         return False
+    if not Path(path).resolve().is_relative_to(get_settings().upload_dir.resolve()):
+        return False  # only files this system stored are ever removed
     _unlink_after_commit(session, Path(path))
     return True
 

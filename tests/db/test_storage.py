@@ -79,3 +79,13 @@ def test_a_file_is_removed_only_when_its_last_scan_is_deleted_and_committed(db_u
         delete_scan_file_if_unused(session=session, sha256=decoded.sha256, path=path)
         assert path.is_file()
     assert not path.exists()
+
+
+def test_a_file_outside_the_upload_dir_is_never_removed(db_url, version_id, tmp_path):
+    outside = tmp_path / "elsewhere.jpg"
+    outside.write_bytes(b"not ours")
+    scan_id = save_for("P-1", version_id)
+    with session_scope() as session:
+        session.execute(delete(Scan).where(Scan.id == scan_id))
+        assert not delete_scan_file_if_unused(session=session, sha256=decoded_sample().sha256, path=outside)
+    assert outside.read_bytes() == b"not ours"
