@@ -2,10 +2,10 @@
 
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.orm import Session
 
-from db.schema import Patient, Prediction, Scan
+from db.schema import BatchItem, Patient, Prediction, Scan
 from db.storage import delete_scan_file_if_unused
 
 
@@ -25,6 +25,9 @@ def delete_scan(*, session: Session, scan_id: int) -> Removal:
 
 def delete_patient(*, session: Session, patient_id: int) -> Removal:
     """Delete a patient with all their scans and predictions, and the stored files no other scan uses."""
+    mrn = session.scalar(select(Patient.mrn).where(Patient.id == patient_id))
+    # Batch results name the patient too: they go with the patient, not just lose their scan.
+    session.execute(delete(BatchItem).where(BatchItem.patient_mrn == mrn).execution_options(synchronize_session=False))
     removal = _delete_scans(session=session, which=Scan.patient_id == patient_id)
     session.execute(delete(Patient).where(Patient.id == patient_id))
     return removal
@@ -33,6 +36,10 @@ def delete_patient(*, session: Session, patient_id: int) -> Removal:
 def _delete_scans(*, session: Session, which: ColumnElement[bool]) -> Removal:
     files = session.execute(select(Scan.sha256, Scan.file_path).where(which).distinct()).all()
     scan_ids = select(Scan.id).where(which).scalar_subquery()
+    # A batch job's result row for a deleted scan would keep its prediction: removed with it.
+    session.execute(
+        delete(BatchItem).where(BatchItem.scan_id.in_(scan_ids)).execution_options(synchronize_session=False)
+    )
     predictions = session.execute(
         delete(Prediction).where(Prediction.scan_id.in_(scan_ids)).execution_options(synchronize_session="fetch")
     ).rowcount

@@ -270,7 +270,8 @@ def scan_card(scan: ScanEntry) -> None:
         confirm(
             "scan",
             scan.scan_id,
-            f"Delete scan #{scan.scan_id} ({scan.original_name}) and its {len(scan.predictions)} prediction(s)? "
+            f"Delete scan #{scan.scan_id} ({scan.original_name}) and its {len(scan.predictions)} prediction(s), "
+            "also from batch job results? "
             f"This cannot be undone.{kept}",
             lambda: describe(history.remove_scan(scan_id=scan.scan_id), f"Scan #{scan.scan_id}"),
         )
@@ -328,8 +329,8 @@ def patient_record(patient_id: int) -> None:
         confirm(
             "patient",
             record.patient_id,
-            f"Delete patient {record.mrn} with all {len(record.scans)} scan(s) and {len(predictions)} prediction(s)? "
-            "Image files another patient's scan uses are kept. This cannot be undone.",
+            f"Delete patient {record.mrn} with all {len(record.scans)} scan(s) and {len(predictions)} prediction(s), "
+            "and their rows in batch job results? Image files another patient's scan uses are kept. This cannot be undone.",
             lambda: delete_patient(record),
         )
     if not record.scans:

@@ -14,7 +14,7 @@ from db.reports import Heatmap, patient_report_html, predictions_csv
 from db.reviews import ReviewError, review_prediction, reviewed_training_items
 from db.runs import register_model_version
 from db.scans import model_result, save_scan_with_predictions
-from db.schema import CLASSES, Patient, Prediction, Scan, utcnow
+from db.schema import CLASSES, BatchItem, Job, Patient, Prediction, Scan, utcnow
 from db.session import session_scope
 from models.imaging import decode_image
 from settings import SAMPLE_DIR
@@ -322,6 +322,21 @@ def test_report_says_when_a_heatmap_or_image_is_missing(seeded):
 
 def test_deleting_a_patient_removes_its_rows_and_unshared_files_only(seeded_any):
     with session_scope() as session:
+        job = Job(kind="batch", status="succeeded", params={})
+        session.add(job)
+        session.flush()
+        for rel_path, mrn, scan_key in [
+            ("P-001/a.jpg", "P-001", "P-001/glioma"),  # the patient's own scan
+            ("P-001/bad.jpg", "P-001", None),  # an unreadable file filed under the patient
+            ("P-002/b.jpg", "P-002", "P-002/glioma"),
+        ]:
+            session.add(
+                BatchItem(
+                    job_id=job.id, rel_path=rel_path, status="done" if scan_key else "error", patient_mrn=mrn,
+                    scan_id=seeded_any.scans[scan_key] if scan_key else None,
+                )
+            )  # fmt: skip
+    with session_scope() as session:
         removal = delete_patient(session=session, patient_id=seeded_any.patients["P-001"])
     assert (removal.scans, removal.predictions) == (2, 4)
     assert not seeded_any.files["meningioma"].exists()
@@ -331,6 +346,8 @@ def test_deleting_a_patient_removes_its_rows_and_unshared_files_only(seeded_any)
         assert session.scalar(select(func.count(Scan.id))) == 3
         assert session.scalar(select(func.count(Prediction.id))) == 6
         assert patient_timeline(session=session, patient_id=seeded_any.patients["P-002"]).scans[0].file_shared is False
+        # Nothing of the patient is left in batch results either; other patients' rows stay.
+        assert session.scalars(select(BatchItem.rel_path)).all() == ["P-002/b.jpg"]
 
 
 def test_deleting_the_last_scan_of_an_image_removes_its_file(seeded):
@@ -349,3 +366,16 @@ def test_a_deletion_rolled_back_keeps_the_file(seeded):
     assert seeded.files["pituitary"].exists()
     with session_scope() as session:
         assert session.get(Scan, seeded.scans["Q-100/pituitary"]) is not None
+
+
+def test_deleting_a_scan_removes_the_batch_result_that_holds_its_prediction(seeded):
+    with session_scope() as session:
+        job = Job(kind="batch", status="succeeded", params={})
+        session.add(job)
+        session.flush()
+        for rel_path, key in [("x.jpg", "Q-100/pituitary"), ("y.jpg", "P-002/glioma")]:
+            session.add(BatchItem(job_id=job.id, rel_path=rel_path, status="done", patient_mrn=None, scan_id=seeded.scans[key]))
+    with session_scope() as session:
+        delete_scan(session=session, scan_id=seeded.scans["Q-100/pituitary"])
+    with session_scope() as session:
+        assert session.scalars(select(BatchItem.rel_path)).all() == ["y.jpg"]
