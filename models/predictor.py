@@ -33,6 +33,16 @@ def _normalise_cam(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
 
 
+def _smooth(cam: np.ndarray, sigma: float) -> np.ndarray:
+    """A separable Gaussian blur (in map cells), so the heatmap shows regions rather than speckle."""
+    radius = max(1, int(3 * sigma))
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(cam, radius, mode="edge")
+    rows = np.apply_along_axis(lambda r: np.convolve(r, kernel, mode="valid"), 1, padded)
+    return np.apply_along_axis(lambda c: np.convolve(c, kernel, mode="valid"), 0, rows)
+
+
 class TorchPredictor:
     framework = "torch"
 
@@ -72,8 +82,11 @@ class TorchPredictor:
         finally:
             handle.remove()
         act, grad = captured["act"][0], captured["act"].grad[0]
-        cam = (grad.mean(dim=(1, 2))[:, None, None] * act).sum(0).detach().numpy()
-        return _normalise_cam(cam, rgb.shape[:2])
+        # HiResCAM: gradient times activation at each position, summed over channels. With a Flatten -> Linear
+        # head every position has its own weights, so Grad-CAM's spatially averaged gradient points at the
+        # wrong places; this form is exact for such heads (and equals Grad-CAM after global average pooling).
+        cam = np.maximum((grad * act).sum(0).detach().numpy(), 0)
+        return _normalise_cam(_smooth(cam, sigma=1.5), rgb.shape[:2])
 
 
 class KerasPredictor:

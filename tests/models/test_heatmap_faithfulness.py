@@ -1,0 +1,33 @@
+"""The heatmaps point at what the shipped models actually use: hiding the hottest tenth of an image lowers the
+predicted class's probability more than hiding the coldest tenth (an occlusion check)."""
+
+import numpy as np
+import pytest
+
+from models.data import load_rgb
+from models.predictor import load_predictor
+from settings import DEFAULT_MODEL_FILES, SAMPLE_DIR
+
+IMAGES = sorted(SAMPLE_DIR.rglob("*.jpg"))[:12]
+
+
+def occlusion_gap(predictor, rgb: np.ndarray) -> float:
+    """Probability lost by hiding the hottest 10 % minus the probability lost by hiding the coldest 10 %."""
+    probs = predictor.predict([rgb])[0]
+    label = int(probs.argmax())
+    cam = predictor.gradcam(rgb)
+    hot, cold = rgb.copy(), rgb.copy()
+    hot[cam >= np.quantile(cam, 0.9)] = 0
+    cold[cam <= np.quantile(cam, 0.1)] = 0
+    after_hot, after_cold = predictor.predict([hot, cold])[:, label]
+    return float((probs[label] - after_hot) - (probs[label] - after_cold))
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_the_hottest_region_matters_more_than_the_coldest(framework):
+    path = DEFAULT_MODEL_FILES[framework]
+    if not path.is_file():
+        pytest.skip(f"no shipped {framework} model at {path}")
+    predictor = load_predictor(framework, path)
+    gaps = np.array([occlusion_gap(predictor, load_rgb(p, size=None)) for p in IMAGES])
+    assert gaps.mean() > 0.05 and (gaps > 0).mean() >= 0.5, gaps.round(3).tolist()
