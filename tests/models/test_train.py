@@ -10,7 +10,7 @@ import pytest
 
 from models.config import make_config
 from models.data import load_rgb
-from models.predictor import load_predictor, needs_review
+from models.predictor import averaged, load_predictor, needs_review
 from models.train import TrainHooks, run_training
 from settings import ROOT, SAMPLE_DIR
 
@@ -69,6 +69,14 @@ def test_needs_review_on_low_confidence_or_disagreement() -> None:
     assert not needs_review({"torch": sure, "keras": sure}, 0.7)
     assert needs_review({"torch": sure, "keras": other}, 0.7)
     assert needs_review({"torch": sure}, 0.95)
+
+
+def test_averaged_probabilities_pick_the_class_the_models_favour_together() -> None:
+    torch_probs = np.array([0.55, 0.40, 0.03, 0.02])  # glioma, barely
+    keras_probs = np.array([0.05, 0.50, 0.40, 0.05])  # meningioma
+    best, mean = averaged({"torch": torch_probs, "keras": keras_probs})
+    assert (best, round(mean, 3)) == (1, 0.45)
+    assert averaged({"torch": torch_probs}) == (0, 0.55)
 
 
 def test_config_validation_rejects_bad_values() -> None:
