@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from db.schema import CLASSES, Patient, Prediction, Scan
 from db.storage import store_scan_file
-from models.predictor import needs_review
+from models.predictor import averaged, needs_review
 
 if TYPE_CHECKING:
     from models.imaging import DecodedImage
@@ -129,10 +129,19 @@ def model_result(*, framework: str, model_version_id: int, probabilities: Sequen
     )
 
 
+def _by_framework(results: list[ModelResult]) -> dict[str, np.ndarray]:
+    return {r["framework"]: np.array([r["probabilities"][c] for c in CLASSES]) for r in results}
+
+
 def review_needed(results: list[ModelResult], threshold: float) -> bool:
     """Whether a clinician should look again: a model is unsure or the models disagree."""
-    by_framework = {r["framework"]: np.array([r["probabilities"][c] for c in CLASSES]) for r in results}
-    return needs_review(by_framework, threshold)
+    return needs_review(_by_framework(results), threshold)
+
+
+def averaged_result(results: list[ModelResult]) -> tuple[str, float]:
+    """The class the models' averaged probabilities favour, and that average."""
+    best, mean = averaged(_by_framework(results))
+    return CLASSES[best], mean
 
 
 @dataclass

@@ -137,8 +137,9 @@ def _strip_jpeg(data: bytes) -> bytes | None:
         payload = segment[4:]
         if marker == 0xE2 and payload.startswith(b"MPF\0"):
             return None  # a multi-picture file: its other pictures carry their own metadata
-        metadata = marker == 0xFE or (0xE0 <= marker <= 0xEF and marker not in JPEG_KEEP_APP)
-        if not metadata and not (marker == 0xE2 and not payload.startswith(b"ICC_PROFILE\0")):
+        application = marker == 0xFE or 0xE0 <= marker <= 0xEF  # comment or APPn: metadata unless kept
+        kept = marker in JPEG_KEEP_APP and (marker != 0xE2 or payload.startswith(b"ICC_PROFILE\0"))
+        if not application or kept:
             out.append(segment)
         i += 2 + length
     return None

@@ -4,11 +4,9 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from db.scans import ModelResult, model_result, review_needed, save_scan_with_predictions
-from db.schema import CLASSES
+from db.scans import ModelResult, averaged_result, model_result, review_needed, save_scan_with_predictions
 from db.session import session_scope
 from models.imaging import DecodedImage, ImageError, decode_image, make_overlay
-from models.predictor import averaged
 from settings import get_settings
 from ui.charts import probability_chart
 from ui.nav import link_to_page
@@ -132,9 +130,9 @@ def show_analysis(
         st.markdown(f"The models **agree**: {a.results[0]['label']}.")
     elif len(a.results) > 1:
         answers = ", ".join(f"{m.label} says {r['label']}" for m, r in zip(models, a.results))
-        best, mean = averaged({r["framework"]: [r["probabilities"][c] for c in CLASSES] for r in a.results})
+        label, mean = averaged_result(a.results)
         st.markdown(
-            f"The models **disagree**: {answers}. Averaged, their probabilities favour **{CLASSES[best]}** "
+            f"The models **disagree**: {answers}. Averaged, their probabilities favour **{label}** "
             f"({mean:.0%}); the clinician decides."
         )
     if a.flagged:

@@ -330,7 +330,8 @@ def patient_record(patient_id: int) -> None:
             "patient",
             record.patient_id,
             f"Delete patient {record.mrn} with all {len(record.scans)} scan(s) and {len(predictions)} prediction(s), "
-            "and their rows in batch job results? Image files another patient's scan uses are kept. This cannot be undone.",
+            "and their rows in batch job results? Image files another patient's scan uses are kept. "
+            "This cannot be undone.",
             lambda: delete_patient(record),
         )
     if not record.scans:

@@ -374,7 +374,7 @@ def test_deleting_a_scan_removes_the_batch_result_that_holds_its_prediction(seed
         session.add(job)
         session.flush()
         for rel_path, key in [("x.jpg", "Q-100/pituitary"), ("y.jpg", "P-002/glioma")]:
-            session.add(BatchItem(job_id=job.id, rel_path=rel_path, status="done", patient_mrn=None, scan_id=seeded.scans[key]))
+            session.add(BatchItem(job_id=job.id, rel_path=rel_path, status="done", scan_id=seeded.scans[key]))
     with session_scope() as session:
         delete_scan(session=session, scan_id=seeded.scans["Q-100/pituitary"])
     with session_scope() as session:
