@@ -228,9 +228,55 @@ def class_weights(labels: list[int], num_classes: int = len(CLASSES)) -> list[fl
     return [n / (num_classes * counts[c]) if counts[c] else 0.0 for c in range(num_classes)]
 
 
-def load_arrays(items: list[Item], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """All items decoded into one N x size x size x 3 uint8 array, with their labels."""
+def load_arrays(items: list[Item], size: int, *, crop: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """All items decoded once into one N x size x size x 3 uint8 array of model inputs, with their labels."""
     x = np.empty((len(items), size, size, 3), dtype=np.uint8)
     for i, item in enumerate(items):
-        x[i] = load_rgb(item.path, size)
+        x[i] = model_input(load_rgb(item.path), size, crop=crop)
     return x, np.array([it.label for it in items], dtype=np.int64)
+
+
+def head_box(rgb: np.ndarray, *, margin: float = 0.04) -> tuple[int, int, int]:
+    """The square (top, left, side) around the head: rows and columns that hold enough bright pixels.
+
+    Scans in this collection put the head anywhere from a third to all of the frame; cropping to it before
+    resizing gives the networks the same anatomy at the same scale. A box may reach past the image's edges
+    (the crop pads with black). An image with no clear head (blank, noise) keeps its whole frame.
+    """
+    h, w = rgb.shape[:2]
+    gray = rgb.astype(np.float32).mean(axis=2) if rgb.ndim == 3 else rgb.astype(np.float32)
+    level = max(12.0, 0.1 * float(np.percentile(gray, 99)))
+    mask = gray > level
+    # A line counts when 2 % of it is bright: labels, rulers and stray specks in the background do not.
+    rows = np.flatnonzero(mask.sum(axis=1) > 0.02 * w)
+    cols = np.flatnonzero(mask.sum(axis=0) > 0.02 * h)
+    if len(rows) == 0 or len(cols) == 0:
+        return 0, 0, max(h, w)
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    side = max(bottom - top, right - left)
+    if side < 0.25 * min(h, w):
+        return 0, 0, max(h, w)
+    side = int(round(side * (1 + 2 * margin)))
+    cy, cx = (top + bottom) / 2, (left + right) / 2
+    return int(round(cy - side / 2)), int(round(cx - side / 2)), side
+
+
+def crop_square(rgb: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
+    """The box's pixels, padded with black where it reaches past the image."""
+    top, left, side = box
+    h, w = rgb.shape[:2]
+    out = np.zeros((side, side, 3), dtype=np.uint8)
+    y0, x0, y1, x1 = max(top, 0), max(left, 0), min(top + side, h), min(left + side, w)
+    out[y0 - top : y1 - top, x0 - left : x1 - left] = rgb[y0:y1, x0:x1]
+    return out
+
+
+def model_input(rgb: np.ndarray, size: int, *, crop: bool) -> np.ndarray:
+    """What a network sees: the image (cropped to the head when the model was trained so) at size x size.
+
+    The one preprocessing step shared by training, validation and prediction.
+    """
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    if crop:
+        rgb = crop_square(rgb, head_box(rgb))
+    return resize_rgb(rgb, size)

@@ -107,12 +107,12 @@ def freeze_base(model) -> None:
     model.get_layer(BASE_NAME).trainable = False
 
 
-def load_model(path: str | Path):  # -> (keras.Model, tta)
+def load_model(path: str | Path):  # -> (keras.Model, tta, crop)
     import keras
 
     model = keras.models.load_model(path, compile=False)
-    tta = bool(_read_meta(path).get("tta", False))
-    return model, tta
+    meta = _read_meta(path)
+    return model, bool(meta.get("tta", False)), bool(meta.get("config", {}).get("crop", False))
 
 
 def _read_meta(path: str | Path) -> dict:

@@ -5,7 +5,7 @@ from typing import Protocol
 
 import numpy as np
 
-from models.data import CLASSES, resize_rgb
+from models.data import CLASSES, head_box, model_input
 
 INPUT_SIZE = 224  # both models take 224x224 RGB; MobileNetV2 may resize further inside itself
 
@@ -18,19 +18,31 @@ class Predictor(Protocol):
     def gradcam(self, rgb: np.ndarray) -> np.ndarray: ...
 
 
-def _stack(images: list[np.ndarray]) -> np.ndarray:
-    return np.stack([resize_rgb(np.asarray(im, dtype=np.uint8), INPUT_SIZE) for im in images])
+def _stack(images: list[np.ndarray], crop: bool) -> np.ndarray:
+    return np.stack([model_input(im, INPUT_SIZE, crop=crop) for im in images])
 
 
-def _normalise_cam(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A coarse activation map scaled to [0, 1] and resized to the image's height and width."""
+def _normalise_cam(cam: np.ndarray, rgb: np.ndarray, crop: bool) -> np.ndarray:
+    """A coarse activation map scaled to [0, 1] and laid over the image's height and width.
+
+    A model that saw the head's crop gets its map placed back over that box of the original image.
+    """
     from PIL import Image
 
     cam = np.maximum(cam, 0)
     peak = cam.max()
     cam = cam / peak if peak > 0 else np.zeros_like(cam)
-    img = Image.fromarray(cam.astype(np.float32), mode="F").resize((shape[1], shape[0]), Image.BILINEAR)
-    return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+    h, w = rgb.shape[:2]
+    top, left, side = head_box(rgb) if crop else (0, 0, 0)
+    if not crop:
+        img = Image.fromarray(cam.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR)
+        return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+    img = Image.fromarray(cam.astype(np.float32), mode="F").resize((side, side), Image.BILINEAR)
+    boxed = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+    out = np.zeros((h, w), dtype=np.float32)
+    y0, x0, y1, x1 = max(top, 0), max(left, 0), min(top + side, h), min(left + side, w)
+    out[y0:y1, x0:x1] = boxed[y0 - top : y1 - top, x0 - left : x1 - left]
+    return out
 
 
 def _smooth(cam: np.ndarray, sigma: float) -> np.ndarray:
@@ -51,20 +63,21 @@ class TorchPredictor:
 
         self.model, ckpt = load_checkpoint(path)
         self.tta = bool(ckpt.get("tta", False))
+        self.crop = bool(ckpt.get("config", {}).get("crop", False))
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
         from models.cnn import predict_proba
 
         if not images:
             return np.zeros((0, len(CLASSES)), dtype=np.float32)
-        return predict_proba(self.model, _stack(images), tta=self.tta)
+        return predict_proba(self.model, _stack(images, self.crop), tta=self.tta)
 
     def gradcam(self, rgb: np.ndarray) -> np.ndarray:
         import torch
 
         from models.cnn import normalize
 
-        x = normalize(torch.from_numpy(_stack([rgb])).permute(0, 3, 1, 2))
+        x = normalize(torch.from_numpy(_stack([rgb], self.crop)).permute(0, 3, 1, 2))
         # The last block's ReLU output (56x56): the finest map that still sees whole structures.
         layer = self.model.features[11]
         captured: dict[str, torch.Tensor] = {}
@@ -86,7 +99,7 @@ class TorchPredictor:
         # head every position has its own weights, so Grad-CAM's spatially averaged gradient points at the
         # wrong places; this form is exact for such heads (and equals Grad-CAM after global average pooling).
         cam = np.maximum((grad * act).sum(0).detach().numpy(), 0)
-        return _normalise_cam(_smooth(cam, sigma=1.5), rgb.shape[:2])
+        return _normalise_cam(_smooth(cam, sigma=1.5), rgb, self.crop)
 
 
 class KerasPredictor:
@@ -95,19 +108,19 @@ class KerasPredictor:
     def __init__(self, path: str | Path) -> None:
         from models.mobilenet import load_model
 
-        self.model, self.tta = load_model(path)
+        self.model, self.tta, self.crop = load_model(path)
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
         from models.mobilenet import predict_proba
 
         if not images:
             return np.zeros((0, len(CLASSES)), dtype=np.float32)
-        return predict_proba(self.model, _stack(images), tta=self.tta)
+        return predict_proba(self.model, _stack(images, self.crop), tta=self.tta)
 
     def gradcam(self, rgb: np.ndarray) -> np.ndarray:
         from models.mobilenet import gradcam_map
 
-        return _normalise_cam(gradcam_map(self.model, _stack([rgb])[0]), rgb.shape[:2])
+        return _normalise_cam(gradcam_map(self.model, _stack([rgb], self.crop)[0]), rgb, self.crop)
 
 
 def load_predictor(framework: str, artifact_path: str | Path) -> Predictor:

@@ -25,12 +25,20 @@ class LRSchedule:
             last = last_epoch or self.cfg.epochs
             span = max(1, last - first_epoch + 1)
             step = epoch - first_epoch
-            if step == 0 and span > 2:
-                # One warmup epoch: with BatchNorm statistics still settling, a full-size first step overshoots.
-                self.lr = self.base_lr * 0.3
+            warmup = self.cfg.warmup_epochs if span > 2 else 0
+            if step < warmup:
+                # With BatchNorm statistics still settling, a full-size first step overshoots.
+                self.lr = self.base_lr * (step + 1) / (warmup + 1)
             else:
-                self.lr = self.cfg.min_lr + 0.5 * (self.base_lr - self.cfg.min_lr) * (1 + math.cos(math.pi * step / span))
+                progress = (step - warmup) / max(1, span - warmup)
+                self.lr = self.cfg.min_lr + 0.5 * (self.base_lr - self.cfg.min_lr) * (1 + math.cos(math.pi * progress))
         return self.lr
+
+    def state(self) -> dict[str, float]:
+        return {"lr": self.lr, "best_loss": self.best_loss, "bad_epochs": self.bad_epochs}
+
+    def restore(self, state: dict[str, float]) -> None:
+        self.lr, self.best_loss, self.bad_epochs = state["lr"], state["best_loss"], int(state["bad_epochs"])
 
     def at_epoch_end(self, val_loss: float) -> None:
         if self.cfg.schedule != "plateau":

@@ -49,6 +49,7 @@ class PreparedData:
     x_val: np.ndarray
     y_val: np.ndarray
     summary: dict[str, Any]
+    split_digest: str  # names the exact split, so a resumed run can prove it continues on the same one
     test: tuple[np.ndarray, np.ndarray, list[bool]] | None = None
 
 
@@ -94,8 +95,8 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
         # A reviewed scan identical to a validation image would leak it into training.
         if p.is_file() and label in CLASSES and hashlib.sha256(p.read_bytes()).hexdigest() not in val_sha:
             extra.append(Item(p, CLASSES.index(label)))
-    x_train, y_train = load_arrays(train_items + extra, LOAD_SIZE)
-    x_val, y_val = load_arrays([index.items[i] for i in val_idx], LOAD_SIZE)
+    x_train, y_train = load_arrays(train_items + extra, LOAD_SIZE, crop=cfg.crop)
+    x_val, y_val = load_arrays([index.items[i] for i in val_idx], LOAD_SIZE, crop=cfg.crop)
     summary = {
         "train": len(train_items),
         "extra_reviewed": len(extra),
@@ -108,11 +109,12 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     test = None
     if cfg.test_dir:
         test_index = index_folder(cfg.test_dir)
-        x_test, y_test = load_arrays(test_index.items, LOAD_SIZE)
+        x_test, y_test = load_arrays(test_index.items, LOAD_SIZE, crop=cfg.crop)
         test = (x_test, y_test, overlap_with(test_index, index))
         summary["test"] = len(test_index.items)
         summary["test_with_duplicate_in_training"] = int(sum(test[2]))
-    return PreparedData(index, x_train, y_train, x_val, y_val, summary, test)
+    split = hashlib.sha256(json.dumps([sorted(index.sha256[i] for i in val_idx), len(y_train)]).encode())
+    return PreparedData(index, x_train, y_train, x_val, y_val, summary, split.hexdigest(), test)
 
 
 def epoch_row(
@@ -178,11 +180,43 @@ def final_metrics(cfg: TrainConfig, data: PreparedData, model_path: Path) -> dic
     return metrics
 
 
-def run_training(cfg: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
-    """Train one model from a config and score it; raises TrainingCancelled when the hooks ask."""
+def saved_state(run_dir: str | Path, framework: str) -> dict[str, Any]:
+    """What a run saved after its last finished epoch (raises FileNotFoundError when it saved nothing)."""
+    if framework == "torch":
+        from models.train_torch import load_state
+    else:
+        from models.train_keras import load_state
+    return load_state(run_dir)
+
+
+def resumable_config(run_dir: str | Path) -> TrainConfig:
+    """The config of the run saved in run_dir, whichever framework trained it."""
+    errors = []
+    for framework in ("torch", "keras"):
+        try:
+            config = dict(saved_state(run_dir, framework)["config"])
+        except FileNotFoundError as exc:
+            errors.append(str(exc))
+            continue
+        config["extra_items"] = [tuple(item) for item in config.get("extra_items", [])]
+        return TrainConfig(**{**config, "output_dir": str(run_dir)})
+    raise FileNotFoundError("; ".join(errors))
+
+
+def run_training(cfg: TrainConfig, hooks: TrainHooks | None = None, *, resume: bool = False) -> TrainResult:
+    """Train one model from a config and score it; raises TrainingCancelled when the hooks ask.
+
+    resume=True continues the run saved in cfg.output_dir from its last finished epoch.
+    """
     hooks = hooks or TrainHooks()
     seed_everything(cfg.seed)
     data = prepare_data(cfg)
+    state = saved_state(cfg.output_dir, cfg.framework) if resume else None
+    if state is not None and state["split"] != data.split_digest:
+        raise ValueError(
+            f"cannot resume {cfg.output_dir}: its data folder no longer gives the split the run started with "
+            "(images were added, removed or changed)"
+        )
     if cfg.framework == "torch":
         from models.train_torch import train_torch as train_fn
     else:
@@ -193,14 +227,14 @@ def run_training(cfg: TrainConfig, hooks: TrainHooks | None = None) -> TrainResu
 
         pretrained = resolve_weights(cfg) is not None
     hooks.on_start({"fingerprint": data.index.fingerprint, "split": data.summary, "pretrained": pretrained})
-    epochs: list[dict[str, Any]] = []
+    epochs: list[dict[str, Any]] = list(state["rows"]) if state is not None else []
 
     def on_epoch(row: dict[str, Any]) -> None:
         epochs.append(row)
         hooks.on_epoch(row)
 
     started = time.perf_counter()
-    best_path, last_path, best_epoch = train_fn(cfg, data, replace(hooks, on_epoch=on_epoch))
+    best_path, last_path, best_epoch = train_fn(cfg, data, replace(hooks, on_epoch=on_epoch), resume=state)
     metrics = final_metrics(cfg, data, best_path)
     metrics["best_epoch"] = best_epoch
     result = TrainResult(best_path, last_path, best_epoch, pretrained, data.index.fingerprint, metrics)
@@ -229,8 +263,8 @@ def file_sha256(path: str | Path) -> str:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train the CNN (torch) or MobileNetV2 (keras) on a labelled folder.")
-    p.add_argument("--framework", choices=["torch", "keras"], required=True)
-    p.add_argument("--data", required=True, help="folder with one subfolder per class")
+    p.add_argument("--framework", choices=["torch", "keras"])
+    p.add_argument("--data", help="folder with one subfolder per class")
     p.add_argument("--test", help="optional labelled folder scored at the end")
     p.add_argument("--preset", default="report", choices=preset_names())
     p.add_argument("--epochs", type=int)
@@ -244,6 +278,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bf16", action="store_true", help="CNN: bfloat16 autocast in training steps (faster on CPU)")
     p.add_argument("--weights", help="MobileNetV2 ImageNet no-top .h5 file")
     p.add_argument("--output-dir", help="where checkpoints go (default: ARTIFACT_DIR/runs/<id>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR from its last epoch")
     p.add_argument("--no-record", action="store_true", help="do not record the run in the database")
     p.add_argument("--activate", action="store_true", help="register the model and make it active")
     p.add_argument("--threads", type=int, help="framework threads (default: TORCH_THREADS / TF_THREADS)")
@@ -271,6 +306,13 @@ def main(argv: list[str] | None = None) -> int:
         "bf16": True if args.bf16 else None,
         "weights_path": args.weights,
     }
+    if args.resume:
+        cfg = resumable_config(args.resume)
+        result = run_training(cfg, TrainHooks(on_epoch=lambda row: print(json.dumps(row), flush=True)), resume=True)
+        print(json.dumps({"best": str(result.best_path), "metrics": result.metrics}, indent=2, default=str))
+        return 0
+    if not args.framework or not args.data:
+        raise SystemExit("--framework and --data are needed (or --resume RUN_DIR)")
     cfg = make_config(args.framework, args.data, args.preset, **overrides)
     if args.no_record:
         cfg.output_dir = args.output_dir or str(settings.artifact_dir / "runs" / f"cli-{int(time.time())}")

@@ -1,9 +1,12 @@
 """The training loop of the MobileNetV2 transfer model: frozen base, then fine-tuning of its top."""
 
+import json
 import math
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,49 +39,109 @@ def _progress_callback(hooks: TrainHooks, epoch: int, epochs: int, batches: int)
     return Progress()
 
 
-def train_keras(cfg: TrainConfig, data: PreparedData, hooks: TrainHooks) -> tuple[Path, Path, int]:
-    """Train MobileNetV2; returns (best model file, last model file, best epoch)."""
+STATE_FILE = "state.json"
+# The model with its optimizer and the loop's state are two files; two slots, written in turn, each with
+# its state written last, mean a process killed while saving always leaves one complete epoch behind.
+SLOTS = ("resume-a", "resume-b")
+
+
+def load_state(run_dir: str | Path) -> dict[str, Any]:
+    """What a MobileNetV2 run saved after its last finished epoch, with "model_path" to resume from."""
+    states = []
+    for slot in SLOTS:
+        path = Path(run_dir) / slot / STATE_FILE
+        if path.is_file():
+            states.append({**json.loads(path.read_text()), "model_path": str(path.parent / "model.keras")})
+    if not states:
+        raise FileNotFoundError(f"{run_dir} holds no resumable MobileNetV2 run (no {STATE_FILE})")
+    return max(states, key=lambda st: st["epoch"])
+
+
+def _save_state(out: Path, model: Any, state: dict[str, Any]) -> None:
+    slot = out / SLOTS[state["epoch"] % 2]
+    slot.mkdir(exist_ok=True)
+    (slot / STATE_FILE).unlink(missing_ok=True)
+    model.save(slot / "model.keras")
+    tmp = slot / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, default=float))
+    tmp.replace(slot / STATE_FILE)
+
+
+def _reseed(model: Any, seed: int) -> None:
+    """Start every random layer of the model (dropout) from a seed of the epoch's own, as a resumed run will."""
+    for i, layer in enumerate(model._flatten_layers()):
+        generator = getattr(layer, "seed_generator", None)
+        if generator is not None:
+            generator.state.assign(np.array([seed + i, 0], dtype=generator.state.dtype))
+
+
+def train_keras(
+    cfg: TrainConfig, data: PreparedData, hooks: TrainHooks, *, resume: dict[str, Any] | None = None
+) -> tuple[Path, Path, int]:
+    """Train MobileNetV2; returns (best model file, last model file, best epoch).
+
+    After every epoch `last.keras` (weights and optimizer) and `state.json` (schedule, early stopping, best
+    epoch, the split) hold what a later process needs to continue; every epoch draws its randomness from
+    seeds derived from its number, so a resumed run goes on as the uninterrupted one would.
+    """
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(cfg.seed)
     weights = resolve_weights(cfg)
     pretrained = weights is not None
-    model = build_model(cfg, weights)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     best_path, last_path = out / "best.keras", out / "last.keras"
     sample_w = np.asarray(class_weights(data.y_train.tolist()), dtype=np.float32)[data.y_train]
     y_onehot = np.eye(len(CLASSES), dtype=np.float32)[data.y_train]
     batches = max(1, math.ceil(len(data.y_train) / cfg.batch_size))
-    augment = augmenter(cfg.augment, cfg.seed)
-
-    def to_inputs(x, y, w):  # type: ignore[no-untyped-def]
-        x = tf.cast(x, tf.float32)
-        return (augment(x, training=True) if augment is not None else x), y, w
 
     def fine_tune() -> None:
         set_trainable_top(model, cfg.fine_tune_layers, freeze_batchnorm=pretrained)
         _compile(model, cfg.fine_tune_lr, cfg.label_smoothing)
 
-    if cfg.fine_tune_epoch <= 1:
-        fine_tune()
-        schedule, phase_start = LRSchedule(cfg, cfg.fine_tune_lr), 1
-    else:
-        freeze_base(model)
-        _compile(model, cfg.lr, cfg.label_smoothing)
-        schedule, phase_start = LRSchedule(cfg, cfg.lr), 1
+    def phase_of(epoch: int) -> tuple[LRSchedule, int]:
+        """The schedule of the phase an epoch belongs to, and that phase's first epoch."""
+        if epoch >= cfg.fine_tune_epoch:
+            return LRSchedule(cfg, cfg.fine_tune_lr), cfg.fine_tune_epoch
+        return LRSchedule(cfg, cfg.lr), 1
+
+    first_epoch, best_acc, best_epoch, rows = 1, -1.0, 0, []
     stopper = EarlyStopping(cfg.early_stop_patience)
-    best_acc, best_epoch = -1.0, 0
+    if resume is not None:
+        # The saved model holds the trainable flags of its phase and the optimizer's state.
+        model = keras.models.load_model(resume["model_path"])
+        first_epoch = cfg.epochs + 1 if resume["stopped_early"] else resume["epoch"] + 1
+        best_acc, best_epoch, rows = resume["best_acc"], resume["best_epoch"], list(resume["rows"])
+        schedule, phase_start = phase_of(resume["epoch"])
+        schedule.restore(resume["schedule"])
+        stopper = EarlyStopping(**resume["stopper"])
+    else:
+        model = build_model(cfg, weights)
+        if cfg.fine_tune_epoch <= 1:
+            fine_tune()
+        else:
+            freeze_base(model)
+            _compile(model, cfg.lr, cfg.label_smoothing)
+        schedule, phase_start = phase_of(1)
     meta = {"tta": cfg.tta, "classes": list(CLASSES), "config": cfg.to_dict(), "pretrained": pretrained}
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        keras.utils.set_random_seed(cfg.seed + epoch)
+        _reseed(model, cfg.seed + 1000 * epoch)
         if epoch == cfg.fine_tune_epoch and epoch > 1:
             # Phase 2: a recompile is needed for the change of `trainable` to take effect.
             fine_tune()
-            schedule, phase_start = LRSchedule(cfg, cfg.fine_tune_lr), epoch
+            schedule, phase_start = phase_of(epoch)
             stopper = EarlyStopping(cfg.early_stop_patience)
         lr = schedule.at_epoch_start(epoch, first_epoch=phase_start)
         model.optimizer.learning_rate.assign(lr)
+        augment = augmenter(cfg.augment, cfg.seed + 1000 * epoch)
+
+        def to_inputs(x, y, w):  # type: ignore[no-untyped-def]
+            x = tf.cast(x, tf.float32)
+            return (augment(x, training=True) if augment is not None else x), y, w
+
         ds = (
             tf.data.Dataset.from_tensor_slices((data.x_train, y_onehot, sample_w))
             .shuffle(len(y_onehot), seed=cfg.seed + epoch)
@@ -101,8 +164,16 @@ def train_keras(cfg: TrainConfig, data: PreparedData, hooks: TrainHooks) -> tupl
             best_acc, best_epoch = row["val_acc"], epoch
             shutil.copyfile(last_path, best_path)
             write_meta(best_path, {**meta, "epoch": epoch, "metrics": row})
-        hooks.on_epoch(row)
+        stop = stopper.should_stop(val_loss)
         schedule.at_epoch_end(val_loss)
-        if stopper.should_stop(val_loss):
+        rows.append(row)
+        state = {
+            "epoch": epoch, "config": asdict(cfg), "split": data.split_digest, "schedule": schedule.state(),
+            "stopper": asdict(stopper), "best_acc": best_acc, "best_epoch": best_epoch, "rows": rows,
+            "stopped_early": stop,
+        }  # fmt: skip
+        _save_state(out, model, state)
+        hooks.on_epoch(row)
+        if stop:
             break
     return best_path, last_path, best_epoch

@@ -2,14 +2,19 @@
 
 import copy
 import math
+import random
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from models.cnn import MEAN, STD, TumorCNN, predict_proba, save_checkpoint
+from models.cnn import MEAN, STD, TumorCNN, normalize, predict_proba, save_checkpoint
 from models.config import TrainConfig
 from models.data import class_weights
 from models.schedule import EarlyStopping, LRSchedule
@@ -47,44 +52,111 @@ def augment_batch(x: torch.Tensor, level: str, gen: torch.Generator) -> torch.Te
     return x.clamp(0, 1)
 
 
-class WeightAverage:
-    """Exponential moving average of the weights, with BatchNorm statistics taken from the live model.
+def recalibrate_bn(model: nn.Module, images: np.ndarray, *, batch_size: int = 128) -> None:
+    """Re-estimate every BatchNorm's running statistics on clean images, with dropout off.
 
-    The decay ramps up over the first steps so that a short run is not averaged into its random start.
+    A cumulative average over the images (momentum None), so the figures do not depend on the last batches.
     """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    model.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2)
+            model(normalize(batch).contiguous(memory_format=torch.channels_last))
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    model.eval()
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.module = copy.deepcopy(model).eval()
-        self.decay, self.steps = decay, 0
 
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.steps += 1
-        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        for avg, live in zip(self.module.parameters(), model.parameters()):
-            avg.mul_(d).add_(live, alpha=1 - d)
-        for avg, live in zip(self.module.buffers(), model.buffers()):
-            avg.copy_(live)
+def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+    # Decoupled decay on the weight matrices only: decaying BatchNorm scales and biases only adds noise.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    rest = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
 
 
-def train_torch(cfg: TrainConfig, data: PreparedData, hooks: TrainHooks) -> tuple[Path, Path, int]:
-    """Train the CNN; returns (best checkpoint, last checkpoint, best epoch)."""
+def _rng_state(gen: torch.Generator) -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "generator": gen.get_state(),
+        "numpy": [int(v) for v in np.random.get_state()[1]] + list(np.random.get_state()[2:4]),
+        "python": list(random.getstate()[1]),
+    }
+
+
+def _restore_rng(state: dict[str, Any], gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["generator"])
+    *keys, pos, has_gauss = state["numpy"]
+    np.random.set_state(("MT19937", np.asarray(keys, dtype=np.uint32), pos, has_gauss, 0.0))
+    random.setstate((3, tuple(state["python"]), None))
+
+
+STATE_FILE = "state.pth"
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Written whole or not at all: a process killed while saving leaves the previous epoch's state."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_state(run_dir: str | Path) -> dict[str, Any]:
+    """The state a CNN run saved after its last finished epoch; FileNotFoundError when there is none."""
+    path = Path(run_dir) / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} holds no resumable CNN run ({STATE_FILE} is missing)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def train_torch(
+    cfg: TrainConfig, data: PreparedData, hooks: TrainHooks, *, resume: dict[str, Any] | None = None
+) -> tuple[Path, Path, int]:
+    """Train the CNN; returns (best checkpoint, last checkpoint, best epoch).
+
+    After every epoch `state.pth` holds all a later process needs to continue exactly where this one was
+    (weights, optimizer, weight average, schedule, early stopping, random states, the split): pass it back
+    as `resume` (see `load_state`).
+    """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     out = Path(cfg.output_dir)
-    model = TumorCNN()
+    model = TumorCNN().to(memory_format=torch.channels_last)
     weights = torch.tensor(class_weights(data.y_train.tolist()), dtype=torch.float32)
     criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
-    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    optimizer = _optimizer(cfg, model)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay)) if cfg.ema_decay else None
     schedule, stopper = LRSchedule(cfg, cfg.lr), EarlyStopping(cfg.early_stop_patience)
+    best_acc, best_epoch, first_epoch, rows = -1.0, 0, 1, []
+    if resume is not None:
+        rows = list(resume["rows"])
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(resume["ema"])
+        schedule.restore(resume["schedule"])
+        stopper = EarlyStopping(**resume["stopper"])
+        best_acc, best_epoch, first_epoch = resume["best_acc"], resume["best_epoch"], resume["epoch"] + 1
+        _restore_rng(resume["rng"], gen)
+        if resume["stopped_early"]:
+            first_epoch = cfg.epochs + 1
     x_train = torch.from_numpy(data.x_train).permute(0, 3, 1, 2)
     y_train = torch.from_numpy(data.y_train)
+    # Clean training images for the BatchNorm re-estimation: a fixed sample is plenty for a mean and variance.
+    clean = data.x_train[np.random.default_rng(cfg.seed).permutation(len(data.x_train))[:2048]]
     n = len(y_train)
     batches = max(1, math.ceil(n / cfg.batch_size))
-    best_acc, best_epoch = -1.0, 0
     best_path, last_path = out / "best.pth", out / "last.pth"
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(first_epoch, cfg.epochs + 1):
         lr = schedule.at_epoch_start(epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -98,7 +170,7 @@ def train_torch(cfg: TrainConfig, data: PreparedData, hooks: TrainHooks) -> tupl
             if len(idx) < 2:  # BatchNorm1d cannot train on a single sample
                 continue
             x = augment_batch(x_train[idx].float() / 255.0, cfg.augment, gen)
-            x = (x - MEAN) / STD
+            x = ((x - MEAN) / STD).contiguous(memory_format=torch.channels_last)
             y = y_train[idx]
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -107,13 +179,19 @@ def train_torch(cfg: TrainConfig, data: PreparedData, hooks: TrainHooks) -> tupl
             loss.backward()
             optimizer.step()
             if ema is not None:
-                ema.update(model)
+                ema.update_parameters(model)
             seen += len(idx)
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             hooks.on_progress(epoch, cfg.epochs, b + 1, batches)
         train_time = time.perf_counter() - started
-        scored = ema.module if ema is not None else model
+        scored = copy.deepcopy(ema.module if ema is not None else model)
+        if cfg.recalibrate_bn:
+            recalibrate_bn(scored, clean)
+        elif ema is not None:
+            # The average holds weights only; its BatchNorm statistics come from the live model.
+            for avg, live in zip(scored.buffers(), model.buffers()):
+                avg.copy_(live)
         row = epoch_row(
             epoch=epoch, probs=predict_proba(scored, data.x_val, tta=cfg.tta), y_val=data.y_val,
             train_loss=loss_sum / max(seen, 1), train_acc=correct / max(seen, 1), lr=lr,
@@ -121,13 +199,23 @@ def train_torch(cfg: TrainConfig, data: PreparedData, hooks: TrainHooks) -> tupl
         )  # fmt: skip
         val_loss = row["val_loss"]
         extra = {"epoch": epoch, "config": cfg.to_dict(), "metrics": row, "tta": cfg.tta, "normalize": [MEAN, STD]}
-        save_checkpoint(last_path, scored, extra={**extra, "optimizer": optimizer.state_dict()})
+        scored = scored.to(memory_format=torch.contiguous_format)
+        save_checkpoint(last_path, scored, extra=extra)
         if row["val_acc"] > best_acc:
             best_acc, best_epoch = row["val_acc"], epoch
             save_checkpoint(best_path, scored, extra=extra)
-        hooks.on_epoch(row)
+        stop = stopper.should_stop(val_loss)
         schedule.at_epoch_end(val_loss)
-        if stopper.should_stop(val_loss):
+        rows.append(row)
+        save_state(out / STATE_FILE, {
+            "epoch": epoch, "config": asdict(cfg), "split": data.split_digest,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "schedule": schedule.state(), "stopper": asdict(stopper),
+            "best_acc": best_acc, "best_epoch": best_epoch, "rng": _rng_state(gen), "rows": rows,
+            "stopped_early": stop,
+        })  # fmt: skip
+        hooks.on_epoch(row)
+        if stop:
             break
     return best_path, last_path, best_epoch
-

@@ -125,3 +125,18 @@ def test_a_large_duplicate_group_does_not_swallow_the_validation_share(tmp_path:
     train, val = split_train_val(index, val_fraction=0.2, seed=3)
     assert len(val) <= 0.2 * len(index.items) + 1
     assert all(index.items[i].path.name != first.name for i in val)
+
+
+def test_head_box_crops_to_the_bright_region_and_keeps_blank_frames() -> None:
+    from models.data import crop_square, head_box, model_input
+
+    img = np.zeros((200, 300, 3), dtype=np.uint8)
+    img[50:150, 100:180] = 200  # a "head" 100 tall, 80 wide
+    top, left, side = head_box(img, margin=0.0)
+    assert (top, side) == (50, 100) and left == 90  # square, centred on the head
+    crop = crop_square(img, (top, left, side))
+    assert crop.shape == (100, 100, 3) and crop[:, 10:90].min() == 200 and crop[:, :10].max() == 0
+    assert head_box(np.zeros((64, 64, 3), dtype=np.uint8)) == (0, 0, 64)
+    assert model_input(img, 32, crop=True).shape == (32, 32, 3)
+    # A box past the edge pads with black rather than failing.
+    assert crop_square(img, (-10, -10, 40))[:10].max() == 0
