@@ -37,10 +37,6 @@ class TumorCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
-    @property
-    def last_conv(self) -> nn.Conv2d:
-        return self.features[10]
-
 
 def normalize(batch_uint8: torch.Tensor) -> torch.Tensor:
     """N x 3 x H x W uint8 (or float in [0, 255]) to the network's input scale."""
@@ -56,6 +52,15 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, extra: dict[str, Any]
     torch.save({"arch": ARCH, "classes": list(CLASSES), "model": state, **extra}, tmp)
     tmp.replace(path)
     return path
+
+
+def update_checkpoint(path: str | Path, **fields: Any) -> None:
+    """Set fields of a saved checkpoint (e.g. its temperature), keeping the weights as they are."""
+    path = Path(path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({**ckpt, **fields}, tmp)
+    tmp.replace(path)
 
 
 def load_checkpoint(path: str | Path) -> tuple[TumorCNN, dict[str, Any]]:

@@ -136,7 +136,7 @@ def validate_config(cfg: TrainConfig) -> None:
         (0.05 <= cfg.val_fraction <= 0.5, "validation fraction must be between 0.05 and 0.5"),
         (cfg.schedule in ("plateau", "cosine"), "schedule must be plateau or cosine"),
         (cfg.optimizer in ("adam", "adamw"), "optimizer must be adam or adamw"),
-        (0 <= cfg.warmup_epochs < cfg.epochs, "warm-up epochs must be fewer than the epochs"),
+        (0 <= cfg.warmup_epochs <= 20, "warm-up epochs must be between 0 and 20"),
         (0 <= cfg.ema_decay < 1, "EMA decay must be in [0, 1)"),
         (cfg.fine_tune_epoch >= 1, "fine-tune epoch must be at least 1"),
         (32 <= cfg.image_size <= 512, "image size must be between 32 and 512"),

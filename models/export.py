@@ -25,7 +25,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, check: bool = True) -> d
         from models.cnn import load_checkpoint, save_checkpoint
 
         model, ckpt = load_checkpoint(run_dir / "best.pth")
-        keep = {k: ckpt[k] for k in ("epoch", "config", "metrics", "tta", "normalize") if k in ckpt}
+        keep = {k: ckpt[k] for k in ("epoch", "config", "metrics", "tta", "normalize", "temperature") if k in ckpt}
         save_checkpoint(out, model, extra=keep, half=True)
     else:
         import keras

@@ -107,15 +107,13 @@ def freeze_base(model) -> None:
     model.get_layer(BASE_NAME).trainable = False
 
 
-def load_model(path: str | Path):  # -> (keras.Model, tta, crop)
+def load_model(path: str | Path):  # -> (keras.Model, meta dict)
     import keras
 
-    model = keras.models.load_model(path, compile=False)
-    meta = _read_meta(path)
-    return model, bool(meta.get("tta", False)), bool(meta.get("config", {}).get("crop", False))
+    return keras.models.load_model(path, compile=False), read_meta(path)
 
 
-def _read_meta(path: str | Path) -> dict:
+def read_meta(path: str | Path) -> dict:
     import json
 
     meta = Path(str(path) + ".json")

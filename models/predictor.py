@@ -5,6 +5,7 @@ from typing import Protocol
 
 import numpy as np
 
+from models.calibration import apply_temperature
 from models.data import CLASSES, head_box, model_input
 
 INPUT_SIZE = 224  # both models take 224x224 RGB; MobileNetV2 may resize further inside itself
@@ -64,13 +65,15 @@ class TorchPredictor:
         self.model, ckpt = load_checkpoint(path)
         self.tta = bool(ckpt.get("tta", False))
         self.crop = bool(ckpt.get("config", {}).get("crop", False))
+        self.temperature = float(ckpt.get("temperature", 1.0))
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
         from models.cnn import predict_proba
 
         if not images:
             return np.zeros((0, len(CLASSES)), dtype=np.float32)
-        return predict_proba(self.model, _stack(images, self.crop), tta=self.tta)
+        raw = predict_proba(self.model, _stack(images, self.crop), tta=self.tta)
+        return apply_temperature(raw, self.temperature).astype(np.float32)
 
     def gradcam(self, rgb: np.ndarray) -> np.ndarray:
         import torch
@@ -108,19 +111,35 @@ class KerasPredictor:
     def __init__(self, path: str | Path) -> None:
         from models.mobilenet import load_model
 
-        self.model, self.tta, self.crop = load_model(path)
+        self.model, meta = load_model(path)
+        self.tta = bool(meta.get("tta", False))
+        self.crop = bool(meta.get("config", {}).get("crop", False))
+        self.temperature = float(meta.get("temperature", 1.0))
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
         from models.mobilenet import predict_proba
 
         if not images:
             return np.zeros((0, len(CLASSES)), dtype=np.float32)
-        return predict_proba(self.model, _stack(images, self.crop), tta=self.tta)
+        raw = predict_proba(self.model, _stack(images, self.crop), tta=self.tta)
+        return apply_temperature(raw, self.temperature).astype(np.float32)
 
     def gradcam(self, rgb: np.ndarray) -> np.ndarray:
         from models.mobilenet import gradcam_map
 
         return _normalise_cam(gradcam_map(self.model, _stack([rgb], self.crop)[0]), rgb, self.crop)
+
+
+def store_temperature(framework: str, artifact_path: str | Path, temperature: float) -> None:
+    """Save a fitted temperature with the model, where its predictor will read it."""
+    if framework == "torch":
+        from models.cnn import update_checkpoint
+
+        update_checkpoint(artifact_path, temperature=temperature)
+    else:
+        from models.mobilenet import read_meta, write_meta
+
+        write_meta(artifact_path, {**read_meta(artifact_path), "temperature": temperature})
 
 
 def load_predictor(framework: str, artifact_path: str | Path) -> Predictor:

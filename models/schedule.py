@@ -25,7 +25,8 @@ class LRSchedule:
             last = last_epoch or self.cfg.epochs
             span = max(1, last - first_epoch + 1)
             step = epoch - first_epoch
-            warmup = self.cfg.warmup_epochs if span > 2 else 0
+            # A short run keeps most of its epochs for the decay.
+            warmup = min(self.cfg.warmup_epochs, span // 3)
             if step < warmup:
                 # With BatchNorm statistics still settling, a full-size first step overshoots.
                 self.lr = self.base_lr * (step + 1) / (warmup + 1)

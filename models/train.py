@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from models.calibration import apply_temperature, calibration_report
 from models.config import TrainConfig, make_config, preset_names
 from models.data import CLASSES, DatasetIndex, Item, index_folder, index_items, load_arrays, overlap_with, split_train_val
 from models.metrics import classification_report, cross_entropy
@@ -143,12 +144,20 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def score(predictor: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 64) -> dict[str, Any]:
-    """Classification report and loss of a predictor on in-memory images."""
-    probs = np.concatenate([predictor.predict(list(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
+def predict_all(predictor: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    return np.concatenate([predictor.predict(list(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
+
+
+def score_probs(probs: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Classification report and loss of predicted probabilities."""
     report = classification_report(y, probs.argmax(axis=1))
     report["loss"] = cross_entropy(probs, y)
     return report
+
+
+def score(predictor: Any, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Classification report and loss of a predictor on in-memory images."""
+    return score_probs(predict_all(predictor, x), y)
 
 
 def inference_ms(predictor: Any, x: np.ndarray, repeats: int = 20) -> float:
@@ -162,11 +171,31 @@ def inference_ms(predictor: Any, x: np.ndarray, repeats: int = 20) -> float:
     return float(np.median(times))
 
 
+def calibrate(
+    predictor: Any, model_path: Path, x_val: np.ndarray, y_val: np.ndarray, *, seed: int
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Fit the model's temperature on validation images, store it in the model file and the predictor.
+
+    Returns the calibration report (ECE and NLL before and after, cross-fitted) and the calibrated
+    validation probabilities.
+    """
+    from models.predictor import store_temperature
+
+    predictor.temperature = 1.0  # fit on the network's own probabilities, whatever the file held
+    raw = predict_all(predictor, x_val)
+    report = calibration_report(raw, y_val, seed=seed)
+    store_temperature(predictor.framework, model_path, report["temperature"])
+    predictor.temperature = report["temperature"]
+    return report, apply_temperature(raw, report["temperature"])
+
+
 def final_metrics(cfg: TrainConfig, data: PreparedData, model_path: Path) -> dict[str, Any]:
     from models.predictor import load_predictor
 
     predictor = load_predictor(cfg.framework, model_path)
-    val = score(predictor, data.x_val, data.y_val)
+    calibration, probs = calibrate(predictor, model_path, data.x_val, data.y_val, seed=cfg.seed)
+    val = score_probs(probs, data.y_val)
+    val["calibration"] = calibration
     val["inference_ms"] = inference_ms(predictor, data.x_val)
     val["model_size_mb"] = model_path.stat().st_size / 1e6
     metrics: dict[str, Any] = {"val": val, "split": data.summary}

@@ -86,3 +86,18 @@ def test_config_validation_rejects_bad_values() -> None:
         make_config("torch", str(SAMPLE_DIR), image_size=128)
     with pytest.raises(ValueError, match="unknown preset"):
         make_config("torch", str(SAMPLE_DIR), "fancy")
+
+
+def test_training_stores_a_fitted_temperature_that_predictions_use(tiny_cnn: Path) -> None:
+    from models.calibration import apply_temperature
+
+    record = json.loads((tiny_cnn.parent / "run.json").read_text())
+    calibration = record["metrics"]["val"]["calibration"]
+    assert set(calibration) >= {"temperature", "ece_before", "ece_after", "nll_before", "nll_after"}
+    predictor = load_predictor("torch", tiny_cnn)
+    assert predictor.temperature == pytest.approx(calibration["temperature"]) and predictor.temperature != 1.0
+    rgb = load_rgb(next((SAMPLE_DIR / "notumor").iterdir()))
+    calibrated = predictor.predict([rgb])
+    predictor.temperature = 1.0
+    raw = predictor.predict([rgb])
+    assert np.allclose(calibrated, apply_temperature(raw, calibration["temperature"]), atol=1e-6)
