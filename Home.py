@@ -5,8 +5,7 @@ import streamlit as st
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from db.bootstrap import register_default_models
-from db.jobs import recent_jobs, settle_stale_jobs
+from db.jobs import recent_jobs
 from db.runs import get_active_model
 from db.schema import FRAMEWORKS, Job
 from db.session import session_scope
@@ -29,8 +28,6 @@ settings = get_settings()
 database = make_url(settings.database_url).render_as_string(hide_password=True)
 try:
     with session_scope() as session:
-        register_default_models(session=session)
-        settle_stale_jobs(session=session, older_than_s=settings.job_stale_after_s)
         counts = table_counts(session=session)
         active = {framework: get_active_model(session=session, framework=framework) for framework in FRAMEWORKS}
 except (OperationalError, ProgrammingError) as exc:

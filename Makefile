@@ -13,7 +13,7 @@ install:
 	@scripts/install.sh
 
 migrate: install
-	$(VENV)/bin/python -m db.bootstrap
+	$(VENV)/bin/python -m services.bootstrap
 
 redis: install
 	@scripts/ensure_redis.sh

@@ -27,15 +27,6 @@ class VersionRow:
     activated_at: datetime | None
 
 
-@dataclass(frozen=True)
-class FileCheck:
-    """Whether a model file is still the one registered: "ok", "changed" or "missing"."""
-
-    state: str
-    sha256: str | None  # of the file as it is now
-    size_bytes: int | None
-
-
 def version_rows(*, session: Session, framework: str) -> list[VersionRow]:
     """Every version of a framework, newest first, with the figures of the run that trained it."""
     query = (
@@ -81,14 +72,3 @@ def previous_active(*, session: Session, framework: str) -> ModelVersion | None:
         .limit(1)
     )
     return session.scalar(query)
-
-
-def check_file(path: str | Path, sha256: str) -> FileCheck:
-    """Hash the file now and compare it with the sha256 it was registered with."""
-    from models.train import file_sha256
-
-    file = Path(path)
-    if not file.is_file():
-        return FileCheck("missing", None, None)
-    actual = file_sha256(file)
-    return FileCheck("ok" if actual == sha256 else "changed", actual, file.stat().st_size)

@@ -282,16 +282,8 @@ def run_training(cfg: TrainConfig, hooks: TrainHooks | None = None, *, resume: b
     return result
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Train the CNN (torch) or MobileNetV2 (keras) on a labelled folder.")
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that describe a run, shared by this command and the recording one (services.training)."""
     p.add_argument("--framework", choices=["torch", "keras"])
     p.add_argument("--data", help="folder with one subfolder per class")
     p.add_argument("--test", help="optional labelled folder scored at the end")
@@ -307,21 +299,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bf16", action="store_true", help="CNN: bfloat16 autocast in training steps (faster on CPU)")
     p.add_argument("--weights", help="MobileNetV2 ImageNet no-top .h5 file")
     p.add_argument("--output-dir", help="where checkpoints go (default: ARTIFACT_DIR/runs/<id>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR from its last epoch")
-    p.add_argument("--no-record", action="store_true", help="do not record the run in the database")
-    p.add_argument("--activate", action="store_true", help="register the model and make it active")
     p.add_argument("--threads", type=int, help="framework threads (default: TORCH_THREADS / TF_THREADS)")
-    return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's config from the command line; caps the frameworks' threads as asked."""
+    from models.threads import cap_threads
     from settings import get_settings
 
     settings = get_settings()
-    from models.threads import cap_threads
-
     cap_threads(args.threads or settings.torch_threads, args.threads or settings.tf_threads)
+    if not args.framework or not args.data:
+        raise SystemExit("--framework and --data are needed")
     overrides = {
         "test_dir": args.test,
         "epochs": args.epochs,
@@ -335,21 +324,28 @@ def main(argv: list[str] | None = None) -> int:
         "bf16": True if args.bf16 else None,
         "weights_path": args.weights,
     }
-    if args.resume:
-        cfg = resumable_config(args.resume)
-        result = run_training(cfg, TrainHooks(on_epoch=lambda row: print(json.dumps(row), flush=True)), resume=True)
-        print(json.dumps({"best": str(result.best_path), "metrics": result.metrics}, indent=2, default=str))
-        return 0
-    if not args.framework or not args.data:
-        raise SystemExit("--framework and --data are needed (or --resume RUN_DIR)")
     cfg = make_config(args.framework, args.data, args.preset, **overrides)
-    if args.no_record:
-        cfg.output_dir = args.output_dir or str(settings.artifact_dir / "runs" / f"cli-{int(time.time())}")
-        result = run_training(cfg, TrainHooks(on_epoch=lambda row: print(json.dumps(row), flush=True)))
-    else:
-        from db.recorder import record_training
+    cfg.output_dir = args.output_dir or str(settings.artifact_dir / "runs" / f"cli-{int(time.time())}")
+    return cfg
 
-        result = record_training(cfg, output_dir=args.output_dir, activate=args.activate, echo=True)
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description="Train the CNN (torch) or MobileNetV2 (keras) on a labelled folder, without recording the "
+        "run in the database (python -m services.training records it)."
+    )
+    add_train_arguments(p)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR from its last epoch")
+    args = p.parse_args(argv)
+    echo = TrainHooks(on_epoch=lambda row: print(json.dumps(row), flush=True))
+    if args.resume:
+        if args.threads:
+            from models.threads import cap_threads
+
+            cap_threads(args.threads, args.threads)
+        result = run_training(resumable_config(args.resume), echo, resume=True)
+    else:
+        result = run_training(config_from_args(args), echo)
     print(json.dumps({"best": str(result.best_path), "metrics": result.metrics}, indent=2, default=str))
     return 0
 

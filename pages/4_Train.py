@@ -4,8 +4,6 @@ from typing import Any
 
 import streamlit as st
 
-from db.jobs import settle_stale_jobs
-from db.session import session_scope
 from settings import get_settings
 from ui.live_runs import live_view
 from ui.train_form import train_form
@@ -21,9 +19,6 @@ def _workers(redis_url: str) -> dict[str, Any]:
     return worker_status(timeout_s=0.5)
 
 
-# A run whose worker died is closed here, so it does not show as training for ever.
-with session_scope() as session:
-    settle_stale_jobs(session=session, older_than_s=get_settings().job_stale_after_s)
 status = _workers(get_settings().redis_url)
 if not status["redis_ok"]:
     st.error(f"The job queue is unreachable ({status['redis_error']}): runs cannot be queued until it is back.")

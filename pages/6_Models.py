@@ -5,11 +5,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from db.registry import FileCheck, VersionRow, check_file, previous_active, version_rows
+from db.registry import VersionRow, previous_active, version_rows
 from db.runs import activate_model_version
 from db.schema import FRAMEWORKS
 from db.session import session_scope
 from models.config import FRAMEWORK_NAMES
+from services.model_files import FileCheck, check_file
 from ui.nav import link_to_page
 
 NOTICE_KEY = "models_notice"
@@ -39,14 +40,10 @@ def file_check(version: VersionRow) -> FileCheck:
 
 def _usable(version: VersionRow) -> bool:
     """A version may be made active only while its file is the one registered; otherwise say why not."""
-    check = file_check(version)
-    if check.state == "ok":
+    problem = file_check(version).problem(version.artifact_path)
+    if problem is None:
         return True
-    if check.state == "missing":
-        reason = "is missing"
-    else:
-        reason = f"changed since it was registered (sha256 now {check.sha256})"
-    message = f"Version {version.id} was not made active: its file {version.artifact_path} {reason}."
+    message = f"Version {version.id} was not made active: {problem}."
     st.session_state[NOTICE_KEY] = ("error", message)
     return False
 

@@ -54,7 +54,8 @@ def register_models(frameworks: list[str], workdir: Path) -> list[str]:
     from db.runs import register_model_version
     from db.session import session_scope
     from models.config import make_config
-    from models.train import file_sha256, run_training
+    from models.train import run_training
+    from services.model_files import file_sha256
 
     lines = []
     for framework in frameworks:

@@ -21,7 +21,6 @@ def stored(db_url):
                 session=session, patient_id=patient.id, sha256=mrn.ljust(64, "0"), file_path="/s/x.png",
                 original_name="x.png", source="upload", width=8, height=8, image_format="PNG",
             )  # fmt: skip
-        # One version per framework, so the page registers none of the shipped models on top.
         for framework, name in (("torch", "cnn-run-7"), ("keras", "mobilenet-run-8")):
             register_model_version(
                 session=session, framework=framework, name=name, artifact_path=f"/{name}", sha256="a" * 64,

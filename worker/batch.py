@@ -25,7 +25,7 @@ from db.batches import (
     job_output_counts,
     recorded_paths,
 )
-from db.bootstrap import file_sha256
+from services.model_files import check_file
 from db.scans import model_result, review_needed, save_scan_with_predictions
 from db.session import session_scope
 from models.imaging import DecodedImage, ImageError, decode_image
@@ -107,10 +107,9 @@ def load_models(version_ids: list[int] | None) -> list[BatchModel]:
         versions = [(v.id, v.framework, v.name, v.artifact_path, v.sha256) for v in chosen]
     models = []
     for version_id, framework, name, path, sha256 in versions:
-        if not Path(path).is_file():
-            raise UserError(f"The file of model {name} (version {version_id}) is missing: {path}")
-        if file_sha256(Path(path)) != sha256:
-            raise UserError(f"The file of model {name} (version {version_id}) changed after it was registered: {path}")
+        problem = check_file(path, sha256).problem(path)
+        if problem:
+            raise UserError(f"Model {name} (version {version_id}) cannot be used: {problem}")
         try:
             predictor = get_predictor(framework, path, sha256)
         except (OSError, ValueError) as exc:

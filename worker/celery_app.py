@@ -18,7 +18,9 @@ TASK_QUEUES = {
     "brainmri.train": "training",
     "brainmri.batch_predict": "prediction",
     "brainmri.selfcheck": "prediction",
+    "brainmri.sweep": "prediction",
 }
+SWEEP_EVERY_S = 60.0
 QUEUES = ("training", "prediction")
 # Redis re-delivers an unacknowledged message after this long, so it must outlast the longest job.
 VISIBILITY_TIMEOUT_S = 48 * 3600
@@ -46,6 +48,8 @@ celery_app.conf.update(
     # One message at a time per process: a long job must not sit on messages another process could run.
     worker_prefetch_multiplier=1,
     worker_concurrency=_settings.worker_concurrency,
+    # `celery beat` (started by `make run` and compose) sends the sweep; the pages never write while rendering.
+    beat_schedule={"settle-stale-jobs": {"task": "brainmri.sweep", "schedule": SWEEP_EVERY_S}},
     timezone="UTC",
     enable_utc=True,
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from db.bootstrap import file_sha256
+from services.model_files import check_file
 from db.jobs import get_job, set_progress
 from db.runs import get_active_model
 from db.schema import FRAMEWORKS
@@ -73,9 +73,4 @@ def _folder_writable(folder: Path) -> str | None:
 
 
 def _artifact_intact(path: Path, sha256: str) -> str | None:
-    if not path.is_file():
-        return f"file missing: {path}"
-    actual = file_sha256(path)
-    if actual != sha256:
-        return f"file changed since it was registered: {path} (sha256 {actual[:12]}…, recorded {sha256[:12]}…)"
-    return None
+    return check_file(path, sha256).problem(path)

@@ -21,7 +21,7 @@ TASK_NAMES = {
 
 
 # A training job is not run again under its id (its run would start over); these jobs resume or repeat harmlessly.
-RERUNNABLE_KINDS = ("batch", "selfcheck")
+RERUNNABLE_KINDS = ("batch", "selfcheck", "train")
 
 
 class QueueUnavailable(Exception):
@@ -127,7 +127,7 @@ def _redis_location() -> str:
 
 def submit_training(cfg: TrainConfig, *, use_reviewed: bool = False) -> tuple[int, int]:
     """Queue a training run; returns (job id, run id)."""
-    from db.recorder import create_recorded_run
+    from services.training import create_recorded_run
 
     run_ids: list[int] = []
     params = {"framework": cfg.framework, "preset": cfg.preset, "data_dir": cfg.data_dir}

@@ -8,6 +8,9 @@ from typing import Any
 
 from celery import Task
 
+from db.jobs import settle_stale_jobs
+from db.session import session_scope
+from settings import get_settings
 from worker.celery_app import celery_app
 from worker.jobs import run_job
 from worker.selfcheck import run_selfcheck
@@ -19,9 +22,9 @@ def selfcheck(self: Task, job_id: int) -> dict[str, Any]:
     return run_job(self, job_id, run_selfcheck)
 
 
-# Acknowledged on receipt, not late: a worker lost mid-run must not hand the run to another worker to start
-# again from scratch. The stale-heartbeat sweep marks such a job (and its run) failed instead.
-@celery_app.task(name="brainmri.train", bind=True, acks_late=False)
+# Acknowledged late: a worker lost mid-run hands the job to another, which continues the run from its last
+# finished epoch under the same run id.
+@celery_app.task(name="brainmri.train", bind=True, acks_late=True, reject_on_worker_lost=True)
 def train(self: Task, job_id: int) -> dict[str, Any]:
     """Train the model of the training run attached to this job."""
     from worker.training import run_training_job
@@ -36,3 +39,10 @@ def batch_predict(self: Task, job_id: int) -> dict[str, Any]:
     from worker.batch import run_batch_job
 
     return run_job(self, job_id, run_batch_job)
+
+
+@celery_app.task(name="brainmri.sweep", ignore_result=True)
+def sweep() -> int:
+    """Settle running jobs whose worker stopped sending heartbeats (run every minute by Celery beat)."""
+    with session_scope() as session:
+        return settle_stale_jobs(session=session, older_than_s=get_settings().job_stale_after_s)

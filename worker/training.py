@@ -3,12 +3,12 @@
 import time
 from typing import Any
 
-from db.recorder import execute_run
-from db.runs import get_run_for_job
+from db.runs import get_run, get_run_for_job
 from db.session import session_scope
 from models.data import DatasetError
 from models.mobilenet import MissingWeightsError
 from models.train import TrainingCancelled
+from services.training import execute_run
 from worker.jobs import JobCancelled, Reporter, UserError
 
 # The cancel flag is read from the DB at most this often: a batch takes far longer, so a cancel is still prompt.
@@ -44,8 +44,11 @@ def run_training_job(reporter: Reporter) -> dict[str, Any]:
     except (DatasetError, MissingWeightsError, ValueError) as exc:
         raise UserError(str(exc)) from exc
     val = result.metrics["val"]
+    with session_scope() as session:
+        resumed_after = get_run(session=session, run_id=run_id).params.get("resumed_after", [])
     return {
         "run_id": run_id,
+        "resumed_after": resumed_after,
         "best_epoch": result.best_epoch,
         "val_accuracy": val["accuracy"],
         "val_f1": val["f1"],

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from db.bootstrap import file_sha256, register_default_models
+from services.model_files import file_sha256, register_default_models
 from db.jobs import (
     create_job,
     finish_job,

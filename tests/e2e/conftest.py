@@ -77,13 +77,14 @@ def _answers(url: str) -> bool:
 
 def _ensure_active_models(folder: Path) -> None:
     """Register the shipped weights; for a framework without them, train a tiny real model and activate it."""
-    from db.bootstrap import register_default_models
+    from services.model_files import register_default_models
     from db.runs import get_active_model, register_model_version
     from db.schema import FRAMEWORKS
     from db.session import session_scope
     from models.config import make_config
     from models.threads import cap_threads
-    from models.train import file_sha256, run_training
+    from models.train import run_training
+    from services.model_files import file_sha256
 
     with session_scope() as session:
         register_default_models(session=session)

@@ -13,7 +13,7 @@ from db.schema import Patient, Prediction, Scan
 from db.session import session_scope
 from models.imaging import decode_image, make_overlay
 from models.predictor import load_predictor
-from models.train import file_sha256
+from services.model_files import file_sha256
 from settings import ROOT, SAMPLE_DIR, get_settings
 
 PAGE = str(ROOT / "pages" / "1_Diagnose.py")

@@ -10,7 +10,7 @@ from db.runs import get_active_model, register_model_version
 from db.session import session_scope
 from models.data import load_rgb
 from models.predictor import load_predictor
-from models.train import file_sha256
+from services.model_files import file_sha256
 from settings import ROOT, SAMPLE_DIR
 
 PAGE = str(ROOT / "pages" / "6_Models.py")

@@ -31,7 +31,21 @@ def test_a_succeeded_job_is_not_run_again(db_url) -> None:
     assert status_of(job_id) == "succeeded"
 
 
-def test_a_training_job_is_not_run_again_under_its_id(db_url) -> None:
+def test_a_failed_training_job_is_queued_again_under_its_id(db_url) -> None:
     job_id = make_job("train", "failed")
-    assert "start a new one" in requeue_job(job_id) and status_of(job_id) == "failed"
+    assert requeue_job(job_id) == f"Job {job_id} is queued again." and status_of(job_id) == "queued"
     assert requeue_job(job_id + 1) == f"Job {job_id + 1} does not exist."
+
+
+def test_the_periodic_sweep_settles_a_job_whose_worker_died(db_url) -> None:
+    from datetime import timedelta
+
+    from db.schema import Job, utcnow
+    from worker.celery_app import SWEEP_EVERY_S, celery_app
+    from worker.tasks import sweep
+
+    job_id = make_job("batch", "running")
+    with session_scope() as session:
+        session.get(Job, job_id).heartbeat_at = utcnow() - timedelta(hours=1)
+    assert sweep() == 1 and status_of(job_id) == "failed"
+    assert celery_app.conf.beat_schedule["settle-stale-jobs"] == {"task": "brainmri.sweep", "schedule": SWEEP_EVERY_S}

@@ -56,7 +56,7 @@ def test_selfcheck_fails_naming_each_broken_model_file(worker, broken_models, wa
     job = wait_for_job(job_id)
     assert job.status == "failed"
     assert job.error.startswith("2 of 5 checks failed.")
-    assert f"file missing: {broken_models['missing']}" in job.error
-    assert f"file changed since it was registered: {broken_models['changed']}" in job.error
+    assert f"its file is missing: {broken_models['missing']}" in job.error
+    assert f"its file changed after it was registered: {broken_models['changed']}" in job.error
     with session_scope() as session:
         assert get_job(session=session, job_id=job_id).progress_current == 5

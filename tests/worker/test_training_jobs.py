@@ -1,15 +1,18 @@
 """Tiny training runs of both models through a real Celery worker, recorded in a real SQLite file."""
 
+import os
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from db.recorder import execute_run
+from services.training import execute_run
 from db.runs import get_run, list_model_versions
 from db.session import session_scope
 from models.config import make_config
-from models.train import file_sha256
+from services.model_files import file_sha256
 from settings import SAMPLE_DIR
 from worker.submit import cancel_job, submit_training
 
@@ -88,7 +91,7 @@ def test_cancelled_run_ends_cancelled(wait_for_job: Callable) -> None:
 
 
 def test_cli_path_records_the_same_rows(module_db_url: str, tmp_path: Path) -> None:
-    from db.recorder import create_recorded_run
+    from services.training import create_recorded_run
 
     cfg = make_config("torch", str(SAMPLE_DIR), "report", epochs=1, batch_size=16, max_images_per_class=5,
                       output_dir=str(tmp_path / "out"))  # fmt: skip
@@ -100,3 +103,22 @@ def test_cli_path_records_the_same_rows(module_db_url: str, tmp_path: Path) -> N
     with session_scope() as session:
         active = [v for v in list_model_versions(session=session, framework="torch") if v.is_active]
     assert [v.run_id for v in active] == [run_id]
+
+
+def test_a_training_job_whose_worker_process_is_killed_resumes_from_its_last_epoch(worker, wait_for_job: Callable) -> None:
+    cfg = make_config("torch", str(SAMPLE_DIR), "report", epochs=3, batch_size=8, max_images_per_class=20)
+    job_id, run_id = submit_training(cfg)
+    deadline = time.monotonic() + 240
+    while not _run(run_id)[1]:
+        assert time.monotonic() < deadline, "the run never finished its first epoch"
+        time.sleep(0.05)
+    # The pool process running the task dies, as on an out-of-memory kill; its parent stays up and the job's
+    # message, acknowledged late, is delivered again.
+    [child] = Path(f"/proc/{worker.process.pid}/task/{worker.process.pid}/children").read_text().split()
+    os.kill(int(child), signal.SIGKILL)
+    job = wait_for_job(job_id, timeout=300)
+    assert job.status == "succeeded", job.error
+    run, epochs = _run(run_id)
+    assert [e[0] for e in epochs] == [1, 2, 3] and run.status == "succeeded"
+    assert job.attempts == 2 and job.result["run_id"] == run_id
+    assert job.result["resumed_after"] and 1 <= job.result["resumed_after"][0] < 3

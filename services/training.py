@@ -1,5 +1,14 @@
-"""Runs a training run recorded in the database: the same code path for the Celery task and the CLI."""
+"""Training recorded in the database: the same code path for the Celery task and the command line.
 
+python -m services.training --framework torch --data DIR [--preset improved] [--activate]   records a new run
+python -m services.training --resume RUN_ID                                                  continues one
+
+A run whose process died (a killed worker, a closed terminal) continues from its last finished epoch when
+it is executed again: its epochs are recorded once, under the same run id.
+"""
+
+import argparse
+import json
 from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -8,7 +17,8 @@ from typing import Any
 from db import runs
 from db.session import session_scope
 from models.config import TrainConfig, make_config
-from models.train import TrainHooks, TrainingCancelled, TrainResult, file_sha256, run_training
+from models.train import TrainHooks, TrainingCancelled, TrainResult, add_train_arguments, config_from_args, run_training, saved_state
+from services.model_files import file_sha256
 from settings import get_settings
 
 
@@ -68,6 +78,7 @@ def execute_run(
             cfg.output_dir = str(Path(get_settings().artifact_dir) / "runs" / str(run_id))
         if params.get("use_reviewed"):
             cfg.extra_items = _reviewed_items()
+        resume = _saved_epochs(run_id, cfg)
 
         def on_start(info: dict[str, Any]) -> None:
             with session_scope() as session:
@@ -89,7 +100,7 @@ def execute_run(
             on_progress=on_progress or TrainHooks.on_progress,
             should_cancel=should_cancel or (lambda: False),
         )
-        result = run_training(cfg, hooks)
+        result = run_training(cfg, hooks, resume=resume)
     except TrainingCancelled:
         with session_scope() as session:
             runs.end_run(session=session, run_id=run_id, status="cancelled")
@@ -120,6 +131,23 @@ def execute_run(
     return result
 
 
+def _saved_epochs(run_id: int, cfg: TrainConfig) -> bool:
+    """Whether the run saved epochs to continue from (a worker died, or a person ran it again).
+
+    Epochs the database missed are recorded now, and the run's params list the epochs it resumed after.
+    """
+    try:
+        state = saved_state(cfg.output_dir, cfg.framework)
+    except FileNotFoundError:
+        return False
+    with session_scope() as session:
+        for row in state["rows"]:
+            runs.add_epoch(session=session, run_id=run_id, **row)
+        run = runs.get_run(session=session, run_id=run_id)
+        run.params = {**run.params, "resumed_after": [*run.params.get("resumed_after", []), state["epoch"]]}
+    return True
+
+
 def record_training(
     cfg: TrainConfig, *, output_dir: str | None = None, activate: bool = False, echo: bool = False
 ) -> TrainResult:
@@ -131,3 +159,22 @@ def record_training(
             run = runs.get_run(session=session, run_id=run_id)
             run.params = {**run.params, "output_dir": output_dir}
     return execute_run(run_id, echo=echo, activate=activate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Train a model as a run recorded in the database (see the Leaderboard).")
+    add_train_arguments(p)
+    p.add_argument("--activate", action="store_true", help="make the trained model the active one")
+    p.add_argument("--resume", type=int, metavar="RUN_ID", help="continue a recorded run from its last epoch")
+    args = p.parse_args(argv)
+    if args.resume is not None:
+        result = execute_run(args.resume, echo=True, activate=args.activate)
+    else:
+        cfg = config_from_args(args)
+        result = record_training(cfg, output_dir=args.output_dir, activate=args.activate, echo=True)
+    print(json.dumps({"best": str(result.best_path), "metrics": result.metrics}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

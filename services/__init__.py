@@ -1,0 +1,1 @@
+"""Use cases: the only layer that combines the database (db/) with the machine learning (models/)."""

@@ -1,0 +1,78 @@
+"""Model files on disk: their digest, the one check that a file is still the one registered, and the
+registration of the shipped default models (the bootstrap step, never a page render)."""
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from db.runs import import_run_summary, list_model_versions, register_model_version
+from db.schema import ModelVersion
+from settings import DEFAULT_MODEL_FILES
+
+
+def file_sha256(path: str | Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """Whether a model file is still the one registered: "ok", "changed" or "missing"."""
+
+    state: str
+    sha256: str | None  # of the file as it is now
+    size_bytes: int | None
+
+    def problem(self, path: str | Path) -> str | None:
+        """What is wrong with the file, in a sentence; None when it is the registered one."""
+        if self.state == "missing":
+            return f"its file is missing: {path}"
+        if self.state == "changed":
+            return f"its file changed after it was registered: {path} (sha256 now {self.sha256})"
+        return None
+
+
+def check_file(path: str | Path, sha256: str) -> FileCheck:
+    """Hash the file now and compare it with the sha256 it was registered with."""
+    file = Path(path)
+    if not file.is_file():
+        return FileCheck("missing", None, None)
+    actual = file_sha256(file)
+    return FileCheck("ok" if actual == sha256 else "changed", actual, file.stat().st_size)
+
+
+def shipped_run_summary(path: Path) -> dict | None:
+    """The record of the run that produced a shipped model, kept in the .json beside it."""
+    meta = Path(str(path) + ".json")
+    if not meta.is_file():
+        return None
+    return json.loads(meta.read_text()).get("run")
+
+
+def register_default_models(
+    *, session: Session, files: Mapping[str, Path] = DEFAULT_MODEL_FILES
+) -> list[ModelVersion]:
+    """Register and activate the shipped weights of each framework that has no model version yet."""
+    registered = []
+    for framework, path in files.items():
+        if not path.is_file() or list_model_versions(session=session, framework=framework):
+            continue
+        sha = file_sha256(path)
+        # The shipped file carries the record of the run that produced it, so the leaderboard shows it too.
+        summary = shipped_run_summary(path)
+        run = import_run_summary(session=session, summary=summary, artifact_path=path, sha256=sha) if summary else None
+        version = register_model_version(
+            session=session,
+            framework=framework,
+            name=path.stem,
+            artifact_path=path,
+            sha256=sha,
+            run_id=run.id if run else None,
+            activate=True,
+        )
+        registered.append(version)
+    return registered
