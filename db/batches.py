@@ -149,9 +149,9 @@ def batch_counts(*, session: Session, job_id: int) -> dict[str, int]:
     counts = dict.fromkeys(ITEM_STATES, 0)
     query = select(BatchItem.status, func.count()).where(BatchItem.job_id == job_id).group_by(BatchItem.status)
     counts.update({status: n for status, n in session.execute(query)})
-    counts["needs_review"] = session.scalar(
-        select(func.count()).where(BatchItem.job_id == job_id, BatchItem.needs_review.is_(True))
-    ) or 0
+    counts["needs_review"] = (
+        session.scalar(select(func.count()).where(BatchItem.job_id == job_id, BatchItem.needs_review.is_(True))) or 0
+    )
     return counts
 
 

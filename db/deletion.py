@@ -27,9 +27,7 @@ def delete_patient(*, session: Session, patient_id: int) -> Removal:
     """Delete a patient with all their scans and predictions, and the stored files no other scan uses."""
     mrn = session.scalar(select(Patient.mrn).where(Patient.id == patient_id))
     # Batch results name the patient too: they go with the patient, not just lose their scan.
-    session.execute(
-        delete(BatchItem).where(BatchItem.patient_mrn == mrn).execution_options(synchronize_session=False)
-    )
+    session.execute(delete(BatchItem).where(BatchItem.patient_mrn == mrn).execution_options(synchronize_session=False))
     removal = _delete_scans(session=session, which=Scan.patient_id == patient_id)
     session.execute(delete(Patient).where(Patient.id == patient_id))
     return removal

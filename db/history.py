@@ -317,13 +317,7 @@ def list_predictions(
     """One page of the predictions matching `filters`, newest first."""
     limit, offset = _page_bounds(limit, offset)
     where, _ = _filter_conditions(filters)
-    query = (
-        _prediction_select()
-        .where(*where)
-        .order_by(*NEWEST_FIRST)
-        .limit(limit)
-        .offset(offset)
-    )
+    query = _prediction_select().where(*where).order_by(*NEWEST_FIRST).limit(limit).offset(offset)
     total = count_predictions(session=session, filters=filters)
     return Page(rows=_rows(session, query), total=total, limit=limit, offset=offset)
 
@@ -345,11 +339,7 @@ def patient_timeline(*, session: Session, patient_id: int) -> PatientTimeline | 
     if patient is None:
         return None
     predictions: dict[int, list[PredictionRow]] = {}
-    query = (
-        _prediction_select()
-        .where(Scan.patient_id == patient_id)
-        .order_by(ModelVersion.framework, ModelVersion.id)
-    )
+    query = _prediction_select().where(Scan.patient_id == patient_id).order_by(ModelVersion.framework, ModelVersion.id)
     for row in _rows(session, query):
         predictions.setdefault(row.scan_id, []).append(row)
     scans = list(session.scalars(select(Scan).where(Scan.patient_id == patient_id).order_by(Scan.created_at, Scan.id)))

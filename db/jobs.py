@@ -47,9 +47,7 @@ def mark_running(*, session: Session, job_id: int, worker: str) -> Job | None:
     return job
 
 
-def set_progress(
-    *, session: Session, job_id: int, current: int, total: int, message: str | None = None
-) -> None:
+def set_progress(*, session: Session, job_id: int, current: int, total: int, message: str | None = None) -> None:
     values: dict[str, Any] = {"progress_current": current, "progress_total": total, "heartbeat_at": utcnow()}
     if message is not None:
         values["message"] = message

@@ -11,19 +11,49 @@ from db.schema import EpochMetric, TrainingRun
 
 # The two rows the report published, on its own test split; memory as it gives it (3.4 GB and 2.1 GB).
 REFERENCE_ROWS: tuple[dict[str, Any], ...] = (
-    {"framework": "torch", "accuracy": 0.9539, "precision": 0.95, "recall": 0.92, "f1": 0.91,
-     "inference_ms": 87.0, "memory_mb": 3400.0, "pretrained": False},
-    {"framework": "keras", "accuracy": 0.9131, "precision": 0.92, "recall": 0.90, "f1": 0.89,
-     "inference_ms": 63.0, "memory_mb": 2100.0, "pretrained": True},
-)  # fmt: skip
+    {
+        "framework": "torch",
+        "accuracy": 0.9539,
+        "precision": 0.95,
+        "recall": 0.92,
+        "f1": 0.91,
+        "inference_ms": 87.0,
+        "memory_mb": 3400.0,
+        "pretrained": False,
+    },
+    {
+        "framework": "keras",
+        "accuracy": 0.9131,
+        "precision": 0.92,
+        "recall": 0.90,
+        "f1": 0.89,
+        "inference_ms": 63.0,
+        "memory_mb": 2100.0,
+        "pretrained": True,
+    },
+)
 REFERENCE_SOURCE = "reference: the report (published)"
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1")
 # The keys of every leaderboard row, in the order a table shows them.
 ROW_COLUMNS = (
-    "reference", "run_id", "source", "framework", "preset", "dataset_path", "fingerprint", *METRIC_NAMES,
-    *(f"test_{name}" for name in METRIC_NAMES), "inference_ms", "memory_mb", "model_size_mb", "epochs",
-    "best_epoch", "duration_s", "pretrained", "finished_at",
-)  # fmt: skip
+    "reference",
+    "run_id",
+    "source",
+    "framework",
+    "preset",
+    "dataset_path",
+    "fingerprint",
+    *METRIC_NAMES,
+    *(f"test_{name}" for name in METRIC_NAMES),
+    "inference_ms",
+    "memory_mb",
+    "model_size_mb",
+    "epochs",
+    "best_epoch",
+    "duration_s",
+    "pretrained",
+    "finished_at",
+)
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,7 @@ def patient_report_html(
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>Brain MRI report: patient {escape(timeline.mrn)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>Brain MRI classification report</h1>"
-        f'<p>Patient id <strong>{escape(timeline.mrn)}</strong> · {total} scan{"s" if total != 1 else ""} · '
+        f"<p>Patient id <strong>{escape(timeline.mrn)}</strong> · {total} scan{'s' if total != 1 else ''} · "
         f"generated {generated} UTC · newest scan first</p>"
         f'<p class="disclaimer">{escape(DISCLAIMER)}</p>'
         f"{sections or '<p>This patient has no scans.</p>'}"

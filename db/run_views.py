@@ -11,9 +11,18 @@ from sqlalchemy.orm import Session
 from db.schema import EpochMetric, Job, TrainingRun, utcnow
 
 EPOCH_FIELDS = (
-    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_precision", "val_recall", "val_f1", "lr",
-    "duration_s", "images_per_s",
-)  # fmt: skip
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_precision",
+    "val_recall",
+    "val_f1",
+    "lr",
+    "duration_s",
+    "images_per_s",
+)
 
 
 @dataclass(frozen=True)

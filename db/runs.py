@@ -45,7 +45,11 @@ def get_run_for_job(*, session: Session, job_id: int) -> TrainingRun | None:
 
 def start_run(*, session: Session, run_id: int, dataset_fingerprint: str | None = None) -> None:
     # A resumed run keeps the time it first started.
-    values: dict[str, Any] = {"status": "running", "started_at": func.coalesce(TrainingRun.started_at, utcnow()), "error": None}
+    values: dict[str, Any] = {
+        "status": "running",
+        "started_at": func.coalesce(TrainingRun.started_at, utcnow()),
+        "error": None,
+    }
     if dataset_fingerprint:
         values["dataset_fingerprint"] = dataset_fingerprint
     session.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(**values))

@@ -58,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-check", action="store_true", help="skip re-scoring the compact model")
     args = p.parse_args(argv)
     summary = export_run(args.run_dir, args.out, check=not args.no_check)
-    print(json.dumps({k: summary.get(k) for k in ("shipped_size_mb", "shipped_val_accuracy", "full_precision_val_accuracy")}))
+    print(
+        json.dumps(
+            {k: summary.get(k) for k in ("shipped_size_mb", "shipped_val_accuracy", "full_precision_val_accuracy")}
+        )
+    )
     return 0
 
 

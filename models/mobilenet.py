@@ -48,7 +48,11 @@ def augmenter(level: str, seed: int):  # -> keras.Sequential | None
     if level == "none":
         return None
     if level == "moderate":
-        layers = [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(10 / 360), keras.layers.RandomZoom(0.05)]
+        layers = [
+            keras.layers.RandomFlip("horizontal"),
+            keras.layers.RandomRotation(10 / 360),
+            keras.layers.RandomZoom(0.05),
+        ]
         return keras.Sequential(layers, name="augment")
     layers = [
         keras.layers.RandomFlip("horizontal_and_vertical"),

@@ -18,7 +18,16 @@ import numpy as np
 
 from models.calibration import apply_temperature, calibration_report
 from models.config import TrainConfig, make_config, preset_names
-from models.data import CLASSES, DatasetIndex, Item, index_folder, index_items, load_arrays, overlap_with, split_train_val
+from models.data import (
+    CLASSES,
+    DatasetIndex,
+    Item,
+    index_folder,
+    index_items,
+    load_arrays,
+    overlap_with,
+    split_train_val,
+)
 from models.metrics import classification_report, cross_entropy
 
 LOAD_SIZE = 224  # images are decoded at this size; a model that wants another size resizes inside
@@ -119,8 +128,16 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
 
 
 def epoch_row(
-    *, epoch: int, probs: np.ndarray, y_val: np.ndarray, train_loss: float, train_acc: float, lr: float,
-    images: int, started: float, train_time: float,
+    *,
+    epoch: int,
+    probs: np.ndarray,
+    y_val: np.ndarray,
+    train_loss: float,
+    train_acc: float,
+    lr: float,
+    images: int,
+    started: float,
+    train_time: float,
 ) -> dict[str, Any]:
     """The per-epoch record both training loops write: training figures and macro validation metrics."""
     report = classification_report(y_val, probs.argmax(1))

@@ -12,7 +12,15 @@ import numpy as np
 
 from models.config import TrainConfig
 from models.data import CLASSES, class_weights
-from models.mobilenet import augmenter, build_model, freeze_base, predict_proba, resolve_weights, set_trainable_top, write_meta
+from models.mobilenet import (
+    augmenter,
+    build_model,
+    freeze_base,
+    predict_proba,
+    resolve_weights,
+    set_trainable_top,
+    write_meta,
+)
 from models.schedule import EarlyStopping, LRSchedule
 from models.train import PreparedData, TrainHooks, TrainingCancelled, epoch_row
 
@@ -138,7 +146,7 @@ def train_keras(
         model.optimizer.learning_rate.assign(lr)
         augment = augmenter(cfg.augment, cfg.seed + 1000 * epoch)
 
-        def to_inputs(x, y, w):  # type: ignore[no-untyped-def]
+        def to_inputs(x, y, w, augment=augment):  # type: ignore[no-untyped-def]
             x = tf.cast(x, tf.float32)
             return (augment(x, training=True) if augment is not None else x), y, w
 
@@ -153,10 +161,16 @@ def train_keras(
         history = model.fit(ds, epochs=1, verbose=0, callbacks=[_progress_callback(hooks, epoch, cfg.epochs, batches)])
         train_time = time.perf_counter() - started
         row = epoch_row(
-            epoch=epoch, probs=predict_proba(model, data.x_val, tta=cfg.tta), y_val=data.y_val,
-            train_loss=history.history["loss"][0], train_acc=history.history["accuracy"][0], lr=lr,
-            images=len(data.y_train), started=started, train_time=train_time,
-        )  # fmt: skip
+            epoch=epoch,
+            probs=predict_proba(model, data.x_val, tta=cfg.tta),
+            y_val=data.y_val,
+            train_loss=history.history["loss"][0],
+            train_acc=history.history["accuracy"][0],
+            lr=lr,
+            images=len(data.y_train),
+            started=started,
+            train_time=train_time,
+        )
         val_loss = row["val_loss"]
         model.save(last_path)
         write_meta(last_path, {**meta, "epoch": epoch, "metrics": row})
@@ -168,10 +182,16 @@ def train_keras(
         schedule.at_epoch_end(val_loss)
         rows.append(row)
         state = {
-            "epoch": epoch, "config": asdict(cfg), "split": data.split_digest, "schedule": schedule.state(),
-            "stopper": asdict(stopper), "best_acc": best_acc, "best_epoch": best_epoch, "rows": rows,
+            "epoch": epoch,
+            "config": asdict(cfg),
+            "split": data.split_digest,
+            "schedule": schedule.state(),
+            "stopper": asdict(stopper),
+            "best_acc": best_acc,
+            "best_epoch": best_epoch,
+            "rows": rows,
             "stopped_early": stop,
-        }  # fmt: skip
+        }
         _save_state(out, model, state)
         hooks.on_epoch(row)
         if stop:

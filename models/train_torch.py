@@ -193,10 +193,16 @@ def train_torch(
             for avg, live in zip(scored.buffers(), model.buffers()):
                 avg.copy_(live)
         row = epoch_row(
-            epoch=epoch, probs=predict_proba(scored, data.x_val, tta=cfg.tta), y_val=data.y_val,
-            train_loss=loss_sum / max(seen, 1), train_acc=correct / max(seen, 1), lr=lr,
-            images=seen, started=started, train_time=train_time,
-        )  # fmt: skip
+            epoch=epoch,
+            probs=predict_proba(scored, data.x_val, tta=cfg.tta),
+            y_val=data.y_val,
+            train_loss=loss_sum / max(seen, 1),
+            train_acc=correct / max(seen, 1),
+            lr=lr,
+            images=seen,
+            started=started,
+            train_time=train_time,
+        )
         val_loss = row["val_loss"]
         extra = {"epoch": epoch, "config": cfg.to_dict(), "metrics": row, "tta": cfg.tta, "normalize": [MEAN, STD]}
         scored = scored.to(memory_format=torch.contiguous_format)
@@ -207,14 +213,24 @@ def train_torch(
         stop = stopper.should_stop(val_loss)
         schedule.at_epoch_end(val_loss)
         rows.append(row)
-        save_state(out / STATE_FILE, {
-            "epoch": epoch, "config": asdict(cfg), "split": data.split_digest,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "schedule": schedule.state(), "stopper": asdict(stopper),
-            "best_acc": best_acc, "best_epoch": best_epoch, "rng": _rng_state(gen), "rows": rows,
-            "stopped_early": stop,
-        })  # fmt: skip
+        save_state(
+            out / STATE_FILE,
+            {
+                "epoch": epoch,
+                "config": asdict(cfg),
+                "split": data.split_digest,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "schedule": schedule.state(),
+                "stopper": asdict(stopper),
+                "best_acc": best_acc,
+                "best_epoch": best_epoch,
+                "rng": _rng_state(gen),
+                "rows": rows,
+                "stopped_early": stop,
+            },
+        )
         hooks.on_epoch(row)
         if stop:
             break

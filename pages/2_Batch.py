@@ -51,9 +51,7 @@ def describe(listing: Listing) -> None:
     st.success(text + (f"; {len(listing.skipped)} other file(s) will be skipped." if listing.skipped else "."))
     if listing.skipped:
         with st.expander(f"Skipped files ({len(listing.skipped)})"):
-            st.dataframe(
-                [{"file": path, "why": why} for path, why in listing.skipped[:SKIPPED_SHOWN]], hide_index=True
-            )
+            st.dataframe([{"file": path, "why": why} for path, why in listing.skipped[:SKIPPED_SHOWN]], hide_index=True)
             if len(listing.skipped) > SKIPPED_SHOWN:
                 st.caption(f"…and {len(listing.skipped) - SKIPPED_SHOWN} more.")
 
@@ -83,7 +81,10 @@ def zip_input() -> bool:
     """The zip uploader with what the zip holds or why it is refused; True when it can be submitted."""
     settings = get_settings()
     upload = st.file_uploader(
-        "Zip of scans", type=["zip"], key="batch_zip", help=f"Up to {settings.max_zip_mb} MB and {settings.max_zip_files:,} files."
+        "Zip of scans",
+        type=["zip"],
+        key="batch_zip",
+        help=f"Up to {settings.max_zip_mb} MB and {settings.max_zip_files:,} files.",
     )
     if upload is None:
         return False
@@ -100,7 +101,9 @@ def zip_input() -> bool:
 def model_choice() -> list[int]:
     """A model version per framework (the active one unless another is chosen); their ids."""
     with session_scope() as session:
-        versions = {fw: [(v.id, v.name) for v in list_model_versions(session=session, framework=fw)] for fw in FRAMEWORKS}
+        versions = {
+            fw: [(v.id, v.name) for v in list_model_versions(session=session, framework=fw)] for fw in FRAMEWORKS
+        }
         active = {fw: (v.id if (v := get_active_model(session=session, framework=fw)) else None) for fw in FRAMEWORKS}
     chosen = []
     for column, fw in zip(st.columns(len(FRAMEWORKS)), FRAMEWORKS):
@@ -108,9 +111,12 @@ def model_choice() -> list[int]:
         options = [vid for vid, _ in versions[fw]] + [NOT_USED]
         default = options.index(active[fw]) if active[fw] in options else len(options) - 1
         picked = column.selectbox(
-            FRAMEWORK_LABELS[fw], options, index=default, format_func=lambda v, names=names: names.get(v, "not used"),
+            FRAMEWORK_LABELS[fw],
+            options,
+            index=default,
+            format_func=lambda v, names=names: names.get(v, "not used"),
             key=f"batch_model_{fw}",
-        )  # fmt: skip
+        )
         if picked != NOT_USED:
             chosen.append(picked)
     return chosen
@@ -127,7 +133,9 @@ def submit(source_kind: str, patient_mode: str, patient_id: str | None, model_id
             upload = st.session_state["batch_zip"]
             with st.spinner("Unpacking the zip…"):
                 source = zip_source(upload.getvalue(), upload.name, settings=settings)
-        job_id = submit_batch(source=source, patient_mode=patient_mode, patient_id=patient_id, model_version_ids=model_ids)
+        job_id = submit_batch(
+            source=source, patient_mode=patient_mode, patient_id=patient_id, model_version_ids=model_ids
+        )
     except BatchInputError as exc:
         if source is not None and source["source"] == "zip":
             discard_upload(source["upload"], settings=settings)
@@ -197,9 +205,12 @@ def main() -> None:
     view = job_view(job_id)
     if view is not None and view.status in ("failed", "cancelled"):
         st.button(
-            f"Re-run job {job_id}", key=f"batch_rerun:{job_id}", on_click=_rerun, args=(job_id,),
+            f"Re-run job {job_id}",
+            key=f"batch_rerun:{job_id}",
+            on_click=_rerun,
+            args=(job_id,),
             help="Runs the job again under the same id: the files it already did are kept and skipped.",
-        )  # fmt: skip
+        )
     show_results(job_id)
 
 

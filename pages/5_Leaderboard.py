@@ -12,8 +12,10 @@ from ui.live_runs import duration_text
 ALL = "All"
 PERCENT = st.column_config.NumberColumn(format="percent")
 SPLIT_NAMES = {
-    "val": "validation", "test": "test", "test_without_training_duplicates": "test without training duplicates"
-}  # fmt: skip
+    "val": "validation",
+    "test": "test",
+    "test_without_training_duplicates": "test without training duplicates",
+}
 
 st.set_page_config(page_title="Leaderboard · Brain MRI", page_icon="🏆", layout="wide")
 st.title("Leaderboard")
@@ -31,9 +33,11 @@ framework = filters[0].selectbox(
 )
 dataset_names = {fp: f"{fp[:12]} · {path} ({count} run{'s' if count != 1 else ''})" for fp, path, count in datasets}
 fingerprint = filters[1].selectbox(
-    "Dataset (fingerprint of its labelled content)", [ALL, *dataset_names],
-    format_func=lambda fp: dataset_names.get(fp, fp), key="leaderboard_dataset",
-)  # fmt: skip
+    "Dataset (fingerprint of its labelled content)",
+    [ALL, *dataset_names],
+    format_func=lambda fp: dataset_names.get(fp, fp),
+    key="leaderboard_dataset",
+)
 with_reference = filters[2].checkbox("Show the report's rows", value=True, key="leaderboard_reference")
 
 with session_scope() as session:
@@ -103,10 +107,16 @@ left.plotly_chart(overlaid_curves(curves, "val_acc", title="Validation accuracy"
 right.plotly_chart(overlaid_curves(curves, "val_loss", title="Validation loss"), key="compare_val_loss")
 
 figures = {
-    "accuracy": ("val", "accuracy"), "precision": ("val", "precision"), "recall": ("val", "recall"),
-    "F1": ("val", "f1"), "validation loss": ("val", "loss"), "test accuracy": ("test", "accuracy"),
-    "test F1": ("test", "f1"), "inference ms": ("val", "inference_ms"), "model MB": ("val", "model_size_mb"),
-}  # fmt: skip
+    "accuracy": ("val", "accuracy"),
+    "precision": ("val", "precision"),
+    "recall": ("val", "recall"),
+    "F1": ("val", "f1"),
+    "validation loss": ("val", "loss"),
+    "test accuracy": ("test", "accuracy"),
+    "test F1": ("test", "f1"),
+    "inference ms": ("val", "inference_ms"),
+    "model MB": ("val", "model_size_mb"),
+}
 side_by_side = pd.DataFrame(
     {
         d.label: {name: (d.metrics.get(split) or {}).get(key) for name, (split, key) in figures.items()}

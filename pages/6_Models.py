@@ -61,14 +61,22 @@ def versions_table(versions: list[VersionRow]) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
-                "version": v.id, "active": v.is_active, "name": v.name, "run": v.run_id, "preset": v.preset,
-                "val accuracy": v.val_accuracy, "val F1": v.val_f1, "test accuracy": v.test_accuracy,
-                "sha256": v.sha256[:16], "file": v.artifact_path, "registered (UTC)": v.created_at,
+                "version": v.id,
+                "active": v.is_active,
+                "name": v.name,
+                "run": v.run_id,
+                "preset": v.preset,
+                "val accuracy": v.val_accuracy,
+                "val F1": v.val_f1,
+                "test accuracy": v.test_accuracy,
+                "sha256": v.sha256[:16],
+                "file": v.artifact_path,
+                "registered (UTC)": v.created_at,
                 "last activated (UTC)": v.activated_at,
             }
             for v in versions
         ]
-    )  # fmt: skip
+    )
 
 
 def download(framework: str, versions: list[VersionRow]) -> None:
@@ -106,17 +114,20 @@ def promote(framework: str, versions: list[VersionRow]) -> None:
     if not candidates:
         return
     chosen = st.selectbox(
-        "Make active", list(candidates), format_func=lambda i: f"version {i} · {candidates[i].name}",
+        "Make active",
+        list(candidates),
+        format_func=lambda i: f"version {i} · {candidates[i].name}",
         key=f"models_promote_{framework}",
-    )  # fmt: skip
+    )
     version = candidates[chosen]
     if version.run_id is not None:
         accuracy = f"{version.val_accuracy:.2%}" if version.val_accuracy is not None else "–"
         st.caption(f"Trained by run {version.run_id} ({version.preset}): validation accuracy {accuracy}.")
         link_to_page(
-            "pages/5_Leaderboard.py", label=f"Run {version.run_id} on the leaderboard",
+            "pages/5_Leaderboard.py",
+            label=f"Run {version.run_id} on the leaderboard",
             query_params={"run": str(version.run_id)},
-        )  # fmt: skip
+        )
     st.button("Make this version active", key=f"models_activate_{framework}", on_click=activate, args=(version,))
 
 
@@ -146,8 +157,10 @@ def framework_section(framework: str) -> None:
     if previous is not None:
         restore_col.button(
             f"Restore the previous version: {previous.name} (version {previous.id})",
-            key=f"models_restore_{framework}", on_click=activate, args=(previous,),
-        )  # fmt: skip
+            key=f"models_restore_{framework}",
+            on_click=activate,
+            args=(previous,),
+        )
     download(framework, versions)
 
 

@@ -51,8 +51,8 @@ def bench_single_scan(repeats: int = 20) -> list[str]:
         predictor = load_predictor(framework, path)
         load_s = time.perf_counter() - start
         it = iter(images * 3)
-        predict_ms = _median_ms(lambda: predictor.predict([next(it)]), repeats)
-        cam_ms = _median_ms(lambda: predictor.gradcam(next(it)), max(5, repeats // 4))
+        predict_ms = _median_ms(lambda p=predictor, it=it: p.predict([next(it)]), repeats)
+        cam_ms = _median_ms(lambda p=predictor, it=it: p.gradcam(next(it)), max(5, repeats // 4))
         rows.append(
             f"| {framework} ({path.name}) | {load_s:.1f} | {predict_ms:.0f} | {cam_ms:.0f} | {path.stat().st_size / 1e6:.1f} |"
         )
@@ -83,7 +83,9 @@ def bench_history(predictions: int = 10_000) -> list[str]:
         cases = {
             "patient list, first page of 25": lambda: list_patients(session=session, limit=25),
             "patient search by part of the id": lambda: list_patients(session=session, search="1", limit=25),
-            "predictions, first page of 50": lambda: list_predictions(session=session, filters=PredictionFilters(), limit=50),
+            "predictions, first page of 50": lambda: list_predictions(
+                session=session, filters=PredictionFilters(), limit=50
+            ),
             "predictions, last page of 50": lambda: list_predictions(
                 session=session, filters=PredictionFilters(), limit=50, offset=predictions - 50
             ),
@@ -108,8 +110,11 @@ def bench_history(predictions: int = 10_000) -> list[str]:
 def bench_batch(images: int) -> list[str]:
     out = subprocess.run(
         [sys.executable, "-m", "scripts.benchmark_batch", "--images", str(images)],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return [line for line in out.stdout.splitlines() if line.startswith("|")] or [out.stdout]
 
 

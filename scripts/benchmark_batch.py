@@ -64,13 +64,28 @@ def register_models(frameworks: list[str], workdir: Path) -> list[str]:
             lines.append(f"{framework}: the shipped model {path.name}")
         else:
             preset = "improved" if framework == "keras" else "report"
-            cfg = make_config(framework, str(SAMPLE_DIR), preset, epochs=1, batch_size=16, max_images_per_class=4,
-                              output_dir=str(workdir / f"tiny-{framework}"))  # fmt: skip
+            cfg = make_config(
+                framework,
+                str(SAMPLE_DIR),
+                preset,
+                epochs=1,
+                batch_size=16,
+                max_images_per_class=4,
+                output_dir=str(workdir / f"tiny-{framework}"),
+            )
             path = run_training(cfg).best_path
-            lines.append(f"{framework}: no shipped model yet, so a tiny one trained for this benchmark ({preset} preset)")
+            lines.append(
+                f"{framework}: no shipped model yet, so a tiny one trained for this benchmark ({preset} preset)"
+            )
         with session_scope() as session:
-            register_model_version(session=session, framework=framework, name=path.stem, artifact_path=path,
-                                   sha256=file_sha256(path), activate=True)  # fmt: skip
+            register_model_version(
+                session=session,
+                framework=framework,
+                name=path.stem,
+                artifact_path=path,
+                sha256=file_sha256(path),
+                activate=True,
+            )
     return lines
 
 
@@ -122,14 +137,20 @@ def main() -> int:
             return 1
         result = job.result
         accuracy = ", ".join(f"{fw} {m['accuracy']:.1%}" for fw, m in result["metrics"].items()) or "n/a"
-        print(f"folder: {args.images} images, {origin}; done {result['done']}, errors {result['error']}; "
-              f"accuracy {accuracy}")  # fmt: skip
+        print(
+            f"folder: {args.images} images, {origin}; done {result['done']}, errors {result['error']}; "
+            f"accuracy {accuracy}"
+        )
         print()
         # CPU seconds say what the job costs whatever else the machine is doing; wall seconds depend on that.
-        print("| images | models | threads (torch/tf) | total s (incl. model loading) | CPU s | images/s (predicting) |")
+        print(
+            "| images | models | threads (torch/tf) | total s (incl. model loading) | CPU s | images/s (predicting) |"
+        )
         print("|---|---|---|---|---|---|")
-        print(f"| {result['done']} | {' + '.join(frameworks)} | {settings.torch_threads}/{settings.tf_threads} "
-              f"| {total_s:.1f} | {cpu_s:.1f} | {result['images_per_s']:.1f} |")  # fmt: skip
+        print(
+            f"| {result['done']} | {' + '.join(frameworks)} | {settings.torch_threads}/{settings.tf_threads} "
+            f"| {total_s:.1f} | {cpu_s:.1f} | {result['images_per_s']:.1f} |"
+        )
         return 0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -73,9 +73,16 @@ def seed(session: Session, *, predictions: int, patients: int, review_share: flo
             created = now - timedelta(minutes=rng.randrange(365 * 24 * 60))
             scans.append(
                 Scan(
-                    patient_id=patient.id, sha256=sha256, file_path=str(stored), original_name=name, source=source,
-                    width=width, height=height, image_format="JPEG", created_at=created,
-                )  # fmt: skip
+                    patient_id=patient.id,
+                    sha256=sha256,
+                    file_path=str(stored),
+                    original_name=name,
+                    source=source,
+                    width=width,
+                    height=height,
+                    image_format="JPEG",
+                    created_at=created,
+                )
             )
     session.add_all(scans)
     session.flush()
@@ -95,12 +102,19 @@ def seed(session: Session, *, predictions: int, patients: int, review_share: flo
             status = ("confirmed" if label == CLASSES[truth] else "corrected") if reviewed else "pending"
             added.append(
                 Prediction(
-                    scan_id=scan.id, model_version_id=version.id, label=label,
-                    probabilities=dict(zip(CLASSES, map(float, p))), confidence=float(p.max()), needs_review=flagged,
-                    review_status=status, reviewer_label=CLASSES[truth] if reviewed else None,
-                    reviewer="Dr Seed" if reviewed else None, reviewed_at=scan.created_at if reviewed else None,
-                    source=scan.source, created_at=scan.created_at,
-                )  # fmt: skip
+                    scan_id=scan.id,
+                    model_version_id=version.id,
+                    label=label,
+                    probabilities=dict(zip(CLASSES, map(float, p))),
+                    confidence=float(p.max()),
+                    needs_review=flagged,
+                    review_status=status,
+                    reviewer_label=CLASSES[truth] if reviewed else None,
+                    reviewer="Dr Seed" if reviewed else None,
+                    reviewed_at=scan.created_at if reviewed else None,
+                    source=scan.source,
+                    created_at=scan.created_at,
+                )
             )
     session.add_all(added)
     session.flush()

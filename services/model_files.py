@@ -53,9 +53,7 @@ def shipped_run_summary(path: Path) -> dict | None:
     return json.loads(meta.read_text()).get("run")
 
 
-def register_default_models(
-    *, session: Session, files: Mapping[str, Path] = DEFAULT_MODEL_FILES
-) -> list[ModelVersion]:
+def register_default_models(*, session: Session, files: Mapping[str, Path] = DEFAULT_MODEL_FILES) -> list[ModelVersion]:
     """Register and activate the shipped weights of each framework that has no model version yet."""
     registered = []
     for framework, path in files.items():

@@ -17,7 +17,15 @@ from typing import Any
 from db import runs
 from db.session import session_scope
 from models.config import TrainConfig, make_config
-from models.train import TrainHooks, TrainingCancelled, TrainResult, add_train_arguments, config_from_args, run_training, saved_state
+from models.train import (
+    TrainHooks,
+    TrainingCancelled,
+    TrainResult,
+    add_train_arguments,
+    config_from_args,
+    run_training,
+    saved_state,
+)
 from services.model_files import file_sha256
 from settings import get_settings
 

@@ -230,15 +230,31 @@ def start_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
         name = f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
         log_path = logs / f"{name.split('@')[0]}.log"
         command = [
-            sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-            "-Q", "training,prediction", "--pool=prefork", "--concurrency=1", "-n", name,
-            "--loglevel=INFO", "--without-gossip", "--without-mingle",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "-Q",
+            "training,prediction",
+            "--pool=prefork",
+            "--concurrency=1",
+            "-n",
+            name,
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                command,
+                cwd=ROOT,
+                env={**os.environ, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         worker = WorkerProcess(process, name, log_path)
         started.append(worker)
         deadline = time.monotonic() + ready_timeout

@@ -18,14 +18,25 @@ def stored(db_url):
         for mrn in ("MRN-1", "MRN-2"):
             patient = get_or_create_patient(session=session, mrn=mrn)
             get_or_create_scan(
-                session=session, patient_id=patient.id, sha256=mrn.ljust(64, "0"), file_path="/s/x.png",
-                original_name="x.png", source="upload", width=8, height=8, image_format="PNG",
-            )  # fmt: skip
+                session=session,
+                patient_id=patient.id,
+                sha256=mrn.ljust(64, "0"),
+                file_path="/s/x.png",
+                original_name="x.png",
+                source="upload",
+                width=8,
+                height=8,
+                image_format="PNG",
+            )
         for framework, name in (("torch", "cnn-run-7"), ("keras", "mobilenet-run-8")):
             register_model_version(
-                session=session, framework=framework, name=name, artifact_path=f"/{name}", sha256="a" * 64,
+                session=session,
+                framework=framework,
+                name=name,
+                artifact_path=f"/{name}",
+                sha256="a" * 64,
                 activate=True,
-            )  # fmt: skip
+            )
 
 
 def _metrics(at: AppTest) -> dict[str, str]:

@@ -48,9 +48,15 @@ def _scores(rows: list[BatchRow], frameworks: list[str], job_id: int) -> None:
     st.markdown(f"**Labelled data**: {labelled} of the images sit in class folders, so the batch is scored.")
     for column, (fw, report) in zip(st.columns(len(metrics)), metrics.items()):
         with column:
-            st.metric(f"{FRAMEWORK_LABELS.get(fw, fw)} accuracy", f"{report['accuracy']:.1%}", help=f"over {report['count']} images")
+            st.metric(
+                f"{FRAMEWORK_LABELS.get(fw, fw)} accuracy",
+                f"{report['accuracy']:.1%}",
+                help=f"over {report['count']} images",
+            )
             st.plotly_chart(
-                confusion_matrix_chart(report["confusion_matrix"], report["labels"], title=FRAMEWORK_LABELS.get(fw, fw)),
+                confusion_matrix_chart(
+                    report["confusion_matrix"], report["labels"], title=FRAMEWORK_LABELS.get(fw, fw)
+                ),
                 key=f"batch_confusion:{job_id}:{fw}",
             )
 
@@ -73,7 +79,9 @@ def show_results(job_id: int) -> None:
     predicted = [r for r in rows if r.status == "done"]
     if predicted:
         per_model = {
-            FRAMEWORK_LABELS.get(fw, fw): {c: sum(1 for r in predicted if fw in r.results and r.results[fw]["label"] == c) for c in CLASSES}
+            FRAMEWORK_LABELS.get(fw, fw): {
+                c: sum(1 for r in predicted if fw in r.results and r.results[fw]["label"] == c) for c in CLASSES
+            }
             for fw in frameworks
         }
         st.plotly_chart(class_counts_chart(per_model, title="Predicted classes"), key=f"batch_counts:{job_id}")
@@ -82,7 +90,10 @@ def show_results(job_id: int) -> None:
     st.markdown("**Files**")
     status_col, class_col, review_col = st.columns(3)
     status = status_col.selectbox(
-        "Status", [ANY, *STATUS_LABELS], format_func=lambda s: STATUS_LABELS.get(s, s), key=f"batch_filter_status:{job_id}"
+        "Status",
+        [ANY, *STATUS_LABELS],
+        format_func=lambda s: STATUS_LABELS.get(s, s),
+        key=f"batch_filter_status:{job_id}",
     )
     label = class_col.selectbox("Predicted class (by any model)", [ANY, *CLASSES], key=f"batch_filter_class:{job_id}")
     review_only = review_col.checkbox("Only those that need review", key=f"batch_filter_review:{job_id}")
@@ -100,7 +111,8 @@ def show_results(job_id: int) -> None:
         hide_index=True,
         key=f"batch_table:{job_id}",
         column_config={
-            f"{FRAMEWORK_LABELS.get(fw, fw)}: confidence": st.column_config.NumberColumn(format="percent") for fw in frameworks
+            f"{FRAMEWORK_LABELS.get(fw, fw)}: confidence": st.column_config.NumberColumn(format="percent")
+            for fw in frameworks
         },
     )
     st.download_button(

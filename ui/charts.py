@@ -57,10 +57,17 @@ def training_curves(epochs: list[Mapping[str, float]], *, height: int = 300) -> 
                 col=col,
             )
     fig.add_trace(
-        go.Scatter(x=x, y=[row["lr"] for row in epochs], mode="lines+markers", name="learning rate",
-                   showlegend=False, line={"color": "#2ca02c"}),
-        row=1, col=3,
-    )  # fmt: skip
+        go.Scatter(
+            x=x,
+            y=[row["lr"] for row in epochs],
+            mode="lines+markers",
+            name="learning rate",
+            showlegend=False,
+            line={"color": "#2ca02c"},
+        ),
+        row=1,
+        col=3,
+    )
     fig.update_yaxes(tickformat=".0%", range=[0, 1.02], row=1, col=2)
     fig.update_yaxes(type="log", exponentformat="e", row=1, col=3)
     fig.update_xaxes(title_text="epoch", dtick=1 if len(x) <= 20 else None)
@@ -77,9 +84,12 @@ def overlaid_curves(curves: Mapping[str, list[Mapping[str, float]]], metric: str
         x, y = [row["epoch"] for row in epochs], [row[metric] for row in epochs]
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=label))
     fig.update_layout(
-        title=title, height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title="epoch",
+        title=title,
+        height=320,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        xaxis_title="epoch",
         legend={"orientation": "h", "y": -0.25},
-    )  # fmt: skip
+    )
     if metric.endswith("_acc"):
         # Accuracy lives in [0, 1]; autorange on a flat curve would show negative percentages.
         fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
@@ -101,9 +111,12 @@ def confusion_matrix_chart(matrix: list[list[int]], labels: list[str], *, title:
         )
     )
     fig.update_layout(
-        title=title, height=360, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-        xaxis={"title": "predicted", "side": "bottom"}, yaxis={"title": "true", "autorange": "reversed"},
-    )  # fmt: skip
+        title=title,
+        height=360,
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        xaxis={"title": "predicted", "side": "bottom"},
+        yaxis={"title": "true", "autorange": "reversed"},
+    )
     return fig
 
 
@@ -123,7 +136,11 @@ def class_counts_chart(counts: Mapping[str, Mapping[str, int]], *, title: str | 
         ]
     )
     fig.update_layout(
-        title=title, height=300, barmode="group", margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-        yaxis={"title": "images"}, legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
-    )  # fmt: skip
+        title=title,
+        height=300,
+        barmode="group",
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        yaxis={"title": "images"},
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
+    )
     return fig

@@ -47,9 +47,16 @@ def job_view(job_id: int) -> JobView | None:
         if job is None:
             return None
         return JobView(
-            job.id, job.kind, job.status, job.progress_current, job.progress_total, job.message, job.error,
-            job.cancel_requested, job.created_at,
-        )  # fmt: skip
+            job.id,
+            job.kind,
+            job.status,
+            job.progress_current,
+            job.progress_total,
+            job.message,
+            job.error,
+            job.cancel_requested,
+            job.created_at,
+        )
 
 
 def _cancel(job_id: int, notice_key: str) -> None:
@@ -81,6 +88,8 @@ def job_panel(job_id: int, *, key: str) -> None:
         elif job.status in ACTIVE and job.cancel_requested:
             st.caption("Stopping at the next checkpoint…")
         elif job.status in ACTIVE:
-            st.button(f"Cancel job {job.job_id}", key=f"{key}:cancel:{job_id}", on_click=_cancel, args=(job_id, notice_key))
+            st.button(
+                f"Cancel job {job.job_id}", key=f"{key}:cancel:{job_id}", on_click=_cancel, args=(job_id, notice_key)
+            )
     if seen in ACTIVE and job.status not in ACTIVE:
         st.rerun(scope="app")

@@ -77,10 +77,11 @@ def _running(run: LiveRun) -> None:
         done.metric("Epochs done", f"{len(run.epochs)} / {run.epochs_planned}")
         elapsed.metric("Running for", duration_text(run.seconds_running))
         left.metric(
-            "Time left", duration_text(run.seconds_left),
+            "Time left",
+            duration_text(run.seconds_left),
             help="Training time left at the pace of the epochs so far; early stopping may end the run sooner, "
             "and scoring the final model takes a little more.",
-        )  # fmt: skip
+        )
         _cancel_button(run)
         if not run.epochs:
             st.caption("The curves appear when the first epoch ends.")
@@ -105,10 +106,17 @@ def _ended(run: LiveRun) -> None:
 
 def _queued(runs: list[LiveRun]) -> None:
     rows = [
-        {"run": r.run_id, "job": r.job_id, "model": FRAMEWORK_NAMES.get(r.framework, r.framework), "preset": r.preset,
-         "dataset": r.dataset_path, "epochs": r.epochs_planned, "queued at (UTC)": r.created_at}
+        {
+            "run": r.run_id,
+            "job": r.job_id,
+            "model": FRAMEWORK_NAMES.get(r.framework, r.framework),
+            "preset": r.preset,
+            "dataset": r.dataset_path,
+            "epochs": r.epochs_planned,
+            "queued at (UTC)": r.created_at,
+        }
         for r in runs
-    ]  # fmt: skip
+    ]
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="train_queued_table")
     for run in runs:
         _cancel_button(run)

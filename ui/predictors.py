@@ -32,9 +32,7 @@ def active_models() -> list[ActiveModel]:
     """The model clinicians use for each framework that has one, in FRAMEWORKS order."""
     with session_scope() as session:
         versions = [get_active_model(session=session, framework=fw) for fw in FRAMEWORKS]
-        return [
-            ActiveModel(v.framework, v.id, v.name, v.artifact_path, v.sha256) for v in versions if v is not None
-        ]
+        return [ActiveModel(v.framework, v.id, v.name, v.artifact_path, v.sha256) for v in versions if v is not None]
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)

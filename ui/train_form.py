@@ -132,14 +132,20 @@ def train_form() -> None:
         _fill_preset_fields()
     top = st.columns(2)
     framework = top[0].selectbox(
-        "Model", list(FRAMEWORK_NAMES), format_func=FRAMEWORK_NAMES.get, key="train_framework",
+        "Model",
+        list(FRAMEWORK_NAMES),
+        format_func=FRAMEWORK_NAMES.get,
+        key="train_framework",
         on_change=_fill_preset_fields,
-    )  # fmt: skip
+    )
     preset = top[1].selectbox(
-        "Preset", preset_names(), key="train_preset", on_change=_fill_preset_fields,
+        "Preset",
+        preset_names(),
+        key="train_preset",
+        on_change=_fill_preset_fields,
         help="report: the recipes as the report wrote them; improved: a schedule and averaging that steady the "
         "validation accuracy. Choosing one fills the fields below.",
-    )  # fmt: skip
+    )
     choices = folder_choices()
     folders = st.columns(2)
     with folders[0]:
@@ -157,28 +163,45 @@ def train_form() -> None:
     if framework == "keras":
         pretrained = options[1].checkbox("Start from ImageNet weights", key="train_pretrained")
         fine_tune_epoch = options[2].number_input(
-            "Fine-tune from epoch", step=1, key="train_fine_tune_epoch",
+            "Fine-tune from epoch",
+            step=1,
+            key="train_fine_tune_epoch",
             help="From this epoch on, the top of the MobileNetV2 base is trained too, at a low learning rate.",
-        )  # fmt: skip
+        )
     use_reviewed = options[3].checkbox(
-        "Add scans clinicians reviewed", key="train_use_reviewed",
+        "Add scans clinicians reviewed",
+        key="train_use_reviewed",
         help="Scans whose label a clinician confirmed or corrected join the training side (never validation).",
-    )  # fmt: skip
+    )
     with st.expander("Advanced"):
         cap = st.number_input(
-            "Cap images per class", min_value=1, value=None, step=1, key="train_max_images",
-            placeholder="no cap", help="Use at most this many images of each class: for a quick trial run.",
-        )  # fmt: skip
+            "Cap images per class",
+            min_value=1,
+            value=None,
+            step=1,
+            key="train_max_images",
+            placeholder="no cap",
+            help="Use at most this many images of each class: for a quick trial run.",
+        )
     if framework == "keras":
         _weights_note(preset_defaults(framework, preset).image_size)
     if not st.button("Start training", type="primary", key="train_submit"):
         return
     form = TrainForm(
-        framework=framework, preset=preset, data_dir=data_dir or "", test_dir=test_dir, epochs=int(epochs),
-        batch_size=int(batch_size), lr=float(lr), augment=augment, seed=int(seed), pretrained=bool(pretrained),
-        fine_tune_epoch=int(fine_tune_epoch), use_reviewed=use_reviewed,
+        framework=framework,
+        preset=preset,
+        data_dir=data_dir or "",
+        test_dir=test_dir,
+        epochs=int(epochs),
+        batch_size=int(batch_size),
+        lr=float(lr),
+        augment=augment,
+        seed=int(seed),
+        pretrained=bool(pretrained),
+        fine_tune_epoch=int(fine_tune_epoch),
+        use_reviewed=use_reviewed,
         max_images_per_class=int(cap) if cap is not None else None,
-    )  # fmt: skip
+    )
     cfg, errors = check_form(form, list(get_settings().allowed_data_roots))
     if cfg is None:
         for error in errors:

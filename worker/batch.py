@@ -25,11 +25,11 @@ from db.batches import (
     job_output_counts,
     recorded_paths,
 )
-from services.model_files import check_file
 from db.scans import model_result, review_needed, save_scan_with_predictions
 from db.session import session_scope
 from models.imaging import DecodedImage, ImageError, decode_image
 from models.predictor import Predictor, load_predictor
+from services.model_files import check_file
 from settings import get_settings
 from worker.batch_input import (
     BatchInputError,
@@ -173,7 +173,9 @@ def predict_listing(
         done_now += count
         rate = done_now / max(time.monotonic() - started, 1e-6)
         left = (len(todo) - done_now) / rate
-        progress(finished + done_now, total, f"{finished + done_now}/{total} files, {rate:.1f} img/s, ~{left:.0f} s left")
+        progress(
+            finished + done_now, total, f"{finished + done_now}/{total} files, {rate:.1f} img/s, ~{left:.0f} s left"
+        )
 
     # A pipeline on the cores the thread caps leave idle: the next batch is read and decoded (Pillow releases
     # the GIL) and the previous one written while this one is predicted, each framework in its own thread.
@@ -246,7 +248,11 @@ def _predict(pool: ThreadPoolExecutor, decoded: list[Decoded], models: list[Batc
 
 
 def _save_chunk(
-    job_id: int, decoded: list[Decoded], probabilities: dict[str, np.ndarray], models: list[BatchModel], options: Options
+    job_id: int,
+    decoded: list[Decoded],
+    probabilities: dict[str, np.ndarray],
+    models: list[BatchModel],
+    options: Options,
 ) -> None:
     """Commit a batch's scans, predictions and items together: a worker lost mid-way leaves whole batches."""
     good = [d for d in decoded if d.image is not None]
@@ -263,9 +269,13 @@ def _save_chunk(
                 for item in decoded:
                     if item.image is None and item.rel_path not in recorded:
                         add_batch_item(
-                            session=session, job_id=job_id, rel_path=item.rel_path, status="error", error=item.error,
+                            session=session,
+                            job_id=job_id,
+                            rel_path=item.rel_path,
+                            status="error",
+                            error=item.error,
                             true_label=true_label(item.rel_path),
-                        )  # fmt: skip
+                        )
             return
         except IntegrityError:
             if attempt:
@@ -274,7 +284,12 @@ def _save_chunk(
 
 
 def _save_done(
-    session: Session, job_id: int, item: Decoded, models: list[BatchModel], probs: dict[str, np.ndarray], options: Options
+    session: Session,
+    job_id: int,
+    item: Decoded,
+    models: list[BatchModel],
+    probs: dict[str, np.ndarray],
+    options: Options,
 ) -> None:
     assert item.image is not None
     results = [
@@ -325,5 +340,3 @@ def summarise(
         "images_per_s": images_per_s,
         "duration_s": duration_s,
     }
-
-

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from services.model_files import check_file
 from db.jobs import get_job, set_progress
 from db.runs import get_active_model
 from db.schema import FRAMEWORKS
 from db.session import session_scope
+from services.model_files import check_file
 from settings import get_settings
 from worker.jobs import Reporter, UserError
 

@@ -134,13 +134,19 @@ def submit_training(cfg: TrainConfig, *, use_reviewed: bool = False) -> tuple[in
     job_id = submit_job(
         "train",
         params,
-        before_send=lambda job_id: run_ids.append(create_recorded_run(cfg=cfg, use_reviewed=use_reviewed, job_id=job_id)),
+        before_send=lambda job_id: run_ids.append(
+            create_recorded_run(cfg=cfg, use_reviewed=use_reviewed, job_id=job_id)
+        ),
     )
     return job_id, run_ids[0]
 
 
 def submit_batch(
-    *, source: dict[str, str], patient_mode: str, patient_id: str | None = None, model_version_ids: list[int] | None = None
+    *,
+    source: dict[str, str],
+    patient_mode: str,
+    patient_id: str | None = None,
+    model_version_ids: list[int] | None = None,
 ) -> int:
     """Queue a batch prediction over a checked folder or zip (see worker.batch_input); returns the job id.
 

@@ -25,7 +25,9 @@ def run_training_job(reporter: Reporter) -> dict[str, Any]:
     last_poll = [0.0]
 
     def on_progress(epoch: int, epochs: int, batch: int, batches: int) -> None:
-        reporter.progress((epoch - 1) * batches + batch, epochs * batches, f"epoch {epoch}/{epochs}, batch {batch}/{batches}")
+        reporter.progress(
+            (epoch - 1) * batches + batch, epochs * batches, f"epoch {epoch}/{epochs}, batch {batch}/{batches}"
+        )
 
     def should_cancel() -> bool:
         if time.monotonic() - last_poll[0] < CANCEL_POLL_S:

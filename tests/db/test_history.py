@@ -123,7 +123,7 @@ def keys(rows) -> set[tuple[str, str]]:
 def expected(predicate) -> set[tuple[str, str]]:
     found = set()
     for mrn, image, source, day, torch_result, keras_result in SEED:
-        for framework, (label, confidence) in (("torch", torch_result), ("keras", keras_result)):
+        for framework, (label, _confidence) in (("torch", torch_result), ("keras", keras_result)):
             flagged = torch_result[0] != keras_result[0] or min(torch_result[1], keras_result[1]) < 0.7
             row = dict(mrn=mrn, source=source, day=day, framework=framework, label=label, flagged=flagged)
             if predicate(row):
@@ -247,9 +247,8 @@ def test_review_persists_with_its_author_and_time(seeded_any):
 )
 def test_review_refuses_bad_input_and_changes_nothing(seeded, action, label, reviewer, message):
     target = prediction_id(seeded, "Q-100/pituitary", "torch")
-    with session_scope() as session:
-        with pytest.raises(ReviewError, match=message):
-            review_prediction(session=session, prediction_id=target, action=action, label=label, reviewer=reviewer)
+    with session_scope() as session, pytest.raises(ReviewError, match=message):
+        review_prediction(session=session, prediction_id=target, action=action, label=label, reviewer=reviewer)
     with session_scope() as session:
         assert session.get(Prediction, target).review_status == "pending"
 
@@ -332,10 +331,13 @@ def test_deleting_a_patient_removes_its_rows_and_unshared_files_only(seeded_any)
         ]:
             session.add(
                 BatchItem(
-                    job_id=job.id, rel_path=rel_path, status="done" if scan_key else "error", patient_mrn=mrn,
+                    job_id=job.id,
+                    rel_path=rel_path,
+                    status="done" if scan_key else "error",
+                    patient_mrn=mrn,
                     scan_id=seeded_any.scans[scan_key] if scan_key else None,
                 )
-            )  # fmt: skip
+            )
     with session_scope() as session:
         removal = delete_patient(session=session, patient_id=seeded_any.patients["P-001"])
     assert (removal.scans, removal.predictions) == (2, 4)

@@ -24,7 +24,8 @@ def test_rows_are_finished_runs_best_first_among_the_reference_rows(seeded: dict
     assert order == [seeded["torch_good"], "torch", seeded["keras_mid"], "keras", seeded["torch_low"]]
     references = [row for row in rows if row["reference"]]
     assert {(r["source"], r["accuracy"], r["inference_ms"]) for r in references} == {
-        (REFERENCE_SOURCE, 0.9539, 87.0), (REFERENCE_SOURCE, 0.9131, 63.0)
+        (REFERENCE_SOURCE, 0.9539, 87.0),
+        (REFERENCE_SOURCE, 0.9131, 63.0),
     }
 
 

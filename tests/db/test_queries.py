@@ -4,7 +4,6 @@ from datetime import timedelta
 
 import pytest
 
-from services.model_files import file_sha256, register_default_models
 from db.jobs import (
     create_job,
     finish_job,
@@ -21,6 +20,7 @@ from db.scans import get_or_create_patient, get_or_create_scan, upsert_predictio
 from db.schema import utcnow
 from db.session import session_scope
 from db.stats import table_counts
+from services.model_files import file_sha256, register_default_models
 
 
 def _new_job(kind: str = "selfcheck") -> int:
@@ -115,9 +115,14 @@ def test_same_image_for_same_patient_is_one_scan_with_one_prediction_per_model(a
         scan, created = get_or_create_scan(session=session, patient_id=patient.id, sha256="ab" * 32, **fields)
         again, created_again = get_or_create_scan(session=session, patient_id=patient.id, sha256="ab" * 32, **fields)
         prediction = dict(
-            scan_id=scan.id, model_version_id=version.id, label="glioma", confidence=0.9, needs_review=False,
-            probabilities={"glioma": 0.9, "meningioma": 0.05, "notumor": 0.03, "pituitary": 0.02}, source="upload",
-        )  # fmt: skip
+            scan_id=scan.id,
+            model_version_id=version.id,
+            label="glioma",
+            confidence=0.9,
+            needs_review=False,
+            probabilities={"glioma": 0.9, "meningioma": 0.05, "notumor": 0.03, "pituitary": 0.02},
+            source="upload",
+        )
         _, first = upsert_prediction(session=session, **prediction)
         _, second = upsert_prediction(session=session, **prediction)
     assert (created, created_again, again.id, first, second) == (True, False, scan.id, True, False)
@@ -144,10 +149,27 @@ def test_shipped_model_brings_its_run_record(any_db_url, tmp_path):
 
     weights = tmp_path / "cnn_default.pth"
     weights.write_bytes(b"weights")
-    epoch = {"epoch": 1, "train_loss": 0.9, "train_acc": 0.6, "val_loss": 0.8, "val_acc": 0.7, "val_precision": 0.7,
-             "val_recall": 0.7, "val_f1": 0.7, "lr": 1e-3, "duration_s": 10.0, "images_per_s": 50.0}  # fmt: skip
-    summary = {"framework": "torch", "preset": "improved", "config": {"data_dir": "/data/Training"},
-               "fingerprint": "f" * 64, "epochs": [epoch], "metrics": {"val": {"accuracy": 0.7}}}  # fmt: skip
+    epoch = {
+        "epoch": 1,
+        "train_loss": 0.9,
+        "train_acc": 0.6,
+        "val_loss": 0.8,
+        "val_acc": 0.7,
+        "val_precision": 0.7,
+        "val_recall": 0.7,
+        "val_f1": 0.7,
+        "lr": 1e-3,
+        "duration_s": 10.0,
+        "images_per_s": 50.0,
+    }
+    summary = {
+        "framework": "torch",
+        "preset": "improved",
+        "config": {"data_dir": "/data/Training"},
+        "fingerprint": "f" * 64,
+        "epochs": [epoch],
+        "metrics": {"val": {"accuracy": 0.7}},
+    }
     (tmp_path / "cnn_default.pth.json").write_text(json.dumps({"run": summary}))
     with session_scope() as session:
         register_default_models(session=session, files={"torch": weights})

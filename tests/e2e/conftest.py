@@ -77,14 +77,13 @@ def _answers(url: str) -> bool:
 
 def _ensure_active_models(folder: Path) -> None:
     """Register the shipped weights; for a framework without them, train a tiny real model and activate it."""
-    from services.model_files import register_default_models
     from db.runs import get_active_model, register_model_version
     from db.schema import FRAMEWORKS
     from db.session import session_scope
     from models.config import make_config
     from models.threads import cap_threads
     from models.train import run_training
-    from services.model_files import file_sha256
+    from services.model_files import file_sha256, register_default_models
 
     with session_scope() as session:
         register_default_models(session=session)
@@ -98,23 +97,44 @@ def _ensure_active_models(folder: Path) -> None:
     }
     for framework in missing:
         cfg = make_config(
-            framework, str(SAMPLE_DIR), epochs=1, batch_size=16, max_images_per_class=4,
-            output_dir=str(folder / f"tiny-{framework}"), **tiny[framework],
-        )  # fmt: skip
+            framework,
+            str(SAMPLE_DIR),
+            epochs=1,
+            batch_size=16,
+            max_images_per_class=4,
+            output_dir=str(folder / f"tiny-{framework}"),
+            **tiny[framework],
+        )
         path = run_training(cfg).best_path
         with session_scope() as session:
             register_model_version(
-                session=session, framework=framework, name=f"tiny-{framework}", artifact_path=path,
-                sha256=file_sha256(path), activate=True,
-            )  # fmt: skip
+                session=session,
+                framework=framework,
+                name=f"tiny-{framework}",
+                artifact_path=path,
+                sha256=file_sha256(path),
+                activate=True,
+            )
 
 
 def _start_streamlit(port: int, log_path: Path) -> subprocess.Popen[bytes]:
     command = [
-        sys.executable, "-m", "streamlit", "run", "Home.py", "--server.port", str(port),
-        "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-        "--browser.gatherUsageStats", "false",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "Home.py",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
     with log_path.open("wb") as log:
         return subprocess.Popen(
             command, cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -16,7 +16,9 @@ def test_a_batch_over_the_sample_folder_runs_to_done_and_fills_the_results_table
     main = app.main()
     expect(main.get_by_text("No batch has been run yet.")).to_be_visible()
     app.click(main.get_by_role("button", name="Use the shipped sample folder"))
-    expect(main.get_by_text(f"{SAMPLE_IMAGES} image(s) to predict, {SAMPLE_IMAGES} of them in class folders")).to_be_visible()
+    expect(
+        main.get_by_text(f"{SAMPLE_IMAGES} image(s) to predict, {SAMPLE_IMAGES} of them in class folders")
+    ).to_be_visible()
 
     app.click(main.get_by_role("button", name="Start the batch"))
     # The job panel redraws itself from the jobs table until the job is done, then the results appear.

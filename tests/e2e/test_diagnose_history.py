@@ -35,7 +35,9 @@ def test_a_diagnosed_scan_is_saved_and_reviewed_in_the_patients_history(app: App
     app.click(main.get_by_test_id("stRadio").get_by_text("New patient", exact=True))
     app.fill(main.get_by_role("textbox", name="New patient id"), PATIENT)
     app.click(main.get_by_role("button", name="Save 1 scan(s) to the record"))
-    expect(main.get_by_text(f"Saved to patient {PATIENT}'s record: 1 new scan(s), 2 new prediction(s).")).to_be_visible()
+    expect(
+        main.get_by_text(f"Saved to patient {PATIENT}'s record: 1 new scan(s), 2 new prediction(s).")
+    ).to_be_visible()
     app.screenshot("diagnose", show=main.get_by_role("heading", name=scan.name))
 
     app.click(main.get_by_role("link", name=f"Open patient {PATIENT}'s history"))

@@ -24,7 +24,9 @@ def test_a_tiny_training_run_shows_its_curves_reaches_the_leaderboard_and_is_pro
 
     # The live view follows the run until it ends, then keeps its curves and one table row per epoch.
     expect(main.get_by_text(re.compile(r"^Finished: validation accuracy"))).to_be_visible(timeout=RESULT_TIMEOUT_MS)
-    expect(main.get_by_text(re.compile(f"^Run {run_id} · Custom CNN \\(PyTorch\\) · report · .*: succeeded$"))).to_be_visible()
+    expect(
+        main.get_by_text(re.compile(f"^Run {run_id} · Custom CNN \\(PyTorch\\) · report · .*: succeeded$"))
+    ).to_be_visible()
     expect(main.get_by_text(f"Epochs of run {run_id} ({EPOCHS})")).to_be_visible()
     expect(main.locator("[data-testid=stPlotlyChart] .js-plotly-plot")).to_have_count(1)
     app.screenshot("train", show=main.get_by_role("heading", name="Training now"))

@@ -7,10 +7,14 @@ from models.calibration import apply_temperature, calibration_report, expected_c
 
 
 def test_ece_matches_a_hand_computed_example() -> None:
-    probs = np.array([
-        [0.95, 0.05], [0.95, 0.05],  # bin (14/15, 1]: confidence 0.95, 1 of 2 right -> |0.5 - 0.95| = 0.45
-        [0.6, 0.4], [0.4, 0.6],      # bin (8/15, 9/15]: confidence 0.6, 2 of 2 right -> |1 - 0.6| = 0.4
-    ])  # fmt: skip
+    probs = np.array(
+        [
+            [0.95, 0.05],
+            [0.95, 0.05],  # bin (14/15, 1]: confidence 0.95, 1 of 2 right -> |0.5 - 0.95| = 0.45
+            [0.6, 0.4],
+            [0.4, 0.6],  # bin (8/15, 9/15]: confidence 0.6, 2 of 2 right -> |1 - 0.6| = 0.4
+        ]
+    )
     labels = np.array([0, 1, 0, 1])
     assert expected_calibration_error(probs, labels) == pytest.approx(0.5 * 0.45 + 0.5 * 0.4)
 

@@ -39,7 +39,9 @@ def test_exact_and_near_duplicates_share_a_group(folder_with_duplicates: Path) -
     index = index_folder(folder_with_duplicates)
     by_name = {it.path.name: g for it, g in zip(index.items, index.groups)}
     for name in CLASSES:
-        first = sorted(p.name for p in (folder_with_duplicates / name).iterdir() if not p.name.startswith(("copy_", "reencoded_")))[0]
+        first = sorted(
+            p.name for p in (folder_with_duplicates / name).iterdir() if not p.name.startswith(("copy_", "reencoded_"))
+        )[0]
         assert by_name[f"copy_{first}"] == by_name[first]
         assert by_name[f"reencoded_{Path(first).stem}.png"] == by_name[first]
     report = index.duplicate_report()

@@ -26,9 +26,14 @@ def test_a_labelled_folder_under_a_root_is_counted_per_class(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(
     ("given", "message"),
-    [("", "choose a folder"), ("relative/path", "not a full path"), ("/root/missing", "does not exist"),
-     ("/etc", "outside the allowed data folders"), ("/root/../etc", "outside the allowed data folders")],
-)  # fmt: skip
+    [
+        ("", "choose a folder"),
+        ("relative/path", "not a full path"),
+        ("/root/missing", "does not exist"),
+        ("/etc", "outside the allowed data folders"),
+        ("/root/../etc", "outside the allowed data folders"),
+    ],
+)
 def test_folders_a_person_can_get_wrong_are_refused_with_the_reason(tmp_path: Path, given: str, message: str) -> None:
     root = tmp_path / "root"
     root.mkdir()

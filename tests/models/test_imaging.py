@@ -96,7 +96,9 @@ def test_jpeg_metadata_naming_a_person_is_not_stored_and_the_pixels_are_untouche
     tagged = buffer.getvalue()
     assert b"Jane Doe" in tagged
     decoded = decode_image(tagged, name, **LIMITS)
-    assert decoded.stored_suffix == ".jpg" and b"Doe" not in decoded.stored_bytes and b"1970" not in decoded.stored_bytes
+    assert (
+        decoded.stored_suffix == ".jpg" and b"Doe" not in decoded.stored_bytes and b"1970" not in decoded.stored_bytes
+    )
     # The coded image is copied as it is, so the stored file decodes to exactly the pixels the models saw.
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(decoded.stored_bytes)).convert("RGB")), decoded.rgb)
     assert decode_image(tagged, name, **LIMITS).sha256 == decoded.sha256

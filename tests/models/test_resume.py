@@ -28,8 +28,16 @@ def test_resumed_run_repeats_the_uninterrupted_one(framework: str, tmp_path: Pat
     size = {"image_size": 64} if framework == "keras" else {}
 
     def cfg(name: str):  # type: ignore[no-untyped-def]
-        return make_config(framework, str(SAMPLE_DIR), "improved", epochs=3, batch_size=8, max_images_per_class=6,
-                           output_dir=str(tmp_path / name), **size)  # fmt: skip
+        return make_config(
+            framework,
+            str(SAMPLE_DIR),
+            "improved",
+            epochs=3,
+            batch_size=8,
+            max_images_per_class=6,
+            output_dir=str(tmp_path / name),
+            **size,
+        )
 
     run_training(cfg("whole"))
     whole = json.loads((tmp_path / "whole" / "run.json").read_text())["epochs"]

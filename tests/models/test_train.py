@@ -18,16 +18,24 @@ from settings import ROOT, SAMPLE_DIR
 @pytest.fixture(scope="module")
 def tiny_cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cnn")
-    cfg = make_config("torch", str(SAMPLE_DIR), "report", epochs=1, batch_size=16, max_images_per_class=6,
-                      output_dir=str(out))  # fmt: skip
+    cfg = make_config(
+        "torch", str(SAMPLE_DIR), "report", epochs=1, batch_size=16, max_images_per_class=6, output_dir=str(out)
+    )
     return run_training(cfg).best_path
 
 
 def test_same_config_gives_the_same_first_epoch(tmp_path: Path) -> None:
     rows: list[list[dict]] = [[], []]
     for k in range(2):
-        cfg = make_config("torch", str(SAMPLE_DIR), "report", epochs=1, batch_size=16, max_images_per_class=5,
-                          output_dir=str(tmp_path / str(k)))  # fmt: skip
+        cfg = make_config(
+            "torch",
+            str(SAMPLE_DIR),
+            "report",
+            epochs=1,
+            batch_size=16,
+            max_images_per_class=5,
+            output_dir=str(tmp_path / str(k)),
+        )
         run_training(cfg, TrainHooks(on_epoch=rows[k].append))
     keys = ("train_loss", "train_acc", "val_loss", "val_acc")
     assert [rows[0][0][k] for k in keys] == pytest.approx([rows[1][0][k] for k in keys], rel=1e-5)
@@ -36,8 +44,12 @@ def test_same_config_gives_the_same_first_epoch(tmp_path: Path) -> None:
 def test_evaluate_command_prints_the_json_fields(tiny_cnn: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "models.evaluate", "--model", str(tiny_cnn), "--data", str(SAMPLE_DIR)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     report = json.loads(out.stdout)
     assert report["count"] == 80
     assert set(report["per_class"]) == {"glioma", "meningioma", "notumor", "pituitary"}
@@ -48,8 +60,11 @@ def test_evaluate_command_prints_the_json_fields(tiny_cnn: Path) -> None:
 def test_evaluate_command_refuses_a_folder_without_classes(tiny_cnn: Path, tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "models.evaluate", "--model", str(tiny_cnn), "--data", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 2 and "no class subfolders" in out.stderr
 
 
@@ -58,7 +73,7 @@ def test_gradcam_matches_the_image_shape(tiny_cnn: Path) -> None:
     rgb = load_rgb(next((SAMPLE_DIR / "glioma").iterdir()), size=None)[:200, :180]
     cam = predictor.gradcam(rgb)
     assert cam.shape == (200, 180) and cam.dtype == np.float32
-    assert 0.0 <= cam.min() and cam.max() <= 1.0
+    assert cam.min() >= 0.0 and cam.max() <= 1.0
     probs = predictor.predict([rgb, rgb])
     assert probs.shape == (2, 4) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 

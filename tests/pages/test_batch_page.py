@@ -28,7 +28,12 @@ def roots(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
 def model_id(roots: Path) -> int:
     with session_scope() as session:
         return register_model_version(
-            session=session, framework="torch", name="cnn-v1", artifact_path=roots / "cnn.pth", sha256="a" * 64, activate=True
+            session=session,
+            framework="torch",
+            name="cnn-v1",
+            artifact_path=roots / "cnn.pth",
+            sha256="a" * 64,
+            activate=True,
         ).id
 
 
@@ -93,18 +98,42 @@ def test_starting_a_batch_queues_a_job_and_shows_its_panel(model_id) -> None:
 @pytest.fixture
 def finished_job(model_id: int) -> int:
     """A labelled batch: two files predicted (one wrongly, flagged), one unreadable, one skipped."""
+
     def result(label: str, confidence: float) -> dict:
-        probs = {c: (confidence if c == label else (1 - confidence) / 3) for c in ("glioma", "meningioma", "notumor", "pituitary")}
-        return {"torch": {"label": label, "confidence": confidence, "probabilities": probs, "model_version_id": model_id}}
+        probs = {
+            c: (confidence if c == label else (1 - confidence) / 3)
+            for c in ("glioma", "meningioma", "notumor", "pituitary")
+        }
+        return {
+            "torch": {"label": label, "confidence": confidence, "probabilities": probs, "model_version_id": model_id}
+        }
 
     with session_scope() as session:
         job_id = create_job(session=session, kind="batch", params={"source": "folder", "folder": str(SAMPLE_DIR)}).id
-        add_batch_item(session=session, job_id=job_id, rel_path="glioma/a.jpg", status="done", true_label="glioma",
-                       results=result("glioma", 0.9))  # fmt: skip
-        add_batch_item(session=session, job_id=job_id, rel_path="notumor/b.jpg", status="done", true_label="notumor",
-                       results=result("pituitary", 0.5), needs_review=True)  # fmt: skip
-        add_batch_item(session=session, job_id=job_id, rel_path="notumor/c.jpg", status="error",
-                       error="the image is truncated or damaged")  # fmt: skip
+        add_batch_item(
+            session=session,
+            job_id=job_id,
+            rel_path="glioma/a.jpg",
+            status="done",
+            true_label="glioma",
+            results=result("glioma", 0.9),
+        )
+        add_batch_item(
+            session=session,
+            job_id=job_id,
+            rel_path="notumor/b.jpg",
+            status="done",
+            true_label="notumor",
+            results=result("pituitary", 0.5),
+            needs_review=True,
+        )
+        add_batch_item(
+            session=session,
+            job_id=job_id,
+            rel_path="notumor/c.jpg",
+            status="error",
+            error="the image is truncated or damaged",
+        )
         add_batch_item(session=session, job_id=job_id, rel_path="readme.txt", status="skipped", error="not an image")
         finish_job(session=session, job_id=job_id, status="succeeded", result={"done": 2})
     return job_id

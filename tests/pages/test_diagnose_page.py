@@ -130,7 +130,7 @@ def test_sample_jpeg_is_predicted_and_saved_with_its_model_version(db_url, activ
     assert at.metric[0].value in ("glioma", "meningioma", "notumor", "pituitary")
     choose_existing(at, "P-1")
     save(at)
-    assert "Saved to patient P-1's record: 1 new scan(s), 1 new prediction(s)." == at.success[0].value
+    assert at.success[0].value == "Saved to patient P-1's record: 1 new scan(s), 1 new prediction(s)."
     scans, predictions = rows()
     assert [(s.original_name, s.image_format, s.source) for s in scans] == [(name, "JPEG", "upload")]
     assert [(p.scan_id, p.model_version_id) for p in predictions] == [(scans[0].id, active_cnn)]

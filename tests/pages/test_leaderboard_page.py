@@ -37,10 +37,12 @@ def table(at: AppTest):  # type: ignore[no-untyped-def]
 def test_runs_are_ranked_by_accuracy_among_the_marked_reference_rows(seeded: dict[str, int]) -> None:
     rows = table(open_page())
     assert list(rows["run"]) == [
-        f"run {seeded['torch_best']} · torch · report", REFERENCE_SOURCE,
-        f"run {seeded['keras']} · keras · report", REFERENCE_SOURCE,
+        f"run {seeded['torch_best']} · torch · report",
+        REFERENCE_SOURCE,
+        f"run {seeded['keras']} · keras · report",
+        REFERENCE_SOURCE,
         f"run {seeded['other_dataset']} · torch · report",
-    ]  # fmt: skip
+    ]
     assert list(rows["reference"]) == [False, True, False, True, False]
     assert list(rows["accuracy"]) == [0.97, 0.9539, 0.93, 0.9131, 0.85]
     assert rows["test accuracy"][0] == 0.94 and rows["fingerprint"][0] == "f" * 12
@@ -59,8 +61,9 @@ def test_compare_overlays_curves_and_shows_each_runs_confusion_matrix(seeded: di
     assert not at.exception
     figures = at.dataframe[1].value
     assert list(figures.columns) == [
-        f"run {seeded['keras']} · keras · report", f"run {seeded['torch_best']} · torch · report"
-    ]  # fmt: skip
+        f"run {seeded['keras']} · keras · report",
+        f"run {seeded['torch_best']} · torch · report",
+    ]
     assert figures.loc["accuracy"].tolist() == [0.93, 0.97]
     charts = [json.loads(chart.proto.spec)["data"] for chart in at.get("plotly_chart")]
     # Two overlays (accuracy, loss) with a line per run, then a confusion matrix per run.

@@ -34,9 +34,13 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def register(path: Path, *, activate: bool = False, sha256: str | None = None) -> int:
     with session_scope() as session:
         return register_model_version(
-            session=session, framework="torch", name=path.stem, artifact_path=path,
-            sha256=sha256 or file_sha256(path), activate=activate,
-        ).id  # fmt: skip
+            session=session,
+            framework="torch",
+            name=path.stem,
+            artifact_path=path,
+            sha256=sha256 or file_sha256(path),
+            activate=activate,
+        ).id
 
 
 @pytest.fixture

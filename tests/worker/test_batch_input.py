@@ -37,7 +37,9 @@ def sample_jpegs(count: int) -> list[Path]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(upload_dir=tmp_path / "scans", allowed_data_roots=[tmp_path / "root"], max_zip_mb=1, max_zip_files=5)
+    return Settings(
+        upload_dir=tmp_path / "scans", allowed_data_roots=[tmp_path / "root"], max_zip_mb=1, max_zip_files=5
+    )
 
 
 @pytest.fixture
@@ -63,7 +65,9 @@ def test_climbing_out_with_dots_is_refused_and_named(root: Path) -> None:
 
 def test_a_symlink_out_of_the_root_is_refused(root: Path, tmp_path: Path) -> None:
     (root / "link").symlink_to(tmp_path / "outside")
-    with pytest.raises(BatchInputError, match=f"symbolic link on the way leads outside them, to {tmp_path / 'outside'}"):
+    with pytest.raises(
+        BatchInputError, match=f"symbolic link on the way leads outside them, to {tmp_path / 'outside'}"
+    ):
         resolve_folder(str(root / "link"), roots=[root])
 
 
@@ -109,9 +113,14 @@ def test_single_patient_mode_needs_a_valid_id() -> None:
 
 @pytest.mark.parametrize(
     ("name", "message"),
-    [("../evil.jpg", "'../evil.jpg' uses '..'"), ("ok/../../evil.jpg", "uses '..'"), ("/etc/cron.d/x", "absolute path"),
-     ("C:/windows/x.jpg", "absolute path"), ("..\\evil.jpg", "uses '..'")],
-)  # fmt: skip
+    [
+        ("../evil.jpg", "'../evil.jpg' uses '..'"),
+        ("ok/../../evil.jpg", "uses '..'"),
+        ("/etc/cron.d/x", "absolute path"),
+        ("C:/windows/x.jpg", "absolute path"),
+        ("..\\evil.jpg", "uses '..'"),
+    ],
+)
 def test_a_zip_entry_that_leaves_the_folder_refuses_the_whole_zip(settings: Settings, name: str, message: str) -> None:
     data = make_zip({"fine.jpg": sample_jpegs(1)[0].read_bytes(), name: b"x"})
     with pytest.raises(BatchInputError, match=message):

@@ -53,7 +53,12 @@ def cnn_version(worker, tmp_path_factory: pytest.TempPathFactory) -> int:  # typ
     path = run_training(cfg).best_path
     with session_scope() as session:
         version = register_model_version(
-            session=session, framework="torch", name="tiny-cnn", artifact_path=path, sha256=file_sha256(path), activate=True
+            session=session,
+            framework="torch",
+            name="tiny-cnn",
+            artifact_path=path,
+            sha256=file_sha256(path),
+            activate=True,
         )
         return version.id
 
@@ -70,13 +75,17 @@ def copy_samples(dest: Path, per_class: int, *, labelled: bool) -> list[Path]:
 
 
 def run_batch(wait_for_job: Callable, folder: Path, **options: object):  # type: ignore[no-untyped-def]
-    job_id = submit_batch(source=folder_source(str(folder), settings=get_settings()), **{"patient_mode": "none", **options})
+    job_id = submit_batch(
+        source=folder_source(str(folder), settings=get_settings()), **{"patient_mode": "none", **options}
+    )
     return wait_for_job(job_id, timeout=120)
 
 
 def table_counts() -> tuple[int, int]:
     with session_scope() as session:
-        return session.scalar(select(func.count()).select_from(Scan)), session.scalar(select(func.count()).select_from(Prediction))
+        return session.scalar(select(func.count()).select_from(Scan)), session.scalar(
+            select(func.count()).select_from(Prediction)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +103,9 @@ def test_every_file_gets_a_row_and_a_broken_one_does_not_stop_the_job(cnn_versio
     assert job.status == "succeeded", job.error
     with session_scope() as session:
         rows = {row.rel_path: row for row in batch_rows(session=session, job_id=job.id)}
-        patient_scans = session.scalar(select(func.count()).select_from(Scan).join(Patient).where(Patient.mrn == "P-100"))
+        patient_scans = session.scalar(
+            select(func.count()).select_from(Scan).join(Patient).where(Patient.mrn == "P-100")
+        )
     assert len(rows) == 10 and patient_scans == 8
     done = [row for row in rows.values() if row.status == "done"]
     assert len(done) == 8 and all(set(row.results) == {"torch"} and row.patient_mrn == "P-100" for row in done)
@@ -190,15 +201,21 @@ def test_a_requeued_job_that_was_half_done_ends_with_every_file_once(cnn_version
 
     folder = data_root / "resume"
     copy_samples(folder, 6, labelled=True)
-    params = {**folder_source(str(folder), settings=get_settings()), "patient_mode": "single", "patient_id": "P-400",
-              "model_version_ids": [cnn_version]}  # fmt: skip
+    params = {
+        **folder_source(str(folder), settings=get_settings()),
+        "patient_mode": "single",
+        "patient_id": "P-400",
+        "model_version_ids": [cnn_version],
+    }
     with session_scope() as session:
         job_id = create_job(session=session, kind="batch", params=params).id
     # The first worker did half of the files, committed them, and died: the job is left failed.
     listing = list_folder(folder)
     listing.images = listing.images[:12]
     options = Options("single", "P-400", threshold=0.7, max_bytes=2**24, max_pixels=40_000_000)
-    predict_listing(job_id, listing, load_models([cnn_version]), options, progress=lambda *a: None, check_cancel=lambda: None)
+    predict_listing(
+        job_id, listing, load_models([cnn_version]), options, progress=lambda *a: None, check_cancel=lambda: None
+    )
     with session_scope() as session:
         finish_job(session=session, job_id=job_id, status="failed", error="the worker stopped responding")
     assert requeue_job(job_id) == f"Job {job_id} is queued again."
@@ -207,7 +224,9 @@ def test_a_requeued_job_that_was_half_done_ends_with_every_file_once(cnn_version
     with session_scope() as session:
         items = list(session.scalars(select(BatchItem.rel_path).where(BatchItem.job_id == job_id)))
         scans = session.scalar(select(func.count()).select_from(Scan).join(Patient).where(Patient.mrn == "P-400"))
-        predictions = session.scalar(select(func.count()).select_from(Prediction).join(Scan).join(Patient).where(Patient.mrn == "P-400"))
+        predictions = session.scalar(
+            select(func.count()).select_from(Prediction).join(Scan).join(Patient).where(Patient.mrn == "P-400")
+        )
         attempts = get_job(session=session, job_id=job_id).attempts
     assert sorted(items) == list_folder(folder).images and len(items) == 24
     assert scans == predictions == 24 and attempts == 1 and job.result["done_before"] == 12
@@ -219,7 +238,9 @@ def test_a_job_whose_worker_process_is_killed_is_delivered_again_and_does_each_f
     for copy in range(4):
         copy_samples(data_root / "killed" / f"copy{copy}", 20, labelled=True)
     job_id = submit_batch(
-        source=folder_source(str(data_root / "killed"), settings=get_settings()), patient_mode="single", patient_id="P-500"
+        source=folder_source(str(data_root / "killed"), settings=get_settings()),
+        patient_mode="single",
+        patient_id="P-500",
     )
     deadline = time.monotonic() + 60
     while (job := wait_for_job(job_id, statuses=("running",), timeout=60)).progress_current < 32:

@@ -21,14 +21,22 @@ def broken_models(module_db_url: str, tmp_path: Path):
     with session_scope() as session:
         versions = [
             register_model_version(
-                session=session, framework="torch", name="gone", artifact_path=tmp_path / "gone.pth",
-                sha256="0" * 64, activate=True,
-            ),
-            register_model_version(
-                session=session, framework="keras", name="changed", artifact_path=changed, sha256="1" * 64,
+                session=session,
+                framework="torch",
+                name="gone",
+                artifact_path=tmp_path / "gone.pth",
+                sha256="0" * 64,
                 activate=True,
             ),
-        ]  # fmt: skip
+            register_model_version(
+                session=session,
+                framework="keras",
+                name="changed",
+                artifact_path=changed,
+                sha256="1" * 64,
+                activate=True,
+            ),
+        ]
     yield {"missing": tmp_path / "gone.pth", "changed": changed}
     with session_scope() as session:
         for version in versions:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from services.training import execute_run
 from db.runs import get_run, list_model_versions
 from db.session import session_scope
 from models.config import make_config
 from services.model_files import file_sha256
+from services.training import execute_run
 from settings import SAMPLE_DIR
 from worker.submit import cancel_job, submit_training
 
@@ -37,7 +37,16 @@ def test_torch_run_records_each_epoch_and_final_metrics(wait_for_job: Callable) 
     assert [e[0] for e in epochs] == [1, 2]
     assert all(0 <= acc <= 1 and lr > 0 and ips > 0 for _, acc, lr, ips in epochs)
     val = run.metrics["val"]
-    for key in ("accuracy", "precision", "recall", "f1", "per_class", "confusion_matrix", "inference_ms", "model_size_mb"):
+    for key in (
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "per_class",
+        "confusion_matrix",
+        "inference_ms",
+        "model_size_mb",
+    ):
         assert key in val
     assert sum(map(sum, val["confusion_matrix"])) == val["count"] > 0
     assert run.metrics["peak_memory_mb"] > 0
@@ -60,8 +69,9 @@ def test_keras_run_from_random_init_trains_and_says_so(wait_for_job: Callable) -
 
 
 def test_pretrained_run_without_weights_fails_with_the_fix(wait_for_job: Callable, tmp_path: Path) -> None:
-    cfg = make_config("keras", str(SAMPLE_DIR), "report", epochs=1, max_images_per_class=4,
-                      weights_path=str(tmp_path / "absent.h5"))  # fmt: skip
+    cfg = make_config(
+        "keras", str(SAMPLE_DIR), "report", epochs=1, max_images_per_class=4, weights_path=str(tmp_path / "absent.h5")
+    )
     job_id, run_id = submit_training(cfg)
     job = wait_for_job(job_id, timeout=300)
     assert job.status == "failed"
@@ -93,8 +103,15 @@ def test_cancelled_run_ends_cancelled(wait_for_job: Callable) -> None:
 def test_cli_path_records_the_same_rows(module_db_url: str, tmp_path: Path) -> None:
     from services.training import create_recorded_run
 
-    cfg = make_config("torch", str(SAMPLE_DIR), "report", epochs=1, batch_size=16, max_images_per_class=5,
-                      output_dir=str(tmp_path / "out"))  # fmt: skip
+    cfg = make_config(
+        "torch",
+        str(SAMPLE_DIR),
+        "report",
+        epochs=1,
+        batch_size=16,
+        max_images_per_class=5,
+        output_dir=str(tmp_path / "out"),
+    )
     run_id = create_recorded_run(cfg=cfg)
     execute_run(run_id, activate=True)
     run, epochs = _run(run_id)
@@ -105,7 +122,9 @@ def test_cli_path_records_the_same_rows(module_db_url: str, tmp_path: Path) -> N
     assert [v.run_id for v in active] == [run_id]
 
 
-def test_a_training_job_whose_worker_process_is_killed_resumes_from_its_last_epoch(worker, wait_for_job: Callable) -> None:
+def test_a_training_job_whose_worker_process_is_killed_resumes_from_its_last_epoch(
+    worker, wait_for_job: Callable
+) -> None:
     cfg = make_config("torch", str(SAMPLE_DIR), "report", epochs=3, batch_size=8, max_images_per_class=20)
     job_id, run_id = submit_training(cfg)
     deadline = time.monotonic() + 240
