@@ -4,10 +4,11 @@ FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
-COPY requirements.txt .
+COPY requirements.lock .
 # torch first, from the CPU wheel index: PyPI's Linux wheel of the same version pulls gigabytes of CUDA.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu "$(grep '^torch==' requirements.txt)" \
-    && pip install -r requirements.txt
+# The runtime lock only: no test tools in the image.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu "$(grep '^torch==' requirements.lock)" \
+    && pip install -r requirements.lock
 
 COPY . .
 RUN useradd --create-home --uid 1000 brainmri && mkdir -p /app/var && chown brainmri /app/var

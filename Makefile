@@ -1,5 +1,5 @@
 # `make run` starts everything, `make test` runs every test; both install what they need first.
-.PHONY: run test install migrate worker app redis bench
+.PHONY: run test install migrate worker app redis bench lock
 
 VENV := .venv
 
@@ -23,6 +23,9 @@ worker: install redis
 
 app: install
 	$(VENV)/bin/streamlit run Home.py --server.port 8501 --server.headless true
+
+lock:
+	@scripts/lock.sh
 
 bench: install
 	$(VENV)/bin/python -m scripts.benchmark

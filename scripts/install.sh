@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Create .venv with Python 3.11+ and install requirements.txt into it, only when the file changed since
-# the last successful install (a hash stamp makes re-runs take a second).
+# Create .venv with Python 3.11+ and install the locked requirements into it: requirements.lock (what the
+# app runs), or with `dev` requirements-dev.lock (plus tests, linting, the browser driver). Only when the
+# lock changed since its last successful install: a hash stamp makes re-runs take a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=.venv
-STAMP="$VENV/.requirements.sha256"
+LOCK=requirements.lock
+[ "${1:-}" = "dev" ] && LOCK=requirements-dev.lock
+STAMP="$VENV/.$LOCK.sha256"
 
 python_for_venv() {
     local candidate
@@ -25,9 +28,9 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$(python_for_venv)" -m venv "$VENV"
 fi
 
-wanted="$(sha256sum requirements.txt | cut -d' ' -f1)"
+wanted="$(sha256sum "$LOCK" | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$wanted" ]; then
-    echo "installing requirements.txt into $VENV"
-    "$VENV/bin/python" -m pip install --quiet -r requirements.txt
+    echo "installing $LOCK into $VENV"
+    "$VENV/bin/python" -m pip install --quiet -r "$LOCK"
     echo "$wanted" > "$STAMP"
 fi
