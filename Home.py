@@ -7,22 +7,18 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from db.jobs import recent_jobs
 from db.runs import get_active_model
-from db.schema import FRAMEWORKS, Job
+from db.schema import Job
 from db.session import session_scope
 from db.stats import table_counts
+from domain import DISCLAIMER, FRAMEWORKS, framework_label
 from settings import get_settings
-from ui.predictors import FRAMEWORK_LABELS
 from worker.submit import QueueUnavailable, cancel_job, submit_job, worker_status
 
-DISCLAIMER = (
-    "**Decision support only.** The predictions shown by this application come from machine-learning models "
-    "and are not a diagnosis. A qualified clinician must review every result before it informs care."
-)
 COUNT_LABELS = {"patients": "Patients", "scans": "Scans", "predictions": "Predictions", "runs": "Training runs"}
 
 st.set_page_config(page_title="Brain MRI classification", page_icon="🧠", layout="wide")
 st.title("Brain tumor MRI classification")
-st.warning(DISCLAIMER)
+st.warning(DISCLAIMER, icon="⚕️")
 
 settings = get_settings()
 database = make_url(settings.database_url).render_as_string(hide_password=True)
@@ -61,11 +57,11 @@ for column, framework in zip(st.columns(len(FRAMEWORKS)), FRAMEWORKS, strict=Tru
     version = active[framework]
     with column, st.container(border=True):
         if version is None:
-            st.markdown(f"**{FRAMEWORK_LABELS[framework]}**  \nnone active yet: train one and promote it.")
+            st.markdown(f"**{framework_label(framework)}**  \nnone active yet: train one and promote it.")
         else:
             since = f"{version.activated_at:%Y-%m-%d %H:%M} UTC" if version.activated_at else "unknown"
             st.markdown(
-                f"**{FRAMEWORK_LABELS[framework]}**  \n{version.name} (version {version.id}), active since {since}"
+                f"**{framework_label(framework)}**  \n{version.name} (version {version.id}), active since {since}"
             )
 
 st.subheader("Stored")

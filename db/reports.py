@@ -14,11 +14,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from db.history import PatientTimeline, PredictionRow, ScanEntry
 from db.schema import CLASSES, utcnow
+from domain import DISCLAIMER
 
-DISCLAIMER = (
-    "Decision support only. These results come from machine-learning models and are not a diagnosis; "
-    "a qualified clinician must interpret every scan and confirm every finding."
-)
 REPORT_IMAGE_SIDE = 384
 CSV_COLUMNS = (
     "prediction_id",
@@ -45,9 +42,10 @@ CSV_COLUMNS = (
 
 @dataclass(frozen=True)
 class Heatmap:
-    """A Grad-CAM overlay for a report, or why there is none."""
+    """A heatmap overlay for a report, or why there is none."""
 
     model_name: str
+    method: str = "Grad-CAM"  # HiResCAM for the CNN (domain.Framework.heatmap)
     overlay: np.ndarray | None = None  # HxWx3 uint8
     error: str | None = None
 
@@ -146,7 +144,7 @@ def _figure(png: bytes | None, caption: str, missing: str) -> str:
 def _heatmap_figure(heatmap: Heatmap | None) -> str:
     if heatmap is None:
         return ""
-    caption = f"Grad-CAM heatmap ({heatmap.model_name})"
+    caption = f"{heatmap.method} heatmap ({heatmap.model_name})"
     if heatmap.overlay is None:
         return _figure(None, caption, f"Heatmap unavailable: {heatmap.error or 'unknown reason'}")
     return _figure(image_png(heatmap.overlay, max_side=REPORT_IMAGE_SIDE), caption, "")

@@ -1,15 +1,57 @@
 """SQLAlchemy 2.0 schema: patients, scans, predictions, training runs, model versions, jobs."""
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
-FRAMEWORKS = ("torch", "keras")
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINISHED_STATES = ("succeeded", "failed", "cancelled")
+from domain import (
+    CLASSES,
+    FINISHED_STATES,
+    FRAMEWORKS,
+    BatchItemStatus,
+    Framework,
+    JobKind,
+    JobStatus,
+    ReviewStatus,
+    ScanSource,
+    TumorClass,
+)
+
+__all__ = ["CLASSES", "FINISHED_STATES", "FRAMEWORKS"]
+
+# Constraints get predictable names, so a later migration (SQLite's batch mode included) can drop them by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+}
+# Ids are never re-used after a delete (SQLite's AUTOINCREMENT): a page holding an old id can't reach a new row.
+NO_ID_REUSE = {"sqlite_autoincrement": True}
+
+
+def one_of(column: str, values: type[StrEnum], *, nullable: bool = False) -> CheckConstraint:
+    """A CHECK that keeps a column within the vocabulary of domain.py."""
+    listed = ", ".join(f"'{v.value}'" for v in values)
+    condition = f"{column} IN ({listed})"
+    if nullable:
+        condition = f"{column} IS NULL OR {condition}"
+    return CheckConstraint(condition, name=column)
 
 
 def utcnow() -> datetime:
@@ -17,11 +59,13 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class Patient(Base):
     __tablename__ = "patients"
+    __table_args__ = NO_ID_REUSE
 
     id: Mapped[int] = mapped_column(primary_key=True)
     mrn: Mapped[str] = mapped_column(String(64), unique=True, index=True)
@@ -37,7 +81,11 @@ class Scan(Base):
     """One stored image. The file lives once under upload_dir, addressed by its sha256."""
 
     __tablename__ = "scans"
-    __table_args__ = (UniqueConstraint("patient_id", "sha256", name="uq_scan_patient_sha"),)
+    __table_args__ = (
+        UniqueConstraint("patient_id", "sha256", name="uq_scan_patient_sha"),
+        one_of("source", ScanSource),
+        NO_ID_REUSE,
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
@@ -67,6 +115,11 @@ class Prediction(Base):
     __table_args__ = (
         UniqueConstraint("scan_id", "model_version_id", name="uq_prediction_scan_model"),
         Index("ix_predictions_filters", "label", "needs_review", "review_status"),
+        one_of("label", TumorClass),
+        one_of("reviewer_label", TumorClass, nullable=True),
+        one_of("review_status", ReviewStatus),
+        one_of("source", ScanSource),
+        NO_ID_REUSE,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -94,6 +147,7 @@ class Prediction(Base):
 
 class TrainingRun(Base):
     __tablename__ = "training_runs"
+    __table_args__ = (one_of("framework", Framework), one_of("status", JobStatus), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     framework: Mapped[str] = mapped_column(String(16))
@@ -152,6 +206,7 @@ class ModelVersion(Base):
     """A model clinicians can use; exactly one is active per framework."""
 
     __tablename__ = "model_versions"
+    __table_args__ = (one_of("framework", Framework), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     framework: Mapped[str] = mapped_column(String(16), index=True)
@@ -173,6 +228,7 @@ class Job(Base):
     """A background job's record; pages read this, never Celery's result backend."""
 
     __tablename__ = "jobs"
+    __table_args__ = (one_of("kind", JobKind), one_of("status", JobStatus), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     celery_id: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -200,7 +256,11 @@ class BatchItem(Base):
     """One file of a batch job: its outcome survives a worker restart, so a re-run skips it."""
 
     __tablename__ = "batch_items"
-    __table_args__ = (UniqueConstraint("job_id", "rel_path", name="uq_batch_item_path"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "rel_path", name="uq_batch_item_path"),
+        one_of("status", BatchItemStatus),
+        one_of("true_label", TumorClass, nullable=True),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)

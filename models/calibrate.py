@@ -10,8 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from domain import Framework
 from models.config import TrainConfig
-from models.evaluate import framework_of
 from models.predictor import load_predictor
 from models.train import calibrate, prepare_data
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="the training folder, if it moved since the model was trained")
     args = p.parse_args(argv)
     path = Path(args.model)
-    framework = framework_of(path)
+    framework = Framework.of_file(path)
     config = model_config(framework, path)
     if not config:
         raise SystemExit(f"{path} carries no training config, so its validation split cannot be rebuilt")

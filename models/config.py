@@ -3,7 +3,8 @@
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-FRAMEWORK_NAMES = {"torch": "Custom CNN (PyTorch)", "keras": "MobileNetV2 (Keras)"}
+from domain import FRAMEWORKS, INPUT_SIZE
+
 AUGMENT_LEVELS = ("none", "moderate", "high")
 
 
@@ -38,7 +39,7 @@ class TrainConfig:
     # CNN only: bfloat16 autocast for the training steps (2-3x faster on CPUs with AVX512-BF16);
     # validation and prediction stay in float32.
     bf16: bool = False
-    image_size: int = 224  # the network's input; files of any size are resized inside the pipeline
+    image_size: int = INPUT_SIZE  # the network's input; files of any size are resized inside the pipeline
     # MobileNetV2 only
     pretrained: bool = True
     weights_path: str | None = None
@@ -109,8 +110,8 @@ def preset_names() -> list[str]:
 
 def make_config(framework: str, data_dir: str, preset: str = "report", **overrides: Any) -> TrainConfig:
     """A config from a named preset, with explicit values (None means "keep the preset's") on top."""
-    if framework not in FRAMEWORK_NAMES:
-        raise ValueError(f"unknown framework {framework!r}: use one of {', '.join(FRAMEWORK_NAMES)}")
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"unknown framework {framework!r}: use one of {', '.join(FRAMEWORKS)}")
     if (framework, preset) not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: use one of {', '.join(preset_names())}")
     known = {f.name for f in fields(TrainConfig)}
@@ -140,7 +141,10 @@ def validate_config(cfg: TrainConfig) -> None:
         (0 <= cfg.ema_decay < 1, "EMA decay must be in [0, 1)"),
         (cfg.fine_tune_epoch >= 1, "fine-tune epoch must be at least 1"),
         (32 <= cfg.image_size <= 512, "image size must be between 32 and 512"),
-        (cfg.framework != "torch" or cfg.image_size == 224, "the CNN's head fixes its input at 224x224"),
+        (
+            cfg.framework != "torch" or cfg.image_size == INPUT_SIZE,
+            f"the CNN's head fixes its input at {INPUT_SIZE}x{INPUT_SIZE}",
+        ),
         (cfg.max_images_per_class is None or cfg.max_images_per_class >= 1, "the cap per class must be at least 1"),
     ]
     for ok, message in checks:

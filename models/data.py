@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
+from domain import CLASSES
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 # Perceptual hashes (256 bits) this many bits apart or fewer count as the same picture: re-encoded, resized
 # or slightly edited. Coarser hashes (64 bits) put thousands of merely similar brain slices, chained

@@ -11,17 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from domain import Framework
 from models.data import DatasetError, load_rgb, scan_folder
 from models.metrics import classification_report
-
-FRAMEWORK_BY_SUFFIX = {".pth": "torch", ".pt": "torch", ".keras": "keras"}
-
-
-def framework_of(path: str | Path) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in FRAMEWORK_BY_SUFFIX:
-        raise ValueError(f"cannot tell the framework of {path}: expected a .pth or .keras file")
-    return FRAMEWORK_BY_SUFFIX[suffix]
 
 
 def evaluate_folder(model_path: str | Path, data_dir: str | Path, *, batch_size: int = 32) -> dict[str, Any]:
@@ -29,7 +21,7 @@ def evaluate_folder(model_path: str | Path, data_dir: str | Path, *, batch_size:
     from models.predictor import load_predictor
 
     items = scan_folder(data_dir)
-    predictor = load_predictor(framework_of(model_path), model_path)
+    predictor = load_predictor(Framework.of_file(model_path), model_path)
     preds: list[int] = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from domain import Framework
 from models.config import TrainConfig
-from models.evaluate import framework_of
 from models.train import prepare_data, score
 
 
@@ -18,7 +18,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, check: bool = True) -> d
     run_dir, out = Path(run_dir), Path(out)
     summary = json.loads((run_dir / "run.json").read_text())
     framework = summary["framework"]
-    if framework != framework_of(out):
+    if framework != Framework.of_file(out):
         raise ValueError(f"{out} does not match the run's framework ({framework})")
     out.parent.mkdir(parents=True, exist_ok=True)
     if framework == "torch":

@@ -7,7 +7,6 @@ import numpy as np
 from models.config import TrainConfig
 from models.data import CLASSES
 
-KERAS_WEIGHTS_SIZES = (96, 128, 160, 192, 224)
 BASE_NAME = "mobilenetv2_base"
 
 

@@ -5,10 +5,9 @@ from typing import Protocol
 
 import numpy as np
 
+from domain import INPUT_SIZE
 from models.calibration import apply_temperature
 from models.data import CLASSES, head_box, model_input
-
-INPUT_SIZE = 224  # both models take 224x224 RGB; MobileNetV2 may resize further inside itself
 
 
 class Predictor(Protocol):

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from domain import INPUT_SIZE
 from models.calibration import apply_temperature, calibration_report
 from models.config import TrainConfig, make_config, preset_names
 from models.data import (
@@ -29,8 +30,6 @@ from models.data import (
     split_train_val,
 )
 from models.metrics import classification_report, cross_entropy
-
-LOAD_SIZE = 224  # images are decoded at this size; a model that wants another size resizes inside
 
 
 class TrainingCancelled(Exception):
@@ -105,8 +104,8 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
         # A reviewed scan identical to a validation image would leak it into training.
         if p.is_file() and label in CLASSES and hashlib.sha256(p.read_bytes()).hexdigest() not in val_sha:
             extra.append(Item(p, CLASSES.index(label)))
-    x_train, y_train = load_arrays(train_items + extra, LOAD_SIZE, crop=cfg.crop)
-    x_val, y_val = load_arrays([index.items[i] for i in val_idx], LOAD_SIZE, crop=cfg.crop)
+    x_train, y_train = load_arrays(train_items + extra, INPUT_SIZE, crop=cfg.crop)
+    x_val, y_val = load_arrays([index.items[i] for i in val_idx], INPUT_SIZE, crop=cfg.crop)
     summary = {
         "train": len(train_items),
         "extra_reviewed": len(extra),
@@ -119,7 +118,7 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     test = None
     if cfg.test_dir:
         test_index = index_folder(cfg.test_dir)
-        x_test, y_test = load_arrays(test_index.items, LOAD_SIZE, crop=cfg.crop)
+        x_test, y_test = load_arrays(test_index.items, INPUT_SIZE, crop=cfg.crop)
         test = (x_test, y_test, overlap_with(test_index, index))
         summary["test"] = len(test_index.items)
         summary["test_with_duplicate_in_training"] = int(sum(test[2]))

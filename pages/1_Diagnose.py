@@ -1,4 +1,4 @@
-"""Diagnose: upload scans, see each active model's answer and Grad-CAM, save them to a patient's record."""
+"""Diagnose: upload scans, see each active model's answer and heatmap, save them to a patient's record."""
 
 from dataclasses import dataclass
 
@@ -6,6 +6,7 @@ import streamlit as st
 
 from db.scans import ModelResult, averaged_result, model_result, review_needed, save_scan_with_predictions
 from db.session import session_scope
+from domain import DISCLAIMER, Framework
 from models.imaging import DecodedImage, ImageError, decode_image, make_overlay
 from settings import get_settings
 from ui.charts import probability_chart
@@ -13,10 +14,6 @@ from ui.nav import link_to_page
 from ui.patients import patient_picker
 from ui.predictors import ActiveModel, active_models, gradcam, predictor_for, probabilities
 
-DISCLAIMER = (
-    "**Decision support, not a diagnosis.** These results come from machine-learning models and can be wrong. "
-    "A clinician reads the scan and makes the diagnosis."
-)
 SAVED_KEY = "diagnose_saved"  # {"<patient>:<sha256>": scan id} for this browser session
 
 
@@ -157,7 +154,11 @@ def show_analysis(
     columns[0].image(a.decoded.rgb, caption="Original", width="stretch")
     for col, m in zip(columns[1:], models):
         cam = gradcam(m.framework, m.artifact_path, m.sha256, a.decoded.sha256, a.decoded.rgb)
-        col.image(make_overlay(a.decoded.rgb, cam, opacity), caption=f"Grad-CAM: {m.label}", width="stretch")
+        col.image(
+            make_overlay(a.decoded.rgb, cam, opacity),
+            caption=f"{Framework(m.framework).heatmap} heatmap: {m.label}",
+            width="stretch",
+        )
 
 
 def main() -> None:

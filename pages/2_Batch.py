@@ -4,12 +4,11 @@ import streamlit as st
 
 from db.jobs import recent_jobs
 from db.runs import get_active_model, list_model_versions
-from db.schema import FRAMEWORKS
 from db.session import session_scope
+from domain import DISCLAIMER, FRAMEWORKS, framework_label
 from settings import SAMPLE_DIR, get_settings
 from ui.batch_results import show_results
 from ui.jobs import job_panel, job_view
-from ui.predictors import FRAMEWORK_LABELS
 from worker.batch_input import (
     PATIENT_MODES,
     BatchInputError,
@@ -27,10 +26,6 @@ from worker.batch_input import (
 )
 from worker.submit import QueueUnavailable, requeue_job, submit_batch
 
-DISCLAIMER = (
-    "**Decision support, not a diagnosis.** Every prediction is saved to the patient's history for a clinician "
-    "to review; files the models are unsure about or disagree on are flagged."
-)
 FOLDER, ZIP = "A folder on the server", "An uploaded .zip"
 NOT_USED = 0  # in a model choice: this framework is left out
 PICK_KEY, NOTICE_KEY = "batch_pick", "batch_notice"
@@ -111,7 +106,7 @@ def model_choice() -> list[int]:
         options = [vid for vid, _ in versions[fw]] + [NOT_USED]
         default = options.index(active[fw]) if active[fw] in options else len(options) - 1
         picked = column.selectbox(
-            FRAMEWORK_LABELS[fw],
+            framework_label(fw),
             options,
             index=default,
             format_func=lambda v, names=names: names.get(v, "not used"),

@@ -9,9 +9,9 @@ import streamlit as st
 
 from db.deletion import Removal
 from db.history import Page, PatientTimeline, PredictionFilters, PredictionRow, ScanEntry
-from db.reports import DISCLAIMER
 from db.reviews import REVIEW_ACTIONS, ReviewError
 from db.schema import CLASSES
+from domain import DISCLAIMER
 from ui import history
 
 PATIENT_PAGE_SIZE = 25
@@ -239,7 +239,7 @@ def scan_card(scan: ScanEntry) -> None:
         else:
             left.image(png, caption=scan.original_name, width="stretch")
         if left.button("Show heatmap", key=f"history_heatmap_{scan.scan_id}", disabled=not scan.predictions):
-            with st.spinner("Computing Grad-CAM…"):
+            with st.spinner("Computing heatmaps…"):
                 st.session_state[heatmap_key] = [history.heatmap(scan, p) for p in scan.predictions]
         with right:
             where = f"batch job {scan.job_id}" if scan.job_id else scan.source
@@ -262,7 +262,7 @@ def scan_card(scan: ScanEntry) -> None:
             if result.overlay is None:
                 column.error(f"{result.model_name}: {result.error}")
             else:
-                column.image(result.overlay, caption=f"Grad-CAM: {result.model_name}", width="stretch")
+                column.image(result.overlay, caption=f"{result.method} heatmap: {result.model_name}", width="stretch")
         if scan.predictions:
             with st.expander("Review"):
                 review_form(scan)
@@ -292,9 +292,7 @@ def delete_patient(record: PatientTimeline) -> str:
 
 def report_controls(record: PatientTimeline) -> None:
     key = f"history_report_html_{record.patient_id}"
-    with_heatmaps = st.checkbox(
-        "Include Grad-CAM heatmaps (slower)", key=f"history_report_heatmaps_{record.patient_id}"
-    )
+    with_heatmaps = st.checkbox("Include heatmaps (slower)", key=f"history_report_heatmaps_{record.patient_id}")
     if st.button("Prepare report", key=f"history_report_{record.patient_id}"):
         with st.spinner("Writing the report…"):
             st.session_state[key] = history.report_html(patient_id=record.patient_id, with_heatmaps=with_heatmaps)

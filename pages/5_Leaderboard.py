@@ -5,7 +5,7 @@ import streamlit as st
 
 from db.leaderboard import RunDetail, dataset_options, leaderboard_rows, run_details
 from db.session import session_scope
-from models.config import FRAMEWORK_NAMES
+from domain import FRAMEWORKS, framework_label
 from ui.charts import confusion_matrix_chart, overlaid_curves
 from ui.live_runs import duration_text
 
@@ -28,9 +28,7 @@ st.caption(
 with session_scope() as session:
     datasets = dataset_options(session=session)
 filters = st.columns([1, 2, 1])
-framework = filters[0].selectbox(
-    "Model", [ALL, *FRAMEWORK_NAMES], format_func=lambda f: FRAMEWORK_NAMES.get(f, f), key="leaderboard_framework"
-)
+framework = filters[0].selectbox("Model", [ALL, *FRAMEWORKS], format_func=framework_label, key="leaderboard_framework")
 dataset_names = {fp: f"{fp[:12]} · {path} ({count} run{'s' if count != 1 else ''})" for fp, path, count in datasets}
 fingerprint = filters[1].selectbox(
     "Dataset (fingerprint of its labelled content)",
@@ -53,7 +51,7 @@ table = pd.DataFrame(
         {
             "run": row["source"],
             "reference": row["reference"],
-            "model": FRAMEWORK_NAMES.get(row["framework"], row["framework"]),
+            "model": framework_label(row["framework"]),
             "preset": row["preset"],
             "dataset": row["dataset_path"],
             "fingerprint": (row["fingerprint"] or "")[:12],

@@ -7,9 +7,8 @@ import streamlit as st
 
 from db.registry import VersionRow, previous_active, version_rows
 from db.runs import activate_model_version
-from db.schema import FRAMEWORKS
 from db.session import session_scope
-from models.config import FRAMEWORK_NAMES
+from domain import FRAMEWORKS, framework_label
 from services.model_files import FileCheck, check_file
 from ui.nav import link_to_page
 
@@ -53,7 +52,7 @@ def activate(version: VersionRow) -> None:
         return
     with session_scope() as session:
         activate_model_version(session=session, version_id=version.id)
-    message = f"{version.name} (version {version.id}) is now the active {FRAMEWORK_NAMES[version.framework]} model."
+    message = f"{version.name} (version {version.id}) is now the active {framework_label(version.framework)} model."
     st.session_state[NOTICE_KEY] = ("success", message)
 
 
@@ -169,6 +168,6 @@ if notice := st.session_state.pop(NOTICE_KEY, None):
     (st.success if kind == "success" else st.error)(text)
 
 for framework in FRAMEWORKS:
-    st.header(FRAMEWORK_NAMES[framework])
+    st.header(framework_label(framework))
     framework_section(framework)
     st.divider()

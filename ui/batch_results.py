@@ -6,10 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from db.batches import BatchRow, batch_csv, batch_metrics, batch_rows
-from db.schema import CLASSES, FRAMEWORKS
+from db.schema import CLASSES
 from db.session import session_scope
+from domain import FRAMEWORKS, framework_label
 from ui.charts import class_counts_chart, confusion_matrix_chart
-from ui.predictors import FRAMEWORK_LABELS
 
 ANY = "any"
 STATUS_LABELS = {"done": "done", "error": "could not be read", "skipped": "skipped (not an image)"}
@@ -32,8 +32,8 @@ def results_frame(rows: list[BatchRow], frameworks: list[str]) -> pd.DataFrame:
         }
         for fw in frameworks:
             result = row.results.get(fw)
-            record[f"{FRAMEWORK_LABELS.get(fw, fw)}: class"] = result["label"] if result else ""
-            record[f"{FRAMEWORK_LABELS.get(fw, fw)}: confidence"] = result["confidence"] if result else None
+            record[f"{framework_label(fw)}: class"] = result["label"] if result else ""
+            record[f"{framework_label(fw)}: confidence"] = result["confidence"] if result else None
         record["needs review"] = row.needs_review if row.status == "done" else None
         record["note / error"] = row.error or ""
         records.append(record)
@@ -49,14 +49,12 @@ def _scores(rows: list[BatchRow], frameworks: list[str], job_id: int) -> None:
     for column, (fw, report) in zip(st.columns(len(metrics)), metrics.items()):
         with column:
             st.metric(
-                f"{FRAMEWORK_LABELS.get(fw, fw)} accuracy",
+                f"{framework_label(fw)} accuracy",
                 f"{report['accuracy']:.1%}",
                 help=f"over {report['count']} images",
             )
             st.plotly_chart(
-                confusion_matrix_chart(
-                    report["confusion_matrix"], report["labels"], title=FRAMEWORK_LABELS.get(fw, fw)
-                ),
+                confusion_matrix_chart(report["confusion_matrix"], report["labels"], title=framework_label(fw)),
                 key=f"batch_confusion:{job_id}:{fw}",
             )
 
@@ -79,7 +77,7 @@ def show_results(job_id: int) -> None:
     predicted = [r for r in rows if r.status == "done"]
     if predicted:
         per_model = {
-            FRAMEWORK_LABELS.get(fw, fw): {
+            framework_label(fw): {
                 c: sum(1 for r in predicted if fw in r.results and r.results[fw]["label"] == c) for c in CLASSES
             }
             for fw in frameworks
@@ -111,8 +109,7 @@ def show_results(job_id: int) -> None:
         hide_index=True,
         key=f"batch_table:{job_id}",
         column_config={
-            f"{FRAMEWORK_LABELS.get(fw, fw)}: confidence": st.column_config.NumberColumn(format="percent")
-            for fw in frameworks
+            f"{framework_label(fw)}: confidence": st.column_config.NumberColumn(format="percent") for fw in frameworks
         },
     )
     st.download_button(

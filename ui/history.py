@@ -1,6 +1,6 @@
 """The history's data for the page: cached query results, the timeline chart and on-demand heatmaps."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -25,6 +25,7 @@ from db.runs import list_model_versions
 from db.scans import get_patient
 from db.schema import CLASSES
 from db.session import session_scope
+from domain import Framework
 from settings import get_settings
 
 # Short enough that another clinician's review shows up soon; long enough that paging does not re-query.
@@ -132,11 +133,12 @@ def remove_patient(*, patient_id: int) -> Removal:
 
 def scan_date(scan: ScanEntry) -> datetime:
     """When the scan was taken if its DICOM header says so, else when it was stored."""
-    if scan.study_date:
+    # Stored as YYYY-MM-DD when the header held a proper DICOM date, else as the header wrote it.
+    for layout in ("%Y-%m-%d", "%Y%m%d"):
         try:
-            return datetime.strptime(scan.study_date[:8], "%Y%m%d")
+            return datetime.strptime(scan.study_date or "", layout)
         except ValueError:
-            pass
+            continue
     return scan.created_at
 
 
@@ -169,7 +171,13 @@ def timeline_chart(timeline: PatientTimeline) -> go.Figure:
                 ),
             )
         )
+    dates = [scan_date(scan) for scan in timeline.scans]
+    xaxis: dict = {"type": "date", "tickformat": "%Y-%m-%d"}
+    if dates and max(dates) - min(dates) < timedelta(days=2):
+        # A single day would otherwise be stretched over the axis, with ticks a millisecond apart.
+        xaxis["range"] = [min(dates) - timedelta(days=3), max(dates) + timedelta(days=3)]
     fig.update_layout(
+        xaxis=xaxis,
         height=300,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
         yaxis={"categoryorder": "array", "categoryarray": list(CLASSES), "type": "category", "range": [-0.5, 3.5]},
@@ -181,8 +189,9 @@ def timeline_chart(timeline: PatientTimeline) -> go.Figure:
 
 
 def heatmap(scan: ScanEntry, prediction: PredictionRow) -> Heatmap:
-    """Grad-CAM of the model behind `prediction` over the stored scan, or why it could not be computed."""
+    """The heatmap of the model behind `prediction` over the stored scan, or why it could not be computed."""
     name = f"{prediction.model_name} ({prediction.framework})"
+    method = Framework(prediction.framework).heatmap
     try:
         # Imported here: loading a model pulls in a deep-learning framework, which browsing never needs.
         from models.imaging import decode_image, make_overlay
@@ -194,8 +203,8 @@ def heatmap(scan: ScanEntry, prediction: PredictionRow) -> Heatmap:
         ).rgb
         cam = gradcam(prediction.framework, prediction.artifact_path, prediction.model_sha256, scan.sha256, rgb)
     except (ImportError, OSError, ValueError, RuntimeError) as exc:
-        return Heatmap(model_name=name, error=f"the heatmap could not be computed: {exc}")
-    return Heatmap(model_name=name, overlay=make_overlay(rgb, cam, HEATMAP_OPACITY))
+        return Heatmap(model_name=name, method=method, error=f"the heatmap could not be computed: {exc}")
+    return Heatmap(model_name=name, method=method, overlay=make_overlay(rgb, cam, HEATMAP_OPACITY))
 
 
 def report_html(*, patient_id: int, with_heatmaps: bool) -> str | None:

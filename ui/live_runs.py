@@ -5,7 +5,7 @@ import streamlit as st
 
 from db.run_views import LiveRun, live_runs
 from db.session import session_scope
-from models.config import FRAMEWORK_NAMES
+from domain import framework_label
 from ui.charts import training_curves
 from ui.nav import link_to_page
 from worker.submit import cancel_job
@@ -28,7 +28,7 @@ def duration_text(seconds: float | None) -> str:
 
 
 def _title(run: LiveRun) -> str:
-    model = FRAMEWORK_NAMES.get(run.framework, run.framework)
+    model = framework_label(run.framework)
     return f"Run {run.run_id} · {model} · {run.preset} · `{run.dataset_path}`"
 
 
@@ -109,7 +109,7 @@ def _queued(runs: list[LiveRun]) -> None:
         {
             "run": r.run_id,
             "job": r.job_id,
-            "model": FRAMEWORK_NAMES.get(r.framework, r.framework),
+            "model": framework_label(r.framework),
             "preset": r.preset,
             "dataset": r.dataset_path,
             "epochs": r.epochs_planned,

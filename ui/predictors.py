@@ -6,13 +6,11 @@ import numpy as np
 import streamlit as st
 
 from db.runs import get_active_model
-from db.schema import FRAMEWORKS
 from db.session import session_scope
+from domain import FRAMEWORKS, framework_label
 from models.predictor import Predictor, load_predictor
 from models.threads import cap_threads
 from settings import get_settings
-
-FRAMEWORK_LABELS = {"torch": "PyTorch CNN", "keras": "Keras MobileNetV2"}
 
 
 @dataclass(frozen=True)
@@ -25,7 +23,7 @@ class ActiveModel:
 
     @property
     def label(self) -> str:
-        return FRAMEWORK_LABELS.get(self.framework, self.framework)
+        return framework_label(self.framework)
 
 
 def active_models() -> list[ActiveModel]:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from models.config import AUGMENT_LEVELS, FRAMEWORK_NAMES, TrainConfig, make_config, preset_names
+from domain import FRAMEWORKS, framework_label
+from models.config import AUGMENT_LEVELS, TrainConfig, make_config, preset_names
 from models.data import DatasetError
 from models.folders import LabelledFolder, find_labelled_folders, labelled_folder
 from models.mobilenet import MissingWeightsError, resolve_weights
@@ -133,8 +134,8 @@ def train_form() -> None:
     top = st.columns(2)
     framework = top[0].selectbox(
         "Model",
-        list(FRAMEWORK_NAMES),
-        format_func=FRAMEWORK_NAMES.get,
+        list(FRAMEWORKS),
+        format_func=framework_label,
         key="train_framework",
         on_change=_fill_preset_fields,
     )

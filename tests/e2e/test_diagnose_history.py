@@ -21,14 +21,14 @@ def test_a_diagnosed_scan_is_saved_and_reviewed_in_the_patients_history(app: App
     main.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(scan)
     app.settle()
 
-    # One answer, one probability chart and one Grad-CAM heatmap per active model.
+    # One answer, one probability chart and one heatmap per active model.
     metrics = main.get_by_test_id("stMetricValue")
     expect(metrics).to_have_count(2, timeout=RESULT_TIMEOUT_MS)
     app.settle()  # the heatmaps are computed after the answers are drawn
     for metric in metrics.all():
         expect(metric).to_have_text(A_CLASS)
     expect(main.locator("[data-testid=stPlotlyChart] .js-plotly-plot")).to_have_count(2)
-    heatmaps = main.get_by_test_id("stImage").filter(has_text="Grad-CAM")
+    heatmaps = main.get_by_test_id("stImage").filter(has_text=" heatmap: ")
     expect(heatmaps).to_have_count(2)
     expect(heatmaps.first.locator("img")).to_be_visible()
 

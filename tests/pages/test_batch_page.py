@@ -142,7 +142,7 @@ def finished_job(model_id: int) -> int:
 def test_results_show_scores_filters_and_csv(finished_job) -> None:
     at = open_page({"job": str(finished_job)})
     assert at.metric[0].value == "2" and at.metric[1].value == "1" and at.metric[3].value == "1"
-    assert any(m.label == "PyTorch CNN accuracy" and m.value == "50.0%" for m in at.metric)
+    assert any(m.label == "Custom CNN (PyTorch) accuracy" and m.value == "50.0%" for m in at.metric)
     assert len(at.dataframe[-1].value) == 4
     at.checkbox(key=f"batch_filter_review:{finished_job}").check()
     at.run()

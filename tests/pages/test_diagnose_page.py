@@ -120,7 +120,7 @@ def test_a_model_whose_file_is_gone_is_reported_not_crashed_on(db_url, tmp_path)
 
 def test_page_says_it_is_decision_support(db_url, active_cnn):
     at = open_page()
-    assert "Decision support, not a diagnosis" in at.warning[0].value
+    assert "Decision support only" in at.warning[0].value
 
 
 def test_sample_jpeg_is_predicted_and_saved_with_its_model_version(db_url, active_cnn):
@@ -198,7 +198,7 @@ def test_both_active_models_answer_side_by_side_and_each_prediction_is_saved(db_
     keras_version = activate("keras", mobilenet_checkpoint)
     add_patient("P-1")
     at = upload(open_page(), [sample_jpeg()])
-    assert [m.label for m in at.metric] == ["PyTorch CNN", "Keras MobileNetV2"]
+    assert [m.label for m in at.metric] == ["Custom CNN (PyTorch)", "MobileNetV2 (Keras)"]
     assert any("The models **agree**" in m.value or "The models **disagree**" in m.value for m in at.markdown)
     choose_existing(at, "P-1")
     save(at)

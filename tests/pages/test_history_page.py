@@ -1,4 +1,5 @@
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -150,5 +151,40 @@ def test_prepared_report_holds_the_scan_its_models_and_a_heatmap(record):
     assert not at.exception
     html = at.session_state[f"history_report_html_{record.patient_id}"]
     assert "P-777" in html and "cnn-v1" in html and "mobilenet-v1" in html
-    assert "Grad-CAM heatmap (cnn-v1 (torch))" in html and html.count("data:image/png;base64,") == 2
+    assert "HiResCAM heatmap (cnn-v1 (torch))" in html and html.count("data:image/png;base64,") == 2
     assert at.download_button(key=f"history_report_download_{record.patient_id}").label == "Download report (HTML)"
+
+
+def _entry(study_date: str | None, created: datetime):  # type: ignore[no-untyped-def]
+    from db.history import ScanEntry
+
+    return ScanEntry(
+        scan_id=1,
+        created_at=created,
+        study_date=study_date,
+        original_name="a.dcm",
+        file_path="/x",
+        sha256="0" * 64,
+        source="upload",
+        job_id=None,
+        width=8,
+        height=8,
+        image_format="PNG",
+        modality="MR",
+        series_description=None,
+        note=None,
+        file_shared=False,
+    )
+
+
+def test_the_timeline_uses_the_study_date_as_stored_and_days_as_ticks() -> None:
+    from db.history import PatientTimeline
+    from ui.history import scan_date, timeline_chart
+
+    uploaded = datetime(2026, 12, 1, 9, 30)
+    assert scan_date(_entry("2024-03-05", uploaded)) == datetime(2024, 3, 5)  # what the DICOM reader stores
+    assert scan_date(_entry("20240305", uploaded)) == datetime(2024, 3, 5)
+    assert scan_date(_entry("March", uploaded)) == uploaded and scan_date(_entry(None, uploaded)) == uploaded
+    fig = timeline_chart(PatientTimeline(patient_id=1, mrn="P", created_at=uploaded, scans=[_entry(None, uploaded)]))
+    low, high = fig.layout.xaxis.range
+    assert fig.layout.xaxis.tickformat == "%Y-%m-%d" and high - low >= timedelta(days=2)

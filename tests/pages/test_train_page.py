@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 from db.jobs import recent_jobs
 from db.runs import list_runs
 from db.session import session_scope
+from models.config import PRESETS
 from settings import ROOT, SAMPLE_DIR, get_settings
 
 PAGE = str(ROOT / "pages" / "4_Train.py")
@@ -81,7 +82,11 @@ def test_choosing_a_preset_fills_the_fields_with_its_values(module_db_url: str) 
     at = open_page()
     assert (at.number_input(key="train_epochs").value, at.number_input(key="train_lr").value) == (20, 1e-3)
     at.selectbox(key="train_preset").set_value("improved").run()
-    assert (at.number_input(key="train_epochs").value, at.number_input(key="train_lr").value) == (16, 5e-4)
+    improved = PRESETS[("torch", "improved")]
+    assert (at.number_input(key="train_epochs").value, at.number_input(key="train_lr").value) == (
+        improved["epochs"],
+        improved["lr"],
+    )
     at.selectbox(key="train_framework").set_value("keras").run()
     assert at.checkbox(key="train_pretrained").value is False  # without ImageNet weights, from random init
     assert at.number_input(key="train_fine_tune_epoch").value == 1

@@ -1,0 +1,102 @@
+"""The vocabulary every layer shares: tumor classes, frameworks, statuses and sources.
+
+StrEnum members are plain strings too (`Framework.TORCH == "torch"`), so they go into the database, JSON
+and URLs unchanged; the schema constrains its columns to these values.
+"""
+
+from enum import StrEnum
+
+DISCLAIMER = (
+    "Decision support only. These results come from machine-learning models and are not a diagnosis; "
+    "a qualified clinician must interpret every scan and confirm every finding."
+)
+# Both networks see the scan as RGB at this side; MobileNetV2 may resize further inside itself.
+INPUT_SIZE = 224
+
+
+class TumorClass(StrEnum):
+    GLIOMA = "glioma"
+    MENINGIOMA = "meningioma"
+    NOTUMOR = "notumor"
+    PITUITARY = "pituitary"
+
+    @property
+    def label(self) -> str:
+        return "No tumor" if self is TumorClass.NOTUMOR else self.value.capitalize()
+
+
+# The networks' output order: index i of a probability vector is CLASSES[i].
+CLASSES: tuple[str, ...] = tuple(c.value for c in TumorClass)  # plain str: they go into pickles and JSON
+
+
+class Framework(StrEnum):
+    TORCH = "torch"
+    KERAS = "keras"
+
+    @property
+    def label(self) -> str:
+        return _FRAMEWORK_LABELS[self]
+
+    @property
+    def suffix(self) -> str:
+        """The file suffix its models are saved with."""
+        return ".pth" if self is Framework.TORCH else ".keras"
+
+    @property
+    def heatmap(self) -> str:
+        """The method behind its heatmap: HiResCAM suits the CNN's Flatten head, Grad-CAM MobileNetV2's pooling."""
+        return "HiResCAM" if self is Framework.TORCH else "Grad-CAM"
+
+    @classmethod
+    def of_file(cls, path: object) -> "Framework":
+        """The framework that saved a model file, from its suffix; ValueError for any other file."""
+        name = str(path).lower()
+        for framework in cls:
+            if name.endswith(framework.suffix) or (framework is Framework.TORCH and name.endswith(".pt")):
+                return framework
+        raise ValueError(f"{path}: not a model file (expected .pth or .keras)")
+
+
+_FRAMEWORK_LABELS = {Framework.TORCH: "Custom CNN (PyTorch)", Framework.KERAS: "MobileNetV2 (Keras)"}
+FRAMEWORKS: tuple[str, ...] = tuple(f.value for f in Framework)
+
+
+def framework_label(value: str) -> str:
+    """The name people read for a framework's model; any other text comes back as it is."""
+    return Framework(value).label if value in FRAMEWORKS else value
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED_STATES: tuple[str, ...] = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
+# A training run goes through the same states as the job that runs it.
+RunStatus = JobStatus
+
+
+class JobKind(StrEnum):
+    TRAIN = "train"
+    BATCH = "batch"
+    SELFCHECK = "selfcheck"
+
+
+class ReviewStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    CORRECTED = "corrected"
+
+
+class ScanSource(StrEnum):
+    UPLOAD = "upload"
+    BATCH = "batch"
+
+
+class BatchItemStatus(StrEnum):
+    DONE = "done"
+    ERROR = "error"
+    SKIPPED = "skipped"
