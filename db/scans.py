@@ -1,20 +1,12 @@
 """Query functions for patients, stored scans and their predictions."""
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.schema import CLASSES, Patient, Prediction, Scan
-from db.storage import store_scan_file
-from models.predictor import averaged, needs_review
-
-if TYPE_CHECKING:
-    from models.imaging import DecodedImage
+from db.schema import Patient, Prediction, Scan
 
 PATIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -91,114 +83,9 @@ def upsert_prediction(
     return row, True
 
 
-def scan_is_shared(*, session: Session, sha256: str) -> bool:
-    """Whether more than one scan row points at this stored file."""
-    return len(list(session.scalars(select(Scan.id).where(Scan.sha256 == sha256).limit(2)))) > 1
-
-
 def validate_patient_id(value: str) -> str:
     """The patient id, trimmed; raises ValueError with a message for the person who typed it."""
     mrn = value.strip()
     if not PATIENT_ID_PATTERN.fullmatch(mrn):
         raise ValueError("A patient id is 1 to 64 characters: letters, digits, '-', '_' or '.'.")
     return mrn
-
-
-class ModelResult(TypedDict):
-    """One model's answer for one image, as stored and as shown."""
-
-    framework: str
-    model_version_id: int
-    label: str
-    confidence: float
-    probabilities: dict[str, float]
-
-
-def model_result(*, framework: str, model_version_id: int, probabilities: Sequence[float] | np.ndarray) -> ModelResult:
-    """A ModelResult from a probability vector in CLASSES order."""
-    probs = [float(p) for p in probabilities]
-    if len(probs) != len(CLASSES):
-        raise ValueError(f"expected {len(CLASSES)} probabilities, got {len(probs)}")
-    best = int(np.argmax(probs))
-    return ModelResult(
-        framework=framework,
-        model_version_id=model_version_id,
-        label=CLASSES[best],
-        confidence=probs[best],
-        probabilities=dict(zip(CLASSES, probs)),
-    )
-
-
-def _by_framework(results: list[ModelResult]) -> dict[str, np.ndarray]:
-    return {r["framework"]: np.array([r["probabilities"][c] for c in CLASSES]) for r in results}
-
-
-def review_needed(results: list[ModelResult], threshold: float) -> bool:
-    """Whether a clinician should look again: a model is unsure or the models disagree."""
-    return needs_review(_by_framework(results), threshold)
-
-
-def averaged_result(results: list[ModelResult]) -> tuple[str, float]:
-    """The class the models' averaged probabilities favour, and that average."""
-    best, mean = averaged(_by_framework(results))
-    return CLASSES[best], mean
-
-
-@dataclass
-class SavedScan:
-    scan: Scan
-    predictions: list[Prediction]
-    scan_created: bool
-    predictions_created: int
-
-
-def save_scan_with_predictions(
-    *,
-    session: Session,
-    decoded: "DecodedImage",
-    patient_mrn: str | None,
-    source: str,
-    results: list[ModelResult],
-    threshold: float,
-    original_name: str,
-    job_id: int | None = None,
-) -> SavedScan:
-    """Store the image once and record each model's prediction; saving the same image again adds nothing."""
-    patient_id = None
-    if patient_mrn is not None:
-        patient_id = get_or_create_patient(session=session, mrn=validate_patient_id(patient_mrn)).id
-    flagged = review_needed(results, threshold)
-    # The file goes first: a committed row never points at a missing file.
-    path = store_scan_file(data=decoded.stored_bytes, sha256=decoded.sha256, suffix=decoded.stored_suffix)
-    scan, scan_created = get_or_create_scan(
-        session=session,
-        patient_id=patient_id,
-        sha256=decoded.sha256,
-        file_path=str(path),
-        original_name=original_name[:512],
-        source=source,
-        job_id=job_id,
-        width=decoded.width,
-        height=decoded.height,
-        image_format=decoded.image_format,
-        modality=decoded.modality,
-        study_date=decoded.study_date,
-        series_description=decoded.series_description,
-        note=decoded.note,
-    )
-    predictions, created = [], 0
-    for result in results:
-        row, new = upsert_prediction(
-            session=session,
-            scan_id=scan.id,
-            model_version_id=result["model_version_id"],
-            label=result["label"],
-            probabilities=result["probabilities"],
-            confidence=result["confidence"],
-            needs_review=bool(flagged),
-            source=source,
-            job_id=job_id,
-        )
-        predictions.append(row)
-        created += new
-    return SavedScan(scan=scan, predictions=predictions, scan_created=scan_created, predictions_created=created)

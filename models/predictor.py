@@ -151,21 +151,3 @@ def load_predictor(framework: str, artifact_path: str | Path) -> Predictor:
     if framework == "keras":
         return KerasPredictor(path)
     raise ValueError(f"unknown framework {framework!r}")
-
-
-def needs_review(probabilities_by_framework: dict[str, np.ndarray], threshold: float) -> bool:
-    """Flag for a clinician when any model is unsure or the models disagree on the class."""
-    probs = [np.asarray(p) for p in probabilities_by_framework.values()]
-    if not probs:
-        return True
-    low = any(float(p.max()) < threshold for p in probs)
-    disagree = len({int(p.argmax()) for p in probs}) > 1
-    return low or disagree
-
-
-def averaged(probabilities_by_framework: dict[str, np.ndarray]) -> tuple[int, float]:
-    """The class the models' mean probabilities favour, and its mean probability. On a validation split
-    with no duplicates across it the mean of the two shipped models is right more often than either alone."""
-    mean = np.mean([np.asarray(p, dtype=np.float64) for p in probabilities_by_framework.values()], axis=0)
-    best = int(mean.argmax())
-    return best, float(mean[best])

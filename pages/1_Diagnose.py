@@ -4,10 +4,10 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from db.scans import ModelResult, averaged_result, model_result, review_needed, save_scan_with_predictions
 from db.session import session_scope
 from domain import DISCLAIMER, Framework
 from models.imaging import DecodedImage, ImageError, decode_image, make_overlay
+from services.diagnosis import ModelResult, Review, averaged_result, model_result, review, save_scan_with_predictions
 from settings import get_settings
 from ui.charts import probability_chart
 from ui.nav import link_to_page
@@ -22,7 +22,7 @@ class Analysis:
     name: str
     decoded: DecodedImage
     results: list[ModelResult]
-    flagged: bool
+    review: Review
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -39,18 +39,7 @@ def analyse(name: str, decoded: DecodedImage, models: list[ActiveModel], thresho
         )
         for m in models
     ]
-    return Analysis(name, decoded, results, review_needed(results, threshold))
-
-
-def review_reasons(analysis: Analysis, models: list[ActiveModel], threshold: float) -> list[str]:
-    reasons = [
-        f"{m.label} is {r['confidence']:.0%} confident, below {threshold:.0%}"
-        for m, r in zip(models, analysis.results)
-        if r["confidence"] < threshold
-    ]
-    if len({r["label"] for r in analysis.results}) > 1:
-        reasons.append("the models disagree")
-    return reasons
+    return Analysis(name, decoded, results, review(results, threshold))
 
 
 def loaded_models(models: list[ActiveModel]) -> list[ActiveModel]:
@@ -132,9 +121,8 @@ def show_analysis(
             f"The models **disagree**: {answers}. Averaged, their probabilities favour **{label}** "
             f"({mean:.0%}); the clinician decides."
         )
-    if a.flagged:
-        reasons = review_reasons(a, models, threshold) or ["flagged by the review rule"]
-        st.warning(f"**Needs review**: {'; '.join(reasons)}.", icon="⚠️")
+    if a.review.flagged:
+        st.warning(f"**Needs review**: {'; '.join(a.review.reasons)}.", icon="⚠️")
     elif len(a.results) > 1:
         st.success(f"No review flag: the models agree and each is at least {threshold:.0%} confident.")
     else:

@@ -21,7 +21,7 @@ from db.schema import CLASSES, FRAMEWORKS, ModelVersion, Patient, Prediction, Sc
 from db.session import make_engine
 from db.storage import store_scan_file
 from models.imaging import decode_image
-from models.predictor import needs_review
+from services.diagnosis import model_result, review
 from settings import SAMPLE_DIR, get_settings
 
 
@@ -94,7 +94,11 @@ def seed(session: Session, *, predictions: int, patients: int, review_share: flo
             alpha = np.full(len(CLASSES), 0.5)
             alpha[truth] = rng.choice((2.0, 8.0, 20.0))
             probs[version.framework] = np.random.default_rng(rng.randrange(2**32)).dirichlet(alpha)
-        flagged = needs_review(probs, get_settings().confidence_threshold)
+        results = [
+            model_result(framework=v.framework, model_version_id=v.id, probabilities=probs[v.framework])
+            for v in versions
+        ]
+        flagged = review(results, get_settings().confidence_threshold).flagged
         reviewed = rng.random() < review_share
         for version in versions:
             p = probs[version.framework]

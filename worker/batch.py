@@ -25,10 +25,10 @@ from db.batches import (
     job_output_counts,
     recorded_paths,
 )
-from db.scans import model_result, review_needed, save_scan_with_predictions
 from db.session import session_scope
 from models.imaging import DecodedImage, ImageError, decode_image
 from models.predictor import Predictor, load_predictor
+from services.diagnosis import model_result, review, save_scan_with_predictions
 from services.model_files import check_file
 from settings import get_settings
 from worker.batch_input import (
@@ -315,7 +315,7 @@ def _save_done(
         true_label=true_label(item.rel_path),
         scan_id=saved.scan.id,
         results={r["framework"]: {k: v for k, v in r.items() if k != "framework"} for r in results},
-        needs_review=review_needed(results, options.threshold),
+        needs_review=review(results, options.threshold).flagged,
         error=item.note,
     )
 

@@ -10,7 +10,7 @@ import pytest
 
 from models.config import make_config
 from models.data import load_rgb
-from models.predictor import averaged, load_predictor, needs_review
+from models.predictor import load_predictor
 from models.train import TrainHooks, run_training
 from settings import ROOT, SAMPLE_DIR
 
@@ -76,22 +76,6 @@ def test_gradcam_matches_the_image_shape(tiny_cnn: Path) -> None:
     assert cam.min() >= 0.0 and cam.max() <= 1.0
     probs = predictor.predict([rgb, rgb])
     assert probs.shape == (2, 4) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-
-
-def test_needs_review_on_low_confidence_or_disagreement() -> None:
-    sure = np.array([0.9, 0.05, 0.03, 0.02])
-    other = np.array([0.05, 0.9, 0.03, 0.02])
-    assert not needs_review({"torch": sure, "keras": sure}, 0.7)
-    assert needs_review({"torch": sure, "keras": other}, 0.7)
-    assert needs_review({"torch": sure}, 0.95)
-
-
-def test_averaged_probabilities_pick_the_class_the_models_favour_together() -> None:
-    torch_probs = np.array([0.55, 0.40, 0.03, 0.02])  # glioma, barely
-    keras_probs = np.array([0.05, 0.50, 0.40, 0.05])  # meningioma
-    best, mean = averaged({"torch": torch_probs, "keras": keras_probs})
-    assert (best, round(mean, 3)) == (1, 0.45)
-    assert averaged({"torch": torch_probs}) == (0, 0.55)
 
 
 def test_config_validation_rejects_bad_values() -> None:

@@ -6,10 +6,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from db.runs import register_model_version
-from db.scans import model_result, save_scan_with_predictions
 from db.schema import Patient, Prediction, Scan
 from db.session import session_scope
 from models.imaging import decode_image
+from services.diagnosis import model_result, save_scan_with_predictions
 from settings import ROOT, SAMPLE_DIR
 
 PAGE = str(ROOT / "pages" / "3_History.py")

@@ -1,0 +1,133 @@
+"""Diagnosis: each model's answer for a scan, the rule that asks a clinician to look again, and saving both
+to the patient's record. The Diagnose page and the batch job both go through here."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from db.scans import get_or_create_patient, get_or_create_scan, upsert_prediction, validate_patient_id
+from db.schema import Prediction, Scan
+from db.storage import store_scan_file
+from domain import CLASSES, framework_label
+from models.imaging import DecodedImage
+
+
+class ModelResult(TypedDict):
+    """One model's answer for one image, as stored and as shown."""
+
+    framework: str
+    model_version_id: int
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+
+
+def model_result(*, framework: str, model_version_id: int, probabilities: Sequence[float] | np.ndarray) -> ModelResult:
+    """A ModelResult from a probability vector in CLASSES order."""
+    probs = [float(p) for p in probabilities]
+    if len(probs) != len(CLASSES):
+        raise ValueError(f"expected {len(CLASSES)} probabilities, got {len(probs)}")
+    best = int(np.argmax(probs))
+    return ModelResult(
+        framework=framework,
+        model_version_id=model_version_id,
+        label=CLASSES[best],
+        confidence=probs[best],
+        probabilities=dict(zip(CLASSES, probs)),
+    )
+
+
+@dataclass(frozen=True)
+class Review:
+    """Whether a clinician should look again, and why, in words the page shows."""
+
+    flagged: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def review(results: list[ModelResult], threshold: float) -> Review:
+    """Flag a scan when any model is less confident than the threshold, or the models disagree on the class."""
+    if not results:
+        return Review(True, ["no model gave an answer"])
+    reasons = [
+        f"{framework_label(r['framework'])} is {r['confidence']:.0%} confident, below {threshold:.0%}"
+        for r in results
+        if r["confidence"] < threshold
+    ]
+    if len({r["label"] for r in results}) > 1:
+        reasons.append("the models disagree")
+    return Review(bool(reasons), reasons)
+
+
+def averaged_result(results: list[ModelResult]) -> tuple[str, float]:
+    """The class the models' averaged probabilities favour, and that average.
+
+    On a validation split with no duplicates across it, the average of the two models is right more often
+    than either alone: it is what the Diagnose page names when they disagree.
+    """
+    mean = np.mean([[r["probabilities"][c] for c in CLASSES] for r in results], axis=0)
+    best = int(mean.argmax())
+    return CLASSES[best], float(mean[best])
+
+
+@dataclass
+class SavedScan:
+    scan: Scan
+    predictions: list[Prediction]
+    scan_created: bool
+    predictions_created: int
+
+
+def save_scan_with_predictions(
+    *,
+    session: Session,
+    decoded: DecodedImage,
+    patient_mrn: str | None,
+    source: str,
+    results: list[ModelResult],
+    threshold: float,
+    original_name: str,
+    job_id: int | None = None,
+) -> SavedScan:
+    """Store the image once and record each model's prediction; saving the same image again adds nothing."""
+    patient_id = None
+    if patient_mrn is not None:
+        patient_id = get_or_create_patient(session=session, mrn=validate_patient_id(patient_mrn)).id
+    flagged = review(results, threshold).flagged
+    # The file goes first: a committed row never points at a missing file.
+    path = store_scan_file(data=decoded.stored_bytes, sha256=decoded.sha256, suffix=decoded.stored_suffix)
+    scan, scan_created = get_or_create_scan(
+        session=session,
+        patient_id=patient_id,
+        sha256=decoded.sha256,
+        file_path=str(path),
+        original_name=original_name[:512],
+        source=source,
+        job_id=job_id,
+        width=decoded.width,
+        height=decoded.height,
+        image_format=decoded.image_format,
+        modality=decoded.modality,
+        study_date=decoded.study_date,
+        series_description=decoded.series_description,
+        note=decoded.note,
+    )
+    predictions, created = [], 0
+    for result in results:
+        row, new = upsert_prediction(
+            session=session,
+            scan_id=scan.id,
+            model_version_id=result["model_version_id"],
+            label=result["label"],
+            probabilities=result["probabilities"],
+            confidence=result["confidence"],
+            needs_review=bool(flagged),
+            source=source,
+            job_id=job_id,
+        )
+        predictions.append(row)
+        created += new
+    return SavedScan(scan=scan, predictions=predictions, scan_created=scan_created, predictions_created=created)

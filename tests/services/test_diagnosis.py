@@ -1,0 +1,38 @@
+"""The review rule and the averaged answer: one home, used by the Diagnose page and the batch job."""
+
+import pytest
+
+from services.diagnosis import averaged_result, model_result, review
+
+
+def result(framework: str, probabilities: list[float]):  # type: ignore[no-untyped-def]
+    return model_result(framework=framework, model_version_id=1, probabilities=probabilities)
+
+
+SURE_GLIOMA = [0.9, 0.05, 0.03, 0.02]
+SURE_MENINGIOMA = [0.05, 0.9, 0.03, 0.02]
+
+
+def test_two_sure_models_that_agree_are_not_flagged() -> None:
+    assert review([result("torch", SURE_GLIOMA), result("keras", SURE_GLIOMA)], 0.7).flagged is False
+
+
+def test_disagreement_and_low_confidence_are_flagged_with_their_reasons() -> None:
+    verdict = review([result("torch", SURE_GLIOMA), result("keras", SURE_MENINGIOMA)], 0.7)
+    assert verdict.flagged and verdict.reasons == ["the models disagree"]
+    verdict = review([result("torch", SURE_GLIOMA)], 0.95)
+    assert verdict.reasons == ["Custom CNN (PyTorch) is 90% confident, below 95%"]
+    assert review([], 0.5).flagged
+
+
+def test_averaged_probabilities_pick_the_class_the_models_favour_together() -> None:
+    glioma_barely = result("torch", [0.55, 0.40, 0.03, 0.02])
+    meningioma = result("keras", [0.05, 0.50, 0.40, 0.05])
+    label, mean = averaged_result([glioma_barely, meningioma])
+    assert (label, mean) == ("meningioma", pytest.approx(0.45))
+    assert averaged_result([glioma_barely]) == ("glioma", pytest.approx(0.55))
+
+
+def test_a_probability_vector_of_the_wrong_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="expected 4 probabilities"):
+        result("torch", [0.5, 0.5])
