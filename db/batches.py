@@ -1,20 +1,15 @@
 """Query functions for batch jobs: one row per file with its outcome, and what the results page reads."""
 
-import csv
-import io
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.reports import _cell
 from db.runs import get_active_model, get_model_version
-from db.schema import CLASSES, FRAMEWORKS, BatchItem, ModelVersion, Prediction, Scan
-from models.metrics import classification_report
+from db.schema import FRAMEWORKS, BatchItem, ModelVersion, Prediction, Scan
 
 ITEM_STATES = ("done", "error", "skipped")
 
@@ -131,19 +126,6 @@ def batch_rows(
     return rows
 
 
-def batch_metrics(*, rows: Iterable[BatchRow], frameworks: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per model, accuracy and confusion matrix (rows: truth) over the done files whose folder names a class."""
-    labelled = [r for r in rows if r.status == "done" and r.true_label in CLASSES]
-    metrics = {}
-    for framework in frameworks:
-        scored = [r for r in labelled if framework in r.results]
-        if scored:
-            y_true = np.array([CLASSES.index(r.true_label) for r in scored])
-            y_pred = np.array([CLASSES.index(r.results[framework]["label"]) for r in scored])
-            metrics[framework] = classification_report(y_true, y_pred)
-    return metrics
-
-
 def batch_counts(*, session: Session, job_id: int) -> dict[str, int]:
     """How many of the job's files are done, failed and skipped, and how many done ones need review."""
     counts = dict.fromkeys(ITEM_STATES, 0)
@@ -160,28 +142,3 @@ def job_output_counts(*, session: Session, job_id: int) -> tuple[int, int]:
     scans = session.scalar(select(func.count()).select_from(Scan).where(Scan.job_id == job_id)) or 0
     predictions = session.scalar(select(func.count()).select_from(Prediction).where(Prediction.job_id == job_id)) or 0
     return scans, predictions
-
-
-CSV_FIXED = ("file", "status", "patient_id", "true_label")
-
-
-def batch_csv(*, rows: Iterable[BatchRow], frameworks: Sequence[str]) -> bytes:
-    """The rows as CSV: per model its class, confidence and each probability; then review flag and error."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    per_model = [
-        f"{fw}_{column}" for fw in frameworks for column in ("class", "confidence", *(f"p_{c}" for c in CLASSES))
-    ]
-    writer.writerow([*CSV_FIXED, *per_model, "needs_review", "error"])
-    for row in rows:
-        values: list[object] = [row.rel_path, row.status, row.patient_mrn or "", row.true_label or ""]
-        for fw in frameworks:
-            result = row.results.get(fw)
-            if result is None:
-                values += [""] * (2 + len(CLASSES))
-                continue
-            values += [result["label"], f"{result['confidence']:.4f}"]
-            values += [f"{result['probabilities'][c]:.4f}" for c in CLASSES]
-        values += [row.needs_review if row.status == "done" else "", row.error or ""]
-        writer.writerow(_cell(v) for v in values)
-    return out.getvalue().encode("utf-8")

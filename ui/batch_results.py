@@ -5,10 +5,12 @@ from collections import Counter
 import pandas as pd
 import streamlit as st
 
-from db.batches import BatchRow, batch_csv, batch_metrics, batch_rows
+from db.batches import BatchRow, batch_rows
 from db.schema import CLASSES
 from db.session import session_scope
 from domain import FRAMEWORKS, framework_label
+from services.batch import batch_metrics
+from services.reports import batch_csv
 from ui.charts import class_counts_chart, confusion_matrix_chart
 
 ANY = "any"

@@ -1,7 +1,6 @@
 """The history's data for the page: cached query results, the timeline chart and on-demand heatmaps."""
 
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -19,13 +18,12 @@ from db.history import (
     list_predictions,
     patient_timeline,
 )
-from db.reports import Heatmap, patient_report_html, predictions_csv, scan_png
 from db.reviews import review_prediction
 from db.runs import list_model_versions
 from db.scans import get_patient
 from db.schema import CLASSES
 from db.session import session_scope
-from domain import Framework
+from services.reports import Heatmap, first_heatmap, patient_report_html, predictions_csv, scan_heatmap, scan_png
 from settings import get_settings
 
 # Short enough that another clinician's review shows up soon; long enough that paging does not re-query.
@@ -190,21 +188,12 @@ def timeline_chart(timeline: PatientTimeline) -> go.Figure:
 
 def heatmap(scan: ScanEntry, prediction: PredictionRow) -> Heatmap:
     """The heatmap of the model behind `prediction` over the stored scan, or why it could not be computed."""
-    name = f"{prediction.model_name} ({prediction.framework})"
-    method = Framework(prediction.framework).heatmap
-    try:
-        # Imported here: loading a model pulls in a deep-learning framework, which browsing never needs.
-        from models.imaging import decode_image, make_overlay
-        from ui.predictors import gradcam
+    # Imported here: loading a model pulls in a deep-learning framework, which browsing never needs.
+    from ui.predictors import gradcam
 
-        data = Path(scan.file_path).read_bytes()
-        rgb = decode_image(
-            data, Path(scan.file_path).name, max_bytes=len(data), max_pixels=get_settings().max_image_pixels
-        ).rgb
-        cam = gradcam(prediction.framework, prediction.artifact_path, prediction.model_sha256, scan.sha256, rgb)
-    except (ImportError, OSError, ValueError, RuntimeError) as exc:
-        return Heatmap(model_name=name, method=method, error=f"the heatmap could not be computed: {exc}")
-    return Heatmap(model_name=name, method=method, overlay=make_overlay(rgb, cam, HEATMAP_OPACITY))
+    return scan_heatmap(
+        scan, prediction, gradcam=gradcam, max_pixels=get_settings().max_image_pixels, opacity=HEATMAP_OPACITY
+    )
 
 
 def report_html(*, patient_id: int, with_heatmaps: bool) -> str | None:
@@ -212,13 +201,6 @@ def report_html(*, patient_id: int, with_heatmaps: bool) -> str | None:
     data = timeline(patient_id=patient_id)
     if data is None:
         return None
-
-    def first_heatmap(scan: ScanEntry) -> Heatmap | None:
-        result = None
-        for prediction in scan.predictions:
-            result = heatmap(scan, prediction)
-            if result.overlay is not None:
-                break
-        return result
-
-    return patient_report_html(timeline=data, heatmap=first_heatmap if with_heatmaps else None)
+    return patient_report_html(
+        timeline=data, heatmap=(lambda scan: first_heatmap(scan, heatmap)) if with_heatmaps else None
+    )

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 from db.batches import (
     add_batch_item,
     batch_counts,
-    batch_metrics,
     batch_models,
     batch_rows,
     job_output_counts,
@@ -28,6 +27,7 @@ from db.batches import (
 from db.session import session_scope
 from models.imaging import DecodedImage, ImageError, decode_image
 from models.predictor import Predictor, load_predictor
+from services.batch import batch_metrics
 from services.diagnosis import model_result, review, save_scan_with_predictions
 from services.model_files import check_file
 from settings import get_settings

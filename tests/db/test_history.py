@@ -10,13 +10,13 @@ from sqlalchemy import func, select
 
 from db.deletion import delete_patient, delete_scan
 from db.history import PredictionFilters, all_predictions, list_patients, list_predictions, patient_timeline
-from db.reports import Heatmap, patient_report_html, predictions_csv
 from db.reviews import ReviewError, review_prediction, reviewed_training_items
 from db.runs import register_model_version
 from db.schema import CLASSES, BatchItem, Job, Patient, Prediction, Scan, utcnow
 from db.session import session_scope
 from models.imaging import decode_image
 from services.diagnosis import model_result, save_scan_with_predictions
+from services.reports import Heatmap, patient_report_html, predictions_csv
 from settings import SAMPLE_DIR
 
 LIMITS = {"max_bytes": 5 * 2**20, "max_pixels": 40_000_000}

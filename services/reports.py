@@ -1,0 +1,243 @@
+"""Exports: CSV of predictions and of a batch, and a self-contained HTML report per patient.
+
+The report is a Jinja2 template with autoescape on, so text a person typed or a file carried (patient ids,
+file names, DICOM descriptions, notes) is always shown as text.
+"""
+
+import base64
+import csv
+import io
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from db.batches import BatchRow
+from db.history import PatientTimeline, PredictionRow, ScanEntry
+from db.schema import utcnow
+from domain import CLASSES, DISCLAIMER, Framework
+
+REPORT_IMAGE_SIDE = 384
+CSV_COLUMNS = (
+    "prediction_id",
+    "created_at_utc",
+    "patient_id",
+    "scan_id",
+    "original_name",
+    "source",
+    "job_id",
+    "model_version_id",
+    "model",
+    "framework",
+    "predicted_label",
+    "confidence",
+    *(f"p_{name}" for name in CLASSES),
+    "needs_review",
+    "review_status",
+    "final_label",
+    "reviewer",
+    "reviewed_at_utc",
+    "review_note",
+)
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """A heatmap overlay for a report, or why there is none."""
+
+    model_name: str
+    method: str = "Grad-CAM"  # HiResCAM for the CNN (domain.Framework.heatmap)
+    overlay: np.ndarray | None = None  # HxWx3 uint8
+    error: str | None = None
+
+
+HeatmapFn = Callable[[ScanEntry], Heatmap | None]
+
+
+def _timestamp(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def _cell(value: object) -> object:
+    """A CSV cell that a spreadsheet shows as text: one that starts like a formula, also after leading spaces,
+    or with a control character, gets a leading quote."""
+    if isinstance(value, str) and value and (value.lstrip()[:1] in ("=", "+", "-", "@") or not value[0].isprintable()):
+        return "'" + value
+    return value
+
+
+def predictions_csv(*, rows: Iterable[PredictionRow]) -> bytes:
+    """The rows as CSV (UTF-8), one line per prediction, probabilities in their own columns."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow(
+            _cell(value)
+            for value in (
+                row.prediction_id,
+                _timestamp(row.created_at),
+                row.patient_mrn or "",
+                row.scan_id,
+                row.original_name,
+                row.source,
+                row.job_id or "",
+                row.model_version_id,
+                row.model_name,
+                row.framework,
+                row.label,
+                f"{row.confidence:.4f}",
+                *(f"{float(row.probabilities.get(name, 0.0)):.4f}" for name in CLASSES),
+                "yes" if row.needs_review else "no",
+                row.review_status,
+                row.final_label,
+                row.reviewer or "",
+                _timestamp(row.reviewed_at),
+                row.review_note or "",
+            )
+        )
+    return out.getvalue().encode("utf-8")
+
+
+def image_png(rgb: np.ndarray, *, max_side: int) -> bytes:
+    """An RGB array as PNG bytes, scaled down to fit `max_side`."""
+    image = Image.fromarray(np.asarray(rgb, dtype=np.uint8))
+    image.thumbnail((max_side, max_side))
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def scan_png(file_path: str | Path, *, max_side: int) -> bytes | None:
+    """A stored scan as PNG bytes fitting `max_side`, or None when its file is missing or unreadable."""
+    try:
+        with Image.open(file_path) as image:
+            rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except (OSError, UnidentifiedImageError):
+        return None
+    return image_png(rgb, max_side=max_side)
+
+
+def _data_uri(png: bytes | None) -> str | None:
+    return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+GradcamFn = Callable[[str, str, str, str, np.ndarray], np.ndarray]
+
+
+def scan_heatmap(
+    scan: ScanEntry, prediction: PredictionRow, *, gradcam: GradcamFn, max_pixels: int, opacity: float
+) -> Heatmap:
+    """The heatmap of the model behind `prediction` over the stored scan, or why it could not be computed.
+
+    gradcam(framework, model path, model sha256, image sha256, rgb) computes the map (the app passes its
+    cached one).
+    """
+    from models.imaging import decode_image, make_overlay
+
+    name = f"{prediction.model_name} ({prediction.framework})"
+    method = Framework(prediction.framework).heatmap
+    try:
+        data = Path(scan.file_path).read_bytes()
+        rgb = decode_image(data, Path(scan.file_path).name, max_bytes=len(data), max_pixels=max_pixels).rgb
+        cam = gradcam(prediction.framework, prediction.artifact_path, prediction.model_sha256, scan.sha256, rgb)
+    except (ImportError, OSError, ValueError, RuntimeError) as exc:
+        return Heatmap(model_name=name, method=method, error=f"the heatmap could not be computed: {exc}")
+    return Heatmap(model_name=name, method=method, overlay=make_overlay(rgb, cam, opacity))
+
+
+def first_heatmap(scan: ScanEntry, heatmap: Callable[[ScanEntry, PredictionRow], Heatmap]) -> Heatmap | None:
+    """The heatmap of the first of the scan's models that can compute one (or the last error)."""
+    result = None
+    for prediction in scan.predictions:
+        result = heatmap(scan, prediction)
+        if result.overlay is not None:
+            break
+    return result
+
+
+def _scan_details(scan: ScanEntry) -> str:
+    details = [
+        f"Stored {_timestamp(scan.created_at)} UTC",
+        f"source: {scan.source}" + (f" (batch job {scan.job_id})" if scan.job_id else ""),
+        f"{scan.image_format} {scan.width}x{scan.height}",
+    ]
+    details += [f"study date: {scan.study_date}"] if scan.study_date else []
+    details += [f"modality: {scan.modality}"] if scan.modality else []
+    details += [scan.series_description] if scan.series_description else []
+    details += [scan.note] if scan.note else []
+    return " · ".join(details)
+
+
+@cache
+def _templates() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def patient_report_html(
+    *, timeline: PatientTimeline, heatmap: HeatmapFn | None = None, generated_at: datetime | None = None
+) -> str:
+    """A printable HTML page of every scan of a patient, images embedded, for attaching to a record."""
+    scans = []
+    for scan in reversed(timeline.scans):
+        shown = heatmap(scan) if heatmap else None
+        scans.append(
+            {
+                "entry": scan,
+                "details": _scan_details(scan),
+                "image": _data_uri(scan_png(scan.file_path, max_side=REPORT_IMAGE_SIDE)),
+                "heatmap": shown,
+                "heatmap_image": _data_uri(
+                    image_png(shown.overlay, max_side=REPORT_IMAGE_SIDE)
+                    if shown is not None and shown.overlay is not None
+                    else None
+                ),
+            }
+        )
+    return (
+        _templates()
+        .get_template("patient_report.html")
+        .render(
+            mrn=timeline.mrn,
+            scans=scans,
+            classes=CLASSES,
+            generated=_timestamp(generated_at or utcnow()),
+            disclaimer=DISCLAIMER,
+            timestamp=_timestamp,
+        )
+    )
+
+
+BATCH_CSV_FIXED = ("file", "status", "patient_id", "true_label")
+
+
+def batch_csv(*, rows: Iterable[BatchRow], frameworks: Sequence[str]) -> bytes:
+    """A batch's rows as CSV: per model its class, confidence and each probability; then review flag and error."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    per_model = [
+        f"{fw}_{column}" for fw in frameworks for column in ("class", "confidence", *(f"p_{c}" for c in CLASSES))
+    ]
+    writer.writerow([*BATCH_CSV_FIXED, *per_model, "needs_review", "error"])
+    for row in rows:
+        values: list[object] = [row.rel_path, row.status, row.patient_mrn or "", row.true_label or ""]
+        for fw in frameworks:
+            result = row.results.get(fw)
+            if result is None:
+                values += [""] * (2 + len(CLASSES))
+                continue
+            values += [result["label"], f"{result['confidence']:.4f}"]
+            values += [f"{result['probabilities'][c]:.4f}" for c in CLASSES]
+        values += [row.needs_review if row.status == "done" else "", row.error or ""]
+        writer.writerow(_cell(v) for v in values)
+    return out.getvalue().encode("utf-8")
