@@ -21,8 +21,8 @@ from models.mobilenet import (
     set_trainable_top,
     write_meta,
 )
+from models.run_types import PreparedData, TrainHooks, TrainingCancelled, epoch_row
 from models.schedule import EarlyStopping, LRSchedule
-from models.train import PreparedData, TrainHooks, TrainingCancelled, epoch_row
 
 
 def _compile(model, lr: float, label_smoothing: float) -> None:  # type: ignore[no-untyped-def]

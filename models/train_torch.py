@@ -17,8 +17,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from models.cnn import MEAN, STD, TumorCNN, normalize, predict_proba, save_checkpoint
 from models.config import TrainConfig
 from models.data import class_weights
+from models.run_types import PreparedData, TrainHooks, TrainingCancelled, epoch_row
 from models.schedule import EarlyStopping, LRSchedule
-from models.train import PreparedData, TrainHooks, TrainingCancelled, epoch_row
 
 # (rotation degrees, shift fraction, zoom fraction, shear, brightness/contrast fraction)
 AUGMENT = {"moderate": (10.0, 0.05, 0.05, 0.0, 0.1), "high": (20.0, 0.1, 0.15, 0.15, 0.15)}

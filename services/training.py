@@ -17,9 +17,8 @@ from typing import Any
 from db import runs
 from db.session import session_scope
 from models.config import TrainConfig, make_config
+from models.run_types import TrainHooks, TrainingCancelled
 from models.train import (
-    TrainHooks,
-    TrainingCancelled,
     TrainResult,
     add_train_arguments,
     config_from_args,

@@ -7,7 +7,7 @@ from db.runs import get_run, get_run_for_job
 from db.session import session_scope
 from models.data import DatasetError
 from models.mobilenet import MissingWeightsError
-from models.train import TrainingCancelled
+from models.run_types import TrainingCancelled
 from services.training import execute_run
 from worker.jobs import JobCancelled, Reporter, UserError
 

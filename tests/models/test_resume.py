@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from models.config import make_config
-from models.train import TrainHooks, TrainingCancelled, resumable_config, run_training
+from models.run_types import TrainHooks, TrainingCancelled
+from models.train import resumable_config, run_training
 from models.train_torch import recalibrate_bn
 from settings import SAMPLE_DIR
 

@@ -11,7 +11,8 @@ import pytest
 from models.config import make_config
 from models.data import load_rgb
 from models.predictor import load_predictor
-from models.train import TrainHooks, run_training
+from models.run_types import TrainHooks
+from models.train import run_training
 from settings import ROOT, SAMPLE_DIR
 
 
