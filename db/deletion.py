@@ -23,13 +23,13 @@ def delete_scan(*, session: Session, scan_id: int) -> Removal:
     return _delete_scans(session=session, which=Scan.id == scan_id)
 
 
-def delete_patient(*, session: Session, patient_id: int) -> Removal:
+def delete_patient(*, session: Session, patient_pk: int) -> Removal:
     """Delete a patient with all their scans and predictions, and the stored files no other scan uses."""
-    mrn = session.scalar(select(Patient.mrn).where(Patient.id == patient_id))
+    mrn = session.scalar(select(Patient.mrn).where(Patient.id == patient_pk))
     # Batch results name the patient too: they go with the patient, not just lose their scan.
     session.execute(delete(BatchItem).where(BatchItem.patient_mrn == mrn).execution_options(synchronize_session=False))
-    removal = _delete_scans(session=session, which=Scan.patient_id == patient_id)
-    session.execute(delete(Patient).where(Patient.id == patient_id))
+    removal = _delete_scans(session=session, which=Scan.patient_pk == patient_pk)
+    session.execute(delete(Patient).where(Patient.id == patient_pk))
     return removal
 
 

@@ -31,7 +31,7 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True)
 class PatientSummary:
-    patient_id: int
+    patient_pk: int
     mrn: str
     n_scans: int
     last_scan_at: datetime | None
@@ -53,7 +53,7 @@ class PredictionFilters:
     model_version_ids: tuple[int, ...] = ()
     source: str | None = None
     patient: str | None = None  # part of a patient id
-    patient_id: int | None = None
+    patient_pk: int | None = None
 
     def __post_init__(self) -> None:
         unknown = [label for label in self.labels if label not in CLASSES]
@@ -69,7 +69,7 @@ class PredictionFilters:
 class PredictionRow:
     prediction_id: int
     created_at: datetime
-    patient_id: int | None
+    patient_pk: int | None
     patient_mrn: str | None
     scan_id: int
     original_name: str
@@ -122,7 +122,7 @@ class ScanEntry:
 
 @dataclass(frozen=True)
 class PatientTimeline:
-    patient_id: int
+    patient_pk: int
     mrn: str
     created_at: datetime
     scans: list[ScanEntry]  # oldest first
@@ -149,19 +149,19 @@ def list_patients(*, session: Session, search: str = "", limit: int = 25, offset
 
     scan_stats = (
         select(
-            Scan.patient_id,
+            Scan.patient_pk,
             func.count(Scan.id).label("n_scans"),
             func.max(Scan.created_at).label("last_scan_at"),
         )
-        .where(Scan.patient_id.is_not(None))
-        .group_by(Scan.patient_id)
+        .where(Scan.patient_pk.is_not(None))
+        .group_by(Scan.patient_pk)
         .subquery()
     )
     pending = (
-        select(Scan.patient_id, func.count(Prediction.id).label("needs_review"))
+        select(Scan.patient_pk, func.count(Prediction.id).label("needs_review"))
         .join(Prediction, Prediction.scan_id == Scan.id)
         .where(Prediction.needs_review.is_(True), Prediction.review_status == "pending")
-        .group_by(Scan.patient_id)
+        .group_by(Scan.patient_pk)
         .subquery()
     )
     rows = session.execute(
@@ -172,8 +172,8 @@ def list_patients(*, session: Session, search: str = "", limit: int = 25, offset
             scan_stats.c.last_scan_at,
             func.coalesce(pending.c.needs_review, 0),
         )
-        .outerjoin(scan_stats, scan_stats.c.patient_id == Patient.id)
-        .outerjoin(pending, pending.c.patient_id == Patient.id)
+        .outerjoin(scan_stats, scan_stats.c.patient_pk == Patient.id)
+        .outerjoin(pending, pending.c.patient_pk == Patient.id)
         .where(*where)
         .order_by(scan_stats.c.last_scan_at.desc().nulls_last(), Patient.mrn)
         .limit(limit)
@@ -182,7 +182,7 @@ def list_patients(*, session: Session, search: str = "", limit: int = 25, offset
     results = _latest_results(session=session, patient_ids=[row[0] for row in rows])
     summaries = [
         PatientSummary(
-            patient_id=pid,
+            patient_pk=pid,
             mrn=mrn,
             n_scans=n_scans,
             last_scan_at=last_scan_at,
@@ -202,17 +202,17 @@ def _latest_results(*, session: Session, patient_ids: list[int]) -> dict[int, tu
     ranked = (
         select(
             Scan.id,
-            Scan.patient_id,
+            Scan.patient_pk,
             func.row_number()
-            .over(partition_by=Scan.patient_id, order_by=(Scan.created_at.desc(), Scan.id.desc()))
+            .over(partition_by=Scan.patient_pk, order_by=(Scan.created_at.desc(), Scan.id.desc()))
             .label("rank"),
         )
-        .where(Scan.patient_id.in_(patient_ids))
+        .where(Scan.patient_pk.in_(patient_ids))
         .subquery()
     )
     rows = session.execute(
         select(
-            ranked.c.patient_id,
+            ranked.c.patient_pk,
             Prediction.label,
             Prediction.review_status,
             Prediction.reviewer_label,
@@ -220,7 +220,7 @@ def _latest_results(*, session: Session, patient_ids: list[int]) -> dict[int, tu
         )
         .join(Prediction, Prediction.scan_id == ranked.c.id)
         .where(ranked.c.rank == 1)
-        .order_by(ranked.c.patient_id, Prediction.model_version_id)
+        .order_by(ranked.c.patient_pk, Prediction.model_version_id)
     ).all()
     predicted: dict[int, list[str]] = {}
     reviewed: dict[int, tuple[datetime, str]] = {}
@@ -239,7 +239,7 @@ def _prediction_select() -> Select[Any]:
     columns = {
         "prediction_id": Prediction.id,
         "created_at": Prediction.created_at,
-        "patient_id": Scan.patient_id,
+        "patient_pk": Scan.patient_pk,
         "patient_mrn": Patient.mrn,
         "scan_id": Scan.id,
         "original_name": Scan.original_name,
@@ -265,7 +265,7 @@ def _prediction_select() -> Select[Any]:
         select(*(column.label(name) for name, column in columns.items()))
         .select_from(Prediction)
         .join(Scan, Prediction.scan_id == Scan.id)
-        .outerjoin(Patient, Scan.patient_id == Patient.id)
+        .outerjoin(Patient, Scan.patient_pk == Patient.id)
         .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
     )
 
@@ -294,8 +294,8 @@ def _filter_conditions(filters: PredictionFilters) -> tuple[list[ColumnElement[b
     if filters.source:
         where.append(Prediction.source == filters.source)
     needs_join = False
-    if filters.patient_id is not None:
-        where.append(Scan.patient_id == filters.patient_id)
+    if filters.patient_pk is not None:
+        where.append(Scan.patient_pk == filters.patient_pk)
         needs_join = True
     if filters.patient and filters.patient.strip():
         where.append(Patient.mrn.icontains(filters.patient.strip(), autoescape=True))
@@ -307,7 +307,7 @@ def count_predictions(*, session: Session, filters: PredictionFilters) -> int:
     where, needs_join = _filter_conditions(filters)
     query = select(func.count(Prediction.id)).select_from(Prediction)
     if needs_join:
-        query = query.join(Scan, Prediction.scan_id == Scan.id).outerjoin(Patient, Scan.patient_id == Patient.id)
+        query = query.join(Scan, Prediction.scan_id == Scan.id).outerjoin(Patient, Scan.patient_pk == Patient.id)
     return session.scalar(query.where(*where)) or 0
 
 
@@ -333,21 +333,21 @@ def get_prediction(*, session: Session, prediction_id: int) -> PredictionRow | N
     return rows[0] if rows else None
 
 
-def patient_timeline(*, session: Session, patient_id: int) -> PatientTimeline | None:
+def patient_timeline(*, session: Session, patient_pk: int) -> PatientTimeline | None:
     """A patient's scans, oldest first, each with the predictions of every model that saw it."""
-    patient = session.get(Patient, patient_id)
+    patient = session.get(Patient, patient_pk)
     if patient is None:
         return None
     predictions: dict[int, list[PredictionRow]] = {}
-    query = _prediction_select().where(Scan.patient_id == patient_id).order_by(ModelVersion.framework, ModelVersion.id)
+    query = _prediction_select().where(Scan.patient_pk == patient_pk).order_by(ModelVersion.framework, ModelVersion.id)
     for row in _rows(session, query):
         predictions.setdefault(row.scan_id, []).append(row)
-    scans = list(session.scalars(select(Scan).where(Scan.patient_id == patient_id).order_by(Scan.created_at, Scan.id)))
+    scans = list(session.scalars(select(Scan).where(Scan.patient_pk == patient_pk).order_by(Scan.created_at, Scan.id)))
     shared = set(
         session.scalars(
             select(Scan.sha256)
             .where(Scan.sha256.in_({scan.sha256 for scan in scans}))
-            .where(or_(Scan.patient_id != patient_id, Scan.patient_id.is_(None)))
+            .where(or_(Scan.patient_pk != patient_pk, Scan.patient_pk.is_(None)))
             .distinct()
         )
     )
@@ -372,4 +372,4 @@ def patient_timeline(*, session: Session, patient_id: int) -> PatientTimeline | 
         )
         for scan in scans
     ]
-    return PatientTimeline(patient_id=patient.id, mrn=patient.mrn, created_at=patient.created_at, scans=entries)
+    return PatientTimeline(patient_pk=patient.id, mrn=patient.mrn, created_at=patient.created_at, scans=entries)

@@ -24,27 +24,27 @@ def get_or_create_patient(*, session: Session, mrn: str) -> Patient:
     return patient
 
 
-def search_patient_ids(*, session: Session, prefix: str = "", limit: int = 50) -> list[str]:
+def search_mrns(*, session: Session, prefix: str = "", limit: int = 50) -> list[str]:
     query = select(Patient.mrn).order_by(Patient.mrn).limit(limit)
     if prefix:
         query = query.where(Patient.mrn.ilike(f"{prefix}%"))
     return list(session.scalars(query))
 
 
-def find_scan(*, session: Session, patient_id: int | None, sha256: str) -> Scan | None:
-    if patient_id is None:
-        cond = Scan.patient_id.is_(None)
+def find_scan(*, session: Session, patient_pk: int | None, sha256: str) -> Scan | None:
+    if patient_pk is None:
+        cond = Scan.patient_pk.is_(None)
     else:
-        cond = Scan.patient_id == patient_id
+        cond = Scan.patient_pk == patient_pk
     return session.scalar(select(Scan).where(cond, Scan.sha256 == sha256))
 
 
-def get_or_create_scan(*, session: Session, patient_id: int | None, sha256: str, **fields: Any) -> tuple[Scan, bool]:
+def get_or_create_scan(*, session: Session, patient_pk: int | None, sha256: str, **fields: Any) -> tuple[Scan, bool]:
     """The scan of this image for this patient, creating it when new; (scan, created)."""
-    scan = find_scan(session=session, patient_id=patient_id, sha256=sha256)
+    scan = find_scan(session=session, patient_pk=patient_pk, sha256=sha256)
     if scan is not None:
         return scan, False
-    scan = Scan(patient_id=patient_id, sha256=sha256, **fields)
+    scan = Scan(patient_pk=patient_pk, sha256=sha256, **fields)
     session.add(scan)
     session.flush()
     return scan, True
@@ -83,7 +83,7 @@ def upsert_prediction(
     return row, True
 
 
-def validate_patient_id(value: str) -> str:
+def validate_mrn(value: str) -> str:
     """The patient id, trimmed; raises ValueError with a message for the person who typed it."""
     mrn = value.strip()
     if not PATIENT_ID_PATTERN.fullmatch(mrn):

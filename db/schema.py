@@ -88,7 +88,10 @@ class Scan(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
+    # The patient's key (its column keeps the name patient_id); the patient's MRN is `patient.mrn`.
+    patient_pk: Mapped[int | None] = mapped_column(
+        "patient_id", ForeignKey("patients.id", ondelete="CASCADE"), index=True
+    )
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     file_path: Mapped[str] = mapped_column(String(512))
     original_name: Mapped[str] = mapped_column(String(512))
@@ -107,7 +110,7 @@ class Scan(Base):
     predictions: Mapped[list["Prediction"]] = relationship(back_populates="scan", cascade="all, delete-orphan")
 
     def __repr__(self) -> str:
-        return f"Scan(id={self.id}, patient_id={self.patient_id}, sha256={self.sha256[:12]!r})"
+        return f"Scan(id={self.id}, patient_pk={self.patient_pk}, sha256={self.sha256[:12]!r})"
 
 
 class Prediction(Base):

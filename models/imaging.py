@@ -37,7 +37,7 @@ class DecodedImage:
     width: int
     height: int
     image_format: str  # "JPEG", "PNG" or "DICOM"
-    patient_id: str | None = None
+    patient_mrn: str | None = None
     study_date: str | None = None
     modality: str | None = None
     series_description: str | None = None
@@ -214,7 +214,7 @@ def _decode_dicom(data: bytes, filename: str, *, max_pixels: int) -> DecodedImag
 
     stored = _png_bytes(rgb if color else rgb[..., 0])
     decoded = _decoded(rgb, stored, ".png", "DICOM")
-    decoded.patient_id = _header_text(ds, "PatientID", 64)
+    decoded.patient_mrn = _header_text(ds, "PatientID", 64)
     decoded.study_date = _study_date(ds)
     decoded.modality = _header_text(ds, "Modality", 16)
     decoded.series_description = _header_text(ds, "SeriesDescription", 256)

@@ -187,7 +187,7 @@ def main() -> None:
         return
     analyses = [analyse(name, image, models, threshold) for name, image in decoded]
 
-    header_ids = {a.decoded.patient_id for a in analyses if a.decoded.patient_id}
+    header_ids = {a.decoded.patient_mrn for a in analyses if a.decoded.patient_mrn}
     if len(header_ids) > 1:
         named = ", ".join(sorted(header_ids))
         st.warning(f"These DICOM files name different patients ({named}); all are saved to the patient chosen below.")

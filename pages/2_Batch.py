@@ -117,11 +117,11 @@ def model_choice() -> list[int]:
     return chosen
 
 
-def submit(source_kind: str, patient_mode: str, patient_id: str | None, model_ids: list[int]) -> None:
+def submit(source_kind: str, patient_mode: str, patient_mrn: str | None, model_ids: list[int]) -> None:
     settings = get_settings()
     source = None
     try:
-        check_patient_mode(patient_mode, patient_id)
+        check_patient_mode(patient_mode, patient_mrn)
         if source_kind == FOLDER:
             source = folder_source(st.session_state["batch_folder"], settings=settings)
         else:
@@ -129,7 +129,7 @@ def submit(source_kind: str, patient_mode: str, patient_id: str | None, model_id
             with st.spinner("Unpacking the zip…"):
                 source = zip_source(upload.getvalue(), upload.name, settings=settings)
         job_id = submit_batch(
-            source=source, patient_mode=patient_mode, patient_id=patient_id, model_version_ids=model_ids
+            source=source, patient_mode=patient_mode, patient_mrn=patient_mrn, model_version_ids=model_ids
         )
     except BatchInputError as exc:
         if source is not None and source["source"] == "zip":
@@ -151,15 +151,15 @@ def new_batch() -> None:
     patient_mode = st.radio(
         "Patient of each scan", list(PATIENT_MODES), format_func=PATIENT_MODES.get, key="batch_patient_mode"
     )
-    patient_id = None
+    patient_mrn = None
     if patient_mode == "single":
-        patient_id = st.text_input("Patient id for the whole batch", max_chars=64, key="batch_patient_id")
+        patient_mrn = st.text_input("Patient id for the whole batch", max_chars=64, key="batch_patient_id")
     st.markdown("**Models**")
     model_ids = model_choice()
     if not model_ids:
         st.warning("Choose at least one model; if none is registered, train one on the Train page.")
     if st.button("Start the batch", type="primary", disabled=not (ready and model_ids), key="batch_submit"):
-        submit(source_kind, patient_mode, patient_id, model_ids)
+        submit(source_kind, patient_mode, patient_mrn, model_ids)
 
 
 def _rerun(job_id: int) -> None:

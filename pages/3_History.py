@@ -73,7 +73,7 @@ def patient_list() -> None:
         }
     )
     st.dataframe(frame, hide_index=True, width="stretch")
-    open_picker({p.patient_id: p.mrn for p in page.rows}, key="history_open_select")
+    open_picker({p.patient_pk: p.mrn for p in page.rows}, key="history_open_select")
 
 
 def open_picker(names: dict[int, str], *, key: str) -> None:
@@ -160,7 +160,7 @@ def prediction_browser() -> None:
             key="history_csv",
             on_click="ignore",
         )
-        names = {r.patient_id: r.patient_mrn for r in page.rows if r.patient_id is not None and r.patient_mrn}
+        names = {r.patient_pk: r.patient_mrn for r in page.rows if r.patient_pk is not None and r.patient_mrn}
         if names:
             open_picker(names, key="history_open_from_predictions")
 
@@ -285,30 +285,30 @@ def describe(removal: Removal, what: str) -> str:
 
 
 def delete_patient(record: PatientTimeline) -> str:
-    removal = history.remove_patient(patient_id=record.patient_id)
+    removal = history.remove_patient(patient_pk=record.patient_pk)
     st.session_state.pop(OPEN_KEY, None)
     return describe(removal, f"Patient {record.mrn}")
 
 
 def report_controls(record: PatientTimeline) -> None:
-    key = f"history_report_html_{record.patient_id}"
-    with_heatmaps = st.checkbox("Include heatmaps (slower)", key=f"history_report_heatmaps_{record.patient_id}")
-    if st.button("Prepare report", key=f"history_report_{record.patient_id}"):
+    key = f"history_report_html_{record.patient_pk}"
+    with_heatmaps = st.checkbox("Include heatmaps (slower)", key=f"history_report_heatmaps_{record.patient_pk}")
+    if st.button("Prepare report", key=f"history_report_{record.patient_pk}"):
         with st.spinner("Writing the report…"):
-            st.session_state[key] = history.report_html(patient_id=record.patient_id, with_heatmaps=with_heatmaps)
+            st.session_state[key] = history.report_html(patient_pk=record.patient_pk, with_heatmaps=with_heatmaps)
     if st.session_state.get(key):
         st.download_button(
             "Download report (HTML)",
             data=st.session_state[key].encode("utf-8"),
             file_name=f"brain-mri-report-{record.mrn}-{date.today():%Y%m%d}.html",
             mime="text/html",
-            key=f"history_report_download_{record.patient_id}",
+            key=f"history_report_download_{record.patient_pk}",
             on_click="ignore",
         )
 
 
-def patient_record(patient_id: int) -> None:
-    record = history.timeline(patient_id=patient_id)
+def patient_record(patient_pk: int) -> None:
+    record = history.timeline(patient_pk=patient_pk)
     if record is None:
         st.session_state.pop(OPEN_KEY, None)
         st.info("That patient's record no longer exists.")
@@ -326,7 +326,7 @@ def patient_record(patient_id: int) -> None:
     with actions[1]:
         confirm(
             "patient",
-            record.patient_id,
+            record.patient_pk,
             f"Delete patient {record.mrn} with all {len(record.scans)} scan(s) and {len(predictions)} prediction(s), "
             "and their rows in batch job results? Image files another patient's scan uses are kept. "
             "This cannot be undone.",
@@ -335,10 +335,10 @@ def patient_record(patient_id: int) -> None:
     if not record.scans:
         st.info("This patient has no scans.")
         return
-    st.plotly_chart(history.timeline_chart(record), key=f"history_timeline_{record.patient_id}")
+    st.plotly_chart(history.timeline_chart(record), key=f"history_timeline_{record.patient_pk}")
     newest = list(reversed(record.scans))
     page = paged(
-        f"history_scans_page_{record.patient_id}",
+        f"history_scans_page_{record.patient_pk}",
         SCAN_PAGE_SIZE,
         lambda offset: Page(newest[offset : offset + SCAN_PAGE_SIZE], len(newest), SCAN_PAGE_SIZE, offset),
     )

@@ -79,7 +79,7 @@ def bench_history(predictions: int = 10_000) -> list[str]:
         seed(session, predictions=predictions, patients=500, review_share=0.1, rng=random.Random(0))
     rows = [f"| query over {predictions:,} predictions | ms (median of 5) |", "|---|---|"]
     with Session(engine) as session:
-        first = list_patients(session=session, limit=25).rows[0].patient_id
+        first = list_patients(session=session, limit=25).rows[0].patient_pk
         cases = {
             "patient list, first page of 25": lambda: list_patients(session=session, limit=25),
             "patient search by part of the id": lambda: list_patients(session=session, search="1", limit=25),
@@ -94,7 +94,7 @@ def bench_history(predictions: int = 10_000) -> list[str]:
                 filters=PredictionFilters(labels=("glioma",), needs_review=True, reviewed=False),
                 limit=50,
             ),
-            "one patient's timeline": lambda: patient_timeline(session=session, patient_id=first),
+            "one patient's timeline": lambda: patient_timeline(session=session, patient_pk=first),
         }
         for name, fn in cases.items():
             times = []

@@ -124,7 +124,7 @@ def main() -> int:
         from worker.jobs import run_job
         from worker.tasks import batch_predict
 
-        params = {**folder_source(str(data / "batch"), settings=settings), "patient_mode": "none", "patient_id": None}
+        params = {**folder_source(str(data / "batch"), settings=settings), "patient_mode": "none", "patient_mrn": None}
         with session_scope() as session:
             job_id = create_job(session=session, kind="batch", params=params).id
         started, cpu_started = time.perf_counter(), time.process_time()

@@ -73,7 +73,7 @@ def seed(session: Session, *, predictions: int, patients: int, review_share: flo
             created = now - timedelta(minutes=rng.randrange(365 * 24 * 60))
             scans.append(
                 Scan(
-                    patient_id=patient.id,
+                    patient_pk=patient.id,
                     sha256=sha256,
                     file_path=str(stored),
                     original_name=name,

@@ -8,7 +8,7 @@ from typing import TypedDict
 import numpy as np
 from sqlalchemy.orm import Session
 
-from db.scans import get_or_create_patient, get_or_create_scan, upsert_prediction, validate_patient_id
+from db.scans import get_or_create_patient, get_or_create_scan, upsert_prediction, validate_mrn
 from db.schema import Prediction, Scan
 from db.storage import store_scan_file
 from domain import CLASSES, framework_label
@@ -93,15 +93,15 @@ def save_scan_with_predictions(
     job_id: int | None = None,
 ) -> SavedScan:
     """Store the image once and record each model's prediction; saving the same image again adds nothing."""
-    patient_id = None
+    patient_pk = None
     if patient_mrn is not None:
-        patient_id = get_or_create_patient(session=session, mrn=validate_patient_id(patient_mrn)).id
+        patient_pk = get_or_create_patient(session=session, mrn=validate_mrn(patient_mrn)).id
     flagged = review(results, threshold).flagged
     # The file goes first: a committed row never points at a missing file.
     path = store_scan_file(data=decoded.stored_bytes, sha256=decoded.sha256, suffix=decoded.stored_suffix)
     scan, scan_created = get_or_create_scan(
         session=session,
-        patient_id=patient_id,
+        patient_pk=patient_pk,
         sha256=decoded.sha256,
         file_path=str(path),
         original_name=original_name[:512],

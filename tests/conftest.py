@@ -20,7 +20,7 @@ Fixtures:
     worker            a worker for the module, on module_db_url; stopped when the module is done.
     wait_for_job      wait_for_job(job_id, statuses=("succeeded", "failed", "cancelled"), timeout=60) polls the
                       jobs table until the job is in one of `statuses` and returns the Job row.
-    dicom_bytes       dicom_bytes(pixels=..., photometric=..., center=..., width=..., patient_id=...) writes an
+    dicom_bytes       dicom_bytes(pixels=..., photometric=..., center=..., width=..., patient_mrn=...) writes an
                       MR DICOM in memory (16-bit, rescale 2/-100, a window, PatientName "Doe^Jane").
 """
 
@@ -318,7 +318,7 @@ def dicom_bytes() -> Callable[..., bytes]:
         photometric: str = "MONOCHROME2",
         center: float | None = 4000.0,
         width: float = 8200.0,
-        patient_id: str = "P-0042",
+        patient_mrn: str = "P-0042",
     ) -> bytes:
         if pixels is None:
             sample = sorted((SAMPLE_DIR / "pituitary").glob("*.jpg"))[0]
@@ -330,7 +330,7 @@ def dicom_bytes() -> Callable[..., bytes]:
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = FileDataset("scan.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
         ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-        ds.PatientName, ds.PatientBirthDate, ds.PatientID = "Doe^Jane", "19700101", patient_id
+        ds.PatientName, ds.PatientBirthDate, ds.PatientID = "Doe^Jane", "19700101", patient_mrn
         ds.StudyDate, ds.Modality, ds.SeriesDescription = "20240131", "MR", "AX T1 POST"
         if pixels.ndim == 3:
             ds.NumberOfFrames = pixels.shape[0]

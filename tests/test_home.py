@@ -19,7 +19,7 @@ def stored(db_url):
             patient = get_or_create_patient(session=session, mrn=mrn)
             get_or_create_scan(
                 session=session,
-                patient_id=patient.id,
+                patient_pk=patient.id,
                 sha256=mrn.ljust(64, "0"),
                 file_path="/s/x.png",
                 original_name="x.png",

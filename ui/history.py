@@ -52,9 +52,9 @@ def _predictions(db: str, filters: PredictionFilters, limit: int, offset: int) -
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=CACHE_ENTRIES, show_spinner=False)
-def _timeline(db: str, patient_id: int) -> PatientTimeline | None:
+def _timeline(db: str, patient_pk: int) -> PatientTimeline | None:
     with session_scope() as session:
-        return patient_timeline(session=session, patient_id=patient_id)
+        return patient_timeline(session=session, patient_pk=patient_pk)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=CACHE_ENTRIES, show_spinner=False)
@@ -71,8 +71,8 @@ def predictions(*, filters: PredictionFilters, limit: int, offset: int) -> Page[
     return _predictions(_db(), filters, limit, offset)
 
 
-def timeline(*, patient_id: int) -> PatientTimeline | None:
-    return _timeline(_db(), patient_id)
+def timeline(*, patient_pk: int) -> PatientTimeline | None:
+    return _timeline(_db(), patient_pk)
 
 
 def patient_id_for(mrn: str) -> int | None:
@@ -122,9 +122,9 @@ def remove_scan(*, scan_id: int) -> Removal:
     return removal
 
 
-def remove_patient(*, patient_id: int) -> Removal:
+def remove_patient(*, patient_pk: int) -> Removal:
     with session_scope() as session:
-        removal = delete_patient(session=session, patient_id=patient_id)
+        removal = delete_patient(session=session, patient_pk=patient_pk)
     clear_cache()
     return removal
 
@@ -196,9 +196,9 @@ def heatmap(scan: ScanEntry, prediction: PredictionRow) -> Heatmap:
     )
 
 
-def report_html(*, patient_id: int, with_heatmaps: bool) -> str | None:
+def report_html(*, patient_pk: int, with_heatmaps: bool) -> str | None:
     """The patient's report; each scan's heatmap comes from the first of its models that can compute one."""
-    data = timeline(patient_id=patient_id)
+    data = timeline(patient_pk=patient_pk)
     if data is None:
         return None
     return patient_report_html(

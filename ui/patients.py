@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from db.scans import search_patient_ids, validate_patient_id
+from db.scans import search_mrns, validate_mrn
 from db.session import session_scope
 
 # Typing in the search box filters these client-side; more than this and the list gets unwieldy.
@@ -13,7 +13,7 @@ EXISTING, NEW = "Existing patient", "New patient"
 def patient_picker(*, key: str, suggested: str | None = None) -> str | None:
     """An existing patient (searchable) or a deliberately entered new id; None until a valid id is given."""
     with session_scope() as session:
-        known = search_patient_ids(session=session, limit=MAX_LISTED_PATIENTS)
+        known = search_mrns(session=session, limit=MAX_LISTED_PATIENTS)
     # A new suggestion (another DICOM header) starts fresh widgets instead of keeping the previous choice.
     key = f"{key}:{suggested or ''}"
     start_new = not known or (suggested is not None and suggested not in known)
@@ -39,7 +39,7 @@ def patient_picker(*, key: str, suggested: str | None = None) -> str | None:
     if not typed.strip():
         return None
     try:
-        mrn = validate_patient_id(typed)
+        mrn = validate_mrn(typed)
     except ValueError as exc:
         st.error(str(exc))
         return None

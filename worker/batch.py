@@ -78,7 +78,7 @@ class Options:
     """How a job treats its files: whose they are, when to flag them, and the limits a file must meet."""
 
     patient_mode: str
-    patient_id: str | None
+    patient_mrn: str | None
     threshold: float
     max_bytes: int
     max_pixels: int
@@ -124,7 +124,9 @@ def run_batch_job(reporter: Reporter) -> dict[str, Any]:
     params = reporter.params
     try:
         root = source_root(params, settings=settings)
-        patient_id = check_patient_mode(str(params.get("patient_mode", "none")), params.get("patient_id"))
+        patient_mrn = check_patient_mode(
+            str(params.get("patient_mode", "none")), params.get("patient_mrn", params.get("patient_id"))
+        )  # jobs queued before the rename
         listing = list_folder(root)
     except BatchInputError as exc:
         raise UserError(str(exc)) from exc
@@ -133,7 +135,7 @@ def run_batch_job(reporter: Reporter) -> dict[str, Any]:
     models = load_models(params.get("model_version_ids"))
     options = Options(
         patient_mode=str(params.get("patient_mode", "none")),
-        patient_id=patient_id,
+        patient_mrn=patient_mrn,
         threshold=settings.confidence_threshold,
         max_bytes=settings.max_upload_mb * 2**20,
         max_pixels=settings.max_image_pixels,
@@ -226,11 +228,11 @@ def _decode_one(rel_path: str, root: Path, options: Options) -> Decoded:
             )
         image = decode_image(path.read_bytes(), rel_path, max_bytes=options.max_bytes, max_pixels=options.max_pixels)
         if options.patient_mode == "dicom":
-            mrn, note = dicom_patient(image.patient_id)
+            mrn, note = dicom_patient(image.patient_mrn)
         elif options.patient_mode == "folder":
             mrn, note = folder_patient(rel_path)
         else:
-            mrn, note = options.patient_id, None
+            mrn, note = options.patient_mrn, None
     except (ImageError, BatchInputError) as exc:
         return Decoded(rel_path, error=str(exc).removeprefix(f"{rel_path}: "))
     except OSError as exc:

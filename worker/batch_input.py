@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from db.scans import validate_patient_id
+from db.scans import validate_mrn
 from db.schema import CLASSES
 from models.data import DatasetError
 from models.folders import allowed_folder
@@ -143,29 +143,29 @@ def folder_patient(rel_path: str) -> tuple[str | None, str | None]:
     if len(parts) < 2:
         return None, "not inside a patient folder: saved without a patient"
     try:
-        return validate_patient_id(parts[0]), None
+        return validate_mrn(parts[0]), None
     except ValueError as exc:
         raise BatchInputError(f"the folder name '{parts[0]}' is not a usable patient id. {exc}") from exc
 
 
-def dicom_patient(patient_id: str | None) -> tuple[str | None, str | None]:
+def dicom_patient(patient_mrn: str | None) -> tuple[str | None, str | None]:
     """(patient id, note) in "dicom" mode. Raises BatchInputError when the header's id is not usable."""
-    if not patient_id:
+    if not patient_mrn:
         return None, "no PatientID in the file: saved without a patient"
     try:
-        return validate_patient_id(patient_id), None
+        return validate_mrn(patient_mrn), None
     except ValueError as exc:
-        raise BatchInputError(f"the PatientID '{patient_id}' in the file is not a usable patient id. {exc}") from exc
+        raise BatchInputError(f"the PatientID '{patient_mrn}' in the file is not a usable patient id. {exc}") from exc
 
 
-def check_patient_mode(mode: str, patient_id: str | None) -> str | None:
+def check_patient_mode(mode: str, patient_mrn: str | None) -> str | None:
     """The batch-wide patient id ("single" mode) after checking the mode; raises BatchInputError."""
     if mode not in PATIENT_MODES:
         raise BatchInputError(f"Unknown patient mode '{mode}': use one of {', '.join(PATIENT_MODES)}.")
     if mode != "single":
         return None
     try:
-        return validate_patient_id(patient_id or "")
+        return validate_mrn(patient_mrn or "")
     except ValueError as exc:
         raise BatchInputError(f"Enter the patient id for the whole batch. {exc}") from exc
 

@@ -145,7 +145,7 @@ def submit_batch(
     *,
     source: dict[str, str],
     patient_mode: str,
-    patient_id: str | None = None,
+    patient_mrn: str | None = None,
     model_version_ids: list[int] | None = None,
 ) -> int:
     """Queue a batch prediction over a checked folder or zip (see worker.batch_input); returns the job id.
@@ -156,12 +156,12 @@ def submit_batch(
     from db.batches import batch_models
     from worker.batch_input import BatchInputError, check_patient_mode
 
-    mrn = check_patient_mode(patient_mode, patient_id)
+    mrn = check_patient_mode(patient_mode, patient_mrn)
     with session_scope() as session:
         try:
             versions = batch_models(session=session, version_ids=model_version_ids)
         except LookupError as exc:
             raise BatchInputError(str(exc)) from exc
         ids = [v.id for v in versions]
-    params = {**source, "patient_mode": patient_mode, "patient_id": mrn, "model_version_ids": ids}
+    params = {**source, "patient_mode": patient_mode, "patient_mrn": mrn, "model_version_ids": ids}
     return submit_job("batch", params)

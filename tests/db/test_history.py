@@ -94,7 +94,7 @@ def seed() -> Seeded:
             saved.scan.created_at = when
             for prediction in saved.predictions:
                 prediction.created_at = when
-            seeded.patients[mrn] = saved.scan.patient_id
+            seeded.patients[mrn] = saved.scan.patient_pk
             seeded.scans[f"{mrn}/{image}"] = saved.scan.id
             seeded.files[image] = Path(saved.scan.file_path)
     return seeded
@@ -190,7 +190,7 @@ def test_prediction_filter_returns_the_matching_rows(seeded_any, filters, predic
 
 
 def test_prediction_filter_by_model_version_and_patient_id(seeded):
-    filters = PredictionFilters(model_version_ids=(seeded.keras_id,), patient_id=seeded.patients["Q-100"])
+    filters = PredictionFilters(model_version_ids=(seeded.keras_id,), patient_pk=seeded.patients["Q-100"])
     with session_scope() as session:
         rows = all_predictions(session=session, filters=filters)
     assert [(r.patient_mrn, r.model_name) for r in rows] == [("Q-100", "mobilenet-v1")]
@@ -267,7 +267,7 @@ def test_reviewed_scans_become_training_items_with_the_reviewed_label(seeded):
 
 def test_timeline_lists_scans_oldest_first_with_every_models_prediction(seeded):
     with session_scope() as session:
-        timeline = patient_timeline(session=session, patient_id=seeded.patients["P-002"])
+        timeline = patient_timeline(session=session, patient_pk=seeded.patients["P-002"])
     assert [s.original_name for s in timeline.scans] == [sample("glioma").name, sample("notumor").name]
     assert [[p.model_name for p in s.predictions] for s in timeline.scans] == [["mobilenet-v1", "cnn-v1"]] * 2
     assert [s.file_shared for s in timeline.scans] == [True, False]
@@ -298,7 +298,7 @@ def test_report_contains_each_scans_class_model_version_review_and_heatmap(seede
     target = prediction_id(seeded, "P-001/meningioma", "keras")
     review(target, "correct", "glioma", note="see MRI 2")
     with session_scope() as session:
-        timeline = patient_timeline(session=session, patient_id=seeded.patients["P-001"])
+        timeline = patient_timeline(session=session, patient_pk=seeded.patients["P-001"])
     overlay = np.zeros((8, 8, 3), dtype=np.uint8)
     html = patient_report_html(timeline=timeline, heatmap=lambda scan: Heatmap(model_name="cnn-v1", overlay=overlay))
     assert "P-001" in html and "meningioma" in html and "glioma" in html
@@ -311,7 +311,7 @@ def test_report_contains_each_scans_class_model_version_review_and_heatmap(seede
 
 def test_report_says_when_a_heatmap_or_image_is_missing(seeded):
     with session_scope() as session:
-        timeline = patient_timeline(session=session, patient_id=seeded.patients["Q-100"])
+        timeline = patient_timeline(session=session, patient_pk=seeded.patients["Q-100"])
     seeded.files["pituitary"].unlink()
     html = patient_report_html(
         timeline=timeline, heatmap=lambda scan: Heatmap(model_name="cnn-v1", error="no model file")
@@ -339,7 +339,7 @@ def test_deleting_a_patient_removes_its_rows_and_unshared_files_only(seeded_any)
                 )
             )
     with session_scope() as session:
-        removal = delete_patient(session=session, patient_id=seeded_any.patients["P-001"])
+        removal = delete_patient(session=session, patient_pk=seeded_any.patients["P-001"])
     assert (removal.scans, removal.predictions) == (2, 4)
     assert not seeded_any.files["meningioma"].exists()
     assert seeded_any.files["glioma"].exists()  # P-002 has a scan of the same image
@@ -347,7 +347,7 @@ def test_deleting_a_patient_removes_its_rows_and_unshared_files_only(seeded_any)
         assert session.get(Patient, seeded_any.patients["P-001"]) is None
         assert session.scalar(select(func.count(Scan.id))) == 3
         assert session.scalar(select(func.count(Prediction.id))) == 6
-        assert patient_timeline(session=session, patient_id=seeded_any.patients["P-002"]).scans[0].file_shared is False
+        assert patient_timeline(session=session, patient_pk=seeded_any.patients["P-002"]).scans[0].file_shared is False
         # Nothing of the patient is left in batch results either; other patients' rows stay.
         assert session.scalars(select(BatchItem.rel_path)).all() == ["P-002/b.jpg"]
 

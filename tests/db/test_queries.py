@@ -112,8 +112,8 @@ def test_same_image_for_same_patient_is_one_scan_with_one_prediction_per_model(a
         version = register_model_version(
             session=session, framework="torch", name="a", artifact_path="/a.pth", sha256="a" * 64
         )
-        scan, created = get_or_create_scan(session=session, patient_id=patient.id, sha256="ab" * 32, **fields)
-        again, created_again = get_or_create_scan(session=session, patient_id=patient.id, sha256="ab" * 32, **fields)
+        scan, created = get_or_create_scan(session=session, patient_pk=patient.id, sha256="ab" * 32, **fields)
+        again, created_again = get_or_create_scan(session=session, patient_pk=patient.id, sha256="ab" * 32, **fields)
         prediction = dict(
             scan_id=scan.id,
             model_version_id=version.id,

@@ -38,7 +38,7 @@ def test_sample_jpeg_decodes_to_rgb_and_keeps_its_bytes():
     decoded = decode_image(data, name, **LIMITS)
     assert decoded.rgb.shape == (decoded.height, decoded.width, 3) and decoded.rgb.dtype == np.uint8
     assert (decoded.image_format, decoded.stored_suffix, decoded.stored_bytes) == ("JPEG", ".jpg", data)
-    assert decoded.patient_id is None
+    assert decoded.patient_mrn is None
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,7 @@ def test_dicom_goes_through_modality_and_window_luts(dicom_bytes):
 
 def test_dicom_header_fields_are_read_and_the_stored_png_holds_no_header(dicom_bytes):
     decoded = decode_image(dicom_bytes(), "scan.dcm", **LIMITS)
-    assert (decoded.patient_id, decoded.study_date, decoded.modality, decoded.series_description) == (
+    assert (decoded.patient_mrn, decoded.study_date, decoded.modality, decoded.series_description) == (
         "P-0042",
         "2024-01-31",
         "MR",

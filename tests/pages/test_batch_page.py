@@ -91,7 +91,7 @@ def test_starting_a_batch_queues_a_job_and_shows_its_panel(model_id) -> None:
     with session_scope() as session:
         job = get_job(session=session, job_id=job_id)
         assert job.kind == "batch" and job.status == "queued"
-        assert job.params["patient_id"] == "P-5" and job.params["model_version_ids"] == [model_id]
+        assert job.params["patient_mrn"] == "P-5" and job.params["model_version_ids"] == [model_id]
     assert any(f"Job {job_id}" in md.value and "waiting for a worker" in md.value for md in at.markdown)
 
 

@@ -28,7 +28,7 @@ def cnn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass
 class Record:
-    patient_id: int
+    patient_pk: int
     scan_id: int
     torch_prediction: int
     keras_prediction: int
@@ -60,7 +60,7 @@ def record(db_url: str, cnn_checkpoint: Path) -> Record:
             original_name=path.name,
         )
         torch_row, keras_row = saved.predictions
-        return Record(saved.scan.patient_id, saved.scan.id, torch_row.id, keras_row.id, Path(saved.scan.file_path))
+        return Record(saved.scan.patient_pk, saved.scan.id, torch_row.id, keras_row.id, Path(saved.scan.file_path))
 
 
 def run(at: AppTest) -> AppTest:
@@ -71,7 +71,7 @@ def run(at: AppTest) -> AppTest:
 
 def open_record(record: Record) -> AppTest:
     at = run(AppTest.from_file(PAGE, default_timeout=120))
-    at.selectbox(key="history_open_select").set_value(record.patient_id)
+    at.selectbox(key="history_open_select").set_value(record.patient_pk)
     return run(at)
 
 
@@ -132,27 +132,27 @@ def test_show_heatmap_draws_grad_cam_or_says_why_not(record):
 
 def test_deleting_a_patient_asks_first_then_removes_rows_and_file(record):
     at = open_record(record)
-    at.button(key=f"history_delete_patient_{record.patient_id}").click().run()
+    at.button(key=f"history_delete_patient_{record.patient_pk}").click().run()
     assert not at.exception
     with session_scope() as session:
-        assert session.get(Patient, record.patient_id) is not None
-    at.button(key=f"history_delete_patient_{record.patient_id}_yes").click().run()
+        assert session.get(Patient, record.patient_pk) is not None
+    at.button(key=f"history_delete_patient_{record.patient_pk}_yes").click().run()
     assert not at.exception
     assert "Patient P-777 deleted" in at.success[0].value
     with session_scope() as session:
-        assert session.get(Patient, record.patient_id) is None and session.get(Scan, record.scan_id) is None
+        assert session.get(Patient, record.patient_pk) is None and session.get(Scan, record.scan_id) is None
     assert not record.file.exists()
 
 
 def test_prepared_report_holds_the_scan_its_models_and_a_heatmap(record):
     at = open_record(record)
-    at.checkbox(key=f"history_report_heatmaps_{record.patient_id}").check()
-    at.button(key=f"history_report_{record.patient_id}").click().run()
+    at.checkbox(key=f"history_report_heatmaps_{record.patient_pk}").check()
+    at.button(key=f"history_report_{record.patient_pk}").click().run()
     assert not at.exception
-    html = at.session_state[f"history_report_html_{record.patient_id}"]
+    html = at.session_state[f"history_report_html_{record.patient_pk}"]
     assert "P-777" in html and "cnn-v1" in html and "mobilenet-v1" in html
     assert "HiResCAM heatmap (cnn-v1 (torch))" in html and html.count("data:image/png;base64,") == 2
-    assert at.download_button(key=f"history_report_download_{record.patient_id}").label == "Download report (HTML)"
+    assert at.download_button(key=f"history_report_download_{record.patient_pk}").label == "Download report (HTML)"
 
 
 def _entry(study_date: str | None, created: datetime):  # type: ignore[no-untyped-def]
@@ -185,6 +185,6 @@ def test_the_timeline_uses_the_study_date_as_stored_and_days_as_ticks() -> None:
     assert scan_date(_entry("2024-03-05", uploaded)) == datetime(2024, 3, 5)  # what the DICOM reader stores
     assert scan_date(_entry("20240305", uploaded)) == datetime(2024, 3, 5)
     assert scan_date(_entry("March", uploaded)) == uploaded and scan_date(_entry(None, uploaded)) == uploaded
-    fig = timeline_chart(PatientTimeline(patient_id=1, mrn="P", created_at=uploaded, scans=[_entry(None, uploaded)]))
+    fig = timeline_chart(PatientTimeline(patient_pk=1, mrn="P", created_at=uploaded, scans=[_entry(None, uploaded)]))
     low, high = fig.layout.xaxis.range
     assert fig.layout.xaxis.tickformat == "%Y-%m-%d" and high - low >= timedelta(days=2)

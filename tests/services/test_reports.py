@@ -21,7 +21,7 @@ def _timeline(text: str) -> PatientTimeline:
     prediction = PredictionRow(
         prediction_id=1,
         created_at=datetime(2026, 1, 2),
-        patient_id=1,
+        patient_pk=1,
         patient_mrn=text,
         scan_id=1,
         original_name=text,
@@ -61,7 +61,7 @@ def _timeline(text: str) -> PatientTimeline:
         file_shared=False,
         predictions=[prediction],
     )
-    return PatientTimeline(patient_id=1, mrn=text, created_at=datetime(2026, 1, 1), scans=[scan])
+    return PatientTimeline(patient_pk=1, mrn=text, created_at=datetime(2026, 1, 1), scans=[scan])
 
 
 def test_the_report_shows_typed_and_carried_text_as_text() -> None:

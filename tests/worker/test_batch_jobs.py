@@ -99,7 +99,7 @@ def mixed_folder(data_root: Path) -> Path:
 
 
 def test_every_file_gets_a_row_and_a_broken_one_does_not_stop_the_job(cnn_version, mixed_folder, wait_for_job) -> None:
-    job = run_batch(wait_for_job, mixed_folder, patient_mode="single", patient_id="P-100")
+    job = run_batch(wait_for_job, mixed_folder, patient_mode="single", patient_mrn="P-100")
     assert job.status == "succeeded", job.error
     with session_scope() as session:
         rows = {row.rel_path: row for row in batch_rows(session=session, job_id=job.id)}
@@ -116,9 +116,9 @@ def test_every_file_gets_a_row_and_a_broken_one_does_not_stop_the_job(cnn_versio
 
 
 def test_a_second_run_on_the_same_folder_adds_nothing(cnn_version, mixed_folder, wait_for_job) -> None:
-    first = run_batch(wait_for_job, mixed_folder, patient_mode="single", patient_id="P-200")
+    first = run_batch(wait_for_job, mixed_folder, patient_mode="single", patient_mrn="P-200")
     before = table_counts()
-    second = run_batch(wait_for_job, mixed_folder, patient_mode="single", patient_id="P-200")
+    second = run_batch(wait_for_job, mixed_folder, patient_mode="single", patient_mrn="P-200")
     assert first.status == second.status == "succeeded"
     assert table_counts() == before
     assert second.result["done"] == 8 and second.result["new_scans"] == second.result["new_predictions"] == 0
@@ -137,8 +137,8 @@ def test_a_labelled_folder_yields_accuracy_and_a_confusion_matrix(cnn_version, d
 def test_patients_come_from_dicom_headers(cnn_version, data_root, wait_for_job, dicom_bytes) -> None:
     folder = data_root / "dicom"
     folder.mkdir()
-    (folder / "a.dcm").write_bytes(dicom_bytes(patient_id="P-0042"))
-    (folder / "b.dcm").write_bytes(dicom_bytes(patient_id=""))
+    (folder / "a.dcm").write_bytes(dicom_bytes(patient_mrn="P-0042"))
+    (folder / "b.dcm").write_bytes(dicom_bytes(patient_mrn=""))
     job = run_batch(wait_for_job, folder, patient_mode="dicom")
     assert job.status == "succeeded", job.error
     with session_scope() as session:
@@ -204,7 +204,7 @@ def test_a_requeued_job_that_was_half_done_ends_with_every_file_once(cnn_version
     params = {
         **folder_source(str(folder), settings=get_settings()),
         "patient_mode": "single",
-        "patient_id": "P-400",
+        "patient_mrn": "P-400",
         "model_version_ids": [cnn_version],
     }
     with session_scope() as session:
@@ -240,7 +240,7 @@ def test_a_job_whose_worker_process_is_killed_is_delivered_again_and_does_each_f
     job_id = submit_batch(
         source=folder_source(str(data_root / "killed"), settings=get_settings()),
         patient_mode="single",
-        patient_id="P-500",
+        patient_mrn="P-500",
     )
     deadline = time.monotonic() + 60
     while (job := wait_for_job(job_id, statuses=("running",), timeout=60)).progress_current < 32:
