@@ -1,127 +1,42 @@
-"""Home: is the system up, which models are active, what is stored, and what the background jobs are doing."""
+"""The app shell: one page config, one disclaimer, the database check, and the pages people can open.
 
-import pandas as pd
+`streamlit run Home.py` serves it; each page is a script under pages/ run by st.navigation.
+"""
+
 import streamlit as st
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from db.jobs import recent_jobs
-from db.runs import get_active_model
-from db.schema import Job
-from db.session import session_scope
-from db.stats import table_counts
-from domain import DISCLAIMER, FRAMEWORKS, framework_label
+from db.migrate import schema_problem
+from domain import DISCLAIMER
 from settings import get_settings
-from worker.submit import QueueUnavailable, cancel_job, submit_job, worker_status
-
-COUNT_LABELS = {"patients": "Patients", "scans": "Scans", "predictions": "Predictions", "runs": "Training runs"}
 
 st.set_page_config(page_title="Brain MRI classification", page_icon="🧠", layout="wide")
-st.title("Brain tumor MRI classification")
-st.warning(DISCLAIMER, icon="⚕️")
 
+HOME = st.Page("pages/0_Overview.py", title="Home", icon="🏠", default=True)
+DIAGNOSE = st.Page("pages/1_Diagnose.py", title="Diagnose", icon="🩻", url_path="Diagnose")
+BATCH = st.Page("pages/2_Batch.py", title="Batch", icon="🗂️", url_path="Batch")
+HISTORY = st.Page("pages/3_History.py", title="History", icon="📋", url_path="History")
+TRAIN = st.Page("pages/4_Train.py", title="Train", icon="🏋️", url_path="Train")
+LEADERBOARD = st.Page("pages/5_Leaderboard.py", title="Leaderboard", icon="🏆", url_path="Leaderboard")
+MODELS = st.Page("pages/6_Models.py", title="Models", icon="🗃️", url_path="Models")
+PAGES = {"": [HOME], "Clinic": [DIAGNOSE, BATCH, HISTORY], "Models": [TRAIN, LEADERBOARD, MODELS]}
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _schema_problem(url: str) -> str | None:
+    # Checked at most every 30 s per URL: once migrated, the app needs no restart to notice.
+    return schema_problem(url)
+
+
+page = st.navigation(PAGES)
+st.warning(DISCLAIMER, icon="⚕️")
 settings = get_settings()
-database = make_url(settings.database_url).render_as_string(hide_password=True)
-try:
-    with session_scope() as session:
-        counts = table_counts(session=session)
-        active = {framework: get_active_model(session=session, framework=framework) for framework in FRAMEWORKS}
-except (OperationalError, ProgrammingError) as exc:
+problem = _schema_problem(settings.database_url)
+if problem:
+    database = make_url(settings.database_url).render_as_string(hide_password=True)
     st.error(
-        f"The database at `{database}` is not ready ({exc.orig}). Run `make migrate` (or `make run`, which "
+        f"The database at `{database}` is not ready: {problem}. Run `make migrate` (or `make run`, which "
         "migrates first) and reload this page."
     )
     st.stop()
-
-st.subheader("System")
-status = worker_status(timeout_s=0.5)
-worker_col, redis_col, db_col = st.columns(3)
-with worker_col, st.container(border=True):
-    if status["workers"]:
-        st.markdown(f"**:green[:material/check_circle:] Worker online**  \n{', '.join(status['workers'])}")
-    else:
-        st.markdown(
-            "**:red[:material/cancel:] No worker online**  \n"
-            "Start one with `make worker`, or everything with `make run`."
-        )
-with redis_col, st.container(border=True):
-    if status["redis_ok"]:
-        st.markdown("**:green[:material/check_circle:] Redis reachable**")
-    else:
-        st.markdown(f"**:red[:material/cancel:] Redis unreachable**  \n{status['redis_error']}")
-with db_col, st.container(border=True):
-    st.markdown(f"**Database**  \n`{database}`")
-
-st.subheader("Active models")
-for column, framework in zip(st.columns(len(FRAMEWORKS)), FRAMEWORKS, strict=True):
-    version = active[framework]
-    with column, st.container(border=True):
-        if version is None:
-            st.markdown(f"**{framework_label(framework)}**  \nnone active yet: train one and promote it.")
-        else:
-            since = f"{version.activated_at:%Y-%m-%d %H:%M} UTC" if version.activated_at else "unknown"
-            st.markdown(
-                f"**{framework_label(framework)}**  \n{version.name} (version {version.id}), active since {since}"
-            )
-
-st.subheader("Stored")
-for column, (key, label) in zip(st.columns(len(COUNT_LABELS)), COUNT_LABELS.items(), strict=True):
-    column.metric(label, counts[key])
-
-st.subheader("Background jobs")
-if st.button("Run a self-check job", key="selfcheck", help="Checks the database, storage folders and model files."):
-    try:
-        st.session_state["selfcheck_job"] = submit_job("selfcheck", {})
-    except QueueUnavailable as exc:
-        st.error(str(exc))
-if "selfcheck_job" in st.session_state:
-    st.caption(f"Self-check submitted as job {st.session_state['selfcheck_job']}; it is listed below.")
-
-
-def _jobs_frame(jobs: list[Job]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "job": job.id,
-                "kind": job.kind,
-                "status": job.status,
-                "progress": job.progress_current / job.progress_total if job.progress_total else 0.0,
-                "steps": f"{job.progress_current}/{job.progress_total}" if job.progress_total else "",
-                "message / error": job.error or job.message or "",
-                "created (UTC)": job.created_at,
-                "finished (UTC)": job.finished_at,
-            }
-            for job in jobs
-        ]
-    )
-
-
-@st.fragment(run_every=3)
-def jobs_panel() -> None:
-    """The latest jobs, redrawn on its own every few seconds so progress moves without reloading the page."""
-    if notice := st.session_state.pop("cancel_notice", None):
-        st.info(notice)
-    with session_scope() as session:
-        jobs = recent_jobs(session=session, limit=15)
-    if not jobs:
-        st.info("No background jobs yet.")
-        return
-    st.dataframe(
-        _jobs_frame(jobs),
-        hide_index=True,
-        column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)},
-    )
-    for job in (job for job in jobs if job.status in ("queued", "running")):
-        st.button(
-            f"Cancel job {job.id} ({job.kind}, {job.status})",
-            key=f"cancel-{job.id}",
-            on_click=_cancel,
-            args=(job.id,),
-        )
-
-
-def _cancel(job_id: int) -> None:
-    st.session_state["cancel_notice"] = cancel_job(job_id)
-
-
-jobs_panel()
+page.run()

@@ -26,6 +26,30 @@ def downgrade_to_base(url: str | None = None) -> None:
     command.downgrade(alembic_config(url), "base")
 
 
+def schema_problem(url: str | None = None) -> str | None:
+    """Why the database cannot serve the app yet (unreachable, not migrated, behind), or None when it can."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.session import make_engine
+
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    engine = make_engine(url or get_settings().database_url)
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    except SQLAlchemyError as exc:
+        return f"it cannot be reached ({exc.__class__.__name__}: {getattr(exc, 'orig', exc)})"
+    finally:
+        engine.dispose()
+    if current is None:
+        return "it has no tables yet"
+    if current != head:
+        return f"its schema is at revision {current}, the app needs {head}"
+    return None
+
+
 if __name__ == "__main__":
     upgrade_to_head()
     print("database is at the newest schema")

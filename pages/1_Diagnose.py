@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from db.session import session_scope
-from domain import DISCLAIMER, Framework
+from domain import Framework
 from models.imaging import DecodedImage, ImageError, decode_image, make_overlay
 from services.diagnosis import ModelResult, Review, averaged_result, model_result, review, save_scan_with_predictions
 from settings import get_settings
@@ -150,9 +150,7 @@ def show_analysis(
 
 
 def main() -> None:
-    st.set_page_config(page_title="Diagnose", page_icon="🧠", layout="wide")
     st.title("Diagnose a scan")
-    st.warning(DISCLAIMER, icon="⚕️")
     settings = get_settings()
     threshold = settings.confidence_threshold
 

@@ -5,7 +5,7 @@ import streamlit as st
 from db.jobs import recent_jobs
 from db.runs import get_active_model, list_model_versions
 from db.session import session_scope
-from domain import DISCLAIMER, FRAMEWORKS, framework_label
+from domain import FRAMEWORKS, framework_label
 from settings import SAMPLE_DIR, get_settings
 from ui.batch_results import show_results
 from ui.jobs import job_panel, job_view
@@ -185,9 +185,7 @@ def chosen_job() -> int | None:
 
 
 def main() -> None:
-    st.set_page_config(page_title="Batch · Brain MRI", page_icon="🗂️", layout="wide")
     st.title("Predict a folder of scans")
-    st.warning(DISCLAIMER, icon="⚕️")
     with st.container(border=True):
         new_batch()
     st.subheader("Batch jobs")

@@ -11,7 +11,6 @@ from db.deletion import Removal
 from db.history import Page, PatientTimeline, PredictionFilters, PredictionRow, ScanEntry
 from db.reviews import REVIEW_ACTIONS, ReviewError
 from db.schema import CLASSES
-from domain import DISCLAIMER
 from ui import history
 
 PATIENT_PAGE_SIZE = 25
@@ -347,7 +346,6 @@ def patient_record(patient_pk: int) -> None:
 
 
 st.title("History")
-st.caption(DISCLAIMER)
 if message := st.session_state.pop(FLASH_KEY, None):
     st.success(message)
 # A link such as ?patient=P-001 (from the Diagnose page) opens that record once; the reader may then move on.

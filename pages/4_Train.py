@@ -9,7 +9,6 @@ from ui.live_runs import live_view
 from ui.train_form import train_form
 from worker.submit import worker_status
 
-st.set_page_config(page_title="Train · Brain MRI", page_icon="🏋️", layout="wide")
 st.title("Train a model")
 
 

@@ -17,7 +17,6 @@ SPLIT_NAMES = {
     "test_without_training_duplicates": "test without training duplicates",
 }
 
-st.set_page_config(page_title="Leaderboard · Brain MRI", page_icon="🏆", layout="wide")
 st.title("Leaderboard")
 st.caption(
     "Accuracy, precision, recall and F1 (macro) are measured on each run's validation split, carved from its "

@@ -15,7 +15,6 @@ from ui.nav import link_to_page
 NOTICE_KEY = "models_notice"
 PERCENT = st.column_config.NumberColumn(format="percent")
 
-st.set_page_config(page_title="Models · Brain MRI", page_icon="🗂️", layout="wide")
 st.title("Model registry")
 st.caption(
     "One version per model is active: the Diagnose page and every new batch job use it from their next "

@@ -78,3 +78,10 @@ def test_home_explains_an_unmigrated_database(monkeypatch, tmp_path):
         get_settings.cache_clear()
     assert not at.exception
     assert "make migrate" in at.error[0].value
+
+
+def test_the_shell_says_it_is_decision_support_above_every_page(db_url):
+    at = AppTest.from_file(HOME, default_timeout=30).run()
+    assert not at.exception
+    assert "Decision support only" in at.warning[0].value
+    assert at.title[0].value == "Brain tumor MRI classification"  # the Home page, run by the shell

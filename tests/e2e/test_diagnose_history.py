@@ -18,6 +18,7 @@ def test_a_diagnosed_scan_is_saved_and_reviewed_in_the_patients_history(app: App
     scan = sorted((SAMPLE_DIR / "glioma").glob("*.jpg"))[0]
     app.open("Diagnose")
     main = app.main()
+    expect(main.get_by_test_id("stAlert").filter(has_text="Decision support only")).to_be_visible()
     main.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(scan)
     app.settle()
 

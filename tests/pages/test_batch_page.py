@@ -55,7 +55,7 @@ def type_folder(at: AppTest, folder: str) -> AppTest:
 
 def test_the_page_renders_without_models_or_jobs(roots) -> None:
     at = open_page()
-    assert "Choose at least one model" in at.warning[1].value
+    assert "Choose at least one model" in at.warning[0].value
     assert at.button(key="batch_submit").disabled
     assert "No batch has been run yet" in at.info[0].value
 

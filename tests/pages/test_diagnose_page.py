@@ -118,11 +118,6 @@ def test_a_model_whose_file_is_gone_is_reported_not_crashed_on(db_url, tmp_path)
     assert not at.file_uploader
 
 
-def test_page_says_it_is_decision_support(db_url, active_cnn):
-    at = open_page()
-    assert "Decision support only" in at.warning[0].value
-
-
 def test_sample_jpeg_is_predicted_and_saved_with_its_model_version(db_url, active_cnn):
     add_patient("P-1")
     name, data = sample_jpeg()
