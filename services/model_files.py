@@ -53,13 +53,24 @@ def shipped_run_summary(path: Path) -> dict | None:
     return json.loads(meta.read_text()).get("run")
 
 
-def register_default_models(*, session: Session, files: Mapping[str, Path] = DEFAULT_MODEL_FILES) -> list[ModelVersion]:
-    """Register and activate the shipped weights of each framework that has no model version yet."""
+def register_default_models(
+    *, session: Session, files: Mapping[str, Path] = DEFAULT_MODEL_FILES, archive: Path | None = None
+) -> list[ModelVersion]:
+    """Register each shipped model file not registered yet, and make it the active one of its framework.
+
+    A new release ships better defaults under the same file names; the versions registered from the earlier
+    files stay, pointed at their copies in `archive` (models/weights/archive/), so a rollback still finds them.
+    """
+    archive = archive or next(iter(files.values()), Path()).parent / "archive"
     registered = []
     for framework, path in files.items():
-        if not path.is_file() or list_model_versions(session=session, framework=framework):
+        if not path.is_file():
             continue
         sha = file_sha256(path)
+        versions = list_model_versions(session=session, framework=framework)
+        _relink_to_archive([v for v in versions if v.artifact_path == str(path) and v.sha256 != sha], archive)
+        if any(v.sha256 == sha for v in versions):
+            continue
         # The shipped file carries the record of the run that produced it, so the leaderboard shows it too.
         summary = shipped_run_summary(path)
         run = import_run_summary(session=session, summary=summary, artifact_path=path, sha256=sha) if summary else None
@@ -74,3 +85,13 @@ def register_default_models(*, session: Session, files: Mapping[str, Path] = DEF
         )
         registered.append(version)
     return registered
+
+
+def _relink_to_archive(versions: list[ModelVersion], archive: Path) -> None:
+    """Point versions whose shipped file was replaced at the archived copy with their sha256, if there is one."""
+    if not versions or not archive.is_dir():
+        return
+    by_sha = {file_sha256(p): p for p in archive.iterdir() if p.is_file() and p.suffix in (".pth", ".keras")}
+    for version in versions:
+        if version.sha256 in by_sha:
+            version.artifact_path = str(by_sha[version.sha256])

@@ -15,7 +15,14 @@ from db.jobs import (
     set_progress,
     settle_stale_jobs,
 )
-from db.runs import activate_model_version, create_run, get_active_model, get_run, register_model_version
+from db.runs import (
+    activate_model_version,
+    create_run,
+    get_active_model,
+    get_run,
+    list_model_versions,
+    register_model_version,
+)
 from db.scans import get_or_create_patient, get_or_create_scan, upsert_prediction
 from db.schema import utcnow
 from db.session import session_scope
@@ -184,3 +191,24 @@ def test_finish_job_rejects_a_status_that_is_not_final(any_db_url):
     job_id = _new_job()
     with session_scope() as session, pytest.raises(ValueError):
         finish_job(session=session, job_id=job_id, status="running")
+
+
+def test_new_shipped_defaults_become_active_and_the_old_ones_stay_for_rollback(any_db_url, tmp_path):
+    weights, archive = tmp_path / "cnn_default.pth", tmp_path / "archive"
+    weights.write_bytes(b"first release")
+    with session_scope() as session:
+        [first] = register_default_models(session=session, files={"torch": weights}, archive=archive)
+        first_id = first.id
+    # The next release replaces the file and archives the old one.
+    archive.mkdir()
+    (archive / "cnn_2026-11.pth").write_bytes(weights.read_bytes())
+    weights.write_bytes(b"second release")
+    with session_scope() as session:
+        [second] = register_default_models(session=session, files={"torch": weights}, archive=archive)
+        assert register_default_models(session=session, files={"torch": weights}, archive=archive) == []
+        versions = {v.id: v for v in list_model_versions(session=session, framework="torch")}
+        active = get_active_model(session=session, framework="torch")
+        assert active.id == second.id and active.sha256 == file_sha256(weights)
+        old = versions[first_id]
+        assert not old.is_active and old.artifact_path == str(archive / "cnn_2026-11.pth")
+        assert file_sha256(old.artifact_path) == old.sha256
