@@ -6,6 +6,11 @@ and URLs unchanged; the schema constrains its columns to these values.
 
 from enum import StrEnum
 
+
+class UserError(Exception):
+    """A failure a person caused and can fix (a bad folder, a missing file); its message is shown as written."""
+
+
 DISCLAIMER = (
     "Decision support only. These results come from machine-learning models and are not a diagnosis; "
     "a qualified clinician must interpret every scan and confirm every finding."

@@ -6,10 +6,7 @@ from db.jobs import recent_jobs
 from db.runs import get_active_model, list_model_versions
 from db.session import session_scope
 from domain import FRAMEWORKS, framework_label
-from settings import SAMPLE_DIR, get_settings
-from ui.batch_results import show_results
-from ui.jobs import job_panel, job_view
-from worker.batch_input import (
+from services.batch_input import (
     PATIENT_MODES,
     BatchInputError,
     Listing,
@@ -24,6 +21,9 @@ from worker.batch_input import (
     true_label,
     zip_source,
 )
+from settings import SAMPLE_DIR, get_settings
+from ui.batch_results import show_results
+from ui.jobs import job_panel, job_view
 from worker.submit import QueueUnavailable, requeue_job, submit_batch
 
 FOLDER, ZIP = "A folder on the server", "An uploaded .zip"

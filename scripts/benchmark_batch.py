@@ -119,8 +119,8 @@ def main() -> int:
 
         from db.jobs import create_job, get_job
         from db.session import session_scope
+        from services.batch_input import folder_source
         from worker.batch import run_batch_job
-        from worker.batch_input import folder_source
         from worker.jobs import run_job
         from worker.tasks import batch_predict
 

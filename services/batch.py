@@ -1,13 +1,340 @@
-"""Batch prediction's figures: how each model scored on a labelled folder."""
+"""Batch prediction: every image of a folder through each chosen model, into each patient's record.
 
-from collections.abc import Iterable, Sequence
+The Celery task (worker/batch.py) is a thin wrapper around `run_batch`.
+
+Restart-safe: each file's outcome is a batch item committed with its scan and predictions, so a job run
+again (redelivered, or re-queued after its worker died) starts after the files it already did.
+"""
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from db.batches import BatchRow
-from domain import CLASSES
+from db.batches import (
+    BatchRow,
+    add_batch_item,
+    batch_counts,
+    batch_models,
+    batch_rows,
+    job_output_counts,
+    recorded_paths,
+)
+from db.session import session_scope
+from domain import CLASSES, UserError
+from models.imaging import DecodedImage, ImageError, decode_image
 from models.metrics import classification_report
+from models.predictor import Predictor
+from services.batch_input import (
+    BatchInputError,
+    Listing,
+    check_patient_mode,
+    dicom_patient,
+    discard_upload,
+    folder_patient,
+    list_folder,
+    source_root,
+    true_label,
+)
+from services.diagnosis import model_result, review, save_scan_with_predictions
+from services.model_files import check_file
+from services.predictors import loaded_predictor
+from settings import get_settings
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 32  # images decoded, predicted and committed together
+
+
+@dataclass(frozen=True)
+class BatchModel:
+    """A model version a job predicts with, loaded."""
+
+    version_id: int
+    framework: str
+    name: str
+    predictor: Predictor
+
+
+@dataclass
+class Decoded:
+    """One file after reading: the image and whose it is, or why it cannot be used."""
+
+    rel_path: str
+    image: DecodedImage | None = None
+    patient_mrn: str | None = None
+    note: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Options:
+    """How a job treats its files: whose they are, when to flag them, and the limits a file must meet."""
+
+    patient_mode: str
+    patient_mrn: str | None
+    threshold: float
+    max_bytes: int
+    max_pixels: int
+
+
+Progress = Callable[[int, int, str], None]
+
+
+def load_models(version_ids: list[int] | None) -> list[BatchModel]:
+    """The job's model versions, loaded; a missing or altered model file fails the job with the reason."""
+    with session_scope() as session:
+        try:
+            chosen = batch_models(session=session, version_ids=version_ids)
+        except LookupError as exc:
+            raise UserError(str(exc)) from exc
+        versions = [(v.id, v.framework, v.name, v.artifact_path, v.sha256) for v in chosen]
+    models = []
+    for version_id, framework, name, path, sha256 in versions:
+        problem = check_file(path, sha256).problem(path)
+        if problem:
+            raise UserError(f"Model {name} (version {version_id}) cannot be used: {problem}")
+        try:
+            predictor = loaded_predictor(framework, path, sha256)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"Model {name} (version {version_id}) could not be loaded: {exc}") from exc
+        models.append(BatchModel(version_id, framework, name, predictor))
+    return models
+
+
+def run_batch(
+    job_id: int, params: dict[str, Any], *, progress: Progress, check_cancel: Callable[[], None]
+) -> dict[str, Any]:
+    """The job: check the input again, load the models, predict every file not yet done.
+
+    A problem with the input or the models raises UserError with the reason.
+    """
+    settings = get_settings()
+    try:
+        root = source_root(params, settings=settings)
+        patient_mrn = check_patient_mode(
+            str(params.get("patient_mode", "none")), params.get("patient_mrn", params.get("patient_id"))
+        )  # jobs queued before the rename
+        listing = list_folder(root)
+    except BatchInputError as exc:
+        raise UserError(str(exc)) from exc
+    if not listing.images and not listing.skipped:
+        raise UserError(f"The folder {root} holds no files.")
+    models = load_models(params.get("model_version_ids"))
+    options = Options(
+        patient_mode=str(params.get("patient_mode", "none")),
+        patient_mrn=patient_mrn,
+        threshold=settings.confidence_threshold,
+        max_bytes=settings.max_upload_mb * 2**20,
+        max_pixels=settings.max_image_pixels,
+    )
+    result = predict_listing(job_id, listing, models, options, progress=progress, check_cancel=check_cancel)
+    if params.get("source") == "zip":
+        # Every file is in the record now, so the unpacked zip can go; a cancelled job keeps it for a re-run.
+        discard_upload(str(params["upload"]), settings=settings)
+    return result
+
+
+def predict_listing(
+    job_id: int,
+    listing: Listing,
+    models: list[BatchModel],
+    options: Options,
+    *,
+    progress: Progress,
+    check_cancel: Callable[[], None],
+) -> dict[str, Any]:
+    """Record skipped files, then predict the images in batches; returns the job's result."""
+    with session_scope() as session:
+        recorded = recorded_paths(session=session, job_id=job_id)
+        for rel_path, reason in listing.skipped:
+            if rel_path not in recorded:
+                add_batch_item(session=session, job_id=job_id, rel_path=rel_path, status="skipped", error=reason)
+    todo = [p for p in listing.images if p not in recorded]
+    total = len(listing.images) + len(listing.skipped)
+    finished = total - len(todo)
+    progress(finished, total, f"{finished}/{total} files, starting")
+    started, done_now = time.monotonic(), 0
+
+    def saved(count: int) -> None:
+        nonlocal done_now
+        done_now += count
+        rate = done_now / max(time.monotonic() - started, 1e-6)
+        left = (len(todo) - done_now) / rate
+        progress(
+            finished + done_now, total, f"{finished + done_now}/{total} files, {rate:.1f} img/s, ~{left:.0f} s left"
+        )
+
+    # A pipeline on the cores the thread caps leave idle: the next batch is read and decoded (Pillow releases
+    # the GIL) and the previous one written while this one is predicted, each framework in its own thread.
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="batch-decode") as decoder,
+        ThreadPoolExecutor(len(models), thread_name_prefix="batch-predict") as predictors,
+        ThreadPoolExecutor(1, thread_name_prefix="batch-save") as saver,
+    ):
+        saving: tuple[Future[None], int] | None = None
+        for decoded in _prefetch(decoder, todo, listing.root, options):
+            check_cancel()
+            probabilities = _predict(predictors, decoded, models)
+            if saving is not None:
+                saving[0].result()
+                saved(saving[1])
+            saving = saver.submit(_save_chunk, job_id, decoded, probabilities, models, options), len(decoded)
+        if saving is not None:
+            saving[0].result()
+            saved(saving[1])
+    elapsed = time.monotonic() - started
+    result = summarise(job_id, models, images_per_s=done_now / elapsed if done_now else None, duration_s=elapsed)
+    # Images an earlier attempt of this job recorded (a re-run after its worker was lost) were not redone.
+    return {**result, "done_before": len(listing.images) - len(todo)}
+
+
+def _prefetch(pool: ThreadPoolExecutor, todo: list[str], root: Path, options: Options) -> Iterator[list[Decoded]]:
+    chunks = [todo[i : i + BATCH_SIZE] for i in range(0, len(todo), BATCH_SIZE)]
+    pending = pool.submit(_decode_chunk, chunks[0], root, options) if chunks else None
+    for position in range(len(chunks)):
+        current = pending.result()
+        nxt = position + 1
+        pending = pool.submit(_decode_chunk, chunks[nxt], root, options) if nxt < len(chunks) else None
+        yield current
+
+
+def _decode_chunk(rel_paths: list[str], root: Path, options: Options) -> list[Decoded]:
+    return [_decode_one(rel_path, root, options) for rel_path in rel_paths]
+
+
+def _decode_one(rel_path: str, root: Path, options: Options) -> Decoded:
+    """Read, decode and assign one file; every failure becomes the file's error text."""
+    path = root / rel_path
+    try:
+        size = path.stat().st_size
+        if size > options.max_bytes:
+            raise ImageError(
+                f"{rel_path}: the file is {size / 2**20:.1f} MB, over the limit of {options.max_bytes / 2**20:.0f} MB."
+            )
+        image = decode_image(path.read_bytes(), rel_path, max_bytes=options.max_bytes, max_pixels=options.max_pixels)
+        if options.patient_mode == "dicom":
+            mrn, note = dicom_patient(image.patient_mrn)
+        elif options.patient_mode == "folder":
+            mrn, note = folder_patient(rel_path)
+        else:
+            mrn, note = options.patient_mrn, None
+    except (ImageError, BatchInputError) as exc:
+        return Decoded(rel_path, error=str(exc).removeprefix(f"{rel_path}: "))
+    except OSError as exc:
+        return Decoded(rel_path, error=f"the file could not be read ({exc.strerror or exc}).")
+    return Decoded(rel_path, image=image, patient_mrn=mrn, note=note)
+
+
+def _predict(pool: ThreadPoolExecutor, decoded: list[Decoded], models: list[BatchModel]) -> dict[str, np.ndarray]:
+    """Each model's probabilities (N x classes) for the decoded images of a batch."""
+    rgbs = [d.image.rgb for d in decoded if d.image is not None]
+    if not rgbs:
+        return {}
+    futures = {m.framework: pool.submit(m.predictor.predict, rgbs) for m in models}
+    return {framework: future.result() for framework, future in futures.items()}
+
+
+def _save_chunk(
+    job_id: int,
+    decoded: list[Decoded],
+    probabilities: dict[str, np.ndarray],
+    models: list[BatchModel],
+    options: Options,
+) -> None:
+    """Commit a batch's scans, predictions and items together: a worker lost mid-way leaves whole batches."""
+    good = [d for d in decoded if d.image is not None]
+    # Another delivery of this job, or another job saving the same image, may commit first: the second try
+    # then finds their rows and adds only what is missing.
+    for attempt in range(2):
+        try:
+            with session_scope() as session:
+                recorded = recorded_paths(session=session, job_id=job_id, paths=[d.rel_path for d in decoded])
+                for position, item in enumerate(good):
+                    if item.rel_path not in recorded:
+                        probs = {fw: p[position] for fw, p in probabilities.items()}
+                        _save_done(session, job_id, item, models, probs, options)
+                for item in decoded:
+                    if item.image is None and item.rel_path not in recorded:
+                        add_batch_item(
+                            session=session,
+                            job_id=job_id,
+                            rel_path=item.rel_path,
+                            status="error",
+                            error=item.error,
+                            true_label=true_label(item.rel_path),
+                        )
+            return
+        except IntegrityError:
+            if attempt:
+                raise
+            log.warning("job %s: rows of this batch were written concurrently; retrying once", job_id)
+
+
+def _save_done(
+    session: Session,
+    job_id: int,
+    item: Decoded,
+    models: list[BatchModel],
+    probs: dict[str, np.ndarray],
+    options: Options,
+) -> None:
+    assert item.image is not None
+    results = [
+        model_result(framework=m.framework, model_version_id=m.version_id, probabilities=probs[m.framework])
+        for m in models
+    ]
+    saved = save_scan_with_predictions(
+        session=session,
+        decoded=item.image,
+        patient_mrn=item.patient_mrn,
+        source="batch",
+        results=results,
+        threshold=options.threshold,
+        original_name=item.rel_path,
+        job_id=job_id,
+    )
+    add_batch_item(
+        session=session,
+        job_id=job_id,
+        rel_path=item.rel_path,
+        status="done",
+        patient_mrn=item.patient_mrn,
+        true_label=true_label(item.rel_path),
+        scan_id=saved.scan.id,
+        results={r["framework"]: {k: v for k, v in r.items() if k != "framework"} for r in results},
+        needs_review=review(results, options.threshold).flagged,
+        error=item.note,
+    )
+
+
+def summarise(
+    job_id: int, models: list[BatchModel], *, images_per_s: float | None = None, duration_s: float | None = None
+) -> dict[str, Any]:
+    """The job's result from all of its rows (not only those of the last run): counts, and metrics when labelled."""
+    with session_scope() as session:
+        counts = batch_counts(session=session, job_id=job_id)
+        new_scans, new_predictions = job_output_counts(session=session, job_id=job_id)
+        done = batch_rows(session=session, job_id=job_id, status="done")
+    labelled = sum(1 for r in done if r.true_label)
+    return {
+        **counts,
+        "total": counts["done"] + counts["error"] + counts["skipped"],
+        "new_scans": new_scans,
+        "new_predictions": new_predictions,
+        "models": [{"framework": m.framework, "version_id": m.version_id, "name": m.name} for m in models],
+        "labelled": labelled,
+        "metrics": batch_metrics(rows=done, frameworks=[m.framework for m in models]),
+        "images_per_s": images_per_s,
+        "duration_s": duration_s,
+    }
 
 
 def batch_metrics(*, rows: Iterable[BatchRow], frameworks: Sequence[str]) -> dict[str, dict[str, Any]]:

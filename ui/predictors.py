@@ -8,9 +8,8 @@ import streamlit as st
 from db.runs import get_active_model
 from db.session import session_scope
 from domain import FRAMEWORKS, framework_label
-from models.predictor import Predictor, load_predictor
-from models.threads import cap_threads
-from settings import get_settings
+from models.predictor import Predictor
+from services.predictors import loaded_predictor
 
 
 @dataclass(frozen=True)
@@ -33,13 +32,9 @@ def active_models() -> list[ActiveModel]:
         return [ActiveModel(v.framework, v.id, v.name, v.artifact_path, v.sha256) for v in versions if v is not None]
 
 
-@st.cache_resource(show_spinner="Loading model…", max_entries=4)
 def get_predictor(framework: str, artifact_path: str, sha256: str) -> Predictor:
-    """One predictor per model file and process; the sha256 keys the cache so a replaced file is reloaded."""
-    settings = get_settings()
-    # The app shares the cores with the workers: the frameworks get their capped pools before first use.
-    cap_threads(settings.torch_threads, settings.tf_threads)
-    return load_predictor(framework, artifact_path)
+    """The model loaded once per process, shared with every session (services.predictors)."""
+    return loaded_predictor(framework, artifact_path, sha256)
 
 
 def predictor_for(model: ActiveModel) -> Predictor:

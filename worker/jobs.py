@@ -12,6 +12,9 @@ from celery import Task
 
 from db.jobs import finish_job, get_job, heartbeat, is_cancel_requested, mark_running, set_progress
 from db.session import session_scope
+from domain import UserError
+
+__all__ = ["JobCancelled", "Reporter", "UserError", "run_job"]
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +27,6 @@ PROGRESS_INTERVAL_S = 0.5
 
 class JobCancelled(Exception):
     """Raised by `Reporter.check_cancel` when someone asked the job to stop."""
-
-
-class UserError(Exception):
-    """A failure a person caused and can fix (a bad folder, a missing file); its message is stored as-is."""
 
 
 class Reporter:

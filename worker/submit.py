@@ -148,13 +148,13 @@ def submit_batch(
     patient_mrn: str | None = None,
     model_version_ids: list[int] | None = None,
 ) -> int:
-    """Queue a batch prediction over a checked folder or zip (see worker.batch_input); returns the job id.
+    """Queue a batch prediction over a checked folder or zip (see services.batch_input); returns the job id.
 
     The models are fixed now (the active ones unless chosen), so a re-run uses the same versions even if
     another model was activated in between. Raises BatchInputError with a message for the page.
     """
     from db.batches import batch_models
-    from worker.batch_input import BatchInputError, check_patient_mode
+    from services.batch_input import BatchInputError, check_patient_mode
 
     mrn = check_patient_mode(patient_mode, patient_mrn)
     with session_scope() as session:

@@ -17,8 +17,8 @@ from db.jobs import create_job, finish_job, get_job
 from db.runs import register_model_version
 from db.schema import BatchItem, Patient, Prediction, Scan
 from db.session import session_scope
+from services.batch_input import BatchInputError, folder_source, list_folder, zip_source
 from settings import SAMPLE_DIR, get_settings
-from worker.batch_input import BatchInputError, folder_source, list_folder, zip_source
 from worker.submit import cancel_job, requeue_job, submit_batch, submit_job
 
 
@@ -197,7 +197,7 @@ def test_a_cancelled_job_ends_cancelled(cnn_version, data_root, wait_for_job) ->
 
 
 def test_a_requeued_job_that_was_half_done_ends_with_every_file_once(cnn_version, data_root, wait_for_job) -> None:
-    from worker.batch import Options, load_models, predict_listing
+    from services.batch import Options, load_models, predict_listing
 
     folder = data_root / "resume"
     copy_samples(folder, 6, labelled=True)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from settings import SAMPLE_DIR, Settings
-from worker.batch_input import (
+from services.batch_input import (
     BatchInputError,
     check_patient_mode,
     extract_zip,
@@ -21,6 +20,7 @@ from worker.batch_input import (
     upload_folder,
     zip_source,
 )
+from settings import SAMPLE_DIR, Settings
 
 
 def make_zip(entries: dict[str, bytes], *, compression: int = zipfile.ZIP_DEFLATED) -> bytes:
