@@ -12,19 +12,9 @@ from pathlib import Path
 
 from domain import Framework
 from models.config import TrainConfig
+from models.model_meta import model_meta
 from models.predictor import load_predictor
 from models.train import calibrate, prepare_data
-
-
-def model_config(framework: str, path: Path) -> dict:
-    """The training config saved with a model file."""
-    if framework == "torch":
-        from models.cnn import load_checkpoint
-
-        return dict(load_checkpoint(path)[1].get("config", {}))
-    from models.mobilenet import read_meta
-
-    return dict(read_meta(path).get("config", {}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     path = Path(args.model)
     framework = Framework.of_file(path)
-    config = model_config(framework, path)
+    config = dict(model_meta(path).get("config", {}))
     if not config:
         raise SystemExit(f"{path} carries no training config, so its validation split cannot be rebuilt")
     fields = {k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__}

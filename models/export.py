@@ -10,6 +10,7 @@ from typing import Any
 
 from domain import Framework
 from models.config import TrainConfig
+from models.model_meta import read_sidecar, write_sidecar
 from models.train import prepare_data, score
 
 
@@ -30,10 +31,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, check: bool = True) -> d
     else:
         import keras
 
-        from models.mobilenet import write_meta
-
         keras.models.load_model(run_dir / "best.keras", compile=False).save(out)
-        write_meta(out, json.loads((run_dir / "best.keras.json").read_text()))
+        write_sidecar(out, read_sidecar(run_dir / "best.keras"))
     summary["shipped_size_mb"] = out.stat().st_size / 1e6
     if check:
         # The compact file must score like the full-precision one on the same validation split.
@@ -45,9 +44,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, check: bool = True) -> d
         shipped = score(load_predictor(framework, out), data.x_val, data.y_val)
         summary["shipped_val_accuracy"] = shipped["accuracy"]
         summary["full_precision_val_accuracy"] = summary["metrics"]["val"]["accuracy"]
-    meta_path = Path(str(out) + ".json")
-    meta = json.loads(meta_path.read_text()) if framework == "keras" else {}
-    meta_path.write_text(json.dumps({**meta, "run": summary}, indent=2, default=float))
+    meta = read_sidecar(out) if framework == "keras" else {}
+    write_sidecar(out, {**meta, "run": summary})
     return summary
 
 

@@ -110,23 +110,10 @@ def freeze_base(model) -> None:
     model.get_layer(BASE_NAME).trainable = False
 
 
-def load_model(path: str | Path):  # -> (keras.Model, meta dict)
+def load_model(path: str | Path):  # -> keras.Model
     import keras
 
-    return keras.models.load_model(path, compile=False), read_meta(path)
-
-
-def read_meta(path: str | Path) -> dict:
-    import json
-
-    meta = Path(str(path) + ".json")
-    return json.loads(meta.read_text()) if meta.is_file() else {}
-
-
-def write_meta(path: str | Path, meta: dict) -> None:
-    import json
-
-    Path(str(path) + ".json").write_text(json.dumps(meta, indent=2, default=float))
+    return keras.models.load_model(path, compile=False)
 
 
 def predict_proba(model, images: np.ndarray, *, tta: bool = False, batch_size: int = 64) -> np.ndarray:

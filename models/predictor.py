@@ -8,6 +8,7 @@ import numpy as np
 from domain import INPUT_SIZE
 from models.calibration import apply_temperature
 from models.data import CLASSES, head_box, model_input
+from models.model_meta import model_meta, read_sidecar, sidecar_path, write_sidecar
 
 
 class Predictor(Protocol):
@@ -16,6 +17,15 @@ class Predictor(Protocol):
     def predict(self, images: list[np.ndarray]) -> np.ndarray: ...
 
     def gradcam(self, rgb: np.ndarray) -> np.ndarray: ...
+
+
+def _preprocessing(meta: dict) -> tuple[bool, bool, float]:
+    """(mirror test-time augmentation, head crop, temperature) as the model was trained and calibrated."""
+    return (
+        bool(meta.get("tta", False)),
+        bool(meta.get("config", {}).get("crop", False)),
+        float(meta.get("temperature", 1.0)),
+    )
 
 
 def _stack(images: list[np.ndarray], crop: bool) -> np.ndarray:
@@ -62,9 +72,7 @@ class TorchPredictor:
         from models.cnn import load_checkpoint
 
         self.model, ckpt = load_checkpoint(path)
-        self.tta = bool(ckpt.get("tta", False))
-        self.crop = bool(ckpt.get("config", {}).get("crop", False))
-        self.temperature = float(ckpt.get("temperature", 1.0))
+        self.tta, self.crop, self.temperature = _preprocessing(model_meta(path, checkpoint=ckpt))
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
         from models.cnn import predict_proba
@@ -110,10 +118,8 @@ class KerasPredictor:
     def __init__(self, path: str | Path) -> None:
         from models.mobilenet import load_model
 
-        self.model, meta = load_model(path)
-        self.tta = bool(meta.get("tta", False))
-        self.crop = bool(meta.get("config", {}).get("crop", False))
-        self.temperature = float(meta.get("temperature", 1.0))
+        self.model = load_model(path)
+        self.tta, self.crop, self.temperature = _preprocessing(model_meta(path))
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
         from models.mobilenet import predict_proba
@@ -135,10 +141,9 @@ def store_temperature(framework: str, artifact_path: str | Path, temperature: fl
         from models.cnn import update_checkpoint
 
         update_checkpoint(artifact_path, temperature=temperature)
-    else:
-        from models.mobilenet import read_meta, write_meta
-
-        write_meta(artifact_path, {**read_meta(artifact_path), "temperature": temperature})
+    if framework == "keras" or sidecar_path(artifact_path).is_file():
+        # Where a sidecar exists it wins over the checkpoint, so it must hold the new value too.
+        write_sidecar(artifact_path, {**read_sidecar(artifact_path), "temperature": temperature})
 
 
 def load_predictor(framework: str, artifact_path: str | Path) -> Predictor:

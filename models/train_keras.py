@@ -19,8 +19,8 @@ from models.mobilenet import (
     predict_proba,
     resolve_weights,
     set_trainable_top,
-    write_meta,
 )
+from models.model_meta import write_sidecar
 from models.run_types import PreparedData, TrainHooks, TrainingCancelled, epoch_row
 from models.schedule import EarlyStopping, LRSchedule
 
@@ -173,11 +173,11 @@ def train_keras(
         )
         val_loss = row["val_loss"]
         model.save(last_path)
-        write_meta(last_path, {**meta, "epoch": epoch, "metrics": row})
+        write_sidecar(last_path, {**meta, "epoch": epoch, "metrics": row})
         if row["val_acc"] > best_acc:
             best_acc, best_epoch = row["val_acc"], epoch
             shutil.copyfile(last_path, best_path)
-            write_meta(best_path, {**meta, "epoch": epoch, "metrics": row})
+            write_sidecar(best_path, {**meta, "epoch": epoch, "metrics": row})
         stop = stopper.should_stop(val_loss)
         schedule.at_epoch_end(val_loss)
         rows.append(row)

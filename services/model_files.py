@@ -2,7 +2,6 @@
 registration of the shipped default models (the bootstrap step, never a page render)."""
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from db.runs import import_run_summary, list_model_versions, register_model_version
 from db.schema import ModelVersion
+from models.model_meta import read_sidecar
 from settings import DEFAULT_MODEL_FILES
 
 
@@ -45,14 +45,6 @@ def check_file(path: str | Path, sha256: str) -> FileCheck:
     return FileCheck("ok" if actual == sha256 else "changed", actual, file.stat().st_size)
 
 
-def shipped_run_summary(path: Path) -> dict | None:
-    """The record of the run that produced a shipped model, kept in the .json beside it."""
-    meta = Path(str(path) + ".json")
-    if not meta.is_file():
-        return None
-    return json.loads(meta.read_text()).get("run")
-
-
 def register_default_models(
     *, session: Session, files: Mapping[str, Path] = DEFAULT_MODEL_FILES, archive: Path | None = None
 ) -> list[ModelVersion]:
@@ -72,7 +64,7 @@ def register_default_models(
         if any(v.sha256 == sha for v in versions):
             continue
         # The shipped file carries the record of the run that produced it, so the leaderboard shows it too.
-        summary = shipped_run_summary(path)
+        summary = read_sidecar(path).get("run")
         run = import_run_summary(session=session, summary=summary, artifact_path=path, sha256=sha) if summary else None
         version = register_model_version(
             session=session,

@@ -1,0 +1,45 @@
+"""What a saved model says about itself, for both frameworks: one reader and one writer.
+
+Every model file may have a sidecar `<file>.json` (a Keras model's preprocessing flags and temperature, a
+shipped model's run record). A CNN checkpoint also carries the same fields inside itself, so that it is
+whole on its own; where both say something, the sidecar wins.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from domain import Framework
+
+CHECKPOINT_FIELDS = ("epoch", "config", "metrics", "tta", "normalize", "temperature")
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(str(path) + ".json")
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    side = sidecar_path(path)
+    return json.loads(side.read_text()) if side.is_file() else {}
+
+
+def write_sidecar(path: str | Path, meta: dict[str, Any]) -> None:
+    side = sidecar_path(path)
+    tmp = side.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=float))
+    tmp.replace(side)
+
+
+def model_meta(path: str | Path, *, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """tta, config (with crop), temperature, metrics, run...: what the model file and its sidecar say.
+
+    A CNN's checkpoint is read from the file unless the caller already loaded it.
+    """
+    meta: dict[str, Any] = {}
+    if Framework.of_file(path) is Framework.TORCH:
+        if checkpoint is None:
+            import torch
+
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        meta = {key: checkpoint[key] for key in CHECKPOINT_FIELDS if key in checkpoint}
+    return {**meta, **read_sidecar(path)}
