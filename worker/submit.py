@@ -5,6 +5,7 @@ from typing import Any
 
 import redis
 from celery.utils import uuid
+from kombu.utils.url import maybe_sanitize_url
 
 from db.jobs import create_job, finish_job, get_job, request_cancel, reset_for_rerun, set_celery_id, settle_stale_jobs
 from db.session import session_scope
@@ -119,10 +120,8 @@ def worker_status(timeout_s: float = 1.0) -> dict[str, Any]:
 
 
 def _redis_location() -> str:
-    """The Redis URL without its password, safe to show on a page."""
-    url = get_settings().redis_url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}"
+    """The Redis URL with its password masked, safe to show on a page."""
+    return maybe_sanitize_url(get_settings().redis_url)
 
 
 def submit_training(cfg: TrainConfig, *, use_reviewed: bool = False) -> tuple[int, int]:

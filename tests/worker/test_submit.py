@@ -32,4 +32,4 @@ def test_unreachable_redis_is_reported_with_its_address_and_no_password(monkeypa
         monkeypatch.undo()
         get_settings.cache_clear()
     assert status["redis_ok"] is False and status["workers"] == []
-    assert "redis://127.0.0.1:1/0" in status["redis_error"] and "secret" not in status["redis_error"]
+    assert "redis://:**@127.0.0.1:1/0" in status["redis_error"] and "secret" not in status["redis_error"]
