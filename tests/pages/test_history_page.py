@@ -11,6 +11,7 @@ from db.session import session_scope
 from models.imaging import decode_image
 from services.diagnosis import model_result, save_scan_with_predictions
 from settings import ROOT, SAMPLE_DIR
+from tests.entries import scan_entry
 
 PAGE = str(ROOT / "pages" / "3_History.py")
 
@@ -156,25 +157,7 @@ def test_prepared_report_holds_the_scan_its_models_and_a_heatmap(record):
 
 
 def _entry(study_date: str | None, created: datetime):  # type: ignore[no-untyped-def]
-    from db.history import ScanEntry
-
-    return ScanEntry(
-        scan_id=1,
-        created_at=created,
-        study_date=study_date,
-        original_name="a.dcm",
-        file_path="/x",
-        sha256="0" * 64,
-        source="upload",
-        job_id=None,
-        width=8,
-        height=8,
-        image_format="PNG",
-        modality="MR",
-        series_description=None,
-        note=None,
-        file_shared=False,
-    )
+    return scan_entry(study_date=study_date, created_at=created)
 
 
 def test_the_timeline_uses_the_study_date_as_stored_and_days_as_ticks() -> None:

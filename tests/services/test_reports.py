@@ -4,8 +4,9 @@ import csv
 import io
 from datetime import datetime
 
-from db.history import PatientTimeline, PredictionRow, ScanEntry
+from db.history import PatientTimeline, PredictionRow
 from services.reports import _cell, patient_report_html, predictions_csv
+from tests.entries import scan_entry
 
 HOSTILE = "**x**<img src=x onerror=alert(1)>"
 
@@ -43,24 +44,7 @@ def _timeline(text: str) -> PatientTimeline:
         review_note=text,
         reviewed_at=datetime(2026, 1, 3),
     )
-    scan = ScanEntry(
-        scan_id=1,
-        created_at=datetime(2026, 1, 2),
-        study_date=None,
-        original_name=text,
-        file_path="/missing.png",
-        sha256="1" * 64,
-        source="upload",
-        job_id=None,
-        width=8,
-        height=8,
-        image_format="PNG",
-        modality="MR",
-        series_description=text,
-        note=None,
-        file_shared=False,
-        predictions=[prediction],
-    )
+    scan = scan_entry(original_name=text, series_description=text, predictions=[prediction])
     return PatientTimeline(patient_pk=1, mrn=text, created_at=datetime(2026, 1, 1), scans=[scan])
 
 
