@@ -26,6 +26,10 @@ def delete_scan(*, session: Session, scan_id: int) -> Removal:
 def delete_patient(*, session: Session, patient_pk: int) -> Removal:
     """Delete a patient with all their scans and predictions, and the stored files no other scan uses."""
     mrn = session.scalar(select(Patient.mrn).where(Patient.id == patient_pk))
+    if mrn is None:
+        # Already deleted (a second click, another tab): nothing to do. Going on would match every batch row
+        # without a patient, since a comparison with no MRN reads as IS NULL.
+        return Removal(scans=0, predictions=0, files=())
     # Batch results name the patient too: they go with the patient, not just lose their scan.
     session.execute(delete(BatchItem).where(BatchItem.patient_mrn == mrn).execution_options(synchronize_session=False))
     removal = _delete_scans(session=session, which=Scan.patient_pk == patient_pk)

@@ -350,6 +350,13 @@ def test_deleting_a_patient_removes_its_rows_and_unshared_files_only(seeded_any)
         assert patient_timeline(session=session, patient_pk=seeded_any.patients["P-002"]).scans[0].file_shared is False
         # Nothing of the patient is left in batch results either; other patients' rows stay.
         assert session.scalars(select(BatchItem.rel_path)).all() == ["P-002/b.jpg"]
+        # A row without a patient survives a second delete of the same patient (a double click).
+        session.add(BatchItem(job_id=job.id, rel_path="no-patient.jpg", status="done", patient_mrn=None))
+    with session_scope() as session:
+        again = delete_patient(session=session, patient_pk=seeded_any.patients["P-001"])
+    assert (again.scans, again.predictions, again.files) == (0, 0, ())
+    with session_scope() as session:
+        assert sorted(session.scalars(select(BatchItem.rel_path))) == ["P-002/b.jpg", "no-patient.jpg"]
 
 
 def test_deleting_the_last_scan_of_an_image_removes_its_file(seeded):
