@@ -69,10 +69,15 @@ class DatasetIndex:
 
 
 def scan_folder(root: str | Path) -> list[Item]:
-    """Every JPEG/PNG under root/<class>/ (recursively), labelled by its class folder."""
+    """Every JPEG/PNG under root/<class>/ (recursively), labelled by its class folder.
+
+    Only regular files inside the folder are read: a symbolic link that leads out of it is refused (as the
+    batch job refuses it), and pipes, sockets and devices, which would block a reader, are passed over.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
+    inside = root.resolve()
     subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
     found = [c for c in CLASSES if c in subdirs]
     if not found:
@@ -84,7 +89,15 @@ def scan_folder(root: str | Path) -> list[Item]:
         if name not in subdirs:
             continue
         for path in sorted(subdirs[name].rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            target = path.resolve()
+            if not target.is_relative_to(inside):
+                raise DatasetError(
+                    f"{path} leads outside the folder (to {target}) through a symbolic link; training reads only "
+                    "files inside the folder it was given"
+                )
+            if target.is_file():  # a regular file: a pipe or a device would block the reader
                 items.append(Item(path, label))
     if not items:
         raise DatasetError(f"{root} has class folders but no JPEG or PNG images in them")

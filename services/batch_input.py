@@ -89,6 +89,9 @@ def _skip_reason(path: Path, rel: PurePosixPath, root: Path) -> str | None:
     """Why a file is not predicted, or None when it is an image to predict."""
     if any(part.startswith(".") or part == "__MACOSX" for part in rel.parts):
         return "hidden or system file"
+    if not path.is_symlink() and not path.is_file():
+        # Opening a named pipe waits for a writer for ever; a device or socket is no scan either.
+        return "not a regular file (a pipe, socket or device)"
     if path.is_symlink():
         target = path.resolve()
         if not target.is_relative_to(root):

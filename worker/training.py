@@ -6,9 +6,11 @@ from typing import Any
 from db.runs import get_run, get_run_for_job
 from db.session import session_scope
 from models.data import DatasetError
+from models.folders import allowed_folder
 from models.mobilenet import MissingWeightsError
 from models.run_types import TrainingCancelled
 from services.training import execute_run
+from settings import get_settings
 from worker.jobs import JobCancelled, Reporter, UserError
 
 # The cancel flag is read from the DB at most this often: a batch takes far longer, so a cancel is still prompt.
@@ -22,6 +24,14 @@ def run_training_job(reporter: Reporter) -> dict[str, Any]:
         if run is None:
             raise UserError(f"job {reporter.job_id} has no training run attached")
         run_id = run.id
+        folders = [run.params.get("data_dir"), run.params.get("test_dir")]
+    # Checked again here, not only by the form: a job may come from elsewhere, and links may have moved since.
+    roots = list(get_settings().allowed_data_roots)
+    try:
+        for folder in filter(None, folders):
+            allowed_folder(folder, roots)
+    except DatasetError as exc:
+        raise UserError(str(exc)) from exc
     last_poll = [0.0]
 
     def on_progress(epoch: int, epochs: int, batch: int, batches: int) -> None:

@@ -164,3 +164,18 @@ def test_a_zip_of_one_patient_or_class_folder_keeps_that_folder(settings: Settin
     for top in ("P-9", "glioma"):
         folder = upload_folder(extract_zip(make_zip({f"{top}/a.jpg": jpeg}), settings=settings), settings=settings)
         assert list_folder(unwrap(folder)).images == [f"{top}/a.jpg"]
+
+
+def test_a_named_pipe_is_skipped_without_being_opened(root: Path) -> None:
+    import os
+
+    folder = root / "with-pipe"
+    folder.mkdir()
+    os.mkfifo(folder / "scan.jpg")
+    os.mkfifo(folder / "noext")  # no suffix: the DICOM sniffing would open it and wait for ever
+    listing = list_folder(folder)
+    assert listing.images == []
+    assert dict(listing.skipped) == {
+        "scan.jpg": "not a regular file (a pipe, socket or device)",
+        "noext": "not a regular file (a pipe, socket or device)",
+    }

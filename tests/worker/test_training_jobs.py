@@ -3,7 +3,7 @@
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,10 +13,29 @@ from db.session import session_scope
 from models.config import make_config
 from services.model_files import file_sha256
 from services.training import execute_run
-from settings import SAMPLE_DIR
+from settings import SAMPLE_DIR, get_settings
 from worker.submit import cancel_job, submit_training
 
 pytestmark = pytest.mark.usefixtures("worker")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder training jobs may read besides the sample; set before the worker starts, so it sees it too."""
+    root = tmp_path_factory.mktemp("training-data")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ALLOWED_DATA_ROOTS", f"{SAMPLE_DIR}:{root}")
+    get_settings.cache_clear()
+    yield root
+    mp.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def worker(data_root: Path, module_db_url: str, start_worker: Callable):  # type: ignore[no-untyped-def]
+    process = start_worker()
+    yield process
+    process.stop()
 
 
 def _run(run_id: int):  # type: ignore[no-untyped-def]
@@ -80,9 +99,9 @@ def test_pretrained_run_without_weights_fails_with_the_fix(wait_for_job: Callabl
     assert run.status == "failed" and "ImageNet weights" in run.error and epochs == []
 
 
-def test_folder_without_classes_fails_with_a_message(wait_for_job: Callable, tmp_path: Path) -> None:
-    (tmp_path / "holiday-photos").mkdir()
-    cfg = make_config("torch", str(tmp_path), "report", epochs=1)
+def test_folder_without_classes_fails_with_a_message(wait_for_job: Callable, data_root: Path) -> None:
+    (data_root / "photos" / "holiday").mkdir(parents=True)
+    cfg = make_config("torch", str(data_root / "photos"), "report", epochs=1)
     job_id, run_id = submit_training(cfg)
     job = wait_for_job(job_id, timeout=120)
     assert job.status == "failed" and "no class subfolders" in job.error
@@ -141,3 +160,26 @@ def test_a_training_job_whose_worker_process_is_killed_resumes_from_its_last_epo
     assert [e[0] for e in epochs] == [1, 2, 3] and run.status == "succeeded"
     assert job.attempts == 2 and job.result["run_id"] == run_id
     assert job.result["resumed_after"] and 1 <= job.result["resumed_after"][0] < 3
+
+
+def test_a_folder_outside_the_allowed_roots_is_refused_by_the_worker(wait_for_job: Callable, tmp_path: Path) -> None:
+    # submit_training does not check folders (the Train form does): the worker checks again.
+    cfg = make_config("torch", str(tmp_path), "report", epochs=1)
+    job_id, run_id = submit_training(cfg)
+    job = wait_for_job(job_id, timeout=120)
+    assert job.status == "failed" and "outside the allowed data folders" in job.error
+    assert _run(run_id)[1] == []
+
+
+def test_a_link_out_of_the_training_folder_is_refused(wait_for_job: Callable, data_root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "secret.jpg"
+    outside.write_bytes(next((SAMPLE_DIR / "glioma").iterdir()).read_bytes())
+    folder = data_root / "linked"
+    for name in ("glioma", "notumor"):
+        (folder / name).mkdir(parents=True)
+        for src in sorted((SAMPLE_DIR / name).iterdir())[:4]:
+            (folder / name / src.name).write_bytes(src.read_bytes())
+    (folder / "glioma" / "escape.jpg").symlink_to(outside)
+    job_id, _ = submit_training(make_config("torch", str(folder), "report", epochs=1))
+    job = wait_for_job(job_id, timeout=120)
+    assert job.status == "failed" and "leads outside the folder" in job.error and str(outside) in job.error
