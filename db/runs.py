@@ -99,13 +99,6 @@ def end_run(*, session: Session, run_id: int, status: str, error: str | None = N
         run.duration_s = (now - run.started_at).total_seconds()
 
 
-def list_runs(*, session: Session, status: str | None = None) -> list[TrainingRun]:
-    query = select(TrainingRun).order_by(TrainingRun.id.desc())
-    if status:
-        query = query.where(TrainingRun.status == status)
-    return list(session.scalars(query))
-
-
 def register_model_version(
     *,
     session: Session,

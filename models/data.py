@@ -128,11 +128,6 @@ def perceptual_hash(rgb: np.ndarray) -> np.ndarray:
     return np.packbits(bits).view(">u8").astype(np.uint64)
 
 
-def hash_distance(a: np.ndarray, b: np.ndarray) -> int:
-    """How many bits two perceptual hashes differ in."""
-    return int(hamming_matrix_rows(a[None], b[None], 0, 1)[0, 0])
-
-
 def hamming_matrix_rows(hashes: np.ndarray, others: np.ndarray, start: int, stop: int) -> np.ndarray:
     """Bit distances between hashes[start:stop] and every hash in others, as a small int matrix."""
     x = np.bitwise_xor(hashes[start:stop, None, :], others[None, :, :])

@@ -8,7 +8,7 @@ from db.session import session_scope
 from domain import framework_label
 from ui.charts import training_curves
 from ui.nav import link_to_page
-from worker.submit import cancel_job
+from worker.submit import cancel_job, requeue_job
 
 POLL_S = 2
 NOTICE_KEY = "train_cancel_notice"
@@ -44,6 +44,10 @@ def _cancel_button(run: LiveRun) -> None:
 def _cancel(job_id: int) -> None:
     # A callback: it runs before the redraw, which then shows the run stopping.
     st.session_state[NOTICE_KEY] = cancel_job(job_id)
+
+
+def _continue(job_id: int) -> None:
+    st.session_state[NOTICE_KEY] = requeue_job(job_id)
 
 
 def _epochs_table(run: LiveRun) -> None:
@@ -101,6 +105,14 @@ def _ended(run: LiveRun) -> None:
             st.error(f"Failed: {run.error or 'no reason recorded'}")
         else:
             st.warning("Cancelled.")
+        if run.status != "succeeded" and run.job_id is not None:
+            st.button(
+                f"Continue run {run.run_id}",
+                key=f"train_continue_{run.run_id}",
+                on_click=_continue,
+                args=(run.job_id,),
+                help="Queue the run again: it goes on from its last finished epoch (or starts, if it finished none).",
+            )
         _curves(run)
 
 

@@ -1,17 +1,20 @@
 """The Train page: the form refuses bad values before anything is queued; a real tiny run shows live and ends."""
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 from db.jobs import recent_jobs
-from db.runs import list_runs
+from db.schema import TrainingRun
 from db.session import session_scope
 from models.config import PRESETS
 from settings import ROOT, SAMPLE_DIR, get_settings
+from worker.submit import cancel_job
 
 PAGE = str(ROOT / "pages" / "4_Train.py")
 
@@ -149,9 +152,19 @@ def listed(at: AppTest, run_id: int) -> bool:
     )
 
 
+def epochs_of(run_id: int) -> list[int]:
+    with session_scope() as session:
+        return [e.epoch for e in session.get(TrainingRun, run_id).epochs]
+
+
+def run_params(run_id: int) -> dict:
+    with session_scope() as session:
+        return dict(session.get(TrainingRun, run_id).params)
+
+
 def newest_run():  # type: ignore[no-untyped-def]
     with session_scope() as session:
-        return list_runs(session=session)[0]
+        return session.scalars(select(TrainingRun).order_by(TrainingRun.id.desc())).first()
 
 
 @pytest.mark.slow
@@ -188,3 +201,32 @@ def test_a_running_run_is_cancelled_from_its_panel(wait_for_job: Callable) -> No
     assert wait_for_job(run.job_id, timeout=180).status == "cancelled"
     at.run()
     assert any("Cancelled." in note.value for note in at.warning)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("worker")
+def test_a_cancelled_run_continues_from_its_last_epoch(wait_for_job: Callable) -> None:
+    at = open_page()
+    fill_tiny_run(at, epochs=50, cap=4, batch_size=2)
+    assert submit(at) == []
+    run = newest_run()
+    deadline = time.monotonic() + 180
+    while not epochs_of(run.id):
+        assert time.monotonic() < deadline, "the run never finished an epoch"
+        time.sleep(0.1)
+    cancel_job(run.job_id)
+    assert wait_for_job(run.job_id, timeout=180).status == "cancelled"
+    done = len(epochs_of(run.id))
+    at.run()
+    at.button(key=f"train_continue_{run.id}").click().run()
+    assert not at.exception
+    assert any(f"Job {run.job_id} is queued again." in note.value for note in at.info)
+    wait_for_job(run.job_id, statuses=("running",), timeout=120)
+    deadline = time.monotonic() + 180
+    while not (resumed := run_params(run.id).get("resumed_after")):
+        assert time.monotonic() < deadline, "the run did not say it resumed"
+        time.sleep(0.1)
+    assert resumed[0] >= done >= 1
+    cancel_job(run.job_id)
+    wait_for_job(run.job_id, timeout=180)
+    assert [e for e in epochs_of(run.id)] == list(range(1, len(epochs_of(run.id)) + 1))  # each epoch once
