@@ -2,6 +2,8 @@
 
 import hashlib
 import io
+import struct
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +15,12 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DICOM_MAGIC_OFFSET = 128
 DICOM_MAGIC = b"DICM"
+DEFLATED_TS = b"1.2.840.10008.1.2.1.99"
+# A deflated DICOM is inflated whole before anything in it can be read: one this large inflated is refused
+# before reading (a 255 KB file can inflate to 800 MB). A multi-frame MR series stays far below it.
+MAX_INFLATED_BYTES = 64 * 2**20
+# Native pixel data may carry this much padding beyond what its header declares.
+PIXEL_PADDING_BYTES = 1024
 # A side this short is a line or a dot, not a slice a model can read.
 MIN_SIDE = 2
 # What a stored JPEG keeps besides the image data: JFIF (APP0), an ICC colour profile (APP2) and Adobe's colour
@@ -171,26 +179,87 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
+def _inflated_size_within(data: bytes, limit: int) -> bool:
+    """For a deflated DICOM: whether its dataset inflates to at most `limit` bytes, counted without keeping it."""
+    start = DICOM_MAGIC_OFFSET + 4
+    try:
+        # The file meta group leads with its own length: (0002,0000) UL, explicit VR little endian.
+        tag, vr, size, group_length = struct.unpack_from("<4s2sHI", data, start)
+        if tag != b"\x02\x00\x00\x00" or vr != b"UL" or size != 4:
+            return False
+        stream = data[start + 12 + group_length :]
+    except struct.error:
+        return False
+    inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    for offset in range(0, len(stream), 1 << 16):
+        chunk = stream[offset : offset + (1 << 16)]
+        while chunk:
+            total += len(inflater.decompress(chunk, 1 << 20))
+            if total > limit:
+                return False
+            chunk = inflater.unconsumed_tail
+    return True
+
+
+def _pixel_error(filename: str, ds: pydicom.Dataset, exc: Exception) -> ImageError:
+    """Why the pixel data could not be decoded, in words for the person who uploaded the file."""
+    text = str(exc)
+    syntax = getattr(ds, "file_meta", pydicom.Dataset()).get("TransferSyntaxUID")
+    name = getattr(syntax, "name", None) or "an unknown encoding"
+    if "less than expected" in text or "truncat" in text.lower():
+        why = "the file is cut short: its pixel data is shorter than its header declares"
+    elif "missing" in text and "dependenc" in text:
+        why = f"no decoder for its compression ({name}) is installed here"
+    elif syntax is not None and syntax.is_compressed:
+        why = f"its compressed pixel data ({name}) is damaged: every decoder for it failed on this file"
+    else:
+        why = f"its pixel data does not match what its header declares ({text.splitlines()[0][:120]})"
+    return ImageError(f"{filename}: the DICOM image could not be decoded: {why}.")
+
+
 def _decode_dicom(data: bytes, filename: str, *, max_pixels: int) -> DecodedImage:
+    if DEFLATED_TS in data[: DICOM_MAGIC_OFFSET + 512] and not _inflated_size_within(data, MAX_INFLATED_BYTES):
+        raise ImageError(
+            f"{filename}: the DICOM file is deflated and inflates to more than {MAX_INFLATED_BYTES // 2**20} MB "
+            "(or its header cannot be read); refused as a possible decompression bomb."
+        )
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as exc:  # pydicom raises many types (InvalidDicomError, struct.error, ...) on bad headers
-        raise ImageError(f"{filename}: the DICOM file could not be read ({exc}).") from exc
+        raise ImageError(f"{filename}: the file is not a readable DICOM file ({str(exc)[:120]}).") from exc
     if "PixelData" not in ds:
-        raise ImageError(f"{filename}: the DICOM file could not be read: it holds no image (no pixel data).")
+        raise ImageError(f"{filename}: the DICOM file holds no image (it has no pixel data): not a scan.")
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames") or 1)
         samples = int(ds.get("SamplesPerPixel") or 1)
+        bytes_per_sample = (int(ds.get("BitsAllocated") or 8) + 7) // 8
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     except (AttributeError, TypeError, ValueError) as exc:
-        raise ImageError(f"{filename}: the DICOM file could not be read: its image size is missing ({exc}).") from exc
-    _check_pixels(filename, rows, cols, max(frames, 1), max_pixels)
+        raise ImageError(
+            f"{filename}: the DICOM header does not say the image size (Rows and Columns are missing or "
+            "malformed), so its pixels cannot be read."
+        ) from exc
+    frames = max(frames, 1)
+    _check_pixels(filename, rows, cols, frames, max_pixels)
     _check_2d(filename, rows, cols)
+    syntax = getattr(ds, "file_meta", pydicom.Dataset()).get("TransferSyntaxUID")
+    declared = rows * cols * frames * samples * bytes_per_sample
+    if (syntax is None or not syntax.is_compressed) and len(ds.PixelData) > declared + PIXEL_PADDING_BYTES:
+        raise ImageError(
+            f"{filename}: the DICOM pixel data holds {len(ds.PixelData):,} bytes, more than the {declared:,} its "
+            "header declares; refused rather than guessing which part is the image."
+        )
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for bad, short or undecodable pixel data
-        raise ImageError(f"{filename}: the DICOM pixel data could not be decoded ({exc}).") from exc
+        raise _pixel_error(filename, ds, exc) from exc
+    planes = pixels.ndim - (1 if samples == 3 else 0)
+    if (frames > 1 and (planes != 3 or pixels.shape[0] != frames)) or (frames == 1 and planes != 2):
+        raise ImageError(
+            f"{filename}: the DICOM pixel data holds frames its header does not declare ({frames} declared); "
+            "refused rather than guessing which one is the slice."
+        )
 
     note = None
     if frames > 1:
