@@ -79,6 +79,9 @@ def finish_job(
         job.message = message
     if status == "succeeded" and job.progress_total:
         job.progress_current = job.progress_total
+    elif status != "succeeded":
+        # A training run attached to a job that never ran (queue down, cancelled while queued) ends with it.
+        _settle_run(session=session, job_id=job_id, status=status, error=error)
 
 
 def request_cancel(*, session: Session, job_id: int) -> Job | None:

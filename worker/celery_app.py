@@ -30,8 +30,21 @@ _settings = get_settings()
 celery_app.conf.update(
     broker_url=_settings.redis_url,
     result_backend=_settings.redis_url,
-    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
-    result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+    # A Redis that is down is reported at once to whoever sends a job, not after kombu's retries (seconds).
+    broker_transport_options={
+        "visibility_timeout": VISIBILITY_TIMEOUT_S,
+        "socket_connect_timeout": 2,
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.2,
+    },
+    # One quick retry, then the caller decides: progress sent while Redis is down must not stall a job.
+    result_backend_transport_options={
+        "visibility_timeout": VISIBILITY_TIMEOUT_S,
+        "socket_connect_timeout": 2,
+        "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5},
+    },
     broker_connection_retry_on_startup=True,
     # Each queue gets its own exchange and key; bare Queue(name)s would all bind to the default one.
     task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],

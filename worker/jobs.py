@@ -57,7 +57,12 @@ class Reporter:
             set_progress(session=session, job_id=self.job_id, current=current, total=total, message=message)
         self._pending, self._last_write = None, time.monotonic()
         if self.task.request.id:
-            self.task.update_state(state="PROGRESS", meta={"current": current, "total": total})
+            try:
+                self.task.update_state(state="PROGRESS", meta={"current": current, "total": total})
+            except Exception:
+                # The database above is the record pages read; Celery's copy is a convenience, and a Redis
+                # that is down for a moment must not fail a job that is otherwise going well.
+                log.warning("job %s: progress not sent to the result backend", self.job_id, exc_info=True)
 
     def check_cancel(self) -> None:
         """Raise JobCancelled if a cancel was requested; call it between batches or epochs."""

@@ -51,7 +51,8 @@ def submit_job(kind: str, params: dict[str, Any], *, before_send: Callable[[int]
 def _send(name: str, job_id: int, celery_id: str) -> None:
     """Hand a recorded job to the worker; when the queue is down the job is failed with the reason."""
     try:
-        celery_app.send_task(name, args=[job_id], task_id=celery_id, queue=TASK_QUEUES[name])
+        # No retries: a person is waiting on the page, and the job's row says what happened either way.
+        celery_app.send_task(name, args=[job_id], task_id=celery_id, queue=TASK_QUEUES[name], retry=False)
     except Exception as exc:
         error = f"the job queue at {_redis_location()} could not be reached: {exc}"
         with session_scope() as session:

@@ -141,3 +141,37 @@ def test_heartbeat_moves_while_a_long_step_runs(db_url, monkeypatch):
 
 def test_missing_job_is_reported_not_raised(db_url):
     assert run_job(TASK, 999_999, lambda reporter: pytest.fail("must not run"))["status"] == "missing"
+
+
+def test_progress_goes_on_when_redis_is_down_for_a_moment(db_url, redis_server, monkeypatch):
+    from celery import Celery
+
+    monkeypatch.setattr(jobs, "PROGRESS_INTERVAL_S", 0.0)  # every step is sent, the one while Redis is down too
+    from worker.celery_app import celery_app
+
+    app = Celery("progress-test", broker=redis_server.url, backend=redis_server.url)
+    app.conf.update({k: v for k, v in celery_app.conf.items() if k.startswith("result_backend_transport")})
+
+    @app.task(name="progress-test", bind=True)
+    def task(self) -> None:  # only its request and result backend are used
+        return None
+
+    job_id = _new_job()
+
+    def body(reporter: jobs.Reporter) -> dict:
+        reporter.progress(1, 3)
+        redis_server.stop()  # Redis goes away mid-job ...
+        started = time.monotonic()
+        reporter.progress(2, 3, "Redis is down")
+        assert time.monotonic() - started < 5  # ... and the job does not wait long on it
+        redis_server.start()  # ... and comes back
+        reporter.progress(3, 3)
+        return {"done": True}
+
+    task.push_request(id="celery-progress-test")
+    try:
+        assert run_job(task, job_id, body)["status"] == "succeeded"
+    finally:
+        task.pop_request()
+    job = _job(job_id)
+    assert (job.status, job.progress_current, job.result) == ("succeeded", 3, {"done": True})

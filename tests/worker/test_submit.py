@@ -33,3 +33,33 @@ def test_unreachable_redis_is_reported_with_its_address_and_no_password(monkeypa
         get_settings.cache_clear()
     assert status["redis_ok"] is False and status["workers"] == []
     assert "redis://:**@127.0.0.1:1/0" in status["redis_error"] and "secret" not in status["redis_error"]
+
+
+def test_redis_down_at_submit_fails_the_job_and_its_run_within_seconds(db_url):
+    import time
+
+    from db.jobs import recent_jobs
+    from db.schema import TrainingRun
+    from models.config import make_config
+    from settings import SAMPLE_DIR
+    from worker.celery_app import celery_app
+    from worker.submit import QueueUnavailable, submit_training
+
+    saved = celery_app.conf.broker_url
+    celery_app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
+    celery_app.amqp._producer_pool = None
+    celery_app._pool = None
+    try:
+        started = time.monotonic()
+        with pytest.raises(QueueUnavailable, match="could not be reached"):
+            submit_training(make_config("torch", str(SAMPLE_DIR), "report", epochs=1))
+        assert time.monotonic() - started < 2
+    finally:
+        celery_app.conf.broker_url = saved
+        celery_app.amqp._producer_pool = None
+        celery_app._pool = None
+    with session_scope() as session:
+        [job] = recent_jobs(session=session)
+        run = session.query(TrainingRun).filter_by(job_id=job.id).one()
+        assert job.status == "failed" and "could not be reached" in job.error
+        assert run.status == "failed" and run.error == job.error
