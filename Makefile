@@ -16,7 +16,7 @@ migrate: install
 	$(VENV)/bin/python -m services.bootstrap
 
 redis: install
-	@scripts/ensure_redis.sh
+	@scripts/ensure_redis.sh --persistent
 
 worker: install redis
 	$(VENV)/bin/celery -A worker.celery_app worker -Q training,prediction -n "worker@%h" --loglevel INFO

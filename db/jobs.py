@@ -100,6 +100,13 @@ def is_cancel_requested(*, session: Session, job_id: int) -> bool:
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
+def queued_jobs(*, session: Session, older_than_s: float) -> list[Job]:
+    """Jobs still waiting for a worker that were queued more than `older_than_s` seconds ago."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    query = select(Job).where(Job.status == "queued", Job.created_at < cutoff).order_by(Job.id)
+    return list(session.scalars(query))
+
+
 def settle_stale_jobs(*, session: Session, older_than_s: int) -> int:
     """Mark running jobs whose worker stopped sending heartbeats as failed; returns how many."""
     cutoff = utcnow() - timedelta(seconds=older_than_s)

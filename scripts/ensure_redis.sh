@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Make sure Redis answers at REDIS_URL (from settings): use one that answers; else start a local
 # redis-server (installing Debian's package first when it is missing and we are root); else say what to do.
+# With --persistent (what `make run` asks) the local Redis keeps its queue in var/redis (append-only file),
+# so queued jobs survive a restart of Redis; the tests run a throw-away one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +38,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 echo "starting redis-server on 127.0.0.1:$port"
-redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no >/dev/null
+if [ "${1:-}" = "--persistent" ]; then
+    mkdir -p var/redis
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly yes --dir "$PWD/var/redis" >/dev/null
+else
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no >/dev/null
+fi
 for _ in $(seq 1 50); do
     if answers; then
         exit 0

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 scripts/install.sh
 .venv/bin/python -m services.bootstrap
-scripts/ensure_redis.sh
+scripts/ensure_redis.sh --persistent
 
 pids=()
 stop() {

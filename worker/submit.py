@@ -1,5 +1,6 @@
 """What pages call to start, cancel and watch background jobs; the jobs table is created here first."""
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -7,7 +8,16 @@ import redis
 from celery.utils import uuid
 from kombu.utils.url import maybe_sanitize_url
 
-from db.jobs import create_job, finish_job, get_job, request_cancel, reset_for_rerun, set_celery_id, settle_stale_jobs
+from db.jobs import (
+    create_job,
+    finish_job,
+    get_job,
+    queued_jobs,
+    request_cancel,
+    reset_for_rerun,
+    set_celery_id,
+    settle_stale_jobs,
+)
 from db.session import session_scope
 from models.config import TrainConfig
 from settings import get_settings
@@ -165,3 +175,42 @@ def submit_batch(
         ids = [v.id for v in versions]
     params = {**source, "patient_mode": patient_mode, "patient_mrn": mrn, "model_version_ids": ids}
     return submit_job("batch", params)
+
+
+# A queued job's message goes out milliseconds after its row is written; one older than this and missing from
+# Redis was lost (Redis restarted without its data), not still on its way.
+LOST_AFTER_S = 30
+
+
+def _queued_message_ids(client: redis.Redis) -> set[str]:
+    """The Celery ids of every message Redis holds: waiting in a queue, or delivered and not yet acknowledged."""
+    ids = set()
+    for queue in {*TASK_QUEUES.values()}:
+        # kombu keeps one list per queue and priority step: "prediction", "prediction\x06\x163", ...
+        for key in client.scan_iter(match=f"{queue}*"):
+            if client.type(key) == b"list":
+                ids |= {json.loads(raw).get("headers", {}).get("id") for raw in client.lrange(key, 0, -1)}
+    for raw in client.hvals("unacked"):
+        ids.add(json.loads(raw)[0].get("headers", {}).get("id"))
+    return ids - {None}
+
+
+def resend_lost_jobs() -> list[int]:
+    """Send again every queued job whose message Redis no longer holds; returns their ids.
+
+    Run when a worker starts: the jobs table is the record, so a Redis restarted without its data loses no job.
+    """
+    client = redis.Redis.from_url(get_settings().redis_url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        present = _queued_message_ids(client)
+    finally:
+        client.close()
+    with session_scope() as session:
+        lost = [(job.id, job.kind) for job in queued_jobs(session=session, older_than_s=LOST_AFTER_S)
+                if job.celery_id not in present]  # fmt: skip
+        fresh = {job_id: uuid() for job_id, _ in lost}
+        for job_id, celery_id in fresh.items():
+            set_celery_id(session=session, job_id=job_id, celery_id=celery_id)
+    for job_id, kind in lost:
+        _send(TASK_NAMES[kind], job_id, fresh[job_id])
+    return [job_id for job_id, _ in lost]

@@ -1,12 +1,15 @@
 """What a worker does with jobs left over from before it started: skips cancelled ones, settles dead ones."""
 
+import json
 from datetime import timedelta
 
 import pytest
+import redis
 
 from db.jobs import create_job, get_job, mark_running
 from db.schema import utcnow
 from db.session import session_scope
+from settings import get_settings
 from worker.submit import cancel_job, submit_job, worker_status
 
 pytestmark = pytest.mark.slow
@@ -35,3 +38,26 @@ def test_starting_worker_settles_jobs_whose_worker_died(module_db_url, start_wor
     job = wait_for_job(job_id, statuses=["failed"], timeout=30)
     worker.stop()
     assert "gone@elsewhere stopped responding" in job.error
+
+
+def test_a_starting_worker_sends_again_the_queued_jobs_redis_lost(module_db_url, start_worker, wait_for_job):
+    assert worker_status()["workers"] == []
+    lost = submit_job("selfcheck", {})
+    kept = submit_job("selfcheck", {})
+    client = redis.Redis.from_url(get_settings().redis_url)
+    with session_scope() as session:
+        lost_celery_id = get_job(session=session, job_id=lost).celery_id
+        for job_id in (lost, kept):
+            get_job(session=session, job_id=job_id).created_at = utcnow() - timedelta(minutes=5)
+    # Redis forgets the first job's message, as after a restart without its data.
+    for raw in client.lrange("prediction", 0, -1):
+        if json.loads(raw)["headers"]["id"] == lost_celery_id:
+            assert client.lrem("prediction", 1, raw) == 1
+    worker = start_worker()
+    assert wait_for_job(lost, timeout=60).status == "succeeded"
+    assert wait_for_job(kept, timeout=60).status == "succeeded"
+    worker.stop()
+    with session_scope() as session:
+        # Each ran once: the kept one from its own message, the lost one from the message sent again.
+        assert get_job(session=session, job_id=lost).celery_id != lost_celery_id
+        assert get_job(session=session, job_id=lost).attempts == get_job(session=session, job_id=kept).attempts == 1
