@@ -4,6 +4,7 @@ Pages call these before submitting (so a bad folder or zip is refused on the spo
 again when it runs (the folder may have changed in between). Light imports only: pages import this module.
 """
 
+import hashlib
 import io
 import os
 import shutil
@@ -30,6 +31,8 @@ PATIENT_MODES = {
 }
 # Scans barely compress (JPEG, PNG) or compress a few times (DICOM); a much higher ratio is a zip bomb.
 MAX_ZIP_RATIO = 100
+# A file's path inside a batch folder is recorded with its result (batch_items.rel_path holds 1,024 characters).
+MAX_PATH_CHARS = 1000
 # Below this size an entry's ratio says nothing (a few bytes of zeros compress a thousandfold).
 RATIO_CHECK_MIN_BYTES = 1 << 20
 # The unpacked zip may be this many times the allowed zip size.
@@ -87,6 +90,8 @@ def _looks_like_dicom(path: Path) -> bool:
 
 def _skip_reason(path: Path, rel: PurePosixPath, root: Path) -> str | None:
     """Why a file is not predicted, or None when it is an image to predict."""
+    if len(str(rel)) > MAX_PATH_CHARS:
+        return f"its path is longer than {MAX_PATH_CHARS} characters"
     if any(part.startswith(".") or part == "__MACOSX" for part in rel.parts):
         return "hidden or system file"
     if not path.is_symlink() and not path.is_file():
@@ -106,6 +111,13 @@ def _skip_reason(path: Path, rel: PurePosixPath, root: Path) -> str | None:
     return f"not a JPEG, PNG or DICOM file (by its name{'' if suffix else ' and content'})"
 
 
+def _recordable(rel: str) -> str:
+    """A path short enough to record: a long one keeps its start and a digest of the whole, so it stays unique."""
+    if len(rel) <= MAX_PATH_CHARS:
+        return rel
+    return rel[: MAX_PATH_CHARS - 18] + "…" + hashlib.sha256(rel.encode()).hexdigest()[:16]
+
+
 def list_folder(root: Path) -> Listing:
     """Every file under root, recursively, split into images and skipped files; links are not followed."""
     root = root.resolve()
@@ -123,7 +135,7 @@ def list_folder(root: Path) -> Listing:
             if reason is None:
                 listing.images.append(str(rel))
             else:
-                listing.skipped.append((str(rel), reason))
+                listing.skipped.append((_recordable(str(rel)), reason))
     listing.images.sort()
     listing.skipped.sort()
     return listing
@@ -197,8 +209,17 @@ def check_zip(archive: zipfile.ZipFile, *, settings: Settings) -> list[zipfile.Z
             f"The zip was refused: it holds {len(files):,} files, more than the limit of {settings.max_zip_files:,}."
         )
     total = 0
+    file_paths: set[tuple[str, ...]] = set()
+    folders: set[tuple[str, ...]] = set()
     for info in infos:
-        _entry_parts(info)
+        parts = _entry_parts(info)
+        if info.is_dir():
+            folders.add(parts)
+        else:
+            if parts in file_paths:
+                raise BatchInputError(f"The zip was refused: it holds '{info.filename}' twice.")
+            file_paths.add(parts)
+        folders |= {parts[:i] for i in range(1, len(parts))}
         if _is_link(info):
             raise BatchInputError(f"The zip was refused: its entry '{info.filename}' is a symbolic link.")
         if info.flag_bits & 0x1:
@@ -210,6 +231,12 @@ def check_zip(archive: zipfile.ZipFile, *, settings: Settings) -> list[zipfile.Z
                 f"{ratio:,.0f} times larger than it is stored (the limit is {MAX_ZIP_RATIO})."
             )
         total += info.file_size
+    clash = next((path for path in sorted(file_paths) if path in folders), None)
+    if clash is not None:
+        name = "/".join(clash)
+        raise BatchInputError(
+            f"The zip was refused: '{name}' is both a file and a folder in it, so it cannot be unpacked."
+        )
     limit = settings.max_zip_mb * MAX_ZIP_EXPANSION * 2**20
     if total > limit:
         raise BatchInputError(

@@ -179,3 +179,25 @@ def test_a_named_pipe_is_skipped_without_being_opened(root: Path) -> None:
         "scan.jpg": "not a regular file (a pipe, socket or device)",
         "noext": "not a regular file (a pipe, socket or device)",
     }
+
+
+def test_a_zip_with_a_file_and_a_folder_of_one_name_is_refused_in_words(settings: Settings) -> None:
+    jpeg = sample_jpegs(1)[0].read_bytes()
+    with pytest.raises(BatchInputError, match="'scans/a' is both a file and a folder in it"):
+        zip_source(make_zip({"scans/a": jpeg, "scans/a/b.jpg": jpeg}), "upload.zip", settings=settings)
+    with pytest.raises(BatchInputError, match="holds 'x.jpg' twice"):
+        zip_source(
+            make_zip({"x.jpg": jpeg, "y.jpg": jpeg}).replace(b"y.jpg", b"x.jpg"), "upload.zip", settings=settings
+        )
+
+
+def test_a_path_too_long_to_record_is_skipped_with_its_reason(root: Path) -> None:
+    folder = root / "deep"
+    deep = folder.joinpath(*["d" * 200] * 5)  # 1,000+ characters below the folder, within the OS's limits
+    deep.mkdir(parents=True)
+    (deep / "scan.jpg").write_bytes(sample_jpegs(1)[0].read_bytes())
+    listing = list_folder(folder)
+    assert listing.images == []
+    [(recorded, reason)] = listing.skipped
+    assert reason == "its path is longer than 1000 characters" and len(recorded) <= 1000
+    assert recorded.startswith("d" * 200)
