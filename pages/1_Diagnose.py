@@ -13,6 +13,7 @@ from ui.charts import probability_chart
 from ui.nav import link_to_page
 from ui.patients import patient_picker
 from ui.predictors import ActiveModel, active_models, gradcam, predictor_for, probabilities
+from ui.text import literal
 
 SAVED_KEY = "diagnose_saved"  # {"<patient>:<sha256>": scan id} for this browser session
 
@@ -49,7 +50,7 @@ def loaded_models(models: list[ActiveModel]) -> list[ActiveModel]:
         try:
             predictor_for(m)
         except (OSError, ValueError, RuntimeError) as exc:
-            st.error(f"The active {m.label} model ({m.name}) could not be loaded: {exc}")
+            st.error(f"The active {m.label} model ({literal(m.name)}) could not be loaded: {literal(exc)}")
             continue
         usable.append(m)
     return usable
@@ -93,9 +94,11 @@ def metadata_line(decoded: DecodedImage) -> str:
     parts = [decoded.image_format, f"{decoded.width} × {decoded.height} px"]
     if decoded.image_format == "DICOM":
         parts += [
-            f"modality {decoded.modality or 'not given'}",
-            f"study date {decoded.study_date or 'not given'}",
-            f"series “{decoded.series_description}”" if decoded.series_description else "no series description",
+            f"modality {literal(decoded.modality or 'not given')}",
+            f"study date {literal(decoded.study_date or 'not given')}",
+            f"series “{literal(decoded.series_description)}”"
+            if decoded.series_description
+            else "no series description",
         ]
     if decoded.note:
         parts.append(decoded.note)
@@ -105,11 +108,11 @@ def metadata_line(decoded: DecodedImage) -> str:
 def show_analysis(
     a: Analysis, models: list[ActiveModel], threshold: float, opacity: float, mrn: str | None, position: int
 ) -> None:
-    st.subheader(a.name)
+    st.subheader(literal(a.name))
     st.caption(metadata_line(a.decoded))
     scan_id = st.session_state.get(SAVED_KEY, {}).get(f"{mrn}:{a.decoded.sha256}")
     if scan_id is not None:
-        st.caption(f"Saved to patient {mrn}'s record (scan #{scan_id}).")
+        st.caption(f"Saved to patient {literal(mrn)}'s record (scan #{scan_id}).")
 
     labels = {r["label"] for r in a.results}
     if len(a.results) > 1 and len(labels) == 1:
@@ -178,7 +181,7 @@ def main() -> None:
         try:
             image = decode(f.getvalue(), f.name, settings.max_upload_mb * 2**20, settings.max_image_pixels)
         except ImageError as exc:
-            st.error(f"Not analysed: {exc}")
+            st.error(f"Not analysed: {literal(exc)}")
             continue
         decoded.append((f.name, image))
     if not decoded:
@@ -188,12 +191,15 @@ def main() -> None:
     header_ids = {a.decoded.patient_mrn for a in analyses if a.decoded.patient_mrn}
     if len(header_ids) > 1:
         named = ", ".join(sorted(header_ids))
-        st.warning(f"These DICOM files name different patients ({named}); all are saved to the patient chosen below.")
+        st.warning(
+            f"These DICOM files name different patients ({literal(named)}); all are saved to the patient chosen below."
+        )
     left, right = st.columns([2, 1], vertical_alignment="bottom")
     with left:
         mrn = patient_picker(key="diagnose_patient", suggested=min(header_ids) if header_ids else None)
     if mrn and header_ids - {mrn}:
-        st.warning(f"The DICOM header names patient {', '.join(sorted(header_ids - {mrn}))}, not {mrn}.")
+        named = ", ".join(sorted(header_ids - {mrn}))
+        st.warning(f"The DICOM header names patient {literal(named)}, not {literal(mrn)}.")
     saved = st.session_state.get(SAVED_KEY, {})
     all_saved = mrn is not None and all(f"{mrn}:{a.decoded.sha256}" in saved for a in analyses)
     with right:

@@ -12,6 +12,7 @@ from db.history import Page, PatientTimeline, PredictionFilters, PredictionRow, 
 from db.reviews import REVIEW_ACTIONS, ReviewError
 from db.schema import CLASSES
 from ui import history
+from ui.text import literal
 
 PATIENT_PAGE_SIZE = 25
 SCAN_PAGE_SIZE = 10
@@ -224,8 +225,8 @@ def review_form(scan: ScanEntry) -> None:
 def review_caption(p: PredictionRow) -> str:
     if p.review_status == "pending":
         return "needs review" if p.needs_review else "not reviewed"
-    text = f"{p.review_status} as {p.final_label} by {p.reviewer}, {when(p.reviewed_at)} UTC"
-    return text + (f": “{p.review_note}”" if p.review_note else "")
+    text = f"{p.review_status} as {p.final_label} by {literal(p.reviewer)}, {when(p.reviewed_at)} UTC"
+    return text + (f": “{literal(p.review_note)}”" if p.review_note else "")
 
 
 def scan_card(scan: ScanEntry) -> None:
@@ -247,11 +248,11 @@ def scan_card(scan: ScanEntry) -> None:
                 f"{scan.image_format} {scan.width}×{scan.height}"
             )
             if scan.note:
-                st.caption(scan.note)
+                st.caption(literal(scan.note))
             for p in scan.predictions:
                 probs = " · ".join(f"{c} {p.probabilities.get(c, 0.0):.0%}" for c in CLASSES)
                 st.markdown(
-                    f"**{p.model_name}** ({p.framework}): **{p.label}** {p.confidence:.1%} — {probs}  \n"
+                    f"**{literal(p.model_name)}** ({p.framework}): **{p.label}** {p.confidence:.1%} — {probs}  \n"
                     f"_{review_caption(p)}_"
                 )
             if not scan.predictions:
@@ -269,7 +270,7 @@ def scan_card(scan: ScanEntry) -> None:
         confirm(
             "scan",
             scan.scan_id,
-            f"Delete scan #{scan.scan_id} ({scan.original_name}) and its {len(scan.predictions)} prediction(s), "
+            f"Delete scan #{scan.scan_id} ({literal(scan.original_name)}) and its {len(scan.predictions)} prediction(s), "
             "also from batch job results? "
             f"This cannot be undone.{kept}",
             lambda: describe(history.remove_scan(scan_id=scan.scan_id), f"Scan #{scan.scan_id}"),
@@ -313,7 +314,7 @@ def patient_record(patient_pk: int) -> None:
         st.info("That patient's record no longer exists.")
         return
     st.divider()
-    st.header(f"Patient {record.mrn}")
+    st.header(f"Patient {literal(record.mrn)}")
     predictions = [p for scan in record.scans for p in scan.predictions]
     counts = st.columns(3)
     counts[0].metric("Scans", len(record.scans))
@@ -352,7 +353,7 @@ if message := st.session_state.pop(FLASH_KEY, None):
 if (mrn := st.query_params.get("patient")) and st.session_state.get("history_link") != mrn:
     st.session_state["history_link"] = mrn
     if (linked := history.patient_id_for(mrn)) is None:
-        st.warning(f"No patient has the id {mrn}.")
+        st.warning(f"No patient has the id {literal(mrn)}.")
     else:
         st.session_state[OPEN_KEY] = linked
 patients_tab, predictions_tab = st.tabs(["Patients", "All predictions"])

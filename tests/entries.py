@@ -1,4 +1,4 @@
-"""History entries built in memory, for tests of what renders them (charts, reports, CSV)."""
+"""History entries built in memory, for tests of what renders them (charts, reports, CSV), and page text."""
 
 from dataclasses import replace
 from datetime import datetime
@@ -28,3 +28,8 @@ SCAN = ScanEntry(
 def scan_entry(**fields: Any) -> ScanEntry:
     """A stored scan as the History page reads it, with `fields` changed."""
     return replace(SCAN, **fields)
+
+
+def shown(markdown: str) -> str:
+    """What a person reads of markdown whose typed parts were escaped (ui.text.literal)."""
+    return markdown.replace("\\", "")

@@ -4,6 +4,7 @@ import streamlit as st
 
 from db.scans import search_mrns, validate_mrn
 from db.session import session_scope
+from ui.text import literal
 
 # Typing in the search box filters these client-side; more than this and the list gets unwieldy.
 MAX_LISTED_PATIENTS = 1000
@@ -44,5 +45,5 @@ def patient_picker(*, key: str, suggested: str | None = None) -> str | None:
         st.error(str(exc))
         return None
     if mrn in known:
-        st.caption(f"Patient {mrn} is already in the record: the scans are added to their history.")
+        st.caption(f"Patient {literal(mrn)} is already in the record: the scans are added to their history.")
     return mrn

@@ -11,7 +11,7 @@ from db.session import session_scope
 from models.imaging import decode_image
 from services.diagnosis import model_result, save_scan_with_predictions
 from settings import ROOT, SAMPLE_DIR
-from tests.entries import scan_entry
+from tests.entries import scan_entry, shown
 
 PAGE = str(ROOT / "pages" / "3_History.py")
 
@@ -86,8 +86,8 @@ def test_patient_link_opens_the_record_with_both_models_predictions(record):
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.query_params["patient"] = "P-777"
     run(at)
-    assert at.header[0].value == "Patient P-777"
-    text = " ".join(m.value for m in at.markdown)
+    assert shown(at.header[0].value) == "Patient P-777"
+    text = shown(" ".join(m.value for m in at.markdown))
     assert "**cnn-v1** (torch): **glioma**" in text and "**mobilenet-v1** (keras): **meningioma**" in text
 
 
@@ -139,7 +139,7 @@ def test_deleting_a_patient_asks_first_then_removes_rows_and_file(record):
         assert session.get(Patient, record.patient_pk) is not None
     at.button(key=f"history_delete_patient_{record.patient_pk}_yes").click().run()
     assert not at.exception
-    assert "Patient P-777 deleted" in at.success[0].value
+    assert "Patient P-777 deleted" in shown(at.success[0].value)
     with session_scope() as session:
         assert session.get(Patient, record.patient_pk) is None and session.get(Scan, record.scan_id) is None
     assert not record.file.exists()
