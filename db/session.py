@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from settings import get_settings
 
+READ_ONLY = "brainmri_read_only"
+
 
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and write-locking transactions."""
@@ -33,6 +35,10 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+        if conn.get_execution_options().get(READ_ONLY):
+            # A reader in WAL sees the last commit and never waits for a writer.
+            conn.exec_driver_sql("BEGIN DEFERRED")
+            return
         # A deferred transaction that reads and then writes fails at once in WAL when another
         # writer got in between, whatever the busy timeout; taking the lock up front makes it wait.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -55,6 +61,18 @@ def session_scope() -> Iterator[Session]:
     """A short transaction: commits on success, rolls back on error."""
     with get_sessionmaker()() as session, session.begin():
         yield session
+
+
+@contextmanager
+def read_scope() -> Iterator[Session]:
+    """A transaction for reading only: on SQLite it takes no write lock, so the pages' polling never queues
+    behind a worker's writes. Nothing written in it is kept."""
+    with get_sessionmaker()() as session:
+        session.connection(execution_options={READ_ONLY: True})
+        try:
+            yield session
+        finally:
+            session.rollback()
 
 
 def reset_engine() -> None:

@@ -7,7 +7,7 @@ from sqlalchemy.engine import make_url
 from db.jobs import recent_jobs
 from db.runs import get_active_model
 from db.schema import Job
-from db.session import session_scope
+from db.session import read_scope
 from db.stats import table_counts
 from domain import FRAMEWORKS, framework_label
 from settings import get_settings
@@ -19,7 +19,7 @@ st.title("Brain tumor MRI classification")
 
 settings = get_settings()
 database = make_url(settings.database_url).render_as_string(hide_password=True)
-with session_scope() as session:
+with read_scope() as session:
     counts = table_counts(session=session)
     active = {framework: get_active_model(session=session, framework=framework) for framework in FRAMEWORKS}
 
@@ -91,7 +91,7 @@ def jobs_panel() -> None:
     """The latest jobs, redrawn on its own every few seconds so progress moves without reloading the page."""
     if notice := st.session_state.pop("cancel_notice", None):
         st.info(notice)
-    with session_scope() as session:
+    with read_scope() as session:
         jobs = recent_jobs(session=session, limit=15)
     if not jobs:
         st.info("No background jobs yet.")

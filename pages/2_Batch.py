@@ -4,7 +4,7 @@ import streamlit as st
 
 from db.jobs import recent_jobs
 from db.runs import get_active_model, list_model_versions
-from db.session import session_scope
+from db.session import read_scope
 from domain import FRAMEWORKS, framework_label
 from services.batch_input import (
     PATIENT_MODES,
@@ -95,7 +95,7 @@ def zip_input() -> bool:
 
 def model_choice() -> list[int]:
     """A model version per framework (the active one unless another is chosen); their ids."""
-    with session_scope() as session:
+    with read_scope() as session:
         versions = {
             fw: [(v.id, v.name) for v in list_model_versions(session=session, framework=fw)] for fw in FRAMEWORKS
         }
@@ -168,7 +168,7 @@ def _rerun(job_id: int) -> None:
 
 def chosen_job() -> int | None:
     """The job whose progress and results are shown: the one just started, the link's, or one picked."""
-    with session_scope() as session:
+    with read_scope() as session:
         jobs = {
             job.id: f"Job {job.id} · {job.created_at:%Y-%m-%d %H:%M} UTC · {source_label(job.params or {})}"
             for job in recent_jobs(session=session, limit=JOBS_LISTED, kind="batch")

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from db.leaderboard import RunDetail, dataset_options, leaderboard_rows, run_details
-from db.session import session_scope
+from db.session import read_scope
 from domain import FRAMEWORKS, framework_label
 from ui.charts import confusion_matrix_chart, overlaid_curves
 from ui.live_runs import duration_text
@@ -24,7 +24,7 @@ st.caption(
     "The rows marked reference are the figures the report published, on its own test split: not runs of this system."
 )
 
-with session_scope() as session:
+with read_scope() as session:
     datasets = dataset_options(session=session)
 filters = st.columns([1, 2, 1])
 framework = filters[0].selectbox("Model", [ALL, *FRAMEWORKS], format_func=framework_label, key="leaderboard_framework")
@@ -37,7 +37,7 @@ fingerprint = filters[1].selectbox(
 )
 with_reference = filters[2].checkbox("Show the report's rows", value=True, key="leaderboard_reference")
 
-with session_scope() as session:
+with read_scope() as session:
     rows = leaderboard_rows(
         session=session,
         fingerprint=None if fingerprint == ALL else fingerprint,
@@ -95,7 +95,7 @@ chosen = st.multiselect("Runs", list(runs), default=default, format_func=runs.ge
 if not chosen:
     st.caption("Pick runs above to see their curves, figures and confusion matrices side by side.")
     st.stop()
-with session_scope() as session:
+with read_scope() as session:
     details: list[RunDetail] = run_details(session=session, run_ids=chosen)
 
 curves = {d.label: d.epochs for d in details}

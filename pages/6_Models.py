@@ -7,7 +7,7 @@ import streamlit as st
 
 from db.registry import VersionRow, previous_active, version_rows
 from db.runs import activate_model_version
-from db.session import session_scope
+from db.session import read_scope, session_scope
 from domain import FRAMEWORKS, framework_label
 from services.model_files import FileCheck, check_file
 from ui.nav import link_to_page
@@ -131,7 +131,7 @@ def promote(framework: str, versions: list[VersionRow]) -> None:
 
 def framework_section(framework: str) -> None:
     """One framework's versions: the table, promoting, restoring the previous one, downloading."""
-    with session_scope() as session:
+    with read_scope() as session:
         versions = version_rows(session=session, framework=framework)
         before = previous_active(session=session, framework=framework)
     if not versions:

@@ -7,7 +7,7 @@ import streamlit as st
 
 from db.batches import BatchRow, batch_rows
 from db.schema import CLASSES
-from db.session import session_scope
+from db.session import read_scope
 from domain import FRAMEWORKS, framework_label
 from services.batch import batch_metrics
 from services.reports import batch_csv
@@ -63,7 +63,7 @@ def _scores(rows: list[BatchRow], frameworks: list[str], job_id: int) -> None:
 
 def show_results(job_id: int) -> None:
     """Everything recorded for the job's files so far."""
-    with session_scope() as session:
+    with read_scope() as session:
         rows = batch_rows(session=session, job_id=job_id)
     if not rows:
         st.info("No file of this job has been recorded yet.")
@@ -97,7 +97,7 @@ def show_results(job_id: int) -> None:
     )
     label = class_col.selectbox("Predicted class (by any model)", [ANY, *CLASSES], key=f"batch_filter_class:{job_id}")
     review_only = review_col.checkbox("Only those that need review", key=f"batch_filter_review:{job_id}")
-    with session_scope() as session:
+    with read_scope() as session:
         shown = batch_rows(
             session=session,
             job_id=job_id,

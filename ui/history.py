@@ -22,7 +22,7 @@ from db.reviews import review_prediction
 from db.runs import list_model_versions
 from db.scans import get_patient
 from db.schema import CLASSES
-from db.session import session_scope
+from db.session import read_scope, session_scope
 from services.reports import Heatmap, first_heatmap, patient_report_html, predictions_csv, scan_heatmap, scan_png
 from settings import get_settings
 
@@ -41,25 +41,25 @@ def _db() -> str:
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=CACHE_ENTRIES, show_spinner=False)
 def _patients(db: str, search: str, limit: int, offset: int) -> Page[PatientSummary]:
-    with session_scope() as session:
+    with read_scope() as session:
         return list_patients(session=session, search=search, limit=limit, offset=offset)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=CACHE_ENTRIES, show_spinner=False)
 def _predictions(db: str, filters: PredictionFilters, limit: int, offset: int) -> Page[PredictionRow]:
-    with session_scope() as session:
+    with read_scope() as session:
         return list_predictions(session=session, filters=filters, limit=limit, offset=offset)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=CACHE_ENTRIES, show_spinner=False)
 def _timeline(db: str, patient_pk: int) -> PatientTimeline | None:
-    with session_scope() as session:
+    with read_scope() as session:
         return patient_timeline(session=session, patient_pk=patient_pk)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=CACHE_ENTRIES, show_spinner=False)
 def _model_versions(db: str) -> dict[int, str]:
-    with session_scope() as session:
+    with read_scope() as session:
         return {v.id: f"{v.name} ({v.framework}, #{v.id})" for v in list_model_versions(session=session)}
 
 
@@ -76,7 +76,7 @@ def timeline(*, patient_pk: int) -> PatientTimeline | None:
 
 
 def patient_id_for(mrn: str) -> int | None:
-    with session_scope() as session:
+    with read_scope() as session:
         patient = get_patient(session=session, mrn=mrn.strip())
         return patient.id if patient else None
 
@@ -101,7 +101,7 @@ def thumbnail(file_path: str, side: int = THUMBNAIL_SIDE) -> bytes | None:
 
 def filtered_csv(filters: PredictionFilters) -> bytes:
     """Every prediction the filters match, as CSV."""
-    with session_scope() as session:
+    with read_scope() as session:
         return predictions_csv(rows=all_predictions(session=session, filters=filters))
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 import streamlit as st
 
 from db.jobs import get_job
-from db.session import session_scope
+from db.session import read_scope
 from worker.submit import cancel_job
 
 POLL_S = 2
@@ -42,7 +42,7 @@ class JobView:
 
 
 def job_view(job_id: int) -> JobView | None:
-    with session_scope() as session:
+    with read_scope() as session:
         job = get_job(session=session, job_id=job_id)
         if job is None:
             return None

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from db.run_views import LiveRun, live_runs
-from db.session import session_scope
+from db.session import read_scope
 from domain import framework_label
 from ui.charts import training_curves
 from ui.nav import link_to_page
@@ -139,7 +139,7 @@ def live_view() -> None:
     """Queued and running runs, and the runs submitted from this session; redrawn on its own every few seconds."""
     if notice := st.session_state.pop(NOTICE_KEY, None):
         st.info(notice)
-    with session_scope() as session:
+    with read_scope() as session:
         runs = live_runs(session=session, also=st.session_state.get(WATCH_KEY, []))
     active = [r for r in runs if r.phase in ("preparing", "training")]
     queued = [r for r in runs if r.phase == "queued"]

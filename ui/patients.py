@@ -3,7 +3,7 @@
 import streamlit as st
 
 from db.scans import search_mrns, validate_mrn
-from db.session import session_scope
+from db.session import read_scope
 from ui.text import literal
 
 # Typing in the search box filters these client-side; more than this and the list gets unwieldy.
@@ -13,7 +13,7 @@ EXISTING, NEW = "Existing patient", "New patient"
 
 def patient_picker(*, key: str, suggested: str | None = None) -> str | None:
     """An existing patient (searchable) or a deliberately entered new id; None until a valid id is given."""
-    with session_scope() as session:
+    with read_scope() as session:
         known = search_mrns(session=session, limit=MAX_LISTED_PATIENTS)
     # A new suggestion (another DICOM header) starts fresh widgets instead of keeping the previous choice.
     key = f"{key}:{suggested or ''}"

@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from db.runs import get_active_model
-from db.session import session_scope
+from db.session import read_scope
 from domain import FRAMEWORKS, framework_label
 from models.predictor import Predictor
 from services.predictors import loaded_predictor
@@ -27,7 +27,7 @@ class ActiveModel:
 
 def active_models() -> list[ActiveModel]:
     """The model clinicians use for each framework that has one, in FRAMEWORKS order."""
-    with session_scope() as session:
+    with read_scope() as session:
         versions = [get_active_model(session=session, framework=fw) for fw in FRAMEWORKS]
         return [ActiveModel(v.framework, v.id, v.name, v.artifact_path, v.sha256) for v in versions if v is not None]
 

@@ -47,3 +47,32 @@ def test_two_processes_write_at_once_without_locking_errors(db_url):
     with session_scope() as session:
         assert session.scalar(select(func.count()).select_from(Job)) == 2 * rounds
         assert session.scalar(select(func.count()).select_from(Patient)) == 14
+
+
+def test_reads_do_not_wait_for_a_writer_that_holds_the_lock(db_url):
+    import sqlite3
+    import time
+
+    from db.jobs import create_job, recent_jobs
+    from db.session import read_scope
+
+    with session_scope() as session:
+        create_job(session=session, kind="selfcheck", params={})
+    # Another process's writer (a batch worker saving a chunk) holds the write lock for a while.
+    writer = sqlite3.connect(db_url.split("///", 1)[1], isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO patients (mrn, created_at) VALUES ('W-1', '2026-01-01')")
+    try:
+        started = time.monotonic()
+        with read_scope() as session:
+            jobs = recent_jobs(session=session)
+        assert len(jobs) == 1 and time.monotonic() - started < 1.0
+    finally:
+        writer.execute("COMMIT")
+        writer.close()
+    # A read scope's transaction keeps nothing written in it.
+    with read_scope() as session:
+        session.add(Patient(mrn="never-kept"))
+        session.flush()
+    with session_scope() as session:
+        assert session.scalar(select(func.count(Patient.id)).where(Patient.mrn == "never-kept")) == 0
