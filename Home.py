@@ -1,6 +1,8 @@
 """The app shell: one page config, one disclaimer, the database check, and the pages people can open.
 
-`streamlit run Home.py` serves it; each page is a script under pages/ run by st.navigation.
+`streamlit run Home.py` serves it; each page is a script under views/ run by st.navigation. (Not pages/:
+Streamlit runs a folder of that name beside the entrypoint as its legacy multipage app, where a page's URL
+runs the page without this shell.)
 """
 
 import streamlit as st
@@ -12,13 +14,13 @@ from settings import get_settings
 
 st.set_page_config(page_title="Brain MRI classification", page_icon="🧠", layout="wide")
 
-HOME = st.Page("pages/0_Overview.py", title="Home", icon="🏠", default=True)
-DIAGNOSE = st.Page("pages/1_Diagnose.py", title="Diagnose", icon="🩻", url_path="Diagnose")
-BATCH = st.Page("pages/2_Batch.py", title="Batch", icon="🗂️", url_path="Batch")
-HISTORY = st.Page("pages/3_History.py", title="History", icon="📋", url_path="History")
-TRAIN = st.Page("pages/4_Train.py", title="Train", icon="🏋️", url_path="Train")
-LEADERBOARD = st.Page("pages/5_Leaderboard.py", title="Leaderboard", icon="🏆", url_path="Leaderboard")
-MODELS = st.Page("pages/6_Models.py", title="Models", icon="🗃️", url_path="Models")
+HOME = st.Page("views/0_Overview.py", title="Home", icon="🏠", default=True)
+DIAGNOSE = st.Page("views/1_Diagnose.py", title="Diagnose", icon="🩻", url_path="Diagnose")
+BATCH = st.Page("views/2_Batch.py", title="Batch", icon="🗂️", url_path="Batch")
+HISTORY = st.Page("views/3_History.py", title="History", icon="📋", url_path="History")
+TRAIN = st.Page("views/4_Train.py", title="Train", icon="🏋️", url_path="Train")
+LEADERBOARD = st.Page("views/5_Leaderboard.py", title="Leaderboard", icon="🏆", url_path="Leaderboard")
+MODELS = st.Page("views/6_Models.py", title="Models", icon="🗃️", url_path="Models")
 PAGES = {"": [HOME], "Clinic": [DIAGNOSE, BATCH, HISTORY], "Models": [TRAIN, LEADERBOARD, MODELS]}
 
 

@@ -1,4 +1,4 @@
-"""The layers point one way: pages/worker -> ui/services -> db/models -> domain/settings, and nothing cycles."""
+"""The layers point one way: views/worker -> ui/services -> db/models -> domain/settings, and nothing cycles."""
 
 import ast
 from collections import defaultdict
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from settings import ROOT
 
-PACKAGES = ("pages", "ui", "worker", "services", "db", "models")
+PACKAGES = ("views", "ui", "worker", "services", "db", "models")
 # What each layer may import from the project (beside itself, domain and settings).
 ALLOWED = {
     "domain": set(),
@@ -16,7 +16,7 @@ ALLOWED = {
     "services": {"db", "models"},
     "worker": {"services", "db", "models"},
     "ui": {"services", "db", "models", "worker"},
-    "pages": {"ui", "services", "db", "models", "worker"},
+    "views": {"ui", "services", "db", "models", "worker"},
     "Home": {"ui", "services", "db", "models", "worker"},
 }
 

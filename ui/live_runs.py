@@ -99,7 +99,7 @@ def _ended(run: LiveRun) -> None:
             accuracy = f"{run.val_accuracy:.2%}" if run.val_accuracy is not None else "–"
             st.success(f"Finished: validation accuracy {accuracy}.")
             link_to_page(
-                "pages/5_Leaderboard.py", label="Compare it on the leaderboard", query_params={"run": str(run.run_id)}
+                "views/5_Leaderboard.py", label="Compare it on the leaderboard", query_params={"run": str(run.run_id)}
             )
         elif run.status == "failed":
             st.error(f"Failed: {run.error or 'no reason recorded'}")

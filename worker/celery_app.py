@@ -82,12 +82,3 @@ def _settle_on_start(**_kwargs: object) -> None:
         settled = settle_stale_jobs(session=session, older_than_s=get_settings().job_stale_after_s)
     if settled:
         log.warning("settled %d job(s) whose worker stopped responding", settled)
-    from worker.submit import resend_lost_jobs  # submit imports this module
-
-    try:
-        resent = resend_lost_jobs()
-    except Exception:
-        log.exception("could not check the queue for lost jobs")
-        return
-    if resent:
-        log.warning("sent again %d queued job(s) the queue had lost: %s", len(resent), resent)

@@ -4,9 +4,11 @@ Heavy imports (torch, tensorflow) belong inside task bodies: the worker's parent
 module before it forks, and must stay light and free of framework thread pools.
 """
 
+import logging
 from typing import Any
 
 from celery import Task
+from celery.signals import worker_ready
 
 from db.jobs import settle_stale_jobs
 from db.session import session_scope
@@ -14,6 +16,9 @@ from settings import get_settings
 from worker.celery_app import celery_app
 from worker.jobs import run_job
 from worker.selfcheck import run_selfcheck
+from worker.submit import resend_lost_jobs
+
+log = logging.getLogger(__name__)
 
 
 @celery_app.task(name="brainmri.selfcheck", bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -46,3 +51,15 @@ def sweep() -> int:
     """Settle running jobs whose worker stopped sending heartbeats (run every minute by Celery beat)."""
     with session_scope() as session:
         return settle_stale_jobs(session=session, older_than_s=get_settings().job_stale_after_s)
+
+
+@worker_ready.connect
+def _resend_on_start(**_kwargs: object) -> None:
+    """Send again the queued jobs whose messages Redis lost (a restart without its data)."""
+    try:
+        resent = resend_lost_jobs()
+    except Exception:
+        log.exception("could not check the queue for lost jobs")
+        return
+    if resent:
+        log.warning("sent again %d queued job(s) the queue had lost: %s", len(resent), resent)

@@ -24,7 +24,7 @@ class App:
     screenshot_dir: Path | None  # None: screenshots are not written
 
     def open(self, path: str = "") -> None:
-        """Load a page of the app (`""` is Home, "Diagnose" is pages/1_Diagnose.py) and wait for its run."""
+        """Load a page of the app (`""` is Home, "Diagnose" is views/1_Diagnose.py) and wait for its run."""
         self.page.goto(f"{self.url}/{path}")
         expect(self.page.get_by_test_id("stAppViewContainer")).to_be_attached(timeout=SETTLE_TIMEOUT_MS)
         self.settle()

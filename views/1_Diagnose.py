@@ -61,8 +61,8 @@ def no_model_message() -> None:
         "No model is active yet, so scans cannot be analysed. Train a model on the Train page, "
         "or activate a trained one on the Models page."
     )
-    link_to_page("pages/4_Train.py", label="Train a model", icon="🏋️")
-    link_to_page("pages/6_Models.py", label="Choose the active models", icon="🗂️")
+    link_to_page("views/4_Train.py", label="Train a model", icon="🏋️")
+    link_to_page("views/6_Models.py", label="Choose the active models", icon="🗂️")
 
 
 def save(analyses: list[Analysis], mrn: str, threshold: float) -> None:
@@ -213,7 +213,7 @@ def main() -> None:
         save(analyses, mrn, threshold)
     if mrn and any(f"{mrn}:{a.decoded.sha256}" in st.session_state.get(SAVED_KEY, {}) for a in analyses):
         link_to_page(
-            "pages/3_History.py", label=f"Open patient {mrn}'s history", query_params={"patient": mrn}, icon="📋"
+            "views/3_History.py", label=f"Open patient {mrn}'s history", query_params={"patient": mrn}, icon="📋"
         )
 
     opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="diagnose_opacity")

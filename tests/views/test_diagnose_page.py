@@ -17,7 +17,7 @@ from services.model_files import file_sha256
 from settings import ROOT, SAMPLE_DIR, get_settings
 from tests.entries import shown
 
-PAGE = str(ROOT / "pages" / "1_Diagnose.py")
+PAGE = str(ROOT / "views" / "1_Diagnose.py")
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +206,7 @@ def test_saving_links_to_the_patients_history(db_url, active_cnn):
     add_patient("P-1")
     at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=60)
     at.run()
-    at.switch_page("pages/1_Diagnose.py").run()
+    at.switch_page("views/1_Diagnose.py").run()
     upload(at, [sample_jpeg()])
     choose_existing(at, "P-1")
     save(at)

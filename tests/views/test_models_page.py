@@ -13,7 +13,7 @@ from models.predictor import load_predictor
 from services.model_files import file_sha256
 from settings import ROOT, SAMPLE_DIR
 
-PAGE = str(ROOT / "pages" / "6_Models.py")
+PAGE = str(ROOT / "views" / "6_Models.py")
 
 
 @pytest.fixture(scope="module")

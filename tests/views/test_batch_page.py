@@ -12,7 +12,7 @@ from db.runs import register_model_version
 from db.session import session_scope
 from settings import ROOT, SAMPLE_DIR, get_settings
 
-PAGE = str(ROOT / "pages" / "2_Batch.py")
+PAGE = str(ROOT / "views" / "2_Batch.py")
 
 
 @pytest.fixture

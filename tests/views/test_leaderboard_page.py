@@ -9,7 +9,7 @@ from db.leaderboard import REFERENCE_SOURCE
 from settings import ROOT
 from tests.seed_runs import seed_run
 
-PAGE = str(ROOT / "pages" / "5_Leaderboard.py")
+PAGE = str(ROOT / "views" / "5_Leaderboard.py")
 
 
 @pytest.fixture

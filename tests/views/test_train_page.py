@@ -16,7 +16,7 @@ from models.config import PRESETS
 from settings import ROOT, SAMPLE_DIR, get_settings
 from worker.submit import cancel_job
 
-PAGE = str(ROOT / "pages" / "4_Train.py")
+PAGE = str(ROOT / "views" / "4_Train.py")
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from services.diagnosis import model_result, save_scan_with_predictions
 from settings import ROOT, SAMPLE_DIR
 from tests.entries import scan_entry, shown
 
-PAGE = str(ROOT / "pages" / "3_History.py")
+PAGE = str(ROOT / "views" / "3_History.py")
 
 
 @pytest.fixture(scope="module")

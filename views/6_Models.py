@@ -122,7 +122,7 @@ def promote(framework: str, versions: list[VersionRow]) -> None:
         accuracy = f"{version.val_accuracy:.2%}" if version.val_accuracy is not None else "–"
         st.caption(f"Trained by run {version.run_id} ({version.preset}): validation accuracy {accuracy}.")
         link_to_page(
-            "pages/5_Leaderboard.py",
+            "views/5_Leaderboard.py",
             label=f"Run {version.run_id} on the leaderboard",
             query_params={"run": str(version.run_id)},
         )
