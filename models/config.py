@@ -88,7 +88,10 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     # Without ImageNet weights a frozen random base learns nothing: train the whole network from the start,
     # at 128 px inside the model so that it fits a CPU budget.
     ("keras", "improved"): {
-        "epochs": 20,
+        "epochs": 50,
+        "warmup_epochs": 2,
+        "early_stop_patience": 50,
+        "crop": True,
         "batch_size": 32,
         "lr": 1e-3,
         "augment": "high",

@@ -6,6 +6,8 @@ CLI: python -m models.train --framework torch --data DIR [--test DIR] [--preset 
 import argparse
 import hashlib
 import json
+import os
+import platform
 import random
 import resource
 import time
@@ -93,6 +95,20 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
         summary["test_with_duplicate_in_training"] = int(sum(test[2]))
     split = hashlib.sha256(json.dumps([sorted(index.sha256[i] for i in val_idx), len(y_train)]).encode())
     return PreparedData(index, x_train, y_train, x_val, y_val, summary, split.hexdigest(), test)
+
+
+def machine() -> dict[str, Any]:
+    """The CPU a run's speed figures come from: they differ several-fold between machines."""
+    model, flags = platform.processor() or "unknown", ""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        model = next(
+            (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), model
+        )
+        flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "avx512": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags}
 
 
 def peak_memory_mb() -> float:
@@ -231,6 +247,7 @@ def run_training(cfg: TrainConfig, hooks: TrainHooks | None = None, *, resume: b
         "fingerprint": result.fingerprint,
         "pretrained": pretrained,
         "duration_s": time.perf_counter() - started,
+        "machine": machine(),
         "epochs": epochs,
         "metrics": metrics,
     }
