@@ -5,6 +5,7 @@ shipped model's run record). A CNN checkpoint also carries the same fields insid
 whole on its own; where both say something, the sidecar wins.
 """
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,12 @@ from typing import Any
 from domain import Framework
 
 CHECKPOINT_FIELDS = ("epoch", "config", "metrics", "tta", "normalize", "temperature")
+
+
+def file_sha256(path: str | Path) -> str:
+    """The file's sha256, read in chunks: what a model version is registered and checked by."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def sidecar_path(path: str | Path) -> Path:

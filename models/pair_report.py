@@ -21,7 +21,7 @@ from domain import CLASSES
 from models.calibration import calibration_report, expected_calibration_error, nll
 from models.data import index_items, load_rgb, scan_folder, split_train_val
 from models.metrics import classification_report
-from models.model_meta import model_meta
+from models.model_meta import file_sha256, model_meta
 from models.predictor import Predictor, load_predictor
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
@@ -100,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     cap_threads(args.threads, args.threads)
     images, y = validation_images(model_meta(args.cnn)["config"], args.data)
     report = pair_report(load_predictor("torch", args.cnn), load_predictor("keras", args.mobilenet), images, y)
+    # Names the exact files scored, so a record can be checked against the files shipped beside it.
+    report["models"] = {
+        "cnn": {"file": Path(args.cnn).name, "sha256": file_sha256(args.cnn)},
+        "mobilenet": {"file": Path(args.mobilenet).name, "sha256": file_sha256(args.mobilenet)},
+    }
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -1,7 +1,6 @@
 """Model files on disk: their digest, the one check that a file is still the one registered, and the
 registration of the shipped default models (the bootstrap step, never a page render)."""
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,13 +9,10 @@ from sqlalchemy.orm import Session
 
 from db.runs import import_run_summary, list_model_versions, register_model_version
 from db.schema import ModelVersion
-from models.model_meta import read_sidecar
+from models.model_meta import file_sha256, read_sidecar
+
+__all__ = ["FileCheck", "check_file", "file_sha256", "register_default_models"]
 from settings import DEFAULT_MODEL_FILES
-
-
-def file_sha256(path: str | Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
