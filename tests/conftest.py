@@ -43,8 +43,10 @@ import redis
 
 from db.schema import FINISHED_STATES, Job
 from settings import ROOT, get_settings
+from tests.layers import skip_unless_required
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
 _REDIS_LOCK_KEY = "brainmri:test-session"
 _session_state: dict[str, object] = {}
 
@@ -163,7 +165,7 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
     try:
         admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL does not answer at {POSTGRES_ADMIN_URL}: {exc}")
+        skip_unless_required(f"PostgreSQL does not answer at {POSTGRES_ADMIN_URL}: {exc}")
     name = f"brainmri_test_{uuid.uuid4().hex[:12]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
@@ -224,7 +226,7 @@ def start_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
 
     def start(env: dict[str, str] | None = None, ready_timeout: float = 90.0) -> WorkerProcess:
         if not _redis_answers():
-            pytest.skip(f"Redis does not answer at {get_settings().redis_url}")
+            skip_unless_required(f"Redis does not answer at {get_settings().redis_url}")
         from worker.celery_app import celery_app
 
         name = f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
@@ -384,7 +386,7 @@ class RedisServer:
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A real redis-server only this test uses; skipped where redis-server is not installed."""
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+        skip_unless_required("redis-server is not installed")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -27,6 +27,7 @@ import pytest
 
 from settings import ROOT, SAMPLE_DIR, get_settings
 from tests.e2e.browser import EXPECT_TIMEOUT_MS, App
+from tests.layers import skip_unless_required
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -154,7 +155,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="package")
 def chromium() -> Path:
     if not CHROMIUM.is_file():
-        pytest.skip(f"no browser at {CHROMIUM}: install Debian's chromium package (make test does, as root)")
+        skip_unless_required(f"no browser at {CHROMIUM}: install Debian's chromium package (make test does, as root)")
     return CHROMIUM
 
 
