@@ -13,8 +13,7 @@ from pathlib import Path
 from domain import Framework
 from models.config import TrainConfig
 from models.model_meta import model_meta
-from models.predictor import load_predictor
-from models.train import calibrate, prepare_data
+from models.train import calibrate, prepare_data, prepared_predictor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     fields.update(extra_items=[], data_dir=args.data or fields["data_dir"], test_dir=None)
     cfg = TrainConfig(**fields)
     data = prepare_data(cfg)
-    report, _ = calibrate(load_predictor(framework, path), path, data.x_val, data.y_val, seed=cfg.seed)
+    report, _ = calibrate(prepared_predictor(framework, path), path, data.x_val, data.y_val, seed=cfg.seed)
     print(json.dumps(report, indent=2))
     return 0
 

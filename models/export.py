@@ -11,7 +11,7 @@ from typing import Any
 from domain import Framework
 from models.config import TrainConfig
 from models.model_meta import read_sidecar, write_sidecar
-from models.train import prepare_data, score
+from models.train import prepare_data, prepared_predictor, score
 
 
 def export_run(run_dir: str | Path, out: str | Path, *, check: bool = True) -> dict[str, Any]:
@@ -36,12 +36,10 @@ def export_run(run_dir: str | Path, out: str | Path, *, check: bool = True) -> d
     summary["shipped_size_mb"] = out.stat().st_size / 1e6
     if check:
         # The compact file must score like the full-precision one on the same validation split.
-        from models.predictor import load_predictor
-
         cfg_fields = {k: v for k, v in summary["config"].items() if k in TrainConfig.__dataclass_fields__}
         cfg_fields["extra_items"] = []
         data = prepare_data(TrainConfig(**cfg_fields))
-        shipped = score(load_predictor(framework, out), data.x_val, data.y_val)
+        shipped = score(prepared_predictor(framework, out), data.x_val, data.y_val)
         summary["shipped_val_accuracy"] = shipped["accuracy"]
         summary["full_precision_val_accuracy"] = summary["metrics"]["val"]["accuracy"]
     meta = read_sidecar(out) if framework == "keras" else {}

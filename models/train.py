@@ -143,6 +143,18 @@ def inference_ms(predictor: Any, x: np.ndarray, repeats: int = 20) -> float:
     return float(np.median(times))
 
 
+def prepared_predictor(framework: str, model_path: Path) -> Any:
+    """A predictor for arrays that prepare_data already made into model inputs (cropped, resized).
+
+    The app's predictor crops a raw scan itself; on prepared arrays it must not crop them again.
+    """
+    from models.predictor import load_predictor
+
+    predictor = load_predictor(framework, model_path)
+    predictor.crop = False
+    return predictor
+
+
 def calibrate(
     predictor: Any, model_path: Path, x_val: np.ndarray, y_val: np.ndarray, *, seed: int
 ) -> tuple[dict[str, Any], np.ndarray]:
@@ -162,9 +174,7 @@ def calibrate(
 
 
 def final_metrics(cfg: TrainConfig, data: PreparedData, model_path: Path) -> dict[str, Any]:
-    from models.predictor import load_predictor
-
-    predictor = load_predictor(cfg.framework, model_path)
+    predictor = prepared_predictor(cfg.framework, model_path)
     calibration, probs = calibrate(predictor, model_path, data.x_val, data.y_val, seed=cfg.seed)
     val = score_probs(probs, data.y_val)
     val["calibration"] = calibration
@@ -234,7 +244,8 @@ def run_training(cfg: TrainConfig, hooks: TrainHooks | None = None, *, resume: b
         epochs.append(row)
         hooks.on_epoch(row)
 
-    started = time.perf_counter()
+    # A resumed run counts the epochs of its earlier sittings too.
+    started = time.perf_counter() - sum(row["duration_s"] for row in epochs)
     best_path, last_path, best_epoch = train_fn(cfg, data, replace(hooks, on_epoch=on_epoch), resume=state)
     metrics = final_metrics(cfg, data, best_path)
     metrics["best_epoch"] = best_epoch
