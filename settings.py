@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     tf_threads: int = 1
     worker_concurrency: int = 2
     # A prediction below this confidence is flagged for review.
-    confidence_threshold: float = 0.7
+    confidence_threshold: float = 0.9
     max_upload_mb: int = 50
     max_zip_mb: int = 500
     max_zip_files: int = 20000

@@ -2,9 +2,10 @@
 
 Nothing else in the suite compares a prediction with the truth: a swapped class order, a broken
 preprocessing step or a mangled export would pass everything else. The floors sit a few points under what
-the shipped models score here (see SCORES in the README's model table); every class must be found.
+the shipped models score here; every class must be found.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,9 @@ from services.model_files import file_sha256
 from services.predictors import loaded_predictor
 from settings import DEFAULT_MODEL_FILES, SAMPLE_DIR
 
-# Accuracy floors on the 80 sample images, per model and for the averaged pair.
-FLOORS = {"torch": 0.85, "keras": 0.85, "averaged": 0.88}
+# Accuracy floors on the 80 sample images, per model and for the averaged pair (the shipped models score
+# 0.95, 0.85 and 0.975 there; most sample images were among their training images).
+FLOORS = {"torch": 0.9, "keras": 0.8, "averaged": 0.92}
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +50,45 @@ def test_the_shipped_models_find_each_class_of_the_sample_images(answers, which:
     recalled = {label for label in CLASSES if ((truth == label) & (predicted == label)).any()}
     assert recalled == set(CLASSES)
     assert accuracy >= FLOORS[which], f"{which}: {accuracy:.3f} on the sample images"
+
+
+# The validation figures (duplicate-free split carved from Training, seed 42) the shipped models must reach:
+# accuracy, macro-F1 and the lowest per-class recall. models/weights/pair.json holds what they score
+# (python -m models.pair_report); a target not reached yet is marked so, strictly: reaching it fails the
+# mark, which must then go.
+TARGETS = {"cnn": (0.95, 0.94, 0.90), "mobilenet": (0.93, 0.92, 0.88), "averaged": (0.96, 0.95, 0.92)}
+NOT_YET = {"cnn", "mobilenet", "averaged"}
+# No shipped model may score below these, the figures of the models shipped now: a weaker checkpoint cannot
+# replace them without this test saying so.
+SHIPPED = {"cnn": 0.925, "mobilenet": 0.85, "averaged": 0.92}
+PAIR_RECORD = DEFAULT_MODEL_FILES["torch"].parent / "pair.json"
+
+
+def _pair() -> dict:
+    return json.loads(PAIR_RECORD.read_text())
+
+
+def test_the_pair_record_describes_the_shipped_files() -> None:
+    models = _pair()["models"]
+    assert models["cnn"]["sha256"] == file_sha256(DEFAULT_MODEL_FILES["torch"])
+    assert models["mobilenet"]["sha256"] == file_sha256(DEFAULT_MODEL_FILES["keras"])
+
+
+@pytest.mark.parametrize("which", list(SHIPPED))
+def test_the_shipped_models_score_at_least_what_they_scored_when_shipped(which: str) -> None:
+    assert _pair()[which]["accuracy"] >= SHIPPED[which]
+
+
+@pytest.mark.parametrize(
+    "which",
+    [
+        pytest.param(w, marks=pytest.mark.xfail(strict=True, reason="target not reached yet: see the README"))
+        if w in NOT_YET
+        else w
+        for w in TARGETS
+    ],
+)
+def test_the_shipped_models_reach_their_targets_on_validation(which: str) -> None:
+    figures = _pair()[which]
+    accuracy, f1, lowest_recall = TARGETS[which]
+    assert figures["accuracy"] >= accuracy and figures["f1"] >= f1 and figures["lowest_recall"] >= lowest_recall
