@@ -12,15 +12,15 @@ from db.migrate import schema_problem
 from domain import DISCLAIMER
 from settings import get_settings
 
-st.set_page_config(page_title="Brain MRI classification", page_icon="🧠", layout="wide")
+st.set_page_config(page_title="Brain MRI classification", page_icon=":material/neurology:", layout="wide")
 
-HOME = st.Page("views/0_Overview.py", title="Home", icon="🏠", default=True)
-DIAGNOSE = st.Page("views/1_Diagnose.py", title="Diagnose", icon="🩻", url_path="Diagnose")
-BATCH = st.Page("views/2_Batch.py", title="Batch", icon="🗂️", url_path="Batch")
-HISTORY = st.Page("views/3_History.py", title="History", icon="📋", url_path="History")
-TRAIN = st.Page("views/4_Train.py", title="Train", icon="🏋️", url_path="Train")
-LEADERBOARD = st.Page("views/5_Leaderboard.py", title="Leaderboard", icon="🏆", url_path="Leaderboard")
-MODELS = st.Page("views/6_Models.py", title="Models", icon="🗃️", url_path="Models")
+HOME = st.Page("views/0_Overview.py", title="Home", icon=":material/home:", default=True)
+DIAGNOSE = st.Page("views/1_Diagnose.py", title="Diagnose", icon=":material/radiology:", url_path="Diagnose")
+BATCH = st.Page("views/2_Batch.py", title="Batch", icon=":material/folder_open:", url_path="Batch")
+HISTORY = st.Page("views/3_History.py", title="History", icon=":material/history:", url_path="History")
+TRAIN = st.Page("views/4_Train.py", title="Train", icon=":material/model_training:", url_path="Train")
+LEADERBOARD = st.Page("views/5_Leaderboard.py", title="Leaderboard", icon=":material/leaderboard:", url_path="Leaderboard")
+MODELS = st.Page("views/6_Models.py", title="Models", icon=":material/inventory_2:", url_path="Models")
 PAGES = {"": [HOME], "Clinic": [DIAGNOSE, BATCH, HISTORY], "Models": [TRAIN, LEADERBOARD, MODELS]}
 
 
