@@ -2,7 +2,6 @@
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -13,24 +12,11 @@ from db.jobs import recent_jobs
 from db.schema import TrainingRun
 from db.session import session_scope
 from models.config import PRESETS
-from settings import ROOT, SAMPLE_DIR, get_settings
+from settings import ROOT, SAMPLE_DIR
+from tests.env import environment
 from worker.submit import cancel_job
 
 PAGE = str(ROOT / "views" / "4_Train.py")
-
-
-@contextmanager
-def environment(**values: str) -> Iterator[None]:
-    """Settings read with these environment variables, and read afresh once they are gone."""
-    mp = pytest.MonkeyPatch()
-    for name, value in values.items():
-        mp.setenv(name, value)
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        mp.undo()
-        get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from db.schema import BatchItem, Patient, Prediction, Scan
 from db.session import session_scope
 from services.batch_input import BatchInputError, folder_source, list_folder, zip_source
 from settings import SAMPLE_DIR, get_settings
+from tests.env import environment
 from worker.submit import cancel_job, requeue_job, submit_batch, submit_job
 
 
@@ -26,12 +27,8 @@ from worker.submit import cancel_job, requeue_job, submit_batch, submit_job
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The one folder batch jobs may read in this module; set before the worker starts, so it sees it too."""
     root = tmp_path_factory.mktemp("batch-data")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ALLOWED_DATA_ROOTS", str(root))
-    get_settings.cache_clear()
-    yield root
-    mp.undo()
-    get_settings.cache_clear()
+    with environment(ALLOWED_DATA_ROOTS=str(root)):
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from db.session import session_scope
 from models.config import make_config
 from services.model_files import file_sha256
 from services.training import execute_run
-from settings import SAMPLE_DIR, get_settings
+from settings import SAMPLE_DIR
+from tests.env import environment
 from worker.submit import cancel_job, submit_training
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -23,12 +24,8 @@ pytestmark = pytest.mark.usefixtures("worker")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A folder training jobs may read besides the sample; set before the worker starts, so it sees it too."""
     root = tmp_path_factory.mktemp("training-data")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ALLOWED_DATA_ROOTS", f"{SAMPLE_DIR}:{root}")
-    get_settings.cache_clear()
-    yield root
-    mp.undo()
-    get_settings.cache_clear()
+    with environment(ALLOWED_DATA_ROOTS=f"{SAMPLE_DIR}:{root}"):
+        yield root
 
 
 @pytest.fixture(scope="module")
