@@ -19,7 +19,9 @@ DIAGNOSE = st.Page("views/1_Diagnose.py", title="Diagnose", icon=":material/radi
 BATCH = st.Page("views/2_Batch.py", title="Batch", icon=":material/folder_open:", url_path="Batch")
 HISTORY = st.Page("views/3_History.py", title="History", icon=":material/history:", url_path="History")
 TRAIN = st.Page("views/4_Train.py", title="Train", icon=":material/model_training:", url_path="Train")
-LEADERBOARD = st.Page("views/5_Leaderboard.py", title="Leaderboard", icon=":material/leaderboard:", url_path="Leaderboard")
+LEADERBOARD = st.Page(
+    "views/5_Leaderboard.py", title="Leaderboard", icon=":material/leaderboard:", url_path="Leaderboard"
+)
 MODELS = st.Page("views/6_Models.py", title="Models", icon=":material/inventory_2:", url_path="Models")
 PAGES = {"": [HOME], "Clinic": [DIAGNOSE, BATCH, HISTORY], "Models": [TRAIN, LEADERBOARD, MODELS]}
 

@@ -11,7 +11,7 @@ from db.deletion import Removal
 from db.history import Page, PatientTimeline, PredictionFilters, PredictionRow, ScanEntry
 from db.reviews import REVIEW_ACTIONS, ReviewError
 from db.schema import CLASSES
-from ui import history
+from ui import history_view
 from ui.text import literal
 
 PATIENT_PAGE_SIZE = 25
@@ -57,7 +57,7 @@ def patient_list() -> None:
     page = paged(
         f"history_patients_page:{search}",
         PATIENT_PAGE_SIZE,
-        lambda offset: history.patients(search=search, limit=PATIENT_PAGE_SIZE, offset=offset),
+        lambda offset: history_view.patients(search=search, limit=PATIENT_PAGE_SIZE, offset=offset),
     )
     if not page.rows:
         st.info("No patient matches this search." if search.strip() else "No patient has a saved scan yet.")
@@ -97,7 +97,7 @@ def prediction_filters() -> PredictionFilters:
     source = top[3].selectbox("Source", (ANY, "upload", "batch"), key="history_f_source")
     bottom = st.columns(3)
     dates: tuple[date, ...] = bottom[0].date_input("Date range (UTC)", value=[], key="history_f_dates")
-    versions = history.model_versions()
+    versions = history_view.model_versions()
     version_ids = bottom[1].multiselect(
         "Model version", list(versions), format_func=versions.get, key="history_f_versions"
     )
@@ -140,7 +140,7 @@ def prediction_browser() -> None:
     page = paged(
         f"history_predictions_page:{hash(filters)}:{size}",
         size,
-        lambda offset: history.predictions(filters=filters, limit=size, offset=offset),
+        lambda offset: history_view.predictions(filters=filters, limit=size, offset=offset),
     )
     st.caption(f"{page.total} prediction(s) match; newest first.")
     if page.rows:
@@ -154,7 +154,7 @@ def prediction_browser() -> None:
         )
         st.download_button(
             f"Download these {page.total} predictions (CSV)",
-            data=lambda: history.filtered_csv(filters),
+            data=lambda: history_view.filtered_csv(filters),
             file_name=f"predictions-{date.today():%Y%m%d}.csv",
             mime="text/csv",
             key="history_csv",
@@ -208,7 +208,7 @@ def review_form(scan: ScanEntry) -> None:
     if not submitted:
         return
     try:
-        row = history.review(
+        row = history_view.review(
             prediction_id=prediction_id,
             action=action,
             label=label if action == "correct" else None,
@@ -233,18 +233,18 @@ def scan_card(scan: ScanEntry) -> None:
     heatmap_key = f"history_heatmaps_{scan.scan_id}"
     with st.container(border=True):
         left, right = st.columns([1, 3])
-        png = history.thumbnail(scan.file_path)
+        png = history_view.thumbnail(scan.file_path)
         if png is None:
             left.warning("The image file is missing.")
         else:
             left.image(png, caption=scan.original_name, width="stretch")
         if left.button("Show heatmap", key=f"history_heatmap_{scan.scan_id}", disabled=not scan.predictions):
             with st.spinner("Computing heatmaps…"):
-                st.session_state[heatmap_key] = [history.heatmap(scan, p) for p in scan.predictions]
+                st.session_state[heatmap_key] = [history_view.heatmap(scan, p) for p in scan.predictions]
         with right:
             where = f"batch job {scan.job_id}" if scan.job_id else scan.source
             st.markdown(
-                f"**Scan #{scan.scan_id}** · {when(history.scan_date(scan))} · {where} · "
+                f"**Scan #{scan.scan_id}** · {when(history_view.scan_date(scan))} · {where} · "
                 f"{scan.image_format} {scan.width}×{scan.height}"
             )
             if scan.note:
@@ -273,7 +273,7 @@ def scan_card(scan: ScanEntry) -> None:
             f"Delete scan #{scan.scan_id} ({literal(scan.original_name)}) and its {len(scan.predictions)} prediction(s), "
             "also from batch job results? "
             f"This cannot be undone.{kept}",
-            lambda: describe(history.remove_scan(scan_id=scan.scan_id), f"Scan #{scan.scan_id}"),
+            lambda: describe(history_view.remove_scan(scan_id=scan.scan_id), f"Scan #{scan.scan_id}"),
         )
 
 
@@ -285,7 +285,7 @@ def describe(removal: Removal, what: str) -> str:
 
 
 def delete_patient(record: PatientTimeline) -> str:
-    removal = history.remove_patient(patient_pk=record.patient_pk)
+    removal = history_view.remove_patient(patient_pk=record.patient_pk)
     st.session_state.pop(OPEN_KEY, None)
     return describe(removal, f"Patient {record.mrn}")
 
@@ -295,7 +295,7 @@ def report_controls(record: PatientTimeline) -> None:
     with_heatmaps = st.checkbox("Include heatmaps (slower)", key=f"history_report_heatmaps_{record.patient_pk}")
     if st.button("Prepare report", key=f"history_report_{record.patient_pk}"):
         with st.spinner("Writing the report…"):
-            st.session_state[key] = history.report_html(patient_pk=record.patient_pk, with_heatmaps=with_heatmaps)
+            st.session_state[key] = history_view.report_html(patient_pk=record.patient_pk, with_heatmaps=with_heatmaps)
     if st.session_state.get(key):
         st.download_button(
             "Download report (HTML)",
@@ -308,7 +308,7 @@ def report_controls(record: PatientTimeline) -> None:
 
 
 def patient_record(patient_pk: int) -> None:
-    record = history.timeline(patient_pk=patient_pk)
+    record = history_view.timeline(patient_pk=patient_pk)
     if record is None:
         st.session_state.pop(OPEN_KEY, None)
         st.info("That patient's record no longer exists.")
@@ -335,7 +335,7 @@ def patient_record(patient_pk: int) -> None:
     if not record.scans:
         st.info("This patient has no scans.")
         return
-    st.plotly_chart(history.timeline_chart(record), key=f"history_timeline_{record.patient_pk}")
+    st.plotly_chart(history_view.timeline_chart(record), key=f"history_timeline_{record.patient_pk}")
     newest = list(reversed(record.scans))
     page = paged(
         f"history_scans_page_{record.patient_pk}",
@@ -352,7 +352,7 @@ if message := st.session_state.pop(FLASH_KEY, None):
 # A link such as ?patient=P-001 (from the Diagnose page) opens that record once; the reader may then move on.
 if (mrn := st.query_params.get("patient")) and st.session_state.get("history_link") != mrn:
     st.session_state["history_link"] = mrn
-    if (linked := history.patient_id_for(mrn)) is None:
+    if (linked := history_view.patient_id_for(mrn)) is None:
         st.warning(f"No patient has the id {literal(mrn)}.")
     else:
         st.session_state[OPEN_KEY] = linked

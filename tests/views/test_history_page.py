@@ -162,7 +162,7 @@ def _entry(study_date: str | None, created: datetime):  # type: ignore[no-untype
 
 def test_the_timeline_uses_the_study_date_as_stored_and_days_as_ticks() -> None:
     from db.history import PatientTimeline
-    from ui.history import scan_date, timeline_chart
+    from ui.history_view import scan_date, timeline_chart
 
     uploaded = datetime(2026, 12, 1, 9, 30)
     assert scan_date(_entry("2024-03-05", uploaded)) == datetime(2024, 3, 5)  # what the DICOM reader stores
