@@ -35,6 +35,8 @@ REFERENCE_ROWS: tuple[dict[str, Any], ...] = (
 REFERENCE_SOURCE = "reference: the report (published)"
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1")
 # The keys of every leaderboard row, in the order a table shows them.
+# Stored by training under metrics["val"]["calibration"] (ECE over 15 bins, NLL; after is cross-fitted).
+CALIBRATION_NAMES = ("temperature", "ece_before", "ece_after", "nll_before", "nll_after")
 ROW_COLUMNS = (
     "reference",
     "run_id",
@@ -45,6 +47,7 @@ ROW_COLUMNS = (
     "fingerprint",
     *METRIC_NAMES,
     *(f"test_{name}" for name in METRIC_NAMES),
+    *CALIBRATION_NAMES,
     "inference_ms",
     "memory_mb",
     "model_size_mb",
@@ -136,6 +139,7 @@ def _run_row(run: TrainingRun, epochs: int) -> dict[str, Any]:
         "fingerprint": run.dataset_fingerprint,
         **{name: val.get(name) for name in METRIC_NAMES},
         **{f"test_{name}": test.get(name) for name in METRIC_NAMES},
+        **{name: (val.get("calibration") or {}).get(name) for name in CALIBRATION_NAMES},
         "inference_ms": val.get("inference_ms"),
         "memory_mb": metrics.get("peak_memory_mb"),
         "model_size_mb": val.get("model_size_mb"),

@@ -60,6 +60,10 @@ table = pd.DataFrame(
             "F1": row["f1"],
             "test accuracy": row["test_accuracy"],
             "test F1": row["test_f1"],
+            "ECE": row["ece_after"],
+            "ECE uncalibrated": row["ece_before"],
+            "NLL": row["nll_after"],
+            "temperature": row["temperature"],
             "inference ms": row["inference_ms"],
             "memory MB": row["memory_mb"],
             "model MB": row["model_size_mb"],
@@ -80,6 +84,14 @@ if rows:
         key="leaderboard_table",
         column_config={
             **{name: PERCENT for name in ("accuracy", "precision", "recall", "F1", "test accuracy", "test F1")},
+            "ECE": st.column_config.NumberColumn(
+                format="%.3f", help="expected calibration error over 15 bins, after temperature scaling (cross-fitted)"
+            ),
+            "ECE uncalibrated": st.column_config.NumberColumn(format="%.3f"),
+            "NLL": st.column_config.NumberColumn(
+                format="%.3f", help="negative log-likelihood, after temperature scaling"
+            ),
+            "temperature": st.column_config.NumberColumn(format="%.2f"),
             "inference ms": st.column_config.NumberColumn(format="%.1f"),
             "memory MB": st.column_config.NumberColumn(format="%.0f"),
             "model MB": st.column_config.NumberColumn(format="%.1f"),

@@ -35,6 +35,7 @@ def test_a_row_carries_the_runs_figures(seeded: dict[str, int]) -> None:
     assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((0.96, 0.95, 0.94))
     assert row["test_accuracy"] == 0.94 and row["memory_mb"] == 900.0 and row["model_size_mb"] == 4.2
     assert row["epochs"] == 2 and row["fingerprint"] == "f" * 64 and row["duration_s"] is not None
+    assert (row["temperature"], row["ece_before"], row["ece_after"], row["nll_after"]) == (1.4, 0.08, 0.02, 0.4)
 
 
 def test_filters_narrow_the_runs_and_keep_the_matching_reference_row(seeded: dict[str, int]) -> None:

@@ -46,6 +46,7 @@ def test_runs_are_ranked_by_accuracy_among_the_marked_reference_rows(seeded: dic
     assert list(rows["reference"]) == [False, True, False, True, False]
     assert list(rows["accuracy"]) == [0.97, 0.9539, 0.93, 0.9131, 0.85]
     assert rows["test accuracy"][0] == 0.94 and rows["fingerprint"][0] == "f" * 12
+    assert (rows["ECE"][0], rows["ECE uncalibrated"][0], rows["temperature"][0]) == (0.02, 0.08, 1.4)
 
 
 def test_a_dataset_filter_leaves_only_its_runs(seeded: dict[str, int]) -> None:
