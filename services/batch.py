@@ -43,7 +43,7 @@ from services.batch_input import (
     source_root,
     true_label,
 )
-from services.diagnosis import model_result, review, save_scan_with_predictions
+from services.diagnosis import model_result, save_scan_with_predictions
 from services.model_files import check_file
 from services.predictors import loaded_predictor
 from settings import get_settings
@@ -310,7 +310,7 @@ def _save_done(
         true_label=true_label(item.rel_path),
         scan_id=saved.scan.id,
         results={r["framework"]: {k: v for k, v in r.items() if k != "framework"} for r in results},
-        needs_review=review(results, options.threshold).flagged,
+        needs_review=saved.flagged,
         error=item.note,
     )
 

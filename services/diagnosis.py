@@ -79,6 +79,7 @@ class SavedScan:
     predictions: list[Prediction]
     scan_created: bool
     predictions_created: int
+    flagged: bool  # what the review rule said of this scan
 
 
 def save_scan_with_predictions(
@@ -130,4 +131,6 @@ def save_scan_with_predictions(
         )
         predictions.append(row)
         created += new
-    return SavedScan(scan=scan, predictions=predictions, scan_created=scan_created, predictions_created=created)
+    return SavedScan(
+        scan=scan, predictions=predictions, scan_created=scan_created, predictions_created=created, flagged=flagged
+    )
