@@ -103,6 +103,7 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         "fine_tune_layers": 10_000,
         "image_size": 128,
         "tta": True,
+        "ema_decay": 0.999,
     },
 }
 

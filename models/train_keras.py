@@ -65,14 +65,62 @@ def load_state(run_dir: str | Path) -> dict[str, Any]:
     return max(states, key=lambda st: st["epoch"])
 
 
-def _save_state(out: Path, model: Any, state: dict[str, Any]) -> None:
+def _save_state(out: Path, model: Any, state: dict[str, Any], average: "WeightAverage | None") -> None:
     slot = out / SLOTS[state["epoch"] % 2]
     slot.mkdir(exist_ok=True)
     (slot / STATE_FILE).unlink(missing_ok=True)
     model.save(slot / "model.keras")
+    if average is not None:
+        average.save(slot)
     tmp = slot / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(state, default=float))
     tmp.replace(slot / STATE_FILE)
+
+
+class WeightAverage:
+    """An exponential moving average of the model's trainable weights, updated after every training step in
+    one compiled graph; `swap()` exchanges it with the weights (a second call undoes it)."""
+
+    FILE = "ema.npz"
+
+    def __init__(self, model: Any, decay: float) -> None:
+        import tensorflow as tf
+
+        self.variables = list(model.trainable_variables)
+        self.averages = [tf.Variable(v.numpy(), trainable=False) for v in self.variables]
+        self.decay = decay
+
+        @tf.function
+        def update() -> None:
+            for var, avg in zip(self.variables, self.averages):
+                avg.assign(decay * avg + (1.0 - decay) * tf.cast(var.value, avg.dtype))
+
+        self._update = update
+
+    def callback(self):  # type: ignore[no-untyped-def]
+        import keras
+
+        average = self
+
+        class Update(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+                average._update()
+
+        return Update()
+
+    def swap(self) -> None:
+        for var, avg in zip(self.variables, self.averages):
+            current = var.numpy()
+            var.assign(avg.numpy())
+            avg.assign(current)
+
+    def save(self, folder: Path) -> None:
+        np.savez(folder / self.FILE, *[avg.numpy() for avg in self.averages])
+
+    def load(self, folder: Path) -> None:
+        with np.load(folder / self.FILE) as saved:
+            for i, avg in enumerate(self.averages):
+                avg.assign(saved[f"arr_{i}"])
 
 
 def _reseed(model: Any, seed: int) -> None:
@@ -106,8 +154,10 @@ def train_keras(
     batches = max(1, math.ceil(len(data.y_train) / cfg.batch_size))
 
     def fine_tune() -> None:
+        nonlocal average
         set_trainable_top(model, cfg.fine_tune_layers, freeze_batchnorm=pretrained)
         _compile(model, cfg.fine_tune_lr, cfg.label_smoothing)
+        average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     def phase_of(epoch: int) -> tuple[LRSchedule, int]:
         """The schedule of the phase an epoch belongs to, and that phase's first epoch."""
@@ -115,11 +165,15 @@ def train_keras(
             return LRSchedule(cfg, cfg.fine_tune_lr), cfg.fine_tune_epoch
         return LRSchedule(cfg, cfg.lr), 1
 
+    average: WeightAverage | None = None
     first_epoch, best_acc, best_epoch, rows = 1, -1.0, 0, []
     stopper = EarlyStopping(cfg.early_stop_patience)
     if resume is not None:
         # The saved model holds the trainable flags of its phase and the optimizer's state.
         model = keras.models.load_model(resume["model_path"])
+        if cfg.ema_decay > 0 and resume["epoch"] >= cfg.fine_tune_epoch:
+            average = WeightAverage(model, cfg.ema_decay)
+            average.load(Path(resume["model_path"]).parent)
         first_epoch = cfg.epochs + 1 if resume["stopped_early"] else resume["epoch"] + 1
         best_acc, best_epoch, rows = resume["best_acc"], resume["best_epoch"], list(resume["rows"])
         schedule, phase_start = phase_of(resume["epoch"])
@@ -157,9 +211,14 @@ def train_keras(
             .map(to_inputs)
             .prefetch(2)
         )
+        callbacks = [_progress_callback(hooks, epoch, cfg.epochs, batches)]
+        if average is not None:
+            callbacks.insert(0, average.callback())
         started = time.perf_counter()
-        history = model.fit(ds, epochs=1, verbose=0, callbacks=[_progress_callback(hooks, epoch, cfg.epochs, batches)])
+        history = model.fit(ds, epochs=1, verbose=0, callbacks=callbacks)
         train_time = time.perf_counter() - started
+        if average is not None:
+            average.swap()  # what is scored and saved for inference is the weight average
         row = epoch_row(
             epoch=epoch,
             probs=predict_proba(model, data.x_val, tta=cfg.tta),
@@ -178,6 +237,8 @@ def train_keras(
             best_acc, best_epoch = row["val_acc"], epoch
             shutil.copyfile(last_path, best_path)
             write_sidecar(best_path, {**meta, "epoch": epoch, "metrics": row})
+        if average is not None:
+            average.swap()  # training goes on from the raw weights
         stop = stopper.should_stop(val_loss)
         schedule.at_epoch_end(val_loss)
         rows.append(row)
@@ -192,7 +253,7 @@ def train_keras(
             "rows": rows,
             "stopped_early": stop,
         }
-        _save_state(out, model, state)
+        _save_state(out, model, state, average)
         hooks.on_epoch(row)
         if stop:
             break
