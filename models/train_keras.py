@@ -79,7 +79,11 @@ def _save_state(out: Path, model: Any, state: dict[str, Any], average: "WeightAv
 
 class WeightAverage:
     """An exponential moving average of the model's trainable weights, updated after every training step in
-    one compiled graph; `swap()` exchanges it with the weights (a second call undoes it)."""
+    one compiled graph; `swap()` exchanges it with the weights (a second call undoes it).
+
+    The decay grows with the number of steps, min(decay, (1 + n) / (10 + n)), as TensorFlow's
+    ExponentialMovingAverage does with num_updates: the average never drags the random initial weights along.
+    """
 
     FILE = "ema.npz"
 
@@ -88,12 +92,14 @@ class WeightAverage:
 
         self.variables = list(model.trainable_variables)
         self.averages = [tf.Variable(v.numpy(), trainable=False) for v in self.variables]
-        self.decay = decay
+        self.steps = tf.Variable(0.0, trainable=False, dtype=tf.float32)
 
         @tf.function
         def update() -> None:
+            self.steps.assign_add(1.0)
+            rate = tf.minimum(decay, (1.0 + self.steps) / (10.0 + self.steps))
             for var, avg in zip(self.variables, self.averages):
-                avg.assign(decay * avg + (1.0 - decay) * tf.cast(var.value, avg.dtype))
+                avg.assign(rate * avg + (1.0 - rate) * tf.cast(var.value, avg.dtype))
 
         self._update = update
 
@@ -115,10 +121,12 @@ class WeightAverage:
             avg.assign(current)
 
     def save(self, folder: Path) -> None:
-        np.savez(folder / self.FILE, *[avg.numpy() for avg in self.averages])
+        arrays = {f"arr_{i}": avg.numpy() for i, avg in enumerate(self.averages)}
+        np.savez(folder / self.FILE, steps=self.steps.numpy(), **arrays)
 
     def load(self, folder: Path) -> None:
         with np.load(folder / self.FILE) as saved:
+            self.steps.assign(saved["steps"])
             for i, avg in enumerate(self.averages):
                 avg.assign(saved[f"arr_{i}"])
 
