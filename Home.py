@@ -1,4 +1,8 @@
-"""The app shell: one page config, one disclaimer, the database check, and the pages people can open.
+"""The app shell: one page config, one disclaimer, the database check, sign-in, and the pages a role may open.
+
+Until someone signs in, the only page is the sign-in form, whatever URL was opened; after, the pages of the
+user's role. Every page also checks the signed-in user itself (ui.auth.require), and the services check roles
+again where the work is done.
 
 `streamlit run Home.py` serves it; each page is a script under views/ run by st.navigation. (Not pages/:
 Streamlit runs a folder of that name beside the entrypoint as its legacy multipage app, where a page's URL
@@ -11,6 +15,7 @@ from sqlalchemy.engine import make_url
 from db.migrate import schema_problem
 from domain import DISCLAIMER
 from settings import get_settings
+from ui.auth import account_box, idle_watch, signed_in
 
 st.set_page_config(page_title="Brain MRI classification", page_icon=":material/neurology:", layout="wide")
 
@@ -23,7 +28,11 @@ LEADERBOARD = st.Page(
     "views/5_Leaderboard.py", title="Leaderboard", icon=":material/leaderboard:", url_path="Leaderboard"
 )
 MODELS = st.Page("views/6_Models.py", title="Models", icon=":material/inventory_2:", url_path="Models")
-PAGES = {"": [HOME], "Clinic": [DIAGNOSE, BATCH, HISTORY], "Models": [TRAIN, LEADERBOARD, MODELS]}
+USERS = st.Page("views/7_Users.py", title="Users", icon=":material/group:", url_path="Users")
+AUDIT = st.Page("views/8_Audit.py", title="Audit log", icon=":material/policy:", url_path="Audit")
+SIGN_IN = st.Page("views/sign_in.py", title="Sign in", icon=":material/login:", url_path="SignIn", default=True)
+CLINICIAN_PAGES = {"": [HOME], "Clinic": [DIAGNOSE, BATCH, HISTORY]}
+ADMIN_PAGES = {**CLINICIAN_PAGES, "Models": [TRAIN, LEADERBOARD, MODELS], "Administration": [USERS, AUDIT]}
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -32,15 +41,22 @@ def _schema_problem(url: str) -> str | None:
     return schema_problem(url)
 
 
-page = st.navigation(PAGES)
-st.warning(DISCLAIMER, icon="⚕️")
 settings = get_settings()
 problem = _schema_problem(settings.database_url)
 if problem:
+    st.navigation([SIGN_IN], position="hidden")
     database = make_url(settings.database_url).render_as_string(hide_password=True)
     st.error(
         f"The database at `{database}` is not ready: {problem}. Run `make migrate` (or `make run`, which "
         "migrates first) and reload this page."
     )
     st.stop()
+actor = signed_in()
+if actor is None:
+    page = st.navigation([SIGN_IN], position="hidden")
+else:
+    page = st.navigation(ADMIN_PAGES if actor.is_admin else CLINICIAN_PAGES)
+    account_box(actor)
+    idle_watch()
+st.warning(DISCLAIMER, icon="⚕️")
 page.run()

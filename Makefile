@@ -1,5 +1,5 @@
 # `make run` starts everything, `make test` runs every test; both install what they need first.
-.PHONY: run test install migrate worker app redis bench lock
+.PHONY: run test install migrate admin worker app redis bench lock
 
 VENV := .venv
 
@@ -14,6 +14,11 @@ install:
 
 migrate: install
 	$(VENV)/bin/python -m services.bootstrap
+
+# The first admin (and later ones): asks for the password. `make admin NAME=alice`
+admin: migrate
+	@test -n "$(NAME)" || { echo "usage: make admin NAME=yourname"; exit 2; }
+	$(VENV)/bin/python -m db.users create-admin "$(NAME)"
 
 redis: install
 	@scripts/ensure_redis.sh --persistent

@@ -105,3 +105,43 @@ class BatchItemStatus(StrEnum):
     DONE = "done"
     ERROR = "error"
     SKIPPED = "skipped"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"  # everything a clinician does, plus training, promotion, deletes and user management
+    CLINICIAN = "clinician"  # diagnose, batch, history and reviews
+
+
+class AuditAction(StrEnum):
+    """What the audit log records; who, which record, when and from which session go beside it."""
+
+    SIGN_IN = "sign_in"
+    SIGN_IN_FAILED = "sign_in_failed"
+    SIGN_IN_THROTTLED = "sign_in_throttled"
+    SIGN_OUT = "sign_out"
+    SESSION_EXPIRED = "session_expired"
+    UPLOAD = "upload"
+    PREDICTION = "prediction"
+    PATIENT_VIEWED = "patient_viewed"
+    SCAN_VIEWED = "scan_viewed"
+    REVIEW = "review"
+    EXPORT = "export"
+    SCAN_DELETED = "scan_deleted"
+    PATIENT_DELETED = "patient_deleted"
+    BATCH_STARTED = "batch_started"
+    TRAINING_STARTED = "training_started"
+    JOB_CANCELLED = "job_cancelled"
+    JOB_REQUEUED = "job_requeued"
+    MODEL_PROMOTED = "model_promoted"
+    MODEL_ROLLED_BACK = "model_rolled_back"
+    MODEL_DOWNLOADED = "model_downloaded"
+    USER_CREATED = "user_created"
+    USER_DISABLED = "user_disabled"
+    USER_ENABLED = "user_enabled"
+    PASSWORD_RESET = "password_reset"
+    ROLE_CHANGED = "role_changed"
+    REFUSED = "refused"
+
+
+class NotAllowed(UserError):
+    """The signed-in user's role may not do this; the message says what was refused."""

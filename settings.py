@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     mobilenet_weights_path: Path | None = None
     # A running job with no heartbeat for this long is settled as failed.
     job_stale_after_s: int = 300
+    # Sign-in: a session idle this long is signed out; a user name is refused for `signin_lockout_s` after
+    # `signin_max_failures` failures in a row, and a client address after `client_max_failures` in that time.
+    session_idle_minutes: int = Field(default=30, ge=1)
+    signin_max_failures: int = Field(default=5, ge=1)
+    signin_lockout_s: int = Field(default=900, ge=1)
+    client_max_failures: int = Field(default=20, ge=1)
 
     @field_validator("allowed_data_roots", mode="before")
     @classmethod

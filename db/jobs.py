@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 from db.schema import FINISHED_STATES, Job, TrainingRun, utcnow
 
 
-def create_job(*, session: Session, kind: str, params: dict[str, Any]) -> Job:
-    job = Job(kind=kind, params=params, status="queued")
+def create_job(*, session: Session, kind: str, params: dict[str, Any], submitted_by: int | None = None) -> Job:
+    job = Job(kind=kind, params=params, status="queued", submitted_by=submitted_by)
     session.add(job)
     session.flush()
     return job

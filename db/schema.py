@@ -24,11 +24,13 @@ from domain import (
     CLASSES,
     FINISHED_STATES,
     FRAMEWORKS,
+    AuditAction,
     BatchItemStatus,
     Framework,
     JobKind,
     JobStatus,
     ReviewStatus,
+    Role,
     ScanSource,
     TumorClass,
 )
@@ -250,6 +252,8 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Who submitted it: a clinician may cancel their own jobs, only an admin anyone's.
+    submitted_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
     def __repr__(self) -> str:
         return f"Job(id={self.id}, kind={self.kind!r}, status={self.status!r})"
@@ -279,3 +283,51 @@ class BatchItem(Base):
 
     def __repr__(self) -> str:
         return f"BatchItem(job_id={self.job_id}, rel_path={self.rel_path!r}, status={self.status!r})"
+
+
+class User(Base):
+    """A person who signs in. Never deleted (the audit log names them): disabled instead."""
+
+    __tablename__ = "users"
+    __table_args__ = (one_of("role", Role), NO_ID_REUSE)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    password_changed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        # Never the hash: reprs end up in logs.
+        return f"User(id={self.id}, username={self.username!r}, role={self.role!r}, disabled={self.disabled})"
+
+
+class AuditEntry(Base):
+    """One recorded action. The app only ever inserts these rows; the database refuses updates and deletes."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        one_of("action", AuditAction),
+        Index("ix_audit_log_username_at", "username", "at"),
+        Index("ix_audit_log_action_at", "action", "at"),
+        Index("ix_audit_log_patient_at", "patient_mrn", "at"),
+        Index("ix_audit_log_client_at", "client", "at"),
+        NO_ID_REUSE,
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    # No foreign keys: an entry outlives whatever it names (a deleted patient's record of access stays).
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    username: Mapped[str | None] = mapped_column(String(64))  # for a failed sign-in, the name that was typed
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str | None] = mapped_column(String(128))  # e.g. "scan 12", "model version 3", "user 2"
+    patient_mrn: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    session_id: Mapped[str | None] = mapped_column(String(64))
+    client: Mapped[str | None] = mapped_column(String(64))
+
+    def __repr__(self) -> str:
+        return f"AuditEntry(id={self.id}, action={self.action!r}, username={self.username!r}, target={self.target!r})"

@@ -6,6 +6,7 @@
    thread caps the app runs with (TORCH_THREADS / TF_THREADS), and the process's peak memory.
 2. History at scale: the main queries over 10,000 seeded predictions in a throw-away SQLite file.
 3. Batch prediction: a 1,000-image folder through the batch job's code (scripts/benchmark_batch.py).
+4. The audit log at 100,000 entries: the admin page's filters and pages, the sign-in throttle's counts, an export.
 """
 
 import argparse
@@ -107,6 +108,78 @@ def bench_history(predictions: int = 10_000) -> list[str]:
     return rows
 
 
+def bench_audit(entries: int = 100_000) -> list[str]:
+    """The audit log's queries over `entries` seeded rows (50 users, 2,000 patients, 30 days)."""
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+    from sqlalchemy.orm import Session
+
+    from db.audit import AuditFilters, audit_page, client_failures, count_entries, failures_in_a_row, iter_entries
+    from db.migrate import upgrade_to_head
+    from db.schema import AuditEntry, utcnow
+    from db.session import make_engine
+    from domain import AuditAction
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-audit-"))
+    url = f"sqlite:///{folder / 'bench.db'}"
+    upgrade_to_head(url)
+    engine = make_engine(url)
+    rng = random.Random(0)
+    now, actions = utcnow(), [a.value for a in AuditAction]
+    rows = [
+        {
+            "at": now - timedelta(seconds=rng.randrange(30 * 86400)),
+            "user_id": (user := rng.randrange(50)),
+            "username": f"user{user}",
+            "action": rng.choice(actions),
+            "target": f"scan {rng.randrange(50_000)}",
+            "patient_mrn": f"P-{rng.randrange(2000):05d}",
+            "detail": "seeded",
+            "session_id": f"s{rng.randrange(5000)}",
+            "client": f"10.0.{rng.randrange(4)}.{rng.randrange(250)}",
+        }
+        for _ in range(entries)
+    ]
+    with Session(engine) as session, session.begin():
+        session.execute(insert(AuditEntry), sorted(rows, key=lambda r: r["at"]))
+    week = AuditFilters(since=now - timedelta(days=7))
+    table = [f"| audit log query over {entries:,} entries | ms (median of 5) |", "|---|---|"]
+    with Session(engine) as session:
+        cases = {
+            "first page of 100, no filter (and its count)": lambda: (
+                audit_page(session=session, filters=AuditFilters(), per_page=100),
+                count_entries(session=session, filters=AuditFilters()),
+            ),
+            "page 500 of 100, no filter": lambda: audit_page(
+                session=session, filters=AuditFilters(), page=499, per_page=100
+            ),
+            "one user's entries, first page (and count)": lambda: (
+                audit_page(session=session, filters=AuditFilters(username="user7"), per_page=100),
+                count_entries(session=session, filters=AuditFilters(username="user7")),
+            ),
+            "one patient's entries (and count)": lambda: (
+                audit_page(session=session, filters=AuditFilters(patient_mrn="P-00042"), per_page=100),
+                count_entries(session=session, filters=AuditFilters(patient_mrn="P-00042")),
+            ),
+            "one action in the last 7 days (and count)": lambda: (
+                audit_page(session=session, filters=AuditFilters(action="export", since=week.since), per_page=100),
+                count_entries(session=session, filters=AuditFilters(action="export", since=week.since)),
+            ),
+            "sign-in throttle: a user's failures in a row": lambda: failures_in_a_row(
+                session=session, username="user7", within_s=900
+            ),
+            "sign-in throttle: a client's failures": lambda: client_failures(
+                session=session, client="10.0.1.7", within_s=900
+            ),
+            "export of the last 7 days (CSV rows)": lambda: sum(1 for _ in iter_entries(session=session, filters=week)),
+        }
+        for name, fn in cases.items():
+            table.append(f"| {name} | {_median_ms(fn, 5):.1f} |")
+    engine.dispose()
+    return table
+
+
 def bench_batch(images: int) -> list[str]:
     out = subprocess.run(
         [sys.executable, "-m", "scripts.benchmark_batch", "--images", str(images)],
@@ -122,8 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--skip-batch", action="store_true")
     p.add_argument("--batch-images", type=int, default=1000)
+    p.add_argument("--audit-entries", type=int, default=100_000)
+    p.add_argument("--only-audit", action="store_true", help="just the audit log's queries")
     args = p.parse_args(argv)
-    print("## One scan (Diagnose page)\n")
+    print(f"## Audit log at {args.audit_entries:,} entries\n")
+    print("\n".join(bench_audit(args.audit_entries)))
+    if args.only_audit:
+        return 0
+    print("\n## One scan (Diagnose page)\n")
     print("\n".join(bench_single_scan()))
     print("\n## History at scale\n")
     print("\n".join(bench_history()))

@@ -5,6 +5,7 @@ python -m services.bootstrap   (what `make run`, `make migrate` and compose's mi
 
 from db.migrate import upgrade_to_head
 from db.session import session_scope
+from db.users import count_users
 from services.model_files import register_default_models
 
 
@@ -13,7 +14,14 @@ def main() -> None:
     with session_scope() as session:
         for version in register_default_models(session=session):
             print(f"registered the shipped {version.framework} model {version.name!r} and made it active")
+        nobody = count_users(session=session) == 0
     print("database ready")
+    if nobody:
+        # No default account exists: whoever installs the system creates the first admin.
+        print(
+            "no user exists yet: create the first admin with `make admin NAME=yourname` "
+            "(python -m db.users create-admin yourname), then sign in"
+        )
 
 
 if __name__ == "__main__":

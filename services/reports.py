@@ -63,7 +63,7 @@ def _timestamp(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
-def _cell(value: object) -> object:
+def csv_cell(value: object) -> object:
     """A CSV cell that a spreadsheet shows as text: one that starts like a formula, also after leading spaces,
     or with a control character, gets a leading quote."""
     if isinstance(value, str) and value and (value.lstrip()[:1] in ("=", "+", "-", "@") or not value[0].isprintable()):
@@ -78,7 +78,7 @@ def predictions_csv(*, rows: Iterable[PredictionRow]) -> bytes:
     writer.writerow(CSV_COLUMNS)
     for row in rows:
         writer.writerow(
-            _cell(value)
+            csv_cell(value)
             for value in (
                 row.prediction_id,
                 _timestamp(row.created_at),
@@ -239,5 +239,5 @@ def batch_csv(*, rows: Iterable[BatchRow], frameworks: Sequence[str]) -> bytes:
             values += [result["label"], f"{result['confidence']:.4f}"]
             values += [f"{result['probabilities'][c]:.4f}" for c in CLASSES]
         values += [row.needs_review if row.status == "done" else "", row.error or ""]
-        writer.writerow(_cell(v) for v in values)
+        writer.writerow(csv_cell(v) for v in values)
     return out.getvalue().encode("utf-8")

@@ -8,6 +8,7 @@ from db.runs import register_model_version
 from db.scans import get_or_create_patient, get_or_create_scan
 from db.session import session_scope
 from settings import ROOT
+from tests.users import signed_in
 
 HOME = str(ROOT / "Home.py")
 
@@ -44,14 +45,14 @@ def _metrics(at: AppTest) -> dict[str, str]:
 
 
 def test_home_shows_counts_and_active_model(stored):
-    at = AppTest.from_file(HOME, default_timeout=30).run()
+    at = signed_in(AppTest.from_file(HOME, default_timeout=30)).run()
     assert not at.exception
     assert _metrics(at) == {"Patients": "2", "Scans": "2", "Predictions": "0", "Training runs": "0"}
     assert any("cnn-run-7" in block.value for block in at.markdown)
 
 
 def test_selfcheck_button_records_a_queued_job_with_a_cancel_button(db_url):
-    at = AppTest.from_file(HOME, default_timeout=30).run()
+    at = signed_in(AppTest.from_file(HOME, default_timeout=30)).run()
     at.button(key="selfcheck").click().run()
     assert not at.exception
     with session_scope() as session:
@@ -71,7 +72,7 @@ def test_home_explains_an_unmigrated_database(monkeypatch, tmp_path):
     get_settings.cache_clear()
     reset_engine()
     try:
-        at = AppTest.from_file(HOME, default_timeout=30).run()
+        at = signed_in(AppTest.from_file(HOME, default_timeout=30)).run()
     finally:
         reset_engine()
         monkeypatch.undo()
@@ -81,7 +82,7 @@ def test_home_explains_an_unmigrated_database(monkeypatch, tmp_path):
 
 
 def test_the_shell_says_it_is_decision_support_above_every_page(db_url):
-    at = AppTest.from_file(HOME, default_timeout=30).run()
+    at = signed_in(AppTest.from_file(HOME, default_timeout=30)).run()
     assert not at.exception
     assert "Decision support only" in at.warning[0].value
     assert at.title[0].value == "Brain tumor MRI classification"  # the Home page, run by the shell

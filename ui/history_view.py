@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 import plotly.graph_objects as go
 import streamlit as st
 
-from db.deletion import Removal, delete_patient, delete_scan
+from db.deletion import Removal
 from db.history import (
     Page,
     PatientSummary,
@@ -13,17 +13,17 @@ from db.history import (
     PredictionFilters,
     PredictionRow,
     ScanEntry,
-    all_predictions,
     list_patients,
     list_predictions,
     patient_timeline,
 )
-from db.reviews import review_prediction
 from db.runs import list_model_versions
 from db.scans import get_patient
 from db.schema import CLASSES
-from db.session import read_scope, session_scope
-from services.reports import Heatmap, first_heatmap, patient_report_html, predictions_csv, scan_heatmap, scan_png
+from db.session import read_scope
+from services import records
+from services.auth import Actor
+from services.reports import Heatmap, first_heatmap, patient_report_html, scan_heatmap, scan_png
 from settings import get_settings
 
 # Short enough that another clinician's review shows up soon; long enough that paging does not re-query.
@@ -99,32 +99,26 @@ def thumbnail(file_path: str, side: int = THUMBNAIL_SIDE) -> bytes | None:
     return scan_png(file_path, max_side=side)
 
 
-def filtered_csv(filters: PredictionFilters) -> bytes:
-    """Every prediction the filters match, as CSV."""
-    with read_scope() as session:
-        return predictions_csv(rows=all_predictions(session=session, filters=filters))
+def filtered_csv(actor: Actor, filters: PredictionFilters) -> bytes:
+    """Every prediction the filters match, as CSV (the export is audited)."""
+    return records.export_predictions(actor, filters=filters)
 
 
-def review(*, prediction_id: int, action: str, label: str | None, reviewer: str, note: str | None) -> PredictionRow:
-    """Record a review (raises ReviewError with a message for the reviewer)."""
-    with session_scope() as session:
-        row = review_prediction(
-            session=session, prediction_id=prediction_id, action=action, label=label, reviewer=reviewer, note=note
-        )
+def review(actor: Actor, *, prediction_id: int, action: str, label: str | None, note: str | None) -> PredictionRow:
+    """Record a review as the signed-in user (raises ReviewError with a message for the reviewer)."""
+    row = records.review(actor, prediction_id=prediction_id, action=action, label=label, note=note)
     clear_cache()
     return row
 
 
-def remove_scan(*, scan_id: int) -> Removal:
-    with session_scope() as session:
-        removal = delete_scan(session=session, scan_id=scan_id)
+def remove_scan(actor: Actor, *, scan_id: int) -> Removal:
+    removal = records.remove_scan(actor, scan_id=scan_id)
     clear_cache()
     return removal
 
 
-def remove_patient(*, patient_pk: int) -> Removal:
-    with session_scope() as session:
-        removal = delete_patient(session=session, patient_pk=patient_pk)
+def remove_patient(actor: Actor, *, patient_pk: int, mrn: str) -> Removal:
+    removal = records.remove_patient(actor, patient_pk=patient_pk, mrn=mrn)
     clear_cache()
     return removal
 
@@ -196,11 +190,16 @@ def heatmap(scan: ScanEntry, prediction: PredictionRow) -> Heatmap:
     )
 
 
-def report_html(*, patient_pk: int, with_heatmaps: bool) -> str | None:
-    """The patient's report; each scan's heatmap comes from the first of its models that can compute one."""
+def report_html(actor: Actor, *, patient_pk: int, with_heatmaps: bool) -> str | None:
+    """The patient's report (audited); each scan's heatmap comes from the first of its models that can compute one."""
     data = timeline(patient_pk=patient_pk)
     if data is None:
         return None
-    return patient_report_html(
-        timeline=data, heatmap=(lambda scan: first_heatmap(scan, heatmap)) if with_heatmaps else None
+    return records.export_report(
+        actor,
+        patient_pk=patient_pk,
+        mrn=data.mrn,
+        write=lambda: patient_report_html(
+            timeline=data, heatmap=(lambda scan: first_heatmap(scan, heatmap)) if with_heatmaps else None
+        ),
     )

@@ -7,6 +7,7 @@ import streamlit as st
 
 from db.jobs import get_job
 from db.session import read_scope
+from ui.auth import job_control
 from worker.submit import cancel_job
 
 POLL_S = 2
@@ -61,7 +62,7 @@ def job_view(job_id: int) -> JobView | None:
 
 def _cancel(job_id: int, notice_key: str) -> None:
     # A callback: it runs before the redraw, which then shows the job stopping.
-    st.session_state[notice_key] = cancel_job(job_id)
+    st.session_state[notice_key] = job_control(cancel_job, job_id)
 
 
 @st.fragment(run_every=POLL_S)

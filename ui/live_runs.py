@@ -6,6 +6,7 @@ import streamlit as st
 from db.run_views import LiveRun, live_runs
 from db.session import read_scope
 from domain import framework_label
+from ui.auth import job_control
 from ui.charts import training_curves
 from ui.nav import link_to_page
 from worker.submit import cancel_job, requeue_job
@@ -43,11 +44,11 @@ def _cancel_button(run: LiveRun) -> None:
 
 def _cancel(job_id: int) -> None:
     # A callback: it runs before the redraw, which then shows the run stopping.
-    st.session_state[NOTICE_KEY] = cancel_job(job_id)
+    st.session_state[NOTICE_KEY] = job_control(cancel_job, job_id)
 
 
 def _continue(job_id: int) -> None:
-    st.session_state[NOTICE_KEY] = requeue_job(job_id)
+    st.session_state[NOTICE_KEY] = job_control(requeue_job, job_id)
 
 
 def _epochs_table(run: LiveRun) -> None:

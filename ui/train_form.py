@@ -5,12 +5,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from domain import FRAMEWORKS, framework_label
+from domain import FRAMEWORKS, UserError, framework_label
 from models.config import AUGMENT_LEVELS, TrainConfig, make_config, preset_names
 from models.data import DatasetError
 from models.folders import LabelledFolder, find_labelled_folders, labelled_folder
 from models.mobilenet import MissingWeightsError, resolve_weights
 from settings import SAMPLE_DIR, get_settings
+from ui.auth import signed_in
 from ui.live_runs import WATCH_KEY
 from worker.submit import QueueUnavailable, submit_training
 
@@ -209,8 +210,8 @@ def train_form() -> None:
             st.error(error)
         return
     try:
-        job_id, run_id = submit_training(cfg, use_reviewed=form.use_reviewed)
-    except QueueUnavailable as exc:
+        job_id, run_id = submit_training(cfg, actor=signed_in(), use_reviewed=form.use_reviewed)
+    except (QueueUnavailable, UserError) as exc:
         st.error(f"The run was not queued: {exc}")
         return
     st.session_state[WATCH_KEY] = [run_id, *st.session_state.get(WATCH_KEY, [])][:WATCHED_RUNS]

@@ -9,12 +9,14 @@ from db.runs import get_active_model
 from db.schema import Job
 from db.session import read_scope
 from db.stats import table_counts
-from domain import FRAMEWORKS, framework_label
+from domain import FRAMEWORKS, UserError, framework_label
 from settings import get_settings
+from ui.auth import job_control, require
 from worker.submit import QueueUnavailable, cancel_job, submit_job, worker_status
 
 COUNT_LABELS = {"patients": "Patients", "scans": "Scans", "predictions": "Predictions", "runs": "Training runs"}
 
+ACTOR = require()
 st.title("Brain tumor MRI classification")
 
 settings = get_settings()
@@ -61,8 +63,8 @@ for column, (key, label) in zip(st.columns(len(COUNT_LABELS)), COUNT_LABELS.item
 st.subheader("Background jobs")
 if st.button("Run a self-check job", key="selfcheck", help="Checks the database, storage folders and model files."):
     try:
-        st.session_state["selfcheck_job"] = submit_job("selfcheck", {})
-    except QueueUnavailable as exc:
+        st.session_state["selfcheck_job"] = submit_job("selfcheck", {}, actor=ACTOR)
+    except (QueueUnavailable, UserError) as exc:
         st.error(str(exc))
 if "selfcheck_job" in st.session_state:
     st.caption(f"Self-check submitted as job {st.session_state['selfcheck_job']}; it is listed below.")
@@ -111,7 +113,7 @@ def jobs_panel() -> None:
 
 
 def _cancel(job_id: int) -> None:
-    st.session_state["cancel_notice"] = cancel_job(job_id)
+    st.session_state["cancel_notice"] = job_control(cancel_job, job_id)
 
 
 jobs_panel()

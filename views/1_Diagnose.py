@@ -5,10 +5,12 @@ from dataclasses import dataclass
 import streamlit as st
 
 from db.session import session_scope
-from domain import Framework
+from domain import AuditAction, Framework
 from models.imaging import DecodedImage, ImageError, decode_image, make_overlay
+from services.auth import Actor, audit
 from services.diagnosis import ModelResult, Review, averaged_result, model_result, review, save_scan_with_predictions
 from settings import get_settings
+from ui.auth import require
 from ui.charts import probability_chart
 from ui.nav import link_to_page
 from ui.patients import patient_picker
@@ -16,6 +18,7 @@ from ui.predictors import ActiveModel, active_models, gradcam, predictor_for, pr
 from ui.text import literal
 
 SAVED_KEY = "diagnose_saved"  # {"<patient>:<sha256>": scan id} for this browser session
+AUDITED_KEY = "diagnose_audited"  # sha256 of every image whose upload and prediction this session recorded
 
 
 @dataclass
@@ -65,7 +68,18 @@ def no_model_message() -> None:
     link_to_page("views/6_Models.py", label="Choose the active models", icon="🗂️")
 
 
-def save(analyses: list[Analysis], mrn: str, threshold: float) -> None:
+def audit_predictions(actor: Actor, analyses: list[Analysis]) -> None:
+    """One audit entry per image predicted in this session (not one per redraw); saving it is another."""
+    audited = st.session_state.setdefault(AUDITED_KEY, set())
+    for a in analyses:
+        if a.decoded.sha256 in audited:
+            continue
+        labels = ", ".join(f"{r['framework']}: {r['label']} {r['confidence']:.0%}" for r in a.results)
+        audit(actor, AuditAction.PREDICTION, target=f"image {a.decoded.sha256[:16]}", detail=f"{a.name}: {labels}")
+        audited.add(a.decoded.sha256)
+
+
+def save(actor: Actor, analyses: list[Analysis], mrn: str, threshold: float) -> None:
     """Save every analysed scan to the patient's record; a scan already there is not saved twice."""
     saved = st.session_state.setdefault(SAVED_KEY, {})
     new_scans = new_predictions = 0
@@ -81,11 +95,19 @@ def save(analyses: list[Analysis], mrn: str, threshold: float) -> None:
                 original_name=a.name,
             )
             saved[f"{mrn}:{a.decoded.sha256}"] = outcome.scan.id
+            audit(
+                actor,
+                AuditAction.UPLOAD,
+                target=f"scan {outcome.scan.id}",
+                patient_mrn=mrn,
+                detail=f"{a.name} saved to the record with {len(a.results)} prediction(s)",
+                session=session,
+            )
             new_scans += outcome.scan_created
             new_predictions += outcome.predictions_created
     already = len(analyses) - new_scans
     st.success(
-        f"Saved to patient {mrn}'s record: {new_scans} new scan(s), {new_predictions} new prediction(s)."
+        f"Saved to patient {literal(mrn)}'s record: {new_scans} new scan(s), {new_predictions} new prediction(s)."
         + (f" {already} scan(s) were already in the record and are kept once." if already else "")
     )
 
@@ -153,6 +175,7 @@ def show_analysis(
 
 
 def main() -> None:
+    actor = require()
     st.title("Diagnose a scan")
     settings = get_settings()
     threshold = settings.confidence_threshold
@@ -187,6 +210,7 @@ def main() -> None:
     if not decoded:
         return
     analyses = [analyse(name, image, models, threshold) for name, image in decoded]
+    audit_predictions(actor, analyses)
 
     header_ids = {a.decoded.patient_mrn for a in analyses if a.decoded.patient_mrn}
     if len(header_ids) > 1:
@@ -210,10 +234,13 @@ def main() -> None:
             key="diagnose_save",
         )
     if clicked and mrn:
-        save(analyses, mrn, threshold)
+        save(actor, analyses, mrn, threshold)
     if mrn and any(f"{mrn}:{a.decoded.sha256}" in st.session_state.get(SAVED_KEY, {}) for a in analyses):
         link_to_page(
-            "views/3_History.py", label=f"Open patient {mrn}'s history", query_params={"patient": mrn}, icon="📋"
+            "views/3_History.py",
+            label=f"Open patient {literal(mrn)}'s history",
+            query_params={"patient": mrn},
+            icon="📋",
         )
 
     opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="diagnose_opacity")

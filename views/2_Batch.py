@@ -5,7 +5,7 @@ import streamlit as st
 from db.jobs import recent_jobs
 from db.runs import get_active_model, list_model_versions
 from db.session import read_scope
-from domain import FRAMEWORKS, framework_label
+from domain import FRAMEWORKS, UserError, framework_label
 from services.batch_input import (
     PATIENT_MODES,
     BatchInputError,
@@ -22,6 +22,7 @@ from services.batch_input import (
     zip_source,
 )
 from settings import SAMPLE_DIR, get_settings
+from ui.auth import job_control, require, signed_in
 from ui.batch_results import show_results
 from ui.jobs import job_panel, job_view
 from worker.submit import QueueUnavailable, requeue_job, submit_batch
@@ -129,9 +130,13 @@ def submit(source_kind: str, patient_mode: str, patient_mrn: str | None, model_i
             with st.spinner("Unpacking the zip…"):
                 source = zip_source(upload.getvalue(), upload.name, settings=settings)
         job_id = submit_batch(
-            source=source, patient_mode=patient_mode, patient_mrn=patient_mrn, model_version_ids=model_ids
+            source=source,
+            patient_mode=patient_mode,
+            patient_mrn=patient_mrn,
+            model_version_ids=model_ids,
+            actor=signed_in(),
         )
-    except BatchInputError as exc:
+    except (BatchInputError, UserError) as exc:
         if source is not None and source["source"] == "zip":
             discard_upload(source["upload"], settings=settings)
         st.error(str(exc))
@@ -163,7 +168,7 @@ def new_batch() -> None:
 
 
 def _rerun(job_id: int) -> None:
-    st.session_state[NOTICE_KEY] = requeue_job(job_id)
+    st.session_state[NOTICE_KEY] = job_control(requeue_job, job_id)
 
 
 def chosen_job() -> int | None:
@@ -185,6 +190,7 @@ def chosen_job() -> int | None:
 
 
 def main() -> None:
+    require()
     st.title("Predict a folder of scans")
     with st.container(border=True):
         new_batch()

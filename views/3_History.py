@@ -11,7 +11,10 @@ from db.deletion import Removal
 from db.history import Page, PatientTimeline, PredictionFilters, PredictionRow, ScanEntry
 from db.reviews import REVIEW_ACTIONS, ReviewError
 from db.schema import CLASSES
+from domain import AuditAction, UserError
+from services import records
 from ui import history_view
+from ui.auth import require
 from ui.text import literal
 
 PATIENT_PAGE_SIZE = 25
@@ -20,7 +23,7 @@ PAGE_SIZES = (25, 50, 100, 200)
 OPEN_KEY = "history_patient_id"  # the patient whose record is open below the lists
 CONFIRM_KEY = "history_confirm"  # ("scan" | "patient", id) waiting for a confirmation
 FLASH_KEY = "history_flash"
-REVIEWER_KEY = "history_reviewer"
+VIEWED_KEY = "history_viewed"  # what this session already recorded as viewed: {"patient 3", "scan 12"}
 ANY = "any"
 
 
@@ -154,7 +157,7 @@ def prediction_browser() -> None:
         )
         st.download_button(
             f"Download these {page.total} predictions (CSV)",
-            data=lambda: history_view.filtered_csv(filters),
+            data=lambda: history_view.filtered_csv(ACTOR, filters),
             file_name=f"predictions-{date.today():%Y%m%d}.csv",
             mime="text/csv",
             key="history_csv",
@@ -175,7 +178,10 @@ def confirm(kind: str, target_id: int, question: str, action: Callable[[], str])
     yes, no = st.columns(2)
     if yes.button(f"Yes, delete the {kind}", key=f"history_delete_{kind}_{target_id}_yes", type="primary"):
         del st.session_state[CONFIRM_KEY]
-        after_write(action())
+        try:
+            after_write(action())
+        except UserError as exc:
+            st.error(literal(exc))
     if no.button("Cancel", key=f"history_delete_{kind}_{target_id}_no"):
         del st.session_state[CONFIRM_KEY]
         st.rerun()
@@ -198,27 +204,21 @@ def review_form(scan: ScanEntry) -> None:
             "Correct label (when correcting)", CLASSES, index=None, key=f"history_review_label_{scan.scan_id}"
         )
         note = st.text_area("Note", max_chars=2000, key=f"history_review_note_{scan.scan_id}")
-        reviewer = st.text_input(
-            "Reviewer",
-            value=st.session_state.get(REVIEWER_KEY, ""),
-            max_chars=128,
-            key=f"history_review_by_{scan.scan_id}",
-        )
+        st.caption(f"Signed as {literal(ACTOR.username)}.")
         submitted = st.form_submit_button("Save review", key=f"history_review_submit_{scan.scan_id}")
     if not submitted:
         return
     try:
         row = history_view.review(
+            ACTOR,
             prediction_id=prediction_id,
             action=action,
             label=label if action == "correct" else None,
-            reviewer=reviewer,
             note=note,
         )
     except ReviewError as exc:
         st.error(str(exc))
         return
-    st.session_state[REVIEWER_KEY] = row.reviewer
     after_write(f"Review saved: scan #{scan.scan_id}, {row.model_name} {row.review_status} as {row.final_label}.")
 
 
@@ -229,7 +229,15 @@ def review_caption(p: PredictionRow) -> str:
     return text + (f": “{literal(p.review_note)}”" if p.review_note else "")
 
 
-def scan_card(scan: ScanEntry) -> None:
+def seen(action: str, target: str, mrn: str | None) -> None:
+    """Audit a record or scan shown to this session, once (redraws are not new views)."""
+    viewed = st.session_state.setdefault(VIEWED_KEY, set())
+    if target not in viewed:
+        records.viewed(ACTOR, action, target=target, patient_mrn=mrn)
+        viewed.add(target)
+
+
+def scan_card(scan: ScanEntry, mrn: str) -> None:
     heatmap_key = f"history_heatmaps_{scan.scan_id}"
     with st.container(border=True):
         left, right = st.columns([1, 3])
@@ -239,6 +247,7 @@ def scan_card(scan: ScanEntry) -> None:
         else:
             left.image(png, caption=scan.original_name, width="stretch")
         if left.button("Show heatmap", key=f"history_heatmap_{scan.scan_id}", disabled=not scan.predictions):
+            seen(AuditAction.SCAN_VIEWED, f"scan {scan.scan_id}", mrn)
             with st.spinner("Computing heatmaps…"):
                 st.session_state[heatmap_key] = [history_view.heatmap(scan, p) for p in scan.predictions]
         with right:
@@ -266,6 +275,8 @@ def scan_card(scan: ScanEntry) -> None:
         if scan.predictions:
             with st.expander("Review"):
                 review_form(scan)
+        if not ACTOR.is_admin:
+            return
         kept = " Its image file stays: another patient's scan uses it." if scan.file_shared else ""
         confirm(
             "scan",
@@ -273,7 +284,7 @@ def scan_card(scan: ScanEntry) -> None:
             f"Delete scan #{scan.scan_id} ({literal(scan.original_name)}) and its {len(scan.predictions)} prediction(s), "
             "also from batch job results? "
             f"This cannot be undone.{kept}",
-            lambda: describe(history_view.remove_scan(scan_id=scan.scan_id), f"Scan #{scan.scan_id}"),
+            lambda: describe(history_view.remove_scan(ACTOR, scan_id=scan.scan_id), f"Scan #{scan.scan_id}"),
         )
 
 
@@ -285,9 +296,9 @@ def describe(removal: Removal, what: str) -> str:
 
 
 def delete_patient(record: PatientTimeline) -> str:
-    removal = history_view.remove_patient(patient_pk=record.patient_pk)
+    removal = history_view.remove_patient(ACTOR, patient_pk=record.patient_pk, mrn=record.mrn)
     st.session_state.pop(OPEN_KEY, None)
-    return describe(removal, f"Patient {record.mrn}")
+    return describe(removal, f"Patient {literal(record.mrn)}")
 
 
 def report_controls(record: PatientTimeline) -> None:
@@ -295,7 +306,9 @@ def report_controls(record: PatientTimeline) -> None:
     with_heatmaps = st.checkbox("Include heatmaps (slower)", key=f"history_report_heatmaps_{record.patient_pk}")
     if st.button("Prepare report", key=f"history_report_{record.patient_pk}"):
         with st.spinner("Writing the report…"):
-            st.session_state[key] = history_view.report_html(patient_pk=record.patient_pk, with_heatmaps=with_heatmaps)
+            st.session_state[key] = history_view.report_html(
+                ACTOR, patient_pk=record.patient_pk, with_heatmaps=with_heatmaps
+            )
     if st.session_state.get(key):
         st.download_button(
             "Download report (HTML)",
@@ -314,6 +327,7 @@ def patient_record(patient_pk: int) -> None:
         st.info("That patient's record no longer exists.")
         return
     st.divider()
+    seen(AuditAction.PATIENT_VIEWED, f"patient {record.patient_pk}", record.mrn)
     st.header(f"Patient {literal(record.mrn)}")
     predictions = [p for scan in record.scans for p in scan.predictions]
     counts = st.columns(3)
@@ -323,15 +337,16 @@ def patient_record(patient_pk: int) -> None:
     actions = st.columns(2)
     with actions[0]:
         report_controls(record)
-    with actions[1]:
-        confirm(
-            "patient",
-            record.patient_pk,
-            f"Delete patient {record.mrn} with all {len(record.scans)} scan(s) and {len(predictions)} prediction(s), "
-            "and their rows in batch job results? Image files another patient's scan uses are kept. "
-            "This cannot be undone.",
-            lambda: delete_patient(record),
-        )
+    if ACTOR.is_admin:
+        with actions[1]:
+            confirm(
+                "patient",
+                record.patient_pk,
+                f"Delete patient {literal(record.mrn)} with all {len(record.scans)} scan(s) and {len(predictions)} prediction(s), "
+                "and their rows in batch job results? Image files another patient's scan uses are kept. "
+                "This cannot be undone.",
+                lambda: delete_patient(record),
+            )
     if not record.scans:
         st.info("This patient has no scans.")
         return
@@ -343,9 +358,10 @@ def patient_record(patient_pk: int) -> None:
         lambda offset: Page(newest[offset : offset + SCAN_PAGE_SIZE], len(newest), SCAN_PAGE_SIZE, offset),
     )
     for scan in page.rows:
-        scan_card(scan)
+        scan_card(scan, record.mrn)
 
 
+ACTOR = require()
 st.title("History")
 if message := st.session_state.pop(FLASH_KEY, None):
     st.success(message)

@@ -4,11 +4,14 @@ from typing import Any
 
 import streamlit as st
 
+from domain import Role
 from settings import get_settings
+from ui.auth import require
 from ui.live_runs import live_view
 from ui.train_form import train_form
 from worker.submit import worker_status
 
+require(Role.ADMIN)
 st.title("Train a model")
 
 

@@ -5,7 +5,8 @@ import streamlit as st
 
 from db.leaderboard import RunDetail, dataset_options, leaderboard_rows, run_details
 from db.session import read_scope
-from domain import FRAMEWORKS, framework_label
+from domain import FRAMEWORKS, Role, framework_label
+from ui.auth import require
 from ui.charts import confusion_matrix_chart, overlaid_curves
 from ui.live_runs import duration_text
 
@@ -17,6 +18,7 @@ SPLIT_NAMES = {
     "test_without_training_duplicates": "test without training duplicates",
 }
 
+require(Role.ADMIN)
 st.title("Leaderboard")
 st.caption(
     "Accuracy, precision, recall and F1 (macro) are measured on each run's validation split, carved from its "

@@ -6,15 +6,17 @@ import pandas as pd
 import streamlit as st
 
 from db.registry import VersionRow, previous_active, version_rows
-from db.runs import activate_model_version
-from db.session import read_scope, session_scope
-from domain import FRAMEWORKS, framework_label
+from db.session import read_scope
+from domain import FRAMEWORKS, Role, UserError, framework_label
+from services import registry
 from services.model_files import FileCheck, check_file
+from ui.auth import require
 from ui.nav import link_to_page
 
 NOTICE_KEY = "models_notice"
 PERCENT = st.column_config.NumberColumn(format="percent")
 
+ACTOR = require(Role.ADMIN)
 st.title("Model registry")
 st.caption(
     "One version per model is active: the Diagnose page and every new batch job use it from their next "
@@ -46,11 +48,14 @@ def _usable(version: VersionRow) -> bool:
     return False
 
 
-def activate(version: VersionRow) -> None:
+def activate(version: VersionRow, rollback: bool = False) -> None:
     if not _usable(version):
         return
-    with session_scope() as session:
-        activate_model_version(session=session, version_id=version.id)
+    try:
+        registry.activate(ACTOR, version_id=version.id, rollback=rollback)
+    except UserError as exc:
+        st.session_state[NOTICE_KEY] = ("error", str(exc))
+        return
     message = f"{version.name} (version {version.id}) is now the active {framework_label(version.framework)} model."
     st.session_state[NOTICE_KEY] = ("success", message)
 
@@ -99,7 +104,7 @@ def download(framework: str, versions: list[VersionRow]) -> None:
         st.caption(f"The file matches its registered sha256 ({check.size_bytes / 1e6:.1f} MB).")
     st.download_button(
         "Download" if check.state == "ok" else "Download the changed file",
-        data=path.read_bytes,  # read when the button is clicked, not on every redraw
+        data=lambda: registry.model_file(ACTOR, version_id=version.id),  # read (and audited) when clicked
         file_name=f"{framework}-v{version.id}-{version.sha256[:12]}{path.suffix}",
         mime="application/octet-stream",
         key=f"models_download_button_{framework}",
@@ -157,7 +162,7 @@ def framework_section(framework: str) -> None:
             f"Restore the previous version: {previous.name} (version {previous.id})",
             key=f"models_restore_{framework}",
             on_click=activate,
-            args=(previous,),
+            args=(previous, True),
         )
     download(framework, versions)
 

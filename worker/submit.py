@@ -19,7 +19,9 @@ from db.jobs import (
     settle_stale_jobs,
 )
 from db.session import session_scope
+from domain import AuditAction
 from models.config import TrainConfig
+from services.auth import Actor, audit, require_admin, require_signed_in
 from settings import get_settings
 from worker.celery_app import TASK_QUEUES, celery_app
 
@@ -39,19 +41,32 @@ class QueueUnavailable(Exception):
     """The job queue (Redis) could not be reached, so the job was not submitted."""
 
 
-def submit_job(kind: str, params: dict[str, Any], *, before_send: Callable[[int], None] | None = None) -> int:
-    """Record a queued job and hand it to the worker; returns the job id.
+# What each kind of job is audited as when it is submitted.
+SUBMIT_ACTIONS = {"train": AuditAction.TRAINING_STARTED, "batch": AuditAction.BATCH_STARTED}
+
+
+def submit_job(
+    kind: str,
+    params: dict[str, Any],
+    *,
+    actor: Actor | None,
+    before_send: Callable[[int], None] | None = None,
+) -> int:
+    """Record a queued job, submitted by a signed-in `actor`, and hand it to the worker; returns the job id.
 
     `before_send(job_id)` creates whatever else the task will look up (e.g. its training run) first.
     """
     if kind not in TASK_NAMES:
         raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(TASK_NAMES)}")
+    actor = require_signed_in(actor, f"start a {kind} job")
     name = TASK_NAMES[kind]
     celery_id = uuid()
     # The row exists (and is committed) before the message, so a worker never gets an id it cannot find.
     with session_scope() as session:
-        job_id = create_job(session=session, kind=kind, params=params).id
+        job_id = create_job(session=session, kind=kind, params=params, submitted_by=actor.user_id).id
         set_celery_id(session=session, job_id=job_id, celery_id=celery_id)
+        if kind in SUBMIT_ACTIONS:
+            audit(actor, SUBMIT_ACTIONS[kind], target=f"job {job_id}", detail=str(params)[:500], session=session)
     if before_send is not None:
         before_send(job_id)
     _send(name, job_id, celery_id)
@@ -70,13 +85,31 @@ def _send(name: str, job_id: int, celery_id: str) -> None:
         raise QueueUnavailable(error) from exc
 
 
-def cancel_job(job_id: int) -> str:
-    """Ask a job to stop; returns a sentence saying what happened, for the page to show."""
+def _may_control(actor: Actor | None, job_id: int, what: str) -> Actor:
+    """The actor when they may cancel or re-run this job: an admin any job, a clinician the ones they submitted."""
+    actor = require_signed_in(actor, f"{what} jobs")
+    if actor.is_admin:
+        return actor
+    with session_scope() as session:
+        job = get_job(session=session, job_id=job_id)
+        if job is not None and job.submitted_by == actor.user_id and job.kind != "train":
+            return actor
+    return require_admin(actor, f"{what} another user's job (job {job_id})")
+
+
+def cancel_job(job_id: int, *, actor: Actor | None) -> str:
+    """Ask a job to stop; returns a sentence saying what happened, for the page to show.
+
+    A clinician may cancel the jobs they submitted, an admin any job; anyone else gets NotAllowed (audited).
+    """
+    actor = _may_control(actor, job_id, "cancel")
     with session_scope() as session:
         job = request_cancel(session=session, job_id=job_id)
         if job is None:
             return f"Job {job_id} does not exist."
         status, celery_id, was_running = job.status, job.celery_id, job.status == "running"
+        if was_running or status == "cancelled":
+            audit(actor, AuditAction.JOB_CANCELLED, target=f"job {job_id}", detail=job.kind, session=session)
     if was_running:
         return f"Job {job_id} will stop at its next checkpoint."
     if status == "cancelled" and celery_id:
@@ -90,11 +123,12 @@ def cancel_job(job_id: int) -> str:
     return f"Job {job_id} had already finished ({status})."
 
 
-def requeue_job(job_id: int) -> str:
+def requeue_job(job_id: int, *, actor: Actor | None) -> str:
     """Run a failed or cancelled job again under the same id; returns a sentence for the page to show.
 
     A batch job skips the files it already did, so a job whose worker was killed ends with each file done once.
     """
+    actor = _may_control(actor, job_id, "re-run")
     celery_id, stale_after = uuid(), get_settings().job_stale_after_s
     with session_scope() as session:
         # A job whose worker died still reads "running" until its heartbeat is old enough to settle it.
@@ -113,6 +147,7 @@ def requeue_job(job_id: int) -> str:
         if reset_for_rerun(session=session, job_id=job_id, celery_id=celery_id) is None:
             state = "has succeeded" if status == "succeeded" else f"is {status}"
             return f"Job {job_id} {state}: only a failed or cancelled job can be run again."
+        audit(actor, AuditAction.JOB_REQUEUED, target=f"job {job_id}", detail=kind, session=session)
     _send(TASK_NAMES[kind], job_id, celery_id)
     return f"Job {job_id} is queued again."
 
@@ -135,15 +170,17 @@ def _redis_location() -> str:
     return maybe_sanitize_url(get_settings().redis_url)
 
 
-def submit_training(cfg: TrainConfig, *, use_reviewed: bool = False) -> tuple[int, int]:
-    """Queue a training run; returns (job id, run id)."""
+def submit_training(cfg: TrainConfig, *, actor: Actor | None, use_reviewed: bool = False) -> tuple[int, int]:
+    """Queue a training run (admins only: NotAllowed otherwise, audited); returns (job id, run id)."""
     from services.training import create_recorded_run
 
+    require_admin(actor, "train models")
     run_ids: list[int] = []
     params = {"framework": cfg.framework, "preset": cfg.preset, "data_dir": cfg.data_dir}
     job_id = submit_job(
         "train",
         params,
+        actor=actor,
         before_send=lambda job_id: run_ids.append(
             create_recorded_run(cfg=cfg, use_reviewed=use_reviewed, job_id=job_id)
         ),
@@ -157,6 +194,7 @@ def submit_batch(
     patient_mode: str,
     patient_mrn: str | None = None,
     model_version_ids: list[int] | None = None,
+    actor: Actor | None,
 ) -> int:
     """Queue a batch prediction over a checked folder or zip (see services.batch_input); returns the job id.
 
@@ -174,7 +212,7 @@ def submit_batch(
             raise BatchInputError(str(exc)) from exc
         ids = [v.id for v in versions]
     params = {**source, "patient_mode": patient_mode, "patient_mrn": mrn, "model_version_ids": ids}
-    return submit_job("batch", params)
+    return submit_job("batch", params, actor=actor)
 
 
 # A queued job's message goes out milliseconds after its row is written; one older than this and missing from

@@ -17,17 +17,49 @@ EXPECT_TIMEOUT_MS = 60_000
 RESULT_TIMEOUT_MS = 300_000  # background jobs: a batch over the sample folder, a tiny training run
 
 
+# The sidebar's name of each page, by its URL path.
+PAGE_TITLES = {
+    "": "Home",
+    "Diagnose": "Diagnose",
+    "Batch": "Batch",
+    "History": "History",
+    "Train": "Train",
+    "Leaderboard": "Leaderboard",
+    "Models": "Models",
+    "Users": "Users",
+    "Audit": "Audit log",
+}
+
+
 @dataclass
 class App:
     page: Page
     url: str
     screenshot_dir: Path | None  # None: screenshots are not written
+    username: str
+    password: str
 
-    def open(self, path: str = "") -> None:
-        """Load a page of the app (`""` is Home, "Diagnose" is views/1_Diagnose.py) and wait for its run."""
+    def load(self, path: str = "") -> None:
+        """Open a URL of the app in this tab (a new browser session: signed out) and wait for its run."""
         self.page.goto(f"{self.url}/{path}")
         expect(self.page.get_by_test_id("stAppViewContainer")).to_be_attached(timeout=SETTLE_TIMEOUT_MS)
         self.settle()
+
+    def sign_in(self, username: str | None = None, password: str | None = None) -> None:
+        """Fill in the sign-in form and submit it, as a person does."""
+        main = self.main()
+        main.get_by_role("textbox", name="User name").fill(username or self.username)
+        main.get_by_role("textbox", name="Password").fill(password or self.password)
+        self.click(main.get_by_role("button", name="Sign in"))
+
+    def open(self, path: str = "") -> None:
+        """Go to a page of the app (`""` is Home, "Diagnose" is views/1_Diagnose.py) through the sidebar, signing
+        in first when this tab is not signed in yet."""
+        if not self.page.get_by_test_id("stSidebarNav").is_visible():
+            self.load()
+            self.sign_in()
+            expect(self.page.get_by_test_id("stSidebarNav")).to_be_visible()
+        self.click(self.page.get_by_test_id("stSidebarNav").get_by_role("link", name=PAGE_TITLES[path], exact=True))
 
     def settle(self) -> None:
         """Wait until the app is connected and its script run is over."""

@@ -4,7 +4,9 @@ Fixtures (the stack is started once for the whole tests/e2e package and stopped 
     stack   a Stack: the app's base URL and the app's and worker's logs. The environment, settings and engine of this process
             point at the stack's database, so a test can read what the app wrote. Each framework has an
             active model: the shipped default weights when they exist, otherwise a tiny one trained here.
-    app     an App for one test: a fresh browser tab on the running app (see tests/e2e/browser.py).
+    app     an App for one test: a fresh browser tab on the running app (see tests/e2e/browser.py), which
+            signs in as a clinician when it first opens a page.
+    admin_app  the same, signing in as an admin.
 
 The browser is Debian's chromium driven by the pinned Playwright through `executable_path`; without
 /usr/bin/chromium the tests skip. With SAVE_SCREENSHOTS=1 the tests write docs/screenshots/*.png.
@@ -226,9 +228,21 @@ def browser_context(stack: Stack, chromium: Path, tmp_path_factory: pytest.TempP
         context.close()
 
 
-@pytest.fixture
-def app(stack: Stack, browser_context) -> Iterator[App]:
+def _tab(stack: Stack, browser_context, role: str) -> Iterator[App]:  # type: ignore[no-untyped-def]
+    from tests.users import PASSWORD, make_actor
+
+    actor = make_actor(role, f"e2e-{role}")
     tab = browser_context.new_page()
     screenshots = SCREENSHOT_DIR if os.environ.get("SAVE_SCREENSHOTS") == "1" else None
-    yield App(tab, stack.url, screenshots)
+    yield App(tab, stack.url, screenshots, actor.username, PASSWORD)
     tab.close()
+
+
+@pytest.fixture
+def app(stack: Stack, browser_context) -> Iterator[App]:
+    yield from _tab(stack, browser_context, "clinician")
+
+
+@pytest.fixture
+def admin_app(stack: Stack, browser_context) -> Iterator[App]:
+    yield from _tab(stack, browser_context, "admin")

@@ -10,7 +10,8 @@ pytestmark = pytest.mark.e2e
 EPOCHS = 2
 
 
-def test_a_tiny_training_run_shows_its_curves_reaches_the_leaderboard_and_is_promoted(app: App) -> None:
+def test_a_tiny_training_run_shows_its_curves_reaches_the_leaderboard_and_is_promoted(admin_app: App) -> None:
+    app = admin_app
     app.open("Train")
     main = app.main()
     # The form opens on the CNN's report preset and the shipped sample folder; make it a quick run.

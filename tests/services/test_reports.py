@@ -5,7 +5,7 @@ import io
 from datetime import datetime
 
 from db.history import PatientTimeline, PredictionRow
-from services.reports import _cell, patient_report_html, predictions_csv
+from services.reports import csv_cell, patient_report_html, predictions_csv
 from tests.entries import scan_entry
 
 HOSTILE = "**x**<img src=x onerror=alert(1)>"
@@ -13,9 +13,9 @@ HOSTILE = "**x**<img src=x onerror=alert(1)>"
 
 def test_cells_that_a_spreadsheet_would_run_become_text() -> None:
     for value in ("=1+1", "+1", "-1", "@SUM(A1)", "  =HYPERLINK(1)", "\t=1", "\r@x", "\x01x"):
-        assert _cell(value) == "'" + value, value
+        assert csv_cell(value) == "'" + value, value
     for value in ("glioma", "P-001", "", 0.5, " leading space"):
-        assert _cell(value) == value
+        assert csv_cell(value) == value
 
 
 def _timeline(text: str) -> PatientTimeline:

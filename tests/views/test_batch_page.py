@@ -11,6 +11,7 @@ from db.jobs import create_job, finish_job, get_job
 from db.runs import register_model_version
 from db.session import session_scope
 from settings import ROOT, SAMPLE_DIR, get_settings
+from tests.users import signed_in
 
 PAGE = str(ROOT / "views" / "2_Batch.py")
 
@@ -38,7 +39,7 @@ def model_id(roots: Path) -> int:
 
 
 def open_page(query: dict[str, str] | None = None) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=30)
+    at = signed_in(AppTest.from_file(PAGE, default_timeout=30))
     for name, value in (query or {}).items():
         at.query_params[name] = value
     at.run()

@@ -16,6 +16,8 @@ from models.predictor import load_predictor
 from services.model_files import file_sha256
 from settings import ROOT, SAMPLE_DIR, get_settings
 from tests.entries import shown
+from tests.users import signed_in
+from ui.text import literal
 
 PAGE = str(ROOT / "views" / "1_Diagnose.py")
 
@@ -67,7 +69,7 @@ def sample_jpeg(cls: str = "glioma", n: int = 0) -> tuple[str, bytes]:
 
 
 def open_page() -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=60)
+    at = signed_in(AppTest.from_file(PAGE, default_timeout=60))
     at.run()
     assert not at.exception
     return at
@@ -126,7 +128,7 @@ def test_sample_jpeg_is_predicted_and_saved_with_its_model_version(db_url, activ
     assert at.metric[0].value in ("glioma", "meningioma", "notumor", "pituitary")
     choose_existing(at, "P-1")
     save(at)
-    assert at.success[0].value == "Saved to patient P-1's record: 1 new scan(s), 1 new prediction(s)."
+    assert at.success[0].value == f"Saved to patient {literal('P-1')}'s record: 1 new scan(s), 1 new prediction(s)."
     scans, predictions = rows()
     assert [(s.original_name, s.image_format, s.source) for s in scans] == [(name, "JPEG", "upload")]
     assert [(p.scan_id, p.model_version_id) for p in predictions] == [(scans[0].id, active_cnn)]
@@ -204,7 +206,7 @@ def test_both_active_models_answer_side_by_side_and_each_prediction_is_saved(db_
 
 def test_saving_links_to_the_patients_history(db_url, active_cnn):
     add_patient("P-1")
-    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=60)
+    at = signed_in(AppTest.from_file(str(ROOT / "Home.py"), default_timeout=60))
     at.run()
     at.switch_page("views/1_Diagnose.py").run()
     upload(at, [sample_jpeg()])

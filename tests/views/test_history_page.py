@@ -12,6 +12,7 @@ from models.imaging import decode_image
 from services.diagnosis import model_result, save_scan_with_predictions
 from settings import ROOT, SAMPLE_DIR
 from tests.entries import scan_entry, shown
+from tests.users import signed_in
 
 PAGE = str(ROOT / "views" / "3_History.py")
 
@@ -71,19 +72,19 @@ def run(at: AppTest) -> AppTest:
 
 
 def open_record(record: Record) -> AppTest:
-    at = run(AppTest.from_file(PAGE, default_timeout=120))
+    at = run(signed_in(AppTest.from_file(PAGE, default_timeout=120)))
     at.selectbox(key="history_open_select").set_value(record.patient_pk)
     return run(at)
 
 
 def test_page_lists_the_seeded_patient(record):
-    at = run(AppTest.from_file(PAGE, default_timeout=60))
+    at = run(signed_in(AppTest.from_file(PAGE, default_timeout=60)))
     table = at.dataframe[0].value
     assert list(table["Patient id"]) == ["P-777"] and list(table["Awaiting review"]) == [2]
 
 
 def test_patient_link_opens_the_record_with_both_models_predictions(record):
-    at = AppTest.from_file(PAGE, default_timeout=60)
+    at = signed_in(AppTest.from_file(PAGE, default_timeout=60))
     at.query_params["patient"] = "P-777"
     run(at)
     assert shown(at.header[0].value) == "Patient P-777"

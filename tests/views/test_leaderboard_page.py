@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 from db.leaderboard import REFERENCE_SOURCE
 from settings import ROOT
 from tests.seed_runs import seed_run
+from tests.users import signed_in
 
 PAGE = str(ROOT / "views" / "5_Leaderboard.py")
 
@@ -23,7 +24,7 @@ def seeded(db_url: str) -> dict[str, int]:
 
 
 def open_page(**query: str) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=60)
+    at = signed_in(AppTest.from_file(PAGE, default_timeout=60))
     at.query_params.update(query)
     at.run()
     assert not at.exception

@@ -12,6 +12,7 @@ from models.data import load_rgb
 from models.predictor import load_predictor
 from services.model_files import file_sha256
 from settings import ROOT, SAMPLE_DIR
+from tests.users import signed_in
 
 PAGE = str(ROOT / "views" / "6_Models.py")
 
@@ -49,7 +50,7 @@ def two_versions(db_url: str, checkpoints: tuple[Path, Path]) -> tuple[int, int]
 
 
 def open_page() -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at = signed_in(AppTest.from_file(PAGE, default_timeout=60)).run()
     assert not at.exception
     return at
 

@@ -14,6 +14,7 @@ from db.session import session_scope
 from models.config import PRESETS
 from settings import ROOT, SAMPLE_DIR
 from tests.env import environment
+from tests.users import make_actor, signed_in
 from worker.submit import cancel_job
 
 PAGE = str(ROOT / "views" / "4_Train.py")
@@ -41,7 +42,7 @@ def job_count() -> int:
 
 
 def open_page() -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at = signed_in(AppTest.from_file(PAGE, default_timeout=60)).run()
     assert not at.exception
     return at
 
@@ -200,7 +201,7 @@ def test_a_cancelled_run_continues_from_its_last_epoch(wait_for_job: Callable) -
     while not epochs_of(run.id):
         assert time.monotonic() < deadline, "the run never finished an epoch"
         time.sleep(0.1)
-    cancel_job(run.job_id)
+    cancel_job(run.job_id, actor=make_actor())
     assert wait_for_job(run.job_id, timeout=180).status == "cancelled"
     done = len(epochs_of(run.id))
     at.run()
@@ -213,6 +214,6 @@ def test_a_cancelled_run_continues_from_its_last_epoch(wait_for_job: Callable) -
         assert time.monotonic() < deadline, "the run did not say it resumed"
         time.sleep(0.1)
     assert resumed[0] >= done >= 1
-    cancel_job(run.job_id)
+    cancel_job(run.job_id, actor=make_actor())
     wait_for_job(run.job_id, timeout=180)
     assert [e for e in epochs_of(run.id)] == list(range(1, len(epochs_of(run.id)) + 1))  # each epoch once

@@ -20,6 +20,7 @@ from db.session import session_scope
 from services.batch_input import BatchInputError, folder_source, list_folder, zip_source
 from settings import SAMPLE_DIR, get_settings
 from tests.env import environment
+from tests.users import make_actor
 from worker.submit import cancel_job, requeue_job, submit_batch, submit_job
 
 
@@ -73,7 +74,9 @@ def copy_samples(dest: Path, per_class: int, *, labelled: bool) -> list[Path]:
 
 def run_batch(wait_for_job: Callable, folder: Path, **options: object):  # type: ignore[no-untyped-def]
     job_id = submit_batch(
-        source=folder_source(str(folder), settings=get_settings()), **{"patient_mode": "none", **options}
+        source=folder_source(str(folder), settings=get_settings()),
+        **{"patient_mode": "none", **options},
+        actor=make_actor(),
     )
     return wait_for_job(job_id, timeout=120)
 
@@ -152,7 +155,7 @@ def test_a_zip_is_predicted_with_patients_from_its_folders_and_then_removed(cnn_
         archive.write(first, "export/P-301/a.jpg")
         archive.write(second, "export/P-302/b.jpg")
     source = zip_source(buffer.getvalue(), "export.zip", settings=get_settings())
-    job = wait_for_job(submit_batch(source=source, patient_mode="folder"), timeout=120)
+    job = wait_for_job(submit_batch(source=source, patient_mode="folder", actor=make_actor()), timeout=120)
     assert job.status == "succeeded", job.error
     with session_scope() as session:
         rows = batch_rows(session=session, job_id=job.id)
@@ -176,7 +179,7 @@ def test_folders_outside_the_roots_are_refused_by_the_page_and_by_the_worker(
     (data_root / "escape").symlink_to(tmp_path)
     # Sent as if the folder had been checked: the worker checks again and fails the job with the reason.
     for folder, reason in [("/etc", "outside the allowed data folders"), (str(data_root / "escape"), "symbolic link")]:
-        job_id = submit_job("batch", {"source": "folder", "folder": folder, "patient_mode": "none"})
+        job_id = submit_job("batch", {"source": "folder", "folder": folder, "patient_mode": "none"}, actor=make_actor())
         job = wait_for_job(job_id, timeout=60)
         assert job.status == "failed" and reason in job.error
 
@@ -184,9 +187,11 @@ def test_folders_outside_the_roots_are_refused_by_the_page_and_by_the_worker(
 def test_a_cancelled_job_ends_cancelled(cnn_version, data_root, wait_for_job) -> None:
     for copy in range(4):
         copy_samples(data_root / "big" / f"copy{copy}", 20, labelled=True)
-    job_id = submit_batch(source=folder_source(str(data_root / "big"), settings=get_settings()), patient_mode="none")
+    job_id = submit_batch(
+        source=folder_source(str(data_root / "big"), settings=get_settings()), patient_mode="none", actor=make_actor()
+    )
     wait_for_job(job_id, statuses=("running",), timeout=60)
-    assert "will stop" in cancel_job(job_id)
+    assert "will stop" in cancel_job(job_id, actor=make_actor())
     job = wait_for_job(job_id, timeout=60)
     assert job.status == "cancelled"
     with session_scope() as session:
@@ -215,7 +220,7 @@ def test_a_requeued_job_that_was_half_done_ends_with_every_file_once(cnn_version
     )
     with session_scope() as session:
         finish_job(session=session, job_id=job_id, status="failed", error="the worker stopped responding")
-    assert requeue_job(job_id) == f"Job {job_id} is queued again."
+    assert requeue_job(job_id, actor=make_actor()) == f"Job {job_id} is queued again."
     job = wait_for_job(job_id, timeout=120)
     assert job.status == "succeeded", job.error
     with session_scope() as session:
@@ -238,6 +243,7 @@ def test_a_job_whose_worker_process_is_killed_is_delivered_again_and_does_each_f
         source=folder_source(str(data_root / "killed"), settings=get_settings()),
         patient_mode="single",
         patient_mrn="P-500",
+        actor=make_actor(),
     )
     deadline = time.monotonic() + 60
     while (job := wait_for_job(job_id, statuses=("running",), timeout=60)).progress_current < 32:

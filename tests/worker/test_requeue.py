@@ -2,6 +2,7 @@
 
 from db.jobs import create_job, finish_job, get_job, mark_running
 from db.session import session_scope
+from tests.users import make_actor
 from worker.submit import requeue_job
 
 
@@ -22,19 +23,22 @@ def status_of(job_id: int) -> str:
 
 def test_a_running_job_is_not_run_twice(db_url) -> None:
     job_id = make_job("batch", "running")
-    assert "is still running" in requeue_job(job_id) and status_of(job_id) == "running"
+    assert "is still running" in requeue_job(job_id, actor=make_actor()) and status_of(job_id) == "running"
 
 
 def test_a_succeeded_job_is_not_run_again(db_url) -> None:
     job_id = make_job("batch", "succeeded")
-    assert requeue_job(job_id) == f"Job {job_id} has succeeded: only a failed or cancelled job can be run again."
+    assert (
+        requeue_job(job_id, actor=make_actor())
+        == f"Job {job_id} has succeeded: only a failed or cancelled job can be run again."
+    )
     assert status_of(job_id) == "succeeded"
 
 
 def test_a_failed_training_job_is_queued_again_under_its_id(db_url) -> None:
     job_id = make_job("train", "failed")
-    assert requeue_job(job_id) == f"Job {job_id} is queued again." and status_of(job_id) == "queued"
-    assert requeue_job(job_id + 1) == f"Job {job_id + 1} does not exist."
+    assert requeue_job(job_id, actor=make_actor()) == f"Job {job_id} is queued again." and status_of(job_id) == "queued"
+    assert requeue_job(job_id + 1, actor=make_actor()) == f"Job {job_id + 1} does not exist."
 
 
 def test_the_periodic_sweep_settles_a_job_whose_worker_died(db_url) -> None:

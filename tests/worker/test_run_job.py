@@ -7,6 +7,7 @@ import pytest
 
 from db.jobs import create_job, finish_job, get_job, mark_running
 from db.session import session_scope
+from tests.users import make_actor
 from worker import jobs
 from worker.jobs import UserError, run_job
 from worker.submit import cancel_job
@@ -89,7 +90,7 @@ def test_cancel_while_running_stops_the_body_at_its_next_check(db_url):
     runner = threading.Thread(target=run_job, args=(TASK, job_id, body))
     runner.start()
     assert started.wait(timeout=30)
-    assert "next checkpoint" in cancel_job(job_id)
+    assert "next checkpoint" in cancel_job(job_id, actor=make_actor())
     runner.join(timeout=60)
     job = _job(job_id)
     assert (job.status, job.result) == ("cancelled", None)

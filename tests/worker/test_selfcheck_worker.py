@@ -8,6 +8,7 @@ from db.jobs import get_job
 from db.runs import register_model_version
 from db.schema import ModelVersion
 from db.session import session_scope
+from tests.users import make_actor
 from worker.submit import submit_job, worker_status
 
 pytestmark = pytest.mark.slow
@@ -49,7 +50,7 @@ def test_worker_is_listed_as_online(worker):
 
 
 def test_selfcheck_goes_from_queued_through_running_to_succeeded(worker, wait_for_job):
-    job_id = submit_job("selfcheck", {})
+    job_id = submit_job("selfcheck", {}, actor=make_actor())
     job = wait_for_job(job_id)
     assert job.status == "succeeded", job.error
     assert job.progress_total > 0 and job.progress_current == job.progress_total
@@ -60,7 +61,7 @@ def test_selfcheck_goes_from_queued_through_running_to_succeeded(worker, wait_fo
 
 
 def test_selfcheck_fails_naming_each_broken_model_file(worker, broken_models, wait_for_job):
-    job_id = submit_job("selfcheck", {})
+    job_id = submit_job("selfcheck", {}, actor=make_actor())
     job = wait_for_job(job_id)
     assert job.status == "failed"
     assert job.error.startswith("2 of 5 checks failed.")

@@ -5,12 +5,13 @@ import pytest
 from db.jobs import create_job, finish_job, recent_jobs
 from db.session import session_scope
 from settings import get_settings
+from tests.users import make_actor
 from worker.submit import cancel_job, submit_job, worker_status
 
 
 def test_unknown_job_kind_is_refused_before_anything_is_recorded(db_url):
     with pytest.raises(ValueError, match="unknown job kind 'retrain'"):
-        submit_job("retrain", {})
+        submit_job("retrain", {}, actor=make_actor())
     with session_scope() as session:
         assert recent_jobs(session=session) == []
 
@@ -19,8 +20,8 @@ def test_cancel_of_a_finished_job_leaves_it_as_it_was(db_url):
     with session_scope() as session:
         job_id = create_job(session=session, kind="selfcheck", params={}).id
         finish_job(session=session, job_id=job_id, status="succeeded")
-    assert cancel_job(job_id) == f"Job {job_id} had already finished (succeeded)."
-    assert cancel_job(job_id + 1) == f"Job {job_id + 1} does not exist."
+    assert cancel_job(job_id, actor=make_actor()) == f"Job {job_id} had already finished (succeeded)."
+    assert cancel_job(job_id + 1, actor=make_actor()) == f"Job {job_id + 1} does not exist."
 
 
 def test_unreachable_redis_is_reported_with_its_address_and_no_password(monkeypatch):
@@ -52,7 +53,7 @@ def test_redis_down_at_submit_fails_the_job_and_its_run_within_seconds(db_url):
     try:
         started = time.monotonic()
         with pytest.raises(QueueUnavailable, match="could not be reached"):
-            submit_training(make_config("torch", str(SAMPLE_DIR), "report", epochs=1))
+            submit_training(make_config("torch", str(SAMPLE_DIR), "report", epochs=1), actor=make_actor())
         assert time.monotonic() - started < 2
     finally:
         celery_app.conf.broker_url = saved

@@ -15,6 +15,7 @@ from services.model_files import file_sha256
 from services.training import execute_run
 from settings import SAMPLE_DIR
 from tests.env import environment
+from tests.users import make_actor
 from worker.submit import cancel_job, submit_training
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -44,7 +45,7 @@ def _run(run_id: int):  # type: ignore[no-untyped-def]
 
 def test_torch_run_records_each_epoch_and_final_metrics(wait_for_job: Callable) -> None:
     cfg = make_config("torch", str(SAMPLE_DIR), "report", epochs=2, batch_size=16, max_images_per_class=10)
-    job_id, run_id = submit_training(cfg)
+    job_id, run_id = submit_training(cfg, actor=make_actor())
     job = wait_for_job(job_id, timeout=300)
     assert job.status == "succeeded", job.error
     assert job.progress_current == job.progress_total > 0
@@ -76,7 +77,7 @@ def test_keras_run_from_random_init_trains_and_says_so(wait_for_job: Callable) -
     cfg = make_config(
         "keras", str(SAMPLE_DIR), "improved", epochs=1, batch_size=16, max_images_per_class=6, image_size=96, tta=False
     )
-    job_id, run_id = submit_training(cfg)
+    job_id, run_id = submit_training(cfg, actor=make_actor())
     job = wait_for_job(job_id, timeout=400)
     assert job.status == "succeeded", job.error
     run, epochs = _run(run_id)
@@ -88,7 +89,7 @@ def test_pretrained_run_without_weights_fails_with_the_fix(wait_for_job: Callabl
     cfg = make_config(
         "keras", str(SAMPLE_DIR), "report", epochs=1, max_images_per_class=4, weights_path=str(tmp_path / "absent.h5")
     )
-    job_id, run_id = submit_training(cfg)
+    job_id, run_id = submit_training(cfg, actor=make_actor())
     job = wait_for_job(job_id, timeout=300)
     assert job.status == "failed"
     assert "ImageNet weights were not found" in job.error and "MOBILENET_WEIGHTS_PATH" in job.error
@@ -99,7 +100,7 @@ def test_pretrained_run_without_weights_fails_with_the_fix(wait_for_job: Callabl
 def test_folder_without_classes_fails_with_a_message(wait_for_job: Callable, data_root: Path) -> None:
     (data_root / "photos" / "holiday").mkdir(parents=True)
     cfg = make_config("torch", str(data_root / "photos"), "report", epochs=1)
-    job_id, run_id = submit_training(cfg)
+    job_id, run_id = submit_training(cfg, actor=make_actor())
     job = wait_for_job(job_id, timeout=120)
     assert job.status == "failed" and "no class subfolders" in job.error
     assert _run(run_id)[0].status == "failed"
@@ -107,9 +108,9 @@ def test_folder_without_classes_fails_with_a_message(wait_for_job: Callable, dat
 
 def test_cancelled_run_ends_cancelled(wait_for_job: Callable) -> None:
     cfg = make_config("torch", str(SAMPLE_DIR), "report", epochs=50, batch_size=4, max_images_per_class=10)
-    job_id, run_id = submit_training(cfg)
+    job_id, run_id = submit_training(cfg, actor=make_actor())
     wait_for_job(job_id, statuses=("running",), timeout=120)
-    assert "will stop" in cancel_job(job_id)
+    assert "will stop" in cancel_job(job_id, actor=make_actor())
     job = wait_for_job(job_id, timeout=180)
     assert job.status == "cancelled"
     run, epochs = _run(run_id)
@@ -142,7 +143,7 @@ def test_a_training_job_whose_worker_process_is_killed_resumes_from_its_last_epo
     worker, wait_for_job: Callable
 ) -> None:
     cfg = make_config("torch", str(SAMPLE_DIR), "report", epochs=3, batch_size=8, max_images_per_class=20)
-    job_id, run_id = submit_training(cfg)
+    job_id, run_id = submit_training(cfg, actor=make_actor())
     deadline = time.monotonic() + 240
     while not _run(run_id)[1]:
         assert time.monotonic() < deadline, "the run never finished its first epoch"
@@ -162,7 +163,7 @@ def test_a_training_job_whose_worker_process_is_killed_resumes_from_its_last_epo
 def test_a_folder_outside_the_allowed_roots_is_refused_by_the_worker(wait_for_job: Callable, tmp_path: Path) -> None:
     # submit_training does not check folders (the Train form does): the worker checks again.
     cfg = make_config("torch", str(tmp_path), "report", epochs=1)
-    job_id, run_id = submit_training(cfg)
+    job_id, run_id = submit_training(cfg, actor=make_actor())
     job = wait_for_job(job_id, timeout=120)
     assert job.status == "failed" and "outside the allowed data folders" in job.error
     assert _run(run_id)[1] == []
@@ -177,6 +178,6 @@ def test_a_link_out_of_the_training_folder_is_refused(wait_for_job: Callable, da
         for src in sorted((SAMPLE_DIR / name).iterdir())[:4]:
             (folder / name / src.name).write_bytes(src.read_bytes())
     (folder / "glioma" / "escape.jpg").symlink_to(outside)
-    job_id, _ = submit_training(make_config("torch", str(folder), "report", epochs=1))
+    job_id, _ = submit_training(make_config("torch", str(folder), "report", epochs=1), actor=make_actor())
     job = wait_for_job(job_id, timeout=120)
     assert job.status == "failed" and "leads outside the folder" in job.error and str(outside) in job.error

@@ -10,6 +10,7 @@ from db.jobs import create_job, get_job, mark_running
 from db.schema import utcnow
 from db.session import session_scope
 from settings import get_settings
+from tests.users import make_actor
 from worker.submit import cancel_job, submit_job, worker_status
 
 pytestmark = pytest.mark.slow
@@ -17,11 +18,11 @@ pytestmark = pytest.mark.slow
 
 def test_job_cancelled_while_queued_is_never_run(module_db_url, start_worker, wait_for_job):
     assert worker_status()["workers"] == []  # nobody may take the job before it is cancelled
-    job_id = submit_job("selfcheck", {})
-    assert cancel_job(job_id) == f"Job {job_id} cancelled."
+    job_id = submit_job("selfcheck", {}, actor=make_actor())
+    assert cancel_job(job_id, actor=make_actor()) == f"Job {job_id} cancelled."
     worker = start_worker()
     # The queue is first in, first out: once a later job has run, the cancelled one has been delivered.
-    later = wait_for_job(submit_job("selfcheck", {}))
+    later = wait_for_job(submit_job("selfcheck", {}, actor=make_actor()))
     worker.stop()
     with session_scope() as session:
         job = get_job(session=session, job_id=job_id)
@@ -42,8 +43,8 @@ def test_starting_worker_settles_jobs_whose_worker_died(module_db_url, start_wor
 
 def test_a_starting_worker_sends_again_the_queued_jobs_redis_lost(module_db_url, start_worker, wait_for_job):
     assert worker_status()["workers"] == []
-    lost = submit_job("selfcheck", {})
-    kept = submit_job("selfcheck", {})
+    lost = submit_job("selfcheck", {}, actor=make_actor())
+    kept = submit_job("selfcheck", {}, actor=make_actor())
     client = redis.Redis.from_url(get_settings().redis_url)
     with session_scope() as session:
         lost_celery_id = get_job(session=session, job_id=lost).celery_id

@@ -1,0 +1,5 @@
+"""Sign in: the only page offered until someone has signed in."""
+
+from ui.auth import sign_in_form
+
+sign_in_form()
