@@ -214,7 +214,7 @@ def test_saving_links_to_the_patients_history(db_url, active_cnn):
     save(at)
     links = [link for link in at.get("page_link") if "history" in link.proto.label]
     assert [(link.proto.label, link.proto.query_string) for link in links] == [
-        ("Open patient P-1's history", "patient=P-1")
+        (f"Open patient {literal('P-1')}'s history", "patient=P-1")
     ]
 
 

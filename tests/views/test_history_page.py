@@ -3,10 +3,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 from db.runs import register_model_version
-from db.schema import Patient, Prediction, Scan
+from db.schema import AuditEntry, Patient, Prediction, Scan
 from db.session import session_scope
 from models.imaging import decode_image
 from services.diagnosis import model_result, save_scan_with_predictions
@@ -99,7 +100,6 @@ def test_review_submitted_on_the_page_persists(record):
     at.radio(key=f"history_review_action_{scan}").set_value("correct")
     at.selectbox(key=f"history_review_label_{scan}").set_value("glioma")
     at.text_area(key=f"history_review_note_{scan}").input("rim enhancement")
-    at.text_input(key=f"history_review_by_{scan}").input("Dr Grey")
     at.button(key=f"history_review_submit_{scan}").click().run()
     assert not at.exception
     assert "Review saved" in at.success[0].value
@@ -108,17 +108,24 @@ def test_review_submitted_on_the_page_persists(record):
         assert (row.review_status, row.reviewer_label, row.reviewer, row.review_note) == (
             "corrected",
             "glioma",
-            "Dr Grey",
+            "test-admin",  # the signed-in user: no name is typed
             "rim enhancement",
         )
         assert row.reviewed_at is not None
+        [entry] = session.scalars(select(AuditEntry).where(AuditEntry.action == "review")).all()
+    assert (entry.username, entry.target, entry.patient_mrn) == (
+        "test-admin",
+        f"prediction {record.keras_prediction}",
+        "P-777",
+    )
 
 
-def test_review_without_a_reviewer_shows_why_and_saves_nothing(record):
+def test_a_correction_without_a_label_shows_why_and_saves_nothing(record):
     at = open_record(record)
+    at.radio(key=f"history_review_action_{record.scan_id}").set_value("correct")
     at.button(key=f"history_review_submit_{record.scan_id}").click().run()
     assert not at.exception
-    assert "reviewer's name" in at.error[0].value
+    assert "Choose the correct label" in at.error[0].value
     with session_scope() as session:
         assert session.get(Prediction, record.torch_prediction).review_status == "pending"
 
