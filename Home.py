@@ -30,9 +30,14 @@ LEADERBOARD = st.Page(
 MODELS = st.Page("views/6_Models.py", title="Models", icon=":material/inventory_2:", url_path="Models")
 USERS = st.Page("views/7_Users.py", title="Users", icon=":material/group:", url_path="Users")
 AUDIT = st.Page("views/8_Audit.py", title="Audit log", icon=":material/policy:", url_path="Audit")
-SIGN_IN = st.Page("views/sign_in.py", title="Sign in", icon=":material/login:", url_path="SignIn", default=True)
 CLINICIAN_PAGES = {"": [HOME], "Clinic": [DIAGNOSE, BATCH, HISTORY]}
 ADMIN_PAGES = {**CLINICIAN_PAGES, "Models": [TRAIN, LEADERBOARD, MODELS], "Administration": [USERS, AUDIT]}
+# Signed out, every page's URL runs the sign-in form (a bookmark gets no "page not found"), and once signed in
+# the same URL is the page that was asked for.
+SIGN_IN = [
+    st.Page("views/sign_in.py", title="Sign in", icon=":material/login:", default=url_path is None, url_path=url_path)
+    for url_path in (None, "Diagnose", "Batch", "History", "Train", "Leaderboard", "Models", "Users", "Audit")
+]
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -44,7 +49,7 @@ def _schema_problem(url: str) -> str | None:
 settings = get_settings()
 problem = _schema_problem(settings.database_url)
 if problem:
-    st.navigation([SIGN_IN], position="hidden")
+    st.navigation(SIGN_IN, position="hidden")
     database = make_url(settings.database_url).render_as_string(hide_password=True)
     st.error(
         f"The database at `{database}` is not ready: {problem}. Run `make migrate` (or `make run`, which "
@@ -53,7 +58,7 @@ if problem:
     st.stop()
 actor = signed_in()
 if actor is None:
-    page = st.navigation([SIGN_IN], position="hidden")
+    page = st.navigation(SIGN_IN, position="hidden")
 else:
     page = st.navigation(ADMIN_PAGES if actor.is_admin else CLINICIAN_PAGES)
     account_box(actor)

@@ -4,8 +4,9 @@ Deleting is for admins only, checked here; a delete names the patient by id and 
 page holding a stale id never deletes someone else.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from db.batches import BatchRow
 from db.deletion import Removal, delete_patient, delete_scan
 from db.history import PredictionFilters, PredictionRow, all_predictions
 from db.reviews import review_prediction
@@ -13,7 +14,7 @@ from db.schema import Patient, Scan
 from db.session import read_scope, session_scope
 from domain import AuditAction, UserError
 from services.auth import Actor, audit, require_admin, require_signed_in
-from services.reports import predictions_csv
+from services.reports import batch_csv, predictions_csv
 
 
 def review(
@@ -105,3 +106,17 @@ def export_report(actor: Actor | None, *, patient_pk: int, mrn: str, write: Call
 def viewed(actor: Actor, action: str, *, target: str, patient_mrn: str | None) -> None:
     """Record that a patient's record or one of their scans was shown to the actor."""
     audit(actor, action, target=target, patient_mrn=patient_mrn)
+
+
+def export_batch(actor: Actor | None, *, job_id: int, rows: Sequence[BatchRow], frameworks: Sequence[str]) -> bytes:
+    """A batch job's result rows as CSV; audited as an export of that job's results."""
+    actor = require_signed_in(actor, "export batch results")
+    patients = {r.patient_mrn for r in rows if r.patient_mrn}
+    audit(
+        actor,
+        AuditAction.EXPORT,
+        target=f"job {job_id} results CSV",
+        patient_mrn=next(iter(patients)) if len(patients) == 1 else None,
+        detail=f"{len(rows)} row(s) of {len(patients)} patient(s)",
+    )
+    return batch_csv(rows=rows, frameworks=frameworks)

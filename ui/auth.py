@@ -15,6 +15,7 @@ from domain import AuditAction, Role, UserError
 from services import auth
 from services.auth import Actor, SignInError
 from settings import get_settings
+from ui.text import literal
 
 AUTH_KEY = "auth"  # {"user_id": int, "last_seen": float (time.time())}
 NOTICE_KEY = "signin_notice"
@@ -111,7 +112,7 @@ def sign_out() -> None:
 def account_box(actor: Actor) -> None:
     """Who is signed in, and the sign-out button, in the sidebar."""
     with st.sidebar:
-        st.caption(f"Signed in as **{actor.username}** ({actor.role})")
+        st.caption(f"Signed in as **{literal(actor.username)}** ({actor.role})")
         st.button("Sign out", key="signout", icon=":material/logout:", on_click=sign_out)
 
 

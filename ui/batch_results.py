@@ -9,8 +9,9 @@ from db.batches import BatchRow, batch_rows
 from db.schema import CLASSES
 from db.session import read_scope
 from domain import FRAMEWORKS, framework_label
+from services import records
 from services.batch import batch_metrics
-from services.reports import batch_csv
+from ui.auth import signed_in
 from ui.charts import class_counts_chart, confusion_matrix_chart
 
 ANY = "any"
@@ -116,8 +117,9 @@ def show_results(job_id: int) -> None:
     )
     st.download_button(
         f"Download these {len(shown)} rows as CSV",
-        data=batch_csv(rows=shown, frameworks=frameworks),
+        data=lambda: records.export_batch(signed_in(), job_id=job_id, rows=shown, frameworks=frameworks),
         file_name=f"batch-{job_id}.csv",
         mime="text/csv",
         key=f"batch_csv:{job_id}",
+        on_click="ignore",
     )

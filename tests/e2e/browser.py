@@ -49,7 +49,7 @@ class App:
         """Fill in the sign-in form and submit it, as a person does."""
         main = self.main()
         main.get_by_role("textbox", name="User name").fill(username or self.username)
-        main.get_by_role("textbox", name="Password").fill(password or self.password)
+        main.get_by_label("Password", exact=True).fill(password or self.password)
         self.click(main.get_by_role("button", name="Sign in"))
 
     def open(self, path: str = "") -> None:

@@ -3,7 +3,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from db.schema import CLASSES
+from db.audit import AuditFilters, audit_page
+from db.schema import CLASSES, utcnow
+from db.session import session_scope
 from settings import SAMPLE_DIR
 from tests.e2e.browser import RESULT_TIMEOUT_MS, App
 
@@ -14,6 +16,7 @@ PATIENT = "E2E-0001"
 
 
 def test_a_diagnosed_scan_is_saved_and_reviewed_in_the_patients_history(app: App) -> None:
+    started = utcnow()
     scan = sorted((SAMPLE_DIR / "glioma").glob("*.jpg"))[0]
     app.open("Diagnose")
     main = app.main()
@@ -51,3 +54,16 @@ def test_a_diagnosed_scan_is_saved_and_reviewed_in_the_patients_history(app: App
     expect(main.get_by_text(re.compile(f"^confirmed as \\w+ by {re.escape(app.username)}, "))).to_be_visible()
     expect(main.get_by_text(re.compile("^(needs review|not reviewed)$"))).to_have_count(1)
     app.screenshot("history", show=main.get_by_role("heading", name=f"Patient {PATIENT}"))
+
+    # One audit entry per action of the walk-through, in order, each naming the clinician and this tab's session.
+    with session_scope() as session:
+        entries = list(reversed(audit_page(session=session, filters=AuditFilters(since=started), per_page=100)))
+    assert [(e.action, e.username) for e in entries] == [
+        ("sign_in", app.username),
+        ("prediction", app.username),
+        ("upload", app.username),
+        ("patient_viewed", app.username),
+        ("review", app.username),
+    ]
+    assert [e.patient_mrn for e in entries] == [None, None, PATIENT, PATIENT, PATIENT]
+    assert len({e.session_id for e in entries}) == 1 and entries[0].session_id

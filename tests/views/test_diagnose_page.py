@@ -271,3 +271,12 @@ def test_an_invalid_new_patient_id_cannot_be_saved(db_url, active_cnn):
     at.run()
     assert "1 to 64 characters" in at.error[0].value
     assert at.button(key="diagnose_save").disabled
+
+
+HOSTILE = "**x**<img src=x onerror=alert(1)>"
+
+
+def test_a_patient_id_from_a_dicom_header_is_shown_as_text(db_url, active_cnn, dicom_bytes):
+    at = upload(open_page(), [("a.dcm", dicom_bytes(patient_mrn=HOSTILE)), ("b.dcm", dicom_bytes(patient_mrn="P-1"))])
+    [warning] = [w.value for w in at.warning if "name different patients" in w.value]
+    assert literal(HOSTILE) in warning and HOSTILE not in warning

@@ -14,6 +14,7 @@ from services.diagnosis import model_result, save_scan_with_predictions
 from settings import ROOT, SAMPLE_DIR
 from tests.entries import scan_entry, shown
 from tests.users import signed_in
+from ui.text import literal
 
 PAGE = str(ROOT / "views" / "3_History.py")
 
@@ -179,3 +180,11 @@ def test_the_timeline_uses_the_study_date_as_stored_and_days_as_ticks() -> None:
     fig = timeline_chart(PatientTimeline(patient_pk=1, mrn="P", created_at=uploaded, scans=[_entry(None, uploaded)]))
     low, high = fig.layout.xaxis.range
     assert fig.layout.xaxis.tickformat == "%Y-%m-%d" and high - low >= timedelta(days=2)
+
+
+def test_a_patient_id_in_the_link_is_shown_as_text(db_url):
+    hostile = "**x**<img src=x onerror=alert(1)>"
+    at = signed_in(AppTest.from_file(PAGE, default_timeout=60))
+    at.query_params["patient"] = hostile
+    run(at)
+    assert [w.value for w in at.warning] == [f"No patient has the id {literal(hostile)}."]
