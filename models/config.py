@@ -104,6 +104,7 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         "image_size": 128,
         "tta": True,
         "ema_decay": 0.999,
+        "recalibrate_bn": True,
     },
 }
 

@@ -131,6 +131,25 @@ class WeightAverage:
                 avg.assign(saved[f"arr_{i}"])
 
 
+RECALIBRATION_IMAGES = 1024
+
+
+def recalibrate_bn(model: Any, images: np.ndarray, *, batch_size: int = 64) -> None:
+    """Re-estimate every BatchNorm's moving statistics for the current weights (the average's, when scored) as
+    a cumulative average over clean training images: the statistics gathered during training belong to
+    weights that no longer exist, which makes a from-scratch network's validation swing from epoch to epoch."""
+    import keras
+
+    bns = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in bns]
+    for k, start in enumerate(range(0, len(images), batch_size)):
+        for layer in bns:
+            layer.momentum = k / (k + 1)  # moving = k/(k+1) * moving + 1/(k+1) * this batch: a plain mean
+        model(images[start : start + batch_size].astype(np.float32), training=True)
+    for layer, momentum in zip(bns, momenta):
+        layer.momentum = momentum
+
+
 def _reseed(model: Any, seed: int) -> None:
     """Start every random layer of the model (dropout) from a seed of the epoch's own, as a resumed run will."""
     for i, layer in enumerate(model._flatten_layers()):
@@ -227,6 +246,10 @@ def train_keras(
         train_time = time.perf_counter() - started
         if average is not None:
             average.swap()  # what is scored and saved for inference is the weight average
+        if cfg.recalibrate_bn:
+            # Spread over the whole (class-ordered) training set, so every class is in the statistics.
+            spread = np.linspace(0, len(data.x_train) - 1, min(RECALIBRATION_IMAGES, len(data.x_train))).astype(int)
+            recalibrate_bn(model, data.x_train[spread])
         row = epoch_row(
             epoch=epoch,
             probs=predict_proba(model, data.x_val, tta=cfg.tta),
