@@ -4,6 +4,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.browser import PAGE_TITLES, App
+from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -19,7 +20,7 @@ def test_every_url_opened_signed_out_shows_only_the_sign_in_form(app: App) -> No
         expect(main.get_by_test_id("stDataFrame")).to_have_count(0)
 
 
-def test_a_wrong_password_is_refused_and_a_clinician_sees_only_the_clinic_pages(app: App) -> None:
+def test_a_wrong_password_is_refused_and_a_clinician_sees_only_the_clinic_pages(app: App, stack: Stack) -> None:
     app.load("Train")
     app.sign_in(password="not the password")
     expect(app.main().get_by_text("Wrong user name or password", exact=False)).to_be_visible()
@@ -37,6 +38,9 @@ def test_a_wrong_password_is_refused_and_a_clinician_sees_only_the_clinic_pages(
     app.click(app.page.get_by_role("button", name="Sign out"))
     expect(app.main().get_by_role("textbox", name="User name")).to_be_visible()
     expect(app.main().get_by_text("You signed out.")).to_be_visible()
+    # Neither password, nor any hash, reached the app's or the worker's log.
+    logs = " ".join(path.read_text(errors="replace") for path in stack.logs.values())
+    assert "not the password" not in logs and app.password not in logs and "$argon2" not in logs
 
 
 def test_an_admin_sees_the_administration_pages(admin_app: App) -> None:
