@@ -4,7 +4,6 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.browser import PAGE_TITLES, App
-from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +19,7 @@ def test_every_url_opened_signed_out_shows_only_the_sign_in_form(app: App) -> No
         expect(main.get_by_test_id("stDataFrame")).to_have_count(0)
 
 
-def test_a_wrong_password_is_refused_and_a_clinician_sees_only_the_clinic_pages(app: App, stack: Stack) -> None:
+def test_a_wrong_password_is_refused_and_a_clinician_sees_only_the_clinic_pages(app: App, stack) -> None:  # type: ignore[no-untyped-def]
     app.load("Train")
     app.sign_in(password="not the password")
     expect(app.main().get_by_text("Wrong user name or password", exact=False)).to_be_visible()
