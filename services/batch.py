@@ -44,8 +44,7 @@ from services.batch_input import (
     true_label,
 )
 from services.diagnosis import model_result, save_scan_with_predictions
-from services.model_files import check_file
-from services.predictors import loaded_predictor
+from services.predictors import ModelFileProblem, loaded_predictor
 from settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -98,11 +97,10 @@ def load_models(version_ids: list[int] | None) -> list[BatchModel]:
         versions = [(v.id, v.framework, v.name, v.artifact_path, v.sha256) for v in chosen]
     models = []
     for version_id, framework, name, path, sha256 in versions:
-        problem = check_file(path, sha256).problem(path)
-        if problem:
-            raise UserError(f"Model {name} (version {version_id}) cannot be used: {problem}")
         try:
             predictor = loaded_predictor(framework, path, sha256)
+        except ModelFileProblem as exc:
+            raise UserError(f"Model {name} (version {version_id}) cannot be used: {exc}") from exc
         except (OSError, ValueError) as exc:
             raise UserError(f"Model {name} (version {version_id}) could not be loaded: {exc}") from exc
         models.append(BatchModel(version_id, framework, name, predictor))

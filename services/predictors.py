@@ -4,15 +4,24 @@ from functools import lru_cache
 
 from models.predictor import Predictor, load_predictor
 from models.threads import cap_threads
+from services.model_files import check_file
 from settings import get_settings
 
 # The active model of each framework and a chosen older version or two.
 MAX_LOADED = 4
 
 
+class ModelFileProblem(ValueError):
+    """The model file is missing or is no longer the one registered; the message says which."""
+
+
 @lru_cache(maxsize=MAX_LOADED)
 def loaded_predictor(framework: str, artifact_path: str, sha256: str) -> Predictor:
-    """The model file loaded once per process; the sha256 in the key means a replaced file is loaded again."""
+    """The model file loaded once per process, only while it is the file registered with `sha256`
+    (ModelFileProblem otherwise: a refusal is not cached, so the file is checked again at the next call)."""
+    problem = check_file(artifact_path, sha256).problem(artifact_path)
+    if problem:
+        raise ModelFileProblem(problem)
     settings = get_settings()
     # The app and the workers share the cores: the frameworks get their capped pools before first use.
     cap_threads(settings.torch_threads, settings.tf_threads)

@@ -9,6 +9,7 @@ from domain import AuditAction, Framework
 from models.imaging import DecodedImage, ImageError, decode_image, make_overlay
 from services.auth import Actor, audit
 from services.diagnosis import ModelResult, Review, averaged_result, model_result, review, save_scan_with_predictions
+from services.predictors import ModelFileProblem
 from settings import get_settings
 from ui.auth import require
 from ui.charts import probability_chart
@@ -47,11 +48,17 @@ def analyse(name: str, decoded: DecodedImage, models: list[ActiveModel], thresho
 
 
 def loaded_models(models: list[ActiveModel]) -> list[ActiveModel]:
-    """The active models whose files load; a broken one is reported and left out."""
+    """The active models whose files load and are the files registered; a refused one is reported and left out."""
     usable = []
     for m in models:
         try:
             predictor_for(m)
+        except ModelFileProblem as exc:
+            st.error(
+                f"The active {m.label} model ({literal(m.name)}) is not used: {literal(exc)}. An admin can restore "
+                "the file or make another version active on the Models page."
+            )
+            continue
         except (OSError, ValueError, RuntimeError) as exc:
             st.error(f"The active {m.label} model ({literal(m.name)}) could not be loaded: {literal(exc)}")
             continue

@@ -117,8 +117,25 @@ def test_a_model_whose_file_is_gone_is_reported_not_crashed_on(db_url, tmp_path)
             session=session, framework="torch", name="gone", artifact_path=missing, sha256="0" * 64, activate=True
         )
     at = open_page()
-    assert "could not be loaded" in shown(at.error[0].value) and str(missing) in shown(at.error[0].value)
+    assert "is not used: its file is missing" in shown(at.error[0].value) and str(missing) in shown(at.error[0].value)
     assert not at.file_uploader
+
+
+def test_an_active_model_whose_file_changed_is_refused_and_the_other_still_answers(
+    db_url, tmp_path, cnn_checkpoint, mobilenet_checkpoint
+):
+    import shutil
+
+    copy = tmp_path / "cnn-copy.pth"
+    shutil.copyfile(cnn_checkpoint, copy)
+    activate("torch", copy)
+    activate("keras", mobilenet_checkpoint)
+    with copy.open("ab") as f:
+        f.write(b"tampered")  # the file on disk is no longer the one registered
+    at = upload(open_page(), [sample_jpeg()])
+    [error] = [shown(e.value) for e in at.error]
+    assert "Custom CNN (PyTorch) model (cnn-copy) is not used: its file changed after it was registered" in error
+    assert [m.label for m in at.metric] == ["MobileNetV2 (Keras)"]
 
 
 def test_sample_jpeg_is_predicted_and_saved_with_its_model_version(db_url, active_cnn):
