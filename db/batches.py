@@ -1,5 +1,6 @@
 """Query functions for batch jobs: one row per file with its outcome, and what the results page reads."""
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.runs import get_active_model, get_model_version
-from db.schema import FRAMEWORKS, BatchItem, ModelVersion, Prediction, Scan
+from db.schema import FRAMEWORKS, BatchItem, BatchTombstone, ModelVersion, Prediction, Scan
 
 ITEM_STATES = ("done", "error", "skipped")
 
@@ -62,6 +63,16 @@ def recorded_paths(*, session: Session, job_id: int, paths: Iterable[str] | None
     if paths is not None:
         query = query.where(BatchItem.rel_path.in_(list(paths)))
     return set(session.scalars(query))
+
+
+def path_digest(rel_path: str) -> str:
+    return hashlib.sha256(rel_path.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def deleted_paths(*, session: Session, job_id: int, paths: Iterable[str]) -> set[str]:
+    """The files among `paths` whose scans were deleted after this job predicted them (see BatchTombstone)."""
+    digests = set(session.scalars(select(BatchTombstone.path_sha256).where(BatchTombstone.job_id == job_id)))
+    return {p for p in paths if path_digest(p) in digests} if digests else set()
 
 
 def add_batch_item(

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.orm import Session
 
-from db.schema import BatchItem, Patient, Prediction, Scan
+from db.batches import path_digest
+from db.schema import BatchItem, BatchTombstone, Patient, Prediction, Scan
 from db.storage import delete_scan_file_if_unused
 
 
@@ -31,19 +32,29 @@ def delete_patient(*, session: Session, patient_pk: int) -> Removal:
         # without a patient, since a comparison with no MRN reads as IS NULL.
         return Removal(scans=0, predictions=0, files=())
     # Batch results name the patient too: they go with the patient, not just lose their scan.
-    session.execute(delete(BatchItem).where(BatchItem.patient_mrn == mrn).execution_options(synchronize_session=False))
+    _bury(session, BatchItem.patient_mrn == mrn)
     removal = _delete_scans(session=session, which=Scan.patient_pk == patient_pk)
     session.execute(delete(Patient).where(Patient.id == patient_pk))
     return removal
+
+
+def _bury(session: Session, which: ColumnElement[bool]) -> None:
+    """Delete these batch result rows, leaving a tombstone of each file so a re-run of its job skips it."""
+    items = session.execute(select(BatchItem.job_id, BatchItem.rel_path).where(which)).all()
+    buried = {(job_id, path_digest(rel_path)) for job_id, rel_path in items}
+    known = {
+        (t.job_id, t.path_sha256)
+        for t in session.scalars(select(BatchTombstone).where(BatchTombstone.job_id.in_({j for j, _ in buried})))
+    }
+    session.add_all(BatchTombstone(job_id=j, path_sha256=d) for j, d in buried - known)
+    session.execute(delete(BatchItem).where(which).execution_options(synchronize_session=False))
 
 
 def _delete_scans(*, session: Session, which: ColumnElement[bool]) -> Removal:
     files = session.execute(select(Scan.sha256, Scan.file_path).where(which).distinct()).all()
     scan_ids = select(Scan.id).where(which).scalar_subquery()
     # A batch job's result row for a deleted scan would keep its prediction: removed with it.
-    session.execute(
-        delete(BatchItem).where(BatchItem.scan_id.in_(scan_ids)).execution_options(synchronize_session=False)
-    )
+    _bury(session, BatchItem.scan_id.in_(scan_ids))
     predictions = session.execute(
         delete(Prediction).where(Prediction.scan_id.in_(scan_ids)).execution_options(synchronize_session="fetch")
     ).rowcount

@@ -285,6 +285,22 @@ class BatchItem(Base):
         return f"BatchItem(job_id={self.job_id}, rel_path={self.rel_path!r}, status={self.status!r})"
 
 
+class BatchTombstone(Base):
+    """A batch file whose scan was deleted: a re-run of its job skips it instead of creating the scan (and its
+    patient) again. Only a digest of the file's path is kept, since a path can name the patient."""
+
+    __tablename__ = "batch_tombstones"
+    __table_args__ = (UniqueConstraint("job_id", "path_sha256", name="uq_batch_tombstone_path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    path_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"BatchTombstone(job_id={self.job_id}, path_sha256={self.path_sha256[:12]!r})"
+
+
 class User(Base):
     """A person who signs in. Never deleted (the audit log names them): disabled instead."""
 

@@ -24,6 +24,7 @@ from db.batches import (
     batch_counts,
     batch_models,
     batch_rows,
+    deleted_paths,
     job_output_counts,
     recorded_paths,
 )
@@ -152,6 +153,10 @@ def predict_listing(
     """Record skipped files, then predict the images in batches; returns the job's result."""
     with session_scope() as session:
         recorded = recorded_paths(session=session, job_id=job_id)
+        # Files whose scans were deleted after an earlier attempt stay deleted: they count as done.
+        recorded |= deleted_paths(
+            session=session, job_id=job_id, paths=[*listing.images, *(p for p, _ in listing.skipped)]
+        )
         for rel_path, reason in listing.skipped:
             if rel_path not in recorded:
                 add_batch_item(session=session, job_id=job_id, rel_path=rel_path, status="skipped", error=reason)
@@ -254,7 +259,9 @@ def _save_chunk(
     for attempt in range(2):
         try:
             with session_scope() as session:
-                recorded = recorded_paths(session=session, job_id=job_id, paths=[d.rel_path for d in decoded])
+                paths = [d.rel_path for d in decoded]
+                recorded = recorded_paths(session=session, job_id=job_id, paths=paths)
+                recorded |= deleted_paths(session=session, job_id=job_id, paths=paths)
                 for position, item in enumerate(good):
                     if item.rel_path not in recorded:
                         probs = {fw: p[position] for fw, p in probabilities.items()}

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from db.batches import batch_rows
 from db.jobs import create_job, finish_job, get_job
@@ -261,3 +261,34 @@ def test_a_job_whose_worker_process_is_killed_is_delivered_again_and_does_each_f
     assert len(items) == len(set(items)) == 320
     # Each of the 80 distinct images is one scan of P-500 with one prediction, however often it was seen.
     assert predictions == 80 and job.attempts == 2 and job.result["done_before"] >= 32
+
+
+def test_a_patient_deleted_after_a_batch_is_not_created_again_when_the_job_is_re_run(
+    cnn_version, data_root, wait_for_job
+) -> None:
+    from services.records import remove_patient
+
+    folder = data_root / "tombstones"
+    for mrn, cls in (("P-GONE", "glioma"), ("P-KEPT", "meningioma")):
+        for path in sorted((SAMPLE_DIR / cls).glob("*.jpg"))[:3]:
+            (folder / mrn).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, folder / mrn / path.name)
+    job_id = submit_batch(
+        source=folder_source(str(folder), settings=get_settings()), patient_mode="folder", actor=make_actor()
+    )
+    assert wait_for_job(job_id, timeout=120).status == "succeeded"
+    with session_scope() as session:
+        gone = session.scalar(select(Patient).where(Patient.mrn == "P-GONE"))
+    remove_patient(make_actor(), patient_pk=gone.id, mrn="P-GONE")
+    with session_scope() as session:
+        finish_job(session=session, job_id=job_id, status="failed", error="marked failed to run it again")
+    assert requeue_job(job_id, actor=make_actor()) == f"Job {job_id} is queued again."
+    job = wait_for_job(job_id, timeout=120)
+    assert job.status == "succeeded", job.error
+    with session_scope() as session:
+        mrns = session.scalars(select(Patient.mrn).join(Scan).where(Scan.job_id == job_id).distinct()).all()
+        items = session.scalars(select(BatchItem.rel_path).where(BatchItem.job_id == job_id)).all()
+        tombstones = session.scalars(text("SELECT path_sha256 FROM batch_tombstones")).all()
+    assert mrns == ["P-KEPT"]
+    assert sorted(items) == sorted(p for p in list_folder(folder).images if p.startswith("P-KEPT/"))
+    assert len(tombstones) == 3 and not any("P-GONE" in t for t in tombstones)  # digests, not paths

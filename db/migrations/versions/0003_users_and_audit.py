@@ -1,4 +1,4 @@
-"""Users who sign in, who submitted each job, and the append-only audit log.
+"""Users who sign in, who submitted each job, the append-only audit log, and tombstones of deleted batch files.
 
 Revision ID: 0003
 Revises: 0002
@@ -78,6 +78,15 @@ def upgrade() -> None:
             "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
             "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()"
         )
+    op.create_table(
+        "batch_tombstones",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("job_id", sa.Integer(), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("path_sha256", sa.String(64), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.UniqueConstraint("job_id", "path_sha256", name="uq_batch_tombstone_path"),
+    )
+    op.create_index(op.f("ix_batch_tombstones_job_id"), "batch_tombstones", ["job_id"])
     with op.batch_alter_table("jobs", recreate="always" if sqlite else "auto", table_kwargs=autoincrement) as batch:
         batch.add_column(sa.Column("submitted_by", sa.Integer(), nullable=True))
         batch.create_foreign_key(op.f("fk_jobs_submitted_by_users"), "users", ["submitted_by"], ["id"])
@@ -94,6 +103,8 @@ def downgrade() -> None:
     else:
         op.execute("DROP TRIGGER audit_log_append_only ON audit_log")
         op.execute("DROP FUNCTION audit_log_append_only()")
+    op.drop_index(op.f("ix_batch_tombstones_job_id"), table_name="batch_tombstones")
+    op.drop_table("batch_tombstones")
     op.drop_table("audit_log")
     op.drop_index(op.f("ix_users_username"), table_name="users")
     op.drop_table("users")
