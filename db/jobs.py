@@ -9,11 +9,22 @@ from sqlalchemy.orm import Session
 from db.schema import FINISHED_STATES, Job, TrainingRun, utcnow
 
 
-def create_job(*, session: Session, kind: str, params: dict[str, Any], submitted_by: int | None = None) -> Job:
-    job = Job(kind=kind, params=params, status="queued", submitted_by=submitted_by)
+def create_job(
+    *,
+    session: Session,
+    kind: str,
+    params: dict[str, Any],
+    submitted_by: int | None = None,
+    idempotency_key: str | None = None,
+) -> Job:
+    job = Job(kind=kind, params=params, status="queued", submitted_by=submitted_by, idempotency_key=idempotency_key)
     session.add(job)
     session.flush()
     return job
+
+
+def job_with_key(*, session: Session, idempotency_key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
 
 
 def get_job(*, session: Session, job_id: int) -> Job | None:

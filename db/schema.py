@@ -254,6 +254,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     # Who submitted it: a clinician may cancel their own jobs, only an admin anyone's.
     submitted_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # One per form submission: a double click submits the same key, and gets the job the first click made.
+    idempotency_key: Mapped[str | None] = mapped_column(String(64), unique=True)
 
     def __repr__(self) -> str:
         return f"Job(id={self.id}, kind={self.kind!r}, status={self.status!r})"

@@ -1,5 +1,6 @@
 """A background job's progress panel, redrawn from the jobs table every few seconds on its own."""
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -94,3 +95,12 @@ def job_panel(job_id: int, *, key: str) -> None:
             )
     if seen in ACTIVE and job.status not in ACTIVE:
         st.rerun(scope="app")
+
+
+def submission_key(form: str, *, clicked: bool) -> str:
+    """The idempotency key of `form`'s submission: kept while its button reads pressed run after run (a double
+    click sends two), renewed by the first run where it doesn't, so a later submission is a new job."""
+    state_key = f"submission_key:{form}"
+    if not clicked or state_key not in st.session_state:
+        st.session_state[state_key] = uuid.uuid4().hex
+    return st.session_state[state_key]

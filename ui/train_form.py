@@ -12,6 +12,7 @@ from models.folders import LabelledFolder, find_labelled_folders, labelled_folde
 from models.mobilenet import MissingWeightsError, resolve_weights
 from settings import SAMPLE_DIR, get_settings
 from ui.auth import signed_in
+from ui.jobs import submission_key
 from ui.live_runs import WATCH_KEY
 from worker.submit import QueueUnavailable, submit_training
 
@@ -187,7 +188,9 @@ def train_form() -> None:
         )
     if framework == "keras":
         _weights_note(preset_defaults(framework, preset).image_size)
-    if not st.button("Start training", type="primary", key="train_submit"):
+    clicked = st.button("Start training", type="primary", key="train_submit")
+    key = submission_key("train", clicked=clicked)
+    if not clicked:
         return
     form = TrainForm(
         framework=framework,
@@ -210,7 +213,7 @@ def train_form() -> None:
             st.error(error)
         return
     try:
-        job_id, run_id = submit_training(cfg, actor=signed_in(), use_reviewed=form.use_reviewed)
+        job_id, run_id = submit_training(cfg, actor=signed_in(), use_reviewed=form.use_reviewed, idempotency_key=key)
     except (QueueUnavailable, UserError) as exc:
         st.error(f"The run was not queued: {exc}")
         return

@@ -24,12 +24,13 @@ from services.batch_input import (
 from settings import SAMPLE_DIR, get_settings
 from ui.auth import job_control, require, signed_in
 from ui.batch_results import show_results
-from ui.jobs import job_panel, job_view
+from ui.jobs import job_panel, job_view, submission_key
 from worker.submit import QueueUnavailable, requeue_job, submit_batch
 
 FOLDER, ZIP = "A folder on the server", "An uploaded .zip"
 NOT_USED = 0  # in a model choice: this framework is left out
 PICK_KEY, NOTICE_KEY = "batch_pick", "batch_notice"
+SUBMITTED_KEY = "batch_submitted"  # (idempotency key, job id) of this session's last submission
 JOBS_LISTED = 50
 SKIPPED_SHOWN = 200
 
@@ -118,9 +119,12 @@ def model_choice() -> list[int]:
     return chosen
 
 
-def submit(source_kind: str, patient_mode: str, patient_mrn: str | None, model_ids: list[int]) -> None:
+def submit(source_kind: str, patient_mode: str, patient_mrn: str | None, model_ids: list[int], key: str) -> None:
     settings = get_settings()
     source = None
+    if (earlier := st.session_state.get(SUBMITTED_KEY)) and earlier[0] == key:
+        st.session_state[PICK_KEY] = earlier[1]  # a second click of the same submission: nothing unpacked again
+        return
     try:
         check_patient_mode(patient_mode, patient_mrn)
         if source_kind == FOLDER:
@@ -135,6 +139,7 @@ def submit(source_kind: str, patient_mode: str, patient_mrn: str | None, model_i
             patient_mrn=patient_mrn,
             model_version_ids=model_ids,
             actor=signed_in(),
+            idempotency_key=key,
         )
     except (BatchInputError, UserError) as exc:
         if source is not None and source["source"] == "zip":
@@ -147,6 +152,7 @@ def submit(source_kind: str, patient_mode: str, patient_mrn: str | None, model_i
         return
     # Set before the job picker is drawn further down this run, so it opens on the new job.
     st.session_state[PICK_KEY] = job_id
+    st.session_state[SUBMITTED_KEY] = (key, job_id)
 
 
 def new_batch() -> None:
@@ -163,8 +169,10 @@ def new_batch() -> None:
     model_ids = model_choice()
     if not model_ids:
         st.warning("Choose at least one model; if none is registered, train one on the Train page.")
-    if st.button("Start the batch", type="primary", disabled=not (ready and model_ids), key="batch_submit"):
-        submit(source_kind, patient_mode, patient_mrn, model_ids)
+    clicked = st.button("Start the batch", type="primary", disabled=not (ready and model_ids), key="batch_submit")
+    key = submission_key("batch", clicked=clicked)
+    if clicked:
+        submit(source_kind, patient_mode, patient_mrn, model_ids, key)
 
 
 def _rerun(job_id: int) -> None:

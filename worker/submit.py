@@ -7,11 +7,14 @@ from typing import Any
 import redis
 from celery.utils import uuid
 from kombu.utils.url import maybe_sanitize_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from db.jobs import (
     create_job,
     finish_job,
     get_job,
+    job_with_key,
     queued_jobs,
     request_cancel,
     reset_for_rerun,
@@ -51,25 +54,46 @@ def submit_job(
     *,
     actor: Actor | None,
     before_send: Callable[[int], None] | None = None,
+    idempotency_key: str | None = None,
 ) -> int:
     """Record a queued job, submitted by a signed-in `actor`, and hand it to the worker; returns the job id.
 
-    `before_send(job_id)` creates whatever else the task will look up (e.g. its training run) first.
+    `before_send(job_id)` creates whatever else the task will look up (e.g. its training run) first. A job
+    already submitted with the same `idempotency_key` (a double click) is returned as it is, not made again.
     """
     if kind not in TASK_NAMES:
         raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(TASK_NAMES)}")
     actor = require_signed_in(actor, f"start a {kind} job")
     name = TASK_NAMES[kind]
     celery_id = uuid()
+    if idempotency_key is not None and (earlier := _submitted(idempotency_key)) is not None:
+        return earlier
     # The row exists (and is committed) before the message, so a worker never gets an id it cannot find.
-    with session_scope() as session:
-        job_id = create_job(session=session, kind=kind, params=params, submitted_by=actor.user_id).id
-        set_celery_id(session=session, job_id=job_id, celery_id=celery_id)
-        if kind in SUBMIT_ACTIONS:
-            audit(actor, SUBMIT_ACTIONS[kind], target=f"job {job_id}", detail=str(params)[:500], session=session)
+    try:
+        with session_scope() as session:
+            job_id = _create(session, kind, params, actor, idempotency_key, celery_id)
+    except IntegrityError:
+        # The same submission, a moment earlier in another request: that one is the job.
+        if idempotency_key is None or (earlier := _submitted(idempotency_key)) is None:
+            raise
+        return earlier
     if before_send is not None:
         before_send(job_id)
     _send(name, job_id, celery_id)
+    return job_id
+
+
+def _submitted(idempotency_key: str) -> int | None:
+    with session_scope() as session:
+        job = job_with_key(session=session, idempotency_key=idempotency_key)
+        return job.id if job else None
+
+
+def _create(session: Session, kind: str, params: dict[str, Any], actor: Actor, key: str | None, celery_id: str) -> int:
+    job_id = create_job(session=session, kind=kind, params=params, submitted_by=actor.user_id, idempotency_key=key).id
+    set_celery_id(session=session, job_id=job_id, celery_id=celery_id)
+    if kind in SUBMIT_ACTIONS:
+        audit(actor, SUBMIT_ACTIONS[kind], target=f"job {job_id}", detail=str(params)[:500], session=session)
     return job_id
 
 
@@ -170,7 +194,9 @@ def _redis_location() -> str:
     return maybe_sanitize_url(get_settings().redis_url)
 
 
-def submit_training(cfg: TrainConfig, *, actor: Actor | None, use_reviewed: bool = False) -> tuple[int, int]:
+def submit_training(
+    cfg: TrainConfig, *, actor: Actor | None, use_reviewed: bool = False, idempotency_key: str | None = None
+) -> tuple[int, int]:
     """Queue a training run (admins only: NotAllowed otherwise, audited); returns (job id, run id)."""
     from services.training import create_recorded_run
 
@@ -184,7 +210,16 @@ def submit_training(cfg: TrainConfig, *, actor: Actor | None, use_reviewed: bool
         before_send=lambda job_id: run_ids.append(
             create_recorded_run(cfg=cfg, use_reviewed=use_reviewed, job_id=job_id)
         ),
+        idempotency_key=idempotency_key,
     )
+    if not run_ids:  # the same submission made the job before: its run is that job's
+        from db.runs import get_run_for_job
+
+        with session_scope() as session:
+            run = get_run_for_job(session=session, job_id=job_id)
+            if run is None:
+                raise LookupError(f"job {job_id} has no training run")
+            run_ids.append(run.id)
     return job_id, run_ids[0]
 
 
@@ -195,6 +230,7 @@ def submit_batch(
     patient_mrn: str | None = None,
     model_version_ids: list[int] | None = None,
     actor: Actor | None,
+    idempotency_key: str | None = None,
 ) -> int:
     """Queue a batch prediction over a checked folder or zip (see services.batch_input); returns the job id.
 
@@ -202,7 +238,12 @@ def submit_batch(
     another model was activated in between. Raises BatchInputError with a message for the page.
     """
     from db.batches import batch_models
-    from services.batch_input import BatchInputError, check_patient_mode
+    from services.batch_input import BatchInputError, check_patient_mode, discard_upload
+
+    if idempotency_key is not None and (earlier := _submitted(idempotency_key)) is not None:
+        if source.get("source") == "zip":
+            discard_upload(source["upload"], settings=get_settings())  # this click's copy of the same zip
+        return earlier
 
     mrn = check_patient_mode(patient_mode, patient_mrn)
     with session_scope() as session:
@@ -212,7 +253,7 @@ def submit_batch(
             raise BatchInputError(str(exc)) from exc
         ids = [v.id for v in versions]
     params = {**source, "patient_mode": patient_mode, "patient_mrn": mrn, "model_version_ids": ids}
-    return submit_job("batch", params, actor=actor)
+    return submit_job("batch", params, actor=actor, idempotency_key=idempotency_key)
 
 
 # A queued job's message goes out milliseconds after its row is written; one older than this and missing from

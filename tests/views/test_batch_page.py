@@ -7,7 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from db.batches import add_batch_item
-from db.jobs import create_job, finish_job, get_job
+from db.jobs import create_job, finish_job, get_job, recent_jobs
 from db.runs import register_model_version
 from db.session import session_scope
 from settings import ROOT, SAMPLE_DIR, get_settings
@@ -94,6 +94,19 @@ def test_starting_a_batch_queues_a_job_and_shows_its_panel(model_id) -> None:
         assert job.kind == "batch" and job.status == "queued"
         assert job.params["patient_mrn"] == "P-5" and job.params["model_version_ids"] == [model_id]
     assert any(f"Job {job_id}" in md.value and "waiting for a worker" in md.value for md in at.markdown)
+
+
+def test_a_double_click_on_start_makes_one_job_and_a_later_click_another(model_id) -> None:
+    at = type_folder(open_page(), str(SAMPLE_DIR))
+    at.button(key="batch_submit").click().run()
+    at.button(key="batch_submit").click().run()  # the second click of a double click
+    assert not at.exception and not at.error
+    with session_scope() as session:
+        assert [job.kind for job in recent_jobs(session=session)] == ["batch"]
+    at.radio(key="batch_patient_mode").set_value("none").run()  # any other step in between
+    at.button(key="batch_submit").click().run()
+    with session_scope() as session:
+        assert len(recent_jobs(session=session)) == 2
 
 
 @pytest.fixture

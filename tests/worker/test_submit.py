@@ -64,3 +64,12 @@ def test_redis_down_at_submit_fails_the_job_and_its_run_within_seconds(db_url):
         run = session.query(TrainingRun).filter_by(job_id=job.id).one()
         assert job.status == "failed" and "could not be reached" in job.error
         assert run.status == "failed" and run.error == job.error
+
+
+def test_the_same_idempotency_key_submits_one_job(db_url):
+    actor = make_actor()
+    first = submit_job("selfcheck", {}, actor=actor, idempotency_key="form-1")
+    assert submit_job("selfcheck", {}, actor=actor, idempotency_key="form-1") == first
+    assert submit_job("selfcheck", {}, actor=actor, idempotency_key="form-2") != first
+    with session_scope() as session:
+        assert len(recent_jobs(session=session)) == 2

@@ -1,4 +1,5 @@
-"""Users who sign in, who submitted each job, the append-only audit log, and tombstones of deleted batch files.
+"""Users who sign in, who submitted each job (and its idempotency key), the append-only audit log, and
+tombstones of deleted batch files.
 
 Revision ID: 0003
 Revises: 0002
@@ -89,13 +90,17 @@ def upgrade() -> None:
     op.create_index(op.f("ix_batch_tombstones_job_id"), "batch_tombstones", ["job_id"])
     with op.batch_alter_table("jobs", recreate="always" if sqlite else "auto", table_kwargs=autoincrement) as batch:
         batch.add_column(sa.Column("submitted_by", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("idempotency_key", sa.String(64), nullable=True))
         batch.create_foreign_key(op.f("fk_jobs_submitted_by_users"), "users", ["submitted_by"], ["id"])
+        batch.create_unique_constraint(op.f("uq_jobs_idempotency_key"), ["idempotency_key"])
 
 
 def downgrade() -> None:
     sqlite = op.get_bind().dialect.name == "sqlite"
     with op.batch_alter_table("jobs", recreate="always" if sqlite else "auto") as batch:
+        batch.drop_constraint(op.f("uq_jobs_idempotency_key"), type_="unique")
         batch.drop_constraint(op.f("fk_jobs_submitted_by_users"), type_="foreignkey")
+        batch.drop_column("idempotency_key")
         batch.drop_column("submitted_by")
     if sqlite:
         op.execute("DROP TRIGGER audit_log_no_update")
