@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     mobilenet_weights_path: Path | None = None
     # A running job with no heartbeat for this long is settled as failed.
     job_stale_after_s: int = 300
+    # The periodic sweep removes scan files no row refers to once they are this old, and the unpacked zips of
+    # jobs that are over (a failed or cancelled one can be re-run until then) after `keep_uploads_days`.
+    orphan_grace_s: int = Field(default=3600, ge=60)
+    keep_uploads_days: int = Field(default=7, ge=0)
     # Sign-in: a session idle this long is signed out; a user name is refused for `signin_lockout_s` after
     # `signin_max_failures` failures in a row, and a client address after `client_max_failures` in that time.
     session_idle_minutes: int = Field(default=30, ge=1)

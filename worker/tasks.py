@@ -48,9 +48,16 @@ def batch_predict(self: Task, job_id: int) -> dict[str, Any]:
 
 @celery_app.task(name="brainmri.sweep", ignore_result=True)
 def sweep() -> int:
-    """Settle running jobs whose worker stopped sending heartbeats (run every minute by Celery beat)."""
+    """Settle running jobs whose worker stopped sending heartbeats, and remove files nothing refers to any more
+    (run every minute by Celery beat); returns how many jobs were settled."""
+    from services.cleanup import sweep_files
+
     with session_scope() as session:
-        return settle_stale_jobs(session=session, older_than_s=get_settings().job_stale_after_s)
+        settled = settle_stale_jobs(session=session, older_than_s=get_settings().job_stale_after_s)
+    swept = sweep_files()
+    if swept.scan_files or swept.uploads:
+        log.info("removed %d orphan scan file(s) and %d unpacked zip(s)", swept.scan_files, swept.uploads)
+    return settled
 
 
 @worker_ready.connect
