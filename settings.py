@@ -40,7 +40,10 @@ class Settings(BaseSettings):
     max_upload_mb: int = 50
     max_zip_mb: int = 500
     max_zip_files: int = 20000
-    max_image_pixels: int = 40_000_000
+    # A brain slice is rarely past 1024²: 4096² leaves room and keeps one decode's memory to tens of MB.
+    max_image_pixels: int = 4096 * 4096
+    # Files analysed together on the Diagnose page; more are refused with a message (a batch job takes a folder).
+    max_files_per_upload: int = Field(default=20, ge=1)
     # MobileNetV2 ImageNet weights (no-top .h5). Empty: the Keras cache under ~/.keras/models.
     mobilenet_weights_path: Path | None = None
     # A running job with no heartbeat for this long is settled as failed.

@@ -200,10 +200,16 @@ def main() -> None:
         type=["jpg", "jpeg", "png", "dcm"],
         accept_multiple_files=True,
         key="diagnose_files",
-        help=f"Several files at once; up to {settings.max_upload_mb} MB each.",
+        help=f"Up to {settings.max_files_per_upload} files at once, {settings.max_upload_mb} MB each.",
     )
     if not files:
         st.caption("Models in use: " + ", ".join(f"{m.label}: {m.name}" for m in models))
+        return
+    if len(files) > settings.max_files_per_upload:
+        st.error(
+            f"{len(files)} files were chosen; at most {settings.max_files_per_upload} are analysed at once. "
+            "Remove some, or predict a whole folder or zip on the Batch page."
+        )
         return
 
     decoded: list[tuple[str, DecodedImage]] = []

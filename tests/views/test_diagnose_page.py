@@ -297,3 +297,14 @@ def test_a_patient_id_from_a_dicom_header_is_shown_as_text(db_url, active_cnn, d
     at = upload(open_page(), [("a.dcm", dicom_bytes(patient_mrn=HOSTILE)), ("b.dcm", dicom_bytes(patient_mrn="P-1"))])
     [warning] = [w.value for w in at.warning if "name different patients" in w.value]
     assert literal(HOSTILE) in warning and HOSTILE not in warning
+
+
+def test_more_files_than_the_cap_are_refused_with_a_way_out(db_url, active_cnn, monkeypatch):
+    monkeypatch.setenv("MAX_FILES_PER_UPLOAD", "2")
+    get_settings.cache_clear()
+    at = upload(open_page(), [sample_jpeg(cls, 0) for cls in ("glioma", "meningioma", "pituitary")])
+    assert [e.value for e in at.error] == [
+        "3 files were chosen; at most 2 are analysed at once. Remove some, or predict a whole folder or zip on "
+        "the Batch page."
+    ]
+    assert not at.metric and rows() == ([], [])
