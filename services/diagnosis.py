@@ -1,8 +1,11 @@
 """Diagnosis: each model's answer for a scan, the rule that asks a clinician to look again, and saving both
 to the patient's record. The Diagnose page and the batch job both go through here."""
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import TypedDict
 
 import numpy as np
@@ -12,7 +15,9 @@ from db.scans import get_or_create_patient, get_or_create_scan, upsert_predictio
 from db.schema import Prediction, Scan
 from db.storage import store_scan_file
 from domain import CLASSES, framework_label
+from models.calibration import apply_temperature
 from models.imaging import DecodedImage
+from settings import DEFAULT_WEIGHTS_DIR
 
 
 class ModelResult(TypedDict):
@@ -62,15 +67,34 @@ def review(results: list[ModelResult], threshold: float) -> Review:
     return Review(bool(reasons), reasons)
 
 
-def averaged_result(results: list[ModelResult]) -> tuple[str, float]:
-    """The class the models' averaged probabilities favour, and that average.
+def averaged_result(results: list[ModelResult], *, temperature: float = 1.0) -> tuple[str, float]:
+    """The class the models' averaged probabilities favour, and that average, calibrated by `temperature`.
 
     On a validation split with no duplicates across it, the average of the two models is right more often
     than either alone: it is what the Diagnose page names when they disagree.
     """
     mean = np.mean([[r["probabilities"][c] for c in CLASSES] for r in results], axis=0)
+    if temperature != 1.0:
+        mean = apply_temperature(mean[None, :], temperature)[0]
     best = int(mean.argmax())
     return CLASSES[best], float(mean[best])
+
+
+PAIR_REPORT = DEFAULT_WEIGHTS_DIR / "pair.json"
+
+
+@lru_cache(maxsize=8)
+def pair_temperature(cnn_sha256: str, mobilenet_sha256: str, report: Path = PAIR_REPORT) -> float:
+    """The temperature that calibrates the average of these two models (models/pair_report.py), or 1.0 when
+    the report was made for other model files."""
+    try:
+        pair = json.loads(report.read_text())
+        models = pair["models"]
+        if (models["cnn"]["sha256"], models["mobilenet"]["sha256"]) != (cnn_sha256, mobilenet_sha256):
+            return 1.0
+        return float(pair["averaged"]["calibration"]["temperature"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1.0
 
 
 @dataclass

@@ -8,7 +8,15 @@ from db.session import session_scope
 from domain import AuditAction, Framework
 from models.imaging import DecodedImage, ImageError, decode_image, make_overlay
 from services.auth import Actor, audit
-from services.diagnosis import ModelResult, Review, averaged_result, model_result, review, save_scan_with_predictions
+from services.diagnosis import (
+    ModelResult,
+    Review,
+    averaged_result,
+    model_result,
+    pair_temperature,
+    review,
+    save_scan_with_predictions,
+)
 from services.predictors import ModelFileProblem
 from settings import get_settings
 from ui.auth import require
@@ -148,7 +156,9 @@ def show_analysis(
         st.markdown(f"The models **agree**: {a.results[0]['label']}.")
     elif len(a.results) > 1:
         answers = ", ".join(f"{m.label} says {r['label']}" for m, r in zip(models, a.results))
-        label, mean = averaged_result(a.results)
+        frameworks = {m.framework: m.sha256 for m in models}
+        temperature = pair_temperature(frameworks.get("torch", ""), frameworks.get("keras", ""))
+        label, mean = averaged_result(a.results, temperature=temperature)
         st.markdown(
             f"The models **disagree**: {answers}. Averaged, their probabilities favour **{label}** "
             f"({mean:.0%}); the clinician decides."

@@ -36,3 +36,27 @@ def test_averaged_probabilities_pick_the_class_the_models_favour_together() -> N
 def test_a_probability_vector_of_the_wrong_length_is_refused() -> None:
     with pytest.raises(ValueError, match="expected 4 probabilities"):
         result("torch", [0.5, 0.5])
+
+
+def test_the_pair_temperature_applies_only_to_the_models_it_was_fitted_for(tmp_path) -> None:
+    import json
+
+    from services.diagnosis import pair_temperature
+
+    report = tmp_path / "pair.json"
+    report.write_text(
+        json.dumps(
+            {
+                "models": {"cnn": {"sha256": "c" * 64}, "mobilenet": {"sha256": "m" * 64}},
+                "averaged": {"calibration": {"temperature": 0.5}},
+            }
+        )
+    )
+    assert pair_temperature("c" * 64, "m" * 64, report) == 0.5
+    assert pair_temperature("c" * 64, "x" * 64, report) == 1.0
+    assert pair_temperature("c" * 64, "m" * 64, tmp_path / "missing.json") == 1.0
+    glioma_barely = result("torch", [0.55, 0.40, 0.03, 0.02])
+    meningioma = result("keras", [0.05, 0.50, 0.40, 0.05])
+    label, sharpened = averaged_result([glioma_barely, meningioma], temperature=0.5)
+    # T < 1 sharpens: the same class, more confident (0.45² / (0.3² + 0.45² + 0.215² + 0.035²)).
+    assert label == "meningioma" and sharpened == pytest.approx(0.45**2 / (0.3**2 + 0.45**2 + 0.215**2 + 0.035**2))
