@@ -23,6 +23,11 @@ MAX_INFLATED_BYTES = 64 * 2**20
 PIXEL_PADDING_BYTES = 1024
 # A side this short is a line or a dot, not a slice a model can read.
 MIN_SIDE = 2
+# Huffman coding spends at least one bit per 8x8 block and scan (512 pixels a byte in a gray image's first
+# scan); a JPEG declaring more pixels than this per byte of file has lost its image data (or is arithmetic-coded
+# blank, which no scanner writes). libjpeg would pad the missing blocks with gray without an error, and decode a
+# few KB into hundreds of MB of mostly invented pixels.
+JPEG_MAX_PIXELS_PER_BYTE = 1024
 # What a stored JPEG keeps besides the image data: JFIF (APP0), an ICC colour profile (APP2) and Adobe's colour
 # transform (APP14). EXIF, XMP, comments and every other application segment may name a person: dropped.
 ORIENTATION_TAG = 0x0112
@@ -91,12 +96,19 @@ def _decode_raster(data: bytes, filename: str, *, max_pixels: int) -> DecodedIma
             width, height = probe.size
             # The size comes from the header, so a bomb is refused before a single pixel is decompressed.
             _check_pixels(filename, height, width, 1, max_pixels)
+            if kind in ("JPEG", "MPO") and width * height > JPEG_MAX_PIXELS_PER_BYTE * len(data):
+                raise ImageError(
+                    f"{filename}: the JPEG declares {width} x {height} pixels but holds only {len(data):,} bytes, "
+                    "far too few to code them: its image data is missing or damaged."
+                )
             probe.verify()
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             rotated = img.getexif().get(ORIENTATION_TAG, 1) not in (1, None)
             img = ImageOps.exif_transpose(img)
             rgb = _pil_to_rgb(img)
+    except ImageError:
+        raise  # already in words (it is a ValueError too, which the clause below would re-wrap)
     except Image.DecompressionBombError as exc:
         raise ImageError(
             f"{filename}: the image declares more pixels than the limit of {max_pixels:,}; "
@@ -201,7 +213,21 @@ def _inflated_size_within(data: bytes, limit: int) -> bool:
     return True
 
 
-def _pixel_error(filename: str, ds: pydicom.Dataset, exc: Exception) -> ImageError:
+def _deflated_size_within(data: bytes, filename: str) -> bool:
+    """_inflated_size_within at MAX_INFLATED_BYTES; a deflate stream damaged before that is refused in words."""
+    try:
+        return _inflated_size_within(data, MAX_INFLATED_BYTES)
+    except zlib.error as exc:
+        raise ImageError(f"{filename}: the DICOM file is deflated and its compressed data is damaged ({exc}).") from exc
+
+
+def _is_decoder_panic(exc: BaseException) -> bool:
+    """Whether `exc` is a Rust decoder's panic: pylibjpeg-rle panics on some damaged RLE data, and pyo3 raises
+    that as pyo3_runtime.PanicException, a BaseException (so `except Exception` misses it) with no importable name."""
+    return type(exc).__name__ == "PanicException"
+
+
+def _pixel_error(filename: str, ds: pydicom.Dataset, exc: BaseException) -> ImageError:
     """Why the pixel data could not be decoded, in words for the person who uploaded the file."""
     text = str(exc)
     syntax = getattr(ds, "file_meta", pydicom.Dataset()).get("TransferSyntaxUID")
@@ -218,16 +244,21 @@ def _pixel_error(filename: str, ds: pydicom.Dataset, exc: Exception) -> ImageErr
 
 
 def _decode_dicom(data: bytes, filename: str, *, max_pixels: int) -> DecodedImage:
-    if DEFLATED_TS in data[: DICOM_MAGIC_OFFSET + 512] and not _inflated_size_within(data, MAX_INFLATED_BYTES):
+    if DEFLATED_TS in data[: DICOM_MAGIC_OFFSET + 512] and not _deflated_size_within(data, filename):
         raise ImageError(
             f"{filename}: the DICOM file is deflated and inflates to more than {MAX_INFLATED_BYTES // 2**20} MB "
             "(or its header cannot be read); refused as a possible decompression bomb."
         )
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        # pydicom converts an element's value when it is first used: convert all now, so that a malformed one
+        # (e.g. an unknown VR) is refused here rather than raising wherever it is first read.
+        list(getattr(ds, "file_meta", ()))
+        list(ds)
     except Exception as exc:  # pydicom raises many types (InvalidDicomError, struct.error, ...) on bad headers
         raise ImageError(f"{filename}: the file is not a readable DICOM file ({str(exc)[:120]}).") from exc
-    if "PixelData" not in ds:
+    # An empty element reads as None: no image either.
+    if not ds.get("PixelData"):
         raise ImageError(f"{filename}: the DICOM file holds no image (it has no pixel data): not a scan.")
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
@@ -244,6 +275,12 @@ def _decode_dicom(data: bytes, filename: str, *, max_pixels: int) -> DecodedImag
     _check_pixels(filename, rows, cols, frames, max_pixels)
     _check_2d(filename, rows, cols)
     syntax = getattr(ds, "file_meta", pydicom.Dataset()).get("TransferSyntaxUID")
+    if syntax is not None and not getattr(syntax, "is_transfer_syntax", False):
+        # Nothing says how its pixels are encoded (and pydicom's UID checks raise on such a value).
+        raise ImageError(
+            f"{filename}: the DICOM file names its encoding '{str(syntax)[:64]}', which is not a DICOM "
+            "transfer syntax, so its pixels cannot be read."
+        )
     declared = rows * cols * frames * samples * bytes_per_sample
     if (syntax is None or not syntax.is_compressed) and len(ds.PixelData) > declared + PIXEL_PADDING_BYTES:
         raise ImageError(
@@ -253,6 +290,10 @@ def _decode_dicom(data: bytes, filename: str, *, max_pixels: int) -> DecodedImag
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for bad, short or undecodable pixel data
+        raise _pixel_error(filename, ds, exc) from exc
+    except BaseException as exc:
+        if not _is_decoder_panic(exc):
+            raise
         raise _pixel_error(filename, ds, exc) from exc
     planes = pixels.ndim - (1 if samples == 3 else 0)
     if (frames > 1 and (planes != 3 or pixels.shape[0] != frames)) or (frames == 1 and planes != 2):
@@ -271,14 +312,21 @@ def _decode_dicom(data: bytes, filename: str, *, max_pixels: int) -> DecodedImag
     if pixels.ndim != expected_ndim or min(pixels.shape[:2]) < MIN_SIDE:
         raise ImageError(f"{filename}: the DICOM pixel data has shape {pixels.shape}, not a 2-D slice.")
 
-    if color:
-        rgb, window_note = _dicom_color(pixels, ds, photometric), None
-    else:
-        gray, window_note = _dicom_gray(pixels, ds)
-        if photometric == "MONOCHROME1":
-            # MONOCHROME1 means low values are bright: invert so every image reads the same way.
-            gray = 255 - gray
-        rgb = _gray_to_rgb(gray)
+    try:
+        if color:
+            rgb, window_note = _dicom_color(pixels, ds, photometric), None
+        else:
+            gray, window_note = _dicom_gray(pixels, ds)
+            if photometric == "MONOCHROME1":
+                # MONOCHROME1 means low values are bright: invert so every image reads the same way.
+                gray = 255 - gray
+            rgb = _gray_to_rgb(gray)
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, NotImplementedError) as exc:
+        # pydicom's LUT functions check the palette and rescale fields only when they apply them.
+        raise ImageError(
+            f"{filename}: the DICOM header's palette or rescale fields cannot be applied to its pixels "
+            f"({str(exc)[:120]})."
+        ) from exc
     note = "; ".join(n for n in (note, window_note) if n) or None
 
     stored = _png_bytes(rgb if color else rgb[..., 0])
@@ -295,14 +343,16 @@ def _dicom_gray(pixels: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, st
     """Modality LUT then VOI LUT/window, mapped to uint8 over the window's output range."""
     values = apply_modality_lut(pixels, ds)
     if ds.get("VOILUTSequence"):
-        # A VOI LUT indexes by integer stored values; the rescale may have produced floats.
-        values = np.rint(values).astype(np.int64)
+        # A VOI LUT indexes by integer stored values; the rescale may have produced floats. A rescale far beyond
+        # any LUT's range saturates here instead of wrapping around in the cast to int64.
+        values = np.rint(np.clip(values, -(2.0**62), 2.0**62)).astype(np.int64)
     try:
         windowed = apply_voi_lut(values, ds)
         if windowed is values:
             return _stretch(values.astype(np.float64)), None
         low, high = _voi_output_range(ds)
-    except (ValueError, NotImplementedError, AttributeError, IndexError, TypeError) as exc:
+    except (ValueError, NotImplementedError, AttributeError, IndexError, TypeError, struct.error) as exc:
+        # struct.error: LUT data shorter than its descriptor says.
         return _stretch(values.astype(np.float64)), f"window in the header ignored ({exc})"
     return _stretch(windowed.astype(np.float64), low, high), None
 

@@ -6,11 +6,13 @@ again when it runs (the folder may have changed in between). Light imports only:
 
 import hashlib
 import io
+import lzma
 import os
 import shutil
 import stat
 import uuid
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -33,6 +35,9 @@ PATIENT_MODES = {
 MAX_ZIP_RATIO = 100
 # A file's path inside a batch folder is recorded with its result (batch_items.rel_path holds 1,024 characters).
 MAX_PATH_CHARS = 1000
+# Linux refuses a file or folder name over 255 bytes (NAME_MAX); a zip entry's whole path is held to
+# MAX_PATH_CHARS bytes, which also keeps it, under the upload folder, within PATH_MAX (4,096 bytes).
+MAX_NAME_BYTES = 255
 # Below this size an entry's ratio says nothing (a few bytes of zeros compress a thousandfold).
 RATIO_CHECK_MIN_BYTES = 1 << 20
 # The unpacked zip may be this many times the allowed zip size.
@@ -193,6 +198,12 @@ def _entry_parts(info: zipfile.ZipInfo) -> tuple[str, ...]:
         raise BatchInputError(f"The zip was refused: its entry '{info.filename}' has an absolute path.")
     if ".." in pure.parts:
         raise BatchInputError(f"The zip was refused: its entry '{info.filename}' uses '..' to leave the folder.")
+    if len(name.encode()) > MAX_PATH_CHARS or any(len(part.encode()) > MAX_NAME_BYTES for part in pure.parts):
+        shown = info.filename if len(info.filename) <= 80 else info.filename[:80] + "…"
+        raise BatchInputError(
+            f"The zip was refused: its entry '{shown}' has a name too long to unpack (over "
+            f"{MAX_PATH_CHARS} bytes in all, or over {MAX_NAME_BYTES} in one folder or file name)."
+        )
     return tuple(p for p in pure.parts if p not in ("", "."))
 
 
@@ -203,6 +214,9 @@ def _is_link(info: zipfile.ZipInfo) -> bool:
 def check_zip(archive: zipfile.ZipFile, *, settings: Settings) -> list[zipfile.ZipInfo]:
     """The zip's file entries, after refusing unsafe names, links, too many files and zip bombs."""
     infos = archive.infolist()
+    if any(not info.filename for info in infos):
+        # A nameless entry can be neither unpacked nor shown; zipfile's is_dir() even fails on it.
+        raise BatchInputError("The zip was refused: one of its entries has no name.")
     files = [info for info in infos if not info.is_dir()]
     if len(files) > settings.max_zip_files:
         raise BatchInputError(
@@ -254,7 +268,8 @@ def open_zip(data: bytes, *, settings: Settings) -> zipfile.ZipFile:
         )
     try:
         return zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, NotImplementedError) as exc:
+        # NotImplementedError: an entry needs a newer zip version than zipfile reads.
         raise BatchInputError(f"The file is not a readable zip archive ({exc}).") from exc
 
 
@@ -321,9 +336,17 @@ def _extract_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) 
                         f"The zip was refused: its entry '{info.filename}' holds more data than its header says."
                     )
                 out.write(chunk)
+    except BatchInputError:
+        raise  # a ValueError too, already in words
     except FileExistsError as exc:
         raise BatchInputError(f"The zip was refused: it holds '{info.filename}' twice.") from exc
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except NotImplementedError as exc:  # zipfile's word for a compression method or zip version it cannot read
+        raise BatchInputError(
+            f"The zip was refused: its entry '{info.filename}' is stored in a way that cannot be unpacked here ({exc})."
+        ) from exc
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
+        # Damaged deflate and LZMA data surface as their decompressor's own errors, not as BadZipFile; an offset
+        # pointing before the file's start or a local header's name that is not the UTF-8 it claims, as ValueError.
         raise BatchInputError(f"The zip was refused: its entry '{info.filename}' is damaged ({exc}).") from exc
 
 
