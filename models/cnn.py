@@ -12,6 +12,8 @@ from models.data import CLASSES
 ARCH = "cnn3-224"
 # Pixels are scaled to [0, 1] and then centred; the same constants at training and prediction time.
 MEAN, STD = 0.5, 0.5
+# The length of feature_summary's vector: channel means and spreads of the three blocks, and the penultimate layer.
+FEATURES = 2 * (16 + 32 + 64) + 256
 
 
 def _block(c_in: int, c_out: int) -> list[nn.Module]:
@@ -86,3 +88,27 @@ def predict_proba(model: nn.Module, images: np.ndarray, *, tta: bool = False, ba
             probs = (probs + torch.softmax(model(x.flip(3)), dim=1)) / 2
         out.append(probs.numpy())
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), dtype=np.float32)
+
+
+@torch.no_grad()
+def feature_summary(model: TumorCNN, images: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+    """N x 480 float32 for N x 224 x 224 x 3 uint8 images: what the out-of-distribution check (models/ood.py)
+    measures.
+
+    Per image, the mean and the spread of every channel after each block's BatchNorm (2 x (16 + 32 + 64)), then
+    the 256 penultimate values. The block statistics tell a blank, noisy, coloured or textual picture from a
+    slice; the penultimate values tell a slice of another kind (a head CT) from the ones the classes were
+    learned on. One forward pass, without the mirrored copy.
+    """
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        h = normalize(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2))
+        parts = []
+        for layer in model.features:
+            h = layer(h)
+            if isinstance(layer, nn.BatchNorm2d):
+                parts += [h.mean(dim=(2, 3)), h.std(dim=(2, 3))]
+        parts.append(model.head[:-1](h))
+        out.append(torch.cat(parts, dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, FEATURES), dtype=np.float32)

@@ -5,6 +5,7 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -217,6 +218,15 @@ def split_train_val(index: DatasetIndex, *, val_fraction: float, seed: int) -> t
     if not train or not val:
         raise DatasetError("too few distinct images to carve out both a training and a validation set")
     return sorted(train), sorted(val)
+
+
+def config_split(cfg: dict[str, Any], data_dir: str | Path | None = None) -> tuple[list[Item], list[Item]]:
+    """The training and validation items of a run's split, rebuilt from its config (folder, seed, validation
+    share) with duplicate groups kept on one side as in training; data_dir where the folder moved since."""
+    root = data_dir or cfg["data_dir"]
+    index = index_items(root, scan_folder(root))
+    train_idx, val_idx = split_train_val(index, val_fraction=cfg.get("val_fraction", 0.15), seed=cfg.get("seed", 42))
+    return [index.items[i] for i in train_idx], [index.items[i] for i in val_idx]
 
 
 def overlap_with(test: DatasetIndex, train: DatasetIndex, *, max_bits: int = NEAR_DUPLICATE_BITS) -> list[bool]:

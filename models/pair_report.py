@@ -19,7 +19,7 @@ import numpy as np
 
 from domain import CLASSES
 from models.calibration import calibration_report, expected_calibration_error, nll
-from models.data import index_items, load_rgb, scan_folder, split_train_val
+from models.data import config_split, load_rgb
 from models.metrics import classification_report
 from models.model_meta import file_sha256, model_meta
 from models.predictor import Predictor, load_predictor
@@ -80,10 +80,7 @@ def pair_report(cnn: Predictor, mobilenet: Predictor, images: list[np.ndarray], 
 
 def validation_images(cfg: dict[str, Any], data_dir: str | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     """The raw validation images of a training config's split, and their labels."""
-    root = data_dir or cfg["data_dir"]
-    index = index_items(root, scan_folder(root))
-    _, val_idx = split_train_val(index, val_fraction=cfg.get("val_fraction", 0.15), seed=cfg.get("seed", 42))
-    items = [index.items[i] for i in val_idx]
+    _, items = config_split(cfg, data_dir)
     return [load_rgb(it.path) for it in items], np.array([it.label for it in items])
 
 

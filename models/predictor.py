@@ -82,6 +82,14 @@ class TorchPredictor:
         raw = predict_proba(self.model, _stack(images, self.crop), tta=self.tta)
         return apply_temperature(raw, self.temperature).astype(np.float32)
 
+    def features(self, images: list[np.ndarray]) -> np.ndarray:
+        """The out-of-distribution check's feature vector per image, from the same preprocessing as predict."""
+        from models.cnn import FEATURES, feature_summary
+
+        if not images:
+            return np.zeros((0, FEATURES), dtype=np.float32)
+        return feature_summary(self.model, _stack(images, self.crop))
+
     def gradcam(self, rgb: np.ndarray) -> np.ndarray:
         import torch
 
