@@ -1,0 +1,66 @@
+"""The out-of-distribution statistics: fitting, thresholds, and the tie between a model file and its statistics."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.cnn import FEATURES
+from models.ood import OodUnavailable, fit, ledoit_wolf, load_stats, save_stats, stats_path
+
+
+def two_clouds(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes of correlated Gaussian features, 12 dimensions."""
+    labels = rng.integers(0, 2, n)
+    mixing = np.random.default_rng(7).normal(size=(12, 12))
+    return rng.normal(size=(n, 12)) @ mixing + 4.0 * labels[:, None], labels
+
+
+def test_the_threshold_lets_unseen_images_of_the_kind_through_and_flags_far_ones() -> None:
+    x, y = two_clouds(np.random.default_rng(0), 4000)
+    stats, details = fit(x, y, model_sha256="a" * 64, percentile=99.5)
+    fresh, _ = two_clouds(np.random.default_rng(1), 4000)
+    assert (stats.scores(fresh) > stats.threshold).mean() < 0.01
+    # Scores are squared Mahalanobis distances: on Gaussian features the threshold sits near the chi-square
+    # quantile (28.3 for 12 dimensions at 99.5 %), and the fit's own rows are refused about as often.
+    assert 25 < stats.threshold < 32 and details["refused_in_sample"] < 0.01
+    assert (stats.scores(fresh * 3) > stats.threshold).mean() > 0.9
+    assert (stats.scores(np.zeros((1, 12)) + 100) > stats.threshold).all()
+
+
+def test_ledoit_wolf_shrinks_more_when_rows_are_few_for_the_dimensions() -> None:
+    rng = np.random.default_rng(0)
+    few, many = ledoit_wolf(rng.normal(size=(30, 60))), ledoit_wolf(rng.normal(size=(6000, 60)))
+    assert 0.0 <= many < few <= 1.0
+
+
+def test_statistics_belong_to_the_model_file_they_were_fitted_for(tmp_path: Path) -> None:
+    x, y = two_clouds(np.random.default_rng(0), 500)
+    stats, _ = fit(x, y, model_sha256="a" * 64)
+    model = tmp_path / "cnn.pth"
+    save_stats(stats, stats_path(model))
+    assert stats_path(model).name == "cnn.ood.npz"
+    loaded = load_stats(model, "a" * 64)
+    assert loaded.threshold == stats.threshold and loaded.percentile == 99.5
+    assert np.allclose(loaded.scores(x[:5]), stats.scores(x[:5]), rtol=1e-4)
+    with pytest.raises(OodUnavailable, match="fitted for another version of cnn.pth"):
+        load_stats(model, "b" * 64)
+    with pytest.raises(OodUnavailable, match="no out-of-distribution statistics were fitted for other.pth"):
+        load_stats(tmp_path / "other.pth", "a" * 64)
+
+
+def test_the_cnn_gives_one_feature_vector_per_image(tmp_path: Path) -> None:
+    import torch
+
+    from models.cnn import TumorCNN, save_checkpoint
+    from models.predictor import TorchPredictor
+
+    torch.manual_seed(0)
+    predictor = TorchPredictor(save_checkpoint(tmp_path / "cnn.pth", TumorCNN(), extra={}))
+    images = [
+        np.zeros((100, 80, 3), np.uint8),
+        np.full((300, 300, 3), 200, np.uint8),
+        np.eye(50, dtype=np.uint8)[..., None].repeat(3, 2),
+    ]
+    assert predictor.features(images).shape == (3, FEATURES)
+    assert predictor.features([]).shape == (0, FEATURES)
