@@ -45,6 +45,7 @@ from services.batch_input import (
     true_label,
 )
 from services.diagnosis import model_result, save_scan_with_predictions
+from services.ood import OodGate, gate_for
 from services.predictors import ModelFileProblem, loaded_predictor
 from settings import get_settings
 
@@ -61,6 +62,8 @@ class BatchModel:
     framework: str
     name: str
     predictor: Predictor
+    artifact_path: str
+    sha256: str
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Decoded:
     patient_mrn: str | None = None
     note: str | None = None
     error: str | None = None
+    refused: str | None = None  # why the out-of-distribution check says it is not a brain MRI slice
 
 
 @dataclass
@@ -104,7 +108,7 @@ def load_models(version_ids: list[int] | None) -> list[BatchModel]:
             raise UserError(f"Model {name} (version {version_id}) cannot be used: {exc}") from exc
         except (OSError, ValueError) as exc:
             raise UserError(f"Model {name} (version {version_id}) could not be loaded: {exc}") from exc
-        models.append(BatchModel(version_id, framework, name, predictor))
+        models.append(BatchModel(version_id, framework, name, predictor, path, sha256))
     return models
 
 
@@ -150,7 +154,11 @@ def predict_listing(
     progress: Progress,
     check_cancel: Callable[[], None],
 ) -> dict[str, Any]:
-    """Record skipped files, then predict the images in batches; returns the job's result."""
+    """Record skipped files, then predict the images in batches; returns the job's result.
+
+    An image the out-of-distribution check flags is recorded as skipped with the check's reason, not predicted.
+    """
+    gate, gate_note = gate_for(models)
     with session_scope() as session:
         recorded = recorded_paths(session=session, job_id=job_id)
         # Files whose scans were deleted after an earlier attempt stay deleted: they count as done.
@@ -185,6 +193,7 @@ def predict_listing(
         saving: tuple[Future[None], int] | None = None
         for decoded in _prefetch(decoder, todo, listing.root, options):
             check_cancel()
+            _check_chunk(gate, decoded)
             probabilities = _predict(predictors, decoded, models)
             if saving is not None:
                 saving[0].result()
@@ -196,7 +205,7 @@ def predict_listing(
     elapsed = time.monotonic() - started
     result = summarise(job_id, models, images_per_s=done_now / elapsed if done_now else None, duration_s=elapsed)
     # Images an earlier attempt of this job recorded (a re-run after its worker was lost) were not redone.
-    return {**result, "done_before": len(listing.images) - len(todo)}
+    return {**result, "done_before": len(listing.images) - len(todo), "ood_check": gate_note}
 
 
 def _prefetch(pool: ThreadPoolExecutor, todo: list[str], root: Path, options: Options) -> Iterator[list[Decoded]]:
@@ -236,9 +245,23 @@ def _decode_one(rel_path: str, root: Path, options: Options) -> Decoded:
     return Decoded(rel_path, image=image, patient_mrn=mrn, note=note)
 
 
+def _check_chunk(gate: OodGate | None, decoded: list[Decoded]) -> None:
+    """Mark the images the check says are not brain MRI slices: they get its reason instead of a tumor class."""
+    checked = [(item, item.image.rgb) for item in decoded if item.image is not None]
+    if gate is None or not checked:
+        return
+    for (item, _), verdict in zip(checked, gate.check([rgb for _, rgb in checked]), strict=True):
+        if verdict.flagged:
+            item.refused = verdict.reason
+
+
+def _to_predict(decoded: list[Decoded]) -> list[Decoded]:
+    return [d for d in decoded if d.image is not None and d.refused is None]
+
+
 def _predict(pool: ThreadPoolExecutor, decoded: list[Decoded], models: list[BatchModel]) -> dict[str, np.ndarray]:
-    """Each model's probabilities (N x classes) for the decoded images of a batch."""
-    rgbs = [d.image.rgb for d in decoded if d.image is not None]
+    """Each model's probabilities (N x classes) for the images of a batch that are to be predicted."""
+    rgbs = [d.image.rgb for d in _to_predict(decoded) if d.image is not None]
     if not rgbs:
         return {}
     futures = {m.framework: pool.submit(m.predictor.predict, rgbs) for m in models}
@@ -253,7 +276,7 @@ def _save_chunk(
     options: Options,
 ) -> None:
     """Commit a batch's scans, predictions and items together: a worker lost mid-way leaves whole batches."""
-    good = [d for d in decoded if d.image is not None]
+    good = _to_predict(decoded)
     # Another delivery of this job, or another job saving the same image, may commit first: the second try
     # then finds their rows and adds only what is missing.
     for attempt in range(2):
@@ -267,14 +290,16 @@ def _save_chunk(
                         probs = {fw: p[position] for fw, p in probabilities.items()}
                         _save_done(session, job_id, item, models, probs, options)
                 for item in decoded:
-                    if item.image is None and item.rel_path not in recorded:
+                    # An unreadable file is an error; an image the check flagged is skipped with its reason.
+                    if (item.image is None or item.refused is not None) and item.rel_path not in recorded:
                         add_batch_item(
                             session=session,
                             job_id=job_id,
                             rel_path=item.rel_path,
-                            status="error",
-                            error=item.error,
+                            status="error" if item.image is None else "skipped",
+                            patient_mrn=item.patient_mrn,
                             true_label=true_label(item.rel_path),
+                            error=item.error if item.image is None else item.refused,
                         )
             return
         except IntegrityError:

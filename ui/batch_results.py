@@ -15,7 +15,11 @@ from ui.auth import signed_in
 from ui.charts import class_counts_chart, confusion_matrix_chart
 
 ANY = "any"
-STATUS_LABELS = {"done": "done", "error": "could not be read", "skipped": "skipped (not an image)"}
+STATUS_LABELS = {
+    "done": "done",
+    "error": "could not be read",
+    "skipped": "skipped (not an image, or not a brain MRI slice)",
+}
 
 
 def frameworks_of(rows: list[BatchRow]) -> list[str]:
@@ -74,7 +78,12 @@ def show_results(job_id: int) -> None:
     done, errors, skipped, review = st.columns(4)
     done.metric("Predicted", counts["done"])
     errors.metric("Could not be read", counts["error"])
-    skipped.metric("Skipped (not images)", counts["skipped"])
+    skipped.metric(
+        "Skipped",
+        counts["skipped"],
+        help="Files that are not images, and images the check says are not brain MRI slices: no tumor class is "
+        "recorded for them. The table's last column says which.",
+    )
     review.metric("Need review", sum(1 for r in rows if r.status == "done" and r.needs_review))
 
     predicted = [r for r in rows if r.status == "done"]

@@ -1,0 +1,129 @@
+"""The shipped CNN's out-of-distribution check, through the app's own path: pictures that are not brain MRI
+slices are flagged, the sample MRI slices pass, and a batch records a flagged file as skipped with the reason."""
+
+import json
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+from sqlalchemy import func, select
+
+from db.batches import batch_rows
+from db.jobs import create_job
+from db.runs import register_model_version
+from db.schema import Prediction, Scan
+from db.session import session_scope
+from domain import CLASSES
+from models.imaging import decode_image
+from models.ood import report_path, stats_path
+from models.ood_probes import blank, noise, text_screens
+from services.batch_input import list_folder
+from services.model_files import file_sha256
+from services.ood import OodGate, gate_for, ood_gate
+from settings import DEFAULT_MODEL_FILES, SAMPLE_DIR
+
+CNN = DEFAULT_MODEL_FILES["torch"]
+
+
+@pytest.fixture(scope="module")
+def gate() -> OodGate:
+    return ood_gate(str(CNN), file_sha256(CNN))
+
+
+def decoded(path: Path) -> np.ndarray:
+    data = path.read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's test files are odd on purpose, and say so
+        return decode_image(data, path.name, max_bytes=len(data) + 1, max_pixels=10**8).rgb
+
+
+NOT_MRI = {
+    "all black": lambda: [np.zeros((224, 224, 3), np.uint8)],
+    "blank": lambda: [rgb for _, rgb in blank(np.random.default_rng(11), 6)],
+    "noise": lambda: [rgb for _, rgb in noise(np.random.default_rng(12), 5)],
+    "text screenshot": lambda: [rgb for _, rgb in text_screens(np.random.default_rng(13), 4)],
+    "CT DICOM (pydicom)": lambda: [decoded(Path(get_testdata_file("CT_small.dcm")))],
+    "ultrasound DICOM (pydicom)": lambda: [decoded(Path(get_testdata_file("examples_rgb_color.dcm")))],
+}
+
+
+@pytest.mark.parametrize("kind", list(NOT_MRI))
+def test_the_shipped_check_flags_pictures_that_are_not_brain_mri_slices(gate: OodGate, kind: str) -> None:
+    verdicts = gate.check(NOT_MRI[kind]())
+    assert all(v.flagged for v in verdicts), [v.explanation for v in verdicts]
+    assert verdicts[0].reason.startswith("not a brain MRI slice: it scores ")
+
+
+def test_the_shipped_check_passes_the_sample_mri_slices(gate: OodGate) -> None:
+    paths = sorted(SAMPLE_DIR.glob("*/*.jpg"))
+    verdicts = gate.check([decoded(p) for p in paths])
+    refused = [(p.name, v.explanation) for p, v in zip(paths, verdicts, strict=True) if v.flagged]
+    assert len(paths) == 80 and len(refused) <= 1, refused
+
+
+def test_the_shipped_statistics_and_report_belong_to_the_shipped_cnn() -> None:
+    report = json.loads(report_path(CNN).read_text())
+    assert report["model"]["sha256"] == file_sha256(CNN)
+    assert report["validation"]["images"] > 800 and report["validation"]["rate"] < 0.02
+    assert stats_path(CNN).stat().st_size < 2**20
+
+
+def test_without_statistics_for_the_cnn_the_check_says_it_is_off(tmp_path: Path) -> None:
+    from models.cnn import TumorCNN, save_checkpoint
+
+    other = save_checkpoint(tmp_path / "retrained.pth", TumorCNN(), extra={})
+    model = SimpleNamespace(framework="torch", artifact_path=str(other), sha256=file_sha256(other))
+    gate, note = gate_for([model])
+    assert gate is None and "no out-of-distribution statistics were fitted for retrained.pth" in note
+    keras_only = SimpleNamespace(framework="keras", artifact_path="m.keras", sha256="0" * 64)
+    assert gate_for([keras_only]) == (
+        None,
+        "Whether an image is a brain MRI slice is not checked: the check needs the Custom CNN (PyTorch) model, "
+        "which is not in use.",
+    )
+
+
+def test_a_batch_records_a_file_that_is_not_a_brain_mri_slice_as_skipped_with_the_reason(db_url, tmp_path) -> None:
+    from services.batch import Options, load_models, predict_listing
+
+    folder = tmp_path / "scans"
+    (folder / "glioma").mkdir(parents=True)
+    for path in sorted((SAMPLE_DIR / "glioma").glob("*.jpg"))[:2]:
+        (folder / "glioma" / path.name).write_bytes(path.read_bytes())
+    Image.new("RGB", (256, 256)).save(folder / "black.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(folder / "noise.png")
+    with session_scope() as session:
+        version = register_model_version(
+            session=session, framework="torch", name="cnn", artifact_path=CNN, sha256=file_sha256(CNN), activate=True
+        )
+        job_id = create_job(session=session, kind="batch", params={}).id
+        version_id = version.id
+    options = Options("single", "P-1", threshold=0.7, max_bytes=2**24, max_pixels=40_000_000)
+    result = predict_listing(
+        job_id,
+        list_folder(folder),
+        load_models([version_id]),
+        options,
+        progress=lambda *a: None,
+        check_cancel=lambda: None,
+    )
+    with session_scope() as session:
+        rows = {r.rel_path: r for r in batch_rows(session=session, job_id=job_id)}
+        scans = session.scalar(select(func.count()).select_from(Scan))
+        predictions = session.scalar(select(func.count()).select_from(Prediction))
+    assert {p: r.status for p, r in rows.items()} == {
+        "black.png": "skipped",
+        "noise.png": "skipped",
+        "glioma/" + sorted((SAMPLE_DIR / "glioma").glob("*.jpg"))[0].name: "done",
+        "glioma/" + sorted((SAMPLE_DIR / "glioma").glob("*.jpg"))[1].name: "done",
+    }
+    for name in ("black.png", "noise.png"):
+        assert rows[name].error.startswith("not a brain MRI slice: it scores ") and not rows[name].results
+        assert rows[name].scan_id is None and rows[name].patient_mrn == "P-1"
+    assert all(r.results["torch"]["label"] in CLASSES for r in rows.values() if r.status == "done")
+    assert scans == predictions == 2 and result["skipped"] == 2 and result["done"] == 2
+    assert result["ood_check"].startswith("Each image is first checked to be a brain MRI slice")
