@@ -9,6 +9,7 @@ from db.runs import get_active_model
 from db.session import read_scope
 from domain import FRAMEWORKS, framework_label
 from models.predictor import Predictor
+from services.ood import OodVerdict, ood_gate
 from services.predictors import loaded_predictor
 
 
@@ -53,3 +54,9 @@ def probabilities(
 def gradcam(framework: str, artifact_path: str, model_sha256: str, image_sha256: str, _rgb: np.ndarray) -> np.ndarray:
     """Grad-CAM heatmap (HxW in [0, 1]) of one image, remembered per model and image."""
     return get_predictor(framework, artifact_path, model_sha256).gradcam(_rgb)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def ood_verdict(artifact_path: str, model_sha256: str, image_sha256: str, _rgb: np.ndarray) -> OodVerdict:
+    """Whether one image is a brain MRI slice, by the check fitted for this CNN file, remembered per image."""
+    return ood_gate(artifact_path, model_sha256).check([_rgb])[0]

@@ -17,13 +17,14 @@ from services.diagnosis import (
     review,
     save_scan_with_predictions,
 )
+from services.ood import NOT_MRI, OodGate, OodVerdict, gate_for
 from services.predictors import ModelFileProblem
 from settings import get_settings
 from ui.auth import require
 from ui.charts import probability_chart
 from ui.nav import link_to_page
 from ui.patients import patient_picker
-from ui.predictors import ActiveModel, active_models, gradcam, predictor_for, probabilities
+from ui.predictors import ActiveModel, active_models, gradcam, ood_verdict, predictor_for, probabilities
 from ui.text import literal
 
 SAVED_KEY = "diagnose_saved"  # {"<patient>:<sha256>": scan id} for this browser session
@@ -34,8 +35,18 @@ AUDITED_KEY = "diagnose_audited"  # sha256 of every image whose upload and predi
 class Analysis:
     name: str
     decoded: DecodedImage
-    results: list[ModelResult]
+    results: list[ModelResult]  # none for an image the check flagged, until its answer is asked for
     review: Review
+    ood: OodVerdict | None = None  # None where no check is fitted for the active CNN
+
+    @property
+    def refused(self) -> bool:
+        """The check says it is not a brain MRI slice: its answer is hidden unless asked for, and never saved."""
+        return self.ood is not None and self.ood.flagged
+
+
+def anyway_key(decoded: DecodedImage) -> str:
+    return f"diagnose_anyway:{decoded.sha256}"
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -43,7 +54,13 @@ def decode(data: bytes, filename: str, max_bytes: int, max_pixels: int) -> Decod
     return decode_image(data, filename, max_bytes=max_bytes, max_pixels=max_pixels)
 
 
-def analyse(name: str, decoded: DecodedImage, models: list[ActiveModel], threshold: float) -> Analysis:
+def analyse(
+    name: str, decoded: DecodedImage, models: list[ActiveModel], threshold: float, gate: OodGate | None
+) -> Analysis:
+    """The check first; the models answer an image it flags only when the person asked to see that answer."""
+    verdict = ood_verdict(gate.artifact_path, gate.sha256, decoded.sha256, decoded.rgb) if gate else None
+    if verdict is not None and verdict.flagged and not st.session_state.get(anyway_key(decoded)):
+        return Analysis(name, decoded, [], Review(True, [verdict.reason]), verdict)
     results = [
         model_result(
             framework=m.framework,
@@ -52,7 +69,7 @@ def analyse(name: str, decoded: DecodedImage, models: list[ActiveModel], thresho
         )
         for m in models
     ]
-    return Analysis(name, decoded, results, review(results, threshold))
+    return Analysis(name, decoded, results, review(results, threshold), verdict)
 
 
 def loaded_models(models: list[ActiveModel]) -> list[ActiveModel]:
@@ -84,14 +101,19 @@ def no_model_message() -> None:
 
 
 def audit_predictions(actor: Actor, analyses: list[Analysis]) -> None:
-    """One audit entry per image predicted in this session (not one per redraw); saving it is another."""
+    """One audit entry per image predicted in this session (not one per redraw), and one when a flagged image's
+    answer is shown; saving it is another."""
     audited = st.session_state.setdefault(AUDITED_KEY, set())
     for a in analyses:
-        if a.decoded.sha256 in audited:
+        key = a.decoded.sha256 if a.results else f"{a.decoded.sha256}:refused"
+        if key in audited:
             continue
         labels = ", ".join(f"{r['framework']}: {r['label']} {r['confidence']:.0%}" for r in a.results)
+        if a.ood is not None and a.ood.flagged:
+            shown = f"{labels}, shown although " if a.results else "no tumor class shown: "
+            labels = f"{shown}{a.ood.reason}"
         audit(actor, AuditAction.PREDICTION, target=f"image {a.decoded.sha256[:16]}", detail=f"{a.name}: {labels}")
-        audited.add(a.decoded.sha256)
+        audited.add(key)
 
 
 def save(actor: Actor, analyses: list[Analysis], mrn: str, threshold: float) -> None:
@@ -150,6 +172,21 @@ def show_analysis(
     scan_id = st.session_state.get(SAVED_KEY, {}).get(f"{mrn}:{a.decoded.sha256}")
     if scan_id is not None:
         st.caption(f"Saved to patient {literal(mrn)}'s record (scan #{scan_id}).")
+    if a.ood is not None and a.ood.flagged:
+        st.error(
+            f"**{NOT_MRI}.** The tumor models were trained on brain MRI slices only; this image does not look like "
+            f"one: {a.ood.explanation}.",
+            icon="🚫",
+        )
+        st.checkbox("Show the models' answer anyway", key=anyway_key(a.decoded))
+        if not a.results:
+            st.image(a.decoded.rgb, caption="Original", width=320)
+            return
+        st.warning(
+            "**Shown anyway, for an image that is not a brain MRI slice**: the classes below are what the models "
+            "make of it, not a finding. It is not saved to the record.",
+            icon="⚠️",
+        )
 
     labels = {r["label"] for r in a.results}
     if len(a.results) > 1 and len(labels) == 1:
@@ -204,6 +241,7 @@ def main() -> None:
     models = loaded_models(models)
     if not models:
         return
+    gate, gate_note = gate_for(models)
 
     files = st.file_uploader(
         "MRI slices: JPEG, PNG or DICOM",
@@ -213,7 +251,7 @@ def main() -> None:
         help=f"Up to {settings.max_files_per_upload} files at once, {settings.max_upload_mb} MB each.",
     )
     if not files:
-        st.caption("Models in use: " + ", ".join(f"{m.label}: {m.name}" for m in models))
+        st.caption("Models in use: " + ", ".join(f"{m.label}: {m.name}" for m in models) + ". " + gate_note)
         return
     if len(files) > settings.max_files_per_upload:
         st.error(
@@ -232,8 +270,11 @@ def main() -> None:
         decoded.append((f.name, image))
     if not decoded:
         return
-    analyses = [analyse(name, image, models, threshold) for name, image in decoded]
+    if gate is None:
+        st.info(gate_note)
+    analyses = [analyse(name, image, models, threshold, gate) for name, image in decoded]
     audit_predictions(actor, analyses)
+    savable = [a for a in analyses if not a.refused]
 
     header_ids = {a.decoded.patient_mrn for a in analyses if a.decoded.patient_mrn}
     if len(header_ids) > 1:
@@ -248,16 +289,20 @@ def main() -> None:
         named = ", ".join(sorted(header_ids - {mrn}))
         st.warning(f"The DICOM header names patient {literal(named)}, not {literal(mrn)}.")
     saved = st.session_state.get(SAVED_KEY, {})
-    all_saved = mrn is not None and all(f"{mrn}:{a.decoded.sha256}" in saved for a in analyses)
+    all_saved = mrn is not None and all(f"{mrn}:{a.decoded.sha256}" in saved for a in savable)
     with right:
         clicked = st.button(
-            "Saved to the record" if all_saved else f"Save {len(analyses)} scan(s) to the record",
+            "Saved to the record" if savable and all_saved else f"Save {len(savable)} scan(s) to the record",
             type="primary",
-            disabled=mrn is None or all_saved,
+            disabled=mrn is None or all_saved or not savable,
             key="diagnose_save",
         )
+    if len(savable) < len(analyses):
+        st.caption(
+            f"{len(analyses) - len(savable)} image(s) that are not brain MRI slices are not saved to the record."
+        )
     if clicked and mrn:
-        save(actor, analyses, mrn, threshold)
+        save(actor, savable, mrn, threshold)
     if mrn and any(f"{mrn}:{a.decoded.sha256}" in st.session_state.get(SAVED_KEY, {}) for a in analyses):
         link_to_page(
             "views/3_History.py",

@@ -14,7 +14,7 @@ from db.session import session_scope
 from models.imaging import decode_image, make_overlay
 from models.predictor import load_predictor
 from services.model_files import file_sha256
-from settings import ROOT, SAMPLE_DIR, get_settings
+from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR, get_settings
 from tests.entries import shown
 from tests.users import signed_in
 from ui.text import literal
@@ -233,6 +233,36 @@ def test_saving_links_to_the_patients_history(db_url, active_cnn):
     assert [(link.proto.label, link.proto.query_string) for link in links] == [
         (f"Open patient {literal('P-1')}'s history", "patient=P-1")
     ]
+
+
+@pytest.fixture
+def shipped_cnn(db_url: str) -> int:
+    """The shipped CNN, the one model whose out-of-distribution statistics ship beside it."""
+    return activate("torch", DEFAULT_MODEL_FILES["torch"])
+
+
+def black_png() -> tuple[str, bytes]:
+    out = io.BytesIO()
+    Image.new("RGB", (256, 256)).save(out, format="PNG")
+    return "black.png", out.getvalue()
+
+
+def test_a_blank_image_gets_no_tumor_class_unless_its_answer_is_asked_for_and_is_never_saved(db_url, shipped_cnn):
+    add_patient("P-1")
+    mri = sample_jpeg()
+    at = upload(open_page(), [black_png(), mri])
+    [error] = [e.value for e in at.error]
+    assert "Not a brain MRI slice — no tumor class shown" in error and "above its threshold of" in error
+    assert len(at.metric) == 1  # the MRI slice's answer only
+    assert at.button(key="diagnose_save").label == "Save 1 scan(s) to the record"
+    at.checkbox[0].check().run()
+    assert not at.exception
+    assert len(at.metric) == 2
+    assert any("Shown anyway, for an image that is not a brain MRI slice" in w.value for w in at.warning)
+    choose_existing(at, "P-1")
+    save(at)
+    scans, predictions = rows()
+    assert [s.original_name for s in scans] == [mri[0]] and len(predictions) == 1
 
 
 def test_gradcam_and_its_overlay_have_the_image_shape(cnn_checkpoint, dicom_bytes):
