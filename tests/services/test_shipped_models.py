@@ -19,8 +19,8 @@ from services.predictors import loaded_predictor
 from settings import DEFAULT_MODEL_FILES, SAMPLE_DIR
 
 # Accuracy floors on the 80 sample images, per model and for the averaged pair (the shipped models score
-# 0.95, 0.85 and 0.975 there; most sample images were among their training images).
-FLOORS = {"torch": 0.9, "keras": 0.8, "averaged": 0.92}
+# 0.95, 0.975 and 0.9875 there; most sample images were among their training images).
+FLOORS = {"torch": 0.9, "keras": 0.93, "averaged": 0.95}
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +57,10 @@ def test_the_shipped_models_find_each_class_of_the_sample_images(answers, which:
 # (python -m models.pair_report); a target not reached yet is marked so, strictly: reaching it fails the
 # mark, which must then go.
 TARGETS = {"cnn": (0.95, 0.94, 0.90), "mobilenet": (0.93, 0.92, 0.88), "averaged": (0.96, 0.95, 0.92)}
-NOT_YET = {"cnn", "mobilenet", "averaged"}
+NOT_YET = {"cnn"}
 # No shipped model may score below these, the figures of the models shipped now: a weaker checkpoint cannot
 # replace them without this test saying so.
-SHIPPED = {"cnn": 0.925, "mobilenet": 0.85, "averaged": 0.92}
+SHIPPED = {"cnn": 0.925, "mobilenet": 0.96, "averaged": 0.96}
 PAIR_RECORD = DEFAULT_MODEL_FILES["torch"].parent / "pair.json"
 
 
