@@ -4,11 +4,13 @@ predicted class's probability more than hiding the coldest tenth (an occlusion c
 import numpy as np
 import pytest
 
+from domain import CLASSES
 from models.data import load_rgb
 from models.predictor import load_predictor
 from settings import DEFAULT_MODEL_FILES, SAMPLE_DIR
 
-IMAGES = sorted(SAMPLE_DIR.rglob("*.jpg"))[:12]
+# Three images of each class: a heatmap must hold for every class, not only the first folder's.
+IMAGES = [path for label in CLASSES for path in sorted((SAMPLE_DIR / label).glob("*.jpg"))[:3]]
 
 
 def occlusion_gap(predictor, rgb: np.ndarray) -> float:

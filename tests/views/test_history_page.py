@@ -11,6 +11,7 @@ from db.schema import AuditEntry, Patient, Prediction, Scan
 from db.session import session_scope
 from models.imaging import decode_image
 from services.diagnosis import model_result, save_scan_with_predictions
+from services.model_files import file_sha256
 from settings import ROOT, SAMPLE_DIR
 from tests.entries import scan_entry, shown
 from tests.users import signed_in
@@ -46,7 +47,11 @@ def record(db_url: str, cnn_checkpoint: Path) -> Record:
     decoded = decode_image(path.read_bytes(), path.name, max_bytes=2**24, max_pixels=40_000_000)
     with session_scope() as session:
         cnn = register_model_version(
-            session=session, framework="torch", name="cnn-v1", artifact_path=cnn_checkpoint, sha256="a" * 64
+            session=session,
+            framework="torch",
+            name="cnn-v1",
+            artifact_path=cnn_checkpoint,
+            sha256=file_sha256(cnn_checkpoint),
         )
         mobilenet = register_model_version(
             session=session, framework="keras", name="mobilenet-v1", artifact_path="/nowhere/m.keras", sha256="b" * 64
