@@ -23,6 +23,7 @@ def test_a_wrong_password_is_refused_and_a_clinician_sees_only_the_clinic_pages(
     app.load("Train")
     app.sign_in(password="not the password")
     expect(app.main().get_by_text("Wrong user name or password", exact=False)).to_be_visible()
+    app.screenshot("sign-in")
     expect(app.page.get_by_test_id("stSidebarNav")).to_have_count(0)
 
     app.sign_in()
@@ -47,8 +48,10 @@ def test_an_admin_sees_the_administration_pages(admin_app: App) -> None:
     main = admin_app.main()
     expect(main.get_by_role("heading", name="Audit log")).to_be_visible()
     expect(main.get_by_test_id("stDataFrame")).to_be_visible()
+    admin_app.screenshot("audit")
     admin_app.open("Users")
     expect(main.get_by_role("heading", name="Users")).to_be_visible()
+    admin_app.screenshot("users")
 
 
 def test_a_bookmarked_page_opens_after_signing_in(app: App) -> None:
