@@ -15,6 +15,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from db.audit import record
 from db.schema import User, utcnow
 from domain import Role, UserError
 
@@ -175,8 +176,6 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             name = check_username(args.username)
             user = create_user(session=session, username=name, password=_read_password(), role=Role.ADMIN)
-            from db.audit import record
-
             record(
                 session=session,
                 action="user_created",

@@ -83,14 +83,7 @@ def export_predictions(actor: Actor | None, *, filters: PredictionFilters) -> by
     actor = require_signed_in(actor, "export predictions")
     with read_scope() as session:
         rows = all_predictions(session=session, filters=filters)
-    patients = {r.patient_mrn for r in rows if r.patient_mrn}
-    audit(
-        actor,
-        AuditAction.EXPORT,
-        target="predictions CSV",
-        patient_mrn=next(iter(patients)) if len(patients) == 1 else None,
-        detail=f"{len(rows)} prediction(s) of {len(patients)} patient(s); filters {filters}",
-    )
+    _audit_export(actor, "predictions CSV", [r.patient_mrn for r in rows], f"{len(rows)} prediction(s)", filters)
     return predictions_csv(rows=rows)
 
 
@@ -111,12 +104,15 @@ def viewed(actor: Actor, action: str, *, target: str, patient_mrn: str | None) -
 def export_batch(actor: Actor | None, *, job_id: int, rows: Sequence[BatchRow], frameworks: Sequence[str]) -> bytes:
     """A batch job's result rows as CSV; audited as an export of that job's results."""
     actor = require_signed_in(actor, "export batch results")
-    patients = {r.patient_mrn for r in rows if r.patient_mrn}
-    audit(
-        actor,
-        AuditAction.EXPORT,
-        target=f"job {job_id} results CSV",
-        patient_mrn=next(iter(patients)) if len(patients) == 1 else None,
-        detail=f"{len(rows)} row(s) of {len(patients)} patient(s)",
-    )
+    _audit_export(actor, f"job {job_id} results CSV", [r.patient_mrn for r in rows], f"{len(rows)} row(s)")
     return batch_csv(rows=rows, frameworks=frameworks)
+
+
+def _audit_export(
+    actor: Actor, target: str, mrns: Sequence[str | None], size: str, filters: object | None = None
+) -> None:
+    """An export in the audit log: its size, how many patients it names, and the patient when there is one."""
+    patients = {mrn for mrn in mrns if mrn}
+    detail = f"{size} of {len(patients)} patient(s)" + (f"; filters {filters}" if filters is not None else "")
+    only = next(iter(patients)) if len(patients) == 1 else None
+    audit(actor, AuditAction.EXPORT, target=target, patient_mrn=only, detail=detail)
