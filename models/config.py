@@ -46,6 +46,9 @@ class TrainConfig:
     fine_tune_epoch: int = 15  # epoch (1-based) from which the top of the base is unfrozen
     fine_tune_lr: float = 5e-5
     fine_tune_layers: int = 30  # how many of the base's top layers to unfreeze
+    # CNN only: start from this checkpoint's weights (a warm restart: a fresh optimizer and schedule). The
+    # checkpoint must come from a run on the same split (seed and validation fraction), or validation leaks.
+    init_from: str | None = None
     # Extra labelled images (path, class name), e.g. scans clinicians reviewed; always on the training side.
     extra_items: list[tuple[str, str]] = field(default_factory=list)
     max_images_per_class: int | None = None  # caps each class, for quick runs
@@ -151,6 +154,7 @@ def validate_config(cfg: TrainConfig) -> None:
             f"the CNN's head fixes its input at {INPUT_SIZE}x{INPUT_SIZE}",
         ),
         (cfg.max_images_per_class is None or cfg.max_images_per_class >= 1, "the cap per class must be at least 1"),
+        (cfg.init_from is None or cfg.framework == "torch", "starting from a checkpoint is for the CNN only"),
     ]
     for ok, message in checks:
         if not ok:

@@ -282,6 +282,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pretrained", action="store_true", help="MobileNetV2 from random init")
     p.add_argument("--bf16", action="store_true", help="CNN: bfloat16 autocast in training steps (faster on CPU)")
     p.add_argument("--weights", help="MobileNetV2 ImageNet no-top .h5 file")
+    p.add_argument("--init-from", help="CNN: start from this checkpoint's weights (trained on the same split)")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup-epochs", type=int)
     p.add_argument("--output-dir", help="where checkpoints go (default: ARTIFACT_DIR/runs/<id>)")
     p.add_argument("--threads", type=int, help="framework threads (default: TORCH_THREADS / TF_THREADS)")
 
@@ -307,6 +310,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "pretrained": False if args.no_pretrained else None,
         "bf16": True if args.bf16 else None,
         "weights_path": args.weights,
+        "init_from": args.init_from,
+        "weight_decay": args.weight_decay,
+        "warmup_epochs": args.warmup_epochs,
     }
     cfg = make_config(args.framework, args.data, args.preset, **overrides)
     cfg.output_dir = args.output_dir or str(settings.artifact_dir / "runs" / f"cli-{int(time.time())}")

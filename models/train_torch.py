@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from models.cnn import MEAN, STD, TumorCNN, normalize, predict_proba, save_checkpoint
+from models.cnn import ARCH, MEAN, STD, TumorCNN, normalize, predict_proba, save_checkpoint
 from models.config import TrainConfig
 from models.data import class_weights
 from models.run_types import PreparedData, TrainHooks, TrainingCancelled, epoch_row
@@ -103,6 +103,27 @@ def _restore_rng(state: dict[str, Any], gen: torch.Generator) -> None:
 STATE_FILE = "state.pth"
 
 
+def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The weights of cfg.init_from, as float32; ValueError when it was trained on another split.
+
+    A checkpoint from another seed or validation fraction has seen this run's validation images.
+    """
+    path = Path(str(cfg.init_from))
+    if not path.is_file():
+        raise ValueError(f"cannot start from {path}: no such file")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("arch") != ARCH:
+        raise ValueError(f"cannot start from {path}: it is not a {ARCH} checkpoint")
+    theirs = ckpt.get("config") or {}
+    for key in ("seed", "val_fraction", "crop", "max_images_per_class"):
+        if theirs.get(key) != getattr(cfg, key):
+            raise ValueError(
+                f"cannot start from {path}: it was trained with {key}={theirs.get(key)!r}, this run uses "
+                f"{getattr(cfg, key)!r}; its training images would include this run's validation images"
+            )
+    return {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+
+
 def save_state(path: Path, state: dict[str, Any]) -> None:
     """Written whole or not at all: a process killed while saving leaves the previous epoch's state."""
     tmp = path.with_suffix(".tmp")
@@ -130,7 +151,10 @@ def train_torch(
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     out = Path(cfg.output_dir)
-    model = TumorCNN().to(memory_format=torch.channels_last)
+    model = TumorCNN()
+    if cfg.init_from and resume is None:
+        model.load_state_dict(initial_weights(cfg))
+    model = model.to(memory_format=torch.channels_last)
     weights = torch.tensor(class_weights(data.y_train.tolist()), dtype=torch.float32)
     criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
     optimizer = _optimizer(cfg, model)

@@ -101,3 +101,44 @@ def test_training_stores_a_fitted_temperature_that_predictions_use(tiny_cnn: Pat
     predictor.temperature = 1.0
     raw = predictor.predict([rgb])
     assert np.allclose(calibrated, apply_temperature(raw, calibration["temperature"]), atol=1e-6)
+
+
+def test_a_warm_restart_starts_from_the_checkpoints_weights(tiny_cnn: Path, tmp_path: Path) -> None:
+    import torch
+
+    from models.cnn import load_checkpoint
+    from models.train_torch import initial_weights
+
+    cfg = make_config(
+        "torch",
+        str(SAMPLE_DIR),
+        "report",
+        epochs=1,
+        batch_size=16,
+        max_images_per_class=6,
+        init_from=str(tiny_cnn),
+        output_dir=str(tmp_path),
+    )
+    start, _ = load_checkpoint(tiny_cnn)
+    loaded = initial_weights(cfg)
+    for name, value in start.state_dict().items():
+        assert torch.equal(loaded[name], value), name
+    # One epoch from there moves the weights, and the record says where it started.
+    result = run_training(cfg)
+    after, ckpt = load_checkpoint(result.best_path)
+    assert ckpt["config"]["init_from"] == str(tiny_cnn)
+    assert not torch.equal(after.state_dict()["head.1.weight"], start.state_dict()["head.1.weight"])
+
+
+def test_a_warm_restart_refuses_a_checkpoint_from_another_split(tiny_cnn: Path, tmp_path: Path) -> None:
+    from models.train_torch import initial_weights
+
+    for change in ({"seed": 7}, {"max_images_per_class": 5}):
+        overrides = {"epochs": 1, "max_images_per_class": 6, "init_from": str(tiny_cnn), **change}
+        cfg = make_config("torch", str(SAMPLE_DIR), "report", output_dir=str(tmp_path), **overrides)
+        with pytest.raises(ValueError, match="validation images"):
+            initial_weights(cfg)
+    with pytest.raises(ValueError, match="no such file"):
+        initial_weights(make_config("torch", str(SAMPLE_DIR), init_from=str(tmp_path / "absent.pth")))
+    with pytest.raises(ValueError, match="CNN only"):
+        make_config("keras", str(SAMPLE_DIR), init_from=str(tiny_cnn))
