@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from db.batches import BatchRow, batch_rows
+from db.jobs import get_job
 from db.schema import CLASSES
 from db.session import read_scope
 from domain import FRAMEWORKS, framework_label
@@ -13,6 +14,7 @@ from services import records
 from services.batch import batch_metrics
 from ui.auth import signed_in
 from ui.charts import class_counts_chart, confusion_matrix_chart
+from ui.text import literal
 
 ANY = "any"
 STATUS_LABELS = {
@@ -75,6 +77,12 @@ def show_results(job_id: int) -> None:
         return
     frameworks = frameworks_of(rows)
     counts = Counter(row.status for row in rows)
+    with read_scope() as session:
+        job = get_job(session=session, job_id=job_id)
+        note = (job.result or {}).get("ood_check") if job is not None else None
+    if note:
+        # Whether the images were checked to be brain MRI slices, and with what, or why they were not.
+        st.caption(literal(note))
     done, errors, skipped, review = st.columns(4)
     done.metric("Predicted", counts["done"])
     errors.metric("Could not be read", counts["error"])

@@ -149,7 +149,8 @@ def finished_job(model_id: int) -> int:
             error="the image is truncated or damaged",
         )
         add_batch_item(session=session, job_id=job_id, rel_path="readme.txt", status="skipped", error="not an image")
-        finish_job(session=session, job_id=job_id, status="succeeded", result={"done": 2})
+        note = "Each image is first checked to be a brain MRI slice (statistics of cnn_v1.pth, threshold 1,405)."
+        finish_job(session=session, job_id=job_id, status="succeeded", result={"done": 2, "ood_check": note})
     return job_id
 
 
@@ -158,6 +159,10 @@ def test_results_show_scores_filters_and_csv(finished_job) -> None:
     assert at.metric[0].value == "2" and at.metric[1].value == "1" and at.metric[3].value == "1"
     assert any(m.label == "Custom CNN (PyTorch) accuracy" and m.value == "50.0%" for m in at.metric)
     assert len(at.dataframe[-1].value) == 4
+    # Which check the images went through is said beside the figures, as text.
+    note = next(c.value for c in at.caption if "brain MRI slice" in c.value)
+    assert "cnn\\_v1\\.pth" in note
+    assert note.replace("\\", "").startswith("Each image is first checked to be a brain MRI slice (statistics of cnn_v1")
     at.checkbox(key=f"batch_filter_review:{finished_job}").check()
     at.run()
     assert list(at.dataframe[-1].value["file"]) == ["notumor/b.jpg"]
