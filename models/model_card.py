@@ -1,0 +1,517 @@
+"""A registered model version's card, built from the record of the run that trained it, and its Markdown.
+
+The card is plain data (sections of sentences, facts and tables), so that the Models page, the Markdown
+export and the HTML export (services/model_card.py) say the same thing. A run record written before a field
+existed shows that field as "not recorded"; nothing in a record is required.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain import CLASSES, DISCLAIMER, TumorClass, framework_label
+
+NOT_RECORDED = "not recorded"
+TOP_CONFUSIONS = 3  # the most frequent confusions a card names
+EXAMPLES_PER_CONFUSION = 3
+
+
+@dataclass(frozen=True)
+class Table:
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Example:
+    """A validation image the model got wrong; the thumbnail (PNG) is added where the file can be read."""
+
+    file: str
+    confidence: float
+    thumbnail: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ExampleGroup:
+    caption: str
+    examples: tuple[Example, ...]
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    text: tuple[str, ...] = ()
+    facts: tuple[tuple[str, str], ...] = ()
+    tables: tuple[Table, ...] = ()
+    examples: tuple[ExampleGroup, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    title: str
+    sections: tuple[Section, ...]
+    can_find_examples: bool = False  # confusions to show, no cached predictions yet, and the folder is known
+
+    def section(self, title: str) -> Section:
+        return next(s for s in self.sections if s.title == title)
+
+
+@dataclass(frozen=True)
+class VersionFacts:
+    """What the registry and the run record say about one version (record: {} when no run is known)."""
+
+    version_id: int
+    name: str
+    framework: str
+    artifact_path: str
+    sha256: str
+    registered: str
+    is_active: bool
+    file_mb: float | None
+    run_id: int | None
+    record: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Confusions:
+    """Examples of each confusion (true class, predicted class) -> [(file, confidence)], or why there are none."""
+
+    examples: Mapping[tuple[str, str], Sequence[Example]] = field(default_factory=dict)
+    note: str = ""
+
+
+def at(data: Any, *keys: str | int) -> Any:
+    """data[k1][k2]...; None wherever a level is missing or not a container (an older record)."""
+    for key in keys:
+        try:
+            data = data[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def class_label(name: str) -> str:
+    return TumorClass(name).label if name in CLASSES else name
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.1f} %" if isinstance(value, int | float) else NOT_RECORDED
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else NOT_RECORDED
+
+
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else NOT_RECORDED
+
+
+def _text(value: Any) -> str:
+    return NOT_RECORDED if value is None or value == "" else str(value)
+
+
+def _yes_no(value: Any) -> str:
+    return NOT_RECORDED if value is None else ("yes" if value else "no")
+
+
+def _before_after(block: Any, name: str, digits: int = 3) -> str:
+    before, after = at(block, f"{name}_before"), at(block, f"{name}_after")
+    if before is None and after is None:
+        return NOT_RECORDED
+    return f"{_num(before, digits)} → {_num(after, digits)}"
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return NOT_RECORDED
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{seconds / 60:.1f} min"
+
+
+def intended_use(version: VersionFacts) -> Section:
+    run = f"run {version.run_id}" if version.run_id is not None else NOT_RECORDED
+    return Section(
+        "Intended use",
+        text=(
+            f"The {framework_label(version.framework)} reads one brain MRI slice (JPEG, PNG or DICOM) and gives "
+            "calibrated probabilities of glioma, meningioma, no tumor and pituitary tumor, for clinicians "
+            "reviewing the scan.",
+            "It was trained and scored only on images like those described under Data. Other modalities, "
+            "other body parts, other tumor types and other acquisition protocols are outside its intended use.",
+            DISCLAIMER,
+        ),
+        facts=(
+            ("Version", f"{version.version_id} · {version.name}"),
+            ("Status", "active: clinicians get its predictions" if version.is_active else "not active"),
+            ("File", version.artifact_path),
+            ("Registered sha256", version.sha256),
+            ("Registered (UTC)", version.registered),
+            ("Trained by", run),
+        ),
+    )
+
+
+def data_section(record: Mapping[str, Any]) -> Section:
+    config, split = at(record, "config") or {}, at(record, "metrics", "split") or {}
+    dup = at(split, "duplicates") or {}
+    if dup:
+        duplicates = (
+            f"{_count(dup.get('exact_duplicates'))} exact duplicates; {_count(dup.get('duplicate_groups'))} groups "
+            f"of exact or near duplicates ({_count(dup.get('images_in_duplicate_groups'))} images), each group kept "
+            "whole on one side of the split"
+        )
+    else:
+        duplicates = NOT_RECORDED
+    if split.get("train") is not None or split.get("val") is not None:
+        split_text = (
+            f"stratified and seeded (seed {_text(config.get('seed'))}), {_pct(config.get('val_fraction'))} for "
+            f"validation: {_count(split.get('train'))} training and {_count(split.get('val'))} validation images"
+        )
+    else:
+        split_text = NOT_RECORDED
+    test_dir = config.get("test_dir") or record.get("test_path")
+    facts = [
+        ("Training folder", _text(config.get("data_dir") or record.get("dataset_path"))),
+        ("Folder fingerprint (sha256 of the labelled content)", _text(record.get("fingerprint"))),
+        ("Images found", _count(dup.get("images"))),
+        ("Duplicates", duplicates),
+        ("Groups with conflicting labels", _count(dup.get("groups_with_conflicting_labels"))),
+        ("Unreadable files", _count(dup.get("unreadable"))),
+        ("Split", split_text),
+    ]
+    if config.get("max_images_per_class"):
+        facts.append(("Images per class", f"capped at {config['max_images_per_class']} (a quick run)"))
+    if split.get("extra_reviewed"):
+        facts.append(("Reviewed scans added to training", _count(split.get("extra_reviewed"))))
+    facts.append(("Test folder", _text(test_dir) if test_dir else "none given"))
+    if split.get("test") is not None:
+        facts.append(
+            (
+                "Test images",
+                f"{_count(split.get('test'))}, of which {_count(split.get('test_with_duplicate_in_training'))} "
+                "have a duplicate in the training data",
+            )
+        )
+    columns = ["class", "training", "validation"]
+    test_support = at(record, "metrics", "test", "per_class")
+    if test_support:
+        columns.append("test")
+    rows = []
+    for i, name in enumerate(CLASSES):
+        row = [class_label(name), _count(at(split, "train_per_class", i)), _count(at(split, "val_per_class", i))]
+        if test_support:
+            row.append(_count(at(test_support, name, "support")))
+        rows.append(tuple(row))
+    return Section("Data", facts=tuple(facts), tables=(Table(tuple(columns), tuple(rows), "Images per class"),))
+
+
+def recipe_section(record: Mapping[str, Any]) -> Section:
+    config = at(record, "config") or {}
+    schedule = config.get("schedule")
+    lr = _text(config.get("lr"))
+    if schedule == "cosine":
+        lr += f", {_text(config.get('warmup_epochs'))} warm-up epochs then a cosine decay"
+    elif schedule == "plateau":
+        lr += f", halved on a validation-loss plateau down to {_text(config.get('min_lr'))}"
+    ema = config.get("ema_decay")
+    machine = at(record, "machine") or {}
+    facts = [
+        ("Preset", _text(record.get("preset") or config.get("preset"))),
+        ("Epochs (best)", f"{_text(config.get('epochs'))} ({_text(at(record, 'metrics', 'best_epoch'))})"),
+        ("Batch size", _text(config.get("batch_size"))),
+        ("Optimizer", _text(config.get("optimizer"))),
+        ("Learning rate", lr),
+        ("Weight decay", _text(config.get("weight_decay"))),
+        ("Label smoothing", _text(config.get("label_smoothing"))),
+        ("Augmentation", _text(config.get("augment"))),
+        ("Weight average (EMA decay)", NOT_RECORDED if ema is None else (str(ema) if ema else "none")),
+        ("Mirror test-time augmentation", _yes_no(config.get("tta"))),
+        ("Cropped to the head", _yes_no(config.get("crop"))),
+        ("Input size", _text(config.get("image_size"))),
+    ]
+    if record.get("framework", config.get("framework")) == "keras":
+        facts.append(("ImageNet weights", _yes_no(record.get("pretrained"))))
+    facts += [
+        ("Training time", _duration(record.get("duration_s"))),
+        ("Machine", f"{machine['cpu']}, {machine.get('cores')} cores" if machine.get("cpu") else NOT_RECORDED),
+    ]
+    return Section("Recipe", facts=tuple(facts))
+
+
+def per_class_table(block: Mapping[str, Any], caption: str) -> Table:
+    rows = tuple(
+        (
+            class_label(name),
+            _num(at(block, "per_class", name, "precision")),
+            _num(at(block, "per_class", name, "recall")),
+            _num(at(block, "per_class", name, "f1")),
+            _count(at(block, "per_class", name, "support")),
+        )
+        for name in CLASSES
+    )
+    return Table(("class", "precision", "recall", "F1", "images"), rows, caption)
+
+
+def matrix_table(block: Mapping[str, Any], caption: str) -> Table | None:
+    matrix = at(block, "confusion_matrix")
+    labels = at(block, "labels") or list(CLASSES)
+    if not matrix:
+        return None
+    columns = ("true class / read as", *(class_label(n) for n in labels))
+    rows = tuple((class_label(name), *(_count(v) for v in row)) for name, row in zip(labels, matrix))
+    return Table(columns, rows, caption)
+
+
+def results_section(title: str, block: Mapping[str, Any], *, extra: tuple[tuple[str, str], ...] = ()) -> Section:
+    facts = (
+        ("Images", _count(block.get("count"))),
+        ("Accuracy", _pct(block.get("accuracy"))),
+        ("Macro precision / recall / F1", " / ".join(_num(block.get(k)) for k in ("precision", "recall", "f1"))),
+        ("Loss (cross-entropy)", _num(block.get("loss"))),
+        *extra,
+    )
+    if not block:
+        return Section(title, text=("Not recorded.",))
+    tables = [per_class_table(block, "Per class")]
+    if (matrix := matrix_table(block, "Confusion matrix (rows: the true class)")) is not None:
+        tables.append(matrix)
+    return Section(title, facts=facts, tables=tuple(tables))
+
+
+def calibration_section(record: Mapping[str, Any]) -> Section:
+    cal = at(record, "metrics", "val", "calibration") or {}
+    bins = cal.get("bins", 15)
+    return Section(
+        "Calibration",
+        text=(
+            "A temperature fitted on the validation images scales the network's outputs so that its confidence "
+            "means what it says; ECE and NLL are cross-fitted (fitted on one half of the validation images, "
+            "scored on the other, and the other way round). The temperature is applied wherever probabilities "
+            "are shown or stored.",
+        ),
+        facts=(
+            ("Temperature", _num(cal.get("temperature"))),
+            (f"Expected calibration error ({bins} bins), before → after", _before_after(cal, "ece")),
+            ("Negative log-likelihood, before → after", _before_after(cal, "nll")),
+        ),
+    )
+
+
+def inference_section(version: VersionFacts) -> Section:
+    metrics = at(version.record, "metrics") or {}
+    ms = at(metrics, "val", "inference_ms")
+    return Section(
+        "Inference time and memory",
+        facts=(
+            ("One image, one thread", f"{ms:.1f} ms (at the end of training, on its machine)" if ms else NOT_RECORDED),
+            ("Model file", f"{version.file_mb:.1f} MB" if version.file_mb is not None else "missing"),
+            (
+                "Peak memory of the training process",
+                f"{metrics['peak_memory_mb']:,.0f} MB"
+                if isinstance(metrics.get("peak_memory_mb"), int | float)
+                else NOT_RECORDED,
+            ),
+        ),
+    )
+
+
+def ood_section(framework: str, report: Mapping[str, Any] | None, reason: str) -> Section:
+    """The out-of-distribution check fitted for this file (report: its models.ood report), or why there is none."""
+    title = "Out-of-distribution check"
+    if framework != "torch":
+        return Section(
+            title, text=("Fitted for the CNN only: this model is checked through the active CNN's statistics.",)
+        )
+    if not report:
+        return Section(title, text=(reason,))
+    val = report.get("validation") or {}
+    families = report.get("families") or {}
+    rows = tuple((name, f"{_count(f.get('caught'))} of {_count(f.get('images'))}") for name, f in families.items())
+    return Section(
+        title,
+        text=("An image scoring above the threshold is refused as not a brain MRI slice and gets no tumor class.",),
+        facts=(
+            (
+                "Threshold",
+                f"{report['threshold']:,.0f}" if isinstance(report.get("threshold"), int | float) else NOT_RECORDED,
+            ),
+            ("Rule", _text(report.get("threshold_rule"))),
+            (
+                "Validation images refused",
+                f"{_count(val.get('refused'))} of {_count(val.get('images'))} ({_pct(val.get('rate'))})",
+            ),
+        ),
+        tables=(Table(("pictures that are not brain MRI slices", "caught"), rows),) if rows else (),
+    )
+
+
+def top_confusions(block: Mapping[str, Any], n: int = TOP_CONFUSIONS) -> list[tuple[str, str, int, int]]:
+    """(true class, predicted class, images, images of the true class) of the n most frequent confusions."""
+    matrix, labels = at(block, "confusion_matrix") or [], at(block, "labels") or list(CLASSES)
+    pairs = [
+        (labels[i], labels[j], int(v), int(sum(row)))
+        for i, row in enumerate(matrix)
+        for j, v in enumerate(row)
+        if i != j and v
+    ]
+    return sorted(pairs, key=lambda p: -p[2])[:n]
+
+
+def failure_section(record: Mapping[str, Any], confusions: Confusions) -> Section:
+    title = "Known failure modes"
+    val = at(record, "metrics", "val") or {}
+    if not at(val, "confusion_matrix"):
+        return Section(title, text=("Not recorded: the run record has no confusion matrix.",))
+    top = top_confusions(val)
+    if not top:
+        return Section(title, text=("No validation image was confused with another class.",))
+    recalls = {n: at(val, "per_class", n, "recall") for n in CLASSES}
+    recalls = {n: r for n, r in recalls.items() if isinstance(r, int | float)}
+    text = []
+    if recalls:
+        low = min(recalls, key=recalls.__getitem__)
+        text.append(f"Lowest recall: {class_label(low)} ({_num(recalls[low])}).")
+    rows = tuple(
+        (class_label(t), class_label(p), _count(k), _pct(k / total) if total else NOT_RECORDED)
+        for t, p, k, total in top
+    )
+    groups = []
+    for t, p, _, _ in top:
+        shown = tuple(confusions.examples.get((t, p), ()))
+        if shown:
+            groups.append(ExampleGroup(f"{class_label(t)} read as {class_label(p)}", shown))
+    if confusions.note:
+        text.append(confusions.note)
+    return Section(
+        title,
+        text=tuple(text),
+        tables=(
+            Table(
+                ("true class", "read as", "images", "share of the class"),
+                rows,
+                "Most frequent confusions on validation",
+            ),
+        ),
+        examples=tuple(groups),
+    )
+
+
+def _same_validation(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    keys = ("val_fraction", "seed", "max_images_per_class")
+    ca, cb = at(a, "config") or {}, at(b, "config") or {}
+    return (
+        bool(a.get("fingerprint"))
+        and a.get("fingerprint") == b.get("fingerprint")
+        and all(ca.get(k) == cb.get(k) for k in keys)
+    )
+
+
+def _lowest_recall(block: Any) -> float | None:
+    recalls = [at(block, "per_class", n, "recall") for n in CLASSES]
+    recalls = [r for r in recalls if isinstance(r, int | float)]
+    return min(recalls) if recalls else None
+
+
+def comparison_section(version: VersionFacts, active: VersionFacts | None) -> Section:
+    title = "Compared with the active version"
+    if version.is_active:
+        return Section(title, text=("This is the active version.",))
+    if active is None:
+        return Section(title, text=("No version of this model is active.",))
+    mine, theirs = at(version.record, "metrics", "val") or {}, at(active.record, "metrics", "val") or {}
+    figures: list[tuple[str, Any, Any, str]] = [
+        ("validation accuracy", mine.get("accuracy"), theirs.get("accuracy"), "pct"),
+        ("macro F1", mine.get("f1"), theirs.get("f1"), "num"),
+        ("lowest recall", _lowest_recall(mine), _lowest_recall(theirs), "num"),
+        *(
+            (f"F1 {class_label(n)}", at(mine, "per_class", n, "f1"), at(theirs, "per_class", n, "f1"), "num")
+            for n in CLASSES
+        ),
+        ("ECE after calibration", at(mine, "calibration", "ece_after"), at(theirs, "calibration", "ece_after"), "num"),
+        ("ms / image", mine.get("inference_ms"), theirs.get("inference_ms"), "ms"),
+    ]
+    rows = []
+    for name, a, b, kind in figures:
+        show = {"pct": _pct, "num": _num, "ms": lambda v: _num(v, 1)}[kind]
+        if isinstance(a, int | float) and isinstance(b, int | float):
+            diff = f"{100 * (a - b):+.1f} points" if kind == "pct" else f"{a - b:+.{1 if kind == 'ms' else 3}f}"
+        else:
+            diff = "–"
+        rows.append((name, show(a), show(b), diff))
+    if _same_validation(version.record, active.record):
+        note = "Both were scored on the same validation images (same folder fingerprint, seed and share)."
+    else:
+        note = (
+            "The two were scored on different validation images (another folder, seed, share or cap, or one "
+            "not recorded): their figures are not directly comparable."
+        )
+    columns = ("figure", "this version", f"active: version {active.version_id}", "difference")
+    return Section(title, text=(note,), tables=(Table(columns, tuple(rows)),))
+
+
+def build_card(
+    version: VersionFacts,
+    *,
+    active: VersionFacts | None,
+    ood_report: Mapping[str, Any] | None = None,
+    ood_reason: str = NOT_RECORDED,
+    confusions: Confusions | None = None,
+) -> ModelCard:
+    """The card of one version; `active` is the version clinicians use now for the same framework."""
+    record = version.record
+    metrics = at(record, "metrics") or {}
+    sections = [
+        intended_use(version),
+        data_section(record),
+        recipe_section(record),
+        results_section("Validation results", metrics.get("val") or {}),
+    ]
+    if metrics.get("test"):
+        clean = at(metrics, "test_without_training_duplicates", "accuracy")
+        extra = (("Accuracy on test images with no duplicate in training", _pct(clean)),) if clean is not None else ()
+        sections.append(results_section("Test results", metrics["test"], extra=extra))
+    sections += [
+        calibration_section(record),
+        inference_section(version),
+        ood_section(version.framework, ood_report, ood_reason),
+        failure_section(record, confusions or Confusions()),
+        comparison_section(version, active),
+    ]
+    title = f"{version.name} (version {version.version_id}, {framework_label(version.framework)})"
+    return ModelCard(title, tuple(sections))
+
+
+MARKDOWN_SPECIALS = str.maketrans({c: "\\" + c for c in "\\`*[]<>|$~#"})
+
+
+def escape(text: str) -> str:
+    """Text shown as written in Markdown (and in Streamlit's, where $ starts formulas)."""
+    return text.translate(MARKDOWN_SPECIALS)
+
+
+def table_markdown(table: Table) -> str:
+    lines = [f"*{escape(table.caption)}*", ""] if table.caption else []
+    lines.append("| " + " | ".join(escape(c) for c in table.columns) + " |")
+    lines.append("|" + "---|" * len(table.columns))
+    lines += ["| " + " | ".join(escape(v) for v in row) + " |" for row in table.rows]
+    return "\n".join(lines)
+
+
+def section_markdown(section: Section, *, level: int = 2, with_title: bool = True) -> str:
+    """One section; examples are listed by file (the HTML export and the page show the thumbnails)."""
+    parts = [f"{'#' * level} {escape(section.title)}"] if with_title else []
+    parts += [escape(t) for t in section.text]
+    if section.facts:
+        parts.append("\n".join(f"- **{escape(k)}**: {escape(v)}" for k, v in section.facts))
+    parts += [table_markdown(t) for t in section.tables]
+    for group in section.examples:
+        items = "\n".join(f"- {escape(e.file)} ({100 * e.confidence:.0f} % confident)" for e in group.examples)
+        parts.append(f"*{escape(group.caption)}*, examples from validation:\n\n{items}")
+    return "\n\n".join(parts)
+
+
+def card_markdown(card: ModelCard, *, level: int = 1) -> str:
+    """The whole card as Markdown, headed `level` (its sections one level below)."""
+    body = [section_markdown(s, level=level + 1) for s in card.sections]
+    return "\n\n".join([f"{'#' * level} Model card: {escape(card.title)}", *body]) + "\n"
