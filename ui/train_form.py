@@ -1,4 +1,8 @@
-"""The training form: a preset fills the fields, and every value is checked before a run is queued."""
+"""The training form: a preset fills the fields, and every value is checked before a run is queued.
+
+The chosen folders' health report shows before a run starts; a run on a folder whose report warns (a class
+below 5 %, test images also in training) is refused until the admin acknowledges the warnings.
+"""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,9 +13,12 @@ from domain import FRAMEWORKS, UserError, framework_label
 from models.config import AUGMENT_LEVELS, TrainConfig, make_config, preset_names
 from models.data import DatasetError
 from models.folders import LabelledFolder, find_labelled_folders, labelled_folder
+from models.health import HealthReport
 from models.mobilenet import MissingWeightsError, resolve_weights
+from services.dataset_health import dataset_health, record_on_run
 from settings import SAMPLE_DIR, get_settings
 from ui.auth import signed_in
+from ui.dataset_health import render_report
 from ui.jobs import submission_key
 from ui.live_runs import WATCH_KEY
 from worker.submit import QueueUnavailable, submit_training
@@ -21,6 +28,8 @@ PRESET_FIELDS = ("epochs", "batch_size", "lr", "augment", "seed", "pretrained", 
 OTHER_FOLDER = "Another folder…"
 NO_TEST_FOLDER = "No test folder"
 WATCHED_RUNS = 5
+# The last health report shown: {"folders": [data_dir, test_dir], "report": HealthReport.to_dict()}.
+HEALTH_KEY = "train_health"
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,39 @@ def _weights_note(image_size: int) -> None:
     st.success(f"ImageNet weights found on this machine: `{found}`")
 
 
+def _check_dataset(data_dir: str, test_dir: str | None) -> HealthReport | None:
+    """The folders' health report (stored after the first time), remembered for this session; None if refused."""
+    try:
+        with st.spinner("Checking the dataset: every image is read and hashed the first time…"):
+            report = dataset_health(data_dir, test_dir, settings=get_settings())
+    except DatasetError as exc:
+        st.error(f"The dataset cannot be checked: {exc}")
+        return None
+    st.session_state[HEALTH_KEY] = {"folders": [data_dir, test_dir], "report": report.to_dict()}
+    return report
+
+
+def _remembered_report(data_dir: str, test_dir: str | None) -> HealthReport | None:
+    stored = st.session_state.get(HEALTH_KEY)
+    if stored and stored["folders"] == [data_dir, test_dir]:
+        return HealthReport.from_dict(stored["report"])
+    return None
+
+
+def _show_health(report: HealthReport) -> bool:
+    """Draw the report; whether a run may start on it: no warnings, or the admin acknowledged them (once per
+    pair of folders as they are now)."""
+    render_report(report)
+    if not report.needs_acknowledgment:
+        return True
+    test = report.test["fingerprint"] if report.test else "-"
+    return st.checkbox(
+        "I have read these warnings and want to train on this data anyway",
+        key=f"train_health_ack_{report.fingerprint[:16]}_{test[:16]}",
+        help="Recorded with the run, under your name.",
+    )
+
+
 def train_form() -> None:
     """The form; on "Start training" it checks every value, then queues the run or lists what is wrong."""
     if "train_framework" not in st.session_state:
@@ -155,6 +197,12 @@ def train_form() -> None:
         data_dir = _folder_input("Dataset folder", "train_data", choices, optional=False)
     with folders[1]:
         test_dir = _folder_input("Test folder (optional, scored at the end)", "train_test", choices, optional=True)
+    health = st.container(border=True)
+    health.markdown(
+        "**Check the dataset** · images per class, sizes and modes, unreadable files, duplicates and, with a "
+        "test folder, test images that are also in training. Runs before every start; stored for next time."
+    )
+    checked = health.button("Check the dataset", key="train_health_check")
     numbers = st.columns(4)
     epochs = numbers[0].number_input("Epochs", step=1, key="train_epochs")
     batch_size = numbers[1].number_input("Batch size", step=1, key="train_batch_size")
@@ -190,7 +238,16 @@ def train_form() -> None:
         _weights_note(preset_defaults(framework, preset).image_size)
     clicked = st.button("Start training", type="primary", key="train_submit")
     key = submission_key("train", clicked=clicked)
+    folders = (data_dir or "", test_dir)
+    if checked:
+        with health:
+            report = _check_dataset(*folders)
+    else:
+        report = _remembered_report(*folders)
     if not clicked:
+        if report is not None:
+            with health:
+                _show_health(report)
         return
     form = TrainForm(
         framework=framework,
@@ -209,13 +266,31 @@ def train_form() -> None:
     )
     cfg, errors = check_form(form, list(get_settings().allowed_data_roots))
     if cfg is None:
+        if report is not None:
+            with health:
+                _show_health(report)
         for error in errors:
             st.error(error)
         return
+    with health:
+        # Checked again at every start: a stored report comes back at once, and a changed folder is read afresh.
+        report = _check_dataset(*folders)
+        acknowledged = report is not None and _show_health(report)
+    if report is None:
+        st.error("The run was not queued: the dataset could not be checked (see above).")
+        return
+    if not acknowledged:
+        st.error(
+            "The run was not queued: the dataset check found problems (see above). Tick “I have read these "
+            "warnings…” to train on this data anyway."
+        )
+        return
+    actor = signed_in()
     try:
-        job_id, run_id = submit_training(cfg, actor=signed_in(), use_reviewed=form.use_reviewed, idempotency_key=key)
+        job_id, run_id = submit_training(cfg, actor=actor, use_reviewed=form.use_reviewed, idempotency_key=key)
     except (QueueUnavailable, UserError) as exc:
         st.error(f"The run was not queued: {exc}")
         return
+    record_on_run(run_id, report, acknowledged_by=actor)
     st.session_state[WATCH_KEY] = [run_id, *st.session_state.get(WATCH_KEY, [])][:WATCHED_RUNS]
     st.success(f"Run {run_id} is queued (job {job_id}); it shows below and starts when a worker is free.")

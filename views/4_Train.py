@@ -1,4 +1,4 @@
-"""Train: start a training run as a background job, and watch the runs that are queued or training."""
+"""Train: check the dataset, start a training run as a background job, and watch the runs queued or training."""
 
 from typing import Any
 
