@@ -78,12 +78,13 @@ def predict_items(predictor: Any, items: list[Item], root: str | Path, *, model_
 def save(predictions: ValPredictions, model_path: str | Path) -> Path:
     path = cache_path(model_path)
     rows = zip(predictions.files, predictions.labels, predictions.predicted, predictions.confidence)
-    data = {
-        "model_sha256": predictions.model_sha256,
-        "images": [{"file": f, "label": CLASSES[y], "predicted": CLASSES[p], "confidence": c} for f, y, p, c in rows],
-    }
+    images = ",\n".join(
+        json.dumps({"file": f, "label": CLASSES[y], "predicted": CLASSES[p], "confidence": round(c, 4)})
+        for f, y, p, c in rows
+    )
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=0) + "\n")
+    # One image a line, so that a new model's cache reads as a plain diff.
+    tmp.write_text(f'{{"model_sha256": {json.dumps(predictions.model_sha256)}, "images": [\n{images}\n]}}\n')
     tmp.replace(path)
     return path
 

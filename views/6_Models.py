@@ -1,4 +1,5 @@
-"""Models: every registered model version; choose the one clinicians use, restore the previous, download files."""
+"""Models: every registered model version and its card; choose the one clinicians use (under the card of the
+version chosen), restore the previous, download files."""
 
 from pathlib import Path
 
@@ -8,7 +9,8 @@ import streamlit as st
 from db.registry import VersionRow, previous_active, version_rows
 from db.session import read_scope
 from domain import FRAMEWORKS, Role, UserError, framework_label
-from services import registry
+from models.model_card import ModelCard, escape, section_markdown
+from services import model_card, registry
 from services.model_files import FileCheck, check_file
 from ui.auth import require
 from ui.nav import link_to_page
@@ -58,6 +60,66 @@ def activate(version: VersionRow, rollback: bool = False) -> None:
         return
     message = f"{version.name} (version {version.id}) is now the active {framework_label(version.framework)} model."
     st.session_state[NOTICE_KEY] = ("success", message)
+
+
+@st.cache_data(ttl=60, max_entries=32, show_spinner="Reading the model card…")
+def _card(version: VersionRow, active: VersionRow | None) -> ModelCard:
+    # Keyed by the whole rows (registration times included), and by the active one, which the card compares with.
+    return model_card.version_card(version_id=version.id)
+
+
+def find_examples(version: VersionRow) -> None:
+    with st.spinner(f"Predicting the validation images of version {version.id} once…"):
+        try:
+            count = model_card.find_confusion_examples(ACTOR, version_id=version.id)
+        except UserError as exc:
+            st.error(str(exc))
+            return
+    _card.clear()
+    st.session_state[NOTICE_KEY] = ("success", f"Version {version.id}: {count} validation images predicted.")
+    st.rerun()
+
+
+def show_card(version: VersionRow, active: VersionRow | None, place: str) -> None:
+    """A version's card, section by section, with its example images and its Markdown and HTML exports."""
+    try:
+        card = _card(version, active)
+    except UserError as exc:
+        st.error(str(exc))
+        return
+    st.markdown(f"#### Model card: {escape(card.title)}")
+    for section in card.sections:
+        st.markdown(section_markdown(section, level=5))
+        for group in section.examples:
+            shown = [e for e in group.examples if e.thumbnail]
+            if shown:
+                st.image(
+                    [e.thumbnail for e in shown],
+                    caption=[f"{e.file} · {100 * e.confidence:.0f} %" for e in shown],
+                    width=140,
+                )
+                st.caption(f"{group.caption}: examples from validation, the most confident first.")
+    if card.can_find_examples and st.button(
+        "Find example images of the confusions (predicts the validation images once)",
+        key=f"models_examples_{place}_{version.id}",
+    ):
+        find_examples(version)
+    stem = f"model-card-{version.framework}-v{version.id}"
+    md_col, html_col = st.columns(2)
+    md_col.download_button(
+        "Download the card (Markdown)",
+        data=model_card.card_markdown(card),
+        file_name=f"{stem}.md",
+        mime="text/markdown",
+        key=f"models_card_md_{place}_{version.id}",
+    )
+    html_col.download_button(
+        "Download the card (HTML)",
+        data=lambda: model_card.card_html(card),
+        file_name=f"{stem}.html",
+        mime="text/html",
+        key=f"models_card_html_{place}_{version.id}",
+    )
 
 
 def versions_table(versions: list[VersionRow]) -> pd.DataFrame:
@@ -111,11 +173,12 @@ def download(framework: str, versions: list[VersionRow]) -> None:
     )
 
 
-def promote(framework: str, versions: list[VersionRow]) -> None:
-    """Pick a version to make active, with its run's figures and a link to the run."""
+def promote(framework: str, versions: list[VersionRow], active: VersionRow | None) -> None:
+    """Pick a version to make active: its card is read first, the button sits under it."""
     candidates = {v.id: v for v in versions if not v.is_active}
     if not candidates:
         return
+    st.subheader("Make a version active", anchor=False)
     chosen = st.selectbox(
         "Make active",
         list(candidates),
@@ -131,6 +194,8 @@ def promote(framework: str, versions: list[VersionRow]) -> None:
             label=f"Run {version.run_id} on the leaderboard",
             query_params={"run": str(version.run_id)},
         )
+    with st.container(border=True):
+        show_card(version, active, "promote")
     st.button("Make this version active", key=f"models_activate_{framework}", on_click=activate, args=(version,))
 
 
@@ -153,12 +218,15 @@ def framework_section(framework: str) -> None:
         key=f"models_table_{framework}",
         column_config={name: PERCENT for name in ("val accuracy", "val F1", "test accuracy")},
     )
-    promote_col, restore_col = st.columns(2)
-    with promote_col:
-        promote(framework, versions)
+    st.subheader("Model cards", anchor=False)
+    for version in versions:
+        label = f"Version {version.id} · {version.name}" + (" (active)" if version.is_active else "")
+        with st.expander(label):
+            show_card(version, active, "list")
+    promote(framework, versions, active)
     previous = next((v for v in versions if before is not None and v.id == before.id), None)
     if previous is not None:
-        restore_col.button(
+        st.button(
             f"Restore the previous version: {previous.name} (version {previous.id})",
             key=f"models_restore_{framework}",
             on_click=activate,

@@ -48,6 +48,13 @@ def test_a_tiny_training_run_shows_its_curves_reaches_the_leaderboard_and_is_pro
     expect(active.first).to_be_visible()  # the CNN's section comes first
     before = active.first.inner_text()
     expect(main.get_by_text(f"Trained by run {run_id} (report)", exact=False)).to_be_visible()
+    # Its card is read before promoting it: above the button, with its per-class figures.
+    card = main.get_by_role("heading", name=re.compile(f"^Model card: run {run_id} · report \\(version \\d+")).filter(
+        visible=True
+    )
+    expect(card).to_have_count(1)
+    expect(main.get_by_role("heading", name="Validation results").filter(visible=True)).to_have_count(1)
+    expect(main.get_by_role("button", name="Download the card (HTML)").filter(visible=True)).to_have_count(1)
     app.click(main.get_by_role("button", name="Make this version active").first)
     promoted = main.get_by_text(re.compile(r"^.+ \(version \d+\) is now the active Custom CNN \(PyTorch\) model\.$"))
     expect(promoted).to_be_visible()

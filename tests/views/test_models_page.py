@@ -12,6 +12,7 @@ from models.data import load_rgb
 from models.predictor import load_predictor
 from services.model_files import file_sha256
 from settings import ROOT, SAMPLE_DIR
+from tests.seed_runs import seed_run
 from tests.users import signed_in
 
 PAGE = str(ROOT / "views" / "6_Models.py")
@@ -104,3 +105,30 @@ def test_a_missing_file_is_reported_and_an_intact_one_verified(db_url, checkpoin
     assert any("matches its registered sha256" in c.value for c in at.caption)
     at.selectbox(key="models_download_torch").set_value(gone).run()
     assert any("deleted.pth` is missing" in e.value for e in at.error)
+
+
+def test_each_version_shows_its_card_and_the_one_chosen_for_promotion_sits_above_the_button(
+    db_url, checkpoints
+) -> None:
+    register(checkpoints[0], activate=True)
+    run_id = seed_run("torch", 0.9)
+    with session_scope() as session:
+        chosen = register_model_version(
+            session=session,
+            framework="torch",
+            name="seeded run",
+            artifact_path=checkpoints[1],
+            sha256=file_sha256(checkpoints[1]),
+            run_id=run_id,
+        ).id
+    at = open_page()
+    title = f"#### Model card: seeded run (version {chosen}, Custom CNN (PyTorch))"
+    # Once in the list of cards, once above "Make this version active".
+    assert [m.value for m in at.markdown].count(title) == 2
+    assert any("| Glioma | 0.900 | 0.900 | 0.900 | 5 |" in m.value for m in at.markdown)
+    assert any("This is the active version." in m.value for m in at.markdown)
+    downloads = [e.proto.label for e in at.get("download_button")]
+    assert downloads.count("Download the card (Markdown)") == downloads.count("Download the card (HTML)") == 3
+    at.button(key="models_activate_torch").click().run()
+    assert not at.exception
+    assert active_path() == str(checkpoints[1])
