@@ -3,7 +3,7 @@
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     # Threads per process for each framework; two processes on 2 cores must not starve each other.
     torch_threads: int = 1
     tf_threads: int = 1
+    # Predictions run on ONNX Runtime ("onnx", from an export made beside each model file) or in the model's
+    # own framework ("framework"); heatmaps always use the framework. ONNX Runtime gets onnx_threads per model.
+    inference_backend: Literal["onnx", "framework"] = "onnx"
+    onnx_threads: int = Field(default=1, ge=1)
     worker_concurrency: int = 2
     # A prediction below this confidence is flagged for review: the lowest threshold whose unflagged
     # validation images are right at least 99 % of the time with the shipped pair (models/weights/pair.json).

@@ -90,6 +90,21 @@ def predict_proba(model: nn.Module, images: np.ndarray, *, tta: bool = False, ba
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), dtype=np.float32)
 
 
+def logits_and_features(model: TumorCNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass of normalised N x 3 x 224 x 224 input: the logits, and feature_summary's N x 480 vector.
+
+    Traceable, so the ONNX export (models/onnx_export.py) computes both in the one graph.
+    """
+    h, parts = x, []
+    for layer in model.features:
+        h = layer(h)
+        if isinstance(layer, nn.BatchNorm2d):
+            parts += [h.mean(dim=(2, 3)), h.std(dim=(2, 3))]
+    penultimate = model.head[:-1](h)
+    parts.append(penultimate)
+    return model.head[-1](penultimate), torch.cat(parts, dim=1)
+
+
 @torch.no_grad()
 def feature_summary(model: TumorCNN, images: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
     """N x 480 float32 for N x 224 x 224 x 3 uint8 images: what the out-of-distribution check (models/ood.py)
@@ -103,12 +118,6 @@ def feature_summary(model: TumorCNN, images: np.ndarray, *, batch_size: int = 64
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        h = normalize(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2))
-        parts = []
-        for layer in model.features:
-            h = layer(h)
-            if isinstance(layer, nn.BatchNorm2d):
-                parts += [h.mean(dim=(2, 3)), h.std(dim=(2, 3))]
-        parts.append(model.head[:-1](h))
-        out.append(torch.cat(parts, dim=1).numpy())
+        x = normalize(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2))
+        out.append(logits_and_features(model, x)[1].numpy())
     return np.concatenate(out) if out else np.zeros((0, FEATURES), dtype=np.float32)

@@ -129,22 +129,32 @@ def predict_proba(model, images: np.ndarray, *, tta: bool = False, batch_size: i
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), dtype=np.float32)
 
 
-def gradcam_map(model, rgb: np.ndarray) -> np.ndarray:
-    """Grad-CAM over the base's last feature map, for the predicted class (coarse, unnormalised)."""
+def gradcam_function(model):  # -> tf.types.experimental.PolymorphicFunction
+    """Grad-CAM over the base's last feature map, for the predicted class, as a compiled function of one
+    1 x H x W x 3 float32 image returning the coarse, unnormalised map.
+
+    One model built beside `model` (sharing its weights, changing nothing in it) returns the base's
+    activations and the probabilities together; the tape runs inside the tf.function, so each call is one
+    graph execution with nothing kept between calls.
+    """
+    import keras
     import tensorflow as tf
 
-    x = tf.convert_to_tensor(rgb[None].astype(np.float32))
-    with tf.GradientTape() as tape:
-        h = x
-        features = None
-        for layer in model.layers[1:]:
-            if layer.name == BASE_NAME:
-                h = layer(h, training=False)
-                features = h
-                tape.watch(features)
-            else:
-                h = layer(h, training=False)
-        top = tf.gather(h[0], tf.argmax(h[0]))
-    grads = tape.gradient(top, features)[0]
-    weights = tf.reduce_mean(grads, axis=(0, 1))
-    return tf.reduce_sum(features[0] * weights, axis=-1).numpy()
+    pixels = keras.Input((None, None, 3), name="pixels")
+    h, features = pixels, None
+    for layer in model.layers[1:]:
+        h = layer(h, training=False)
+        if layer.name == BASE_NAME:
+            features = h
+    activations_and_probs = keras.Model(pixels, [features, h], name="gradcam")
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+    def gradcam(x: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            features, probs = activations_and_probs(x, training=False)
+            top = tf.gather(probs[0], tf.argmax(probs[0]))
+        grads = tape.gradient(top, features)[0]
+        weights = tf.reduce_mean(grads, axis=(0, 1))
+        return tf.reduce_sum(features[0] * weights, axis=-1)
+
+    return gradcam

@@ -1,5 +1,6 @@
 """Loading a saved model of either framework, predicting, and Grad-CAM heatmaps."""
 
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -8,7 +9,10 @@ import numpy as np
 from domain import INPUT_SIZE
 from models.calibration import apply_temperature
 from models.data import CLASSES, head_box, model_input
-from models.model_meta import model_meta, read_sidecar, sidecar_path, write_sidecar
+from models.model_meta import file_sha256, model_meta, read_sidecar, sidecar_path, write_sidecar
+
+# Images per ONNX Runtime run (twice as many rows with mirror TTA): bounds the activations' memory.
+ONNX_CHUNK = 32
 
 
 class Predictor(Protocol):
@@ -17,6 +21,12 @@ class Predictor(Protocol):
     def predict(self, images: list[np.ndarray]) -> np.ndarray: ...
 
     def gradcam(self, rgb: np.ndarray) -> np.ndarray: ...
+
+
+class FeaturePredictor(Predictor, Protocol):
+    """A CNN predictor, on either backend: it also gives the out-of-distribution check's features."""
+
+    def features(self, images: list[np.ndarray]) -> np.ndarray: ...
 
 
 def _preprocessing(meta: dict) -> tuple[bool, bool, float]:
@@ -96,27 +106,19 @@ class TorchPredictor:
         from models.cnn import normalize
 
         x = normalize(torch.from_numpy(_stack([rgb], self.crop)).permute(0, 3, 1, 2))
-        # The last block's ReLU output (56x56): the finest map that still sees whole structures.
-        layer = self.model.features[11]
-        captured: dict[str, torch.Tensor] = {}
-
-        def keep(_module: object, _inputs: object, output: torch.Tensor) -> None:
-            output.retain_grad()
-            captured["act"] = output
-
-        handle = layer.register_forward_hook(keep)
-        try:
-            self.model.eval()
-            logits = self.model(x)
-            self.model.zero_grad(set_to_none=True)
-            logits[0, int(logits.argmax(1))].backward()
-        finally:
-            handle.remove()
-        act, grad = captured["act"][0], captured["act"].grad[0]
+        # The model is shared by every session and job of the process: no hook is registered on it and no
+        # gradient lands in its parameters; the activation is a leaf of this call's own graph.
+        with torch.no_grad():
+            # The last block's ReLU output (56x56): the finest map that still sees whole structures.
+            act = self.model.features[:12](x)
+        act.requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.model.head(self.model.features[12:](act))
+            (grad,) = torch.autograd.grad(logits[0, int(logits.argmax(1))], act)
         # HiResCAM: gradient times activation at each position, summed over channels. With a Flatten -> Linear
         # head every position has its own weights, so Grad-CAM's spatially averaged gradient points at the
         # wrong places; this form is exact for such heads (and equals Grad-CAM after global average pooling).
-        cam = np.maximum((grad * act).sum(0).detach().numpy(), 0)
+        cam = np.maximum((grad[0] * act[0]).sum(0).detach().numpy(), 0)
         return _normalise_cam(_smooth(cam, sigma=1.5), rgb, self.crop)
 
 
@@ -124,10 +126,11 @@ class KerasPredictor:
     framework = "keras"
 
     def __init__(self, path: str | Path) -> None:
-        from models.mobilenet import load_model
+        from models.mobilenet import gradcam_function, load_model
 
         self.model = load_model(path)
         self.tta, self.crop, self.temperature = _preprocessing(model_meta(path))
+        self._gradcam = gradcam_function(self.model)
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
         from models.mobilenet import predict_proba
@@ -138,9 +141,60 @@ class KerasPredictor:
         return apply_temperature(raw, self.temperature).astype(np.float32)
 
     def gradcam(self, rgb: np.ndarray) -> np.ndarray:
-        from models.mobilenet import gradcam_map
+        cam = self._gradcam(_stack([rgb], self.crop).astype(np.float32)).numpy()
+        return _normalise_cam(cam, rgb, self.crop)
 
-        return _normalise_cam(gradcam_map(self.model, _stack([rgb], self.crop)[0]), rgb, self.crop)
+
+class OnnxPredictor:
+    """Predictions (and the CNN's out-of-distribution features) on ONNX Runtime, from the model's export
+    (models/onnx_export.py); neither torch nor TensorFlow is imported until a heatmap is asked for, which
+    loads the framework's model once, beside the session."""
+
+    def __init__(self, framework: str, path: str | Path, *, sha256: str, threads: int = 1) -> None:
+        from models.onnx_export import exported_meta, open_session
+
+        self.framework = framework
+        self.path = Path(path)
+        self.session = open_session(framework, path, sha256, threads=threads)
+        self.tta, self.crop, self.temperature = _preprocessing({**exported_meta(self.session), **read_sidecar(path)})
+        self._heatmaps: TorchPredictor | KerasPredictor | None = None
+        self._heatmaps_lock = threading.Lock()
+
+    def _run(self, output: str, x: np.ndarray) -> np.ndarray:
+        return self.session.run([output], {"pixels": x})[0]
+
+    def predict(self, images: list[np.ndarray]) -> np.ndarray:
+        out = []
+        for start in range(0, len(images), ONNX_CHUNK):
+            x = _stack(images[start : start + ONNX_CHUNK], self.crop).astype(np.float32)
+            if not self.tta:
+                out.append(self._run("probs", x))
+                continue
+            # One run over the images and their mirrors, averaged as the framework path does.
+            probs = self._run("probs", np.concatenate([x, x[:, :, ::-1]]))
+            out.append((probs[: len(x)] + probs[len(x) :]) / 2)
+        if not out:
+            return np.zeros((0, len(CLASSES)), dtype=np.float32)
+        return apply_temperature(np.concatenate(out), self.temperature).astype(np.float32)
+
+    def features(self, images: list[np.ndarray]) -> np.ndarray:
+        """The CNN's out-of-distribution feature vector per image (TorchPredictor.features)."""
+        if self.framework != "torch":
+            raise ValueError("only the CNN has out-of-distribution features")
+        chunks = [
+            self._run("features", _stack(images[start : start + ONNX_CHUNK], self.crop).astype(np.float32))
+            for start in range(0, len(images), ONNX_CHUNK)
+        ]
+        if not chunks:
+            width = next(o.shape[1] for o in self.session.get_outputs() if o.name == "features")
+            return np.zeros((0, width), dtype=np.float32)
+        return np.concatenate(chunks)
+
+    def gradcam(self, rgb: np.ndarray) -> np.ndarray:
+        with self._heatmaps_lock:
+            if self._heatmaps is None:
+                self._heatmaps = TorchPredictor(self.path) if self.framework == "torch" else KerasPredictor(self.path)
+        return self._heatmaps.gradcam(rgb)
 
 
 def store_temperature(framework: str, artifact_path: str | Path, temperature: float) -> None:
@@ -154,13 +208,26 @@ def store_temperature(framework: str, artifact_path: str | Path, temperature: fl
         write_sidecar(artifact_path, {**read_sidecar(artifact_path), "temperature": temperature})
 
 
-def load_predictor(framework: str, artifact_path: str | Path) -> Predictor:
-    """A predictor for a saved model file; raises FileNotFoundError or ValueError with a readable message."""
+def load_predictor(
+    framework: str,
+    artifact_path: str | Path,
+    *,
+    backend: str = "framework",
+    sha256: str | None = None,
+    threads: int = 1,
+) -> Predictor:
+    """A predictor for a saved model file; raises FileNotFoundError or ValueError with a readable message.
+
+    backend "framework" predicts with torch or TensorFlow; "onnx" with ONNX Runtime on `threads` threads, from
+    the export made for the file whose sha256 is `sha256` (hashed now when not given).
+    """
     path = Path(artifact_path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
-    if framework == "torch":
-        return TorchPredictor(path)
-    if framework == "keras":
-        return KerasPredictor(path)
-    raise ValueError(f"unknown framework {framework!r}")
+    if framework not in ("torch", "keras"):
+        raise ValueError(f"unknown framework {framework!r}")
+    if backend == "onnx":
+        return OnnxPredictor(framework, path, sha256=sha256 or file_sha256(path), threads=threads)
+    if backend != "framework":
+        raise ValueError(f"unknown inference backend {backend!r}")
+    return TorchPredictor(path) if framework == "torch" else KerasPredictor(path)

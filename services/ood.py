@@ -6,13 +6,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
 from domain import Framework
 from models.ood import OodStats, OodUnavailable, load_stats
-from models.predictor import TorchPredictor
+from models.predictor import FeaturePredictor
 from services.predictors import MAX_LOADED, ModelFileProblem, loaded_predictor
 
 __all__ = ["OodGate", "OodUnavailable", "OodVerdict", "gate_for", "ood_gate"]
@@ -59,7 +59,7 @@ class OodGate:
 
     artifact_path: str
     sha256: str
-    predictor: TorchPredictor
+    predictor: FeaturePredictor
     stats: OodStats
 
     @property
@@ -76,8 +76,7 @@ class OodGate:
 def ood_gate(artifact_path: str, sha256: str) -> OodGate:
     """The check for a registered CNN file, loaded once per process. OodUnavailable when no statistics were
     fitted for this very file, ModelFileProblem when the file is not the one registered (neither is cached)."""
-    predictor = loaded_predictor(Framework.TORCH.value, artifact_path, sha256)
-    assert isinstance(predictor, TorchPredictor)
+    predictor = cast(FeaturePredictor, loaded_predictor(Framework.TORCH.value, artifact_path, sha256))
     return OodGate(artifact_path, sha256, predictor, load_stats(artifact_path, sha256))
 
 

@@ -25,4 +25,6 @@ def loaded_predictor(framework: str, artifact_path: str, sha256: str) -> Predict
     settings = get_settings()
     # The app and the workers share the cores: the frameworks get their capped pools before first use.
     cap_threads(settings.torch_threads, settings.tf_threads)
-    return load_predictor(framework, artifact_path)
+    return load_predictor(
+        framework, artifact_path, backend=settings.inference_backend, sha256=sha256, threads=settings.onnx_threads
+    )

@@ -1,0 +1,96 @@
+"""The ONNX Runtime path gives the framework's answers: same probabilities (within 1e-4) and the same class on
+every sample image, for both shipped models; a changed model file is never answered from its old export; the
+heatmaps leave the shared model as they found it."""
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.data import load_rgb
+from models.model_meta import file_sha256
+from models.onnx_export import export_path
+from models.predictor import OnnxPredictor, TorchPredictor, load_predictor
+from settings import DEFAULT_MODEL_FILES, SAMPLE_DIR
+
+IMAGES = sorted(SAMPLE_DIR.glob("*/*.jpg"))
+
+
+def shipped_copy(framework: str, folder: Path) -> Path:
+    """The shipped model and its sidecar, copied, so that its export is made in a folder of the test's own."""
+    source = DEFAULT_MODEL_FILES[framework]
+    if not source.is_file():
+        pytest.skip(f"no shipped {framework} model at {source}")
+    for path in (source, Path(str(source) + ".json")):
+        if path.is_file():
+            shutil.copyfile(path, folder / path.name)
+    return folder / source.name
+
+
+@pytest.fixture(scope="module")
+def images() -> list[np.ndarray]:
+    return [load_rgb(path, size=None) for path in IMAGES]
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_onnx_runtime_gives_the_frameworks_probabilities_on_every_sample_image(framework, images, tmp_path):
+    path = shipped_copy(framework, tmp_path)
+    reference = load_predictor(framework, path)
+    onnx = load_predictor(framework, path, backend="onnx")
+    assert isinstance(onnx, OnnxPredictor) and export_path(path).is_file()
+
+    expected, got = reference.predict(images), onnx.predict(images)
+    assert len(images) == 80 and got.shape == expected.shape
+    diff = float(np.abs(got - expected).max())
+    assert diff <= 1e-4, diff
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    # One image at a time (the Diagnose page) answers as the batch does.
+    assert np.abs(onnx.predict(images[:1]) - got[:1]).max() <= 1e-6
+
+    if framework == "torch":
+        # The out-of-distribution check's features come from the same graph.
+        assert isinstance(reference, TorchPredictor)
+        features, onnx_features = reference.features(images), onnx.features(images)
+        assert np.abs(onnx_features - features).max() <= 1e-3 * np.abs(features).max()
+
+
+def test_a_model_file_changed_after_its_export_is_exported_again(images, tmp_path):
+    import torch
+
+    path = shipped_copy("torch", tmp_path)
+    gliomas = images[:8]
+    before = load_predictor("torch", path, backend="onnx").predict(gliomas)
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint["model"]["head.4.bias"] = checkpoint["model"]["head.4.bias"] + torch.tensor([0.0, 0.0, 0.0, 20.0]).half()
+    torch.save(checkpoint, path)
+
+    # A pituitary logit raised by 20: the changed model calls these gliomas pituitary; the old export would not.
+    after = load_predictor("torch", path, backend="onnx").predict(gliomas)
+    expected = load_predictor("torch", path).predict(gliomas)
+    assert np.abs(after - expected).max() <= 1e-4
+    assert (after.argmax(1) != before.argmax(1)).any()
+    assert OnnxPredictor("torch", path, sha256=file_sha256(path)).session.get_modelmeta().custom_metadata_map[
+        "source_sha256"
+    ] == file_sha256(path)
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_heatmaps_from_many_sessions_at_once_are_the_ones_each_gets_alone(framework, images):
+    path = DEFAULT_MODEL_FILES[framework]
+    if not path.is_file():
+        pytest.skip(f"no shipped {framework} model at {path}")
+    predictor = load_predictor(framework, path)
+    picks = images[::10]
+    alone = [predictor.gradcam(rgb) for rgb in picks]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(predictor.gradcam, picks * 2))
+    for i, cam in enumerate(together):
+        assert np.abs(cam - alone[i % len(picks)]).max() <= 1e-5
+    if framework == "torch":
+        assert isinstance(predictor, TorchPredictor)
+        # Nothing left on the shared model: no hook, no gradient in its parameters.
+        assert all(not m._forward_hooks and not m._backward_hooks for m in predictor.model.modules())
+        assert all(p.grad is None for p in predictor.model.parameters())
