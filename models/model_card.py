@@ -99,8 +99,12 @@ def _pct(value: Any) -> str:
     return f"{100 * value:.1f} %" if isinstance(value, int | float) else NOT_RECORDED
 
 
+def _amount(value: Any, spec: str, unit: str = "") -> str:
+    return f"{value:{spec}}{unit}" if isinstance(value, int | float) else NOT_RECORDED
+
+
 def _num(value: Any, digits: int = 3) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, int | float) else NOT_RECORDED
+    return _amount(value, f".{digits}f")
 
 
 def _count(value: Any) -> str:
@@ -304,14 +308,9 @@ def inference_section(version: VersionFacts) -> Section:
     return Section(
         "Inference time and memory",
         facts=(
-            ("One image, one thread", f"{ms:.1f} ms (at the end of training, on its machine)" if ms else NOT_RECORDED),
+            ("One image, one thread", _amount(ms, ".1f", " ms (at the end of training, on its machine)")),
             ("Model file", f"{version.file_mb:.1f} MB" if version.file_mb is not None else "missing"),
-            (
-                "Peak memory of the training process",
-                f"{metrics['peak_memory_mb']:,.0f} MB"
-                if isinstance(metrics.get("peak_memory_mb"), int | float)
-                else NOT_RECORDED,
-            ),
+            ("Peak memory of the training process", _amount(metrics.get("peak_memory_mb"), ",.0f", " MB")),
         ),
     )
 
@@ -327,20 +326,19 @@ def ood_section(framework: str, report: Mapping[str, Any] | None, reason: str) -
         return Section(title, text=(reason,))
     val = report.get("validation") or {}
     families = report.get("families") or {}
+    refused = (
+        f"{_count(val.get('refused'))} of {_count(val.get('images'))} ({_pct(val.get('rate'))})"
+        if val
+        else NOT_RECORDED
+    )
     rows = tuple((name, f"{_count(f.get('caught'))} of {_count(f.get('images'))}") for name, f in families.items())
     return Section(
         title,
         text=("An image scoring above the threshold is refused as not a brain MRI slice and gets no tumor class.",),
         facts=(
-            (
-                "Threshold",
-                f"{report['threshold']:,.0f}" if isinstance(report.get("threshold"), int | float) else NOT_RECORDED,
-            ),
+            ("Threshold", _amount(report.get("threshold"), ",.0f")),
             ("Rule", _text(report.get("threshold_rule"))),
-            (
-                "Validation images refused",
-                f"{_count(val.get('refused'))} of {_count(val.get('images'))} ({_pct(val.get('rate'))})",
-            ),
+            ("Validation images refused", refused),
         ),
         tables=(Table(("pictures that are not brain MRI slices", "caught"), rows),) if rows else (),
     )

@@ -27,7 +27,7 @@ from models.model_meta import read_sidecar
 from models.ood import OodUnavailable, load_stats, report_path
 from services.auth import Actor, require_admin
 from services.predictors import ModelFileProblem, loaded_predictor
-from services.reports import _data_uri, _templates, scan_png
+from services.reports import _data_uri, _templates, _timestamp, scan_png
 from settings import ROOT
 
 __all__ = ["ModelCard", "card_html", "card_markdown", "find_confusion_examples", "version_card"]
@@ -71,7 +71,7 @@ def _facts(version: ModelVersion) -> VersionFacts:
         framework=version.framework,
         artifact_path=version.artifact_path,
         sha256=version.sha256,
-        registered=version.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        registered=_timestamp(version.created_at),
         is_active=version.is_active,
         file_mb=path.stat().st_size / 1e6 if path.is_file() else None,
         run_id=version.run_id,
