@@ -4,6 +4,8 @@
 
 1. One scan on the Diagnose page: model load, prediction and Grad-CAM time per shipped model, with the
    thread caps the app runs with (TORCH_THREADS / TF_THREADS), and the process's peak memory.
+   Then each model's framework call against the app's ONNX Runtime path, batch 1 and 32
+   (scripts/bench_inference.py, which also writes bench/results.json and bench/results.md).
 2. History at scale: the main queries over 10,000 seeded predictions in a throw-away SQLite file.
 3. Batch prediction: a 1,000-image folder through the batch job's code (scripts/benchmark_batch.py).
 4. The audit log at 100,000 entries: the admin page's filters and pages, the sign-in throttle's counts, an export.
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts import bench_inference
 from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR, get_settings
 
 
@@ -204,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print("\n## One scan (Diagnose page)\n")
     print("\n".join(bench_single_scan()))
+    print("\n## Framework against ONNX Runtime\n")
+    print("\n".join(bench_inference.write(bench_inference.measure(), ROOT / "bench")))
     print("\n## History at scale\n")
     print("\n".join(bench_history()))
     if not args.skip_batch:

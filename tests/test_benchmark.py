@@ -1,4 +1,5 @@
-"""The benchmark's audit-log part runs end to end on a small log (its figures are not asserted)."""
+"""The benchmark runs end to end in its quick modes: the audit log on a small log, and the inference paths on a
+few calls (their figures are not asserted)."""
 
 from scripts.benchmark import bench_audit
 
@@ -11,3 +12,25 @@ def test_the_audit_benchmark_measures_every_query():
     for row in measured:
         name, ms = (cell.strip() for cell in row.strip("|").split("|"))
         assert name and float(ms) >= 0
+
+
+def test_the_inference_benchmark_compares_both_paths_and_writes_its_results(tmp_path):
+    import json
+
+    from scripts.bench_inference import main
+
+    assert main(["--quick", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    models = {r["model"] for r in result["rows"]}
+    assert len(models) == 2
+    assert {(r["model"], r["backend"], r["batch"]) for r in result["rows"]} == {
+        (m, backend, batch) for m in models for backend in ("framework", "onnx") for batch in (1, 4)
+    }
+    for row in result["rows"]:
+        assert row["p95_ms"] >= row["p50_ms"] > 0 and row["images_per_s"] > 0
+    assert len(result["ratios"]) == 4 and all(r["framework_over_onnx_p50"] > 0 for r in result["ratios"])
+    rss = result["rss_both_models_mb"]
+    assert rss["onnx"]["imported"] == ["onnxruntime"] and {"torch", "tensorflow"} <= set(rss["framework"]["imported"])
+    assert result["machine"]["cpu"] and result["machine"]["cores"] >= 1
+    table = (tmp_path / "results.md").read_text()
+    assert "| model | path | batch | p50 ms | p95 ms | images/s |" in table and "RSS MB" in table

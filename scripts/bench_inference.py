@@ -1,0 +1,210 @@
+"""Prediction speed and memory: each shipped model called through its framework against the app's ONNX Runtime path.
+
+    .venv/bin/python -m scripts.bench_inference [--quick] [--out bench]
+
+For each model and each batch size (1, the Diagnose page; 32, a batch job's chunk) the two paths predict the
+same decoded sample images with the same preprocessing, mirror TTA and temperature, one call of each in
+turn, so that load from other processes falls on both alike. Rows give p50 and p95 ms per call, images/s and
+the framework/ONNX ratio of the p50s. The resident memory of a fresh process holding both models comes from
+one child process per backend. Writes `<out>/results.json` and `<out>/results.md`; prints the markdown.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR, get_settings
+
+FLAGS_SHOWN = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+BATCH_SIZES = (1, 32)
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores this process may use, the vector flags that decide kernel choice, and the load now."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {
+        "cpu": fields.get("model name", platform.processor() or platform.machine()),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "flags": [f for f in FLAGS_SHOWN if f in flags],
+        "load_average_1min_at_start": os.getloadavg()[0],
+        "python": platform.python_version(),
+    }
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("torch", "tensorflow-cpu", "keras", "onnxruntime")}
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rss_child(backend: str) -> dict[str, Any]:
+    """In this (fresh) process: both shipped models loaded on `backend`, one prediction each; RSS after."""
+    from models.data import load_rgb
+    from models.model_meta import file_sha256
+    from models.predictor import load_predictor
+    from models.threads import cap_threads
+
+    settings = get_settings()
+    cap_threads(settings.torch_threads, settings.tf_threads)
+    image = load_rgb(next(iter(sorted(SAMPLE_DIR.glob("*/*.jpg")))), size=None)
+    for framework, path in DEFAULT_MODEL_FILES.items():
+        predictor = load_predictor(
+            framework, path, backend=backend, sha256=file_sha256(path), threads=settings.onnx_threads
+        )
+        predictor.predict([image])
+    return {
+        "rss_mb": round(_rss_mb(), 1),
+        "imported": sorted(m for m in ("torch", "tensorflow", "onnxruntime") if m in sys.modules),
+    }
+
+
+def _child_rss(backend: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "scripts.bench_inference", "--rss-child", backend],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _row(model: str, backend: str, batch: int, times_ms: list[float]) -> dict[str, Any]:
+    p50, p95 = np.percentile(times_ms, [50, 95])
+    return {
+        "model": model,
+        "backend": backend,
+        "batch": batch,
+        "calls": len(times_ms),
+        "p50_ms": round(float(p50), 2),
+        "p95_ms": round(float(p95), 2),
+        "images_per_s": round(batch * 1000 / float(np.mean(times_ms)), 1),
+    }
+
+
+def measure(*, quick: bool = False) -> dict[str, Any]:
+    """The rows, the ratios and the machine, as results.json holds them."""
+    from models.data import load_rgb
+    from models.model_meta import file_sha256
+    from models.predictor import load_predictor
+    from models.threads import cap_threads
+
+    settings = get_settings()
+    cap_threads(settings.torch_threads, settings.tf_threads)
+    images = [load_rgb(p, size=None) for p in sorted(SAMPLE_DIR.glob("*/*.jpg"))]
+    batches = (1, 4) if quick else BATCH_SIZES
+    calls = {1: 3, 4: 2} if quick else {1: 60, 32: 12}
+    result: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "versions": _versions(),
+        "threads": {"torch": settings.torch_threads, "tf": settings.tf_threads, "onnx": settings.onnx_threads},
+        "quick": quick,
+        "rows": [],
+        "ratios": [],
+    }
+    for framework, path in DEFAULT_MODEL_FILES.items():
+        if not path.is_file():
+            continue
+        sha = file_sha256(path)
+        paths = {
+            "framework": load_predictor(framework, path),
+            "onnx": load_predictor(framework, path, backend="onnx", sha256=sha, threads=settings.onnx_threads),
+        }
+        for batch in batches:
+            chunks = [images[(i * batch) % len(images) :][:batch] for i in range(calls[batch] + 1)]
+            chunks = [c if len(c) == batch else images[:batch] for c in chunks]
+            times: dict[str, list[float]] = {name: [] for name in paths}
+            for predictor in paths.values():
+                predictor.predict(chunks[0])  # warm-up: graph tracing and allocator growth happen once
+            for i, chunk in enumerate(chunks[1:]):
+                # Alternate which path goes first, so neither always runs on caches the other warmed.
+                order = list(paths.items()) if i % 2 == 0 else list(reversed(paths.items()))
+                for name, predictor in order:
+                    start = time.perf_counter()
+                    predictor.predict(chunk)
+                    times[name].append((time.perf_counter() - start) * 1000)
+            rows = {name: _row(f"{framework} ({path.name})", name, batch, t) for name, t in times.items()}
+            result["rows"] += rows.values()
+            result["ratios"].append(
+                {
+                    "model": f"{framework} ({path.name})",
+                    "batch": batch,
+                    "framework_over_onnx_p50": round(rows["framework"]["p50_ms"] / rows["onnx"]["p50_ms"], 2),
+                }
+            )
+    result["rss_both_models_mb"] = {backend: _child_rss(backend) for backend in ("framework", "onnx")}
+    return result
+
+
+def markdown(result: dict[str, Any]) -> list[str]:
+    m = result["machine"]
+    ratio = {(r["model"], r["batch"]): r["framework_over_onnx_p50"] for r in result["ratios"]}
+    lines = [
+        "| model | path | batch | p50 ms | p95 ms | images/s | framework ÷ ONNX (p50) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        shown = f"{ratio[(r['model'], r['batch'])]:.2f}×" if r["backend"] == "onnx" else ""
+        path = "ONNX Runtime (app)" if r["backend"] == "onnx" else "framework"
+        lines.append(
+            f"| {r['model']} | {path} | {r['batch']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+            f"{r['images_per_s']:.1f} | {shown} |"
+        )
+    rss = result["rss_both_models_mb"]
+    lines += [
+        "",
+        "| process with both models loaded | RSS MB | frameworks imported |",
+        "|---|---|---|",
+        *(f"| {backend} | {v['rss_mb']:.0f} | {', '.join(v['imported']) or '–'} |" for backend, v in rss.items()),
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, flags {' '.join(m['flags']) or 'none of ' + str(FLAGS_SHOWN)}; "
+        f"1-minute load average {m['load_average_1min_at_start']:.2f} at the start; threads "
+        f"torch/tf/onnx {result['threads']['torch']}/{result['threads']['tf']}/{result['threads']['onnx']}; "
+        f"{result['date']}.",
+    ]
+    return lines
+
+
+def write(result: dict[str, Any], out: Path) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = markdown(result)
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="a few calls at batch 1 and 4: checks that it runs")
+    p.add_argument("--out", type=Path, default=ROOT / "bench")
+    p.add_argument("--rss-child", choices=("framework", "onnx"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.rss_child:
+        print(json.dumps(rss_child(args.rss_child)))
+        return 0
+    print("\n".join(write(measure(quick=args.quick), args.out)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
