@@ -117,11 +117,12 @@ def execute_run(
             runs.end_run(session=session, run_id=run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     sha = file_sha256(result.best_path)
+    metrics = {**result.metrics, "ood": fit_ood_check(cfg, result.best_path)} if cfg.framework == "torch" else None
     with session_scope() as session:
         runs.finish_run(
             session=session,
             run_id=run_id,
-            metrics=result.metrics,
+            metrics=metrics or result.metrics,
             artifact_path=str(result.best_path),
             artifact_sha256=sha,
             pretrained=result.pretrained,
@@ -136,6 +137,23 @@ def execute_run(
             activate=activate,
         )
     return result
+
+
+def fit_ood_check(cfg: TrainConfig, model_path: Path) -> dict[str, Any]:
+    """Fit the brain-MRI check for a new CNN beside its file, so the version can gate images the day it is
+    registered; a summary for the run's metrics, or the reason it could not be fitted (the run still counts)."""
+    from models.ood import PERCENTILE, fit_command
+
+    try:
+        report = fit_command(str(model_path), cfg.data_dir, PERCENTILE, [])
+    except Exception as exc:  # the model is good without the check; say why it has none
+        return {"error": f"the out-of-distribution check could not be fitted: {type(exc).__name__}: {exc}"}
+    return {
+        "threshold": report["threshold"],
+        "percentile": PERCENTILE,
+        "validation_refused": report["validation"]["rate"],
+        "families_caught": {name: family["rate"] for name, family in report["families"].items()},
+    }
 
 
 def _saved_epochs(run_id: int, cfg: TrainConfig) -> bool:

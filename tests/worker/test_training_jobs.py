@@ -134,6 +134,14 @@ def test_cli_path_records_the_same_rows(module_db_url: str, tmp_path: Path) -> N
     run, epochs = _run(run_id)
     assert run.status == "succeeded" and len(epochs) == 1
     assert Path(run.artifact_path).parent == tmp_path / "out"
+    # The new CNN's brain-MRI check is fitted beside it, tied to its file, on the day it is trained.
+    from models.ood import load_stats
+
+    ood = run.metrics["ood"]
+    assert "error" not in ood, ood
+    stats = load_stats(run.artifact_path, run.artifact_sha256)
+    assert stats.threshold == ood["threshold"] > 0 and 0 <= ood["validation_refused"] <= 1
+    assert "DICOM, not MR (pydicom test files)" in ood["families_caught"]
     with session_scope() as session:
         active = [v for v in list_model_versions(session=session, framework="torch") if v.is_active]
     assert [v.run_id for v in active] == [run_id]
