@@ -1,6 +1,6 @@
 """Each model exported to ONNX once, beside its file, and opened on ONNX Runtime: predicting without the framework.
 
-The export of `cnn_default.pth` is `cnn_default.pth.onnx`. It records the sha256 of the file it was made from,
+The export of `cnn_default.pth` is `cnn_default.pth.onnx` (`cnn_default.pth.int8.onnx` with ONNX_INT8_CNN). It records the sha256 of the file it was made from,
 and `open_session` makes it again whenever that no longer matches the model file: a stale export is never used.
 A CNN's export also records the checkpoint's own fields (mirror TTA, crop, temperature), so that reading them
 needs no torch; a sidecar `<model>.json` still wins over them, as in models/model_meta.py.
@@ -13,6 +13,12 @@ head crop stay outside, in models/predictor.py, exactly as on the framework path
 - keras (MobileNetV2): tf2onnx.convert.from_keras. Output "probs". Keras 3's own
   `model.export(format="onnx")` also runs on TF 2.21, but its graph of the shipped MobileNetV2 gave
   probabilities up to 0.50 away from the model's on the sample images, so it is not used.
+
+Optionally the CNN's Linear(50176 -> 256), 98 % of its weights, is quantized to int8 (dynamic, per output
+channel). Its answers then differ from the framework's by a few hundredths, so it is off by default; whether
+it costs accuracy is measured on the model's own validation split by
+
+    python -m models.onnx_export --model models/weights/cnn_default.pth [--data DIR]
 """
 
 import json
@@ -31,8 +37,8 @@ INPUT = "pixels"
 EXPORT_VERSION = "1"
 
 
-def export_path(model_path: str | Path) -> Path:
-    return Path(str(model_path) + ".onnx")
+def export_path(model_path: str | Path, *, int8: bool = False) -> Path:
+    return Path(str(model_path) + (".int8.onnx" if int8 else ".onnx"))
 
 
 def _torch_graph(model_path: Path) -> tuple[bytes, dict[str, Any]]:
@@ -87,12 +93,53 @@ def _keras_graph(model_path: Path) -> tuple[bytes, dict[str, Any]]:
     return proto.SerializeToString(), {}
 
 
-def export(framework: str, model_path: str | Path, sha256: str) -> bytes:
-    """The model's ONNX graph, tagged with `sha256` (of the model file) and the fields it carries."""
+def _int8_linear(proto):  # (onnx.ModelProto) -> onnx.ModelProto
+    """The graph with its large fully connected layer's weights in int8 and its activations quantized per call.
+
+    ONNX Runtime's dynamic quantization takes MatMul, not the Gemm torch exports for a Linear: the Gemm whose
+    weight is largest becomes MatMul + Add first.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph = proto.graph
+    weights = {init.name: init for init in graph.initializer}
+    gemm = max(
+        (n for n in graph.node if n.op_type == "Gemm" and n.input[1] in weights),
+        key=lambda n: len(weights[n.input[1]].raw_data),
+    )
+    attrs = {a.name: helper.get_attribute_value(a) for a in gemm.attribute}
+    x, w, bias = gemm.input
+    matrix = numpy_helper.to_array(weights[w])
+    matrix = matrix.T if attrs.get("transB", 0) else matrix
+    graph.initializer.remove(weights[w])
+    graph.initializer.append(numpy_helper.from_array(matrix.copy(), w))
+    at = list(graph.node).index(gemm)
+    graph.node.remove(gemm)
+    product = gemm.output[0] + "/matmul"
+    graph.node.insert(at, helper.make_node("Add", [product, bias], list(gemm.output), name=gemm.name + "/add"))
+    graph.node.insert(at, helper.make_node("MatMul", [x, w], [product], name=gemm.name + "/matmul"))
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(proto, source)
+        quantize_dynamic(
+            source, target, nodes_to_quantize=[gemm.name + "/matmul"], weight_type=QuantType.QInt8, per_channel=True
+        )
+        return onnx.load(target)
+
+
+def export(framework: str, model_path: str | Path, sha256: str, *, int8: bool = False) -> bytes:
+    """The model's ONNX graph, tagged with `sha256` (of the model file) and the fields it carries; int8 (the
+    CNN only) with its large Linear layer quantized."""
     import onnx
 
     graph, meta = (_torch_graph if framework == Framework.TORCH else _keras_graph)(Path(model_path))
     proto = onnx.load_from_string(graph)
+    if int8:
+        if framework != Framework.TORCH:
+            raise ValueError("only the CNN has an int8 export")
+        proto = _int8_linear(proto)
     tags = {"source_sha256": sha256, "export_version": EXPORT_VERSION, "meta": json.dumps(meta, default=float)}
     del proto.metadata_props[:]
     for key, value in tags.items():
@@ -134,18 +181,18 @@ def _is_current(session, sha256: str) -> bool:  # session: onnxruntime.Inference
     return tags.get("source_sha256") == sha256 and tags.get("export_version") == EXPORT_VERSION
 
 
-def open_session(framework: str, model_path: str | Path, sha256: str, *, threads: int = 1):
+def open_session(framework: str, model_path: str | Path, sha256: str, *, threads: int = 1, int8: bool = False):
     """An onnxruntime.InferenceSession for the model file whose sha256 is `sha256`: its export beside it when
     that was made from this very file, else a new export (written beside it where the folder is writable)."""
     import onnxruntime as ort
 
-    path = export_path(model_path)
+    path = export_path(model_path, int8=int8)
     options = _session_options(threads)
     if path.is_file():
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         if _is_current(session, sha256):
             return session
-    data = export(framework, model_path, sha256)
+    data = export(framework, model_path, sha256, int8=int8)
     _write_beside(path, data)
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
@@ -153,3 +200,45 @@ def open_session(framework: str, model_path: str | Path, sha256: str, *, threads
 def exported_meta(session) -> dict[str, Any]:  # session: onnxruntime.InferenceSession
     """The fields the export recorded from its model file (a CNN checkpoint's tta, config, temperature...)."""
     return json.loads(session.get_modelmeta().custom_metadata_map.get("meta", "{}"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Accuracy of the CNN's fp32 and int8 exports on the model's own validation split, as JSON."""
+    import argparse
+
+    import numpy as np
+
+    from models.data import config_split, load_rgb
+    from models.model_meta import file_sha256, model_meta
+    from models.predictor import load_predictor
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", help="the training folder, where it moved since the run")
+    args = p.parse_args(argv)
+    _, val = config_split(model_meta(args.model)["config"], args.data)
+    sha = file_sha256(args.model)
+    fp32, int8 = (load_predictor("torch", args.model, backend="onnx", sha256=sha, int8=q) for q in (False, True))
+    labels = np.array([item.label for item in val])
+    probs: dict[str, list[np.ndarray]] = {"fp32": [], "int8": []}
+    for start in range(0, len(val), 32):
+        images = [load_rgb(item.path, size=None) for item in val[start : start + 32]]
+        probs["fp32"].append(fp32.predict(images))
+        probs["int8"].append(int8.predict(images))
+    a, b = np.concatenate(probs["fp32"]), np.concatenate(probs["int8"])
+    accuracy = {name: float((p.argmax(1) == labels).mean() * 100) for name, p in (("fp32", a), ("int8", b))}
+    report = {
+        "validation_images": len(val),
+        "accuracy_fp32": round(accuracy["fp32"], 2),
+        "accuracy_int8": round(accuracy["int8"], 2),
+        "change_points": round(accuracy["int8"] - accuracy["fp32"], 2),
+        "images_whose_class_changes": int((a.argmax(1) != b.argmax(1)).sum()),
+        "max_abs_probability_difference": float(np.abs(a - b).max()),
+        "file_mb": {q: round(export_path(args.model, int8=q == "int8").stat().st_size / 1e6, 1) for q in probs},
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

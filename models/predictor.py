@@ -150,12 +150,13 @@ class OnnxPredictor:
     (models/onnx_export.py); neither torch nor TensorFlow is imported until a heatmap is asked for, which
     loads the framework's model once, beside the session."""
 
-    def __init__(self, framework: str, path: str | Path, *, sha256: str, threads: int = 1) -> None:
+    def __init__(self, framework: str, path: str | Path, *, sha256: str, threads: int = 1, int8: bool = False) -> None:
         from models.onnx_export import exported_meta, open_session
 
         self.framework = framework
         self.path = Path(path)
-        self.session = open_session(framework, path, sha256, threads=threads)
+        self.sha256 = sha256
+        self.session = open_session(framework, path, sha256, threads=threads, int8=int8)
         self.tta, self.crop, self.temperature = _preprocessing({**exported_meta(self.session), **read_sidecar(path)})
         self._heatmaps: TorchPredictor | KerasPredictor | None = None
         self._heatmaps_lock = threading.Lock()
@@ -193,6 +194,9 @@ class OnnxPredictor:
     def gradcam(self, rgb: np.ndarray) -> np.ndarray:
         with self._heatmaps_lock:
             if self._heatmaps is None:
+                # The heatmap must come from the very model that gave the probabilities.
+                if file_sha256(self.path) != self.sha256:
+                    raise ValueError(f"model file {self.path} changed after it was loaded")
                 self._heatmaps = TorchPredictor(self.path) if self.framework == "torch" else KerasPredictor(self.path)
         return self._heatmaps.gradcam(rgb)
 
@@ -215,11 +219,13 @@ def load_predictor(
     backend: str = "framework",
     sha256: str | None = None,
     threads: int = 1,
+    int8: bool = False,
 ) -> Predictor:
     """A predictor for a saved model file; raises FileNotFoundError or ValueError with a readable message.
 
     backend "framework" predicts with torch or TensorFlow; "onnx" with ONNX Runtime on `threads` threads, from
-    the export made for the file whose sha256 is `sha256` (hashed now when not given).
+    the export made for the file whose sha256 is `sha256` (hashed now when not given); int8 (the CNN on onnx
+    only) with its large Linear layer quantized.
     """
     path = Path(artifact_path)
     if not path.is_file():
@@ -227,7 +233,7 @@ def load_predictor(
     if framework not in ("torch", "keras"):
         raise ValueError(f"unknown framework {framework!r}")
     if backend == "onnx":
-        return OnnxPredictor(framework, path, sha256=sha256 or file_sha256(path), threads=threads)
+        return OnnxPredictor(framework, path, sha256=sha256 or file_sha256(path), threads=threads, int8=int8)
     if backend != "framework":
         raise ValueError(f"unknown inference backend {backend!r}")
     return TorchPredictor(path) if framework == "torch" else KerasPredictor(path)

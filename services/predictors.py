@@ -26,5 +26,10 @@ def loaded_predictor(framework: str, artifact_path: str, sha256: str) -> Predict
     # The app and the workers share the cores: the frameworks get their capped pools before first use.
     cap_threads(settings.torch_threads, settings.tf_threads)
     return load_predictor(
-        framework, artifact_path, backend=settings.inference_backend, sha256=sha256, threads=settings.onnx_threads
+        framework,
+        artifact_path,
+        backend=settings.inference_backend,
+        sha256=sha256,
+        threads=settings.onnx_threads,
+        int8=settings.onnx_int8_cnn and framework == "torch",
     )

@@ -23,12 +23,13 @@ def test_the_inference_benchmark_compares_both_paths_and_writes_its_results(tmp_
     result = json.loads((tmp_path / "results.json").read_text())
     models = {r["model"] for r in result["rows"]}
     assert len(models) == 2
+    cnn = next(m for m in models if m.startswith("torch"))
     assert {(r["model"], r["backend"], r["batch"]) for r in result["rows"]} == {
         (m, backend, batch) for m in models for backend in ("framework", "onnx") for batch in (1, 4)
-    }
+    } | {(cnn, "onnx-int8", batch) for batch in (1, 4)}
     for row in result["rows"]:
         assert row["p95_ms"] >= row["p50_ms"] > 0 and row["images_per_s"] > 0
-    assert len(result["ratios"]) == 4 and all(r["framework_over_onnx_p50"] > 0 for r in result["ratios"])
+    assert len(result["ratios"]) == 6 and all(r["framework_over_backend_p50"] > 0 for r in result["ratios"])
     rss = result["rss_both_models_mb"]
     assert rss["onnx"]["imported"] == ["onnxruntime"] and {"torch", "tensorflow"} <= set(rss["framework"]["imported"])
     assert result["machine"]["cpu"] and result["machine"]["cores"] >= 1

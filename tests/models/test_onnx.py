@@ -94,3 +94,12 @@ def test_heatmaps_from_many_sessions_at_once_are_the_ones_each_gets_alone(framew
         # Nothing left on the shared model: no hook, no gradient in its parameters.
         assert all(not m._forward_hooks and not m._backward_hooks for m in predictor.model.modules())
         assert all(p.grad is None for p in predictor.model.parameters())
+
+
+def test_the_int8_cnn_gives_the_same_class_on_every_sample_image_from_a_quarter_of_the_file(images, tmp_path):
+    path = shipped_copy("torch", tmp_path)
+    exact = load_predictor("torch", path, backend="onnx").predict(images)
+    int8 = load_predictor("torch", path, backend="onnx", int8=True).predict(images)
+    assert (int8.argmax(1) == exact.argmax(1)).all()
+    assert np.abs(int8 - exact).max() <= 0.1
+    assert export_path(path, int8=True).stat().st_size < export_path(path).stat().st_size / 3
