@@ -18,7 +18,7 @@ Optionally the CNN's Linear(50176 -> 256), 98 % of its weights, is quantized to 
 channel). Its answers then differ from the framework's by a few hundredths, so it is off by default; whether
 it costs accuracy is measured on the model's own validation split by
 
-    python -m models.onnx_export --model models/weights/cnn_default.pth [--data DIR]
+    python -m models.onnx_accuracy --model models/weights/cnn_default.pth [--data DIR]
 """
 
 import json
@@ -200,45 +200,3 @@ def open_session(framework: str, model_path: str | Path, sha256: str, *, threads
 def exported_meta(session) -> dict[str, Any]:  # session: onnxruntime.InferenceSession
     """The fields the export recorded from its model file (a CNN checkpoint's tta, config, temperature...)."""
     return json.loads(session.get_modelmeta().custom_metadata_map.get("meta", "{}"))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Accuracy of the CNN's fp32 and int8 exports on the model's own validation split, as JSON."""
-    import argparse
-
-    import numpy as np
-
-    from models.data import config_split, load_rgb
-    from models.model_meta import file_sha256, model_meta
-    from models.predictor import load_predictor
-
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", help="the training folder, where it moved since the run")
-    args = p.parse_args(argv)
-    _, val = config_split(model_meta(args.model)["config"], args.data)
-    sha = file_sha256(args.model)
-    fp32, int8 = (load_predictor("torch", args.model, backend="onnx", sha256=sha, int8=q) for q in (False, True))
-    labels = np.array([item.label for item in val])
-    probs: dict[str, list[np.ndarray]] = {"fp32": [], "int8": []}
-    for start in range(0, len(val), 32):
-        images = [load_rgb(item.path, size=None) for item in val[start : start + 32]]
-        probs["fp32"].append(fp32.predict(images))
-        probs["int8"].append(int8.predict(images))
-    a, b = np.concatenate(probs["fp32"]), np.concatenate(probs["int8"])
-    accuracy = {name: float((p.argmax(1) == labels).mean() * 100) for name, p in (("fp32", a), ("int8", b))}
-    report = {
-        "validation_images": len(val),
-        "accuracy_fp32": round(accuracy["fp32"], 2),
-        "accuracy_int8": round(accuracy["int8"], 2),
-        "change_points": round(accuracy["int8"] - accuracy["fp32"], 2),
-        "images_whose_class_changes": int((a.argmax(1) != b.argmax(1)).sum()),
-        "max_abs_probability_difference": float(np.abs(a - b).max()),
-        "file_mb": {q: round(export_path(args.model, int8=q == "int8").stat().st_size / 1e6, 1) for q in probs},
-    }
-    print(json.dumps(report, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

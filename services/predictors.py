@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 
+from models.onnx_export import open_session
 from models.predictor import Predictor, load_predictor
 from models.threads import cap_threads
 from services.model_files import check_file
@@ -33,3 +34,17 @@ def loaded_predictor(framework: str, artifact_path: str, sha256: str) -> Predict
         threads=settings.onnx_threads,
         int8=settings.onnx_int8_cnn and framework == "torch",
     )
+
+
+def prepare_export(framework: str, artifact_path: str, sha256: str) -> str:
+    """Make the ONNX export the app will predict from (when it predicts on ONNX Runtime), so that neither the
+    first scan nor a batch worker waits for it or imports the framework to make it; says what it did."""
+    settings = get_settings()
+    if settings.inference_backend != "onnx":
+        return f"{artifact_path}: predictions run in the framework, no ONNX export needed"
+    problem = check_file(artifact_path, sha256).problem(artifact_path)
+    if problem:
+        raise ModelFileProblem(problem)
+    int8 = settings.onnx_int8_cnn and framework == "torch"
+    open_session(framework, artifact_path, sha256, threads=settings.onnx_threads, int8=int8)
+    return f"{artifact_path}: ONNX export ready"

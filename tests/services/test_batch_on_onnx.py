@@ -1,5 +1,6 @@
 """A batch job on ONNX Runtime predicts with both models and the out-of-distribution check without importing
-torch or TensorFlow (a batch makes no heatmaps): run in a fresh process, as a worker would run it."""
+torch or TensorFlow (a batch makes no heatmaps) once start-up has made the exports: run in a fresh process, as a
+worker would run it."""
 
 import json
 import os
@@ -14,9 +15,9 @@ from db.jobs import create_job
 from db.runs import register_model_version
 from db.session import session_scope
 from models.ood import stats_path
-from models.predictor import load_predictor
 from services.batch_input import folder_source
 from services.model_files import file_sha256
+from services.predictors import prepare_export
 from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR, get_settings
 from tests.env import environment
 
@@ -44,7 +45,8 @@ def test_a_batch_on_onnx_runtime_imports_neither_torch_nor_tensorflow(db_url, tm
             if path.is_file():
                 shutil.copyfile(path, models / path.name)
         copies[framework] = models / source.name
-        load_predictor(framework, copies[framework], backend="onnx")  # the export, made here as at registration
+        # The export, made as start-up makes it (services/bootstrap.py) before any worker loads the model.
+        assert prepare_export(framework, str(copies[framework]), file_sha256(copies[framework])).endswith("ready")
 
     folder = tmp_path / "scans"
     for label in ("glioma", "meningioma", "notumor", "pituitary"):
