@@ -19,6 +19,7 @@ from typing import Any
 
 from db.scans import validate_mrn
 from db.schema import CLASSES
+from db.storage import is_disk_full, storage_full
 from models.data import DatasetError
 from models.folders import allowed_folder
 from settings import Settings
@@ -344,7 +345,11 @@ def _extract_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) 
         raise BatchInputError(
             f"The zip was refused: its entry '{info.filename}' is stored in a way that cannot be unpacked here ({exc})."
         ) from exc
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise storage_full(dest.parent, "the zip was not unpacked") from exc
+        raise BatchInputError(f"The zip was refused: its entry '{info.filename}' is damaged ({exc}).") from exc
+    except (zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
         # Damaged deflate and LZMA data surface as their decompressor's own errors, not as BadZipFile; an offset
         # pointing before the file's start or a local header's name that is not the UTF-8 it claims, as ValueError.
         raise BatchInputError(f"The zip was refused: its entry '{info.filename}' is damaged ({exc}).") from exc

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from db.scans import get_or_create_patient, get_or_create_scan, upsert_prediction, validate_mrn
 from db.schema import Prediction, Scan
-from db.storage import store_scan_file
+from db.storage import lock_scan_files, store_scan_file
 from domain import CLASSES, framework_label
 from models.calibration import apply_temperature
 from models.imaging import DecodedImage
@@ -122,7 +122,8 @@ def save_scan_with_predictions(
     if patient_mrn is not None:
         patient_pk = get_or_create_patient(session=session, mrn=validate_mrn(patient_mrn)).id
     flagged = review(results, threshold).flagged
-    # The file goes first: a committed row never points at a missing file.
+    # The file goes first, under the lock a delete takes to remove it: a committed row never points at a missing file.
+    lock_scan_files(session=session)
     path = store_scan_file(data=decoded.stored_bytes, sha256=decoded.sha256, suffix=decoded.stored_suffix)
     scan, scan_created = get_or_create_scan(
         session=session,
