@@ -6,21 +6,27 @@ from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from domain import UserError
 from settings import get_settings
 
 READ_ONLY = "brainmri_read_only"
 
 
-def make_engine(url: str) -> Engine:
+class DatabaseBusy(UserError):
+    """Another process held the SQLite write lock past the busy timeout; the transaction was rolled back."""
+
+
+def make_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and write-locking transactions."""
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_s, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -28,7 +34,7 @@ def make_engine(url: str) -> Engine:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
@@ -48,7 +54,8 @@ def make_engine(url: str) -> Engine:
 
 @lru_cache
 def get_engine() -> Engine:
-    return make_engine(get_settings().database_url)
+    settings = get_settings()
+    return make_engine(settings.database_url, busy_timeout_s=settings.db_busy_timeout_s)
 
 
 @lru_cache
@@ -58,9 +65,21 @@ def get_sessionmaker() -> sessionmaker[Session]:
 
 @contextmanager
 def session_scope() -> Iterator[Session]:
-    """A short transaction: commits on success, rolls back on error."""
-    with get_sessionmaker()() as session, session.begin():
-        yield session
+    """A short transaction: commits on success, rolls back on error.
+
+    A write that waited past the busy timeout for another process's lock raises DatabaseBusy, in words.
+    """
+    try:
+        with get_sessionmaker()() as session, session.begin():
+            yield session
+    except OperationalError as exc:
+        if "database is locked" not in str(exc.orig):
+            raise
+        timeout = get_settings().db_busy_timeout_s
+        raise DatabaseBusy(
+            f"The database is busy: another process held its write lock for over {timeout:g} s. "
+            "Nothing was saved; try again in a moment."
+        ) from exc
 
 
 @contextmanager
