@@ -118,10 +118,27 @@ def queued_jobs(*, session: Session, older_than_s: float) -> list[Job]:
     return list(session.scalars(query))
 
 
+def silent_jobs(*, session: Session, older_than_s: float) -> list[Job]:
+    """Running jobs whose last heartbeat is more than `older_than_s` seconds old."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    return list(session.scalars(select(Job).where(Job.status == "running", Job.heartbeat_at < cutoff)))
+
+
+def queue_again(*, session: Session, job_id: int, celery_id: str, silent_for_s: float, message: str) -> bool:
+    """Put a running job whose worker was lost back in the queue under a new Celery id, keeping its attempts;
+    False when it beat or finished since it was found silent for `silent_for_s` seconds."""
+    cutoff = utcnow() - timedelta(seconds=silent_for_s)
+    done = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "running", Job.heartbeat_at < cutoff)
+        .values(status="queued", celery_id=celery_id, message=message)
+    )
+    return done.rowcount == 1
+
+
 def settle_stale_jobs(*, session: Session, older_than_s: int) -> int:
     """Mark running jobs whose worker stopped sending heartbeats as failed; returns how many."""
-    cutoff = utcnow() - timedelta(seconds=older_than_s)
-    stale = list(session.scalars(select(Job).where(Job.status == "running", Job.heartbeat_at < cutoff)))
+    stale = silent_jobs(session=session, older_than_s=older_than_s)
     for job in stale:
         error = f"the worker {job.worker or ''} stopped responding (last heartbeat {job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)"
         job.status, job.finished_at, job.error = "failed", utcnow(), error.replace("  ", " ")

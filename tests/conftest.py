@@ -15,7 +15,8 @@ Fixtures:
     module_db_url     like db_url but shared by all tests of a module: what a worker process needs, since the
                       worker is started once with one DATABASE_URL. Don't mix it with db_url in one module.
     start_worker      session-scoped factory: start_worker() starts a real `celery -A worker.celery_app worker`
-                      process with the current environment and returns it once it answers a ping; every
+                      process with the current environment (start_worker(arguments=[...], name=...) another
+                      command line) and returns it once it answers a ping; every
                       worker it started is stopped at the end of the session (or by .stop()).
     worker            a worker for the module, on module_db_url; stopped when the module is done.
     wait_for_job      wait_for_job(job_id, statuses=("succeeded", "failed", "cancelled"), timeout=60) polls the
@@ -224,17 +225,21 @@ def start_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     started: list[WorkerProcess] = []
     logs = tmp_path_factory.mktemp("worker-logs")
 
-    def start(env: dict[str, str] | None = None, ready_timeout: float = 90.0) -> WorkerProcess:
+    def start(
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 90.0,
+        *,
+        arguments: list[str] | None = None,
+        name: str | None = None,
+    ) -> WorkerProcess:
+        """`arguments` replace the `celery` arguments before `-n` (default: both queues, one prefork process)."""
         if not _redis_answers():
             skip_unless_required(f"Redis does not answer at {get_settings().redis_url}")
         from worker.celery_app import celery_app
 
-        name = f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
-        log_path = logs / f"{name.split('@')[0]}.log"
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
+        name = name or f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+        log_path = logs / f"{name.split('@')[0]}-{len(started)}.log"
+        arguments = arguments or [
             "-A",
             "worker.celery_app",
             "worker",
@@ -242,6 +247,12 @@ def start_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
             "training,prediction",
             "--pool=prefork",
             "--concurrency=1",
+        ]
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            *arguments,
             "-n",
             name,
             "--loglevel=INFO",

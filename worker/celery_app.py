@@ -1,17 +1,12 @@
 """The Celery app: a training queue and a prediction queue over Redis, configured from settings."""
 
-import logging
-
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init
 from kombu import Exchange, Queue
 
-from db.jobs import settle_stale_jobs
-from db.session import reset_engine, session_scope
+from db.session import reset_engine
 from models.threads import cap_threads
 from settings import get_settings
-
-log = logging.getLogger(__name__)
 
 # Task name -> queue. Training gets its own queue so a long run never holds up predictions.
 TASK_QUEUES = {
@@ -74,11 +69,3 @@ def _init_process(**_kwargs: object) -> None:
     reset_engine()
     settings = get_settings()
     cap_threads(settings.torch_threads, settings.tf_threads)
-
-
-@worker_ready.connect
-def _settle_on_start(**_kwargs: object) -> None:
-    with session_scope() as session:
-        settled = settle_stale_jobs(session=session, older_than_s=get_settings().job_stale_after_s)
-    if settled:
-        log.warning("settled %d job(s) whose worker stopped responding", settled)

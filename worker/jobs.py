@@ -86,8 +86,12 @@ def run_job(task: Task, job_id: int, body: JobBody, *, max_attempts: int = MAX_A
         if job is None:
             log.warning("job %s does not exist; nothing to run", job_id)
             return {"job_id": job_id, "status": "missing"}
-        if job.status == "running" and job.attempts >= max_attempts:
-            # Delivered again while still "running": each earlier worker died with it.
+        if task.request.id and job.celery_id and task.request.id != job.celery_id:
+            # The job was sent again under a new id (its worker or Redis was lost): that message runs it, not this.
+            log.info("job %s: message %s was superseded by %s", job_id, task.request.id, job.celery_id)
+            return {"job_id": job_id, "status": "superseded"}
+        if job.status in ("running", "queued") and job.attempts >= max_attempts:
+            # Delivered again while still unfinished: each earlier worker died with it.
             error = f"gave up after {job.attempts} attempts: the worker running it was lost each time"
             finish_job(session=session, job_id=job_id, status="failed", error=error)
             return {"job_id": job_id, "status": "failed"}

@@ -1,7 +1,7 @@
 """What pages call to start, cancel and watch background jobs; the jobs table is created here first."""
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import redis
@@ -15,11 +15,13 @@ from db.jobs import (
     finish_job,
     get_job,
     job_with_key,
+    queue_again,
     queued_jobs,
     request_cancel,
     reset_for_rerun,
     set_celery_id,
     settle_stale_jobs,
+    silent_jobs,
 )
 from db.session import session_scope
 from domain import AuditAction
@@ -27,6 +29,7 @@ from models.config import TrainConfig
 from services.auth import Actor, audit, require_admin, require_signed_in
 from settings import get_settings
 from worker.celery_app import TASK_QUEUES, celery_app
+from worker.jobs import HEARTBEAT_INTERVAL_S
 
 # Job kind (as stored in jobs.kind) -> Celery task name.
 TASK_NAMES = {
@@ -293,3 +296,40 @@ def resend_lost_jobs() -> list[int]:
     for job_id, kind in lost:
         _send(TASK_NAMES[kind], job_id, fresh[job_id])
     return [job_id for job_id, _ in lost]
+
+
+# A running job silent this long (two missed heartbeats) whose worker answers no ping was lost with its worker.
+ORPHANED_AFTER_S = 2 * HEARTBEAT_INTERVAL_S
+
+
+def restore_orphaned_jobs(*, me: str | None = None, running_here: Collection[str] = ()) -> list[int]:
+    """Send again the running jobs whose worker is gone (killed, or its machine went down); returns their ids.
+
+    Its message stays unacknowledged in Redis for the visibility timeout (two days), so without this a job whose
+    whole worker died would wait that long. A job is taken for lost once it missed two heartbeats and its worker
+    answers no ping; a worker starting under the name of one that died (`make run` names it worker@host) knows
+    without asking that the jobs of that name it is not running itself were the dead one's.
+    The job continues where it stopped, under its id; the old message, if ever delivered, is ignored.
+    """
+    with session_scope() as session:
+        jobs = silent_jobs(session=session, older_than_s=ORPHANED_AFTER_S)
+        silent = [(job.id, job.kind, job.worker, job.celery_id) for job in jobs]
+    gone = []
+    for job_id, kind, worker, celery_id in silent:
+        if celery_id in running_here:
+            continue
+        if worker != me and worker and celery_app.control.ping(destination=[worker], timeout=1.0):
+            continue
+        gone.append((job_id, kind, worker))
+    sent = []
+    for job_id, kind, worker in gone:
+        celery_id = uuid()
+        with session_scope() as session:
+            message = f"sent again: its worker {worker} was lost"
+            if not queue_again(
+                session=session, job_id=job_id, celery_id=celery_id, silent_for_s=ORPHANED_AFTER_S, message=message
+            ):
+                continue
+        _send(TASK_NAMES[kind], job_id, celery_id)
+        sent.append(job_id)
+    return sent

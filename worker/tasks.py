@@ -5,10 +5,10 @@ module before it forks, and must stay light and free of framework thread pools.
 """
 
 import logging
+from collections.abc import Collection
 from typing import Any
 
-from celery import Task
-from celery.signals import worker_ready
+from celery import Task, bootsteps
 
 from db.jobs import settle_stale_jobs
 from db.session import session_scope
@@ -16,7 +16,7 @@ from settings import get_settings
 from worker.celery_app import celery_app
 from worker.jobs import run_job
 from worker.selfcheck import run_selfcheck
-from worker.submit import resend_lost_jobs
+from worker.submit import resend_lost_jobs, restore_orphaned_jobs
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +46,49 @@ def batch_predict(self: Task, job_id: int) -> dict[str, Any]:
     return run_job(self, job_id, run_batch_job)
 
 
-@celery_app.task(name="brainmri.sweep", ignore_result=True)
-def sweep() -> int:
-    """Settle running jobs whose worker stopped sending heartbeats, and remove files nothing refers to any more
-    (run every minute by Celery beat); returns how many jobs were settled."""
-    from services.cleanup import sweep_files
-
+def recover_jobs(*, me: str | None, running_here: Collection[str] = ()) -> int:
+    """Settle the running jobs silent too long to continue, then send again those whose worker was lost (see
+    restore_orphaned_jobs); returns how many were settled."""
     with session_scope() as session:
         settled = settle_stale_jobs(session=session, older_than_s=get_settings().job_stale_after_s)
+    if settled:
+        log.warning("settled %d job(s) whose worker stopped responding", settled)
+    if restored := restore_orphaned_jobs(me=me, running_here=running_here):
+        log.warning("sent again %d job(s) whose worker was lost: %s", len(restored), restored)
+    return settled
+
+
+@celery_app.task(name="brainmri.sweep", bind=True, ignore_result=True)
+def sweep(self: Task) -> int:
+    """Settle or send again the jobs whose worker died, and remove files nothing refers to any more (run every
+    minute by Celery beat); returns how many jobs were settled."""
+    from services.cleanup import sweep_files
+
+    settled = recover_jobs(me=self.request.hostname)
     swept = sweep_files()
     if swept.scan_files or swept.uploads:
         log.info("removed %d orphan scan file(s) and %d unpacked zip(s)", swept.scan_files, swept.uploads)
     return settled
 
 
-@worker_ready.connect
-def _resend_on_start(**_kwargs: object) -> None:
-    """Send again the queued jobs whose messages Redis lost (a restart without its data)."""
-    try:
-        resent = resend_lost_jobs()
-    except Exception:
-        log.exception("could not check the queue for lost jobs")
-        return
-    if resent:
-        log.warning("sent again %d queued job(s) the queue had lost: %s", len(resent), resent)
+class RecoverJobsOnConnect(bootsteps.StartStopStep):
+    """Each time the worker connects to Redis (at start, and again after Redis was down): settle or send again
+    the jobs whose worker died, and send again the queued jobs whose messages Redis lost (a restart without its
+    data)."""
+
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+
+    def start(self, c) -> None:  # type: ignore[no-untyped-def]
+        from celery.worker.state import active_requests, reserved_requests
+
+        try:
+            recover_jobs(me=c.hostname, running_here={r.id for r in (*active_requests, *reserved_requests)})
+            resent = resend_lost_jobs()
+        except Exception:
+            log.exception("could not check the queue for lost jobs")
+            return
+        if resent:
+            log.warning("sent again %d queued job(s) the queue had lost: %s", len(resent), resent)
+
+
+celery_app.steps["consumer"].add(RecoverJobsOnConnect)
