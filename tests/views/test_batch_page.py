@@ -162,7 +162,9 @@ def test_results_show_scores_filters_and_csv(finished_job) -> None:
     # Which check the images went through is said beside the figures, as text.
     note = next(c.value for c in at.caption if "brain MRI slice" in c.value)
     assert "cnn\\_v1\\.pth" in note
-    assert note.replace("\\", "").startswith("Each image is first checked to be a brain MRI slice (statistics of cnn_v1")
+    assert note.replace("\\", "").startswith(
+        "Each image is first checked to be a brain MRI slice (statistics of cnn_v1"
+    )
     at.checkbox(key=f"batch_filter_review:{finished_job}").check()
     at.run()
     assert list(at.dataframe[-1].value["file"]) == ["notumor/b.jpg"]
