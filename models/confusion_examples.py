@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from models.data import CLASSES, Item, config_split, index_items, load_rgb, scan_folder, split_train_val
+from models.data import CLASSES, Item, config_split, load_rgb
 from models.metrics import confusion_matrix
 
 SUFFIX = ".val_predictions.json"
@@ -51,15 +51,7 @@ def cache_path(model_path: str | Path) -> Path:
 
 def validation_items(config: Mapping[str, Any], data_dir: str | Path) -> list[Item]:
     """The validation images of a run's split, rebuilt from its config as training built them."""
-    cap = config.get("max_images_per_class")
-    if not cap:
-        return config_split(dict(config), data_dir)[1]
-    # A quick run capped each class before splitting; config_split knows nothing of the cap.
-    from models.train import _cap_items
-
-    index = index_items(data_dir, _cap_items(scan_folder(data_dir), cap, config.get("seed", 42)))
-    _, val = split_train_val(index, val_fraction=config.get("val_fraction", 0.15), seed=config.get("seed", 42))
-    return [index.items[i] for i in val]
+    return config_split(dict(config), data_dir)[1]
 
 
 def predict_items(predictor: Any, items: list[Item], root: str | Path, *, model_sha256: str) -> ValPredictions:

@@ -220,11 +220,24 @@ def split_train_val(index: DatasetIndex, *, val_fraction: float, seed: int) -> t
     return sorted(train), sorted(val)
 
 
+def cap_items(items: list[Item], per_class: int | None, seed: int) -> list[Item]:
+    """At most `per_class` items of each class, drawn with the seed (quick runs); all of them without a cap."""
+    if not per_class:
+        return items
+    rng = random.Random(seed)
+    kept: list[Item] = []
+    for label in range(len(CLASSES)):
+        of_class = [it for it in items if it.label == label]
+        rng.shuffle(of_class)
+        kept.extend(sorted(of_class[:per_class], key=lambda it: str(it.path)))
+    return kept
+
+
 def config_split(cfg: dict[str, Any], data_dir: str | Path | None = None) -> tuple[list[Item], list[Item]]:
-    """The training and validation items of a run's split, rebuilt from its config (folder, seed, validation
-    share) with duplicate groups kept on one side as in training; data_dir where the folder moved since."""
+    """The training and validation items of a run's split, rebuilt from its config (folder, cap per class, seed,
+    validation share) with duplicate groups kept on one side as in training; data_dir where the folder moved."""
     root = data_dir or cfg["data_dir"]
-    index = index_items(root, scan_folder(root))
+    index = index_items(root, cap_items(scan_folder(root), cfg.get("max_images_per_class"), cfg.get("seed", 42)))
     train_idx, val_idx = split_train_val(index, val_fraction=cfg.get("val_fraction", 0.15), seed=cfg.get("seed", 42))
     return [index.items[i] for i in train_idx], [index.items[i] for i in val_idx]
 

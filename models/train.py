@@ -23,6 +23,7 @@ from models.config import TrainConfig, make_config, preset_names
 from models.data import (
     CLASSES,
     Item,
+    cap_items,
     index_folder,
     index_items,
     load_arrays,
@@ -48,23 +49,11 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
-def _cap_items(items: list[Item], per_class: int | None, seed: int) -> list[Item]:
-    if not per_class:
-        return items
-    rng = random.Random(seed)
-    kept: list[Item] = []
-    for label in range(len(CLASSES)):
-        of_class = [it for it in items if it.label == label]
-        rng.shuffle(of_class)
-        kept.extend(sorted(of_class[:per_class], key=lambda it: str(it.path)))
-    return kept
-
-
 def prepare_data(cfg: TrainConfig) -> PreparedData:
     """Scan, deduplicate and split the data; load everything into memory as uint8 arrays."""
     from models.data import scan_folder
 
-    items = _cap_items(scan_folder(cfg.data_dir), cfg.max_images_per_class, cfg.seed)
+    items = cap_items(scan_folder(cfg.data_dir), cfg.max_images_per_class, cfg.seed)
     index = index_items(cfg.data_dir, items)
     train_idx, val_idx = split_train_val(index, val_fraction=cfg.val_fraction, seed=cfg.seed)
     train_items = [index.items[i] for i in train_idx]

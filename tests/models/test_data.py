@@ -143,3 +143,18 @@ def test_head_box_crops_to_the_bright_region_and_keeps_blank_frames() -> None:
     assert model_input(img, 32, crop=True).shape == (32, 32, 3)
     # A box past the edge pads with black rather than failing.
     assert crop_square(img, (-10, -10, 40))[:10].max() == 0
+
+
+def test_a_capped_runs_split_is_rebuilt_from_its_config() -> None:
+    from models.config import make_config
+    from models.data import config_split
+    from models.train import prepare_data
+
+    cfg = make_config("torch", str(SAMPLE_DIR), "report", max_images_per_class=7, seed=3)
+    data = prepare_data(cfg)
+    train, val = config_split(cfg.to_dict())
+    assert len(train) == len(data.y_train) and len(val) == len(data.y_val)
+    assert [it.label for it in val] == data.y_val.tolist()
+    val_sha = {data.index.sha256[data.index.items.index(it)] for it in val}
+    train_sha = {data.index.sha256[data.index.items.index(it)] for it in train}
+    assert len(train) + len(val) == 4 * 7 and not val_sha & train_sha
