@@ -49,6 +49,11 @@ class TrainConfig:
     # CNN only: start from this checkpoint's weights (a warm restart: a fresh optimizer and schedule). The
     # checkpoint must come from a run on the same split (seed and validation fraction), or validation leaks.
     init_from: str | None = None
+    # CNN only: learn from teachers' soft targets (models.distill) beside the labels; the loss is
+    # (1 - weight) x the labels' loss + weight x T^2 x KL(teacher at temperature T || student at T).
+    distill_from: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
     # Extra labelled images (path, class name), e.g. scans clinicians reviewed; always on the training side.
     extra_items: list[tuple[str, str]] = field(default_factory=list)
     max_images_per_class: int | None = None  # caps each class, for quick runs
@@ -155,6 +160,9 @@ def validate_config(cfg: TrainConfig) -> None:
         ),
         (cfg.max_images_per_class is None or cfg.max_images_per_class >= 1, "the cap per class must be at least 1"),
         (cfg.init_from is None or cfg.framework == "torch", "starting from a checkpoint is for the CNN only"),
+        (cfg.distill_from is None or cfg.framework == "torch", "distilling teachers is for the CNN only"),
+        (0 < cfg.distill_weight <= 1, "the distillation weight must be in (0, 1]"),
+        (1 <= cfg.distill_temperature <= 10, "the distillation temperature must be between 1 and 10"),
     ]
     for ok, message in checks:
         if not ok:

@@ -39,6 +39,8 @@ class PreparedData:
     summary: dict[str, Any]
     split_digest: str  # names the exact split, so a resumed run can prove it continues on the same one
     test: tuple[np.ndarray, np.ndarray, list[bool]] | None = None
+    # The teachers' soft target per training image (NaN rows: none, the label alone), when distilling.
+    soft_train: np.ndarray | None = None
 
 
 def epoch_row(

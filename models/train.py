@@ -11,7 +11,7 @@ import platform
 import random
 import resource
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,15 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
         summary["test"] = len(test_index.items)
         summary["test_with_duplicate_in_training"] = int(sum(test[2]))
     split = hashlib.sha256(json.dumps([sorted(index.sha256[i] for i in val_idx), len(y_train)]).encode())
-    return PreparedData(index, x_train, y_train, x_val, y_val, summary, split.hexdigest(), test)
+    soft = None
+    if cfg.distill_from:
+        from models.distill import load_targets, student_targets
+
+        targets = load_targets(cfg.distill_from)
+        train_sha = [index.sha256[i] for i in train_idx] + [""] * len(extra)
+        soft = student_targets(targets, asdict(cfg), train_sha, val_sha)
+        summary["distilled"] = {"images": int((~np.isnan(soft[:, 0])).sum()), "teachers": targets.teachers}
+    return PreparedData(index, x_train, y_train, x_val, y_val, summary, split.hexdigest(), test, soft)
 
 
 def machine() -> dict[str, Any]:
@@ -274,6 +282,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", help="CNN: start from this checkpoint's weights (trained on the same split)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-epochs", type=int)
+    p.add_argument("--distill-from", help="CNN: teacher targets (python -m models.distill) to learn from")
+    p.add_argument("--distill-weight", type=float, help="share of the loss given to the teachers (default 0.5)")
+    p.add_argument("--distill-temperature", type=float, help="temperature of the distillation loss (default 2)")
     p.add_argument("--output-dir", help="where checkpoints go (default: ARTIFACT_DIR/runs/<id>)")
     p.add_argument("--threads", type=int, help="framework threads (default: TORCH_THREADS / TF_THREADS)")
 
@@ -302,6 +313,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "init_from": args.init_from,
         "weight_decay": args.weight_decay,
         "warmup_epochs": args.warmup_epochs,
+        "distill_from": args.distill_from,
+        "distill_weight": args.distill_weight,
+        "distill_temperature": args.distill_temperature,
     }
     cfg = make_config(args.framework, args.data, args.preset, **overrides)
     cfg.output_dir = args.output_dir or str(settings.artifact_dir / "runs" / f"cli-{int(time.time())}")

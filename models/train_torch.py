@@ -73,6 +73,21 @@ def recalibrate_bn(model: nn.Module, images: np.ndarray, *, batch_size: int = 12
     model.eval()
 
 
+def distillation_targets(data: PreparedData, temperature: float) -> torch.Tensor:
+    """The teachers' probabilities softened at `temperature`; an image they did not score gets its label."""
+    probs = torch.from_numpy(np.asarray(data.soft_train, dtype=np.float32))
+    missing = torch.isnan(probs[:, 0])
+    probs[missing] = F.one_hot(torch.from_numpy(data.y_train)[missing].long(), probs.shape[1]).float()
+    softened = probs.clamp_min(1e-8).log() / temperature
+    return softened.softmax(dim=1)
+
+
+def distillation_loss(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T² x KL(targets || student at temperature T), averaged over the batch (Hinton et al.'s scaling)."""
+    log_student = F.log_softmax(logits / temperature, dim=1)
+    return F.kl_div(log_student, targets, reduction="batchmean") * temperature**2
+
+
 def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
@@ -175,6 +190,7 @@ def train_torch(
             first_epoch = cfg.epochs + 1
     x_train = torch.from_numpy(data.x_train).permute(0, 3, 1, 2)
     y_train = torch.from_numpy(data.y_train)
+    soft = distillation_targets(data, cfg.distill_temperature) if cfg.distill_from else None
     # Clean training images for the BatchNorm re-estimation: a fixed sample is plenty for a mean and variance.
     clean = data.x_train[np.random.default_rng(cfg.seed).permutation(len(data.x_train))[:2048]]
     n = len(y_train)
@@ -200,6 +216,10 @@ def train_torch(
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = model(x)
                 loss = criterion(logits.float(), y)
+                if soft is not None:
+                    loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * distillation_loss(
+                        logits.float(), soft[idx], cfg.distill_temperature
+                    )
             loss.backward()
             optimizer.step()
             if ema is not None:

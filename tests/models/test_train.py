@@ -142,3 +142,67 @@ def test_a_warm_restart_refuses_a_checkpoint_from_another_split(tiny_cnn: Path, 
         initial_weights(make_config("torch", str(SAMPLE_DIR), init_from=str(tmp_path / "absent.pth")))
     with pytest.raises(ValueError, match="CNN only"):
         make_config("keras", str(SAMPLE_DIR), init_from=str(tiny_cnn))
+
+
+def test_the_distillation_loss_is_zero_only_where_the_student_matches_its_teachers() -> None:
+    import torch
+
+    from models.train_torch import distillation_loss
+
+    logits = torch.tensor([[2.0, 0.5, -1.0, 0.0], [0.0, 0.0, 3.0, -2.0]])
+    for t in (1.0, 2.0, 4.0):
+        same = (logits / t).softmax(1)
+        assert float(distillation_loss(logits, same, t)) == pytest.approx(0.0, abs=1e-6)
+        other = same.flip(1)
+        assert float(distillation_loss(logits, other, t)) > 0.1
+    # Hinton's T² keeps the gradient's scale: the softer targets do not shrink it to nothing.
+    target = torch.tensor([[0.7, 0.1, 0.1, 0.1]])
+    grads = []
+    for t in (1.0, 4.0):
+        x = torch.zeros(1, 4, requires_grad=True)
+        distillation_loss(x, (target.log() / t).softmax(1), t).backward()
+        grads.append(float(x.grad.abs().sum()))
+    assert grads[1] > 0.25 * grads[0]
+
+
+def test_a_cnn_learns_from_teacher_targets_of_its_own_split_and_refuses_others(tiny_cnn: Path, tmp_path: Path) -> None:
+    from models.distill import load_targets, make_targets, save_targets, student_targets
+
+    targets = make_targets(SAMPLE_DIR, [tiny_cnn])
+    save_targets(targets, tmp_path / "teacher.npz")
+    loaded = load_targets(tmp_path / "teacher.npz")
+    assert loaded.sha256 == targets.sha256 and np.allclose(loaded.probs, targets.probs)
+    assert loaded.split == {"seed": 42, "val_fraction": 0.15, "max_images_per_class": 6}
+    assert np.allclose(loaded.probs.sum(1), 1, atol=1e-5)
+    # Only the training side was scored: the teacher's own predictions on those images, nothing else.
+    predictor = load_predictor("torch", tiny_cnn)
+    from models.data import config_split
+    from models.model_meta import file_sha256
+
+    train, val = config_split(loaded.split | {"data_dir": str(SAMPLE_DIR)})
+    assert sorted(loaded.sha256) == sorted(file_sha256(it.path) for it in train)
+    first = next(it for it in train if file_sha256(it.path) == loaded.sha256[0])
+    assert np.allclose(predictor.predict([load_rgb(first.path)])[0], loaded.probs[0], atol=1e-4)
+
+    cfg = make_config(
+        "torch",
+        str(SAMPLE_DIR),
+        "report",
+        epochs=1,
+        batch_size=16,
+        max_images_per_class=6,
+        distill_from=str(tmp_path / "teacher.npz"),
+        output_dir=str(tmp_path / "student"),
+    )
+    result = run_training(cfg)
+    assert result.metrics["split"]["distilled"] == {"images": len(train), "teachers": loaded.teachers}
+
+    split = {"seed": 42, "val_fraction": 0.15, "max_images_per_class": 6}
+    with pytest.raises(ValueError, match="validation images"):
+        student_targets(loaded, {**split, "seed": 7}, loaded.sha256, set())
+    with pytest.raises(ValueError, match="validation images"):
+        student_targets(loaded, split, loaded.sha256, {loaded.sha256[0]})
+    soft = student_targets(loaded, split, [loaded.sha256[1], "not-scored"], set())
+    assert np.allclose(soft[0], loaded.probs[1]) and np.isnan(soft[1]).all()
+    with pytest.raises(ValueError, match="CNN only"):
+        make_config("keras", str(SAMPLE_DIR), distill_from=str(tmp_path / "teacher.npz"))
