@@ -2,7 +2,9 @@
 
 A failed save can leave a scan file without its row; a zip unpacked for a job that failed or was cancelled
 stays until nobody can re-run it. Celery beat runs this every minute with the stale-job sweep (worker/tasks.py).
-A grace period keeps every file that a save or a job in progress may still be about to refer to.
+A grace period keeps every file that a save or a job in progress may still be about to refer to, and a scan
+file is removed only under the lock that saves and deletes of scan files take (db/storage.py): a save that found
+the file in place has committed its row by then, or finds the file gone and writes it again.
 """
 
 import shutil
@@ -13,9 +15,13 @@ from pathlib import Path
 from sqlalchemy import select
 
 from db.schema import Job, Scan
-from db.session import read_scope
+from db.session import read_scope, session_scope
+from db.storage import lock_scan_files
 from services.batch_input import batches_dir
 from settings import Settings, get_settings
+
+# Files looked at again and removed per hold of the scan files' lock: saves wait for it meanwhile.
+LOCKED_BATCH = 200
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,23 @@ def _older_than(path: Path, seconds: float, now: float) -> bool:
         return False
 
 
+def _digest(path: Path) -> str | None:
+    """The sha256 a scan file is named by; None for ".tmp-…", a write that never finished."""
+    return None if path.name.startswith(".tmp-") else path.name.split(".", 1)[0]
+
+
+def _remove_unreferenced(paths: list[Path]) -> int:
+    """Remove the files no scan row refers to, deciding again under the scan files' lock; returns how many."""
+    with session_scope() as session:
+        lock_scan_files(session=session)
+        digests = {d for d in map(_digest, paths) if d is not None}
+        referenced = set(session.scalars(select(Scan.sha256).where(Scan.sha256.in_(digests))))
+        unreferenced = [path for path in paths if _digest(path) not in referenced]
+        for path in unreferenced:
+            path.unlink(missing_ok=True)
+    return len(unreferenced)
+
+
 def sweep_files(settings: Settings | None = None, *, now: float | None = None) -> Swept:
     """Remove scan files without a scan row, and unpacked zips no queued or running job uses, past their grace."""
     settings = settings or get_settings()
@@ -42,13 +65,14 @@ def sweep_files(settings: Settings | None = None, *, now: float | None = None) -
             for params in session.scalars(select(Job.params).where(Job.status.in_(("queued", "running"))))
             if isinstance(params, dict) and params.get("upload")
         }
-    scan_files = 0
-    for path in settings.upload_dir.glob("??/*"):
-        # Content-addressed: the name is the sha256 (".tmp-…" is a write that never finished).
-        orphan = path.name.startswith(".tmp-") or path.name.split(".", 1)[0] not in stored
-        if path.is_file() and orphan and _older_than(path, settings.orphan_grace_s, now):
-            path.unlink(missing_ok=True)
-            scan_files += 1
+    candidates = [
+        path
+        for path in settings.upload_dir.glob("??/*")
+        if path.is_file() and _digest(path) not in stored and _older_than(path, settings.orphan_grace_s, now)
+    ]
+    scan_files = sum(
+        _remove_unreferenced(candidates[i : i + LOCKED_BATCH]) for i in range(0, len(candidates), LOCKED_BATCH)
+    )
     uploads = 0
     batches = batches_dir(settings)
     for folder in batches.iterdir() if batches.is_dir() else ():

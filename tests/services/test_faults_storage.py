@@ -1,7 +1,8 @@
-"""Scan files under faults: a full disk, and a delete racing a save. No row may point at a missing file, and no
+"""Scan files under faults: a full disk, and a delete or the sweep racing a save. No row may point at a missing file, and no
 file may be left that nothing refers to."""
 
 import io
+import os
 import subprocess
 import threading
 import zipfile
@@ -13,9 +14,10 @@ from sqlalchemy import select
 
 from db.schema import Patient, Scan
 from db.session import session_scope
-from db.storage import StorageFull
+from db.storage import StorageFull, store_scan_file
 from models.imaging import DecodedImage, decode_image
 from services.batch_input import zip_source
+from services.cleanup import sweep_files
 from services.diagnosis import save_scan_with_predictions
 from services.records import remove_patient
 from settings import SAMPLE_DIR, get_settings
@@ -179,3 +181,63 @@ def test_a_save_between_a_delete_and_its_file_removal_keeps_its_file(
     assert scan_files_are_all_there() == []
     with session_scope() as session:
         assert session.get(Scan, saved[0]).patient.mrn == "P-NEW"
+
+
+def failed_save_file(decoded: DecodedImage) -> Path:
+    """The file of a save that failed after writing it, two hours ago: past the sweep's grace."""
+    path = store_scan_file(data=decoded.stored_bytes, sha256=decoded.sha256, suffix=decoded.stored_suffix)
+    then = path.stat().st_mtime - 2 * get_settings().orphan_grace_s
+    os.utime(path, (then, then))
+    return path
+
+
+def test_a_save_while_the_sweep_decides_a_file_is_unreferenced_keeps_its_file(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import services.cleanup
+
+    decoded = sample_image(2)
+    orphan = failed_save_file(decoded)
+    # The sweep has read the rows (none for this image) and finds the file past its grace; a save of the same
+    # image, which finds the file in place, runs right then.
+    real_older_than = services.cleanup._older_than
+    saves: list[tuple[threading.Thread, list[object]]] = []
+
+    def older_than_then_a_save(path: Path, seconds: float, now: float) -> bool:
+        old = real_older_than(path, seconds, now)
+        if path == orphan and not saves:
+            saves.append(_in_thread(lambda: save(decoded, "P-SWEPT")))
+            saves[0][0].join(STEP_WAIT_S)
+        return old
+
+    monkeypatch.setattr(services.cleanup, "_older_than", older_than_then_a_save)
+    sweep_files()
+    assert saves, "the sweep never looked at the file"
+    saver, saved = saves[0]
+    saver.join(60)
+    assert isinstance(saved[0], int), saved
+    assert scan_files_are_all_there() == []
+    assert orphan.is_file()
+
+
+def test_a_save_while_the_sweep_removes_a_file_writes_it_again(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded = sample_image(3)
+    orphan = failed_save_file(decoded)
+    # The sweep is removing the file; a save of the same image starts right then and waits for it.
+    real_unlink = Path.unlink
+    saves: list[tuple[threading.Thread, list[object]]] = []
+
+    def unlink_after_a_save(self: Path, missing_ok: bool = False) -> None:
+        if self == orphan and not saves:
+            saves.append(_in_thread(lambda: save(decoded, "P-SWEPT")))
+            saves[0][0].join(STEP_WAIT_S)
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink_after_a_save)
+    assert sweep_files().scan_files == 1
+    assert saves, "the sweep never removed the file"
+    saver, saved = saves[0]
+    saver.join(60)
+    assert isinstance(saved[0], int), saved
+    assert scan_files_are_all_there() == []
+    assert orphan.read_bytes() == decoded.stored_bytes
