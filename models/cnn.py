@@ -1,5 +1,6 @@
 """The report's custom 3-block CNN for 224x224 RGB input, and its checkpoint format."""
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,19 +51,32 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, extra: dict[str, Any]
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"arch": ARCH, "classes": list(CLASSES), "model": state, **extra}, tmp)
-    tmp.replace(path)
+    save_whole({"arch": ARCH, "classes": list(CLASSES), "model": state, **extra}, path)
     return path
+
+
+def save_whole(obj: dict[str, Any], path: Path) -> None:
+    """torch.save, written whole or not at all: a process killed or a disk filled while writing leaves the
+    previous file as it was and no partial one beside it. A full disk raises OSError (ENOSPC)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    try:
+        # Through a Python file, not a path: torch's own writer reports a full disk only as an unexplained
+        # RuntimeError ("unexpected pos ..."), a file's write raises the OSError with its errno.
+        with tmp.open("wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def update_checkpoint(path: str | Path, **fields: Any) -> None:
     """Set fields of a saved checkpoint (e.g. its temperature), keeping the weights as they are."""
     path = Path(path)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({**ckpt, **fields}, tmp)
-    tmp.replace(path)
+    save_whole({**ckpt, **fields}, path)
 
 
 def load_checkpoint(path: str | Path) -> tuple[TumorCNN, dict[str, Any]]:

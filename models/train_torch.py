@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from models.cnn import ARCH, MEAN, STD, TumorCNN, normalize, predict_proba, save_checkpoint
+from models.cnn import ARCH, MEAN, STD, TumorCNN, normalize, predict_proba, save_checkpoint, save_whole
 from models.config import TrainConfig
 from models.data import class_weights
 from models.run_types import PreparedData, TrainHooks, TrainingCancelled, epoch_row
@@ -140,10 +140,8 @@ def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    """Written whole or not at all: a process killed while saving leaves the previous epoch's state."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    """Written whole or not at all: a process killed or a disk filled while saving leaves the previous epoch's."""
+    save_whole(state, path)
 
 
 def load_state(run_dir: str | Path) -> dict[str, Any]:

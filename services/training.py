@@ -16,6 +16,7 @@ from typing import Any
 
 from db import runs
 from db.session import session_scope
+from db.storage import StorageFull, is_disk_full, storage_full
 from models.config import TrainConfig, make_config
 from models.run_types import TrainHooks, TrainingCancelled
 from models.train import (
@@ -79,10 +80,12 @@ def execute_run(
         if run is None:
             raise LookupError(f"training run {run_id} does not exist")
         params = dict(run.params)
+    folder = Path(get_settings().artifact_dir)
     try:
         cfg = config_from_params(params)
         if cfg.output_dir == TrainConfig.output_dir:  # not chosen explicitly
-            cfg.output_dir = str(Path(get_settings().artifact_dir) / "runs" / str(run_id))
+            cfg.output_dir = str(folder / "runs" / str(run_id))
+        folder = Path(cfg.output_dir)
         if params.get("use_reviewed"):
             cfg.extra_items = _reviewed_items()
         resume = _saved_epochs(run_id, cfg)
@@ -113,8 +116,11 @@ def execute_run(
             runs.end_run(session=session, run_id=run_id, status="cancelled")
         raise
     except Exception as exc:
+        failure = _disk_full(exc, folder) or exc
         with session_scope() as session:
-            runs.end_run(session=session, run_id=run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            runs.end_run(session=session, run_id=run_id, status="failed", error=f"{type(failure).__name__}: {failure}")
+        if failure is not exc:
+            raise failure from exc
         raise
     sha = file_sha256(result.best_path)
     metrics = {**result.metrics, "ood": fit_ood_check(cfg, result.best_path)} if cfg.framework == "torch" else None
@@ -137,6 +143,16 @@ def execute_run(
             activate=activate,
         )
     return result
+
+
+def _disk_full(exc: Exception, folder: Path) -> StorageFull | None:
+    """A run that filled its disk says so in words (checkpoints are written whole or not at all, see
+    models.cnn.save_whole), instead of an errno; None for any other failure."""
+    if not (isinstance(exc, OSError) and is_disk_full(exc)):
+        return None
+    return storage_full(
+        folder, "the run stopped without keeping the file it was writing, and can continue from its last saved epoch"
+    )
 
 
 def fit_ood_check(cfg: TrainConfig, model_path: Path) -> dict[str, Any]:

@@ -3,7 +3,6 @@ file may be left that nothing refers to."""
 
 import io
 import os
-import subprocess
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from services.cleanup import sweep_files
 from services.diagnosis import save_scan_with_predictions
 from services.records import remove_patient
 from settings import SAMPLE_DIR, get_settings
-from tests.layers import skip_unless_required
+from tests.disks import fill, tmpfs
 from tests.users import make_actor
 
 # Long enough for a step that is not blocked to finish; a step the fix makes wait just goes on after it.
@@ -61,25 +60,15 @@ def files_under(folder: Path) -> list[Path]:
 @pytest.fixture
 def full_disk(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """UPLOAD_DIR on a real 1 MB tmpfs, filled to the last byte; skipped where tmpfs cannot be mounted."""
-    folder = tmp_path / "full"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        skip_unless_required(f"a tmpfs cannot be mounted here: {mounted.stderr.decode().strip()}")
-    try:
-        with (folder / "filler").open("wb", buffering=0) as filler:
-            try:
-                while True:
-                    filler.write(b"\0" * 4096)
-            except OSError:
-                pass
+    with tmpfs(tmp_path / "full", "1m") as folder:
+        fill(folder)
         monkeypatch.setenv("UPLOAD_DIR", str(folder))
         get_settings.cache_clear()
-        yield folder
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+        try:
+            yield folder
+        finally:
+            monkeypatch.undo()
+            get_settings.cache_clear()
 
 
 def test_a_scan_saved_onto_a_full_disk_fails_in_words_and_leaves_no_row_and_no_file(full_disk: Path) -> None:
