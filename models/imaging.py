@@ -4,7 +4,7 @@ import hashlib
 import io
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pydicom
@@ -35,6 +35,12 @@ JPEG_KEEP_APP = {0xE0, 0xE2, 0xEE}
 JPEG_STANDALONE = {0x01, *range(0xD0, 0xD9)}
 # What a stored PNG keeps: the image and its colour interpretation; text, EXIF and time chunks are dropped.
 PNG_KEEP = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"pHYs"}
+
+
+# Images are analysed and shown from a copy at most this many pixels on its longer side. The networks see
+# 224 x 224 and the pages a few hundred pixels, and a brain slice is rarely larger, so what a model or a person
+# sees barely changes, while a 4096² upload keeps 3 MB of pixels and 4 MB per heatmap instead of 48 and 64 MB.
+ANALYSIS_SIDE = 1024
 
 
 class ImageError(ValueError):
@@ -73,6 +79,23 @@ def decode_image(data: bytes, filename: str, *, max_bytes: int, max_pixels: int)
         # DICOM files written without the 128-byte preamble still exist in the wild.
         return _decode_dicom(data, filename, max_pixels=max_pixels)
     raise ImageError(f"{filename}: not a JPEG, PNG or DICOM image.")
+
+
+def analysis_rgb(rgb: np.ndarray, side: int = ANALYSIS_SIDE) -> np.ndarray:
+    """The image scaled down, its aspect kept, to fit within side x side; the image itself when it fits."""
+    height, width = rgb.shape[:2]
+    if max(height, width) <= side:
+        return rgb
+    scale = side / max(height, width)
+    size = (max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR), dtype=np.uint8)
+
+
+def analysis_copy(decoded: DecodedImage) -> DecodedImage:
+    """The decoded image with its pixels at analysis size (ANALYSIS_SIDE): what predictions, heatmaps and pages
+    use. The stored file, its sha256 and the recorded width and height stay the file's."""
+    rgb = analysis_rgb(decoded.rgb)
+    return decoded if rgb is decoded.rgb else replace(decoded, rgb=rgb)
 
 
 def _check_pixels(filename: str, height: int, width: int, frames: int, max_pixels: int) -> None:

@@ -30,7 +30,7 @@ from db.batches import (
 )
 from db.session import session_scope
 from domain import CLASSES, UserError
-from models.imaging import DecodedImage, ImageError, decode_image
+from models.imaging import DecodedImage, ImageError, analysis_copy, decode_image
 from models.metrics import classification_report
 from models.predictor import Predictor
 from services.batch_input import (
@@ -231,7 +231,10 @@ def _decode_one(rel_path: str, root: Path, options: Options) -> Decoded:
             raise ImageError(
                 f"{rel_path}: the file is {size / 2**20:.1f} MB, over the limit of {options.max_bytes / 2**20:.0f} MB."
             )
-        image = decode_image(path.read_bytes(), rel_path, max_bytes=options.max_bytes, max_pixels=options.max_pixels)
+        # At analysis size, as the Diagnose page predicts it: one image gets one answer wherever it is predicted.
+        image = analysis_copy(
+            decode_image(path.read_bytes(), rel_path, max_bytes=options.max_bytes, max_pixels=options.max_pixels)
+        )
         if options.patient_mode == "dicom":
             mrn, note = dicom_patient(image.patient_mrn)
         elif options.patient_mode == "folder":

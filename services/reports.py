@@ -138,13 +138,15 @@ def scan_heatmap(
     gradcam(framework, model path, model sha256, image sha256, rgb) computes the map (the app passes its
     cached one).
     """
-    from models.imaging import decode_image, make_overlay
+    from models.imaging import analysis_rgb, decode_image, make_overlay
 
     name = f"{prediction.model_name} ({prediction.framework})"
     method = Framework(prediction.framework).heatmap
     try:
         data = Path(scan.file_path).read_bytes()
-        rgb = decode_image(data, Path(scan.file_path).name, max_bytes=len(data), max_pixels=max_pixels).rgb
+        rgb = analysis_rgb(
+            decode_image(data, Path(scan.file_path).name, max_bytes=len(data), max_pixels=max_pixels).rgb
+        )
         cam = gradcam(prediction.framework, prediction.artifact_path, prediction.model_sha256, scan.sha256, rgb)
     except (ImportError, OSError, ValueError, RuntimeError) as exc:
         return Heatmap(model_name=name, method=method, error=f"the heatmap could not be computed: {exc}")

@@ -1,4 +1,4 @@
-"""The active models, loaded once per process, and their cached answers for an image."""
+"""The active models, loaded once per process, and their cached answers and heatmaps for an image."""
 
 from dataclasses import dataclass
 
@@ -8,9 +8,11 @@ import streamlit as st
 from db.runs import get_active_model
 from db.session import read_scope
 from domain import FRAMEWORKS, framework_label
+from models.imaging import analysis_rgb
 from models.predictor import Predictor
 from services.ood import OodVerdict, ood_gate
 from services.predictors import loaded_predictor
+from ui.image_cache import image_cache, read_only
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,15 @@ def probabilities(
     return get_predictor(framework, artifact_path, model_sha256).predict([_rgb])[0]
 
 
-@st.cache_data(max_entries=128, show_spinner=False)
-def gradcam(framework: str, artifact_path: str, model_sha256: str, image_sha256: str, _rgb: np.ndarray) -> np.ndarray:
-    """Grad-CAM heatmap (HxW in [0, 1]) of one image, remembered per model and image."""
-    return get_predictor(framework, artifact_path, model_sha256).gradcam(_rgb)
+def gradcam(framework: str, artifact_path: str, model_sha256: str, image_sha256: str, rgb: np.ndarray) -> np.ndarray:
+    """Grad-CAM heatmap (HxW in [0, 1]) of one image at analysis size, remembered per model and image within the
+    image cache's budget."""
+
+    def make() -> np.ndarray:
+        return read_only(get_predictor(framework, artifact_path, model_sha256).gradcam(analysis_rgb(rgb)))
+
+    key = ("heatmap", framework, artifact_path, model_sha256, image_sha256)
+    return image_cache().get_or_make(key, make, lambda cam: cam.nbytes)
 
 
 @st.cache_data(max_entries=512, show_spinner=False)

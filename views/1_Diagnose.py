@@ -6,7 +6,7 @@ import streamlit as st
 
 from db.session import session_scope
 from domain import AuditAction, Framework
-from models.imaging import DecodedImage, ImageError, decode_image, make_overlay
+from models.imaging import DecodedImage, ImageError, make_overlay
 from services.auth import Actor, audit
 from services.diagnosis import (
     ModelResult,
@@ -22,6 +22,7 @@ from services.predictors import ModelFileProblem
 from settings import get_settings
 from ui.auth import require
 from ui.charts import probability_chart
+from ui.image_cache import decoded_upload
 from ui.nav import link_to_page
 from ui.patients import patient_picker
 from ui.predictors import ActiveModel, active_models, gradcam, ood_verdict, predictor_for, probabilities
@@ -47,11 +48,6 @@ class Analysis:
 
 def anyway_key(decoded: DecodedImage) -> str:
     return f"diagnose_anyway:{decoded.sha256}"
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def decode(data: bytes, filename: str, max_bytes: int, max_pixels: int) -> DecodedImage:
-    return decode_image(data, filename, max_bytes=max_bytes, max_pixels=max_pixels)
 
 
 def analyse(
@@ -263,7 +259,9 @@ def main() -> None:
     decoded: list[tuple[str, DecodedImage]] = []
     for f in files:
         try:
-            image = decode(f.getvalue(), f.name, settings.max_upload_mb * 2**20, settings.max_image_pixels)
+            image = decoded_upload(
+                f.getvalue(), f.name, max_bytes=settings.max_upload_mb * 2**20, max_pixels=settings.max_image_pixels
+            )
         except ImageError as exc:
             st.error(f"Not analysed: {literal(exc)}")
             continue
