@@ -17,3 +17,13 @@ def test_confidence_threshold_outside_zero_to_one_is_refused(monkeypatch):
     monkeypatch.setenv("CONFIDENCE_THRESHOLD", "1.5")
     with pytest.raises(ValueError, match="between 0 and 1"):
         Settings()
+
+
+def test_every_setting_is_listed_in_env_example_and_in_the_readme_table():
+    from settings import ROOT
+
+    env_example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"# {name.upper()}=" in env_example, f"{name.upper()} is missing from .env.example"
+        assert f"| {name} | `{name.upper()}` |" in readme, f"{name} is missing from the README's settings table"
