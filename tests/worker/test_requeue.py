@@ -53,3 +53,22 @@ def test_the_periodic_sweep_settles_a_job_whose_worker_died(db_url) -> None:
         session.get(Job, job_id).heartbeat_at = utcnow() - timedelta(hours=1)
     assert sweep() == 1 and status_of(job_id) == "failed"
     assert celery_app.conf.beat_schedule["settle-stale-jobs"] == {"task": "brainmri.sweep", "schedule": SWEEP_EVERY_S}
+
+
+def test_the_periodic_sweep_sends_again_a_job_whose_worker_is_gone(db_url) -> None:
+    from datetime import timedelta
+
+    from db.schema import Job, utcnow
+    from worker.submit import ORPHANED_AFTER_S
+    from worker.tasks import sweep
+
+    job_id = make_job("batch", "running")  # by worker w1, which answers no ping
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        job.heartbeat_at = utcnow() - timedelta(seconds=ORPHANED_AFTER_S + 5)
+        first_id = job.celery_id
+    assert sweep() == 0  # not settled: silent for less than JOB_STALE_AFTER_S
+    with session_scope() as session:
+        job = get_job(session=session, job_id=job_id)
+    assert job.status == "queued" and job.celery_id not in (None, first_id)
+    assert job.message == "sent again: its worker w1 was lost"
