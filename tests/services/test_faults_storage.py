@@ -107,6 +107,31 @@ def _in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[obj
     return thread, outcome
 
 
+def save_when_called(
+    monkeypatch: pytest.MonkeyPatch, owner: object, name: str, path: Path, decoded: DecodedImage, mrn: str
+) -> Callable[[], object]:
+    """The first time `owner.name` is called with `path` as its first argument, a save of `decoded` starts in a
+    thread; the call goes on once the save has finished, or has waited STEP_WAIT_S for a lock the caller holds.
+    Returns a function that waits for the save and gives its scan id (or its exception)."""
+    real = getattr(owner, name)
+    saves: list[tuple[threading.Thread, list[object]]] = []
+
+    def called(first: object, *args: object, **kwargs: object) -> object:
+        if first == path and not saves:
+            saves.append(_in_thread(lambda: save(decoded, mrn)))
+            saves[0][0].join(STEP_WAIT_S)
+        return real(first, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, called)
+
+    def outcome() -> object:
+        assert saves, f"{name} was never called for {path}"
+        saves[0][0].join(60)
+        return saves[0][1][0]
+
+    return outcome
+
+
 def test_a_delete_while_a_save_holds_the_stored_file_leaves_the_file_for_the_save(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -152,24 +177,13 @@ def test_a_save_between_a_delete_and_its_file_removal_keeps_its_file(
         stored_path = Path(session.scalar(select(Scan.file_path).where(Scan.patient_pk == old.id)))
     # The delete has committed and is about to remove the file no row refers to; a save of the same image for
     # another patient runs right then.
-    real_unlink = Path.unlink
-    saves: list[tuple[threading.Thread, list[object]]] = []
-
-    def unlink_after_a_save(self: Path, missing_ok: bool = False) -> None:
-        if self == stored_path and not saves:
-            saves.append(_in_thread(lambda: save(decoded, "P-NEW")))
-            saves[0][0].join(STEP_WAIT_S)
-        real_unlink(self, missing_ok=missing_ok)
-
-    monkeypatch.setattr(Path, "unlink", unlink_after_a_save)
+    saved = save_when_called(monkeypatch, Path, "unlink", stored_path, decoded, "P-NEW")
     remove_patient(make_actor(), patient_pk=old.id, mrn="P-OLD")
-    assert saves, "the delete never removed the file"
-    saver, saved = saves[0]
-    saver.join(60)
-    assert isinstance(saved[0], int), saved
+    scan_id = saved()
+    assert isinstance(scan_id, int), scan_id
     assert scan_files_are_all_there() == []
     with session_scope() as session:
-        assert session.get(Scan, saved[0]).patient.mrn == "P-NEW"
+        assert session.get(Scan, scan_id).patient.mrn == "P-NEW"
 
 
 def failed_save_file(decoded: DecodedImage) -> Path:
@@ -187,24 +201,11 @@ def test_a_save_while_the_sweep_decides_a_file_is_unreferenced_keeps_its_file(
 
     decoded = sample_image(2)
     orphan = failed_save_file(decoded)
-    # The sweep has read the rows (none for this image) and finds the file past its grace; a save of the same
+    # The sweep has read the rows (none for this image) and is checking the file's age; a save of the same
     # image, which finds the file in place, runs right then.
-    real_older_than = services.cleanup._older_than
-    saves: list[tuple[threading.Thread, list[object]]] = []
-
-    def older_than_then_a_save(path: Path, seconds: float, now: float) -> bool:
-        old = real_older_than(path, seconds, now)
-        if path == orphan and not saves:
-            saves.append(_in_thread(lambda: save(decoded, "P-SWEPT")))
-            saves[0][0].join(STEP_WAIT_S)
-        return old
-
-    monkeypatch.setattr(services.cleanup, "_older_than", older_than_then_a_save)
+    saved = save_when_called(monkeypatch, services.cleanup, "_older_than", orphan, decoded, "P-SWEPT")
     sweep_files()
-    assert saves, "the sweep never looked at the file"
-    saver, saved = saves[0]
-    saver.join(60)
-    assert isinstance(saved[0], int), saved
+    assert isinstance(saved(), int)
     assert scan_files_are_all_there() == []
     assert orphan.is_file()
 
@@ -213,20 +214,8 @@ def test_a_save_while_the_sweep_removes_a_file_writes_it_again(db_url: str, monk
     decoded = sample_image(3)
     orphan = failed_save_file(decoded)
     # The sweep is removing the file; a save of the same image starts right then and waits for it.
-    real_unlink = Path.unlink
-    saves: list[tuple[threading.Thread, list[object]]] = []
-
-    def unlink_after_a_save(self: Path, missing_ok: bool = False) -> None:
-        if self == orphan and not saves:
-            saves.append(_in_thread(lambda: save(decoded, "P-SWEPT")))
-            saves[0][0].join(STEP_WAIT_S)
-        real_unlink(self, missing_ok=missing_ok)
-
-    monkeypatch.setattr(Path, "unlink", unlink_after_a_save)
+    saved = save_when_called(monkeypatch, Path, "unlink", orphan, decoded, "P-SWEPT")
     assert sweep_files().scan_files == 1
-    assert saves, "the sweep never removed the file"
-    saver, saved = saves[0]
-    saver.join(60)
-    assert isinstance(saved[0], int), saved
+    assert isinstance(saved(), int)
     assert scan_files_are_all_there() == []
     assert orphan.read_bytes() == decoded.stored_bytes
