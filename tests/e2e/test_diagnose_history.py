@@ -67,3 +67,30 @@ def test_a_diagnosed_scan_is_saved_and_reviewed_in_the_patients_history(app: App
     ]
     assert [e.patient_mrn for e in entries] == [None, None, PATIENT, PATIENT, PATIENT]
     assert len({e.session_id for e in entries}) == 1 and entries[0].session_id
+
+
+def test_an_image_that_is_not_a_brain_mri_slice_gets_no_tumor_class_unless_asked(app: App, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+    from PIL import Image
+
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(noise)
+    app.open("Diagnose")
+    main = app.main()
+    main.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(noise)
+    app.settle()
+
+    expect(main.get_by_test_id("stAlert").filter(has_text="Not a brain MRI slice")).to_be_visible(
+        timeout=RESULT_TIMEOUT_MS
+    )
+    expect(main.get_by_test_id("stMetricValue")).to_have_count(0)
+    expect(main.get_by_text("1 image(s) that are not brain MRI slices are not saved to the record.")).to_be_visible()
+    expect(main.get_by_role("button", name="Save 0 scan(s) to the record")).to_be_disabled()
+
+    # Asked for explicitly, the answer is shown, marked as not a finding, and still not savable.
+    app.click(main.get_by_test_id("stCheckbox").get_by_text("Show the models' answer anyway"))
+    expect(main.get_by_test_id("stMetricValue")).to_have_count(2, timeout=RESULT_TIMEOUT_MS)
+    expect(
+        main.get_by_test_id("stAlert").filter(has_text="Shown anyway, for an image that is not a brain MRI")
+    ).to_be_visible()
+    expect(main.get_by_role("button", name="Save 0 scan(s) to the record")).to_be_disabled()
