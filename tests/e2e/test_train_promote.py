@@ -29,7 +29,9 @@ def test_a_tiny_training_run_shows_its_curves_reaches_the_leaderboard_and_is_pro
         main.get_by_text(re.compile(f"^Run {run_id} · Custom CNN \\(PyTorch\\) · report · .*: succeeded$"))
     ).to_be_visible()
     expect(main.get_by_text(f"Epochs of run {run_id} ({EPOCHS})")).to_be_visible()
-    expect(main.locator("[data-testid=stPlotlyChart] .js-plotly-plot")).to_have_count(1)
+    # The run's curves, beside the chosen folder's class chart of the dataset health check.
+    expect(main.locator(f".st-key-train_curves_{run_id} .js-plotly-plot")).to_have_count(1)
+    expect(main.locator(".st-key-health_class_chart .js-plotly-plot")).to_have_count(1)
     app.screenshot("train", show=main.get_by_role("heading", name="Training now"))
 
     app.click(main.get_by_role("link", name="Compare it on the leaderboard"))
