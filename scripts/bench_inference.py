@@ -12,8 +12,6 @@ one child process per backend. Writes `<out>/results.json` and `<out>/results.md
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -21,11 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from scripts.bench_stack import FLAGS_SHOWN, latency, machine, rss_mb
 from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR, get_settings
 
-FLAGS_SHOWN = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 BATCH_SIZES = (1, 32)
 PATH_NAMES = {
     "framework": "framework",
@@ -34,32 +30,10 @@ PATH_NAMES = {
 }
 
 
-def machine() -> dict[str, Any]:
-    """CPU model, cores this process may use, the vector flags that decide kernel choice, and the load now."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    return {
-        "cpu": fields.get("model name", platform.processor() or platform.machine()),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "flags": [f for f in FLAGS_SHOWN if f in flags],
-        "load_average_1min_at_start": os.getloadavg()[0],
-        "python": platform.python_version(),
-    }
-
-
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
     return {name: version(name) for name in ("torch", "tensorflow-cpu", "keras", "onnxruntime")}
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def rss_child(backend: str) -> dict[str, Any]:
@@ -78,7 +52,7 @@ def rss_child(backend: str) -> dict[str, Any]:
         )
         predictor.predict([image])
     return {
-        "rss_mb": round(_rss_mb(), 1),
+        "rss_mb": rss_mb(),
         "imported": sorted(m for m in ("torch", "tensorflow", "onnxruntime") if m in sys.modules),
     }
 
@@ -95,16 +69,7 @@ def _child_rss(backend: str) -> dict[str, Any]:
 
 
 def _row(model: str, backend: str, batch: int, times_ms: list[float]) -> dict[str, Any]:
-    p50, p95 = np.percentile(times_ms, [50, 95])
-    return {
-        "model": model,
-        "backend": backend,
-        "batch": batch,
-        "calls": len(times_ms),
-        "p50_ms": round(float(p50), 2),
-        "p95_ms": round(float(p95), 2),
-        "images_per_s": round(batch * 1000 / float(np.mean(times_ms)), 1),
-    }
+    return {"model": model, "backend": backend, "batch": batch, **latency(times_ms, images_per_call=batch)}
 
 
 def measure(*, quick: bool = False) -> dict[str, Any]:
@@ -200,10 +165,15 @@ def markdown(result: dict[str, Any]) -> list[str]:
 
 
 def write(result: dict[str, Any], out: Path) -> list[str]:
+    """Write `<out>/results.json` and `results.md`, keeping the end-to-end scenarios' figures already there."""
+    from scripts import bench_scenarios
+
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    path = out / "results.json"
+    scenarios = json.loads(path.read_text()).get("scenarios", {}) if path.is_file() else {}
+    path.write_text(json.dumps({**result, "scenarios": scenarios}, indent=2) + "\n")
     lines = markdown(result)
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.md").write_text("\n".join([*lines, *bench_scenarios.markdown(scenarios)]) + "\n")
     return lines
 
 

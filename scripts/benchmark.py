@@ -1,6 +1,6 @@
 """The project's speed and memory benchmark: prints the markdown tables the README shows.
 
-    make bench        (or .venv/bin/python -m scripts.benchmark [--skip-batch])
+    make bench        (or .venv/bin/python -m scripts.benchmark [--skip-batch] [--skip-scenarios])
 
 1. One scan on the Diagnose page: model load, prediction and Grad-CAM time per shipped model, with the
    thread caps the app runs with (TORCH_THREADS / TF_THREADS), and the process's peak memory.
@@ -9,6 +9,9 @@
 2. History at scale: the main queries over 10,000 seeded predictions in a throw-away SQLite file.
 3. Batch prediction: a 1,000-image folder through the batch job's code (scripts/benchmark_batch.py).
 4. The audit log at 100,000 entries: the admin page's filters and pages, the sign-in throttle's counts, an export.
+5. End to end (scripts/bench_scenarios.py, into bench/results.json and bench/results.md too): a 1,000-image
+   batch job through a real worker on ONNX Runtime and on the frameworks, prediction latency beside a training
+   run, the app's memory after 100 distinct uploads, and upload to result in a real browser.
 """
 
 import argparse
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts import bench_inference
+from scripts import bench_inference, bench_scenarios
 from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR, get_settings
 
 
@@ -200,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-images", type=int, default=1000)
     p.add_argument("--audit-entries", type=int, default=100_000)
     p.add_argument("--only-audit", action="store_true", help="just the audit log's queries")
+    p.add_argument("--skip-scenarios", action="store_true", help="leave out the end-to-end scenarios")
     args = p.parse_args(argv)
     print(f"## Audit log at {args.audit_entries:,} entries\n")
     print("\n".join(bench_audit(args.audit_entries)))
@@ -214,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_batch:
         print(f"\n## Batch prediction of {args.batch_images:,} images\n")
         print("\n".join(bench_batch(args.batch_images)))
+    if not args.skip_scenarios:
+        print("\n## End to end")
+        print("\n".join(bench_scenarios.write(bench_scenarios.measure(), ROOT / "bench")))
     return 0
 
 

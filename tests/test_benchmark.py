@@ -1,7 +1,12 @@
-"""The benchmark runs end to end in its quick modes: the audit log on a small log, and the inference paths on a
-few calls (their figures are not asserted)."""
+"""The benchmark runs end to end in its quick modes: the audit log on a small log, the inference paths on a few
+calls and the end-to-end scenarios on a few images (their figures are not asserted)."""
+
+import json
+
+import pytest
 
 from scripts.benchmark import bench_audit
+from tests.layers import skip_unless_required
 
 
 def test_the_audit_benchmark_measures_every_query():
@@ -15,8 +20,6 @@ def test_the_audit_benchmark_measures_every_query():
 
 
 def test_the_inference_benchmark_compares_both_paths_and_writes_its_results(tmp_path):
-    import json
-
     from scripts.bench_inference import main
 
     assert main(["--quick", "--out", str(tmp_path)]) == 0
@@ -35,3 +38,52 @@ def test_the_inference_benchmark_compares_both_paths_and_writes_its_results(tmp_
     assert result["machine"]["cpu"] and result["machine"]["cores"] >= 1
     table = (tmp_path / "results.md").read_text()
     assert "| model | path | batch | p50 ms | p95 ms | images/s |" in table and "RSS MB" in table
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_the_end_to_end_scenarios_run_in_quick_mode_and_write_their_figures(tmp_path):
+    """Each scenario on a few images, in its own processes: a real worker per backend, a real training run, the
+    Diagnose page driven in AppTest and in Chromium. Their figures are not asserted, only that they are there."""
+    from scripts.bench_scenarios import SCENARIOS, main
+
+    assert main(["--quick", "--out", str(tmp_path)]) == 0
+    scenarios = json.loads((tmp_path / "results.json").read_text())["scenarios"]
+    assert set(scenarios) == set(SCENARIOS)
+    skipped = {name: s["skipped"] for name, s in scenarios.items() if "skipped" in s}
+    assert set(skipped) <= {"batch_worker", "browser_diagnose"}  # no redis-server, no browser
+
+    for result in (s for s in scenarios.values() if "skipped" not in s):
+        assert result["machine"]["cpu"] and result["machine"]["cores"] >= 1 and result["threads"]["onnx"] >= 1
+
+    if "batch_worker" not in skipped:
+        batch = scenarios["batch_worker"]
+        rows = {r["backend"]: r for r in batch["rows"]}
+        assert set(rows) == {"framework", "onnx"}
+        for row in rows.values():
+            assert row["images"] == 8 and row["errors"] == 0 and row["images_per_s"] > 0
+            assert row["wall_s"] > 0 and row["worker_peak_rss_mb"] > 0 and row["worker_cpu_s"] > 0
+        assert rows["onnx"]["frameworks_in_worker"] == ["onnxruntime"]
+        assert {"torch", "tensorflow"} <= set(rows["framework"]["frameworks_in_worker"])
+        assert batch["onnx_over_framework_images_per_s"] > 0
+
+    serving = scenarios["training_while_serving"]
+    assert {(r["model"], r["while"]) for r in serving["rows"]} == {
+        (m, w) for m in ("torch", "keras") for w in ("alone", "training")
+    }
+    assert all(r["p95_ms"] >= r["p50_ms"] > 0 and r["images_per_s"] > 0 for r in serving["rows"])
+    assert serving["training_alone"]["images_per_s"] > 0 and serving["training_while_serving"]["images_per_s"] > 0
+
+    uploads = scenarios["uploads_memory"]
+    assert uploads["uploads"] == 5 and uploads["answered_by_both_models"] >= 1
+    assert uploads["peak_rss_mb"] >= uploads["rss_after_mb"] > uploads["rss_page_open_mb"] > 0
+    assert uploads["page_run"]["calls"] == 4 and uploads["first_page_run_ms"] > 0
+
+    if "browser_diagnose" not in skipped:
+        browser = scenarios["browser_diagnose"]
+        assert len(browser["uploads_s"]) == 1 and browser["median_s"] > 0 and browser["warm_up_s"] > 0
+
+    table = (tmp_path / "results.md").read_text()
+    assert "### Batch job through the worker" in table and "### Diagnose in the browser" in table
+    for name, reason in skipped.items():
+        skip_unless_required(f"{name}: {reason}")

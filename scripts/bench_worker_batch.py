@@ -1,0 +1,152 @@
+"""A batch job end to end through a real Celery worker: the app's path (ONNX Runtime) against the frameworks.
+
+    .venv/bin/python -m scripts.bench_scenarios --only batch_worker [--quick]
+
+A folder of Training images (1,000; quick mode 8) is predicted by both shipped models as a batch job submitted
+as the Batch page submits it, to a worker started with `make run`'s command line: once with INFERENCE_BACKEND=onnx (the
+app) and once with INFERENCE_BACKEND=framework (the naive path), each against its own throw-away database, both
+through a redis-server of the scenario's own. Per path: the wall time from submission to the job's end (model
+loading included), the job's own images/s (decode, predict, write), the CPU seconds and peak RSS of the worker
+process that ran it, and which frameworks that process had loaded.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from scripts import bench_stack
+from scripts.benchmark_batch import build_folder
+from settings import ROOT, get_settings
+
+BACKENDS = {"framework": "framework (naive)", "onnx": "ONNX Runtime (app)"}
+JOB_TIMEOUT_S = 1800
+WORKER_READY_S = 120
+
+
+def _start_worker(name: str, backend: str, log: Path) -> subprocess.Popen[bytes]:
+    """`make run`'s worker command line (without gossip and mingle, which only slow its start), on this
+    scenario's Redis."""
+    from worker.celery_app import celery_app
+
+    command = [
+        *(sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "training,prediction"),
+        *("-n", name, "--loglevel", "INFO", "--without-gossip", "--without-mingle"),
+    ]
+    env = {**os.environ, "INFERENCE_BACKEND": backend}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + WORKER_READY_S
+    while not celery_app.control.ping(destination=[name], timeout=1.0):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the {backend} worker did not start:\n{log.read_text(errors='replace')[-3000:]}")
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def _one_path(backend: str, folder: Path, data: Path, models: dict[str, Path]) -> dict[str, Any]:
+    from db.jobs import get_job
+    from db.session import session_scope
+    from services.batch_input import folder_source
+    from worker.submit import submit_batch
+
+    bench_stack.throwaway_app(folder, models, data_root=data)
+    name = f"bench-{backend}@{socket.gethostname()}"
+    worker = _start_worker(name, backend, folder / "worker.log")
+    try:
+        started = time.perf_counter()
+        job_id = submit_batch(
+            source=folder_source(str(data / "batch"), settings=get_settings()),
+            patient_mode="none",
+            actor=bench_stack.clinician(),
+        )
+        while True:
+            with session_scope() as session:
+                job = get_job(session=session, job_id=job_id)
+            if job.status in ("succeeded", "failed", "cancelled"):
+                break
+            if time.perf_counter() - started > JOB_TIMEOUT_S:
+                raise RuntimeError(f"the {backend} batch job did not finish in {JOB_TIMEOUT_S} s")
+            time.sleep(0.1)
+        wall_s = time.perf_counter() - started
+        if job.status != "succeeded":
+            log = (folder / "worker.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the {backend} batch job {job.status}: {job.error}\n{log}")
+        # The pool process that ran the job is the one that loaded models: the largest.
+        pool = {pid: bench_stack.peak_rss_mb(pid) for pid in bench_stack.children(worker.pid)}
+        ran = max(pool, key=pool.__getitem__)
+        return {
+            "backend": backend,
+            "images": job.result["done"],
+            "errors": job.result["error"],
+            "wall_s": round(wall_s, 2),
+            "job_s": round(job.result["duration_s"], 2),
+            "images_per_s": round(job.result["images_per_s"], 1),
+            "images_per_s_with_loading": round(job.result["done"] / wall_s, 1),
+            "worker_cpu_s": bench_stack.cpu_s(ran),
+            "worker_peak_rss_mb": pool[ran],
+            "worker_main_rss_mb": bench_stack.rss_mb(worker.pid),
+            "frameworks_in_worker": bench_stack.frameworks_loaded(ran),
+        }
+    finally:
+        _stop(worker)
+
+
+def child(quick: bool, cache: Path) -> dict[str, Any]:
+    """In a fresh process: both paths over the same folder; the figures as results.json holds them."""
+    result: dict[str, Any] = bench_stack.conditions()
+    models = bench_stack.bench_models(cache)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-worker-batch-"))
+    try:
+        result["images_from"] = build_folder(workdir / "data" / "batch", 8 if quick else 1000)
+        with bench_stack.private_redis(workdir) as url:
+            # Before anything reads the settings' Redis URL (the Celery app is configured from it when imported).
+            os.environ["REDIS_URL"] = url
+            get_settings.cache_clear()
+            result["rows"] = [_one_path(b, workdir / b, workdir / "data", models) for b in BACKENDS]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    rows = {r["backend"]: r for r in result["rows"]}
+    result["onnx_over_framework_images_per_s"] = round(
+        rows["onnx"]["images_per_s"] / rows["framework"]["images_per_s"], 2
+    )
+    return result
+
+
+def measure(*, quick: bool, cache: Path) -> dict[str, Any]:
+    return bench_stack.run_scenario(__name__, quick=quick, cache=cache, timeout_s=2 * JOB_TIMEOUT_S)
+
+
+def markdown(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "| path | images | wall s (submit → done, models loaded in the job) | job images/s (decode, predict, write) "
+        "| worker CPU s | worker peak RSS MB | frameworks in the worker |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {BACKENDS[r['backend']]} | {r['images']} | {r['wall_s']:.1f} | {r['images_per_s']:.1f} | "
+            f"{r['worker_cpu_s']:.1f} | {r['worker_peak_rss_mb']:.0f} | {', '.join(r['frameworks_in_worker'])} |"
+        )
+    lines += ["", f"App ÷ naive, job images/s: {result['onnx_over_framework_images_per_s']:.2f}×."]
+    return lines
+
+
+if __name__ == "__main__":
+    raise SystemExit(bench_stack.child_main(child))
