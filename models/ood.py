@@ -34,6 +34,15 @@ PERCENTILES_SHOWN = (99.0, 99.5, 99.7, 99.8, 99.9)
 CHUNK = 64  # images decoded and passed through the network together
 
 
+def header_refusal(modality: str | None) -> str | None:
+    """Why a DICOM file's own header says it is not an MR image (CT, CR, US...); None where it says MR or
+    nothing. Checked beside the score: a scanner's word is surer than any distance."""
+    said = (modality or "").strip().upper()
+    if not said or said == "MR":
+        return None
+    return f"its DICOM header gives the modality as {said}, not MR"
+
+
 class OodUnavailable(ValueError):
     """No statistics fitted for this model file; the message says why and how to fit them."""
 
@@ -178,8 +187,16 @@ def _item_features(predictor: Any, items: list[Item]) -> np.ndarray:
     return np.concatenate([predictor.features([load_rgb(it.path) for it in chunk]) for chunk in chunks])
 
 
-def _caught(scores: np.ndarray, threshold: float, names: list[str]) -> dict[str, Any]:
+def _probe_modality(name: str) -> str | None:
+    """The modality a DICOM probe's name starts with (models/ood_probes.py names them so)."""
+    first = name.split(" ", 1)[0]
+    return None if first == "no" else first
+
+
+def _caught(scores: np.ndarray, threshold: float, names: list[str], *, dicom: bool = False) -> dict[str, Any]:
     flagged = scores > threshold
+    if dicom:  # the header rule runs beside the score on DICOM files
+        flagged = flagged | np.array([header_refusal(_probe_modality(n)) is not None for n in names], dtype=bool)
     return {
         "images": len(scores),
         "caught": int(flagged.sum()),
@@ -212,14 +229,21 @@ def fit_command(model: str, data: str | None, percentile: float, ood_images: lis
     table = []
     for p, t in details["held_out_thresholds"].items():
         row = {"percentile": float(p), "threshold": t, "validation_refused": float((val_scores > t).mean())}
-        table.append(row | {name: float((s > t).mean()) for name, (s, _) in probe_scores.items()})
+        table.append(
+            row
+            | {
+                name: _caught(s, t, names, dicom=name.startswith("DICOM"))["rate"]
+                for name, (s, names) in probe_scores.items()
+            }
+        )
     refused = val_scores > stats.threshold
     report = {
         "model": {"file": Path(model).name, "sha256": stats.model_sha256},
         "method": (
             "Squared Mahalanobis distance to the nearest class mean (shared covariance, Ledoit-Wolf shrinkage) of "
             "the CNN's feature summary: per-channel means and spreads after each block's BatchNorm and the "
-            "penultimate layer, on the model's own preprocessing, one forward pass without the mirrored copy"
+            "penultimate layer, on the model's own preprocessing, one forward pass without the mirrored copy; "
+            "and a DICOM file whose header names a modality other than MR is refused whatever its score"
         ),
         "features": int(x_train.shape[1]),
         "shrinkage": details["shrinkage"],
@@ -242,7 +266,10 @@ def fit_command(model: str, data: str | None, percentile: float, ood_images: lis
             "rate": float(refused.mean()),
             "refused_files": [n for n, r in zip(val_names, refused) if r],
         },
-        "families": {name: _caught(s, stats.threshold, names) for name, (s, names) in probe_scores.items()},
+        "families": {
+            name: _caught(s, stats.threshold, names, dicom=name.startswith("DICOM"))
+            for name, (s, names) in probe_scores.items()
+        },
         "by_percentile": table,
         "decode_and_features_ms_per_image": ms_per_image,
         "ood_images": list(ood_images),

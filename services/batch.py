@@ -253,7 +253,8 @@ def _check_chunk(gate: OodGate | None, decoded: list[Decoded]) -> None:
     checked = [(item, item.image.rgb) for item in decoded if item.image is not None]
     if gate is None or not checked:
         return
-    for (item, _), verdict in zip(checked, gate.check([rgb for _, rgb in checked]), strict=True):
+    modalities = [item.image.modality for item, _ in checked if item.image is not None]
+    for (item, _), verdict in zip(checked, gate.check([rgb for _, rgb in checked], modalities), strict=True):
         if verdict.flagged:
             item.refused = verdict.reason
 

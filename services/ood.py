@@ -3,7 +3,7 @@ a screenshot, a blank picture or a scan of another kind gets no tumor class. The
 job both ask here (the method: models/ood.py)."""
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol, cast
@@ -11,7 +11,7 @@ from typing import Protocol, cast
 import numpy as np
 
 from domain import Framework
-from models.ood import OodStats, OodUnavailable, load_stats
+from models.ood import OodStats, OodUnavailable, header_refusal, load_stats
 from models.predictor import FeaturePredictor
 from services.predictors import MAX_LOADED, ModelFileProblem, loaded_predictor
 
@@ -33,19 +33,25 @@ class OodVerdict:
     score: float
     threshold: float
     percentile: float
+    header: str | None = None  # why the file's DICOM header says it is not an MR image
 
     @property
     def flagged(self) -> bool:
-        return self.score > self.threshold
+        return self.header is not None or self.score > self.threshold
+
+    def with_modality(self, modality: str | None) -> "OodVerdict":
+        """This verdict for a file whose DICOM header names `modality` (None: not a DICOM, or no modality)."""
+        return replace(self, header=header_refusal(modality))
 
     @property
     def explanation(self) -> str:
-        """The score against the threshold, in words."""
-        side = "above" if self.flagged else "below"
-        return (
+        """The header's word and the score against the threshold, in words."""
+        side = "above" if self.score > self.threshold else "below"
+        scored = (
             f"it scores {self.score:,.0f} on the out-of-distribution check, {side} its threshold of "
             f"{self.threshold:,.0f} ({self.percentile:g} % of the training images score below it)"
         )
+        return f"{self.header}; {scored}" if self.header else scored
 
     @property
     def reason(self) -> str:
@@ -66,10 +72,15 @@ class OodGate:
     def name(self) -> str:
         return Path(self.artifact_path).name
 
-    def check(self, images: Sequence[np.ndarray]) -> list[OodVerdict]:
-        """One verdict per image (HxWx3 uint8 RGB), from one forward pass of the CNN."""
+    def check(self, images: Sequence[np.ndarray], modalities: Sequence[str | None] | None = None) -> list[OodVerdict]:
+        """One verdict per image (HxWx3 uint8 RGB), from one forward pass of the CNN; `modalities`, where given,
+        are what each file's DICOM header names (None for other files)."""
         scores = self.stats.scores(self.predictor.features(list(images)))
-        return [OodVerdict(float(s), self.stats.threshold, self.stats.percentile) for s in scores]
+        said = list(modalities) if modalities is not None else [None] * len(scores)
+        return [
+            OodVerdict(float(s), self.stats.threshold, self.stats.percentile).with_modality(m)
+            for s, m in zip(scores, said, strict=True)
+        ]
 
 
 @lru_cache(maxsize=MAX_LOADED)

@@ -332,6 +332,7 @@ def dicom_bytes() -> Callable[..., bytes]:
         center: float | None = 4000.0,
         width: float = 8200.0,
         patient_mrn: str = "P-0042",
+        modality: str = "MR",
     ) -> bytes:
         if pixels is None:
             sample = sorted((SAMPLE_DIR / "pituitary").glob("*.jpg"))[0]
@@ -344,7 +345,7 @@ def dicom_bytes() -> Callable[..., bytes]:
         ds = FileDataset("scan.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
         ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
         ds.PatientName, ds.PatientBirthDate, ds.PatientID = "Doe^Jane", "19700101", patient_mrn
-        ds.StudyDate, ds.Modality, ds.SeriesDescription = "20240131", "MR", "AX T1 POST"
+        ds.StudyDate, ds.Modality, ds.SeriesDescription = "20240131", modality, "AX T1 POST"
         if pixels.ndim == 3:
             ds.NumberOfFrames = pixels.shape[0]
         ds.Rows, ds.Columns = pixels.shape[-2:]

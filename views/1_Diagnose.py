@@ -54,7 +54,10 @@ def analyse(
     name: str, decoded: DecodedImage, models: list[ActiveModel], threshold: float, gate: OodGate | None
 ) -> Analysis:
     """The check first; the models answer an image it flags only when the person asked to see that answer."""
-    verdict = ood_verdict(gate.artifact_path, gate.sha256, decoded.sha256, decoded.rgb) if gate else None
+    verdict = None
+    if gate is not None:
+        verdict = ood_verdict(gate.artifact_path, gate.sha256, decoded.sha256, decoded.rgb)
+        verdict = verdict.with_modality(decoded.modality)
     if verdict is not None and verdict.flagged and not st.session_state.get(anyway_key(decoded)):
         return Analysis(name, decoded, [], Review(True, [verdict.reason]), verdict)
     results = [

@@ -65,6 +65,21 @@ def test_the_shipped_check_passes_the_sample_mri_slices(gate: OodGate) -> None:
     assert len(paths) == 80 and len(refused) <= 1, refused
 
 
+def test_a_dicom_whose_header_names_another_modality_is_refused_whatever_its_score(gate: OodGate, dicom_bytes) -> None:
+    def read(modality: str) -> tuple[np.ndarray, str | None]:
+        image = decode_image(dicom_bytes(modality=modality), "scan.dcm", max_bytes=2**24, max_pixels=10**7)
+        return image.rgb, image.modality
+
+    (mr, said_mr), (ct, said_ct), (blank_header, said_nothing) = read("MR"), read("CT"), read("")
+    assert (said_mr, said_ct) == ("MR", "CT")
+    verdicts = gate.check([mr, ct, blank_header], [said_mr, said_ct, said_nothing])
+    # The same MRI pixels each time: the score passes them, the header alone refuses the one that says CT.
+    assert [v.score <= v.threshold for v in verdicts] == [True, True, True]
+    assert [v.flagged for v in verdicts] == [False, True, False]
+    assert verdicts[1].reason.startswith("not a brain MRI slice: its DICOM header gives the modality as CT, not MR; ")
+    assert not gate.check([mr], [" mr "])[0].flagged
+
+
 def test_the_shipped_statistics_and_report_belong_to_the_shipped_cnn() -> None:
     report = json.loads(report_path(CNN).read_text())
     assert report["model"]["sha256"] == file_sha256(CNN)

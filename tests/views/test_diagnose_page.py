@@ -265,6 +265,14 @@ def test_a_blank_image_gets_no_tumor_class_unless_its_answer_is_asked_for_and_is
     assert [s.original_name for s in scans] == [mri[0]] and len(predictions) == 1
 
 
+def test_a_dicom_whose_header_says_ct_gets_no_tumor_class(db_url, shipped_cnn, dicom_bytes):
+    at = upload(open_page(), [("head.dcm", dicom_bytes(modality="CT")), ("brain.dcm", dicom_bytes())])
+    [error] = [e.value for e in at.error]
+    assert "Not a brain MRI slice" in error and "its DICOM header gives the modality as CT, not MR" in error
+    assert len(at.metric) == 1  # the MR file's answer only
+    assert at.button(key="diagnose_save").label == "Save 1 scan(s) to the record"
+
+
 def test_gradcam_and_its_overlay_have_the_image_shape(cnn_checkpoint, dicom_bytes):
     tall = np.asarray(Image.open(io.BytesIO(sample_jpeg()[1])).convert("L").resize((160, 200)), dtype=np.uint16)
     decoded = decode_image(dicom_bytes(pixels=tall * 16), "tall.dcm", max_bytes=2**24, max_pixels=10**7)
