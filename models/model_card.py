@@ -7,6 +7,7 @@ existed shows that field as "not recorded"; nothing in a record is required.
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from domain import CLASSES, DISCLAIMER, TumorClass, framework_label
@@ -236,6 +237,18 @@ def recipe_section(record: Mapping[str, Any]) -> Section:
     ]
     if record.get("framework", config.get("framework")) == "keras":
         facts.append(("ImageNet weights", _yes_no(record.get("pretrained"))))
+    if config.get("init_from"):
+        facts.append(("Started from", _text(PurePath(str(config["init_from"])).name)))
+    distilled = at(record, "metrics", "split", "distilled")
+    if config.get("distill_from"):
+        teachers = ", ".join(t.get("file", "?") for t in (distilled or {}).get("teachers", [])) or NOT_RECORDED
+        facts.append(
+            (
+                "Distilled from",
+                f"{teachers} (weight {_text(config.get('distill_weight'))}, "
+                f"temperature {_text(config.get('distill_temperature'))})",
+            )
+        )
     facts += [
         ("Training time", _duration(record.get("duration_s"))),
         ("Machine", f"{machine['cpu']}, {machine.get('cores')} cores" if machine.get("cpu") else NOT_RECORDED),

@@ -153,3 +153,23 @@ def test_an_old_run_record_shows_its_missing_fields_as_not_recorded(tiny, tmp_pa
     assert dict(bare_card.section("Recipe").facts)["Preset"] == NOT_RECORDED
     assert bare_card.section("Validation results").text == ("Not recorded.",)
     assert NOT_RECORDED in card_markdown(bare_card)
+
+
+def test_the_recipe_names_the_checkpoint_a_run_started_from_and_the_teachers_it_learnt_from() -> None:
+    from models.model_card import recipe_section
+
+    record = {
+        "framework": "torch",
+        "config": {
+            "init_from": "var/train/init-cnn.pth",
+            "distill_from": "var/train/teacher-pair.npz",
+            "distill_weight": 0.5,
+            "distill_temperature": 2.0,
+        },
+        "metrics": {"split": {"distilled": {"images": 10, "teachers": [{"file": "a.pth"}, {"file": "b.keras"}]}}},
+    }
+    facts = dict(recipe_section(record).facts)
+    assert facts["Started from"] == "init-cnn.pth"
+    assert facts["Distilled from"] == "a.pth, b.keras (weight 0.5, temperature 2.0)"
+    plain = dict(recipe_section({"framework": "torch", "config": {}}).facts)
+    assert "Started from" not in plain and "Distilled from" not in plain
