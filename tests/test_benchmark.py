@@ -65,7 +65,7 @@ def test_the_end_to_end_scenarios_run_in_quick_mode_and_write_their_figures(tmp_
             assert row["wall_s"] > 0 and row["worker_peak_rss_mb"] > 0 and row["worker_cpu_s"] > 0
         assert rows["onnx"]["frameworks_in_worker"] == ["onnxruntime"]
         assert {"torch", "tensorflow"} <= set(rows["framework"]["frameworks_in_worker"])
-        assert batch["onnx_over_framework_images_per_s"] > 0
+        assert batch["onnx_over_framework_images_per_s"] > 0 and batch["framework_over_onnx_wall_s"] > 0
 
     serving = scenarios["training_while_serving"]
     assert {(r["model"], r["while"]) for r in serving["rows"]} == {
