@@ -5,7 +5,8 @@ Method: the Mahalanobis distance of the CNN's feature summary (models/cnn.py `fe
 of the four class means, with one covariance shared by the classes and shrunk towards a multiple of the
 identity by the Ledoit-Wolf rule, fitted on the training side of the model's own split. An image whose
 squared distance is above the threshold is flagged. The threshold is a percentile (99.5th by default) of the
-training side's scores, each scored by a fit on the other folds: in-sample scores would set it too low.
+training side's scores, each scored by a fit on the other folds (each group of exact or near duplicates in one
+fold, as the validation split keeps them): in-sample scores would set it too low.
 
     python -m models.ood fit --model models/weights/cnn_default.pth [--data DIR] [--percentile 99.5]
         [--ood-images PATH ...]
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from models.data import Item, config_split, load_rgb
+from models.data import Item, config_split, index_items, load_rgb
 from models.model_meta import file_sha256, model_meta
 
 PERCENTILE = 99.5
@@ -97,9 +98,24 @@ def fit_gaussian(features: np.ndarray, labels: np.ndarray) -> tuple[OodStats, fl
     return OodStats("", center, scale, means, np.linalg.inv(cov), float("inf"), 100.0), shrinkage
 
 
-def cross_fitted_scores(features: np.ndarray, labels: np.ndarray, *, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
-    """Each row's score under a fit on the other folds: what an unseen image of the same kind would get."""
-    fold = np.random.default_rng(seed).permutation(len(labels)) % folds
+def cross_fitted_scores(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    groups: np.ndarray | None = None,
+    folds: int = FOLDS,
+    seed: int = 0,
+) -> np.ndarray:
+    """Each row's score under a fit on the other folds: what an unseen image of the same kind would get.
+
+    With `groups` (duplicate-group ids), each group falls in one fold, as the validation split keeps each group
+    on one side: a held-out image whose near-copy sat in the fit would score as seen, and set the threshold low.
+    """
+    if groups is None:
+        fold = np.random.default_rng(seed).permutation(len(labels)) % folds
+    else:
+        ids, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        fold = (np.random.default_rng(seed).permutation(len(ids)) % folds)[inverse]
     scores = np.empty(len(labels))
     for k in range(folds):
         stats, _ = fit_gaussian(features[fold != k], labels[fold != k])
@@ -108,10 +124,16 @@ def cross_fitted_scores(features: np.ndarray, labels: np.ndarray, *, folds: int 
 
 
 def fit(
-    features: np.ndarray, labels: np.ndarray, *, model_sha256: str, percentile: float = PERCENTILE
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    model_sha256: str,
+    percentile: float = PERCENTILE,
+    groups: np.ndarray | None = None,
 ) -> tuple[OodStats, dict[str, Any]]:
-    """The statistics of the training side's features, with the threshold at `percentile` of its held-out scores."""
-    held_out = cross_fitted_scores(features, labels)
+    """The statistics of the training side's features, with the threshold at `percentile` of its held-out scores
+    (cross-fitted with each duplicate group in one fold where `groups` is given)."""
+    held_out = cross_fitted_scores(features, labels, groups=groups)
     stats, shrinkage = fit_gaussian(features, labels)
     threshold = float(np.percentile(held_out, percentile))
     stats = OodStats(model_sha256, stats.center, stats.scale, stats.class_means, stats.precision, threshold, percentile)
@@ -219,9 +241,12 @@ def fit_command(model: str, data: str | None, percentile: float, ood_images: lis
     ms_per_image = 1000 * (time.perf_counter() - started) / len(train)
     x_val = _item_features(predictor, val)
     y_train = np.array([it.label for it in train])
-    stats, details = fit(x_train, y_train, model_sha256=file_sha256(model), percentile=percentile)
-    val_scores = stats.scores(x_val)
     root = Path(data or cfg["data_dir"])
+    groups = np.array(index_items(root, train).groups)
+    if len(groups) != len(train):
+        raise ValueError(f"some training images under {root} could not be read again; fit once they can")
+    stats, details = fit(x_train, y_train, model_sha256=file_sha256(model), percentile=percentile, groups=groups)
+    val_scores = stats.scores(x_val)
     val_names = [str(it.path.relative_to(root)) for it in val]
     probe_scores = {}
     for name, probes in families(extra_files=ood_images).items():
@@ -250,7 +275,7 @@ def fit_command(model: str, data: str | None, percentile: float, ood_images: lis
         "threshold": stats.threshold,
         "threshold_rule": (
             f"the {percentile}th percentile of the training side's scores, each image scored by a fit on the "
-            f"other {FOLDS - 1} of {FOLDS} folds"
+            f"other {FOLDS - 1} of {FOLDS} folds, each group of exact or near duplicates in one fold"
         ),
         "split": {
             "data_dir": str(root),

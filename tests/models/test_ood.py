@@ -28,6 +28,25 @@ def test_the_threshold_lets_unseen_images_of_the_kind_through_and_flags_far_ones
     assert (stats.scores(np.zeros((1, 12)) + 100) > stats.threshold).all()
 
 
+def test_duplicates_held_out_with_their_copies_set_the_threshold_as_unseen_images_would() -> None:
+    # 400 distinct images in 3 near-identical copies each, 60 features: with copies split across folds a
+    # held-out copy scores as seen, and the threshold ends up refusing unseen images of the kind too often.
+    def clouds(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 2, n)
+        return rng.normal(size=(n, 60)) @ np.random.default_rng(7).normal(size=(60, 60)) + 4.0 * labels[:, None], labels
+
+    rng = np.random.default_rng(0)
+    base, y = clouds(rng, 400)
+    x = np.repeat(base, 3, axis=0) + rng.normal(scale=0.01, size=(1200, 60))
+    labels, groups = np.repeat(y, 3), np.repeat(np.arange(400), 3)
+    fresh, _ = clouds(np.random.default_rng(1), 4000)
+    mixed, _ = fit(x, labels, model_sha256="a" * 64, percentile=99.5)
+    grouped, _ = fit(x, labels, model_sha256="a" * 64, percentile=99.5, groups=groups)
+    assert grouped.threshold > 1.1 * mixed.threshold
+    assert (grouped.scores(fresh) > grouped.threshold).mean() < 0.01
+    assert (mixed.scores(fresh) > mixed.threshold).mean() > 0.02
+
+
 def test_ledoit_wolf_shrinks_more_when_rows_are_few_for_the_dimensions() -> None:
     rng = np.random.default_rng(0)
     few, many = ledoit_wolf(rng.normal(size=(30, 60))), ledoit_wolf(rng.normal(size=(6000, 60)))
