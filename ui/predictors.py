@@ -1,9 +1,12 @@
 """The active models, loaded once per process, and their cached answers and heatmaps for an image."""
 
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
-import streamlit as st
 
 from db.runs import get_active_model
 from db.session import read_scope
@@ -44,12 +47,55 @@ def predictor_for(model: ActiveModel) -> Predictor:
     return get_predictor(model.framework, model.artifact_path, model.sha256)
 
 
-@st.cache_data(max_entries=512, show_spinner=False)
-def probabilities(
-    framework: str, artifact_path: str, model_sha256: str, image_sha256: str, _rgb: np.ndarray
-) -> np.ndarray:
-    """Class probabilities of one image (CLASSES order), remembered per model and image."""
-    return get_predictor(framework, artifact_path, model_sha256).predict([_rgb])[0]
+T = TypeVar("T")
+ANSWERS_KEPT = 4096  # answers (a few numbers each) remembered per process, the least recently used dropped
+
+
+class _Answers:
+    """Small per-image answers (probabilities, the check's verdicts) shared by every session: the images not
+    answered yet are computed together, one call for all of them."""
+
+    def __init__(self, kept: int) -> None:
+        self.kept = kept
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def many(self, keys: Sequence[Hashable], make: Callable[[list[int]], Sequence[T]]) -> list[T]:
+        with self._lock:
+            found = {i: self._items[k] for i, k in enumerate(keys) if k in self._items}
+            for i in found:
+                self._items.move_to_end(keys[i])
+        missing = [i for i in range(len(keys)) if i not in found]
+        if missing:
+            made = make(missing)
+            with self._lock:
+                for i, value in zip(missing, made, strict=True):
+                    found[i] = value
+                    self._items[keys[i]] = value
+                while len(self._items) > self.kept:
+                    self._items.popitem(last=False)
+        return [found[i] for i in range(len(keys))]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_answers = _Answers(ANSWERS_KEPT)
+
+
+def probabilities_many(
+    framework: str, artifact_path: str, model_sha256: str, images: Sequence[tuple[str, np.ndarray]]
+) -> list[np.ndarray]:
+    """Class probabilities (CLASSES order) of each (image sha256, RGB) pair, remembered per model and image;
+    the images not seen before are predicted as one batch."""
+    keys = [("probabilities", framework, artifact_path, model_sha256, sha) for sha, _ in images]
+
+    def make(missing: list[int]) -> list[np.ndarray]:
+        predictor = get_predictor(framework, artifact_path, model_sha256)
+        return list(read_only(predictor.predict([images[i][1] for i in missing])))
+
+    return _answers.many(keys, make)
 
 
 def gradcam(framework: str, artifact_path: str, model_sha256: str, image_sha256: str, rgb: np.ndarray) -> np.ndarray:
@@ -63,7 +109,12 @@ def gradcam(framework: str, artifact_path: str, model_sha256: str, image_sha256:
     return image_cache().get_or_make(key, make, lambda cam: cam.nbytes)
 
 
-@st.cache_data(max_entries=512, show_spinner=False)
-def ood_verdict(artifact_path: str, model_sha256: str, image_sha256: str, _rgb: np.ndarray) -> OodVerdict:
-    """Whether one image is a brain MRI slice, by the check fitted for this CNN file, remembered per image."""
-    return ood_gate(artifact_path, model_sha256).check([_rgb])[0]
+def ood_verdicts(artifact_path: str, model_sha256: str, images: Sequence[tuple[str, np.ndarray]]) -> list[OodVerdict]:
+    """Whether each (image sha256, RGB) pair is a brain MRI slice, by the check fitted for this CNN file,
+    remembered per image; the images not seen before are checked in one forward pass."""
+    keys = [("ood", artifact_path, model_sha256, sha) for sha, _ in images]
+
+    def make(missing: list[int]) -> list[OodVerdict]:
+        return ood_gate(artifact_path, model_sha256).check([images[i][1] for i in missing])
+
+    return _answers.many(keys, make)

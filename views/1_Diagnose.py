@@ -25,7 +25,7 @@ from ui.charts import probability_chart
 from ui.image_cache import decoded_upload
 from ui.nav import link_to_page
 from ui.patients import patient_picker
-from ui.predictors import ActiveModel, active_models, gradcam, ood_verdict, predictor_for, probabilities
+from ui.predictors import ActiveModel, active_models, gradcam, ood_verdicts, predictor_for, probabilities_many
 from ui.text import literal
 
 SAVED_KEY = "diagnose_saved"  # {"<patient>:<sha256>": scan id} for this browser session
@@ -50,25 +50,37 @@ def anyway_key(decoded: DecodedImage) -> str:
     return f"diagnose_anyway:{decoded.sha256}"
 
 
-def analyse(
-    name: str, decoded: DecodedImage, models: list[ActiveModel], threshold: float, gate: OodGate | None
-) -> Analysis:
-    """The check first; the models answer an image it flags only when the person asked to see that answer."""
-    verdict = None
+def analyse_all(
+    uploads: list[tuple[str, DecodedImage]], models: list[ActiveModel], threshold: float, gate: OodGate | None
+) -> list[Analysis]:
+    """The check first, for all images in one pass; then each model answers, one batch for all the images the
+    check let through and those whose answer the person asked to see."""
+    images = [(decoded.sha256, decoded.rgb) for _, decoded in uploads]
+    verdicts: list[OodVerdict | None] = [None] * len(uploads)
     if gate is not None:
-        verdict = ood_verdict(gate.artifact_path, gate.sha256, decoded.sha256, decoded.rgb)
-        verdict = verdict.with_modality(decoded.modality)
-    if verdict is not None and verdict.flagged and not st.session_state.get(anyway_key(decoded)):
-        return Analysis(name, decoded, [], Review(True, [verdict.reason]), verdict)
-    results = [
-        model_result(
-            framework=m.framework,
-            model_version_id=m.version_id,
-            probabilities=probabilities(m.framework, m.artifact_path, m.sha256, decoded.sha256, decoded.rgb),
-        )
-        for m in models
+        checked = ood_verdicts(gate.artifact_path, gate.sha256, images)
+        verdicts = [v.with_modality(decoded.modality) for v, (_, decoded) in zip(checked, uploads, strict=True)]
+    answered = [
+        i
+        for i, (v, (_, decoded)) in enumerate(zip(verdicts, uploads, strict=True))
+        if v is None or not v.flagged or st.session_state.get(anyway_key(decoded))
     ]
-    return Analysis(name, decoded, results, review(results, threshold), verdict)
+    probs = {
+        m.framework: probabilities_many(m.framework, m.artifact_path, m.sha256, [images[i] for i in answered])
+        for m in models
+    }
+    analyses = []
+    for position, ((name, decoded), verdict) in enumerate(zip(uploads, verdicts, strict=True)):
+        if position not in answered and verdict is not None:
+            analyses.append(Analysis(name, decoded, [], Review(True, [verdict.reason]), verdict))
+            continue
+        row = answered.index(position)
+        results = [
+            model_result(framework=m.framework, model_version_id=m.version_id, probabilities=probs[m.framework][row])
+            for m in models
+        ]
+        analyses.append(Analysis(name, decoded, results, review(results, threshold), verdict))
+    return analyses
 
 
 def loaded_models(models: list[ActiveModel]) -> list[ActiveModel]:
@@ -273,7 +285,7 @@ def main() -> None:
         return
     if gate is None:
         st.info(gate_note)
-    analyses = [analyse(name, image, models, threshold, gate) for name, image in decoded]
+    analyses = analyse_all(decoded, models, threshold, gate)
     audit_predictions(actor, analyses)
     savable = [a for a in analyses if not a.refused]
 

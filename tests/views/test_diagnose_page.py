@@ -265,6 +265,34 @@ def test_a_blank_image_gets_no_tumor_class_unless_its_answer_is_asked_for_and_is
     assert [s.original_name for s in scans] == [mri[0]] and len(predictions) == 1
 
 
+def test_several_uploads_are_checked_and_predicted_as_one_batch_per_model_and_remembered(
+    db_url, shipped_cnn, monkeypatch
+):
+    from services.predictors import loaded_predictor
+    from ui import predictors
+
+    cnn = DEFAULT_MODEL_FILES["torch"]
+    predictor = loaded_predictor("torch", str(cnn), file_sha256(cnn))
+    calls: dict[str, list[int]] = {"features": [], "predict": []}
+    for method in calls:
+        real = getattr(predictor, method)
+
+        def spy(images, real=real, method=method):  # type: ignore[no-untyped-def]
+            calls[method].append(len(images))
+            return real(images)
+
+        monkeypatch.setattr(predictor, method, spy)
+    predictors._answers.clear()
+    mri = [sample_jpeg("glioma", 0), sample_jpeg("pituitary", 1), sample_jpeg("notumor", 2)]
+    at = upload(open_page(), [*mri, black_png()])
+    assert calls == {"features": [4], "predict": [3]}  # the check for all four, the model for the three MRIs
+    assert len(at.metric) == 3
+    at.run()  # a redraw asks nothing again
+    assert calls == {"features": [4], "predict": [3]}
+    at.checkbox[0].check().run()  # the flagged image's answer, asked for, is the only new prediction
+    assert calls == {"features": [4], "predict": [3, 1]} and len(at.metric) == 4
+
+
 def test_a_dicom_whose_header_says_ct_gets_no_tumor_class(db_url, shipped_cnn, dicom_bytes):
     at = upload(open_page(), [("head.dcm", dicom_bytes(modality="CT")), ("brain.dcm", dicom_bytes())])
     [error] = [e.value for e in at.error]
