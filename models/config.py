@@ -54,6 +54,9 @@ class TrainConfig:
     distill_from: str | None = None
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
+    # CNN only: mixup (Zhang et al.): each batch trains on pairs of images blended with a weight drawn from
+    # Beta(alpha, alpha), against the same blend of their losses; 0 turns it off.
+    mixup_alpha: float = 0.0
     # Extra labelled images (path, class name), e.g. scans clinicians reviewed; always on the training side.
     extra_items: list[tuple[str, str]] = field(default_factory=list)
     max_images_per_class: int | None = None  # caps each class, for quick runs
@@ -163,6 +166,8 @@ def validate_config(cfg: TrainConfig) -> None:
         (cfg.distill_from is None or cfg.framework == "torch", "distilling teachers is for the CNN only"),
         (0 < cfg.distill_weight <= 1, "the distillation weight must be in (0, 1]"),
         (1 <= cfg.distill_temperature <= 10, "the distillation temperature must be between 1 and 10"),
+        (0 <= cfg.mixup_alpha <= 2, "the mixup alpha must be between 0 and 2"),
+        (cfg.mixup_alpha == 0 or cfg.framework == "torch", "mixup is for the CNN only"),
     ]
     for ok, message in checks:
         if not ok:

@@ -285,6 +285,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill-from", help="CNN: teacher targets (python -m models.distill) to learn from")
     p.add_argument("--distill-weight", type=float, help="share of the loss given to the teachers (default 0.5)")
     p.add_argument("--distill-temperature", type=float, help="temperature of the distillation loss (default 2)")
+    p.add_argument("--mixup", type=float, dest="mixup_alpha", help="CNN: mixup with Beta(alpha, alpha) weights")
     p.add_argument("--output-dir", help="where checkpoints go (default: ARTIFACT_DIR/runs/<id>)")
     p.add_argument("--threads", type=int, help="framework threads (default: TORCH_THREADS / TF_THREADS)")
 
@@ -316,6 +317,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "distill_from": args.distill_from,
         "distill_weight": args.distill_weight,
         "distill_temperature": args.distill_temperature,
+        "mixup_alpha": args.mixup_alpha,
     }
     cfg = make_config(args.framework, args.data, args.preset, **overrides)
     cfg.output_dir = args.output_dir or str(settings.artifact_dir / "runs" / f"cli-{int(time.time())}")

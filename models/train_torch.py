@@ -73,6 +73,28 @@ def recalibrate_bn(model: nn.Module, images: np.ndarray, *, batch_size: int = 12
     model.eval()
 
 
+def mixup(x: torch.Tensor, alpha: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The batch blended with a shuffled copy of itself: (blend, each row's partner, the weight of the row)."""
+    # The weight comes from torch's global generator and the pairing from the run's: both are in the saved
+    # state, so a resumed run blends as an uninterrupted one would.
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    partner = torch.randperm(x.shape[0], generator=gen)
+    lam = max(lam, 1 - lam)  # the row's own image dominates: its label stays the main target
+    return lam * x + (1 - lam) * x[partner], partner, lam
+
+
+def _objective(
+    cfg: TrainConfig, criterion: nn.Module, logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None
+) -> torch.Tensor:
+    """The labels' loss, blended with the teachers' where the run distils them."""
+    loss = criterion(logits, y)
+    if soft is None:
+        return loss
+    return (1 - cfg.distill_weight) * loss + cfg.distill_weight * distillation_loss(
+        logits, soft, cfg.distill_temperature
+    )
+
+
 def distillation_targets(data: PreparedData, temperature: float) -> torch.Tensor:
     """The teachers' probabilities softened at `temperature`; an image they did not score gets its label."""
     probs = torch.from_numpy(np.asarray(data.soft_train, dtype=np.float32))
@@ -211,13 +233,18 @@ def train_torch(
             x = ((x - MEAN) / STD).contiguous(memory_format=torch.channels_last)
             y = y_train[idx]
             optimizer.zero_grad(set_to_none=True)
+            partner, lam = None, 1.0
+            if cfg.mixup_alpha > 0:
+                x, partner, lam = mixup(x, cfg.mixup_alpha, gen)
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = model(x)
-                loss = criterion(logits.float(), y)
-                if soft is not None:
-                    loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * distillation_loss(
-                        logits.float(), soft[idx], cfg.distill_temperature
-                    )
+            loss = _objective(cfg, criterion, logits.float(), y, soft[idx] if soft is not None else None)
+            if partner is not None:
+                theirs = _objective(
+                    cfg, criterion, logits.float(), y[partner], soft[idx[partner]] if soft is not None else None
+                )
+                loss = lam * loss + (1 - lam) * theirs
             loss.backward()
             optimizer.step()
             if ema is not None:

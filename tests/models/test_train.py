@@ -206,3 +206,35 @@ def test_a_cnn_learns_from_teacher_targets_of_its_own_split_and_refuses_others(t
     assert np.allclose(soft[0], loaded.probs[1]) and np.isnan(soft[1]).all()
     with pytest.raises(ValueError, match="CNN only"):
         make_config("keras", str(SAMPLE_DIR), distill_from=str(tmp_path / "teacher.npz"))
+
+
+def test_mixup_blends_each_image_with_a_partner_and_keeps_its_own_image_dominant() -> None:
+    import torch
+
+    from models.train_torch import mixup
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.arange(4, dtype=torch.float32).reshape(4, 1, 1, 1).expand(4, 3, 2, 2).contiguous()
+    torch.manual_seed(0)
+    blended, partner, lam = mixup(x, 0.4, gen)
+    assert 0.5 <= lam <= 1.0 and sorted(partner.tolist()) == [0, 1, 2, 3]
+    assert torch.allclose(blended, lam * x + (1 - lam) * x[partner])
+    # A tiny run with mixup trains and records its alpha.
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = make_config(
+            "torch",
+            str(SAMPLE_DIR),
+            "report",
+            epochs=1,
+            batch_size=16,
+            max_images_per_class=5,
+            mixup_alpha=0.4,
+            output_dir=out,
+        )
+        rows: list[dict] = []
+        run_training(cfg, TrainHooks(on_epoch=rows.append))
+        assert len(rows) == 1 and np.isfinite(rows[0]["train_loss"])
+    with pytest.raises(ValueError, match="CNN only"):
+        make_config("keras", str(SAMPLE_DIR), mixup_alpha=0.2)
