@@ -3,11 +3,12 @@
     .venv/bin/python -m scripts.bench_scenarios --only batch_worker [--quick]
 
 A folder of Training images (1,000; quick mode 8) is predicted by both shipped models as a batch job submitted
-as the Batch page submits it, to a worker started with `make run`'s command line: once with INFERENCE_BACKEND=onnx (the
-app) and once with INFERENCE_BACKEND=framework (the naive path), each against its own throw-away database, both
-through a redis-server of the scenario's own. Per path: the wall time from submission to the job's end (model
-loading included), the job's own images/s (decode, predict, write), the CPU seconds and peak RSS of the worker
-process that ran it, and which frameworks that process had loaded.
+as the Batch page submits it, to a worker started with `make run`'s command line: once with
+INFERENCE_BACKEND=onnx (the app) and once with INFERENCE_BACKEND=framework (the naive path), each against its
+own throw-away database, both through a redis-server of the scenario's own. Per path: the wall time from
+submission to the job's end (model loading included), the job's own images/s (decode, predict, write), the CPU
+seconds and RSS (peak, and after the job) of the worker process that ran it, and which frameworks that process
+had loaded. An image the brain-MRI check holds back is recorded as skipped, not predicted.
 """
 
 import os
@@ -96,12 +97,14 @@ def _one_path(backend: str, folder: Path, data: Path, models: dict[str, Path]) -
             "backend": backend,
             "images": job.result["done"],
             "errors": job.result["error"],
+            "skipped": job.result["skipped"],
             "wall_s": round(wall_s, 2),
             "job_s": round(job.result["duration_s"], 2),
             "images_per_s": round(job.result["images_per_s"], 1),
             "images_per_s_with_loading": round(job.result["done"] / wall_s, 1),
             "worker_cpu_s": bench_stack.cpu_s(ran),
             "worker_peak_rss_mb": pool[ran],
+            "worker_rss_after_mb": bench_stack.rss_mb(ran),
             "worker_main_rss_mb": bench_stack.rss_mb(worker.pid),
             "frameworks_in_worker": bench_stack.frameworks_loaded(ran),
         }
@@ -137,14 +140,15 @@ def measure(*, quick: bool, cache: Path) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> list[str]:
     lines = [
-        "| path | images | wall s (submit → done, models loaded in the job) | job images/s (decode, predict, write) "
-        "| worker CPU s | worker peak RSS MB | frameworks in the worker |",
+        "| path | images predicted (skipped) | wall s (submit → done, models loaded in the job) | job images/s "
+        "(decode, predict, write) | worker CPU s | worker RSS MB, peak / after | frameworks in the worker |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
-            f"| {BACKENDS[r['backend']]} | {r['images']} | {r['wall_s']:.1f} | {r['images_per_s']:.1f} | "
-            f"{r['worker_cpu_s']:.1f} | {r['worker_peak_rss_mb']:.0f} | {', '.join(r['frameworks_in_worker'])} |"
+            f"| {BACKENDS[r['backend']]} | {r['images']} ({r['skipped']}) | {r['wall_s']:.1f} | "
+            f"{r['images_per_s']:.1f} | {r['worker_cpu_s']:.1f} | {r['worker_peak_rss_mb']:.0f} / "
+            f"{r['worker_rss_after_mb']:.0f} | {', '.join(r['frameworks_in_worker'])} |"
         )
     lines += [
         "",
