@@ -271,8 +271,12 @@ def test_several_uploads_are_checked_and_predicted_as_one_batch_per_model_and_re
     from services.predictors import loaded_predictor
     from ui import predictors
 
+    from services.ood import ood_gate
+
     cnn = DEFAULT_MODEL_FILES["torch"]
+    ood_gate.cache_clear()  # the check then uses the very predictor watched here, as a fresh process would
     predictor = loaded_predictor("torch", str(cnn), file_sha256(cnn))
+    assert ood_gate(str(cnn), file_sha256(cnn)).predictor is predictor
     calls: dict[str, list[int]] = {"features": [], "predict": []}
     for method in calls:
         real = getattr(predictor, method)
