@@ -268,10 +268,9 @@ def test_a_blank_image_gets_no_tumor_class_unless_its_answer_is_asked_for_and_is
 def test_several_uploads_are_checked_and_predicted_as_one_batch_per_model_and_remembered(
     db_url, shipped_cnn, monkeypatch
 ):
+    from services.ood import ood_gate
     from services.predictors import loaded_predictor
     from ui import predictors
-
-    from services.ood import ood_gate
 
     cnn = DEFAULT_MODEL_FILES["torch"]
     ood_gate.cache_clear()  # the check then uses the very predictor watched here, as a fresh process would
