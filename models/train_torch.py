@@ -239,10 +239,11 @@ def train_torch(
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = model(x)
-            loss = _objective(cfg, criterion, logits.float(), y, soft[idx] if soft is not None else None)
+            outputs = logits.float()
+            loss = _objective(cfg, criterion, outputs, y, soft[idx] if soft is not None else None)
             if partner is not None:
                 theirs = _objective(
-                    cfg, criterion, logits.float(), y[partner], soft[idx[partner]] if soft is not None else None
+                    cfg, criterion, outputs, y[partner], soft[idx[partner]] if soft is not None else None
                 )
                 loss = lam * loss + (1 - lam) * theirs
             loss.backward()

@@ -250,11 +250,11 @@ def _decode_one(rel_path: str, root: Path, options: Options) -> Decoded:
 
 def _check_chunk(gate: OodGate | None, decoded: list[Decoded]) -> None:
     """Mark the images the check says are not brain MRI slices: they get its reason instead of a tumor class."""
-    checked = [(item, item.image.rgb) for item in decoded if item.image is not None]
+    checked = [(item, item.image) for item in decoded if item.image is not None]
     if gate is None or not checked:
         return
-    modalities = [item.image.modality for item, _ in checked if item.image is not None]
-    for (item, _), verdict in zip(checked, gate.check([rgb for _, rgb in checked], modalities), strict=True):
+    verdicts = gate.check([image.rgb for _, image in checked], [image.modality for _, image in checked])
+    for (item, _), verdict in zip(checked, verdicts, strict=True):
         if verdict.flagged:
             item.refused = verdict.reason
 

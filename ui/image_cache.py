@@ -8,7 +8,7 @@ so their arrays are made read-only.
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -57,6 +57,22 @@ class ByteBudgetCache:
             while self._nbytes > self.budget:
                 self._nbytes -= self._entries.popitem(last=False)[1][1]
         return value
+
+    def get_many_or_make(
+        self, keys: Sequence[Hashable], make: Callable[[list[int]], Sequence[T]], size: Callable[[T], int]
+    ) -> list[T]:
+        """The value of each key; those not kept are made together, by one call given their positions."""
+        found: dict[int, Any] = {}
+        with self._lock:
+            for i, key in enumerate(keys):
+                if key in self._entries:
+                    self._entries.move_to_end(key)
+                    found[i] = self._entries[key][0]
+        missing = [i for i in range(len(keys)) if i not in found]
+        if missing:
+            for i, value in zip(missing, make(missing), strict=True):
+                found[i] = self.get_or_make(keys[i], lambda value=value: value, size)
+        return [found[i] for i in range(len(keys))]
 
     def clear(self) -> None:
         with self._lock:

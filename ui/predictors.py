@@ -1,10 +1,7 @@
 """The active models, loaded once per process, and their cached answers and heatmaps for an image."""
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import numpy as np
 
@@ -47,41 +44,8 @@ def predictor_for(model: ActiveModel) -> Predictor:
     return get_predictor(model.framework, model.artifact_path, model.sha256)
 
 
-T = TypeVar("T")
-ANSWERS_KEPT = 4096  # answers (a few numbers each) remembered per process, the least recently used dropped
-
-
-class _Answers:
-    """Small per-image answers (probabilities, the check's verdicts) shared by every session: the images not
-    answered yet are computed together, one call for all of them."""
-
-    def __init__(self, kept: int) -> None:
-        self.kept = kept
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def many(self, keys: Sequence[Hashable], make: Callable[[list[int]], Sequence[T]]) -> list[T]:
-        with self._lock:
-            found = {i: self._items[k] for i, k in enumerate(keys) if k in self._items}
-            for i in found:
-                self._items.move_to_end(keys[i])
-        missing = [i for i in range(len(keys)) if i not in found]
-        if missing:
-            made = make(missing)
-            with self._lock:
-                for i, value in zip(missing, made, strict=True):
-                    found[i] = value
-                    self._items[keys[i]] = value
-                while len(self._items) > self.kept:
-                    self._items.popitem(last=False)
-        return [found[i] for i in range(len(keys))]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-_answers = _Answers(ANSWERS_KEPT)
+# What an answer (a few numbers, or a verdict) counts against the image cache's byte budget.
+ANSWER_BYTES = 256
 
 
 def probabilities_many(
@@ -95,7 +59,7 @@ def probabilities_many(
         predictor = get_predictor(framework, artifact_path, model_sha256)
         return list(read_only(predictor.predict([images[i][1] for i in missing])))
 
-    return _answers.many(keys, make)
+    return image_cache().get_many_or_make(keys, make, lambda _: ANSWER_BYTES)
 
 
 def gradcam(framework: str, artifact_path: str, model_sha256: str, image_sha256: str, rgb: np.ndarray) -> np.ndarray:
@@ -117,4 +81,4 @@ def ood_verdicts(artifact_path: str, model_sha256: str, images: Sequence[tuple[s
     def make(missing: list[int]) -> list[OodVerdict]:
         return ood_gate(artifact_path, model_sha256).check([images[i][1] for i in missing])
 
-    return _answers.many(keys, make)
+    return image_cache().get_many_or_make(keys, make, lambda _: ANSWER_BYTES)

@@ -60,23 +60,27 @@ def analyse_all(
     if gate is not None:
         checked = ood_verdicts(gate.artifact_path, gate.sha256, images)
         verdicts = [v.with_modality(decoded.modality) for v, (_, decoded) in zip(checked, uploads, strict=True)]
-    answered = [
+    answered = {
         i
         for i, (v, (_, decoded)) in enumerate(zip(verdicts, uploads, strict=True))
         if v is None or not v.flagged or st.session_state.get(anyway_key(decoded))
-    ]
+    }
+    order = sorted(answered)
     probs = {
-        m.framework: probabilities_many(m.framework, m.artifact_path, m.sha256, [images[i] for i in answered])
+        m.framework: dict(
+            zip(order, probabilities_many(m.framework, m.artifact_path, m.sha256, [images[i] for i in order]))
+        )
         for m in models
     }
     analyses = []
     for position, ((name, decoded), verdict) in enumerate(zip(uploads, verdicts, strict=True)):
-        if position not in answered and verdict is not None:
+        if verdict is not None and position not in answered:  # flagged, its answer not asked for
             analyses.append(Analysis(name, decoded, [], Review(True, [verdict.reason]), verdict))
             continue
-        row = answered.index(position)
         results = [
-            model_result(framework=m.framework, model_version_id=m.version_id, probabilities=probs[m.framework][row])
+            model_result(
+                framework=m.framework, model_version_id=m.version_id, probabilities=probs[m.framework][position]
+            )
             for m in models
         ]
         analyses.append(Analysis(name, decoded, results, review(results, threshold), verdict))

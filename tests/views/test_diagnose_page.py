@@ -270,7 +270,7 @@ def test_several_uploads_are_checked_and_predicted_as_one_batch_per_model_and_re
 ):
     from services.ood import ood_gate
     from services.predictors import loaded_predictor
-    from ui import predictors
+    from ui.image_cache import image_cache
 
     cnn = DEFAULT_MODEL_FILES["torch"]
     ood_gate.cache_clear()  # the check then uses the very predictor watched here, as a fresh process would
@@ -285,7 +285,7 @@ def test_several_uploads_are_checked_and_predicted_as_one_batch_per_model_and_re
             return real(images)
 
         monkeypatch.setattr(predictor, method, spy)
-    predictors._answers.clear()
+    image_cache().clear()
     mri = [sample_jpeg("glioma", 0), sample_jpeg("pituitary", 1), sample_jpeg("notumor", 2)]
     at = upload(open_page(), [*mri, black_png()])
     assert calls == {"features": [4], "predict": [3]}  # the check for all four, the model for the three MRIs
