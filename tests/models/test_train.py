@@ -16,28 +16,30 @@ from models.train import run_training
 from settings import ROOT, SAMPLE_DIR
 
 
+def tiny_config(output_dir: Path | str, *, per_class: int = 6, **overrides):  # type: ignore[no-untyped-def]
+    """A one-epoch CNN run of the report's recipe on a few sample images per class."""
+    return make_config(
+        "torch",
+        str(SAMPLE_DIR),
+        "report",
+        epochs=1,
+        batch_size=16,
+        max_images_per_class=per_class,
+        output_dir=str(output_dir),
+        **overrides,
+    )
+
+
 @pytest.fixture(scope="module")
 def tiny_cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cnn")
-    cfg = make_config(
-        "torch", str(SAMPLE_DIR), "report", epochs=1, batch_size=16, max_images_per_class=6, output_dir=str(out)
-    )
-    return run_training(cfg).best_path
+    return run_training(tiny_config(out)).best_path
 
 
 def test_same_config_gives_the_same_first_epoch(tmp_path: Path) -> None:
     rows: list[list[dict]] = [[], []]
     for k in range(2):
-        cfg = make_config(
-            "torch",
-            str(SAMPLE_DIR),
-            "report",
-            epochs=1,
-            batch_size=16,
-            max_images_per_class=5,
-            output_dir=str(tmp_path / str(k)),
-        )
-        run_training(cfg, TrainHooks(on_epoch=rows[k].append))
+        run_training(tiny_config(tmp_path / str(k), per_class=5), TrainHooks(on_epoch=rows[k].append))
     keys = ("train_loss", "train_acc", "val_loss", "val_acc")
     assert [rows[0][0][k] for k in keys] == pytest.approx([rows[1][0][k] for k in keys], rel=1e-5)
 
@@ -109,16 +111,7 @@ def test_a_warm_restart_starts_from_the_checkpoints_weights(tiny_cnn: Path, tmp_
     from models.cnn import load_checkpoint
     from models.train_torch import initial_weights
 
-    cfg = make_config(
-        "torch",
-        str(SAMPLE_DIR),
-        "report",
-        epochs=1,
-        batch_size=16,
-        max_images_per_class=6,
-        init_from=str(tiny_cnn),
-        output_dir=str(tmp_path),
-    )
+    cfg = tiny_config(tmp_path, init_from=str(tiny_cnn))
     start, _ = load_checkpoint(tiny_cnn)
     loaded = initial_weights(cfg)
     for name, value in start.state_dict().items():
@@ -184,16 +177,7 @@ def test_a_cnn_learns_from_teacher_targets_of_its_own_split_and_refuses_others(t
     first = next(it for it in train if file_sha256(it.path) == loaded.sha256[0])
     assert np.allclose(predictor.predict([load_rgb(first.path)])[0], loaded.probs[0], atol=1e-4)
 
-    cfg = make_config(
-        "torch",
-        str(SAMPLE_DIR),
-        "report",
-        epochs=1,
-        batch_size=16,
-        max_images_per_class=6,
-        distill_from=str(tmp_path / "teacher.npz"),
-        output_dir=str(tmp_path / "student"),
-    )
+    cfg = tiny_config(tmp_path / "student", distill_from=str(tmp_path / "teacher.npz"))
     result = run_training(cfg)
     assert result.metrics["split"]["distilled"] == {"images": len(train), "teachers": loaded.teachers}
 
@@ -208,7 +192,7 @@ def test_a_cnn_learns_from_teacher_targets_of_its_own_split_and_refuses_others(t
         make_config("keras", str(SAMPLE_DIR), distill_from=str(tmp_path / "teacher.npz"))
 
 
-def test_mixup_blends_each_image_with_a_partner_and_keeps_its_own_image_dominant() -> None:
+def test_mixup_blends_each_image_with_a_partner_and_keeps_its_own_image_dominant(tmp_path: Path) -> None:
     import torch
 
     from models.train_torch import mixup
@@ -219,22 +203,9 @@ def test_mixup_blends_each_image_with_a_partner_and_keeps_its_own_image_dominant
     blended, partner, lam = mixup(x, 0.4, gen)
     assert 0.5 <= lam <= 1.0 and sorted(partner.tolist()) == [0, 1, 2, 3]
     assert torch.allclose(blended, lam * x + (1 - lam) * x[partner])
-    # A tiny run with mixup trains and records its alpha.
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as out:
-        cfg = make_config(
-            "torch",
-            str(SAMPLE_DIR),
-            "report",
-            epochs=1,
-            batch_size=16,
-            max_images_per_class=5,
-            mixup_alpha=0.4,
-            output_dir=out,
-        )
-        rows: list[dict] = []
-        run_training(cfg, TrainHooks(on_epoch=rows.append))
-        assert len(rows) == 1 and np.isfinite(rows[0]["train_loss"])
+    # A tiny run with mixup trains.
+    rows: list[dict] = []
+    run_training(tiny_config(tmp_path, per_class=5, mixup_alpha=0.4), TrainHooks(on_epoch=rows.append))
+    assert len(rows) == 1 and np.isfinite(rows[0]["train_loss"])
     with pytest.raises(ValueError, match="CNN only"):
         make_config("keras", str(SAMPLE_DIR), mixup_alpha=0.2)
