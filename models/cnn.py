@@ -104,19 +104,66 @@ def predict_proba(model: nn.Module, images: np.ndarray, *, tta: bool = False, ba
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), dtype=np.float32)
 
 
+# The heatmap's map: the last block's ReLU output (64 x 56 x 56), the finest map that still sees whole structures;
+# after it come that block's BatchNorm2d and MaxPool2d.
+CAM_LAYER = 11
+
+
+def forward_parts(model: TumorCNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """One eval forward pass: the logits, feature_summary's vector, and the outputs of the layers CAM_LAYER
+    (ReLU) and CAM_LAYER + 1 (BatchNorm2d) that the heatmap is made of."""
+    h, parts, kept = x, [], []
+    for i, layer in enumerate(model.features):
+        h = layer(h)
+        if isinstance(layer, nn.BatchNorm2d):
+            parts += [h.mean(dim=(2, 3)), h.std(dim=(2, 3))]
+        if CAM_LAYER <= i <= CAM_LAYER + 1:
+            kept.append(h)
+    penultimate = model.head[:-1](h)
+    parts.append(penultimate)
+    return model.head[-1](penultimate), torch.cat(parts, dim=1), kept
+
+
 def logits_and_features(model: TumorCNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass of normalised N x 3 x 224 x 224 input: the logits, and feature_summary's N x 480 vector.
 
     Traceable, so the ONNX export (models/onnx_export.py) computes both in the one graph.
     """
-    h, parts = x, []
-    for layer in model.features:
-        h = layer(h)
-        if isinstance(layer, nn.BatchNorm2d):
-            parts += [h.mean(dim=(2, 3)), h.std(dim=(2, 3))]
-    penultimate = model.head[:-1](h)
-    parts.append(penultimate)
-    return model.head[-1](penultimate), torch.cat(parts, dim=1)
+    logits, features, _ = forward_parts(model, x)
+    return logits, features
+
+
+def _bn_scale(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> torch.Tensor:
+    return bn.weight / torch.sqrt(bn.running_var + bn.eps)
+
+
+def class_gradients(model: TumorCNN) -> torch.Tensor:
+    """classes x 64 x 28 x 28: each logit's gradient with respect to the last max-pool's output, the same for
+    every image, because at eval the head (Flatten, Linear, BatchNorm1d, Dropout, Linear) is affine."""
+    flatten, first, bn, _, last = model.head
+    with torch.no_grad():
+        channels = model.features[CAM_LAYER - 1].out_channels
+        side = int(round((first.in_features // channels) ** 0.5))
+        return ((last.weight * _bn_scale(bn)) @ first.weight).reshape(-1, channels, side, side)
+
+
+def hirescam(kept: list[torch.Tensor], logits: torch.Tensor, model: TumorCNN, gradients: torch.Tensor) -> torch.Tensor:
+    """N x 56 x 56 HiResCAM of each image's predicted class, without autograd: what models/predictor.py's
+    TorchPredictor.gradcam computes with it, from `forward_parts`'s kept outputs and `class_gradients`.
+
+    After the ReLU come BatchNorm2d (a_k x + b_k per channel), MaxPool2d and the affine head, so the gradient of
+    logit c at the ReLU's (k, i, j) is a_k G_c[k, i // 2, j // 2] where (i, j) is the position its 2 x 2 window's
+    maximum was taken from (the first one where several are equal, as in a flat background, like autograd),
+    0 elsewhere. HiResCAM sums gradient times activation over the channels. Traceable, so the ONNX export
+    computes the heatmap in the graph.
+    """
+    act, normed = kept
+    pool = model.features[CAM_LAYER + 2]
+    _, taken = nn.functional.max_pool2d(normed, pool.kernel_size, pool.stride, return_indices=True)
+    scale = _bn_scale(model.features[CAM_LAYER + 1]).reshape(1, -1, 1, 1)
+    routed = (gradients[logits.argmax(1)] * scale).flatten(2)
+    grad = torch.zeros_like(act).flatten(2).scatter(2, taken.flatten(2), routed)
+    return (grad.reshape(act.shape) * act).sum(1)
 
 
 @torch.no_grad()

@@ -9,8 +9,10 @@ Both graphs take N x 224 x 224 x 3 float32 pixels in [0, 255] ("pixels"); mirror
 head crop stay outside, in models/predictor.py, exactly as on the framework path.
 
 - torch (the CNN): torch.onnx.export's TorchScript-based exporter (dynamo=False; the dynamo exporter needs
-  onnxscript). Outputs "probs" and "features" (models/cnn.py `logits_and_features`, one pass for both).
-- keras (MobileNetV2): tf2onnx.convert.from_keras. Output "probs". Keras 3's own
+  onnxscript). Outputs "probs" and "features" (models/cnn.py `forward_parts`, one pass for both); its
+  heatmap graph, `cnn_default.pth.cam.onnx`, outputs "cam" (models/cnn.py `hirescam`, HiResCAM without autograd).
+- keras (MobileNetV2): tf2onnx.convert.from_keras of models/mobilenet.py `cam_model`. Outputs "probs" and
+  "cam" (Grad-CAM in closed form; cheap at 7 x 7, so it stays in the one graph). Keras 3's own
   `model.export(format="onnx")` also runs on TF 2.21, but its graph of the shipped MobileNetV2 gave
   probabilities up to 0.50 away from the model's on the sample images, so it is not used.
 
@@ -34,20 +36,22 @@ from models.model_meta import CHECKPOINT_FIELDS
 OPSET = 17
 INPUT = "pixels"
 # Bumped when the exported graph changes shape or outputs, so older exports are made again.
-EXPORT_VERSION = "1"
+EXPORT_VERSION = "2"
 
 
-def export_path(model_path: str | Path, *, int8: bool = False) -> Path:
+def export_path(model_path: str | Path, *, int8: bool = False, heatmap: bool = False) -> Path:
+    if heatmap:
+        return Path(str(model_path) + ".cam.onnx")
     return Path(str(model_path) + (".int8.onnx" if int8 else ".onnx"))
 
 
-def _torch_graph(model_path: Path) -> tuple[bytes, dict[str, Any]]:
+def _torch_graph(model_path: Path, heatmap: bool) -> tuple[bytes, dict[str, Any]]:
     import io
 
     import torch
 
     from domain import INPUT_SIZE
-    from models.cnn import load_checkpoint, logits_and_features, normalize
+    from models.cnn import class_gradients, forward_parts, hirescam, load_checkpoint, normalize
 
     net, ckpt = load_checkpoint(model_path)
 
@@ -55,11 +59,16 @@ def _torch_graph(model_path: Path) -> tuple[bytes, dict[str, Any]]:
         def __init__(self) -> None:
             super().__init__()
             self.net = net
+            # A constant of the weights, stored once in the graph rather than computed on every run.
+            self.register_buffer("gradients", class_gradients(net))
 
-        def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            logits, features = logits_and_features(self.net, normalize(pixels.permute(0, 3, 1, 2)))
+        def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            logits, features, kept = forward_parts(self.net, normalize(pixels.permute(0, 3, 1, 2)))
+            if heatmap:
+                return (hirescam(kept, logits, self.net, self.gradients),)
             return torch.softmax(logits, dim=1), features
 
+    outputs = ["cam"] if heatmap else ["probs", "features"]
     buffer = io.BytesIO()
     example = torch.zeros(1, INPUT_SIZE, INPUT_SIZE, 3)
     with warnings.catch_warnings():
@@ -72,22 +81,22 @@ def _torch_graph(model_path: Path) -> tuple[bytes, dict[str, Any]]:
             dynamo=False,
             opset_version=OPSET,
             input_names=[INPUT],
-            output_names=["probs", "features"],
-            dynamic_axes={INPUT: {0: "n"}, "probs": {0: "n"}, "features": {0: "n"}},
+            output_names=outputs,
+            dynamic_axes={INPUT: {0: "n"}, **{name: {0: "n"} for name in outputs}},
         )
     meta = {key: ckpt[key] for key in CHECKPOINT_FIELDS if key in ckpt}
     return buffer.getvalue(), meta
 
 
-def _keras_graph(model_path: Path) -> tuple[bytes, dict[str, Any]]:
+def _keras_graph(model_path: Path, heatmap: bool) -> tuple[bytes, dict[str, Any]]:
     import tensorflow as tf
     import tf2onnx
 
     from domain import INPUT_SIZE
-    from models.mobilenet import load_model
+    from models.mobilenet import cam_model, load_model
 
-    model = load_model(model_path)
-    # tf2onnx names the graph's output after the model's last layer ("probs").
+    model = cam_model(load_model(model_path))
+    # tf2onnx names the graph's outputs after the model's output layers ("probs", "cam").
     spec = (tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.float32, name=INPUT),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET)
     return proto.SerializeToString(), {}
@@ -129,12 +138,19 @@ def _int8_linear(proto):  # (onnx.ModelProto) -> onnx.ModelProto
         return onnx.load(target)
 
 
-def export(framework: str, model_path: str | Path, sha256: str, *, int8: bool = False) -> bytes:
+def has_heatmaps(session) -> bool:  # session: onnxruntime.InferenceSession
+    return any(output.name == "cam" for output in session.get_outputs())
+
+
+def export(framework: str, model_path: str | Path, sha256: str, *, int8: bool = False, heatmap: bool = False) -> bytes:
     """The model's ONNX graph, tagged with `sha256` (of the model file) and the fields it carries; int8 (the
-    CNN only) with its large Linear layer quantized."""
+    CNN only) with its large Linear layer quantized; heatmap (the CNN only: MobileNetV2's one graph has both)
+    the graph of its heatmap alone."""
     import onnx
 
-    graph, meta = (_torch_graph if framework == Framework.TORCH else _keras_graph)(Path(model_path))
+    if heatmap and framework != Framework.TORCH:
+        raise ValueError("only the CNN has a separate heatmap graph")
+    graph, meta = (_torch_graph if framework == Framework.TORCH else _keras_graph)(Path(model_path), heatmap)
     proto = onnx.load_from_string(graph)
     if int8:
         if framework != Framework.TORCH:
@@ -184,18 +200,26 @@ def _is_current(session, sha256: str) -> bool:  # session: onnxruntime.Inference
     return tags.get("source_sha256") == sha256 and tags.get("export_version") == EXPORT_VERSION
 
 
-def open_session(framework: str, model_path: str | Path, sha256: str, *, threads: int = 1, int8: bool = False):
+def open_session(
+    framework: str, model_path: str | Path, sha256: str, *, threads: int = 1, int8: bool = False, heatmap: bool = False
+):
     """An onnxruntime.InferenceSession for the model file whose sha256 is `sha256`: its export beside it when
-    that was made from this very file, else a new export (written beside it where the folder is writable)."""
+    that was made from this very file, else a new export (written beside it where the folder is writable).
+    heatmap: the CNN's heatmap graph (output "cam"), kept apart because its operations would slow every
+    prediction (ONNX Runtime runs a whole graph whichever outputs are asked for)."""
     import onnxruntime as ort
 
-    path = export_path(model_path, int8=int8)
+    from models.model_meta import file_sha256
+
+    path = export_path(model_path, int8=int8, heatmap=heatmap)
     options = _session_options(threads)
     if path.is_file():
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         if _is_current(session, sha256):
             return session
-    data = export(framework, model_path, sha256, int8=int8)
+    if file_sha256(model_path) != sha256:
+        raise ValueError(f"model file {model_path} changed after it was registered")
+    data = export(framework, model_path, sha256, int8=int8, heatmap=heatmap)
     _write_beside(path, data)
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 

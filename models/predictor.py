@@ -65,6 +65,11 @@ def _normalise_cam(cam: np.ndarray, rgb: np.ndarray, crop: bool) -> np.ndarray:
     return out
 
 
+def _cnn_map(cam: np.ndarray, rgb: np.ndarray, crop: bool) -> np.ndarray:
+    """The CNN's 56 x 56 HiResCAM, smoothed and laid over the image."""
+    return _normalise_cam(_smooth(np.maximum(cam, 0), sigma=1.5), rgb, crop)
+
+
 def _smooth(cam: np.ndarray, sigma: float) -> np.ndarray:
     """A separable Gaussian blur (in map cells), so the heatmap shows regions rather than speckle."""
     radius = max(1, int(3 * sigma))
@@ -118,8 +123,7 @@ class TorchPredictor:
         # HiResCAM: gradient times activation at each position, summed over channels. With a Flatten -> Linear
         # head every position has its own weights, so Grad-CAM's spatially averaged gradient points at the
         # wrong places; this form is exact for such heads (and equals Grad-CAM after global average pooling).
-        cam = np.maximum((grad[0] * act[0]).sum(0).detach().numpy(), 0)
-        return _normalise_cam(_smooth(cam, sigma=1.5), rgb, self.crop)
+        return _cnn_map((grad[0] * act[0]).sum(0).detach().numpy(), rgb, self.crop)
 
 
 class KerasPredictor:
@@ -146,20 +150,22 @@ class KerasPredictor:
 
 
 class OnnxPredictor:
-    """Predictions (and the CNN's out-of-distribution features) on ONNX Runtime, from the model's export
-    (models/onnx_export.py); neither torch nor TensorFlow is imported until a heatmap is asked for, which
-    loads the framework's model once, beside the session."""
+    """Predictions, heatmaps and the CNN's out-of-distribution features on ONNX Runtime, from the model's export
+    (models/onnx_export.py): neither torch nor TensorFlow is imported. The export computes each heatmap in its
+    graph in closed form (models/cnn.py `hirescam`, models/mobilenet.py `cam_model`), the framework path's map
+    to within rounding."""
 
     def __init__(self, framework: str, path: str | Path, *, sha256: str, threads: int = 1, int8: bool = False) -> None:
-        from models.onnx_export import exported_meta, open_session
+        from models.onnx_export import exported_meta, has_heatmaps, open_session
 
         self.framework = framework
         self.path = Path(path)
         self.sha256 = sha256
+        self.threads = threads
         self.session = open_session(framework, path, sha256, threads=threads, int8=int8)
+        self._cam_session = self.session if has_heatmaps(self.session) else None
+        self._cam_lock = threading.Lock()
         self.tta, self.crop, self.temperature = _preprocessing({**exported_meta(self.session), **read_sidecar(path)})
-        self._heatmaps: TorchPredictor | KerasPredictor | None = None
-        self._heatmaps_lock = threading.Lock()
 
     def _run(self, output: str, x: np.ndarray) -> np.ndarray:
         return self.session.run([output], {"pixels": x})[0]
@@ -191,14 +197,22 @@ class OnnxPredictor:
             return np.zeros((0, width), dtype=np.float32)
         return np.concatenate(chunks)
 
+    def heatmap_session(self):  # -> onnxruntime.InferenceSession
+        """The session whose graph outputs "cam": the CNN's heatmap graph, opened on the first heatmap."""
+        from models.onnx_export import open_session
+
+        with self._cam_lock:
+            if self._cam_session is None:
+                self._cam_session = open_session(
+                    self.framework, self.path, self.sha256, threads=self.threads, heatmap=True
+                )
+            return self._cam_session
+
     def gradcam(self, rgb: np.ndarray) -> np.ndarray:
-        with self._heatmaps_lock:
-            if self._heatmaps is None:
-                # The heatmap must come from the very model that gave the probabilities.
-                if file_sha256(self.path) != self.sha256:
-                    raise ValueError(f"model file {self.path} changed after it was loaded")
-                self._heatmaps = TorchPredictor(self.path) if self.framework == "torch" else KerasPredictor(self.path)
-        return self._heatmaps.gradcam(rgb)
+        # One run of the un-mirrored image, as the framework path's heatmap; a session keeps nothing between runs.
+        x = _stack([rgb], self.crop).astype(np.float32)
+        cam = self.heatmap_session().run(["cam"], {"pixels": x})[0][0]
+        return _cnn_map(cam, rgb, self.crop) if self.framework == "torch" else _normalise_cam(cam, rgb, self.crop)
 
 
 def store_temperature(framework: str, artifact_path: str | Path, temperature: float) -> None:

@@ -47,4 +47,6 @@ def prepare_export(framework: str, artifact_path: str, sha256: str) -> str:
         raise ModelFileProblem(problem)
     int8 = settings.onnx_int8_cnn and framework == "torch"
     open_session(framework, artifact_path, sha256, threads=settings.onnx_threads, int8=int8)
-    return f"{artifact_path}: ONNX export ready"
+    if framework == "torch":
+        open_session(framework, artifact_path, sha256, threads=settings.onnx_threads, heatmap=True)
+    return f"{artifact_path}: ONNX export of its predictions and heatmaps ready"

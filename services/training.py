@@ -27,6 +27,7 @@ from models.train import (
     saved_state,
 )
 from services.model_files import file_sha256
+from services.predictors import prepare_export
 from settings import get_settings
 
 
@@ -142,7 +143,18 @@ def execute_run(
             run_id=run_id,
             activate=activate,
         )
+    _export(cfg.framework, result.best_path, sha)
     return result
+
+
+def _export(framework: str, model_path: Path, sha256: str) -> None:
+    """Make the new model's ONNX exports where it was trained, with the framework already loaded, so that the
+    app and the batch workers that predict with it never import the framework to make them. Where that fails
+    the model is still good: its first use makes them (or says why it cannot)."""
+    try:
+        prepare_export(framework, str(model_path), sha256)
+    except (OSError, ValueError) as exc:
+        print(f"{model_path}: the ONNX export is left to the model's first use: {exc}")
 
 
 def _disk_full(exc: Exception, folder: Path) -> StorageFull | None:

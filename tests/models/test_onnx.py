@@ -1,8 +1,11 @@
 """The ONNX Runtime path gives the framework's answers: same probabilities (within 1e-4) and the same class on
-every sample image, for both shipped models; a changed model file is never answered from its old export; the
-heatmaps leave the shared model as they found it."""
+every sample image, for both shipped models, and the same heatmaps, without importing either framework; a changed
+model file is never answered from its old export; the heatmaps leave the shared model as they found it."""
 
+import json
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from models.data import load_rgb
 from models.model_meta import file_sha256
 from models.onnx_export import export_path
 from models.predictor import OnnxPredictor, TorchPredictor, load_predictor
-from settings import DEFAULT_MODEL_FILES, SAMPLE_DIR
+from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR
 
 IMAGES = sorted(SAMPLE_DIR.glob("*/*.jpg"))
 
@@ -78,19 +81,78 @@ def test_a_model_file_changed_after_its_export_is_exported_again(images, tmp_pat
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
-def test_heatmaps_from_many_sessions_at_once_are_the_ones_each_gets_alone(framework, images):
-    path = DEFAULT_MODEL_FILES[framework]
-    if not path.is_file():
-        pytest.skip(f"no shipped {framework} model at {path}")
-    predictor = load_predictor(framework, path)
+def test_onnx_heatmaps_are_the_frameworks_on_every_sample_image(framework, images, tmp_path):
+    path = shipped_copy(framework, tmp_path)
+    reference = load_predictor(framework, path)
+    onnx = load_predictor(framework, path, backend="onnx")
+    assert isinstance(onnx, OnnxPredictor)
+    worst = []
+    for rgb in images:
+        expected, got = reference.gradcam(rgb), onnx.gradcam(rgb)
+        assert got.shape == expected.shape == rgb.shape[:2]
+        assert expected.max() > 0.5  # a map with something in it, not an empty one
+        assert np.abs(got - expected).mean() <= 1e-4
+        worst.append(float(np.abs(got - expected).max()))
+    # The two compute the convolutions in other orders (probabilities agree to 1e-6): where a CNN max-pool window
+    # holds two values equal but for rounding (a flat background), each may take the other one, which moves
+    # that cell's share of the map by one cell. On the rest the maps agree to rounding.
+    assert max(worst) <= 0.02
+    assert sum(w <= 1e-5 for w in worst) >= 0.95 * len(worst)
+    if framework == "torch":
+        # Its heatmap graph is apart from the one that predicts, which therefore runs none of its operations.
+        assert export_path(path, heatmap=True).is_file()
+        assert [o.name for o in onnx.session.get_outputs()] == ["probs", "features"]
+
+
+HEATMAPS_WITHOUT_FRAMEWORKS = """
+import json, sys
+import numpy as np
+from models.data import load_rgb
+from models.model_meta import file_sha256
+from models.predictor import load_predictor
+rgb = load_rgb(sys.argv[3], size=None)
+p = load_predictor(sys.argv[1], sys.argv[2], backend="onnx", sha256=file_sha256(sys.argv[2]))
+cam = p.gradcam(rgb)
+print(json.dumps({
+    "cam": cam.tolist(),
+    "probs": p.predict([rgb]).tolist(),
+    "imported": sorted(m for m in ("torch", "tensorflow", "keras") if m in sys.modules),
+}))
+"""
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_a_process_with_its_exports_made_predicts_and_draws_heatmaps_without_the_framework(framework, tmp_path):
+    path = shipped_copy(framework, tmp_path)
+    reference = load_predictor(framework, path)
+    prepare = load_predictor(framework, path, backend="onnx")
+    prepare.gradcam(load_rgb(IMAGES[0], size=None))  # makes the exports, as start-up does
+    out = subprocess.run(
+        [sys.executable, "-c", HEATMAPS_WITHOUT_FRAMEWORKS, framework, str(path), str(IMAGES[0])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    assert answer["imported"] == []
+    rgb = load_rgb(IMAGES[0], size=None)
+    assert np.abs(np.array(answer["cam"]) - reference.gradcam(rgb)).max() <= 0.02
+    assert np.abs(np.array(answer["probs"]) - reference.predict([rgb])).max() <= 1e-4
+
+
+@pytest.mark.parametrize(("framework", "backend"), [("torch", "framework"), ("keras", "framework"), ("torch", "onnx")])
+def test_heatmaps_from_many_sessions_at_once_are_the_ones_each_gets_alone(framework, backend, images, tmp_path):
+    path = shipped_copy(framework, tmp_path)
+    predictor = load_predictor(framework, path, backend=backend)
     picks = images[::10]
     alone = [predictor.gradcam(rgb) for rgb in picks]
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(predictor.gradcam, picks * 2))
     for i, cam in enumerate(together):
         assert np.abs(cam - alone[i % len(picks)]).max() <= 1e-5
-    if framework == "torch":
-        assert isinstance(predictor, TorchPredictor)
+    if isinstance(predictor, TorchPredictor):
         # Nothing left on the shared model: no hook, no gradient in its parameters.
         assert all(not m._forward_hooks and not m._backward_hooks for m in predictor.model.modules())
         assert all(p.grad is None for p in predictor.model.parameters())
