@@ -28,6 +28,8 @@ class FeaturePredictor(Predictor, Protocol):
 
     def features(self, images: list[np.ndarray]) -> np.ndarray: ...
 
+    def predict_with_features(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 def _preprocessing(meta: dict) -> tuple[bool, bool, float]:
     """(mirror test-time augmentation, head crop, temperature) as the model was trained and calibrated."""
@@ -104,6 +106,9 @@ class TorchPredictor:
         if not images:
             return np.zeros((0, FEATURES), dtype=np.float32)
         return feature_summary(self.model, _stack(images, self.crop))
+
+    def predict_with_features(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return self.predict(images), self.features(images)
 
     def gradcam(self, rgb: np.ndarray) -> np.ndarray:
         import torch
@@ -183,6 +188,22 @@ class OnnxPredictor:
         if not out:
             return np.zeros((0, len(CLASSES)), dtype=np.float32)
         return apply_temperature(np.concatenate(out), self.temperature).astype(np.float32)
+
+    def predict_with_features(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """predict's and features' answers from the one run per chunk (the features of the un-mirrored half): a
+        batch job checks and predicts each image at the cost of predicting it."""
+        if self.framework != "torch":
+            raise ValueError("only the CNN has out-of-distribution features")
+        probs, features = [], []
+        for start in range(0, len(images), ONNX_CHUNK):
+            x = _stack(images[start : start + ONNX_CHUNK], self.crop).astype(np.float32)
+            both = np.concatenate([x, x[:, :, ::-1]]) if self.tta else x
+            p, f = self.session.run(["probs", "features"], {"pixels": both})
+            probs.append((p[: len(x)] + p[len(x) :]) / 2 if self.tta else p)
+            features.append(f[: len(x)])
+        if not probs:
+            return self.predict([]), self.features([])
+        return apply_temperature(np.concatenate(probs), self.temperature).astype(np.float32), np.concatenate(features)
 
     def features(self, images: list[np.ndarray]) -> np.ndarray:
         """The CNN's out-of-distribution feature vector per image (TorchPredictor.features)."""

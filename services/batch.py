@@ -45,7 +45,7 @@ from services.batch_input import (
     true_label,
 )
 from services.diagnosis import model_result, save_scan_with_predictions
-from services.ood import OodGate, gate_for
+from services.ood import OodGate, OodVerdict, gate_for
 from services.predictors import ModelFileProblem, loaded_predictor
 from settings import get_settings
 
@@ -193,8 +193,7 @@ def predict_listing(
         saving: tuple[Future[None], int] | None = None
         for decoded in _prefetch(decoder, todo, listing.root, options):
             check_cancel()
-            _check_chunk(gate, decoded)
-            probabilities = _predict(predictors, decoded, models)
+            probabilities = _check_and_predict(predictors, gate, decoded, models)
             if saving is not None:
                 saving[0].result()
                 saved(saving[1])
@@ -248,13 +247,43 @@ def _decode_one(rel_path: str, root: Path, options: Options) -> Decoded:
     return Decoded(rel_path, image=image, patient_mrn=mrn, note=note)
 
 
-def _check_chunk(gate: OodGate | None, decoded: list[Decoded]) -> None:
-    """Mark the images the check says are not brain MRI slices: they get its reason instead of a tumor class."""
-    checked = [(item, item.image) for item in decoded if item.image is not None]
-    if gate is None or not checked:
+def _check_and_predict(
+    pool: ThreadPoolExecutor, gate: OodGate | None, decoded: list[Decoded], models: list[BatchModel]
+) -> dict[str, np.ndarray]:
+    """Mark the images the check says are not brain MRI slices (they get its reason instead of a tumor class) and
+    return each model's probabilities (N x classes) for the others.
+
+    Where the check's CNN is one of the job's models, its features come from the same run as that model's
+    probabilities, all models predicting every image at once, and the answers for refused images are dropped:
+    each image then costs the models' predictions alone instead of a forward pass of the CNN more.
+    """
+    decodable = [item for item in decoded if item.image is not None]
+    cnn = next((m for m in models if gate is not None and m.predictor is gate.predictor), None)
+    if gate is None or cnn is None or not decodable:
+        _check_chunk(gate, decodable)
+        return _predict(pool, decoded, models)
+    rgbs = [item.image.rgb for item in decodable if item.image is not None]
+    futures = {
+        m.framework: pool.submit(gate.predictor.predict_with_features if m is cnn else m.predictor.predict, rgbs)
+        for m in models
+    }
+    answers = {framework: future.result() for framework, future in futures.items()}
+    answers[cnn.framework], features = answers[cnn.framework]
+    verdicts = gate.verdicts(features, [item.image.modality for item in decodable if item.image is not None])
+    _mark_refused(decodable, verdicts)
+    kept = [i for i, item in enumerate(decodable) if item.refused is None]
+    return {framework: probs[kept] for framework, probs in answers.items()} if kept else {}
+
+
+def _check_chunk(gate: OodGate | None, decodable: list[Decoded]) -> None:
+    if gate is None or not decodable:
         return
-    verdicts = gate.check([image.rgb for _, image in checked], [image.modality for _, image in checked])
-    for (item, _), verdict in zip(checked, verdicts, strict=True):
+    images = [item.image for item in decodable if item.image is not None]
+    _mark_refused(decodable, gate.check([image.rgb for image in images], [image.modality for image in images]))
+
+
+def _mark_refused(decodable: list[Decoded], verdicts: list[OodVerdict]) -> None:
+    for item, verdict in zip(decodable, verdicts, strict=True):
         if verdict.flagged:
             item.refused = verdict.reason
 

@@ -75,7 +75,11 @@ class OodGate:
     def check(self, images: Sequence[np.ndarray], modalities: Sequence[str | None] | None = None) -> list[OodVerdict]:
         """One verdict per image (HxWx3 uint8 RGB), from one forward pass of the CNN; `modalities`, where given,
         are what each file's DICOM header names (None for other files)."""
-        scores = self.stats.scores(self.predictor.features(list(images)))
+        return self.verdicts(self.predictor.features(list(images)), modalities)
+
+    def verdicts(self, features: np.ndarray, modalities: Sequence[str | None] | None = None) -> list[OodVerdict]:
+        """check's verdicts from the images' features (the predictor's `features`, or `predict_with_features`)."""
+        scores = self.stats.scores(features)
         said = list(modalities) if modalities is not None else [None] * len(scores)
         return [
             OodVerdict(float(s), self.stats.threshold, self.stats.percentile).with_modality(m)

@@ -57,6 +57,10 @@ def test_onnx_runtime_gives_the_frameworks_probabilities_on_every_sample_image(f
         assert isinstance(reference, TorchPredictor)
         features, onnx_features = reference.features(images), onnx.features(images)
         assert np.abs(onnx_features - features).max() <= 1e-3 * np.abs(features).max()
+        # A batch job's one run for both gives each as its own call does.
+        both_probs, both_features = onnx.predict_with_features(images)
+        assert np.abs(both_probs - got).max() <= 1e-6
+        assert np.abs(both_features - onnx_features).max() <= 1e-5 * np.abs(features).max()
 
 
 def test_a_model_file_changed_after_its_export_is_exported_again(images, tmp_path):

@@ -102,7 +102,9 @@ def test_without_statistics_for_the_cnn_the_check_says_it_is_off(tmp_path: Path)
     )
 
 
-def test_a_batch_records_a_file_that_is_not_a_brain_mri_slice_as_skipped_with_the_reason(db_url, tmp_path) -> None:
+def test_a_batch_records_a_file_that_is_not_a_brain_mri_slice_as_skipped_with_the_reason(
+    db_url, tmp_path, monkeypatch
+) -> None:
     from services.batch import Options, load_models, predict_listing
 
     folder = tmp_path / "scans"
@@ -118,10 +120,15 @@ def test_a_batch_records_a_file_that_is_not_a_brain_mri_slice_as_skipped_with_th
         job_id = create_job(session=session, kind="batch", params={}).id
         version_id = version.id
     options = Options("single", "P-1", threshold=0.7, max_bytes=2**24, max_pixels=40_000_000)
+    models = load_models([version_id])
+    gate, _ = gate_for(models)
+    # The check's CNN is the job's: its features come from the run that predicts, never from a forward pass more.
+    assert gate is not None and gate.predictor is models[0].predictor
+    monkeypatch.setattr(gate.predictor, "features", lambda images: pytest.fail("a second forward pass for the check"))
     result = predict_listing(
         job_id,
         list_folder(folder),
-        load_models([version_id]),
+        models,
         options,
         progress=lambda *a: None,
         check_cancel=lambda: None,
@@ -140,5 +147,10 @@ def test_a_batch_records_a_file_that_is_not_a_brain_mri_slice_as_skipped_with_th
         assert rows[name].error.startswith("not a brain MRI slice: it scores ") and not rows[name].results
         assert rows[name].scan_id is None and rows[name].patient_mrn == "P-1"
     assert all(r.results["torch"]["label"] in CLASSES for r in rows.values() if r.status == "done")
+    # The answers are the model's own for these images, as one-by-one predictions give them.
+    gliomas = sorted((SAMPLE_DIR / "glioma").glob("*.jpg"))[:2]
+    expected = models[0].predictor.predict([decoded(path) for path in gliomas])
+    got = [rows[f"glioma/{path.name}"].results["torch"]["probabilities"] for path in gliomas]
+    assert np.abs(np.array([[g[c] for c in CLASSES] for g in got]) - expected).max() <= 1e-3
     assert scans == predictions == 2 and result["skipped"] == 2 and result["done"] == 2
     assert result["ood_check"].startswith("Each image is first checked to be a brain MRI slice")
