@@ -4,10 +4,13 @@
 
 For each model and each batch size (1, the Diagnose page; 32, a batch job's chunk) the paths predict the same
 decoded sample images with the same preprocessing, mirror TTA and temperature, one call of each in turn, so
-that load from other processes falls on all alike: the framework, ONNX Runtime, and for the CNN ONNX Runtime
-with its large Linear layer in int8. Rows give p50 and p95 ms per call, images/s and the framework's p50
-over each path's. The resident memory of a fresh process holding both models comes from
-one child process per backend. Writes `<out>/results.json` and `<out>/results.md`; prints the markdown.
+that load from other processes falls on all alike: the framework, ONNX Runtime, for the CNN ONNX Runtime with
+its large Linear layer in int8, and for MobileNetV2 Keras's `model.predict` as well (the naive call; the
+framework path uses `predict_on_batch`). Rows give p50 and p95 ms per call, images/s and the framework's p50
+over each path's. Then each model's heatmap of one image on the framework and on ONNX Runtime, against that
+path's one-image prediction. The resident memory of a fresh process holding both models, after a prediction
+and a heatmap of each, comes from one child process per backend. Writes `<out>/results.json` and
+`<out>/results.md`; prints the markdown.
 """
 
 import argparse
@@ -27,7 +30,28 @@ PATH_NAMES = {
     "framework": "framework",
     "onnx": "ONNX Runtime (app)",
     "onnx-int8": "ONNX Runtime, Linear in int8 (ONNX_INT8_CNN)",
+    "keras-predict": "Keras model.predict (naive)",
 }
+
+
+class KerasPredictCall:
+    """The naive Keras call, `model.predict`, with the framework path's preprocessing, mirror TTA and temperature."""
+
+    def __init__(self, path: Path) -> None:
+        from models.predictor import KerasPredictor
+
+        self.inner = KerasPredictor(path)
+
+    def predict(self, images: list) -> Any:
+        from models.calibration import apply_temperature
+        from models.predictor import _stack
+
+        inner = self.inner
+        x = _stack(images, inner.crop).astype("float32")
+        probs = inner.model.predict(x, verbose=0)
+        if inner.tta:
+            probs = (probs + inner.model.predict(x[:, :, ::-1, :].copy(), verbose=0)) / 2
+        return apply_temperature(probs, inner.temperature)
 
 
 def _versions() -> dict[str, str]:
@@ -51,6 +75,7 @@ def rss_child(backend: str) -> dict[str, Any]:
             framework, path, backend=backend, sha256=file_sha256(path), threads=settings.onnx_threads
         )
         predictor.predict([image])
+        predictor.gradcam(image)
     return {
         "rss_mb": rss_mb(),
         "imported": sorted(m for m in ("torch", "tensorflow", "onnxruntime") if m in sys.modules),
@@ -92,6 +117,7 @@ def measure(*, quick: bool = False) -> dict[str, Any]:
         "quick": quick,
         "rows": [],
         "ratios": [],
+        "heatmaps": [],
     }
     for framework, path in DEFAULT_MODEL_FILES.items():
         if not path.is_file():
@@ -105,6 +131,8 @@ def measure(*, quick: bool = False) -> dict[str, Any]:
             paths["onnx-int8"] = load_predictor(
                 framework, path, backend="onnx", sha256=sha, threads=settings.onnx_threads, int8=True
             )
+        else:
+            paths["keras-predict"] = KerasPredictCall(path)
         for batch in batches:
             chunks = [images[(i * batch) % len(images) :][:batch] for i in range(calls[batch] + 1)]
             chunks = [c if len(c) == batch else images[:batch] for c in chunks]
@@ -120,39 +148,78 @@ def measure(*, quick: bool = False) -> dict[str, Any]:
                     times[name].append((time.perf_counter() - start) * 1000)
             rows = {name: _row(f"{framework} ({path.name})", name, batch, t) for name, t in times.items()}
             result["rows"] += rows.values()
+            # The naive call as a first version would make it: torch's eager model(x) (the framework path), Keras's
+            # model.predict.
+            naive = rows.get("keras-predict", rows["framework"])
             result["ratios"] += [
                 {
                     "model": f"{framework} ({path.name})",
                     "batch": batch,
                     "backend": name,
                     "framework_over_backend_p50": round(rows["framework"]["p50_ms"] / row["p50_ms"], 2),
+                    "naive_over_backend_p50": round(naive["p50_ms"] / row["p50_ms"], 2),
                 }
                 for name, row in rows.items()
                 if name != "framework"
             ]
+        result["heatmaps"] += _heatmaps(f"{framework} ({path.name})", paths, images, 5 if quick else 30, result)
     result["rss_both_models_mb"] = {backend: _child_rss(backend) for backend in ("framework", "onnx")}
     return result
 
 
+def _heatmaps(model: str, paths: dict[str, Any], images: list, calls: int, result: dict[str, Any]) -> list[dict]:
+    """Each path's heatmap of one image, the two in turn, against the same path's one-image prediction."""
+    times: dict[str, list[float]] = {"framework": [], "onnx": []}
+    for name in times:
+        paths[name].gradcam(images[0])  # warm-up: the heatmap graph's first run
+    for i in range(calls):
+        order = list(times) if i % 2 == 0 else list(reversed(times))
+        for name in order:
+            start = time.perf_counter()
+            paths[name].gradcam(images[(i + 1) % len(images)])
+            times[name].append((time.perf_counter() - start) * 1000)
+    predicted = {(r["backend"], r["batch"]): r["p50_ms"] for r in result["rows"] if r["model"] == model}
+    out = []
+    for name, t in times.items():
+        row = {"model": model, "backend": name, **latency(t, images_per_call=1)}
+        row["over_prediction_p50"] = round(row["p50_ms"] / predicted[(name, 1)], 2)
+        out.append(row)
+    return out
+
+
 def markdown(result: dict[str, Any]) -> list[str]:
     m = result["machine"]
-    ratio = {(r["model"], r["batch"], r["backend"]): r["framework_over_backend_p50"] for r in result["ratios"]}
+    ratios = {(r["model"], r["batch"], r["backend"]): r for r in result["ratios"]}
     lines = [
-        "| model | path | batch | p50 ms | p95 ms | images/s | framework ÷ this path (p50) |",
-        "|---|---|---|---|---|---|---|",
+        "| model | path | batch | p50 ms | p95 ms | images/s | framework ÷ this path (p50) | naive ÷ this path (p50) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        key = (r["model"], r["batch"], r["backend"])
-        shown = f"{ratio[key]:.2f}×" if key in ratio else ""
+        ratio = ratios.get((r["model"], r["batch"], r["backend"]))
+        shown = [
+            f"{ratio[key]:.2f}×" if ratio else "" for key in ("framework_over_backend_p50", "naive_over_backend_p50")
+        ]
+        if r["backend"] == "keras-predict":
+            shown[1] = ""
         path = PATH_NAMES[r["backend"]]
         lines.append(
             f"| {r['model']} | {path} | {r['batch']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-            f"{r['images_per_s']:.1f} | {shown} |"
+            f"{r['images_per_s']:.1f} | {' | '.join(shown)} |"
         )
+    lines += [
+        "",
+        "| model | heatmap on | p50 ms | p95 ms | heatmap ÷ the same path's one-image prediction (p50) |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {h['model']} | {PATH_NAMES[h['backend']]} | {h['p50_ms']:.1f} | {h['p95_ms']:.1f} | "
+            f"{h['over_prediction_p50']:.2f}× |"
+            for h in result.get("heatmaps", [])
+        ),
+    ]
     rss = result["rss_both_models_mb"]
     lines += [
         "",
-        "| process with both models loaded | RSS MB | frameworks imported |",
+        "| process with both models loaded, after a prediction and a heatmap of each | RSS MB | frameworks imported |",
         "|---|---|---|",
         *(f"| {backend} | {v['rss_mb']:.0f} | {', '.join(v['imported']) or '–'} |" for backend, v in rss.items()),
         "",

@@ -44,7 +44,7 @@ def machine() -> dict[str, Any]:
 
 def bench_models(cache: Path) -> dict[str, Path]:
     """Copies of the shipped models under `cache/<sha256 prefix>/` (with their run records and out-of-distribution
-    statistics), each with its ONNX export made as start-up makes it; made once and reused while the shipped
+    statistics), each with its ONNX exports made as start-up makes them; made once and reused while the shipped
     file is the same. The scenarios write nothing beside models/weights/."""
     from models.onnx_export import open_session
     from models.ood import report_path, stats_path
@@ -64,6 +64,8 @@ def bench_models(cache: Path) -> dict[str, Path]:
                 os.replace(folder / f"{path.name}.part", folder / path.name)
         copies[framework] = folder / source.name
         open_session(framework, copies[framework], sha256, threads=get_settings().onnx_threads)
+        if framework == "torch":
+            open_session(framework, copies[framework], sha256, threads=get_settings().onnx_threads, heatmap=True)
     return copies
 
 

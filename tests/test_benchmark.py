@@ -27,17 +27,24 @@ def test_the_inference_benchmark_compares_both_paths_and_writes_its_results(tmp_
     models = {r["model"] for r in result["rows"]}
     assert len(models) == 2
     cnn = next(m for m in models if m.startswith("torch"))
+    mnv2 = next(m for m in models if m.startswith("keras"))
     assert {(r["model"], r["backend"], r["batch"]) for r in result["rows"]} == {
         (m, backend, batch) for m in models for backend in ("framework", "onnx") for batch in (1, 4)
-    } | {(cnn, "onnx-int8", batch) for batch in (1, 4)}
+    } | {(cnn, "onnx-int8", batch) for batch in (1, 4)} | {(mnv2, "keras-predict", batch) for batch in (1, 4)}
     for row in result["rows"]:
         assert row["p95_ms"] >= row["p50_ms"] > 0 and row["images_per_s"] > 0
-    assert len(result["ratios"]) == 6 and all(r["framework_over_backend_p50"] > 0 for r in result["ratios"])
+    assert len(result["ratios"]) == 8
+    assert all(r["framework_over_backend_p50"] > 0 and r["naive_over_backend_p50"] > 0 for r in result["ratios"])
+    assert {(h["model"], h["backend"]) for h in result["heatmaps"]} == {
+        (m, backend) for m in models for backend in ("framework", "onnx")
+    }
+    assert all(h["p95_ms"] >= h["p50_ms"] > 0 and h["over_prediction_p50"] > 0 for h in result["heatmaps"])
     rss = result["rss_both_models_mb"]
     assert rss["onnx"]["imported"] == ["onnxruntime"] and {"torch", "tensorflow"} <= set(rss["framework"]["imported"])
     assert result["machine"]["cpu"] and result["machine"]["cores"] >= 1
     table = (tmp_path / "results.md").read_text()
     assert "| model | path | batch | p50 ms | p95 ms | images/s |" in table and "RSS MB" in table
+    assert "| model | heatmap on | p50 ms |" in table
 
 
 @pytest.mark.slow
