@@ -276,8 +276,8 @@ def head_box(rgb: np.ndarray, *, margin: float = 0.04) -> tuple[int, int, int]:
     (the crop pads with black). An image with no clear head (blank, noise) keeps its whole frame.
     """
     h, w = rgb.shape[:2]
-    gray = rgb.astype(np.float32).mean(axis=2) if rgb.ndim == 3 else rgb.astype(np.float32)
-    level = max(12.0, 0.1 * float(np.percentile(gray, 99)))
+    gray, sums = _brightness(rgb)
+    level = max(12.0, 0.1 * float(_percentile_99(gray, sums)))
     mask = gray > level
     # A line counts when 2 % of it is bright: labels, rulers and stray specks in the background do not.
     rows = np.flatnonzero(mask.sum(axis=1) > 0.02 * w)
@@ -291,6 +291,29 @@ def head_box(rgb: np.ndarray, *, margin: float = 0.04) -> tuple[int, int, int]:
     side = int(round(side * (1 + 2 * margin)))
     cy, cx = (top + bottom) / 2, (left + right) / 2
     return int(round(cy - side / 2)), int(round(cx - side / 2)), side
+
+
+def _brightness(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each pixel's channel mean, float32 (what rgb.mean(axis=2) gives, at a tenth of its cost: a reduction over
+    a last axis of 3 is slow), and for uint8 RGB the channel sum (0..765) it is exactly a third of."""
+    if rgb.ndim != 3 or rgb.dtype != np.uint8:
+        return (rgb.astype(np.float32).mean(axis=2) if rgb.ndim == 3 else rgb.astype(np.float32)), None
+    sums = rgb[..., 0].astype(np.uint16) + rgb[..., 1] + rgb[..., 2]
+    return sums.astype(np.float32) / np.float32(3), sums
+
+
+def _percentile_99(gray: np.ndarray, sums: np.ndarray | None) -> float:
+    """np.percentile(gray, 99), its two neighbouring order statistics read from a histogram of the channel sums
+    instead of a partition of every pixel."""
+    if sums is None:
+        return float(np.percentile(gray, 99))
+    n = sums.size
+    index = (n - 1) * 0.99
+    below = int(np.floor(index))
+    cumulative = np.cumsum(np.bincount(sums.ravel(), minlength=3 * 255 + 1))
+    pair = np.searchsorted(cumulative, [below + 1, min(below + 2, n)]).astype(np.float32) / np.float32(3)
+    # The same linear interpolation between them as np.percentile makes.
+    return float(np.percentile(pair, (index - below) * 100))
 
 
 def crop_square(rgb: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:

@@ -145,6 +145,24 @@ def test_head_box_crops_to_the_bright_region_and_keeps_blank_frames() -> None:
     assert crop_square(img, (-10, -10, 40))[:10].max() == 0
 
 
+def test_the_head_boxs_brightness_and_percentile_are_numpys_to_the_bit() -> None:
+    """head_box reads its level from a histogram of channel sums: the same float as the plain computation, so the
+    crop (and every prediction after it) is the one the models were trained with."""
+    from models.data import _brightness, _percentile_99, load_rgb
+
+    rng = np.random.default_rng(3)
+    images = [load_rgb(path, size=None) for path in sorted(SAMPLE_DIR.glob("*/*.jpg"))]
+    images += [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(224, 224, 3), (301, 199, 3), (7, 3, 3)]]
+    images += [np.zeros((64, 64, 3), np.uint8), np.full((50, 60, 3), 255, np.uint8)]
+    for rgb in images:
+        gray, sums = _brightness(rgb)
+        plain = rgb.astype(np.float32).mean(axis=2)
+        assert sums is not None and np.array_equal(gray, plain)
+        assert _percentile_99(gray, sums) == float(np.percentile(plain, 99))
+    gray, sums = _brightness(images[0][..., 0])  # one channel: the plain computation itself
+    assert sums is None and _percentile_99(gray, sums) == float(np.percentile(images[0][..., 0], 99))
+
+
 def test_a_capped_runs_split_is_rebuilt_from_its_config() -> None:
     from models.config import make_config
     from models.data import config_split
