@@ -34,8 +34,8 @@ class Settings(BaseSettings):
     # Threads per process for each framework; two processes on 2 cores must not starve each other.
     torch_threads: int = 1
     tf_threads: int = 1
-    # Predictions run on ONNX Runtime ("onnx", from an export made beside each model file) or in the model's
-    # own framework ("framework"); heatmaps always use the framework. ONNX Runtime gets onnx_threads per model.
+    # Predictions and heatmaps run on ONNX Runtime ("onnx", from exports made beside each model file) or in the
+    # model's own framework ("framework"). ONNX Runtime gets onnx_threads per model.
     inference_backend: Literal["onnx", "framework"] = "onnx"
     onnx_threads: int = Field(default=1, ge=1)
     # The CNN's large Linear layer in int8 on ONNX Runtime: validation accuracy unchanged (93.00 %), answers a
