@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,13 +34,25 @@ def shipped_copy(framework: str, folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> Callable[[str], Path]:
+    """The shipped models copied once for the tests that leave them as they are, so that each export is made once."""
+    folder = tmp_path_factory.mktemp("shared-models")
+
+    def copy(framework: str) -> Path:
+        path = folder / DEFAULT_MODEL_FILES[framework].name
+        return path if path.is_file() else shipped_copy(framework, folder)
+
+    return copy
+
+
+@pytest.fixture(scope="module")
 def images() -> list[np.ndarray]:
     return [load_rgb(path, size=None) for path in IMAGES]
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
-def test_onnx_runtime_gives_the_frameworks_probabilities_on_every_sample_image(framework, images, tmp_path):
-    path = shipped_copy(framework, tmp_path)
+def test_onnx_runtime_gives_the_frameworks_probabilities_on_every_sample_image(framework, images, shared):
+    path = shared(framework)
     reference = load_predictor(framework, path)
     onnx = load_predictor(framework, path, backend="onnx")
     assert isinstance(onnx, OnnxPredictor) and export_path(path).is_file()
@@ -85,8 +98,8 @@ def test_a_model_file_changed_after_its_export_is_exported_again(images, tmp_pat
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
-def test_onnx_heatmaps_are_the_frameworks_on_every_sample_image(framework, images, tmp_path):
-    path = shipped_copy(framework, tmp_path)
+def test_onnx_heatmaps_are_the_frameworks_on_every_sample_image(framework, images, shared):
+    path = shared(framework)
     reference = load_predictor(framework, path)
     onnx = load_predictor(framework, path, backend="onnx")
     assert isinstance(onnx, OnnxPredictor)
@@ -126,8 +139,8 @@ print(json.dumps({
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
-def test_a_process_with_its_exports_made_predicts_and_draws_heatmaps_without_the_framework(framework, tmp_path):
-    path = shipped_copy(framework, tmp_path)
+def test_a_process_with_its_exports_made_predicts_and_draws_heatmaps_without_the_framework(framework, shared):
+    path = shared(framework)
     reference = load_predictor(framework, path)
     prepare = load_predictor(framework, path, backend="onnx")
     prepare.gradcam(load_rgb(IMAGES[0], size=None))  # makes the exports, as start-up does
@@ -147,8 +160,8 @@ def test_a_process_with_its_exports_made_predicts_and_draws_heatmaps_without_the
 
 
 @pytest.mark.parametrize(("framework", "backend"), [("torch", "framework"), ("keras", "framework"), ("torch", "onnx")])
-def test_heatmaps_from_many_sessions_at_once_are_the_ones_each_gets_alone(framework, backend, images, tmp_path):
-    path = shipped_copy(framework, tmp_path)
+def test_heatmaps_from_many_sessions_at_once_are_the_ones_each_gets_alone(framework, backend, images, shared):
+    path = shared(framework)
     predictor = load_predictor(framework, path, backend=backend)
     picks = images[::10]
     alone = [predictor.gradcam(rgb) for rgb in picks]
@@ -162,8 +175,8 @@ def test_heatmaps_from_many_sessions_at_once_are_the_ones_each_gets_alone(framew
         assert all(p.grad is None for p in predictor.model.parameters())
 
 
-def test_the_int8_cnn_gives_the_same_class_on_every_sample_image_from_a_quarter_of_the_file(images, tmp_path):
-    path = shipped_copy("torch", tmp_path)
+def test_the_int8_cnn_gives_the_same_class_on_every_sample_image_from_a_quarter_of_the_file(images, shared):
+    path = shared("torch")
     exact = load_predictor("torch", path, backend="onnx").predict(images)
     int8 = load_predictor("torch", path, backend="onnx", int8=True).predict(images)
     assert (int8.argmax(1) == exact.argmax(1)).all()
