@@ -1,7 +1,9 @@
-"""Each model exported to ONNX once, beside its file, and opened on ONNX Runtime: predicting without the framework.
+"""Each model exported to ONNX once, beside its file, and opened on ONNX Runtime: predictions and heatmaps without
+the framework.
 
-The export of `cnn_default.pth` is `cnn_default.pth.onnx` (`cnn_default.pth.int8.onnx` with ONNX_INT8_CNN). It records the sha256 of the file it was made from,
-and `open_session` makes it again whenever that no longer matches the model file: a stale export is never used.
+The export of `cnn_default.pth` is `cnn_default.pth.onnx` (`cnn_default.pth.int8.onnx` with ONNX_INT8_CNN, and
+`cnn_default.pth.cam.onnx` for its heatmaps). Each records the sha256 of the file it was made from, and
+`open_session` makes it again whenever that no longer matches the model file: a stale export is never used.
 A CNN's export also records the checkpoint's own fields (mirror TTA, crop, temperature), so that reading them
 needs no torch; a sidecar `<model>.json` still wins over them, as in models/model_meta.py.
 
