@@ -11,6 +11,9 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu "$(grep '^torch
     && pip install -r requirements.lock
 
 COPY . .
+# The shipped models' ONNX exports, made here where the folder is writable: every container of the image then
+# predicts and draws heatmaps without loading PyTorch or TensorFlow.
+RUN python -m services.predictors
 RUN useradd --create-home --uid 1000 brainmri && mkdir -p /app/var && chown brainmri /app/var
 USER brainmri
 

@@ -1,12 +1,14 @@
 """Loaded models, once per process: the app's sessions and a worker's jobs share them."""
 
+import argparse
 from functools import lru_cache
+from pathlib import Path
 
 from models.onnx_export import open_session
 from models.predictor import Predictor, load_predictor
 from models.threads import cap_threads
-from services.model_files import check_file
-from settings import get_settings
+from services.model_files import check_file, file_sha256
+from settings import DEFAULT_MODEL_FILES, get_settings
 
 # The active model of each framework and a chosen older version or two.
 MAX_LOADED = 4
@@ -50,3 +52,21 @@ def prepare_export(framework: str, artifact_path: str, sha256: str) -> str:
     if framework == "torch":
         open_session(framework, artifact_path, sha256, threads=settings.onnx_threads, heatmap=True)
     return f"{artifact_path}: ONNX export of its predictions and heatmaps ready"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m services.predictors [MODEL ...]: make the ONNX exports of the shipped models (or of the model
+    files named) beside them. The Docker image's build runs it, so that every container of the image finds them
+    made: its app user cannot write there, and a process that had to make them would load the framework."""
+    frameworks = {".pth": "torch", ".keras": "keras"}
+    p = argparse.ArgumentParser(description=main.__doc__.splitlines()[0] if main.__doc__ else None)
+    p.add_argument("models", nargs="*", type=Path, default=list(DEFAULT_MODEL_FILES.values()))
+    for path in p.parse_args(argv).models:
+        if path.suffix not in frameworks:
+            p.error(f"{path}: a model file ends in .pth (the CNN) or .keras (MobileNetV2)")
+        print(prepare_export(frameworks[path.suffix], str(path), file_sha256(path)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
