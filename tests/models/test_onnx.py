@@ -159,7 +159,9 @@ def test_a_process_with_its_exports_made_predicts_and_draws_heatmaps_without_the
     assert np.abs(np.array(answer["probs"]) - reference.predict([rgb])).max() <= 1e-4
 
 
-@pytest.mark.parametrize(("framework", "backend"), [("torch", "framework"), ("keras", "framework"), ("torch", "onnx")])
+@pytest.mark.parametrize(
+    ("framework", "backend"), [("torch", "framework"), ("keras", "framework"), ("torch", "onnx"), ("keras", "onnx")]
+)
 def test_heatmaps_from_many_sessions_at_once_are_the_ones_each_gets_alone(framework, backend, images, shared):
     path = shared(framework)
     predictor = load_predictor(framework, path, backend=backend)
