@@ -226,6 +226,14 @@ def open_session(
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
+def make_exports(framework: str, model_path: str | Path, sha256: str, *, threads: int = 1, int8: bool = False) -> None:
+    """Every export the model's OnnxPredictor opens made beside it where missing or stale: its prediction graph
+    (int8 where asked) and, for the CNN, its heatmap graph (MobileNetV2's prediction graph holds its heatmap)."""
+    open_session(framework, model_path, sha256, threads=threads, int8=int8)
+    if framework == Framework.TORCH:
+        open_session(framework, model_path, sha256, threads=threads, heatmap=True)
+
+
 def exported_meta(session) -> dict[str, Any]:  # session: onnxruntime.InferenceSession
     """The fields the export recorded from its model file (a CNN checkpoint's tta, config, temperature...)."""
     return json.loads(session.get_modelmeta().custom_metadata_map.get("meta", "{}"))

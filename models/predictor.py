@@ -178,35 +178,36 @@ class OnnxPredictor:
     def _run(self, output: str, x: np.ndarray) -> np.ndarray:
         return self.session.run([output], {"pixels": x})[0]
 
-    def predict(self, images: list[np.ndarray]) -> np.ndarray:
-        out = []
+    def _mirrored_runs(self, images: list[np.ndarray], outputs: list[str]) -> list[list[np.ndarray]]:
+        """Per chunk of images, one run's `outputs` over the images and, with mirror TTA, their mirrors: the first
+        output averaged over each image and its mirror as the framework path does, the others of the images alone."""
+        runs = []
         for start in range(0, len(images), ONNX_CHUNK):
             x = _stack(images[start : start + ONNX_CHUNK], self.crop).astype(np.float32)
-            if not self.tta:
-                out.append(self._run("probs", x))
-                continue
-            # One run over the images and their mirrors, averaged as the framework path does.
-            probs = self._run("probs", np.concatenate([x, x[:, :, ::-1]]))
-            out.append((probs[: len(x)] + probs[len(x) :]) / 2)
-        if not out:
+            both = np.concatenate([x, x[:, :, ::-1]]) if self.tta else x
+            first, *rest = self.session.run(outputs, {"pixels": both})
+            if self.tta:
+                first = (first[: len(x)] + first[len(x) :]) / 2
+            runs.append([first, *(out[: len(x)] for out in rest)])
+        return runs
+
+    def _calibrated(self, chunks: list[np.ndarray]) -> np.ndarray:
+        if not chunks:
             return np.zeros((0, len(CLASSES)), dtype=np.float32)
-        return apply_temperature(np.concatenate(out), self.temperature).astype(np.float32)
+        return apply_temperature(np.concatenate(chunks), self.temperature).astype(np.float32)
+
+    def predict(self, images: list[np.ndarray]) -> np.ndarray:
+        return self._calibrated([probs for (probs,) in self._mirrored_runs(images, ["probs"])])
 
     def predict_with_features(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """predict's and features' answers from the one run per chunk (the features of the un-mirrored half): a
         batch job checks and predicts each image at the cost of predicting it."""
         if self.framework != "torch":
             raise ValueError("only the CNN has out-of-distribution features")
-        probs, features = [], []
-        for start in range(0, len(images), ONNX_CHUNK):
-            x = _stack(images[start : start + ONNX_CHUNK], self.crop).astype(np.float32)
-            both = np.concatenate([x, x[:, :, ::-1]]) if self.tta else x
-            p, f = self.session.run(["probs", "features"], {"pixels": both})
-            probs.append((p[: len(x)] + p[len(x) :]) / 2 if self.tta else p)
-            features.append(f[: len(x)])
-        if not probs:
+        runs = self._mirrored_runs(images, ["probs", "features"])
+        if not runs:
             return self.predict([]), self.features([])
-        return apply_temperature(np.concatenate(probs), self.temperature).astype(np.float32), np.concatenate(features)
+        return self._calibrated([probs for probs, _ in runs]), np.concatenate([features for _, features in runs])
 
     def features(self, images: list[np.ndarray]) -> np.ndarray:
         """The CNN's out-of-distribution feature vector per image (TorchPredictor.features)."""

@@ -46,7 +46,7 @@ def bench_models(cache: Path) -> dict[str, Path]:
     """Copies of the shipped models under `cache/<sha256 prefix>/` (with their run records and out-of-distribution
     statistics), each with its ONNX exports made as start-up makes them; made once and reused while the shipped
     file is the same. The scenarios write nothing beside models/weights/."""
-    from models.onnx_export import open_session
+    from models.onnx_export import make_exports
     from models.ood import report_path, stats_path
     from services.model_files import file_sha256
 
@@ -63,9 +63,7 @@ def bench_models(cache: Path) -> dict[str, Path]:
                 shutil.copyfile(path, folder / f"{path.name}.part")
                 os.replace(folder / f"{path.name}.part", folder / path.name)
         copies[framework] = folder / source.name
-        open_session(framework, copies[framework], sha256, threads=get_settings().onnx_threads)
-        if framework == "torch":
-            open_session(framework, copies[framework], sha256, threads=get_settings().onnx_threads, heatmap=True)
+        make_exports(framework, copies[framework], sha256, threads=get_settings().onnx_threads)
     return copies
 
 

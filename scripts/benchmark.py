@@ -43,7 +43,7 @@ def _median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 def bench_single_scan(repeats: int = 20) -> list[str]:
     from models.data import load_rgb
-    from models.predictor import load_predictor
+    from models.predictor import OnnxPredictor, load_predictor
     from models.threads import cap_threads
 
     settings = get_settings()
@@ -58,7 +58,7 @@ def bench_single_scan(repeats: int = 20) -> list[str]:
         # As the app loads it: on its inference backend (the ONNX exports made, as start-up makes them, on the first
         # run of this command).
         predictor = load_predictor(framework, path, backend=settings.inference_backend, threads=settings.onnx_threads)
-        if hasattr(predictor, "heatmap_session"):
+        if isinstance(predictor, OnnxPredictor):
             predictor.heatmap_session()
         load_s = time.perf_counter() - start
         it = iter(images * 3)

@@ -4,7 +4,7 @@ import argparse
 from functools import lru_cache
 from pathlib import Path
 
-from models.onnx_export import open_session
+from models.onnx_export import make_exports
 from models.predictor import Predictor, load_predictor
 from models.threads import cap_threads
 from services.model_files import check_file, file_sha256
@@ -48,9 +48,7 @@ def prepare_export(framework: str, artifact_path: str, sha256: str) -> str:
     if problem:
         raise ModelFileProblem(problem)
     int8 = settings.onnx_int8_cnn and framework == "torch"
-    open_session(framework, artifact_path, sha256, threads=settings.onnx_threads, int8=int8)
-    if framework == "torch":
-        open_session(framework, artifact_path, sha256, threads=settings.onnx_threads, heatmap=True)
+    make_exports(framework, artifact_path, sha256, threads=settings.onnx_threads, int8=int8)
     return f"{artifact_path}: ONNX export of its predictions and heatmaps ready"
 
 
