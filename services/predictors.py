@@ -62,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     for path in p.parse_args(argv).models:
         if path.suffix not in frameworks:
             p.error(f"{path}: a model file ends in .pth (the CNN) or .keras (MobileNetV2)")
-        print(prepare_export(frameworks[path.suffix], str(path), file_sha256(path)))
+        if not path.is_file():
+            p.error(f"{path}: no such file")
+        try:
+            print(prepare_export(frameworks[path.suffix], str(path), file_sha256(path)))
+        except Exception as exc:  # a file that does not load (torch and Keras raise their own kinds): say which
+            first_line = next(iter(str(exc).splitlines()), "")
+            p.error(f"{path}: no ONNX export made: {type(exc).__name__}: {first_line}")
     return 0
 
 

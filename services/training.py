@@ -153,8 +153,8 @@ def _export(framework: str, model_path: Path, sha256: str) -> None:
     the model is still good: its first use makes them (or says why it cannot)."""
     try:
         prepare_export(framework, str(model_path), sha256)
-    except (OSError, ValueError) as exc:
-        print(f"{model_path}: the ONNX export is left to the model's first use: {exc}")
+    except Exception as exc:  # an exporter's own failure must not fail a run whose model is registered
+        print(f"{model_path}: the ONNX export is left to the model's first use: {type(exc).__name__}: {exc}")
 
 
 def _disk_full(exc: Exception, folder: Path) -> StorageFull | None:

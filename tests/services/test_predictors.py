@@ -36,3 +36,18 @@ def test_the_command_refuses_a_file_that_is_no_model(tmp_path: Path, capsys) -> 
     assert stop.value.code == 2
     assert "a model file ends in .pth (the CNN) or .keras (MobileNetV2)" in capsys.readouterr().err
     assert not export_path(notes).exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [("missing.pth", None, "no such file"), ("broken.pth", b"not a checkpoint", "no ONNX export made: ")],
+)
+def test_the_command_says_which_model_file_it_could_not_export(tmp_path: Path, capsys, name, content, said) -> None:
+    model = tmp_path / name
+    if content is not None:
+        model.write_bytes(content)
+    with pytest.raises(SystemExit) as stop:
+        main([str(model)])
+    assert stop.value.code == 2
+    assert f"{model}: {said}" in capsys.readouterr().err
+    assert not export_path(model).exists()
