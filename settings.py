@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     max_zip_files: int = 20000
     # A brain slice is rarely past 1024²: 4096² leaves room and keeps one decode's memory to tens of MB.
     max_image_pixels: int = 4096 * 4096
-    # Decoded uploads and heatmaps kept for the app's redraws (at most 1024 px a side, see models/imaging.py), in
+    # Decoded uploads and heatmaps kept for the app's redraws (at most 1024 px a side, see models/data/imaging.py), in
     # all sessions together; past this the least recently used are dropped and made again when next needed.
     image_cache_mb: int = Field(default=256, ge=1)
     # Files analysed together on the Diagnose page; more are refused with a message (a batch job takes a folder).

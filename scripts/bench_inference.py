@@ -38,13 +38,13 @@ class KerasPredictCall:
     """The naive Keras call, `model.predict`, with the framework path's preprocessing, mirror TTA and temperature."""
 
     def __init__(self, path: Path) -> None:
-        from models.predictor import KerasPredictor
+        from models.inference.predictor import KerasPredictor
 
         self.inner = KerasPredictor(path)
 
     def predict(self, images: list) -> Any:
-        from models.calibration import apply_temperature
-        from models.predictor import _stack
+        from models.inference.calibration import apply_temperature
+        from models.inference.predictor import _stack
 
         inner = self.inner
         x = _stack(images, inner.crop).astype("float32")
@@ -62,10 +62,10 @@ def _versions() -> dict[str, str]:
 
 def rss_child(backend: str) -> dict[str, Any]:
     """In this (fresh) process: both shipped models loaded on `backend`, one prediction each; RSS after."""
-    from models.data import load_rgb
-    from models.model_meta import file_sha256
-    from models.predictor import load_predictor
-    from models.threads import cap_threads
+    from models.data.dataset import load_rgb
+    from models.inference.model_meta import file_sha256
+    from models.inference.predictor import load_predictor
+    from models.inference.threads import cap_threads
 
     settings = get_settings()
     cap_threads(settings.torch_threads, settings.tf_threads)
@@ -99,10 +99,10 @@ def _row(model: str, backend: str, batch: int, times_ms: list[float]) -> dict[st
 
 def measure(*, quick: bool = False) -> dict[str, Any]:
     """The rows, the ratios and the machine, as results.json holds them."""
-    from models.data import load_rgb
-    from models.model_meta import file_sha256
-    from models.predictor import load_predictor
-    from models.threads import cap_threads
+    from models.data.dataset import load_rgb
+    from models.inference.model_meta import file_sha256
+    from models.inference.predictor import load_predictor
+    from models.inference.threads import cap_threads
 
     settings = get_settings()
     cap_threads(settings.torch_threads, settings.tf_threads)

@@ -46,8 +46,8 @@ def bench_models(cache: Path) -> dict[str, Path]:
     """Copies of the shipped models under `cache/<sha256 prefix>/` (with their run records and out-of-distribution
     statistics), each with its ONNX exports made as start-up makes them; made once and reused while the shipped
     file is the same. The scenarios write nothing beside models/weights/."""
-    from models.onnx_export import make_exports
-    from models.ood import report_path, stats_path
+    from models.evaluation.ood import report_path, stats_path
+    from models.inference.onnx_export import make_exports
     from services.model_files import file_sha256
 
     copies = {}

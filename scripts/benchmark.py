@@ -42,9 +42,9 @@ def _median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 
 def bench_single_scan(repeats: int = 20) -> list[str]:
-    from models.data import load_rgb
-    from models.predictor import OnnxPredictor, load_predictor
-    from models.threads import cap_threads
+    from models.data.dataset import load_rgb
+    from models.inference.predictor import OnnxPredictor, load_predictor
+    from models.inference.threads import cap_threads
 
     settings = get_settings()
     cap_threads(settings.torch_threads, settings.tf_threads)

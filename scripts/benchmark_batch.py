@@ -53,8 +53,8 @@ def register_models(frameworks: list[str], workdir: Path) -> list[str]:
     """Register and activate a model per framework; returns a line per model saying which it is."""
     from db.runs import register_model_version
     from db.session import session_scope
-    from models.config import make_config
-    from models.train import run_training
+    from models.training.config import make_config
+    from models.training.run import run_training
     from services.model_files import file_sha256
 
     lines = []
@@ -109,7 +109,7 @@ def main() -> int:
         get_settings.cache_clear()
         settings = get_settings()
         from db.migrate import upgrade_to_head
-        from models.threads import cap_threads
+        from models.inference.threads import cap_threads
 
         cap_threads(settings.torch_threads, settings.tf_threads)
         upgrade_to_head(settings.database_url)

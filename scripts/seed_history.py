@@ -20,7 +20,7 @@ from db.runs import get_active_model, register_model_version
 from db.schema import CLASSES, FRAMEWORKS, ModelVersion, Patient, Prediction, Scan, utcnow
 from db.session import make_engine
 from db.storage import store_scan_file
-from models.imaging import decode_image
+from models.data.imaging import decode_image
 from services.diagnosis import model_result, review
 from settings import SAMPLE_DIR, get_settings
 

@@ -30,9 +30,9 @@ from db.batches import (
 )
 from db.session import session_scope
 from domain import CLASSES, UserError
-from models.imaging import DecodedImage, ImageError, analysis_copy, decode_image
-from models.metrics import classification_report
-from models.predictor import Predictor
+from models.data.imaging import DecodedImage, ImageError, analysis_copy, decode_image
+from models.evaluation.metrics import classification_report
+from models.inference.predictor import Predictor
 from services.batch_input import (
     BatchInputError,
     Listing,

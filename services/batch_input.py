@@ -20,8 +20,8 @@ from typing import Any
 from db.scans import validate_mrn
 from db.schema import CLASSES
 from db.storage import is_disk_full, storage_full
-from models.data import DatasetError
-from models.folders import allowed_folder
+from models.data.dataset import DatasetError
+from models.data.folders import allowed_folder
 from settings import Settings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".dcm", ".dicom"}

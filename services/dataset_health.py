@@ -13,8 +13,8 @@ from typing import Any
 
 from db import runs
 from db.session import session_scope
-from models.folders import allowed_folder
-from models.health import REPORT_VERSION, HealthReport, folder_fingerprint, health_report
+from models.data.folders import allowed_folder
+from models.data.health import REPORT_VERSION, HealthReport, folder_fingerprint, health_report
 from services.auth import Actor
 from settings import Settings
 

@@ -15,8 +15,8 @@ from db.scans import get_or_create_patient, get_or_create_scan, upsert_predictio
 from db.schema import Prediction, Scan
 from db.storage import lock_scan_files, store_scan_file
 from domain import CLASSES, framework_label
-from models.calibration import apply_temperature
-from models.imaging import DecodedImage
+from models.data.imaging import DecodedImage
+from models.inference.calibration import apply_temperature
 from settings import DEFAULT_WEIGHTS_DIR
 
 
@@ -85,7 +85,7 @@ PAIR_REPORT = DEFAULT_WEIGHTS_DIR / "pair.json"
 
 @lru_cache(maxsize=8)
 def pair_temperature(cnn_sha256: str, mobilenet_sha256: str, report: Path = PAIR_REPORT) -> float:
-    """The temperature that calibrates the average of these two models (models/pair_report.py), or 1.0 when
+    """The temperature that calibrates the average of these two models (models/evaluation/pair_report.py), or 1.0 when
     the report was made for other model files."""
     try:
         pair = json.loads(report.read_text())

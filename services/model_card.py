@@ -1,5 +1,5 @@
 """Model cards of registered versions: gathered from the registry, the run record, the model file's
-out-of-distribution statistics and its cached validation predictions (models/confusion_examples.py), and
+out-of-distribution statistics and its cached validation predictions (models/evaluation/confusion_examples.py), and
 exported as Markdown or as a self-contained HTML page (services/templates/model_card.html)."""
 
 import json
@@ -10,9 +10,12 @@ from db.runs import get_active_model, get_model_version
 from db.schema import ModelVersion
 from db.session import read_scope
 from domain import DISCLAIMER, UserError
-from models import confusion_examples
-from models.data import DatasetError
-from models.model_card import (
+from models.data.dataset import DatasetError
+from models.evaluation import confusion_examples
+from models.evaluation.ood import OodUnavailable, load_stats, report_path
+from models.inference.model_meta import read_sidecar
+from services.auth import Actor, require_admin
+from services.model_card_document import (
     EXAMPLES_PER_CONFUSION,
     Confusions,
     Example,
@@ -23,9 +26,6 @@ from models.model_card import (
     card_markdown,
     top_confusions,
 )
-from models.model_meta import read_sidecar
-from models.ood import OodUnavailable, load_stats, report_path
-from services.auth import Actor, require_admin
 from services.predictors import ModelFileProblem, loaded_predictor
 from services.reports import _data_uri, _templates, _timestamp, scan_png
 from settings import ROOT

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from db.runs import import_run_summary, list_model_versions, register_model_version
 from db.schema import ModelVersion
-from models.model_meta import file_sha256, read_sidecar
+from models.inference.model_meta import file_sha256, read_sidecar
 
 __all__ = ["FileCheck", "check_file", "file_sha256", "register_default_models"]
 from settings import DEFAULT_MODEL_FILES

@@ -1,6 +1,6 @@
 """Whether a decoded image is a brain MRI slice at all, asked before any tumor class is given: a photograph,
 a screenshot, a blank picture or a scan of another kind gets no tumor class. The Diagnose page and the batch
-job both ask here (the method: models/ood.py)."""
+job both ask here (the method: models/evaluation/ood.py)."""
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -11,8 +11,8 @@ from typing import Protocol, cast
 import numpy as np
 
 from domain import Framework
-from models.ood import OodStats, OodUnavailable, header_refusal, load_stats
-from models.predictor import FeaturePredictor
+from models.evaluation.ood import OodStats, OodUnavailable, header_refusal, load_stats
+from models.inference.predictor import FeaturePredictor
 from services.predictors import MAX_LOADED, ModelFileProblem, loaded_predictor
 
 __all__ = ["OodGate", "OodUnavailable", "OodVerdict", "gate_for", "ood_gate"]

@@ -4,9 +4,9 @@ import argparse
 from functools import lru_cache
 from pathlib import Path
 
-from models.onnx_export import make_exports
-from models.predictor import Predictor, load_predictor
-from models.threads import cap_threads
+from models.inference.onnx_export import make_exports
+from models.inference.predictor import Predictor, load_predictor
+from models.inference.threads import cap_threads
 from services.model_files import check_file, file_sha256
 from settings import DEFAULT_MODEL_FILES, get_settings
 

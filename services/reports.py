@@ -138,7 +138,7 @@ def scan_heatmap(
     gradcam(framework, model path, model sha256, image sha256, rgb) computes the map (the app passes its
     cached one).
     """
-    from models.imaging import analysis_rgb, decode_image, make_overlay
+    from models.data.imaging import analysis_rgb, decode_image, make_overlay
 
     name = f"{prediction.model_name} ({prediction.framework})"
     method = Framework(prediction.framework).heatmap

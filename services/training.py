@@ -17,15 +17,15 @@ from typing import Any
 from db import runs
 from db.session import session_scope
 from db.storage import StorageFull, is_disk_full, storage_full
-from models.config import TrainConfig, make_config
-from models.run_types import TrainHooks, TrainingCancelled
-from models.train import (
+from models.training.config import TrainConfig, make_config
+from models.training.run import (
     TrainResult,
     add_train_arguments,
     config_from_args,
     run_training,
     saved_state,
 )
+from models.training.run_types import TrainHooks, TrainingCancelled
 from services.model_files import file_sha256
 from services.predictors import prepare_export
 from settings import get_settings
@@ -159,7 +159,7 @@ def _export(framework: str, model_path: Path, sha256: str) -> None:
 
 def _disk_full(exc: Exception, folder: Path) -> StorageFull | None:
     """A run that filled its disk says so in words (checkpoints are written whole or not at all, see
-    models.cnn.save_whole), instead of an errno; None for any other failure."""
+    models.nets.cnn.save_whole), instead of an errno; None for any other failure."""
     if not (isinstance(exc, OSError) and is_disk_full(exc)):
         return None
     return storage_full(
@@ -170,7 +170,7 @@ def _disk_full(exc: Exception, folder: Path) -> StorageFull | None:
 def fit_ood_check(cfg: TrainConfig, model_path: Path) -> dict[str, Any]:
     """Fit the brain-MRI check for a new CNN beside its file, so the version can gate images the day it is
     registered; a summary for the run's metrics, or the reason it could not be fitted (the run still counts)."""
-    from models.ood import PERCENTILE, fit_command
+    from models.evaluation.ood import PERCENTILE, fit_command
 
     try:
         report = fit_command(str(model_path), cfg.data_dir, PERCENTILE, [])

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from models.health import MIN_CLASS_SHARE, HealthReport, mode_label
+from models.data.health import MIN_CLASS_SHARE, HealthReport, mode_label
 from ui.charts import HIGHLIGHT, MUTED
 
 GROUPS_SHOWN = 4

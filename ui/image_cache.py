@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 import streamlit as st
 
-from models.imaging import DecodedImage, analysis_copy, decode_image
+from models.data.imaging import DecodedImage, analysis_copy, decode_image
 from settings import get_settings
 
 T = TypeVar("T")

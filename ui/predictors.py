@@ -8,8 +8,8 @@ import numpy as np
 from db.runs import get_active_model
 from db.session import read_scope
 from domain import FRAMEWORKS, framework_label
-from models.imaging import analysis_rgb
-from models.predictor import Predictor
+from models.data.imaging import analysis_rgb
+from models.inference.predictor import Predictor
 from services.ood import OodVerdict, ood_gate
 from services.predictors import loaded_predictor
 from ui.image_cache import image_cache, read_only

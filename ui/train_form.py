@@ -10,11 +10,11 @@ from pathlib import Path
 import streamlit as st
 
 from domain import FRAMEWORKS, UserError, framework_label
-from models.config import AUGMENT_LEVELS, TrainConfig, make_config, preset_names
-from models.data import DatasetError
-from models.folders import LabelledFolder, find_labelled_folders, labelled_folder
-from models.health import HealthReport
-from models.mobilenet import MissingWeightsError, resolve_weights
+from models.data.dataset import DatasetError
+from models.data.folders import LabelledFolder, find_labelled_folders, labelled_folder
+from models.data.health import HealthReport
+from models.nets.mobilenet import MissingWeightsError, resolve_weights
+from models.training.config import AUGMENT_LEVELS, TrainConfig, make_config, preset_names
 from services.dataset_health import dataset_health, record_on_run
 from settings import SAMPLE_DIR, get_settings
 from ui.auth import signed_in

@@ -6,7 +6,7 @@ import streamlit as st
 
 from db.session import session_scope
 from domain import AuditAction, Framework
-from models.imaging import DecodedImage, ImageError, make_overlay
+from models.data.imaging import DecodedImage, ImageError, make_overlay
 from services.auth import Actor, audit
 from services.diagnosis import (
     ModelResult,

@@ -9,8 +9,8 @@ import streamlit as st
 from db.registry import VersionRow, previous_active, version_rows
 from db.session import read_scope
 from domain import FRAMEWORKS, Role, UserError, framework_label
-from models.model_card import ModelCard, escape, section_markdown
 from services import model_card, registry
+from services.model_card_document import ModelCard, escape, section_markdown
 from services.model_files import FileCheck, check_file
 from ui.auth import require
 from ui.nav import link_to_page

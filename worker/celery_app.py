@@ -5,7 +5,7 @@ from celery.signals import worker_process_init
 from kombu import Exchange, Queue
 
 from db.session import reset_engine
-from models.threads import cap_threads
+from models.inference.threads import cap_threads
 from settings import get_settings
 
 # Task name -> queue. Training gets its own queue so a long run never holds up predictions.

@@ -25,7 +25,7 @@ from db.jobs import (
 )
 from db.session import session_scope
 from domain import AuditAction
-from models.config import TrainConfig
+from models.training.config import TrainConfig
 from services.auth import Actor, audit, require_admin, require_signed_in
 from settings import get_settings
 from worker.celery_app import TASK_QUEUES, celery_app

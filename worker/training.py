@@ -5,10 +5,10 @@ from typing import Any
 
 from db.runs import get_run, get_run_for_job
 from db.session import session_scope
-from models.data import DatasetError
-from models.folders import allowed_folder
-from models.mobilenet import MissingWeightsError
-from models.run_types import TrainingCancelled
+from models.data.dataset import DatasetError
+from models.data.folders import allowed_folder
+from models.nets.mobilenet import MissingWeightsError
+from models.training.run_types import TrainingCancelled
 from services.training import execute_run
 from settings import get_settings
 from worker.jobs import JobCancelled, Reporter, UserError

@@ -14,7 +14,7 @@ from db.reviews import ReviewError, review_prediction, reviewed_training_items
 from db.runs import register_model_version
 from db.schema import CLASSES, BatchItem, Job, Patient, Prediction, Scan, utcnow
 from db.session import session_scope
-from models.imaging import decode_image
+from models.data.imaging import decode_image
 from services.diagnosis import model_result, save_scan_with_predictions
 from services.reports import Heatmap, patient_report_html, predictions_csv
 from settings import SAMPLE_DIR

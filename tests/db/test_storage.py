@@ -8,7 +8,7 @@ from db.runs import register_model_version
 from db.schema import Scan
 from db.session import get_sessionmaker, session_scope
 from db.storage import delete_scan_file_if_unused, store_scan_file
-from models.imaging import decode_image
+from models.data.imaging import decode_image
 from services.diagnosis import model_result, save_scan_with_predictions
 from settings import SAMPLE_DIR, get_settings
 

@@ -83,9 +83,9 @@ def _ensure_active_models(folder: Path) -> None:
     from db.runs import get_active_model, register_model_version
     from db.schema import FRAMEWORKS
     from db.session import session_scope
-    from models.config import make_config
-    from models.threads import cap_threads
-    from models.train import run_training
+    from models.inference.threads import cap_threads
+    from models.training.config import make_config
+    from models.training.run import run_training
     from services.model_files import file_sha256, register_default_models
 
     with session_scope() as session:

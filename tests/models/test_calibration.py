@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from models.calibration import apply_temperature, calibration_report, expected_calibration_error, fit_temperature, nll
+from models.inference.calibration import (
+    apply_temperature,
+    calibration_report,
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+)
 
 
 def test_ece_matches_a_hand_computed_example() -> None:

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from models.imaging import DICOM_MAGIC, DICOM_MAGIC_OFFSET, MAX_INFLATED_BYTES, ImageError, decode_image
+from models.data.imaging import DICOM_MAGIC, DICOM_MAGIC_OFFSET, MAX_INFLATED_BYTES, ImageError, decode_image
 
 CORPUS = Path(pydicom.__file__).parent / "data" / "test_files"
 LIMITS = {"max_bytes": 2**27, "max_pixels": 40_000_000}

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from models.data import DatasetError
-from models.folders import allowed_folder, find_labelled_folders, labelled_folder
+from models.data.dataset import DatasetError
+from models.data.folders import allowed_folder, find_labelled_folders, labelled_folder
 from settings import SAMPLE_DIR
 
 

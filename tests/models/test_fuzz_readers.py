@@ -38,7 +38,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from models.imaging import DecodedImage, ImageError, decode_image
+from models.data.imaging import DecodedImage, ImageError, decode_image
 from services.batch_input import BatchInputError, zip_source
 from settings import SAMPLE_DIR, Settings
 

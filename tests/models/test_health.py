@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.health import HealthReport, health_report, main
+from models.data.health import HealthReport, health_report, main
 from settings import SAMPLE_DIR
 
 

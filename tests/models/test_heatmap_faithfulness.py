@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from domain import CLASSES
-from models.data import load_rgb
-from models.predictor import load_predictor
+from models.data.dataset import load_rgb
+from models.inference.predictor import load_predictor
 from settings import DEFAULT_MODEL_FILES, SAMPLE_DIR
 
 # Three images of each class: a heatmap must hold for every class, not only the first folder's.

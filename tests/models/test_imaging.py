@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.imaging import ImageError, decode_image, jet_colormap, make_overlay
+from models.data.imaging import ImageError, decode_image, jet_colormap, make_overlay
 from settings import SAMPLE_DIR
 
 LIMITS = {"max_bytes": 5 * 2**20, "max_pixels": 40_000_000}

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.data import load_rgb
-from models.model_meta import file_sha256
-from models.onnx_export import export_path
-from models.predictor import OnnxPredictor, TorchPredictor, load_predictor
+from models.data.dataset import load_rgb
+from models.inference.model_meta import file_sha256
+from models.inference.onnx_export import export_path
+from models.inference.predictor import OnnxPredictor, TorchPredictor, load_predictor
 from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR
 
 IMAGES = sorted(SAMPLE_DIR.glob("*/*.jpg"))
@@ -124,9 +124,9 @@ def test_onnx_heatmaps_are_the_frameworks_on_every_sample_image(framework, image
 HEATMAPS_WITHOUT_FRAMEWORKS = """
 import json, sys
 import numpy as np
-from models.data import load_rgb
-from models.model_meta import file_sha256
-from models.predictor import load_predictor
+from models.data.dataset import load_rgb
+from models.inference.model_meta import file_sha256
+from models.inference.predictor import load_predictor
 rgb = load_rgb(sys.argv[3], size=None)
 p = load_predictor(sys.argv[1], sys.argv[2], backend="onnx", sha256=file_sha256(sys.argv[2]))
 cam = p.gradcam(rgb)

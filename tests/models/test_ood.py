@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.cnn import FEATURES
-from models.ood import OodUnavailable, fit, ledoit_wolf, load_stats, save_stats, stats_path
+from models.evaluation.ood import OodUnavailable, fit, ledoit_wolf, load_stats, save_stats, stats_path
+from models.nets.cnn import FEATURES
 
 
 def two_clouds(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,8 +71,8 @@ def test_statistics_belong_to_the_model_file_they_were_fitted_for(tmp_path: Path
 def test_the_cnn_gives_one_feature_vector_per_image(tmp_path: Path) -> None:
     import torch
 
-    from models.cnn import TumorCNN, save_checkpoint
-    from models.predictor import TorchPredictor
+    from models.inference.predictor import TorchPredictor
+    from models.nets.cnn import TumorCNN, save_checkpoint
 
     torch.manual_seed(0)
     predictor = TorchPredictor(save_checkpoint(tmp_path / "cnn.pth", TumorCNN(), extra={}))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from models.pair_report import pair_report, review_table
+from models.evaluation.pair_report import pair_report, review_table
 
 
 def test_review_table_counts_flags_and_the_accuracy_of_the_rest() -> None:

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.config import make_config
-from models.run_types import TrainHooks, TrainingCancelled
-from models.train import resumable_config, run_training
-from models.train_torch import recalibrate_bn
+from models.training.config import make_config
+from models.training.run import resumable_config, run_training
+from models.training.run_types import TrainHooks, TrainingCancelled
+from models.training.torch_loop import recalibrate_bn
 from settings import SAMPLE_DIR
 
 KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")

@@ -9,7 +9,7 @@ from settings import ROOT
 
 # Each case runs in its own interpreter: thread pools are per process and can be set only once.
 CAP_THEN_IMPORT = """
-from models.threads import cap_threads
+from models.inference.threads import cap_threads
 cap_threads(1, 1)
 import torch
 print(torch.get_num_threads())
@@ -17,7 +17,7 @@ print(torch.get_num_threads())
 IMPORT_THEN_CAP = """
 import tensorflow as tf
 import torch
-from models.threads import cap_threads
+from models.inference.threads import cap_threads
 cap_threads(1, 1)
 print(torch.get_num_threads(), torch.get_num_interop_threads(),
       tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads())

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.config import make_config
-from models.data import load_rgb
-from models.predictor import load_predictor
-from models.run_types import TrainHooks
-from models.train import run_training
+from models.data.dataset import load_rgb
+from models.inference.predictor import load_predictor
+from models.training.config import make_config
+from models.training.run import run_training
+from models.training.run_types import TrainHooks
 from settings import ROOT, SAMPLE_DIR
 
 
@@ -46,7 +46,7 @@ def test_same_config_gives_the_same_first_epoch(tmp_path: Path) -> None:
 
 def test_evaluate_command_prints_the_json_fields(tiny_cnn: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "models.evaluate", "--model", str(tiny_cnn), "--data", str(SAMPLE_DIR)],
+        [sys.executable, "-m", "models.evaluation.evaluate", "--model", str(tiny_cnn), "--data", str(SAMPLE_DIR)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -62,7 +62,7 @@ def test_evaluate_command_prints_the_json_fields(tiny_cnn: Path) -> None:
 
 def test_evaluate_command_refuses_a_folder_without_classes(tiny_cnn: Path, tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "models.evaluate", "--model", str(tiny_cnn), "--data", str(tmp_path)],
+        [sys.executable, "-m", "models.evaluation.evaluate", "--model", str(tiny_cnn), "--data", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -91,7 +91,7 @@ def test_config_validation_rejects_bad_values() -> None:
 
 
 def test_training_stores_a_fitted_temperature_that_predictions_use(tiny_cnn: Path) -> None:
-    from models.calibration import apply_temperature
+    from models.inference.calibration import apply_temperature
 
     record = json.loads((tiny_cnn.parent / "run.json").read_text())
     calibration = record["metrics"]["val"]["calibration"]
@@ -108,8 +108,8 @@ def test_training_stores_a_fitted_temperature_that_predictions_use(tiny_cnn: Pat
 def test_a_warm_restart_starts_from_the_checkpoints_weights(tiny_cnn: Path, tmp_path: Path) -> None:
     import torch
 
-    from models.cnn import load_checkpoint
-    from models.train_torch import initial_weights
+    from models.nets.cnn import load_checkpoint
+    from models.training.torch_loop import initial_weights
 
     cfg = tiny_config(tmp_path, init_from=str(tiny_cnn))
     start, _ = load_checkpoint(tiny_cnn)
@@ -124,7 +124,7 @@ def test_a_warm_restart_starts_from_the_checkpoints_weights(tiny_cnn: Path, tmp_
 
 
 def test_a_warm_restart_refuses_a_checkpoint_from_another_split(tiny_cnn: Path, tmp_path: Path) -> None:
-    from models.train_torch import initial_weights
+    from models.training.torch_loop import initial_weights
 
     for change in ({"seed": 7}, {"max_images_per_class": 5}):
         overrides = {"epochs": 1, "max_images_per_class": 6, "init_from": str(tiny_cnn), **change}
@@ -140,7 +140,7 @@ def test_a_warm_restart_refuses_a_checkpoint_from_another_split(tiny_cnn: Path, 
 def test_the_distillation_loss_is_zero_only_where_the_student_matches_its_teachers() -> None:
     import torch
 
-    from models.train_torch import distillation_loss
+    from models.training.torch_loop import distillation_loss
 
     logits = torch.tensor([[2.0, 0.5, -1.0, 0.0], [0.0, 0.0, 3.0, -2.0]])
     for t in (1.0, 2.0, 4.0):
@@ -159,7 +159,7 @@ def test_the_distillation_loss_is_zero_only_where_the_student_matches_its_teache
 
 
 def test_a_cnn_learns_from_teacher_targets_of_its_own_split_and_refuses_others(tiny_cnn: Path, tmp_path: Path) -> None:
-    from models.distill import load_targets, make_targets, save_targets, student_targets
+    from models.training.distill import load_targets, make_targets, save_targets, student_targets
 
     targets = make_targets(SAMPLE_DIR, [tiny_cnn])
     save_targets(targets, tmp_path / "teacher.npz")
@@ -169,8 +169,8 @@ def test_a_cnn_learns_from_teacher_targets_of_its_own_split_and_refuses_others(t
     assert np.allclose(loaded.probs.sum(1), 1, atol=1e-5)
     # Only the training side was scored: the teacher's own predictions on those images, nothing else.
     predictor = load_predictor("torch", tiny_cnn)
-    from models.data import config_split
-    from models.model_meta import file_sha256
+    from models.data.dataset import config_split
+    from models.inference.model_meta import file_sha256
 
     train, val = config_split(loaded.split | {"data_dir": str(SAMPLE_DIR)})
     assert sorted(loaded.sha256) == sorted(file_sha256(it.path) for it in train)
@@ -195,7 +195,7 @@ def test_a_cnn_learns_from_teacher_targets_of_its_own_split_and_refuses_others(t
 def test_mixup_blends_each_image_with_a_partner_and_keeps_its_own_image_dominant(tmp_path: Path) -> None:
     import torch
 
-    from models.train_torch import mixup
+    from models.training.torch_loop import mixup
 
     gen = torch.Generator().manual_seed(0)
     x = torch.arange(4, dtype=torch.float32).reshape(4, 1, 1, 1).expand(4, 3, 2, 2).contiguous()

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.config import make_config
-from models.train import run_training
-from models.train_keras import SLOTS, WeightAverage
+from models.training.config import make_config
+from models.training.keras_loop import SLOTS, WeightAverage
+from models.training.run import run_training
 from settings import SAMPLE_DIR
 
 

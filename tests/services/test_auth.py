@@ -12,7 +12,7 @@ from db.session import session_scope
 from db.users import count_users
 from db.users import main as users_cli
 from domain import AuditAction, NotAllowed, UserError
-from models.config import make_config
+from models.training.config import make_config
 from services import auth, records, registry
 from services.auth import SignInError, sign_in
 from settings import SAMPLE_DIR

@@ -14,7 +14,7 @@ import pytest
 from db.jobs import create_job
 from db.runs import register_model_version
 from db.session import session_scope
-from models.ood import stats_path
+from models.evaluation.ood import stats_path
 from services.batch_input import folder_source
 from services.model_files import file_sha256
 from services.predictors import prepare_export

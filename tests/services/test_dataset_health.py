@@ -8,7 +8,7 @@ import pytest
 
 from db import runs
 from db.session import session_scope
-from models.data import DatasetError
+from models.data.dataset import DatasetError
 from services.dataset_health import cache_path, dataset_health, record_on_run
 from settings import SAMPLE_DIR, Settings
 from tests.users import make_actor

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from db.schema import Patient, Scan
 from db.session import session_scope
 from db.storage import StorageFull, store_scan_file
-from models.imaging import DecodedImage, decode_image
+from models.data.imaging import DecodedImage, decode_image
 from services.batch_input import zip_source
 from services.cleanup import sweep_files
 from services.diagnosis import save_scan_with_predictions

@@ -8,11 +8,11 @@ import pytest
 from db.runs import create_run, finish_run, get_run, register_model_version
 from db.session import session_scope
 from domain import CLASSES, TumorClass
-from models import confusion_examples
-from models.config import make_config
-from models.model_card import NOT_RECORDED, top_confusions
+from models.evaluation import confusion_examples
+from models.training.config import make_config
 from services.auth import NotAllowed
 from services.model_card import card_html, card_markdown, find_confusion_examples, version_card
+from services.model_card_document import NOT_RECORDED, top_confusions
 from services.training import record_training
 from settings import SAMPLE_DIR
 from tests.seed_runs import seed_run
@@ -156,7 +156,7 @@ def test_an_old_run_record_shows_its_missing_fields_as_not_recorded(tiny, tmp_pa
 
 
 def test_the_recipe_names_the_checkpoint_a_run_started_from_and_the_teachers_it_learnt_from() -> None:
-    from models.model_card import recipe_section
+    from services.model_card_document import recipe_section
 
     record = {
         "framework": "torch",

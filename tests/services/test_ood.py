@@ -18,9 +18,9 @@ from db.runs import register_model_version
 from db.schema import Prediction, Scan
 from db.session import session_scope
 from domain import CLASSES
-from models.imaging import decode_image
-from models.ood import report_path, stats_path
-from models.ood_probes import blank, noise, text_screens
+from models.data.imaging import decode_image
+from models.evaluation.ood import report_path, stats_path
+from models.evaluation.ood_probes import blank, noise, text_screens
 from services.batch_input import list_folder
 from services.model_files import file_sha256
 from services.ood import OodGate, gate_for, ood_gate
@@ -88,7 +88,7 @@ def test_the_shipped_statistics_and_report_belong_to_the_shipped_cnn() -> None:
 
 
 def test_without_statistics_for_the_cnn_the_check_says_it_is_off(tmp_path: Path) -> None:
-    from models.cnn import TumorCNN, save_checkpoint
+    from models.nets.cnn import TumorCNN, save_checkpoint
 
     other = save_checkpoint(tmp_path / "retrained.pth", TumorCNN(), extra={})
     model = SimpleNamespace(framework="torch", artifact_path=str(other), sha256=file_sha256(other))

@@ -7,7 +7,7 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from models.onnx_export import export_path
+from models.inference.onnx_export import export_path
 from services.model_files import file_sha256
 from services.predictors import main
 from settings import DEFAULT_MODEL_FILES

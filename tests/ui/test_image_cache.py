@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from models.imaging import ANALYSIS_SIDE
+from models.data.imaging import ANALYSIS_SIDE
 from services.model_files import file_sha256
 from tests.env import environment
 from ui.image_cache import ByteBudgetCache, decoded_upload, image_cache
@@ -59,7 +59,7 @@ def test_a_large_upload_is_kept_at_analysis_size_and_read_only(cache: ByteBudget
 def test_the_heatmap_of_a_large_image_is_kept_at_analysis_size(cache: ByteBudgetCache, tmp_path: Path) -> None:
     import torch
 
-    from models.cnn import TumorCNN, save_checkpoint
+    from models.nets.cnn import TumorCNN, save_checkpoint
 
     torch.manual_seed(0)
     model = save_checkpoint(tmp_path / "cnn.pth", TumorCNN(), extra={})

@@ -11,8 +11,8 @@ from db.runs import register_model_version
 from db.scans import get_or_create_patient
 from db.schema import Patient, Prediction, Scan
 from db.session import session_scope
-from models.imaging import decode_image, make_overlay
-from models.predictor import load_predictor
+from models.data.imaging import decode_image, make_overlay
+from models.inference.predictor import load_predictor
 from services.model_files import file_sha256
 from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR, get_settings
 from tests.entries import shown
@@ -27,7 +27,7 @@ def cnn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real CNN checkpoint in the format the predictor loads; untrained weights are enough to exercise the page."""
     import torch
 
-    from models.cnn import TumorCNN, save_checkpoint
+    from models.nets.cnn import TumorCNN, save_checkpoint
 
     torch.manual_seed(0)
     return save_checkpoint(tmp_path_factory.mktemp("weights") / "cnn.pth", TumorCNN(), extra={})
@@ -36,8 +36,8 @@ def cnn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def mobilenet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real, small, untrained MobileNetV2 model file."""
-    from models.config import make_config
-    from models.mobilenet import build_model
+    from models.nets.mobilenet import build_model
+    from models.training.config import make_config
 
     cfg = make_config("keras", str(SAMPLE_DIR), pretrained=False, image_size=96, augment="none")
     path = tmp_path_factory.mktemp("weights") / "mobilenet.keras"

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from db.runs import register_model_version
 from db.schema import AuditEntry, Patient, Prediction, Scan
 from db.session import session_scope
-from models.imaging import decode_image
+from models.data.imaging import decode_image
 from services.diagnosis import model_result, save_scan_with_predictions
 from services.model_files import file_sha256
 from settings import ROOT, SAMPLE_DIR
@@ -25,7 +25,7 @@ def cnn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real, untrained CNN checkpoint: enough for Grad-CAM to run."""
     import torch
 
-    from models.cnn import TumorCNN, save_checkpoint
+    from models.nets.cnn import TumorCNN, save_checkpoint
 
     torch.manual_seed(0)
     return save_checkpoint(tmp_path_factory.mktemp("weights") / "cnn.pth", TumorCNN(), extra={})

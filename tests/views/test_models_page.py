@@ -8,8 +8,8 @@ from streamlit.testing.v1 import AppTest
 
 from db.runs import get_active_model, register_model_version
 from db.session import session_scope
-from models.data import load_rgb
-from models.predictor import load_predictor
+from models.data.dataset import load_rgb
+from models.inference.predictor import load_predictor
 from services.model_files import file_sha256
 from settings import ROOT, SAMPLE_DIR
 from tests.seed_runs import seed_run
@@ -23,7 +23,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two real CNN checkpoints with different (untrained) weights, so their predictions differ."""
     import torch
 
-    from models.cnn import TumorCNN, save_checkpoint
+    from models.nets.cnn import TumorCNN, save_checkpoint
 
     folder = tmp_path_factory.mktemp("weights")
     paths = []

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from db.jobs import recent_jobs
 from db.schema import TrainingRun
 from db.session import session_scope
-from models.config import PRESETS
+from models.training.config import PRESETS
 from settings import ROOT, SAMPLE_DIR
 from tests.env import environment
 from tests.users import make_actor, signed_in

@@ -42,8 +42,8 @@ def worker(data_root: Path, module_db_url: str, start_worker: Callable):  # type
 @pytest.fixture(scope="module")
 def cnn_version(worker, tmp_path_factory: pytest.TempPathFactory) -> int:  # type: ignore[no-untyped-def]
     """A tiny CNN really trained (one epoch, four images a class), registered as the active torch model."""
-    from models.config import make_config
-    from models.train import run_training
+    from models.training.config import make_config
+    from models.training.run import run_training
     from services.model_files import file_sha256
 
     out = tmp_path_factory.mktemp("tiny-cnn")

@@ -8,10 +8,10 @@ import torch
 from db.jobs import create_job, get_job
 from db.runs import get_run
 from db.session import session_scope
-from models.config import make_config
-from models.run_types import TrainHooks
-from models.train import resumable_config, run_training
-from models.train_torch import load_state
+from models.training.config import make_config
+from models.training.run import resumable_config, run_training
+from models.training.run_types import TrainHooks
+from models.training.torch_loop import load_state
 from services.training import create_recorded_run
 from settings import SAMPLE_DIR, get_settings
 from tests.disks import fill, tmpfs

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from db.jobs import create_job, get_job
 from db.schema import AuditEntry, Patient, Prediction, Scan
 from db.session import DatabaseBusy, reset_engine, session_scope
-from models.imaging import DecodedImage, decode_image
+from models.data.imaging import DecodedImage, decode_image
 from services.diagnosis import save_scan_with_predictions
 from services.records import remove_patient
 from settings import SAMPLE_DIR, get_settings

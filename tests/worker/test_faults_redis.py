@@ -10,7 +10,7 @@ from db.jobs import get_job
 from db.runs import get_run
 from db.schema import utcnow
 from db.session import session_scope
-from models.config import make_config
+from models.training.config import make_config
 from settings import SAMPLE_DIR, get_settings
 from tests.users import make_actor
 from worker.celery_app import celery_app

@@ -18,7 +18,7 @@ from db.jobs import get_job
 from db.runs import get_run, register_model_version
 from db.schema import BatchItem, Job, Prediction, utcnow
 from db.session import session_scope
-from models.config import make_config
+from models.training.config import make_config
 from services.batch_input import folder_source
 from settings import ROOT, SAMPLE_DIR, get_settings
 from tests.env import environment
@@ -55,7 +55,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def cnn_version(data_root: Path, module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> int:
     """A tiny CNN really trained (one epoch, four images a class), registered as the active torch model."""
-    from models.train import run_training
+    from models.training.run import run_training
     from services.model_files import file_sha256
 
     out = tmp_path_factory.mktemp("tiny-cnn")

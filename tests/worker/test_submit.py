@@ -41,7 +41,7 @@ def test_redis_down_at_submit_fails_the_job_and_its_run_within_seconds(db_url):
 
     from db.jobs import recent_jobs
     from db.schema import TrainingRun
-    from models.config import make_config
+    from models.training.config import make_config
     from settings import SAMPLE_DIR
     from worker.celery_app import celery_app
     from worker.submit import QueueUnavailable, submit_training

@@ -10,7 +10,7 @@ import pytest
 
 from db.runs import get_run, list_model_versions
 from db.session import session_scope
-from models.config import make_config
+from models.training.config import make_config
 from services.model_files import file_sha256
 from services.training import execute_run
 from settings import SAMPLE_DIR
@@ -135,7 +135,7 @@ def test_cli_path_records_the_same_rows(module_db_url: str, tmp_path: Path) -> N
     assert run.status == "succeeded" and len(epochs) == 1
     assert Path(run.artifact_path).parent == tmp_path / "out"
     # The new CNN's brain-MRI check is fitted beside it, tied to its file, on the day it is trained.
-    from models.ood import load_stats
+    from models.evaluation.ood import load_stats
 
     ood = run.metrics["ood"]
     assert "error" not in ood, ood

@@ -3,7 +3,7 @@
 import math
 from dataclasses import dataclass
 
-from models.config import TrainConfig
+from models.training.config import TrainConfig
 
 
 @dataclass

@@ -49,7 +49,7 @@ class TrainConfig:
     # CNN only: start from this checkpoint's weights (a warm restart: a fresh optimizer and schedule). The
     # checkpoint must come from a run on the same split (seed and validation fraction), or validation leaks.
     init_from: str | None = None
-    # CNN only: learn from teachers' soft targets (models.distill) beside the labels; the loss is
+    # CNN only: learn from teachers' soft targets (models.training.distill) beside the labels; the loss is
     # (1 - weight) x the labels' loss + weight x T^2 x KL(teacher at temperature T || student at T).
     distill_from: str | None = None
     distill_weight: float = 0.5

@@ -1,6 +1,6 @@
 """A whole training run for either framework: data, split, training loop, final scoring.
 
-CLI: python -m models.train --framework torch --data DIR [--test DIR] [--preset report|improved] [--epochs N]
+CLI: python -m models.training.run --framework torch --data DIR [--test DIR] [--preset report|improved] [--epochs N]
 """
 
 import argparse
@@ -18,9 +18,7 @@ from typing import Any
 import numpy as np
 
 from domain import INPUT_SIZE
-from models.calibration import apply_temperature, calibration_report
-from models.config import TrainConfig, make_config, preset_names
-from models.data import (
+from models.data.dataset import (
     CLASSES,
     Item,
     cap_items,
@@ -30,8 +28,10 @@ from models.data import (
     overlap_with,
     split_train_val,
 )
-from models.metrics import classification_report, cross_entropy
-from models.run_types import PreparedData, TrainHooks
+from models.evaluation.metrics import classification_report, cross_entropy
+from models.inference.calibration import apply_temperature, calibration_report
+from models.training.config import TrainConfig, make_config, preset_names
+from models.training.run_types import PreparedData, TrainHooks
 
 
 @dataclass
@@ -51,7 +51,7 @@ def seed_everything(seed: int) -> None:
 
 def prepare_data(cfg: TrainConfig) -> PreparedData:
     """Scan, deduplicate and split the data; load everything into memory as uint8 arrays."""
-    from models.data import scan_folder
+    from models.data.dataset import scan_folder
 
     items = cap_items(scan_folder(cfg.data_dir), cfg.max_images_per_class, cfg.seed)
     index = index_items(cfg.data_dir, items)
@@ -85,7 +85,7 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     split = hashlib.sha256(json.dumps([sorted(index.sha256[i] for i in val_idx), len(y_train)]).encode())
     soft = None
     if cfg.distill_from:
-        from models.distill import load_targets, student_targets
+        from models.training.distill import load_targets, student_targets
 
         targets = load_targets(cfg.distill_from)
         train_sha = [index.sha256[i] for i in train_idx] + [""] * len(extra)
@@ -145,7 +145,7 @@ def prepared_predictor(framework: str, model_path: Path) -> Any:
 
     The app's predictor crops a raw scan itself; on prepared arrays it must not crop them again.
     """
-    from models.predictor import load_predictor
+    from models.inference.predictor import load_predictor
 
     predictor = load_predictor(framework, model_path)
     predictor.crop = False
@@ -160,7 +160,7 @@ def calibrate(
     Returns the calibration report (ECE and NLL before and after, cross-fitted) and the calibrated
     validation probabilities.
     """
-    from models.predictor import store_temperature
+    from models.inference.predictor import store_temperature
 
     predictor.temperature = 1.0  # fit on the network's own probabilities, whatever the file held
     raw = predict_all(predictor, x_val)
@@ -191,9 +191,9 @@ def final_metrics(cfg: TrainConfig, data: PreparedData, model_path: Path) -> dic
 def saved_state(run_dir: str | Path, framework: str) -> dict[str, Any]:
     """What a run saved after its last finished epoch (raises FileNotFoundError when it saved nothing)."""
     if framework == "torch":
-        from models.train_torch import load_state
+        from models.training.torch_loop import load_state
     else:
-        from models.train_keras import load_state
+        from models.training.keras_loop import load_state
     return load_state(run_dir)
 
 
@@ -226,12 +226,12 @@ def run_training(cfg: TrainConfig, hooks: TrainHooks | None = None, *, resume: b
             "(images were added, removed or changed)"
         )
     if cfg.framework == "torch":
-        from models.train_torch import train_torch as train_fn
+        from models.training.torch_loop import train_torch as train_fn
     else:
-        from models.train_keras import train_keras as train_fn
+        from models.training.keras_loop import train_keras as train_fn
     pretrained = False
     if cfg.framework == "keras":
-        from models.mobilenet import resolve_weights
+        from models.nets.mobilenet import resolve_weights
 
         pretrained = resolve_weights(cfg) is not None
     hooks.on_start({"fingerprint": data.index.fingerprint, "split": data.summary, "pretrained": pretrained})
@@ -282,7 +282,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", help="CNN: start from this checkpoint's weights (trained on the same split)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-epochs", type=int)
-    p.add_argument("--distill-from", help="CNN: teacher targets (python -m models.distill) to learn from")
+    p.add_argument("--distill-from", help="CNN: teacher targets (python -m models.training.distill) to learn from")
     p.add_argument("--distill-weight", type=float, help="share of the loss given to the teachers (default 0.5)")
     p.add_argument("--distill-temperature", type=float, help="temperature of the distillation loss (default 2)")
     p.add_argument("--mixup", type=float, dest="mixup_alpha", help="CNN: mixup with Beta(alpha, alpha) weights")
@@ -292,7 +292,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's config from the command line; caps the frameworks' threads as asked."""
-    from models.threads import cap_threads
+    from models.inference.threads import cap_threads
     from settings import get_settings
 
     settings = get_settings()
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     echo = TrainHooks(on_epoch=lambda row: print(json.dumps(row), flush=True))
     if args.resume:
         if args.threads:
-            from models.threads import cap_threads
+            from models.inference.threads import cap_threads
 
             cap_threads(args.threads, args.threads)
         result = run_training(resumable_config(args.resume), echo, resume=True)

@@ -1,4 +1,4 @@
-"""What a training loop is given and what it reports: shared by the run (models.train) and both loops."""
+"""What a training loop is given and what it reports: shared by the run (models.training.run) and both loops."""
 
 import time
 from collections.abc import Callable
@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from models.data import DatasetIndex
-from models.metrics import classification_report, cross_entropy
+from models.data.dataset import DatasetIndex
+from models.evaluation.metrics import classification_report, cross_entropy
 
 
 class TrainingCancelled(Exception):

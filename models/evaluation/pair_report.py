@@ -1,7 +1,7 @@
 """How the two models do together on the validation split: each alone, their averaged answer, its calibration,
 and what each needs-review threshold flags.
 
-python -m models.pair_report --cnn models/weights/cnn_default.pth --mobilenet models/weights/mobilenetv2_default.keras
+python -m models.evaluation.pair_report --cnn models/weights/cnn_default.pth --mobilenet models/weights/mobilenetv2_default.keras
     [--data DIR] [--out models/weights/pair.json]
 
 The split is rebuilt from the CNN's training config (folder, seed, validation share), with duplicate groups
@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from domain import CLASSES
-from models.calibration import calibration_report, expected_calibration_error, nll
-from models.data import config_split, load_rgb
-from models.metrics import classification_report
-from models.model_meta import file_sha256, model_meta
-from models.predictor import Predictor, load_predictor
+from models.data.dataset import config_split, load_rgb
+from models.evaluation.metrics import classification_report
+from models.inference.calibration import calibration_report, expected_calibration_error, nll
+from models.inference.model_meta import file_sha256, model_meta
+from models.inference.predictor import Predictor, load_predictor
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 # The needs-review threshold is the lowest whose unflagged images are right at least this often.
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="also write the report here as JSON")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    from models.threads import cap_threads
+    from models.inference.threads import cap_threads
 
     cap_threads(args.threads, args.threads)
     images, y = validation_images(model_meta(args.cnn)["config"], args.data)

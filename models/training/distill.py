@@ -1,6 +1,6 @@
 """Soft targets from trained models (teachers) for distilling them into the CNN.
 
-    python -m models.distill --data DIR --model models/weights/cnn_default.pth \
+    python -m models.training.distill --data DIR --model models/weights/cnn_default.pth \
         --model models/weights/mobilenetv2_default.keras --out var/train/teacher.npz
 
 scores every image on the training side of the split (the seed and validation share the teachers were trained
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from domain import Framework
-from models.data import CLASSES, cap_items, index_items, load_rgb, scan_folder, split_train_val
-from models.model_meta import file_sha256, model_meta
+from models.data.dataset import CLASSES, cap_items, index_items, load_rgb, scan_folder, split_train_val
+from models.inference.model_meta import file_sha256, model_meta
 
 # The split settings a teacher must share with the student; any difference moves images across the split.
 SPLIT_KEYS = ("seed", "val_fraction", "max_images_per_class")
@@ -50,7 +50,7 @@ def make_targets(
     data_dir: str | Path, models: list[str | Path], *, batch_size: int = 32, threads: int = 1
 ) -> TeacherTargets:
     """The teachers' averaged probabilities on the training side of the split they were all trained on."""
-    from models.predictor import load_predictor
+    from models.inference.predictor import load_predictor
 
     if not models:
         raise ValueError("at least one teacher model is needed")

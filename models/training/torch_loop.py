@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from models.cnn import ARCH, MEAN, STD, TumorCNN, normalize, predict_proba, save_checkpoint, save_whole
-from models.config import TrainConfig
-from models.data import class_weights
-from models.run_types import PreparedData, TrainHooks, TrainingCancelled, epoch_row
-from models.schedule import EarlyStopping, LRSchedule
+from models.data.dataset import class_weights
+from models.nets.cnn import ARCH, MEAN, STD, TumorCNN, normalize, predict_proba, save_checkpoint, save_whole
+from models.training.config import TrainConfig
+from models.training.run_types import PreparedData, TrainHooks, TrainingCancelled, epoch_row
+from models.training.schedule import EarlyStopping, LRSchedule
 
 # (rotation degrees, shift fraction, zoom fraction, shear, brightness/contrast fraction)
 AUGMENT = {"moderate": (10.0, 0.05, 0.05, 0.0, 0.1), "high": (20.0, 0.1, 0.15, 0.15, 0.15)}

@@ -1,6 +1,6 @@
 """Score any saved model on any labelled folder and print JSON.
 
-python -m models.evaluate --model models/weights/cnn_default.pth --data DIR
+python -m models.evaluation.evaluate --model models/weights/cnn_default.pth --data DIR
 """
 
 import argparse
@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 
 from domain import Framework
-from models.data import DatasetError, load_rgb, scan_folder
-from models.metrics import classification_report
+from models.data.dataset import DatasetError, load_rgb, scan_folder
+from models.evaluation.metrics import classification_report
 
 
 def evaluate_folder(model_path: str | Path, data_dir: str | Path, *, batch_size: int = 32) -> dict[str, Any]:
     """Accuracy, macro and per-class P/R/F1, confusion matrix and count of a model on a labelled folder."""
-    from models.predictor import load_predictor
+    from models.inference.predictor import load_predictor
 
     items = scan_folder(data_dir)
     predictor = load_predictor(Framework.of_file(model_path), model_path)
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    from models.threads import cap_threads
+    from models.inference.threads import cap_threads
 
     cap_threads(args.threads, args.threads)
     try:

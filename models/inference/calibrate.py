@@ -1,6 +1,6 @@
 """Fit and store the temperature of a saved model on the validation split of the run that trained it.
 
-python -m models.calibrate --model models/weights/mobilenetv2_default.keras [--data DIR]
+python -m models.inference.calibrate --model models/weights/mobilenetv2_default.keras [--data DIR]
 
 Training fits the temperature by itself; this command is for models saved before it did, or after the
 validation data moved (--data points at the same images in their new place).
@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 from domain import Framework
-from models.config import TrainConfig
-from models.model_meta import model_meta
-from models.train import calibrate, prepare_data, prepared_predictor
+from models.inference.model_meta import model_meta
+from models.training.config import TrainConfig
+from models.training.run import calibrate, prepare_data, prepared_predictor
 
 
 def main(argv: list[str] | None = None) -> int:

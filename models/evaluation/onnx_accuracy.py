@@ -1,7 +1,7 @@
-"""Accuracy of the CNN's float and int8 ONNX exports (models/onnx_export.py) on the model's own validation split,
+"""Accuracy of the CNN's float and int8 ONNX exports (models/inference/onnx_export.py) on the model's own validation split,
 printed as JSON: what decides whether the int8 export may be used.
 
-    python -m models.onnx_accuracy --model models/weights/cnn_default.pth [--data DIR]
+    python -m models.evaluation.onnx_accuracy --model models/weights/cnn_default.pth [--data DIR]
 """
 
 import argparse
@@ -9,10 +9,10 @@ import json
 
 import numpy as np
 
-from models.data import config_split, load_rgb
-from models.model_meta import file_sha256, model_meta
-from models.onnx_export import export_path
-from models.predictor import load_predictor
+from models.data.dataset import config_split, load_rgb
+from models.inference.model_meta import file_sha256, model_meta
+from models.inference.onnx_export import export_path
+from models.inference.predictor import load_predictor
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,9 +7,9 @@ from typing import Protocol
 import numpy as np
 
 from domain import INPUT_SIZE
-from models.calibration import apply_temperature
-from models.data import CLASSES, head_box, model_input
-from models.model_meta import file_sha256, model_meta, read_sidecar, sidecar_path, write_sidecar
+from models.data.dataset import CLASSES, head_box, model_input
+from models.inference.calibration import apply_temperature
+from models.inference.model_meta import file_sha256, model_meta, read_sidecar, sidecar_path, write_sidecar
 
 # Images per ONNX Runtime run (twice as many rows with mirror TTA). Larger runs gain nothing on a CPU, and their
 # activations (the CNN's first block holds 16 x 224 x 224 floats a row) outgrow the caches and the memory: 64
@@ -89,13 +89,13 @@ class TorchPredictor:
     framework = "torch"
 
     def __init__(self, path: str | Path) -> None:
-        from models.cnn import load_checkpoint
+        from models.nets.cnn import load_checkpoint
 
         self.model, ckpt = load_checkpoint(path)
         self.tta, self.crop, self.temperature = _preprocessing(model_meta(path, checkpoint=ckpt))
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
-        from models.cnn import predict_proba
+        from models.nets.cnn import predict_proba
 
         if not images:
             return np.zeros((0, len(CLASSES)), dtype=np.float32)
@@ -104,7 +104,7 @@ class TorchPredictor:
 
     def features(self, images: list[np.ndarray]) -> np.ndarray:
         """The out-of-distribution check's feature vector per image, from the same preprocessing as predict."""
-        from models.cnn import FEATURES, feature_summary
+        from models.nets.cnn import FEATURES, feature_summary
 
         if not images:
             return np.zeros((0, FEATURES), dtype=np.float32)
@@ -116,7 +116,7 @@ class TorchPredictor:
     def gradcam(self, rgb: np.ndarray) -> np.ndarray:
         import torch
 
-        from models.cnn import normalize
+        from models.nets.cnn import normalize
 
         x = normalize(torch.from_numpy(_stack([rgb], self.crop)).permute(0, 3, 1, 2))
         # The model is shared by every session and job of the process: no hook is registered on it and no
@@ -138,14 +138,14 @@ class KerasPredictor:
     framework = "keras"
 
     def __init__(self, path: str | Path) -> None:
-        from models.mobilenet import gradcam_function, load_model
+        from models.nets.mobilenet import gradcam_function, load_model
 
         self.model = load_model(path)
         self.tta, self.crop, self.temperature = _preprocessing(model_meta(path))
         self._gradcam = gradcam_function(self.model)
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
-        from models.mobilenet import predict_proba
+        from models.nets.mobilenet import predict_proba
 
         if not images:
             return np.zeros((0, len(CLASSES)), dtype=np.float32)
@@ -159,12 +159,12 @@ class KerasPredictor:
 
 class OnnxPredictor:
     """Predictions, heatmaps and the CNN's out-of-distribution features on ONNX Runtime, from the model's export
-    (models/onnx_export.py): neither torch nor TensorFlow is imported. The export computes each heatmap in its
-    graph in closed form (models/cnn.py `hirescam`, models/mobilenet.py `cam_model`), the framework path's map
+    (models/inference/onnx_export.py): neither torch nor TensorFlow is imported. The export computes each heatmap in its
+    graph in closed form (models/nets/cnn.py `hirescam`, models/nets/mobilenet.py `cam_model`), the framework path's map
     to within rounding."""
 
     def __init__(self, framework: str, path: str | Path, *, sha256: str, threads: int = 1, int8: bool = False) -> None:
-        from models.onnx_export import exported_meta, has_heatmaps, open_session
+        from models.inference.onnx_export import exported_meta, has_heatmaps, open_session
 
         self.framework = framework
         self.path = Path(path)
@@ -224,7 +224,7 @@ class OnnxPredictor:
 
     def heatmap_session(self):  # -> onnxruntime.InferenceSession
         """The session whose graph outputs "cam": the CNN's heatmap graph, opened on the first heatmap."""
-        from models.onnx_export import open_session
+        from models.inference.onnx_export import open_session
 
         with self._cam_lock:
             if self._cam_session is None:
@@ -243,7 +243,7 @@ class OnnxPredictor:
 def store_temperature(framework: str, artifact_path: str | Path, temperature: float) -> None:
     """Save a fitted temperature with the model, where its predictor will read it."""
     if framework == "torch":
-        from models.cnn import update_checkpoint
+        from models.nets.cnn import update_checkpoint
 
         update_checkpoint(artifact_path, temperature=temperature)
     if framework == "keras" or sidecar_path(artifact_path).is_file():

@@ -1,4 +1,4 @@
-"""Images that are not brain MRI slices, to measure the out-of-distribution check (models/ood.py) against.
+"""Images that are not brain MRI slices, to measure the out-of-distribution check (models/evaluation/ood.py) against.
 
 Only what this machine has: pictures drawn here with numpy and Pillow (blank, noise, gradients, screenshots of
 text, colour and grayscale scenes standing in for photographs), the DICOM test files bundled with pydicom,
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from models.data import load_rgb
-from models.imaging import ImageError, decode_image
+from models.data.dataset import load_rgb
+from models.data.imaging import ImageError, decode_image
 
 Probe = tuple[str, np.ndarray]  # a name to report it by, and its HxWx3 uint8 pixels
 

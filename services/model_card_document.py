@@ -329,7 +329,7 @@ def inference_section(version: VersionFacts) -> Section:
 
 
 def ood_section(framework: str, report: Mapping[str, Any] | None, reason: str) -> Section:
-    """The out-of-distribution check fitted for this file (report: its models.ood report), or why there is none."""
+    """The out-of-distribution check fitted for this file (report: its models.evaluation.ood report), or why there is none."""
     title = "Out-of-distribution check"
     if framework != "torch":
         return Section(

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.data import CLASSES
+from models.data.dataset import CLASSES
 
 ARCH = "cnn3-224"
 # Pixels are scaled to [0, 1] and then centred; the same constants at training and prediction time.
@@ -127,7 +127,7 @@ def forward_parts(model: TumorCNN, x: torch.Tensor) -> tuple[torch.Tensor, torch
 def logits_and_features(model: TumorCNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass of normalised N x 3 x 224 x 224 input: the logits, and feature_summary's N x 480 vector.
 
-    Traceable, so the ONNX export (models/onnx_export.py) computes both in the one graph.
+    Traceable, so the ONNX export (models/inference/onnx_export.py) computes both in the one graph.
     """
     logits, features, _ = forward_parts(model, x)
     return logits, features
@@ -148,7 +148,7 @@ def class_gradients(model: TumorCNN) -> torch.Tensor:
 
 
 def hirescam(kept: list[torch.Tensor], logits: torch.Tensor, model: TumorCNN, gradients: torch.Tensor) -> torch.Tensor:
-    """N x 56 x 56 HiResCAM of each image's predicted class, without autograd: what models/predictor.py's
+    """N x 56 x 56 HiResCAM of each image's predicted class, without autograd: what models/inference/predictor.py's
     TorchPredictor.gradcam computes with it, from `forward_parts`'s kept outputs and `class_gradients`.
 
     After the ReLU come BatchNorm2d (a_k x + b_k per channel), MaxPool2d and the affine head, so the gradient of
@@ -168,7 +168,7 @@ def hirescam(kept: list[torch.Tensor], logits: torch.Tensor, model: TumorCNN, gr
 
 @torch.no_grad()
 def feature_summary(model: TumorCNN, images: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
-    """N x 480 float32 for N x 224 x 224 x 3 uint8 images: what the out-of-distribution check (models/ood.py)
+    """N x 480 float32 for N x 224 x 224 x 3 uint8 images: what the out-of-distribution check (models/evaluation/ood.py)
     measures.
 
     Per image, the mean and the spread of every channel after each block's BatchNorm (2 x (16 + 32 + 64)), then

@@ -2,9 +2,9 @@
 
 Images per class, sizes and pixel modes, files that cannot be read, exact and near-duplicate groups, and,
 given a test folder, the test images that have a duplicate in training. Built on the scan and the hashes the
-training split uses (models.data), so a duplicate here is one the split keeps on one side.
+training split uses (models.data.dataset), so a duplicate here is one the split keeps on one side.
 
-python -m models.health DIR [--test DIR] [--json]     prints the report of DIR
+python -m models.data.health DIR [--test DIR] [--json]     prints the report of DIR
 """
 
 import hashlib
@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 
 from domain import CLASSES
-from models.data import (
+from models.data.dataset import (
     HASH_BLOCK,
     IMAGE_SUFFIXES,
     NEAR_DUPLICATE_BITS,
@@ -342,13 +342,13 @@ def format_report(report: HealthReport, *, groups_shown: int = 5) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m models.health DIR [--test DIR] [--json]: the report of a labelled folder, on the terminal."""
+    """python -m models.data.health DIR [--test DIR] [--json]: the report of a labelled folder, on the terminal."""
     import argparse
     import json
     import sys
 
     parser = argparse.ArgumentParser(
-        prog="python -m models.health",
+        prog="python -m models.data.health",
         description="Dataset health: images per class, sizes and modes, unreadable files, duplicates, and "
         "test images that have a duplicate in training.",
     )

@@ -1,19 +1,19 @@
 """The out-of-distribution check: does an image look like the brain MRI slices the CNN learned from? A
 photograph, a screenshot, a blank picture or a scan of another kind should get no tumor class at all.
 
-Method: the Mahalanobis distance of the CNN's feature summary (models/cnn.py `feature_summary`) to the nearest
+Method: the Mahalanobis distance of the CNN's feature summary (models/nets/cnn.py `feature_summary`) to the nearest
 of the four class means, with one covariance shared by the classes and shrunk towards a multiple of the
 identity by the Ledoit-Wolf rule, fitted on the training side of the model's own split. An image whose
 squared distance is above the threshold is flagged. The threshold is a percentile (99.5th by default) of the
 training side's scores, each scored by a fit on the other folds (each group of exact or near duplicates in one
 fold, as the validation split keeps them): in-sample scores would set it too low.
 
-    python -m models.ood fit --model models/weights/cnn_default.pth [--data DIR] [--percentile 99.5]
+    python -m models.evaluation.ood fit --model models/weights/cnn_default.pth [--data DIR] [--percentile 99.5]
         [--ood-images PATH ...]
 
 writes `<model>.ood.npz` (the statistics, the threshold and the sha256 of the model file they belong to) and
 `<model>.ood.json` (how the threshold was chosen, the validation side's false refusals, what each family of
-not-MRI pictures in models/ood_probes.py gets caught at), beside the model.
+not-MRI pictures in models/evaluation/ood_probes.py gets caught at), beside the model.
 """
 
 import argparse
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from models.data import Item, config_split, index_items, load_rgb
-from models.model_meta import file_sha256, model_meta
+from models.data.dataset import Item, config_split, index_items, load_rgb
+from models.inference.model_meta import file_sha256, model_meta
 
 PERCENTILE = 99.5
 FOLDS = 5
@@ -176,7 +176,7 @@ def load_stats(model_path: str | Path, model_sha256: str) -> OodStats:
     """The statistics fitted for this very model file; OodUnavailable when there are none, or they belong to
     another file (a model retrained or replaced under the same name)."""
     path = stats_path(model_path)
-    how = f"fit them with: python -m models.ood fit --model {model_path}"
+    how = f"fit them with: python -m models.evaluation.ood fit --model {model_path}"
     if not path.is_file():
         raise OodUnavailable(f"no out-of-distribution statistics were fitted for {Path(model_path).name}; {how}")
     try:
@@ -210,7 +210,7 @@ def _item_features(predictor: Any, items: list[Item]) -> np.ndarray:
 
 
 def _probe_modality(name: str) -> str | None:
-    """The modality a DICOM probe's name starts with (models/ood_probes.py names them so)."""
+    """The modality a DICOM probe's name starts with (models/evaluation/ood_probes.py names them so)."""
     first = name.split(" ", 1)[0]
     return None if first == "no" else first
 
@@ -230,8 +230,8 @@ def _caught(scores: np.ndarray, threshold: float, names: list[str], *, dicom: bo
 
 def fit_command(model: str, data: str | None, percentile: float, ood_images: list[str]) -> dict[str, Any]:
     """Fit, measure and write the statistics and the report beside the model; returns the report."""
-    from models.ood_probes import families
-    from models.predictor import TorchPredictor
+    from models.evaluation.ood_probes import families
+    from models.inference.predictor import TorchPredictor
 
     predictor = TorchPredictor(model)
     cfg = model_meta(model)["config"]
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--ood-images", nargs="*", default=[], help="image files or folders to report on as well")
     f.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    from models.threads import cap_threads
+    from models.inference.threads import cap_threads
 
     cap_threads(args.threads, args.threads)
     report = fit_command(args.model, args.data, args.percentile, args.ood_images)

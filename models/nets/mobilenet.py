@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.config import TrainConfig
-from models.data import CLASSES
+from models.data.dataset import CLASSES
+from models.training.config import TrainConfig
 
 BASE_NAME = "mobilenetv2_base"
 
@@ -131,7 +131,7 @@ def predict_proba(model, images: np.ndarray, *, tta: bool = False, batch_size: i
 
 def cam_model(model):  # -> keras.Model
     """`model` with a second output, "cam" (N x h x w): gradcam_function's map for each image, in closed form,
-    so that the ONNX export (models/onnx_export.py) computes it in the graph with no gradient tape.
+    so that the ONNX export (models/inference/onnx_export.py) computes it in the graph with no gradient tape.
 
     After the base come global average pooling, Dense(relu), Dropout and Dense(softmax): with p the
     probabilities, c the predicted class and r the Dense layer's output, the gradient of p_c with respect to

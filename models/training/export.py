@@ -1,6 +1,6 @@
 """Turn a finished training run into a compact shipped model with its record beside it.
 
-python -m models.export --run-dir var/train/cnn-improved --out models/weights/cnn_default.pth
+python -m models.training.export --run-dir var/train/cnn-improved --out models/weights/cnn_default.pth
 """
 
 import argparse
@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from domain import Framework
-from models.config import TrainConfig
-from models.model_meta import read_sidecar, write_sidecar
-from models.train import prepare_data, prepared_predictor, score
+from models.inference.model_meta import read_sidecar, write_sidecar
+from models.training.config import TrainConfig
+from models.training.run import prepare_data, prepared_predictor, score
 
 
 def export_run(run_dir: str | Path, out: str | Path, *, check: bool = True) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, check: bool = True) -> d
         raise ValueError(f"{out} does not match the run's framework ({framework})")
     out.parent.mkdir(parents=True, exist_ok=True)
     if framework == "torch":
-        from models.cnn import load_checkpoint, save_checkpoint
+        from models.nets.cnn import load_checkpoint, save_checkpoint
 
         model, ckpt = load_checkpoint(run_dir / "best.pth")
         keep = {k: ckpt[k] for k in ("epoch", "config", "metrics", "tta", "normalize", "temperature") if k in ckpt}

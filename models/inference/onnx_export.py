@@ -5,15 +5,15 @@ The export of `cnn_default.pth` is `cnn_default.pth.onnx` (`cnn_default.pth.int8
 `cnn_default.pth.cam.onnx` for its heatmaps). Each records the sha256 of the file it was made from, and
 `open_session` makes it again whenever that no longer matches the model file: a stale export is never used.
 A CNN's export also records the checkpoint's own fields (mirror TTA, crop, temperature), so that reading them
-needs no torch; a sidecar `<model>.json` still wins over them, as in models/model_meta.py.
+needs no torch; a sidecar `<model>.json` still wins over them, as in models/inference/model_meta.py.
 
 Both graphs take N x 224 x 224 x 3 float32 pixels in [0, 255] ("pixels"); mirror TTA, temperature and the
-head crop stay outside, in models/predictor.py, exactly as on the framework path.
+head crop stay outside, in models/inference/predictor.py, exactly as on the framework path.
 
 - torch (the CNN): torch.onnx.export's TorchScript-based exporter (dynamo=False; the dynamo exporter needs
-  onnxscript). Outputs "probs" and "features" (models/cnn.py `forward_parts`, one pass for both); its
-  heatmap graph, `cnn_default.pth.cam.onnx`, outputs "cam" (models/cnn.py `hirescam`, HiResCAM without autograd).
-- keras (MobileNetV2): tf2onnx.convert.from_keras of models/mobilenet.py `cam_model`. Outputs "probs" and
+  onnxscript). Outputs "probs" and "features" (models/nets/cnn.py `forward_parts`, one pass for both); its
+  heatmap graph, `cnn_default.pth.cam.onnx`, outputs "cam" (models/nets/cnn.py `hirescam`, HiResCAM without autograd).
+- keras (MobileNetV2): tf2onnx.convert.from_keras of models/nets/mobilenet.py `cam_model`. Outputs "probs" and
   "cam" (Grad-CAM in closed form; cheap at 7 x 7, so it stays in the one graph). Keras 3's own
   `model.export(format="onnx")` also runs on TF 2.21, but its graph of the shipped MobileNetV2 gave
   probabilities up to 0.50 away from the model's on the sample images, so it is not used.
@@ -22,7 +22,7 @@ Optionally the CNN's Linear(50176 -> 256), 98 % of its weights, is quantized to 
 channel). Its answers then differ from the framework's by a few hundredths, so it is off by default; whether
 it costs accuracy is measured on the model's own validation split by
 
-    python -m models.onnx_accuracy --model models/weights/cnn_default.pth [--data DIR]
+    python -m models.evaluation.onnx_accuracy --model models/weights/cnn_default.pth [--data DIR]
 """
 
 import json
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from domain import Framework
-from models.model_meta import CHECKPOINT_FIELDS
+from models.inference.model_meta import CHECKPOINT_FIELDS
 
 OPSET = 17
 INPUT = "pixels"
@@ -53,7 +53,7 @@ def _torch_graph(model_path: Path, heatmap: bool) -> tuple[bytes, dict[str, Any]
     import torch
 
     from domain import INPUT_SIZE
-    from models.cnn import class_gradients, forward_parts, hirescam, load_checkpoint, normalize
+    from models.nets.cnn import class_gradients, forward_parts, hirescam, load_checkpoint, normalize
 
     net, ckpt = load_checkpoint(model_path)
 
@@ -95,7 +95,7 @@ def _keras_graph(model_path: Path, heatmap: bool) -> tuple[bytes, dict[str, Any]
     import tf2onnx
 
     from domain import INPUT_SIZE
-    from models.mobilenet import cam_model, load_model
+    from models.nets.mobilenet import cam_model, load_model
 
     model = cam_model(load_model(model_path))
     # tf2onnx names the graph's outputs after the model's output layers ("probs", "cam").
@@ -211,7 +211,7 @@ def open_session(
     prediction (ONNX Runtime runs a whole graph whichever outputs are asked for)."""
     import onnxruntime as ort
 
-    from models.model_meta import file_sha256
+    from models.inference.model_meta import file_sha256
 
     path = export_path(model_path, int8=int8, heatmap=heatmap)
     options = _session_options(threads)

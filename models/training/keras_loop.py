@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from models.config import TrainConfig
-from models.data import CLASSES, class_weights
-from models.mobilenet import (
+from models.data.dataset import CLASSES, class_weights
+from models.inference.model_meta import write_sidecar
+from models.nets.mobilenet import (
     augmenter,
     build_model,
     freeze_base,
@@ -20,9 +20,9 @@ from models.mobilenet import (
     resolve_weights,
     set_trainable_top,
 )
-from models.model_meta import write_sidecar
-from models.run_types import PreparedData, TrainHooks, TrainingCancelled, epoch_row
-from models.schedule import EarlyStopping, LRSchedule
+from models.training.config import TrainConfig
+from models.training.run_types import PreparedData, TrainHooks, TrainingCancelled, epoch_row
+from models.training.schedule import EarlyStopping, LRSchedule
 
 
 def _compile(model, lr: float, label_smoothing: float) -> None:  # type: ignore[no-untyped-def]

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from models.data import CLASSES, Item, config_split, load_rgb
-from models.metrics import confusion_matrix
+from models.data.dataset import CLASSES, Item, config_split, load_rgb
+from models.evaluation.metrics import confusion_matrix
 
 SUFFIX = ".val_predictions.json"
 CHUNK = 32  # images decoded and predicted together

@@ -1,0 +1,1 @@
+"""Labelled image folders, uploaded scans and dataset health: what the networks are fed."""

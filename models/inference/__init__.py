@@ -1,0 +1,1 @@
+"""Loading saved models, predicting, heatmaps, ONNX exports, calibration and thread caps."""

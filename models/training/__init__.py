@@ -1,0 +1,1 @@
+"""Training runs: configuration, schedules, both frameworks' loops, distillation and export."""
