@@ -36,11 +36,13 @@ TASK_NAMES = {
     "selfcheck": "brainmri.selfcheck",
     "train": "brainmri.train",
     "batch": "brainmri.batch_predict",
+    "series": "brainmri.series_predict",
+    "send": "brainmri.dicom_send",
 }
 
 
 # A training job is not run again under its id (its run would start over); these jobs resume or repeat harmlessly.
-RERUNNABLE_KINDS = ("batch", "selfcheck", "train")
+RERUNNABLE_KINDS = ("batch", "selfcheck", "train", "series", "send")
 
 
 class QueueUnavailable(Exception):
@@ -83,6 +85,19 @@ def submit_job(
     if before_send is not None:
         before_send(job_id)
     _send(name, job_id, celery_id)
+    return job_id
+
+
+def submit_unattended(kind: str, params: dict[str, Any], *, before_send: Callable[[int], None] | None = None) -> int:
+    """Record and send a job no person asked for (a series the DICOM listener completed, results going back to
+    the PACS); returns the job id. Only an admin may cancel or re-run it."""
+    celery_id = uuid()
+    with session_scope() as session:
+        job_id = create_job(session=session, kind=kind, params=params).id
+        set_celery_id(session=session, job_id=job_id, celery_id=celery_id)
+    if before_send is not None:
+        before_send(job_id)
+    _send(TASK_NAMES[kind], job_id, celery_id)
     return job_id
 
 
@@ -257,6 +272,30 @@ def submit_batch(
         ids = [v.id for v in versions]
     params = {**source, "patient_mode": patient_mode, "patient_mrn": mrn, "model_version_ids": ids}
     return submit_job("batch", params, actor=actor, idempotency_key=idempotency_key)
+
+
+def submit_series(*, series_id: int | None = None, pull: dict[str, str] | None = None, actor: Actor | None) -> int:
+    """Queue the prediction of a complete series (`series_id`), or of one to pull from the DICOMweb server first
+    (`pull`: its study and series UIDs); returns the job id. The active models are fixed now, as a batch's are.
+    `actor` None: the DICOM listener completed the series."""
+    from db.batches import batch_models
+    from db.series import set_series_status
+
+    with session_scope() as session:
+        try:
+            ids: list[int] | None = [v.id for v in batch_models(session=session, version_ids=None)]
+        except LookupError:
+            ids = None  # the job then fails with the reason, on the series' record
+    params: dict[str, Any] = {"series_id": series_id, "pull": pull, "model_version_ids": ids}
+
+    def mark(job_id: int) -> None:
+        if series_id is not None:
+            with session_scope() as session:
+                set_series_status(session=session, series_id=series_id, status="queued", job_id=job_id)
+
+    if actor is None:
+        return submit_unattended("series", params, before_send=mark)
+    return submit_job("series", params, actor=actor, before_send=mark)
 
 
 # A queued job's message goes out milliseconds after its row is written; one older than this and missing from

@@ -1,0 +1,389 @@
+"""DICOM instances coming in (from the listener, a DICOMweb pull or an upload): checked, split into slices,
+staged until their series is predicted, and grouped by series; a complete series goes to the prediction queue.
+
+Only the header is read here. Pixels are decoded later, in the series job, through the same path as every
+upload (services/batch.py), so a hostile instance costs the listener no more than reading its header.
+"""
+
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.pixels import get_decoder
+from pydicom.uid import UID, AllTransferSyntaxes, DeflatedExplicitVRLittleEndian, EnhancedMRImageStorage, MRImageStorage
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.scans import get_or_create_patient, validate_mrn
+from db.schema import DicomSeries, Patient, SeriesSlice, utcnow
+from db.series import count_slices, find_slice, get_series, idle_series, series_with_uid, set_series_status
+from db.session import session_scope
+from db.storage import is_disk_full, storage_full
+from domain import AuditAction, UserError
+from models.data.imaging import DEFLATED_TS, DICOM_MAGIC_OFFSET, MIN_SIDE, header_study_date
+from services.auth import Actor, audit
+from settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+ACCEPTED_SOP_CLASSES = (MRImageStorage, EnhancedMRImageStorage)
+# Lifted from an Enhanced MR frame's functional groups into the single-frame file staged for it.
+FRAME_GROUPS = {
+    "PixelValueTransformationSequence": ("RescaleSlope", "RescaleIntercept", "RescaleType"),
+    "FrameVOILUTSequence": ("WindowCenter", "WindowWidth", "VOILUTFunction"),
+    "PixelMeasuresSequence": ("PixelSpacing", "SliceThickness"),
+    "PlanePositionSequence": ("ImagePositionPatient",),
+    "PlaneOrientationSequence": ("ImageOrientationPatient",),
+}
+MULTI_FRAME_ONLY = ("NumberOfFrames", "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence", "PixelData")
+
+
+def _decodable(uid: UID) -> bool:
+    if not uid.is_compressed:
+        return True
+    try:
+        return get_decoder(uid).is_available
+    except NotImplementedError:
+        return False
+
+
+# The encodings the decode path reads (pydicom's decoders installed here), except deflate: a deflated dataset
+# must be inflated whole before its first element can be read, the one place a small message becomes a large one.
+TRANSFER_SYNTAXES = tuple(
+    uid for uid in AllTransferSyntaxes if uid != DeflatedExplicitVRLittleEndian and _decodable(uid)
+)
+
+
+class InstanceRefused(UserError):
+    """An instance that was not stored; the message says why. `out_of_resources` when the fault is ours."""
+
+    def __init__(self, message: str, *, out_of_resources: bool = False) -> None:
+        super().__init__(message)
+        self.out_of_resources = out_of_resources
+
+
+@dataclass(frozen=True)
+class Received:
+    """What one instance added: to which series, and how many new slices (0 when all were there already)."""
+
+    series_id: int
+    series_uid: str
+    new_slices: int
+
+
+@dataclass(frozen=True)
+class SliceFile:
+    """One slice of an instance as it is staged: a single-frame DICOM file of its own."""
+
+    frame: int  # 1-based
+    data: bytes
+    position: float | None
+    instance_number: int | None
+
+
+def read_instance(data: bytes, *, settings: Settings) -> Dataset:
+    """The instance's dataset, once its header shows an MR image this system can read; InstanceRefused otherwise."""
+    if len(data) > settings.max_upload_mb * 2**20:
+        raise InstanceRefused(
+            f"the instance is {len(data) / 2**20:.1f} MB, over the limit of {settings.max_upload_mb} MB"
+        )
+    if DEFLATED_TS in data[: DICOM_MAGIC_OFFSET + 512]:
+        raise InstanceRefused("the instance is deflated (Deflated Explicit VR Little Endian), which is not accepted")
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        # Every element converted now, so a malformed one is refused here rather than wherever it is first read.
+        list(getattr(ds, "file_meta", ()))
+        list(ds)
+    except Exception as exc:  # pydicom raises many types on bad headers
+        raise InstanceRefused(f"not a readable DICOM instance ({str(exc)[:160]})") from exc
+    _check_header(ds, settings)
+    return ds
+
+
+def _uid(ds: Dataset, keyword: str) -> str:
+    value = str(ds.get(keyword, "") or "").strip()
+    if not UID(value).is_valid:
+        raise InstanceRefused(f"its {keyword} {value[:70]!r} is missing or not a valid UID")
+    return value
+
+
+def _check_header(ds: Dataset, settings: Settings) -> None:
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    if not sop_class:
+        raise InstanceRefused("it names no SOP class: not a DICOM image instance")
+    if sop_class not in ACCEPTED_SOP_CLASSES:
+        name = UID(sop_class).name
+        raise InstanceRefused(
+            f"its SOP class is {name}; only MR Image Storage and Enhanced MR Image Storage are accepted"
+        )
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality != "MR":
+        raise InstanceRefused(f"its header gives the modality as {modality or 'nothing'}, not MR")
+    syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+    if syntax not in TRANSFER_SYNTAXES:
+        raise InstanceRefused(f"its transfer syntax {str(syntax or 'missing')[:64]} is not one this system decodes")
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        _uid(ds, keyword)
+    if not ds.get("PixelData"):
+        raise InstanceRefused("it holds no pixel data")
+    try:
+        rows, cols, frames = int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames") or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise InstanceRefused("its header does not give the image size (Rows, Columns, NumberOfFrames)") from exc
+    if min(rows, cols) < MIN_SIDE or frames < 1:
+        raise InstanceRefused(f"its image is {cols} x {rows} pixels in {frames} frame(s), not a slice")
+    if rows * cols > settings.max_image_pixels:
+        raise InstanceRefused(f"its slices are {cols} x {rows} pixels, over the limit of {settings.max_image_pixels:,}")
+    if frames > settings.dicom_max_series_slices:
+        raise InstanceRefused(f"it has {frames} frames, more than the {settings.dicom_max_series_slices} a series may")
+
+
+def _along_normal(position: object, orientation: object) -> float | None:
+    """Where a slice lies along its plane's normal, from ImagePositionPatient and ImageOrientationPatient."""
+    try:
+        ipp = np.array([float(v) for v in position], dtype=np.float64)  # type: ignore[attr-defined]
+        iop = np.array([float(v) for v in orientation], dtype=np.float64)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return None
+    if ipp.shape != (3,) or iop.shape != (6,) or not np.isfinite([*ipp, *iop]).all():
+        return None
+    normal = np.cross(iop[:3], iop[3:])
+    return float(ipp @ normal) if np.linalg.norm(normal) > 0.5 else None
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+def slices_of(ds: Dataset, data: bytes) -> list[SliceFile]:
+    """The instance's slices: itself when single-frame; each frame as a file of its own when multi-frame."""
+    number = _int_or_none(ds.get("InstanceNumber"))
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if frames == 1:
+        position = _along_normal(ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient"))
+        return [SliceFile(1, data, position, number)]
+    pixels = _frame_pixels(ds, frames)
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    out = []
+    for index, frame_pixels in enumerate(pixels):
+        single = _single_frame(ds, shared, per_frame[index] if index < len(per_frame) else Dataset(), frame_pixels)
+        position = _along_normal(single.get("ImagePositionPatient"), single.get("ImageOrientationPatient"))
+        buffer = io.BytesIO()
+        single.save_as(buffer, enforce_file_format=True)
+        out.append(SliceFile(index + 1, buffer.getvalue(), position, number))
+    return out
+
+
+def _frame_pixels(ds: Dataset, frames: int) -> list[bytes]:
+    """Each frame's pixel data as it is encoded (native bytes, or the frame's compressed data)."""
+    syntax = ds.file_meta.TransferSyntaxUID
+    if syntax.is_compressed:
+        try:
+            encoded = list(generate_frames(ds.PixelData, number_of_frames=frames))
+        except Exception as exc:  # pydicom raises ValueError, struct.error... on damaged encapsulation
+            raise InstanceRefused(f"its compressed frames cannot be separated ({str(exc)[:120]})") from exc
+        if len(encoded) != frames:
+            raise InstanceRefused(f"it declares {frames} frames but its pixel data holds {len(encoded)}")
+        return encoded
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    size = int(ds.Rows) * int(ds.Columns) * samples * ((int(ds.get("BitsAllocated") or 8) + 7) // 8)
+    if len(ds.PixelData) < size * frames:
+        raise InstanceRefused(f"its pixel data is shorter than the {frames} frames its header declares")
+    return [ds.PixelData[i * size : (i + 1) * size] for i in range(frames)]
+
+
+def _single_frame(ds: Dataset, shared: Dataset, own: Dataset, pixels: bytes) -> Dataset:
+    """A single-frame dataset of one frame, its functional groups (own before shared) lifted to the top level,
+    where the decode path reads rescale and window."""
+    single = Dataset()
+    for element in ds:
+        if element.keyword not in MULTI_FRAME_ONLY:
+            single.add(element)
+    for group, keywords in FRAME_GROUPS.items():
+        for source in (shared, own):  # the frame's own values win
+            item = (source.get(group) or [None])[0]
+            for keyword in keywords if item is not None else ():
+                if keyword in item:
+                    setattr(single, keyword, item[keyword].value)
+    single.PixelData = encapsulate([pixels]) if ds.file_meta.TransferSyntaxUID.is_compressed else pixels
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        single["PixelData"].VR = "OB"
+    single.file_meta = FileMetaDataset(ds.file_meta)
+    return single
+
+
+def spool_folder(series_id: int, settings: Settings) -> Path:
+    return settings.dicom_spool_dir / "series" / str(series_id)
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write a staged file whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _patient(session: Session, ds: Dataset) -> Patient | None:
+    """The patient the header's PatientID names, as written there; None when it names none."""
+    raw = str(ds.get("PatientID", "") or "")
+    if not raw.strip():
+        return None
+    try:
+        return get_or_create_patient(session=session, mrn=validate_mrn(raw))
+    except ValueError as exc:
+        raise InstanceRefused(f"its PatientID {raw[:64]!r} is not a usable patient id: {exc}") from exc
+
+
+def _series_for(session: Session, ds: Dataset, *, source: str, sender: str | None) -> DicomSeries:
+    """The series this instance belongs to, made when it is the first; refused when it contradicts the series."""
+    series = series_with_uid(session=session, series_uid=ds.SeriesInstanceUID)
+    patient = _patient(session, ds)
+    if series is None:
+        series = DicomSeries(
+            study_uid=str(ds.StudyInstanceUID),
+            series_uid=str(ds.SeriesInstanceUID),
+            patient_pk=patient.id if patient else None,
+            modality="MR",
+            series_description=str(ds.get("SeriesDescription", "") or "").strip()[:256] or None,
+            series_number=_int_or_none(ds.get("SeriesNumber")),
+            study_date=header_study_date(ds),
+            source=source,
+            sender=(sender or "")[:128] or None,
+            status="receiving",
+        )
+        session.add(series)
+        session.flush()
+        return series
+    if series.study_uid != ds.StudyInstanceUID:
+        raise InstanceRefused("its series was received before under another study (StudyInstanceUID differs)")
+    if series.patient_pk != (patient.id if patient else None):
+        raise InstanceRefused("its PatientID differs from that of the instances of its series received before")
+    return series
+
+
+def receive(data: bytes, *, source: str, sender: str | None, settings: Settings | None = None) -> Received:
+    """Check one instance, stage its new slices and record them under their series; InstanceRefused when it
+    cannot be used. An instance received again adds nothing."""
+    settings = settings or get_settings()
+    ds = read_instance(data, settings=settings)
+    slices = slices_of(ds, data)
+    written: list[Path] = []
+    for attempt in range(2):
+        try:
+            with session_scope() as session:
+                series = _series_for(session, ds, source=source, sender=sender)
+                new = [s for s in slices if find_slice(session=session, series_id=series.id,
+                       sop_instance_uid=ds.SOPInstanceUID, frame=s.frame) is None]  # fmt: skip
+                if (
+                    new
+                    and count_slices(session=session, series_id=series.id) + len(new) > settings.dicom_max_series_slices
+                ):
+                    raise InstanceRefused(
+                        f"its series already holds the most slices a series may ({settings.dicom_max_series_slices})"
+                    )
+                for item in new:
+                    path = spool_folder(series.id, settings) / f"{ds.SOPInstanceUID}-{item.frame}.dcm"
+                    _write(path, item.data)
+                    written.append(path)
+                    session.add(_slice_row(series.id, ds, item, path))
+                if new:
+                    series.last_received_at = utcnow()
+                    if series.status != "queued":
+                        # More slices for a series already answered: it is answered again once they stop coming.
+                        series.status = "receiving"
+                return Received(series.id, series.series_uid, len(new))
+        except IntegrityError:
+            # Another association recorded the same series or slice a moment earlier: the second try finds it.
+            _remove(written)
+            written.clear()
+            if attempt:
+                raise
+        except OSError as exc:
+            _remove(written)
+            if is_disk_full(exc):
+                raise InstanceRefused(str(storage_full(settings.dicom_spool_dir, "the instance was not stored")),
+                                      out_of_resources=True) from exc  # fmt: skip
+            raise
+        except BaseException:
+            _remove(written)
+            raise
+    raise AssertionError("unreachable")
+
+
+def _slice_row(series_id: int, ds: Dataset, item: SliceFile, path: Path) -> SeriesSlice:
+    return SeriesSlice(
+        series_id=series_id,
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        sop_class_uid=str(ds.SOPClassUID),
+        frame=item.frame,
+        instance_number=item.instance_number,
+        position=item.position,
+        status="received",
+        staged_file=str(path),
+        needs_review=False,
+    )
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def queue_series(series_id: int, *, actor: Actor | None, origin: str) -> int:
+    """Send a complete series to the prediction queue as one job; returns the job id. `actor` is the person who
+    asked (None for the listener), `origin` says where the series came from, for the audit log."""
+    from worker.submit import submit_series
+
+    job_id = submit_series(series_id=series_id, actor=actor)
+    with session_scope() as session:
+        series = get_series(session=session, series_id=series_id)
+        slices = count_slices(session=session, series_id=series_id)
+        mrn = series.patient.mrn if series is not None and series.patient is not None else None
+        action = AuditAction.SERIES_RECEIVED if actor is None else AuditAction.SERIES_QUEUED
+        audit(actor, action, target=f"series {series_id}", patient_mrn=mrn,
+              detail=f"{slices} slice(s) from {origin}; job {job_id}", session=session)  # fmt: skip
+    return job_id
+
+
+def queue_idle_series(settings: Settings | None = None) -> list[int]:
+    """Queue every series that received nothing for DICOM_SERIES_IDLE_S; returns their ids."""
+    settings = settings or get_settings()
+    with session_scope() as session:
+        ready = [
+            (s.id, s.sender or s.source) for s in idle_series(session=session, idle_s=settings.dicom_series_idle_s)
+        ]
+    queued = []
+    for series_id, origin in ready:
+        try:
+            queue_series(series_id, actor=None, origin=f"the DICOM listener (calling AE {origin})")
+        except Exception:
+            # The queue may be down for a moment; the series stays complete and is queued at the next pass.
+            log.exception("series %s could not be queued; trying again at the next pass", series_id)
+            continue
+        queued.append(series_id)
+    return queued
+
+
+def reopen_if_incomplete(*, session: Session, series_id: int) -> None:
+    """After a job: slices that arrived while it ran make the series receiving again, to be queued once idle."""
+    series = get_series(session=session, series_id=series_id)
+    if series is not None and any(s.status == "received" for s in series.slices):
+        set_series_status(session=session, series_id=series_id, status="receiving")

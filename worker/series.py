@@ -1,0 +1,16 @@
+"""The DICOM tasks' bodies: a series predicted and answered (services.series.run_series), and its results sent
+to the PACS (services.dicom_send.run_send), each reporting to its job's record."""
+
+from typing import Any
+
+from services.dicom_send import run_send
+from services.series import run_series
+from worker.jobs import Reporter
+
+
+def run_series_job(reporter: Reporter) -> dict[str, Any]:
+    return run_series(reporter.job_id, reporter.params, progress=reporter.progress, check_cancel=reporter.check_cancel)
+
+
+def run_send_job(reporter: Reporter) -> dict[str, Any]:
+    return run_send(reporter.job_id, reporter.params, progress=reporter.progress)
