@@ -219,3 +219,99 @@ def record_attempt(
     else:
         send.status = "failed" if gave_up else "pending"
     return send
+
+
+@dataclass(frozen=True)
+class SliceRow:
+    """One slice as the series page shows it, in series order (`number` counts from 1)."""
+
+    slice_id: int
+    number: int
+    sop_instance_uid: str
+    frame: int
+    position: float | None
+    status: str
+    scan_id: int | None
+    file_path: str | None
+    sha256: str | None
+    results: dict[str, Any]
+    needs_review: bool
+    error: str | None
+    values_file: str | None
+    values_scale: float | None
+    values_offset: float | None
+    window: tuple[float, float] | None
+
+
+@dataclass(frozen=True)
+class SendRow:
+    send_id: int
+    job_id: int | None
+    what: str
+    destination: str
+    status: str
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SeriesDetail:
+    summary: SeriesSummary
+    answer: dict[str, Any] | None
+    slices: list[SliceRow]
+    sends: list[SendRow]
+
+
+def series_detail(*, session: Session, series_id: int) -> SeriesDetail | None:
+    """A series with its answer, every slice (with its scan's file) and its sends, for the series page."""
+    from db.schema import Scan
+
+    summary = series_summary(session=session, series_id=series_id)
+    series = session.get(DicomSeries, series_id)
+    if summary is None or series is None:
+        return None
+    slices = ordered_slices(session=session, series_id=series_id)
+    scans = {
+        s.id: (s.file_path, s.sha256)
+        for s in session.scalars(select(Scan).where(Scan.id.in_({r.scan_id for r in slices} - {None})))
+    }
+    rows = [
+        SliceRow(
+            slice_id=r.id,
+            number=n,
+            sop_instance_uid=r.sop_instance_uid,
+            frame=r.frame,
+            position=r.position,
+            status=r.status,
+            scan_id=r.scan_id if r.scan_id in scans else None,
+            file_path=scans.get(r.scan_id, (None, None))[0] if r.scan_id else None,
+            sha256=scans.get(r.scan_id, (None, None))[1] if r.scan_id else None,
+            results=dict(r.results or {}),
+            needs_review=r.needs_review,
+            error=r.error,
+            values_file=r.values_file,
+            values_scale=r.values_scale,
+            values_offset=r.values_offset,
+            window=(r.window_center, r.window_width) if r.window_center is not None and r.window_width else None,
+        )
+        for n, r in enumerate(slices, start=1)
+    ]
+    sends = [
+        SendRow(
+            s.id,
+            s.job_id,
+            s.what,
+            s.destination,
+            s.status,
+            s.attempts,
+            s.last_error,
+            s.next_attempt_at,
+            s.sent_at,
+            s.created_at,
+        )  # fmt: skip
+        for s in sends_of_series(session=session, series_id=series_id)
+    ]
+    return SeriesDetail(summary, dict(series.answer) if series.answer else None, rows, sends)

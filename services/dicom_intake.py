@@ -387,3 +387,83 @@ def reopen_if_incomplete(*, session: Session, series_id: int) -> None:
     series = get_series(session=session, series_id=series_id)
     if series is not None and any(s.status == "received" for s in series.slices):
         set_series_status(session=session, series_id=series_id, status="receiving")
+
+
+@dataclass(frozen=True)
+class Intake:
+    """What a hand upload or a server folder gave: each series queued (series id -> job id), and every file
+    that was refused, with why."""
+
+    queued: dict[int, int]
+    slices: int
+    refused: list[tuple[str, str]]
+
+
+def _files_of(uploads: Iterable[tuple[str, bytes]], settings: Settings) -> Iterable[tuple[str, bytes]]:
+    """The uploaded files, a zip's entries in place of the zip (checked as a batch's zips are)."""
+    from services.batch_input import BatchInputError, check_zip, open_zip
+
+    for name, data in uploads:
+        if not name.lower().endswith(".zip"):
+            yield name, data
+            continue
+        try:
+            with open_zip(data, settings=settings) as archive:
+                for info in check_zip(archive, settings=settings):
+                    yield f"{name}/{info.filename}", archive.read(info)
+        except BatchInputError as exc:
+            raise UserError(str(exc)) from exc
+
+
+def _is_dicom_name(name: str, data: bytes) -> bool:
+    return data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == b"DICM" or name.lower().endswith((".dcm", ".dicom"))
+
+
+def receive_files(actor: Actor | None, uploads: Iterable[tuple[str, bytes]], *, origin: str) -> Intake:
+    """Hand-uploaded DICOM files (a multi-frame file, files of one series, or a zip of them) through the same
+    intake as the listener's; each series they make is queued at once. UserError for a refused zip."""
+    from services.auth import require_signed_in
+
+    actor = require_signed_in(actor, "upload a series")
+    settings = get_settings()
+    touched: dict[int, int] = {}
+    refused: list[tuple[str, str]] = []
+    for name, data in _files_of(uploads, settings):
+        if not _is_dicom_name(name, data):
+            refused.append((name, "not a DICOM file"))
+            continue
+        try:
+            got = receive(data, source="upload", sender=actor.username, settings=settings)
+        except InstanceRefused as exc:
+            refused.append((name, str(exc)))
+            continue
+        touched[got.series_id] = touched.get(got.series_id, 0) + got.new_slices
+    queued = {
+        series_id: queue_series(series_id, actor=actor, origin=origin) for series_id, new in touched.items() if new
+    }
+    return Intake(queued, sum(touched.values()), refused)
+
+
+def receive_folder(actor: Actor | None, folder: str) -> Intake:
+    """Every DICOM file of a server folder (under ALLOWED_DATA_ROOTS) through the intake; see receive_files."""
+    from services.batch_input import BatchInputError, list_folder, resolve_folder
+
+    settings = get_settings()
+    try:
+        root = resolve_folder(folder, roots=settings.allowed_data_roots)
+        listing = list_folder(root)
+    except BatchInputError as exc:
+        raise UserError(str(exc)) from exc
+
+    too_big: list[tuple[str, str]] = []
+
+    def read() -> Iterable[tuple[str, bytes]]:
+        for rel in listing.images:
+            path = root / rel
+            if (size := path.stat().st_size) > settings.max_upload_mb * 2**20:
+                too_big.append((rel, f"{size / 2**20:.1f} MB, over the limit of {settings.max_upload_mb} MB"))
+                continue
+            yield rel, path.read_bytes()
+
+    intake = receive_files(actor, read(), origin=f"the folder {root}")
+    return Intake(intake.queued, intake.slices, [*intake.refused, *too_big, *listing.skipped])

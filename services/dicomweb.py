@@ -48,12 +48,24 @@ class SeriesRow:
     instances: int | None
 
 
+class _WildcardSession(requests.Session):
+    """dicomweb-client percent-encodes a search's values, DICOM's wildcards * and ? included. An encoded reserved
+    character need not mean the character itself (RFC 3986), and servers (Orthanc among them) search for a
+    literal %2A: the wildcards are put back as they are before the request goes out."""
+
+    def request(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        head, mark, query = str(url).partition("?")
+        if mark:
+            url = head + mark + query.replace("%2A", "*").replace("%3F", "?")
+        return super().request(method, url, *args, **kwargs)
+
+
 def web_client(settings: Settings | None = None) -> DICOMwebClient:
     """A client for DICOMWEB_URL with its configured authentication; PacsUnavailable when none is configured."""
     settings = settings or get_settings()
     if not settings.dicomweb_url:
         raise PacsUnavailable("No DICOMweb server is configured: set DICOMWEB_URL (see README, Configuration).")
-    session = requests.Session()
+    session = _WildcardSession()
     if settings.dicomweb_token:
         session.headers["Authorization"] = f"Bearer {settings.dicomweb_token}"
     elif settings.dicomweb_username:

@@ -101,7 +101,7 @@ def _pull(job_id: int, pull: dict[str, str], progress: Callable[[int, int, str],
     return series_id, {"pulled": received, "pull_refused": refused[:20]}
 
 
-def _values_png(values: np.ndarray) -> tuple[bytes, float, float]:
+def values_png(values: np.ndarray) -> tuple[bytes, float, float]:
     """Pixel values as a 16-bit PNG, and (scale, offset) with value = stored * scale + offset: exact for the
     integer values an MR scanner writes within a 16-bit range."""
     low, high = float(values.min()), float(values.max())
@@ -113,12 +113,18 @@ def _values_png(values: np.ndarray) -> tuple[bytes, float, float]:
     return buffer.getvalue(), scale, low
 
 
+def read_values(path: str | Path, scale: float, offset: float) -> np.ndarray:
+    """The pixel values kept by values_png, as float32."""
+    with Image.open(path) as image:
+        return np.asarray(image, dtype=np.float32) * np.float32(scale) + np.float32(offset)
+
+
 def _save_values(image: DecodedImage) -> tuple[str, float, float] | None:
     """The image's pixel values kept beside its scan file (named by the scan's sha256, so the file sweep keeps
     it exactly as long as the scan), for window and level on the series page."""
     if image.values is None:
         return None
-    data, scale, offset = _values_png(image.values)
+    data, scale, offset = values_png(image.values)
     path = scan_file_path(sha256=image.sha256, suffix=f".{hashlib.sha256(data).hexdigest()[:16]}.values.png")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -190,13 +190,20 @@ def echo(port: int, called: str, *, calling: str = "ECHOSCU") -> subprocess.Comp
 
 
 def storescu(
-    port: int, called: str, files: Sequence[Path], *, calling: str = "STORESCU", required_only: bool = False
+    port: int,
+    called: str,
+    files: Sequence[Path],
+    *,
+    calling: str = "STORESCU",
+    required_only: bool = False,
+    options: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """DCMTK's storescu sending `files` in one association; -R proposes only the SOP classes of the files, as a
-    modality sending one series does."""
-    options = ["-R"] if required_only else []
+    """DCMTK's storescu sending `files` in one association, going on after a refused one (-nh) and saying what
+    each got (-v); `required_only` (-R) proposes only the SOP classes of the files, as a modality sending one
+    series does; `options` e.g. ["-xr"] to propose RLE."""
+    chosen = ["-nh", "-v", *(["-R"] if required_only else []), *options]
     return subprocess.run(
-        ["storescu", *options, "-aet", calling, "-aec", called, "-to", "30", "127.0.0.1", str(port), *map(str, files)],
+        ["storescu", *chosen, "-aet", calling, "-aec", called, "-to", "30", "127.0.0.1", str(port), *map(str, files)],
         capture_output=True,
         text=True,
         timeout=300,
