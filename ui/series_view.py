@@ -7,14 +7,23 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from db.history import Page
+from db.history import Page, ScanEntry
 from db.runs import get_model_version
-from db.series import SeriesDetail, SeriesSummary, SliceRow, list_series, series_detail
+from db.series import (
+    SeriesDetail,
+    SeriesSummary,
+    SliceRow,
+    list_series,
+    series_detail,
+    series_of_scans,
+    series_summary,
+)
 from db.session import read_scope
-from domain import framework_label
+from domain import CLASSES, TumorClass, framework_label
 from models.data.imaging import analysis_rgb, decode_image, jet_colormap, make_overlay
 from services.series import read_values
 from settings import get_settings
+from ui.text import literal
 
 CACHE_TTL_S = 5  # a series being answered changes from one second to the next
 DISPLAY_SIDE = 512
@@ -139,3 +148,37 @@ def heatmap_over(row: SliceRow, framework: str, base: np.ndarray, opacity: float
     if cam.shape != base.shape[:2]:
         cam = np.asarray(Image.fromarray(cam.astype(np.float32)).resize(base.shape[1::-1], Image.BILINEAR))
     return make_overlay(base, cam, opacity), ""
+
+
+def series_entries(scans: list[ScanEntry]) -> list[tuple[SeriesSummary | None, list[ScanEntry]]]:
+    """A patient's scans (newest first) as History lists them: a scan on its own, or a series as one entry with its
+    slices beneath, where the series' newest slice stands."""
+    with read_scope() as session:
+        of = series_of_scans(session=session, scan_ids=[s.scan_id for s in scans])
+        summaries = {i: series_summary(session=session, series_id=i) for i in set(of.values())}
+    grouped: dict[int, list[ScanEntry]] = {}
+    entries: list[tuple[SeriesSummary | None, list[ScanEntry]]] = []
+    for scan in scans:
+        series_id = of.get(scan.scan_id)
+        if series_id is None or summaries.get(series_id) is None:
+            entries.append((None, [scan]))
+        elif series_id not in grouped:
+            grouped[series_id] = [scan]
+            entries.append((summaries[series_id], grouped[series_id]))
+        else:
+            grouped[series_id].append(scan)
+    return entries
+
+
+def series_heading(summary: SeriesSummary) -> str:
+    """One line naming a series and its answer, in markdown."""
+    answer = (
+        f"**{TumorClass(summary.label).label}** {summary.confidence:.0%}"
+        + (" · needs review" if summary.flagged else "")
+        if summary.label in CLASSES and summary.confidence is not None
+        else summary.status
+    )
+    return (
+        f"**Series #{summary.series_id}** · {literal(summary.description or summary.series_uid)} · "
+        f"{summary.slices} slice(s) · {answer}"
+    )

@@ -109,3 +109,14 @@ def test_a_signed_out_visitor_sees_only_the_sign_in_form(series_id: int) -> None
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.run()
     assert not at.exception and not at.metric and np.all([b.label != "Slice" for b in at.slider])
+
+
+def test_history_shows_the_series_as_one_entry_with_its_slices_beneath(series_id: int) -> None:
+    at = signed_in(AppTest.from_file(str(ROOT / "views" / "3_History.py"), default_timeout=60), role="clinician")
+    at.query_params["patient"] = "P-VIEW"
+    at.run()
+    assert not at.exception, at.exception
+    headings = [m.value for m in at.markdown if m.value.startswith(f"**Series #{series_id}**")]
+    assert len(headings) == 1 and "6 slice(s)" in headings[0] and "Pituitary" in headings[0]
+    [slices] = [e for e in at.expander if e.label == "Its 6 slice(s)"]
+    assert sum(m.value.startswith("**Scan #") for m in slices.markdown) == 6
