@@ -467,3 +467,33 @@ def receive_folder(actor: Actor | None, folder: str) -> Intake:
 
     intake = receive_files(actor, read(), origin=f"the folder {root}")
     return Intake(intake.queued, intake.slices, [*intake.refused, *too_big, *listing.skipped])
+
+
+def sweep_spool(settings: Settings | None = None, *, now: float | None = None) -> int:
+    """Remove the staged files of series, and the outbox folders of sends, whose rows are gone (deleted with their
+    patient), once older than ORPHAN_GRACE_S; returns how many folders. Run by the periodic sweep."""
+    import shutil
+    import time
+
+    from sqlalchemy import select
+
+    from db.schema import DicomSend
+    from db.session import read_scope
+
+    settings = settings or get_settings()
+    now = time.time() if now is None else now
+    with read_scope() as session:
+        known = {
+            "series": set(session.scalars(select(DicomSeries.id))),
+            "outbox": set(session.scalars(select(DicomSend.id))),
+        }
+    removed = 0
+    for kind, ids in known.items():
+        base = settings.dicom_spool_dir / kind
+        for folder in base.iterdir() if base.is_dir() else ():
+            if not folder.name.isdigit() or int(folder.name) in ids:
+                continue
+            if now - folder.stat().st_mtime > settings.orphan_grace_s:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+    return removed

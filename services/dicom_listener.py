@@ -44,6 +44,7 @@ class _Tally:
 
     stored: int = 0
     refused: Counter[str] = field(default_factory=Counter)
+    pending_bytes: int = 0  # received since the last instance was handled
 
 
 class Listener:
@@ -73,6 +74,7 @@ class Listener:
         host, port = self.settings.dicom_bind_address, self.settings.dicom_port
         handlers = [
             (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_DATA_RECV, self._on_data),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_RELEASED, self._on_end),
@@ -117,9 +119,23 @@ class Listener:
         with self._lock:
             return self._tallies.setdefault(id(event.assoc), _Tally())
 
+    def _on_data(self, event: evt.Event) -> None:
+        # pynetdicom gathers a whole instance in memory before the C-STORE handler sees it: an association that
+        # sends more than an instance may hold is aborted on the way, before it can fill the memory.
+        tally = self._tally(event)
+        tally.pending_bytes += len(event.data)
+        limit = self.settings.max_upload_mb * 2**20 + MAX_PDU
+        if tally.pending_bytes > limit:
+            why = f"it sent more than {self.settings.max_upload_mb} MB for one instance (MAX_UPLOAD_MB): aborted"
+            tally.refused[why] += 1
+            tally.pending_bytes = 0
+            log.warning("association from %s: %s", event.assoc.requestor.ae_title, why)
+            event.assoc.abort()
+
     def _on_store(self, event: evt.Event) -> int | tuple[int, str]:
         calling = event.assoc.requestor.ae_title
         tally = self._tally(event)
+        tally.pending_bytes = 0
         try:
             got = receive(event.encoded_dataset(), source="dimse", sender=calling, settings=self.settings)
         except InstanceRefused as exc:

@@ -57,6 +57,8 @@ def run_series(
                 raise UserError(f"Series {series_id} no longer exists (it was deleted with its patient).")
             set_series_status(session=session, series_id=series_id, status="queued", job_id=job_id)
             mrn = series.patient.mrn if series.patient is not None else None
+            # What the PACS was last sent for: the same answer again (a job delivered twice) sends nothing new.
+            sent_for = series.answer if sends_of_series(session=session, series_id=series_id) else None
             names = [
                 Path(s.staged_file).name
                 for s in slices_to_predict(session=session, series_id=series_id)
@@ -82,7 +84,7 @@ def run_series(
         )
         _unstage(series_id)
         answer = answer_series(series_id, models, settings)
-        send_id = queue_series_results(series_id, models) if answer.get("label") else None
+        send_id = queue_series_results(series_id, models) if answer.get("label") and answer != sent_for else None
     except BaseException:
         if series_id is not None:
             with session_scope() as session:

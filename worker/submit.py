@@ -1,6 +1,7 @@
 """What pages call to start, cancel and watch background jobs; the jobs table is created here first."""
 
 import json
+import logging
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -30,6 +31,8 @@ from services.auth import Actor, audit, require_admin, require_signed_in
 from settings import get_settings
 from worker.celery_app import TASK_QUEUES, celery_app
 from worker.jobs import HEARTBEAT_INTERVAL_S
+
+log = logging.getLogger(__name__)
 
 # Job kind (as stored in jobs.kind) -> Celery task name.
 TASK_NAMES = {
@@ -90,14 +93,20 @@ def submit_job(
 
 def submit_unattended(kind: str, params: dict[str, Any], *, before_send: Callable[[int], None] | None = None) -> int:
     """Record and send a job no person asked for (a series the DICOM listener completed, results going back to
-    the PACS); returns the job id. Only an admin may cancel or re-run it."""
-    celery_id = uuid()
+    the PACS); returns the job id. Only an admin may cancel or re-run it.
+
+    With the queue down the job stays queued, not failed: nobody is there to submit it again, and a worker that
+    connects sends it (resend_lost_jobs), so nothing received is lost."""
+    name, celery_id = TASK_NAMES[kind], uuid()
     with session_scope() as session:
         job_id = create_job(session=session, kind=kind, params=params).id
         set_celery_id(session=session, job_id=job_id, celery_id=celery_id)
     if before_send is not None:
         before_send(job_id)
-    _send(TASK_NAMES[kind], job_id, celery_id)
+    try:
+        celery_app.send_task(name, args=[job_id], task_id=celery_id, queue=TASK_QUEUES[name], retry=False)
+    except Exception:
+        log.warning("job %s stays queued: the queue at %s did not answer", job_id, _redis_location(), exc_info=True)
     return job_id
 
 

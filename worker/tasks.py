@@ -81,11 +81,14 @@ def sweep(self: Task) -> int:
     """Settle or send again the jobs whose worker died, and remove files nothing refers to any more (run every
     minute by Celery beat); returns how many jobs were settled."""
     from services.cleanup import sweep_files
+    from services.dicom_intake import sweep_spool
 
     settled = recover_jobs(me=self.request.hostname)
     swept = sweep_files()
     if swept.scan_files or swept.uploads:
         log.info("removed %d orphan scan file(s) and %d unpacked zip(s)", swept.scan_files, swept.uploads)
+    if spooled := sweep_spool():
+        log.info("removed %d DICOM folder(s) of deleted series", spooled)
     return settled
 
 

@@ -145,3 +145,18 @@ def test_a_hospital_patient_id_is_kept_as_written(listener, write_series) -> Non
         series = session.scalar(select(DicomSeries).where(DicomSeries.series_uid == uid_of(files[0])))
         assert series is not None and series.patient is not None
         assert series.patient.mrn == "HOSP 123/456"
+
+
+def test_an_instance_over_the_size_limit_is_cut_off_on_the_way(module_db_url: str, dcmtk: None, tmp_path) -> None:
+    with environment(MAX_UPLOAD_MB="1", DICOM_SPOOL_DIR=str(tmp_path / "spool")):
+        small = start_listener(tmp_path)
+        try:
+            path = tmp_path / "big.dcm"
+            path.write_bytes(enhanced_file(sample_slices(notumor=20), size=256))  # 2.6 MB of pixels
+            sent = storescu(small.port, small.aet, [path])
+            assert sent.returncode != 0
+            assert stored(uid_of(path)) == 0
+            assert any("more than 1 MB" in r for r in refusals("more than 1 MB"))
+            assert small.alive() and echo(small.port, small.aet).returncode == 0
+        finally:
+            small.stop()

@@ -62,3 +62,23 @@ def test_pixel_values_are_kept_exactly_for_window_and_level(tmp_path) -> None:
     data, scale, offset = values_png(measured)
     (tmp_path / "f.png").write_bytes(data)
     assert np.abs(read_values(tmp_path / "f.png", scale, offset) - measured).max() < 1.5 / 65535
+
+
+def test_the_sweep_removes_the_staged_files_of_a_deleted_patients_series(db_url, tmp_path) -> None:
+    import time
+
+    from db.deletion import delete_patient
+    from services.dicom_intake import sweep_spool
+
+    with environment(DICOM_SPOOL_DIR=str(tmp_path)):
+        kept = receive(series_files(IMAGES[:1], patient_id="P-KEEP")[0], source="upload", sender="test")
+        gone = receive(series_files(IMAGES[1:2], patient_id="P-GONE")[0], source="upload", sender="test")
+        with session_scope() as session:
+            series = session.get(DicomSeries, gone.series_id)
+            assert series is not None and series.patient_pk is not None
+            delete_patient(session=session, patient_pk=series.patient_pk)
+        assert (tmp_path / "series" / str(gone.series_id)).is_dir()
+        assert sweep_spool(get_settings()) == 0  # within the grace period
+        assert sweep_spool(get_settings(), now=time.time() + 2 * get_settings().orphan_grace_s) == 1
+    assert not (tmp_path / "series" / str(gone.series_id)).exists()
+    assert (tmp_path / "series" / str(kept.series_id)).is_dir()
