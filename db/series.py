@@ -311,7 +311,7 @@ def series_detail(*, session: Session, series_id: int) -> SeriesDetail | None:
             s.next_attempt_at,
             s.sent_at,
             s.created_at,
-        )  # fmt: skip
+        )
         for s in sends_of_series(session=session, series_id=series_id)
     ]
     return SeriesDetail(summary, dict(series.answer) if series.answer else None, rows, sends)

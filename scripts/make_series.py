@@ -82,8 +82,15 @@ def series_files(
     out = []
     for number, path in enumerate(images, start=1):
         pixels = pixels_of(path, size)
-        ds = _base(sop_class, syntax, patient_id=patient_id, study_uid=study_uid, series_uid=series_uid,
-                   modality=modality, description=description)  # fmt: skip
+        ds = _base(
+            sop_class,
+            syntax,
+            patient_id=patient_id,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            modality=modality,
+            description=description,
+        )
         ds.InstanceNumber = number
         ds.ImagePositionPatient = [0.0, 0.0, number * SLICE_GAP_MM]
         ds.ImageOrientationPatient = ORIENTATION
@@ -108,8 +115,15 @@ def enhanced_file(
     """One Enhanced MR instance holding every image as a frame, with per-frame positions."""
     study_uid, series_uid = study_uid or generate_uid(), series_uid or generate_uid()
     frames = np.stack([pixels_of(p, size) for p in images])
-    ds = _base(EnhancedMRImageStorage, syntax, patient_id=patient_id, study_uid=study_uid, series_uid=series_uid,
-               modality="MR", description=description)  # fmt: skip
+    ds = _base(
+        EnhancedMRImageStorage,
+        syntax,
+        patient_id=patient_id,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        modality="MR",
+        description=description,
+    )
     ds.InstanceNumber, ds.NumberOfFrames = 1, len(frames)
     ds.Rows, ds.Columns = frames.shape[1:]
     shared = Dataset()

@@ -285,47 +285,55 @@ def receive(data: bytes, *, source: str, sender: str | None, settings: Settings 
     settings = settings or get_settings()
     ds = read_instance(data, settings=settings)
     slices = slices_of(ds, data)
-    written: list[Path] = []
     for attempt in range(2):
+        written: list[Path] = []
         try:
             with session_scope() as session:
                 series = _series_for(session, ds, source=source, sender=sender)
-                new = [s for s in slices if find_slice(session=session, series_id=series.id,
-                       sop_instance_uid=ds.SOPInstanceUID, frame=s.frame) is None]  # fmt: skip
-                if (
-                    new
-                    and count_slices(session=session, series_id=series.id) + len(new) > settings.dicom_max_series_slices
-                ):
-                    raise InstanceRefused(
-                        f"its series already holds the most slices a series may ({settings.dicom_max_series_slices})"
-                    )
-                for item in new:
-                    path = spool_folder(series.id, settings) / f"{ds.SOPInstanceUID}-{item.frame}.dcm"
-                    _write(path, item.data)
-                    written.append(path)
-                    session.add(_slice_row(series.id, ds, item, path))
-                if new:
-                    series.last_received_at = utcnow()
-                    if series.status != "queued":
-                        # More slices for a series already answered: it is answered again once they stop coming.
-                        series.status = "receiving"
-                return Received(series.id, series.series_uid, len(new))
+                new = _stage(session, series, ds, slices, settings, written)
+                return Received(series.id, series.series_uid, new)
         except IntegrityError:
             # Another association recorded the same series or slice a moment earlier: the second try finds it.
             _remove(written)
-            written.clear()
             if attempt:
                 raise
         except OSError as exc:
             _remove(written)
             if is_disk_full(exc):
-                raise InstanceRefused(str(storage_full(settings.dicom_spool_dir, "the instance was not stored")),
-                                      out_of_resources=True) from exc  # fmt: skip
+                full = storage_full(settings.dicom_spool_dir, "the instance was not stored")
+                raise InstanceRefused(str(full), out_of_resources=True) from exc
             raise
         except BaseException:
             _remove(written)
             raise
     raise AssertionError("unreachable")
+
+
+def _stage(
+    session: Session, series: DicomSeries, ds: Dataset, slices: list[SliceFile], settings: Settings, written: list[Path]
+) -> int:
+    """Write and record the slices the series does not hold yet (their paths into `written`); how many."""
+    new = [
+        s
+        for s in slices
+        if find_slice(session=session, series_id=series.id, sop_instance_uid=ds.SOPInstanceUID, frame=s.frame) is None
+    ]
+    if not new:
+        return 0
+    if count_slices(session=session, series_id=series.id) + len(new) > settings.dicom_max_series_slices:
+        raise InstanceRefused(
+            f"its series already holds the most slices a series may ({settings.dicom_max_series_slices})"
+        )
+    for item in new:
+        path = spool_folder(series.id, settings) / f"{ds.SOPInstanceUID}-{item.frame}.dcm"
+        _write(path, item.data)
+        written.append(path)
+        session.add(_slice_row(series.id, ds, item, path))
+    series.last_received_at = utcnow()
+    if series.status != "queued":
+        # More slices for a series already answered: it is answered again once they stop coming.
+        series.status = "receiving"
+    return len(new)
 
 
 def _slice_row(series_id: int, ds: Dataset, item: SliceFile, path: Path) -> SeriesSlice:
@@ -358,8 +366,14 @@ def queue_series(series_id: int, *, actor: Actor | None, origin: str) -> int:
         slices = count_slices(session=session, series_id=series_id)
         mrn = series.patient.mrn if series is not None and series.patient is not None else None
         action = AuditAction.SERIES_RECEIVED if actor is None else AuditAction.SERIES_QUEUED
-        audit(actor, action, target=f"series {series_id}", patient_mrn=mrn,
-              detail=f"{slices} slice(s) from {origin}; job {job_id}", session=session)  # fmt: skip
+        audit(
+            actor,
+            action,
+            target=f"series {series_id}",
+            patient_mrn=mrn,
+            detail=f"{slices} slice(s) from {origin}; job {job_id}",
+            session=session,
+        )
     return job_id
 
 

@@ -172,10 +172,18 @@ def _answer_items(answer: Mapping[str, object], models: Sequence[ModelInfo], ref
     for model in models:
         box = ContainerContentItem(name=MODEL, relationship_type=Rel.CONTAINS)
         box.ContentSequence = [
-            TextContentItem(name=codes.DCM.AlgorithmName, value=f"{framework_label(model.framework)}: {model.name}"[:1024], relationship_type=Rel.CONTAINS),
-            TextContentItem(name=codes.DCM.AlgorithmVersion, value=f"model version {model.version_id}", relationship_type=Rel.CONTAINS),
+            TextContentItem(
+                name=codes.DCM.AlgorithmName,
+                value=f"{framework_label(model.framework)}: {model.name}"[:1024],
+                relationship_type=Rel.CONTAINS,
+            ),
+            TextContentItem(
+                name=codes.DCM.AlgorithmVersion,
+                value=f"model version {model.version_id}",
+                relationship_type=Rel.CONTAINS,
+            ),
             TextContentItem(name=MODEL_SHA256, value=model.sha256, relationship_type=Rel.CONTAINS),
-        ]  # fmt: skip
+        ]
         if model.framework in per_model:
             box.ContentSequence.append(
                 CodeContentItem(

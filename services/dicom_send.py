@@ -56,10 +56,14 @@ def queue_results(series_id: int, datasets: Sequence[Dataset], *, what: str) -> 
     if where is None or not datasets:
         return None
     objects = [
-        {"file": f"{ds.SOPInstanceUID}.dcm", "sop_class_uid": str(ds.SOPClassUID),
-         "sop_instance_uid": str(ds.SOPInstanceUID), "sent": False}
+        {
+            "file": f"{ds.SOPInstanceUID}.dcm",
+            "sop_class_uid": str(ds.SOPClassUID),
+            "sop_instance_uid": str(ds.SOPInstanceUID),
+            "sent": False,
+        }
         for ds in datasets
-    ]  # fmt: skip
+    ]
     with session_scope() as session:
         send = create_send(
             session=session, series_id=series_id, what=what, destination=where, folder="", objects=objects
@@ -124,8 +128,13 @@ def run_send(job_id: int, params: dict[str, Any], *, progress: Callable[[int, in
             gave_up=gave_up,
         )
         if error is None:
-            audit(None, AuditAction.RESULTS_SENT, target=f"series {series_id}",
-                  detail=f"{what} to {where} (attempt {attempt})", session=session)  # fmt: skip
+            audit(
+                None,
+                AuditAction.RESULTS_SENT,
+                target=f"series {series_id}",
+                detail=f"{what} to {where} (attempt {attempt})",
+                session=session,
+            )
     if error is None:
         shutil.rmtree(folder, ignore_errors=True)
         progress(len(objects), len(objects), f"{what} delivered to {where}")

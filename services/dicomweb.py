@@ -138,8 +138,12 @@ def search_studies(
     client = web_client()
     fields = ["StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"]
     found = _query(lambda: client.search_for_studies(search_filters=filters, fields=fields, limit=MAX_RESULTS))
-    audit(actor, AuditAction.PACS_SEARCHED, patient_mrn=filters.get("PatientID"),
-          detail=f"{len(found)} studies for {filters}")  # fmt: skip
+    audit(
+        actor,
+        AuditAction.PACS_SEARCHED,
+        patient_mrn=filters.get("PatientID"),
+        detail=f"{len(found)} studies for {filters}",
+    )
     rows = [
         StudyRow(
             study_uid=_text(ds, "StudyInstanceUID"),
@@ -188,8 +192,12 @@ def queue_pull(actor: Actor | None, *, study_uid: str, series_uid: str) -> int:
     web_client()  # a server must be configured before anything is queued
     server = get_settings().dicomweb_url
     job_id = submit_series(pull={"study_uid": study_uid, "series_uid": series_uid}, actor=actor)
-    audit(actor, AuditAction.SERIES_QUEUED, target=f"job {job_id}",
-          detail=f"series {series_uid} of study {study_uid} from {server}")  # fmt: skip
+    audit(
+        actor,
+        AuditAction.SERIES_QUEUED,
+        target=f"job {job_id}",
+        detail=f"series {series_uid} of study {study_uid} from {server}",
+    )
     return job_id
 
 

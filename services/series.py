@@ -350,7 +350,12 @@ def queue_amended_report(
         earlier = _earlier_reports(session, series_id, report_uid)
     infos = [ModelInfo(m["framework"], m["version_id"], m["name"], m["sha256"]) for m in answer["models"]]
     report = series_report(
-        ref, answer, infos, report_series_uid=report_uid, instance_number=len(earlier) + 1, previous=earlier,
+        ref,
+        answer,
+        infos,
+        report_series_uid=report_uid,
+        instance_number=len(earlier) + 1,
+        previous=earlier,
         read=Read(label, author, at, note),
-    )  # fmt: skip
+    )
     return queue_results(series_id, [report], what=f"amended report (read by {author})")

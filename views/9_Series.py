@@ -217,8 +217,10 @@ def viewer(series: SeriesDetail) -> None:
             args=(series_id, f"series_jump_{series_id}"),
         )
     image_col, controls = st.columns([3, 2])
+    # A series opens at its most suspicious slice.
+    first = suspicious[0].number if suspicious else 1
     with controls:
-        number = st.slider("Slice", 1, count, key=slider_key) if count > 1 else 1
+        number = st.slider("Slice", 1, count, value=first, key=slider_key) if count > 1 else 1
         row = series.slices[number - 1]
         values = (
             slice_values(row.values_file, row.values_scale or 1.0, row.values_offset or 0.0)
@@ -273,7 +275,7 @@ def viewer(series: SeriesDetail) -> None:
         picture, scale = st.columns([12, 1])
         picture.image(zoomed(base, zoom, across, down), caption=caption, width="stretch")
         if framework is not None:
-            scale.image(colour_scale(), caption="high → low", width="stretch")
+            scale.image(colour_scale(), caption="high to low", width="stretch")
 
 
 def open_series(series_id: int) -> None:

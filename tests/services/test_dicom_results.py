@@ -86,10 +86,14 @@ def test_the_report_holds_the_answer_and_passes_dciodvfy(tmp_path: Path) -> None
 def test_the_amended_report_adds_the_read_and_names_its_predecessor(tmp_path: Path) -> None:
     first = series_report(REF, ANSWER, MODELS, report_series_uid=generate_uid(), instance_number=1)
     amended = series_report(
-        REF, ANSWER, MODELS, report_series_uid=first.SeriesInstanceUID, instance_number=2,
+        REF,
+        ANSWER,
+        MODELS,
+        report_series_uid=first.SeriesInstanceUID,
+        instance_number=2,
         previous=[(first.SeriesInstanceUID, first.SOPInstanceUID)],
         read=Read("meningioma", "dr-lee", datetime(2026, 12, 6, 10, 30), "enhancing dural tail"),
-    )  # fmt: skip
+    )
     assert dciodvfy_errors(saved(amended, tmp_path / "amended.dcm")) == []
     predecessor = amended.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert predecessor.ReferencedSOPInstanceUID == first.SOPInstanceUID

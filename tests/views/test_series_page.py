@@ -94,7 +94,7 @@ def test_the_heatmap_toggles_on_with_its_colour_scale(series_id: int) -> None:
     at.toggle(key=f"series_heat_{series_id}").set_value(True).run()
     assert not at.exception
     captions = [caption for caption, _ in pictures(at)]
-    assert any("heatmap" in c for c in captions) and "high → low" in captions
+    assert any("heatmap" in c for c in captions) and "high to low" in captions
 
 
 def test_custom_window_values_are_used(series_id: int) -> None:
