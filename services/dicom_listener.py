@@ -22,7 +22,8 @@ from pynetdicom.sop_class import Verification
 
 from domain import AuditAction
 from services.auth import audit
-from services.dicom_intake import ACCEPTED_SOP_CLASSES, TRANSFER_SYNTAXES, InstanceRefused, queue_idle_series, receive
+from services.dicom_instances import ACCEPTED_SOP_CLASSES, TRANSFER_SYNTAXES, InstanceRefused
+from services.dicom_intake import queue_idle_series, receive
 from settings import Settings, get_settings
 
 log = logging.getLogger("brainmri.dicom_listener")

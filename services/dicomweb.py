@@ -204,7 +204,8 @@ def queue_pull(actor: Actor | None, *, study_uid: str, series_uid: str) -> int:
 def pull_series(study_uid: str, series_uid: str, *, progress: Callable[[int], None]) -> tuple[int, int, list[str]]:
     """Retrieve a series by WADO-RS into the intake, instance by instance; returns (series id, instances
     received, why each refused one was refused). Raises UserError when nothing usable came."""
-    from services.dicom_intake import InstanceRefused, receive
+    from services.dicom_instances import InstanceRefused
+    from services.dicom_intake import receive
 
     settings = get_settings()
     client = web_client(settings)

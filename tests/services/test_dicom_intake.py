@@ -8,7 +8,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from db.schema import DicomSeries
 from db.session import session_scope
 from scripts.make_series import enhanced_file, series_files
-from services.dicom_intake import InstanceRefused, receive
+from services.dicom_instances import InstanceRefused
+from services.dicom_intake import receive
 from services.series import read_values, values_png
 from settings import SAMPLE_DIR, get_settings
 from tests.env import environment
