@@ -31,7 +31,7 @@ app: install
 
 # The DICOM listener (C-STORE SCP) on DICOM_PORT as DICOM_AE_TITLE; `make run` starts it beside the worker.
 dicom-listener: migrate
-	$(VENV)/bin/python -m services.dicom_listener
+	$(VENV)/bin/python -m worker.dicom_listener
 
 lock:
 	@scripts/lock.sh

@@ -179,5 +179,14 @@ class AuditAction(StrEnum):
     RESULTS_SENT = "results_sent"  # a series' report and captures delivered to the PACS
 
 
+class RetryLater(Exception):
+    """Work that cannot be done now (the PACS it sends to is down) and is tried again after `delay_s`; the message,
+    with the time of the next try, is what its job's record shows meanwhile."""
+
+    def __init__(self, message: str, delay_s: float) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
 class NotAllowed(UserError):
     """The signed-in user's role may not do this; the message says what was refused."""

@@ -25,7 +25,7 @@ trap stop INT TERM EXIT
 pids+=("$!")
 .venv/bin/celery -A worker.celery_app beat --schedule var/celerybeat-schedule --loglevel WARNING &
 pids+=("$!")
-.venv/bin/python -m services.dicom_listener &
+.venv/bin/python -m worker.dicom_listener &
 pids+=("$!")
 .venv/bin/streamlit run Home.py --server.port 8501 --server.headless true &
 pids+=("$!")

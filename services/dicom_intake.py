@@ -174,12 +174,9 @@ def _remove(paths: Iterable[Path]) -> None:
         path.unlink(missing_ok=True)
 
 
-def queue_series(series_id: int, *, actor: Actor | None, origin: str) -> int:
-    """Send a complete series to the prediction queue as one job; returns the job id. `actor` is the person who
-    asked (None for the listener), `origin` says where the series came from, for the audit log."""
-    from worker.submit import submit_series
-
-    job_id = submit_series(series_id=series_id, actor=actor)
+def audit_queued(series_id: int, job_id: int, *, actor: Actor | None, origin: str) -> None:
+    """Record that a series went to the prediction queue: received (`actor` None: the listener completed it) or
+    sent by a person; `origin` says where it came from."""
     with session_scope() as session:
         series = get_series(session=session, series_id=series_id)
         slices = count_slices(session=session, series_id=series_id)
@@ -193,26 +190,13 @@ def queue_series(series_id: int, *, actor: Actor | None, origin: str) -> int:
             detail=f"{slices} slice(s) from {origin}; job {job_id}",
             session=session,
         )
-    return job_id
 
 
-def queue_idle_series(settings: Settings | None = None) -> list[int]:
-    """Queue every series that received nothing for DICOM_SERIES_IDLE_S; returns their ids."""
+def complete_series(settings: Settings | None = None) -> list[tuple[int, str]]:
+    """The series that received nothing for DICOM_SERIES_IDLE_S, with who sent them: (series id, sender)."""
     settings = settings or get_settings()
     with session_scope() as session:
-        ready = [
-            (s.id, s.sender or s.source) for s in idle_series(session=session, idle_s=settings.dicom_series_idle_s)
-        ]
-    queued = []
-    for series_id, origin in ready:
-        try:
-            queue_series(series_id, actor=None, origin=f"the DICOM listener (calling AE {origin})")
-        except Exception:
-            # The queue may be down for a moment; the series stays complete and is queued at the next pass.
-            log.exception("series %s could not be queued; trying again at the next pass", series_id)
-            continue
-        queued.append(series_id)
-    return queued
+        return [(s.id, s.sender or s.source) for s in idle_series(session=session, idle_s=settings.dicom_series_idle_s)]
 
 
 def reopen_if_incomplete(*, session: Session, series_id: int) -> None:
@@ -224,12 +208,15 @@ def reopen_if_incomplete(*, session: Session, series_id: int) -> None:
 
 @dataclass(frozen=True)
 class Intake:
-    """What a hand upload or a server folder gave: each series queued (series id -> job id), and every file
-    that was refused, with why."""
+    """What a hand upload or a server folder gave: the new slices of each series it touched (series id -> how
+    many), and every file that was refused, with why."""
 
-    queued: dict[int, int]
-    slices: int
+    series: dict[int, int]
     refused: list[tuple[str, str]]
+
+    @property
+    def slices(self) -> int:
+        return sum(self.series.values())
 
 
 def _files_of(uploads: Iterable[tuple[str, bytes]], settings: Settings) -> Iterable[tuple[str, bytes]]:
@@ -252,9 +239,9 @@ def _is_dicom_name(name: str, data: bytes) -> bool:
     return data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == b"DICM" or name.lower().endswith((".dcm", ".dicom"))
 
 
-def receive_files(actor: Actor | None, uploads: Iterable[tuple[str, bytes]], *, origin: str) -> Intake:
+def receive_files(actor: Actor | None, uploads: Iterable[tuple[str, bytes]]) -> Intake:
     """Hand-uploaded DICOM files (a multi-frame file, files of one series, or a zip of them) through the same
-    intake as the listener's; each series they make is queued at once. UserError for a refused zip."""
+    intake as the listener's (worker.submit.submit_intake then queues each series). UserError for a refused zip."""
     from services.auth import require_signed_in
 
     actor = require_signed_in(actor, "upload a series")
@@ -271,10 +258,7 @@ def receive_files(actor: Actor | None, uploads: Iterable[tuple[str, bytes]], *, 
             refused.append((name, str(exc)))
             continue
         touched[got.series_id] = touched.get(got.series_id, 0) + got.new_slices
-    queued = {
-        series_id: queue_series(series_id, actor=actor, origin=origin) for series_id, new in touched.items() if new
-    }
-    return Intake(queued, sum(touched.values()), refused)
+    return Intake(touched, refused)
 
 
 def receive_folder(actor: Actor | None, folder: str) -> Intake:
@@ -298,8 +282,8 @@ def receive_folder(actor: Actor | None, folder: str) -> Intake:
                 continue
             yield rel, path.read_bytes()
 
-    intake = receive_files(actor, read(), origin=f"the folder {root}")
-    return Intake(intake.queued, intake.slices, [*intake.refused, *too_big, *listing.skipped])
+    intake = receive_files(actor, read())
+    return Intake(intake.series, [*intake.refused, *too_big, *listing.skipped])
 
 
 def sweep_spool(settings: Settings | None = None, *, now: float | None = None) -> int:

@@ -1,5 +1,5 @@
-"""Results going back to the PACS: written to an outbox first, then delivered by C-STORE (DICOM_DESTINATION) or
-STOW-RS (DICOMWEB_URL with DICOMWEB_STOW) in a job of their own. A failed delivery is tried again with a
+"""Results going back to the PACS: written to an outbox first (a send), then delivered by C-STORE
+(DICOM_DESTINATION) or STOW-RS (DICOMWEB_URL with DICOMWEB_STOW) in a job of their own (worker.submit.submit_sends). A failed delivery is tried again with a
 growing pause, shown on the job meanwhile; the files stay in the outbox until the PACS has them all, so nothing
 is lost while it is down."""
 
@@ -15,9 +15,9 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from db.schema import utcnow
-from db.series import create_send, get_send, mark_objects_sent, record_attempt
+from db.series import create_send, get_send, mark_objects_sent, record_attempt, sends_of_series
 from db.session import session_scope
-from domain import AuditAction, UserError
+from domain import AuditAction, RetryLater, UserError
 from services.auth import audit
 from settings import Settings, get_settings, parse_destination
 
@@ -46,11 +46,9 @@ def outbox_folder(send_id: int, settings: Settings) -> Path:
     return settings.dicom_spool_dir / "outbox" / str(send_id)
 
 
-def queue_results(series_id: int, datasets: Sequence[Dataset], *, what: str) -> int | None:
-    """Write the objects to the outbox and queue their delivery; returns the send's id, or None when no
+def outbox(series_id: int, datasets: Sequence[Dataset], *, what: str) -> int | None:
+    """Write the objects to the outbox as a send waiting for its job; returns the send's id, or None when no
     destination is configured (then nothing is written)."""
-    from worker.submit import submit_unattended
-
     settings = get_settings()
     where = destination(settings)
     if where is None or not datasets:
@@ -73,16 +71,20 @@ def queue_results(series_id: int, datasets: Sequence[Dataset], *, what: str) -> 
         folder.mkdir(parents=True, exist_ok=True)
         for ds, obj in zip(datasets, objects, strict=True):
             ds.save_as(folder / obj["file"], enforce_file_format=True)
-        send_id = send.id
+        return send.id
 
-    def attach(job_id: int) -> None:
-        with session_scope() as session:
-            row = get_send(session=session, send_id=send_id)
-            if row is not None:
-                row.job_id = job_id
 
-    submit_unattended("send", {"send_id": send_id}, before_send=attach)
-    return send_id
+def unsubmitted_sends(series_id: int) -> list[int]:
+    """The series' sends still waiting for a job: a send job is made for each (worker.submit.submit_sends)."""
+    with session_scope() as session:
+        return [s.id for s in sends_of_series(session=session, series_id=series_id) if s.job_id is None]
+
+
+def attach_job(send_id: int, job_id: int) -> None:
+    with session_scope() as session:
+        row = get_send(session=session, send_id=send_id)
+        if row is not None:
+            row.job_id = job_id
 
 
 def retry_delay(attempt: int, settings: Settings) -> float:
@@ -91,10 +93,8 @@ def retry_delay(attempt: int, settings: Settings) -> float:
 
 
 def run_send(job_id: int, params: dict[str, Any], *, progress: Callable[[int, int, str], None]) -> dict[str, Any]:
-    """The send job: deliver what is still unsent; Deferred (from worker.jobs) to try again later, UserError
-    once the attempts are spent."""
-    from worker.jobs import Deferred
-
+    """The send job: deliver what is still unsent; RetryLater to try again after a pause, UserError once the
+    attempts are spent."""
     settings = get_settings()
     with session_scope() as session:
         send = get_send(session=session, send_id=int(params["send_id"]))
@@ -145,7 +145,7 @@ def run_send(job_id: int, params: dict[str, Any], *, progress: Callable[[int, in
             "run this job again to send them."
         )
     at = (utcnow() + timedelta(seconds=pause)).strftime("%H:%M:%S")
-    raise Deferred(
+    raise RetryLater(
         f"attempt {attempt} of {settings.dicom_send_attempts} failed: {error}; next attempt at {at} UTC", pause
     )
 

@@ -180,25 +180,21 @@ def search_series(actor: Actor | None, *, study_uid: str) -> list[SeriesRow]:
     return sorted(rows, key=lambda r: (r.number is None, r.number or 0))
 
 
-def queue_pull(actor: Actor | None, *, study_uid: str, series_uid: str) -> int:
-    """Send a series of the DICOMweb server to the prediction queue: the job retrieves it (WADO-RS), then predicts
-    it as any received series; returns the job id. The request is audited."""
-    from worker.submit import submit_series
-
-    actor = require_signed_in(actor, "send a PACS series to prediction")
+def check_pull(actor: Actor | None, *, study_uid: str, series_uid: str) -> dict[str, str]:
+    """What a job that pulls this series is given, once the request is checked (a signed-in person, valid UIDs,
+    a configured server): worker.submit.submit_pull queues it."""
+    require_signed_in(actor, "send a PACS series to prediction")
     for value, what in ((study_uid, "study"), (series_uid, "series")):
         if not UID(value).is_valid:
             raise UserError(f"The {what} UID {value[:70]!r} is not a valid UID.")
     web_client()  # a server must be configured before anything is queued
+    return {"study_uid": study_uid, "series_uid": series_uid}
+
+
+def audit_pull(actor: Actor | None, job_id: int, pull: dict[str, str]) -> None:
     server = get_settings().dicomweb_url
-    job_id = submit_series(pull={"study_uid": study_uid, "series_uid": series_uid}, actor=actor)
-    audit(
-        actor,
-        AuditAction.SERIES_QUEUED,
-        target=f"job {job_id}",
-        detail=f"series {series_uid} of study {study_uid} from {server}",
-    )
-    return job_id
+    detail = f"series {pull['series_uid']} of study {pull['study_uid']} from {server}"
+    audit(actor, AuditAction.SERIES_QUEUED, target=f"job {job_id}", detail=detail)
 
 
 def pull_series(study_uid: str, series_uid: str, *, progress: Callable[[int], None]) -> tuple[int, int, list[str]]:

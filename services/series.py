@@ -29,7 +29,7 @@ from services.batch_input import Listing
 from services.diagnosis import SavedScan
 from services.dicom_intake import reopen_if_incomplete, spool_folder
 from services.dicom_results import Instance, ModelInfo, Read, StudyRef, capture_pixels, heatmap_capture, series_report
-from services.dicom_send import destination, queue_results
+from services.dicom_send import destination, outbox
 from settings import Settings, get_settings
 
 # The most suspicious slices whose heatmaps go back to the PACS as Secondary Captures.
@@ -84,7 +84,7 @@ def run_series(
         )
         _unstage(series_id)
         answer = answer_series(series_id, models, settings)
-        send_id = queue_series_results(series_id, models) if answer.get("label") and answer != sent_for else None
+        send_id = series_results(series_id, models) if answer.get("label") and answer != sent_for else None
     except BaseException:
         if series_id is not None:
             with session_scope() as session:
@@ -268,9 +268,9 @@ def _result_series_uids(session: Session, series_id: int) -> tuple[str, str]:
     return series.report_series_uid, series.capture_series_uid
 
 
-def queue_series_results(series_id: int, models: list[BatchModel]) -> int | None:
-    """Make the series' report and the heatmap captures of its most suspicious slices, and queue them for the
-    PACS; None when no destination is configured."""
+def series_results(series_id: int, models: list[BatchModel]) -> int | None:
+    """Make the series' report and the heatmap captures of its most suspicious slices, into the outbox for the
+    PACS; returns the send's id, None when no destination is configured."""
     if destination() is None:
         return None
     with session_scope() as session:
@@ -306,7 +306,7 @@ def queue_series_results(series_id: int, models: list[BatchModel]) -> int | None
                 heatmap_capture(ref, source, pixels, capture_series_uid=capture_uid, instance_number=number)
             )
     what = f"report and {len(captures)} heatmap capture(s)"
-    return queue_results(series_id, [report, *captures], what=what)
+    return outbox(series_id, [report, *captures], what=what)
 
 
 def _scan_path(session: Session, scan_id: int | None) -> str | None:
@@ -330,12 +330,11 @@ def _capture(path: str | None, models: list[BatchModel], caption: str) -> np.nda
     return capture_pixels(rgb, overlays, caption)
 
 
-def queue_amended_report(
-    series_id: int, *, label: str, author: str, at: datetime, note: str | None = None
-) -> int | None:
-    """Send the PACS an amended report of a series: its answer with a clinician's read (class, author, time and
-    note), naming the reports sent before as its predecessors. Returns the send's id; None when no destination
-    is configured. UserError when the series has no answer yet or the class is unknown."""
+def amended_report(series_id: int, *, label: str, author: str, at: datetime, note: str | None = None) -> int | None:
+    """An amended report of a series for the PACS: its answer with a clinician's read (class, author, time and
+    note), naming the reports sent before as its predecessors, into the outbox (worker.submit.submit_amended_report
+    sends it). Returns the send's id; None when no destination is configured. UserError when the series has no
+    answer yet or the class is unknown."""
     if label not in CLASSES:
         raise UserError(f"Unknown class {label!r}; choose one of {', '.join(CLASSES)}.")
     if destination() is None:
@@ -358,4 +357,4 @@ def queue_amended_report(
         previous=earlier,
         read=Read(label, author, at, note),
     )
-    return queue_results(series_id, [report], what=f"amended report (read by {author})")
+    return outbox(series_id, [report], what=f"amended report (read by {author})")

@@ -8,12 +8,13 @@ import streamlit as st
 
 from domain import UserError
 from services.dicom_intake import Intake, receive_files, receive_folder
-from services.dicomweb import MODALITIES, SeriesRow, StudyRow, queue_pull, search_series, search_studies
+from services.dicomweb import MODALITIES, SeriesRow, StudyRow, search_series, search_studies
 from settings import get_settings
 from ui.auth import require
 from ui.jobs import job_panel
 from ui.nav import link_to_page
 from ui.text import literal
+from worker.submit import QueueUnavailable, submit_intake, submit_pull
 
 STUDIES_KEY, SERIES_KEY, JOBS_KEY, NOTICE_KEY = "pacs_studies", "pacs_series", "pacs_jobs", "pacs_notice"
 ANY_MODALITY = "any"
@@ -105,24 +106,29 @@ def series_table(series: list[SeriesRow]) -> None:
     )
     if st.button("Send this series to prediction", type="primary", key="pacs_send"):
         try:
-            job_id = queue_pull(ACTOR, study_uid=mr[chosen].study_uid, series_uid=chosen)
+            job_id = submit_pull(ACTOR, study_uid=mr[chosen].study_uid, series_uid=chosen)
         except UserError as exc:
             st.error(str(exc))
             return
         st.session_state.setdefault(JOBS_KEY, []).insert(0, job_id)
 
 
-def intake_outcome(intake: Intake) -> None:
-    if intake.queued:
+def intake_outcome(intake: Intake, origin: str) -> None:
+    try:
+        queued = submit_intake(intake, actor=ACTOR, origin=origin)
+    except QueueUnavailable as exc:
+        st.error(f"The files were received, but their series could not be queued: {exc}")
+        return
+    if queued:
         st.success(
-            f"{intake.slices} new slice(s) in {len(intake.queued)} series, queued for prediction "
-            f"(job {', '.join(str(j) for j in intake.queued.values())})."
+            f"{intake.slices} new slice(s) in {len(queued)} series, queued for prediction "
+            f"(job {', '.join(str(j) for j in queued.values())})."
         )
-        st.session_state.setdefault(JOBS_KEY, [])[:0] = list(intake.queued.values())
+        st.session_state.setdefault(JOBS_KEY, [])[:0] = list(queued.values())
     elif not intake.refused:
         st.info("Every slice of these files was received before: nothing new to predict.")
     if intake.refused:
-        with st.expander(f"Files refused ({len(intake.refused)})", expanded=not intake.queued):
+        with st.expander(f"Files refused ({len(intake.refused)})", expanded=not queued):
             st.dataframe([{"file": name, "why": why} for name, why in intake.refused[:REFUSED_SHOWN]], hide_index=True)
 
 
@@ -137,7 +143,7 @@ def upload_form() -> None:
     )
     if files and st.button("Predict the uploaded series", key="pacs_upload_go"):
         try:
-            intake_outcome(receive_files(ACTOR, [(f.name, f.getvalue()) for f in files], origin="an upload"))
+            intake_outcome(receive_files(ACTOR, [(f.name, f.getvalue()) for f in files]), "an upload")
         except UserError as exc:
             st.error(str(exc))
     roots = get_settings().allowed_data_roots
@@ -148,7 +154,7 @@ def upload_form() -> None:
     )
     if folder.strip() and st.button("Predict the folder's series", key="pacs_folder_go"):
         try:
-            intake_outcome(receive_folder(ACTOR, folder.strip()))
+            intake_outcome(receive_folder(ACTOR, folder.strip()), f"the folder {folder.strip()}")
         except UserError as exc:
             st.error(str(exc))
 

@@ -13,9 +13,9 @@ from celery.utils import uuid
 
 from db.jobs import defer_job, finish_job, get_job, heartbeat, is_cancel_requested, mark_running, set_progress
 from db.session import session_scope
-from domain import UserError
+from domain import RetryLater, UserError
 
-__all__ = ["Deferred", "JobCancelled", "Reporter", "UserError", "run_job"]
+__all__ = ["JobCancelled", "Reporter", "RetryLater", "UserError", "run_job"]
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +28,6 @@ PROGRESS_INTERVAL_S = 0.5
 
 class JobCancelled(Exception):
     """Raised by `Reporter.check_cancel` when someone asked the job to stop."""
-
-
-class Deferred(Exception):
-    """Raised by a job body that cannot finish now (the PACS it sends to is down) and runs again after `delay_s`;
-    the message, with the time of the next try, is what the job's record shows meanwhile."""
-
-    def __init__(self, message: str, delay_s: float) -> None:
-        super().__init__(message)
-        self.delay_s = delay_s
 
 
 class Reporter:
@@ -117,7 +108,7 @@ def run_job(task: Task, job_id: int, body: JobBody, *, max_attempts: int = MAX_A
         with _heartbeat(job_id, HEARTBEAT_INTERVAL_S):
             result = body(reporter) or {}
         status = "succeeded"
-    except Deferred as exc:
+    except RetryLater as exc:
         reporter.flush()
         return _defer(task, job_id, exc)
     except JobCancelled:
@@ -133,7 +124,7 @@ def run_job(task: Task, job_id: int, body: JobBody, *, max_attempts: int = MAX_A
     return {"job_id": job_id, "status": status}
 
 
-def _defer(task: Task, job_id: int, deferred: Deferred) -> dict[str, Any]:
+def _defer(task: Task, job_id: int, deferred: RetryLater) -> dict[str, Any]:
     """Queue the job again to run after the delay, under a new message; the old one is then superseded."""
     celery_id = uuid()
     with session_scope() as session:

@@ -3,7 +3,8 @@
 import json
 import logging
 from collections.abc import Callable, Collection
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery.utils import uuid
@@ -31,6 +32,9 @@ from services.auth import Actor, audit, require_admin, require_signed_in
 from settings import get_settings
 from worker.celery_app import TASK_QUEUES, celery_app
 from worker.jobs import HEARTBEAT_INTERVAL_S
+
+if TYPE_CHECKING:
+    from services.dicom_intake import Intake
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +309,71 @@ def submit_series(*, series_id: int | None = None, pull: dict[str, str] | None =
     if actor is None:
         return submit_unattended("series", params, before_send=mark)
     return submit_job("series", params, actor=actor, before_send=mark)
+
+
+def queue_series(series_id: int, *, actor: Actor | None, origin: str) -> int:
+    """Send a complete series to the prediction queue as one job, audited; returns the job id. `actor` is the
+    person who asked (None for the listener), `origin` says where the series came from."""
+    from services.dicom_intake import audit_queued
+
+    job_id = submit_series(series_id=series_id, actor=actor)
+    audit_queued(series_id, job_id, actor=actor, origin=origin)
+    return job_id
+
+
+def queue_complete_series() -> list[int]:
+    """Queue every series that received nothing for DICOM_SERIES_IDLE_S (the listener's pass); their ids."""
+    from services.dicom_intake import complete_series
+
+    queued = []
+    for series_id, sender in complete_series():
+        try:
+            queue_series(series_id, actor=None, origin=f"the DICOM listener (calling AE {sender})")
+        except Exception:
+            # The database may be busy for a moment; the series stays complete and is queued at the next pass.
+            log.exception("series %s could not be queued; trying again at the next pass", series_id)
+            continue
+        queued.append(series_id)
+    return queued
+
+
+def submit_intake(intake: "Intake", *, actor: Actor | None, origin: str) -> dict[int, int]:
+    """Queue each series a hand upload or a folder added slices to; series id -> job id."""
+    return {sid: queue_series(sid, actor=actor, origin=origin) for sid, new in intake.series.items() if new}
+
+
+def submit_pull(actor: Actor | None, *, study_uid: str, series_uid: str) -> int:
+    """Send a series of the DICOMweb server to the prediction queue: its job retrieves it (WADO-RS), then predicts
+    it as any received series; returns the job id. The request is audited."""
+    from services.dicomweb import audit_pull, check_pull
+
+    pull = check_pull(actor, study_uid=study_uid, series_uid=series_uid)
+    job_id = submit_series(pull=pull, actor=actor)
+    audit_pull(actor, job_id, pull)
+    return job_id
+
+
+def submit_sends(series_id: int) -> list[int]:
+    """A send job for each of the series' sends still without one (its results in the outbox); their job ids."""
+    from services.dicom_send import attach_job, unsubmitted_sends
+
+    return [
+        submit_unattended("send", {"send_id": send_id}, before_send=lambda job_id, s=send_id: attach_job(s, job_id))
+        for send_id in unsubmitted_sends(series_id)
+    ]
+
+
+def submit_amended_report(
+    series_id: int, *, label: str, author: str, at: "datetime", note: str | None = None
+) -> int | None:
+    """Send the PACS an amended report of a series with a clinician's read (services.series.amended_report);
+    returns the send job's id, None when no destination is configured."""
+    from services.series import amended_report
+
+    if amended_report(series_id, label=label, author=author, at=at, note=note) is None:
+        return None
+    jobs = submit_sends(series_id)
+    return jobs[-1] if jobs else None
 
 
 # A queued job's message goes out milliseconds after its row is written; one older than this and missing from

@@ -55,7 +55,7 @@ def series_predict(self: Task, job_id: int) -> dict[str, Any]:
     return run_job(self, job_id, run_series_job)
 
 
-# A send that fails is queued again by the job itself (worker.jobs.Deferred), with a growing pause.
+# A send that fails is queued again by the job itself (domain.RetryLater, see worker.jobs), with a growing pause.
 @celery_app.task(name="brainmri.dicom_send", bind=True, acks_late=True, reject_on_worker_lost=True)
 def dicom_send(self: Task, job_id: int) -> dict[str, Any]:
     """Deliver a series' report and heatmap captures to the PACS."""

@@ -130,7 +130,7 @@ class Orthanc:
 
 @dataclass
 class ListenerProcess:
-    """`python -m services.dicom_listener` running in a process of its own."""
+    """`python -m worker.dicom_listener` running in a process of its own."""
 
     process: subprocess.Popen[bytes]
     port: int
@@ -161,7 +161,7 @@ def start_listener(
     environment = {**os.environ, **(env or {}), "DICOM_PORT": str(port), "DICOM_AE_TITLE": aet}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.dicom_listener"],
+            [sys.executable, "-m", "worker.dicom_listener"],
             cwd=ROOT,
             env=environment,
             stdout=log,

@@ -130,14 +130,15 @@ def test_a_series_from_storescu_is_answered_and_the_same_series_pulled_from_the_
     assert storescu(source_pacs.dicom_port, source_pacs.aet, files).returncode == 0
     with session_scope() as session:
         delete_patient(session=session, patient_pk=patient_pk)
-    from services.dicomweb import queue_pull, search_series, search_studies
+    from services.dicomweb import search_series, search_studies
+    from worker.submit import submit_pull
 
     actor = make_actor("clinician")
     [study] = search_studies(actor, patient_id="P-SERIES-1")
     assert study.study_uid == study_uid and "MR" in study.modalities
     [found] = search_series(actor, study_uid=study_uid)
     assert (found.series_uid, found.instances) == (series_uid, 20)
-    job = wait_for_job(queue_pull(actor, study_uid=study_uid, series_uid=series_uid), timeout=240)
+    job = wait_for_job(submit_pull(actor, study_uid=study_uid, series_uid=series_uid), timeout=240)
     assert job.status == "succeeded", job.error
     assert job.result["pulled"] == 20
     pulled = answer_of(series_uid)
@@ -227,14 +228,11 @@ def test_results_wait_while_the_pacs_is_down_then_arrive_and_read_back_and_pass_
     # A clinician's read goes out as an amended report that names the first as its predecessor.
     from datetime import datetime
 
-    from services.series import queue_amended_report
+    from worker.submit import submit_amended_report
 
-    send_id = queue_amended_report(
+    amended_job = submit_amended_report(
         series.id, label="meningioma", author="dr-lee", at=datetime(2026, 12, 6, 10, 30), note="on review"
     )
-    with session_scope() as session:
-        amended = session.get(DicomSend, send_id)
-        amended_job = amended.job_id if amended else None
     assert amended_job is not None and wait_for_job(amended_job, timeout=60).status == "succeeded"
     new = [i for i in result_pacs.instances_of_study(study_uid) if i["ID"] not in {s["ID"] for s in stored}]
     [amended_sr] = [pydicom.dcmread(io.BytesIO(i["file"])) for i in new]

@@ -20,6 +20,7 @@ from settings import ROOT, SAMPLE_DIR
 from tests.env import environment
 from tests.pacs.servers import Orthanc, require_tools, storescu
 from tests.users import make_actor, signed_in
+from worker.submit import submit_intake
 
 PAGE = str(ROOT / "views" / "10_PACS.py")
 IMAGES = sorted((SAMPLE_DIR / "meningioma").glob("*.jpg"))[:3]
@@ -95,17 +96,18 @@ def test_a_zip_of_one_series_and_a_multi_frame_file_uploaded_by_hand_each_become
             archive.writestr(f"series/{number}.dcm", data)
         archive.writestr("series/notes.txt", "not an image")
     uploads = [("series.zip", buffer.getvalue()), ("volume.dcm", enhanced_file(IMAGES, patient_id="P-MF"))]
-    intake = receive_files(actor, uploads, origin="an upload")
-    assert len(intake.queued) == 2 and intake.slices == 6
+    intake = receive_files(actor, uploads)
+    queued = submit_intake(intake, actor=actor, origin="an upload")
+    assert len(queued) == 2 and intake.slices == 6
     assert intake.refused == [("series.zip/series/notes.txt", "not a DICOM file")]
     with session_scope() as session:
-        rows = session.scalars(select(DicomSeries).where(DicomSeries.id.in_(intake.queued))).all()
+        rows = session.scalars(select(DicomSeries).where(DicomSeries.id.in_(queued))).all()
         assert (
             sorted((r.source, r.sender, r.status, len(r.slices)) for r in rows)
             == [("upload", actor.username, "queued", 3)] * 2
         )
     # The same upload again adds nothing and queues nothing.
-    assert receive_files(actor, uploads, origin="an upload").queued == {}
+    assert submit_intake(receive_files(actor, uploads), actor=actor, origin="an upload") == {}
 
 
 def test_a_zip_bomb_is_refused_before_anything_is_read(pacs) -> None:
@@ -113,4 +115,4 @@ def test_a_zip_bomb_is_refused_before_anything_is_read(pacs) -> None:
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("zeros.dcm", b"\0" * (8 * 2**20))
     with pytest.raises(UserError, match="zip bomb"):
-        receive_files(make_actor("clinician"), [("bomb.zip", buffer.getvalue())], origin="an upload")
+        receive_files(make_actor("clinician"), [("bomb.zip", buffer.getvalue())])

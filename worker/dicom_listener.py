@@ -1,6 +1,6 @@
 """The DICOM listener: a C-STORE SCP (pynetdicom) that scanners and the PACS send MR series to.
 
-    python -m services.dicom_listener      (`make dicom-listener`; `make run` starts it beside the worker)
+    python -m worker.dicom_listener      (`make dicom-listener`; `make run` starts it beside the worker)
 
 It answers C-ECHO, accepts MR Image Storage and Enhanced MR Image Storage in the transfer syntaxes the decode
 path reads and refuses every other SOP class at association, so a CT series is never stored. With
@@ -23,8 +23,9 @@ from pynetdicom.sop_class import Verification
 from domain import AuditAction
 from services.auth import audit
 from services.dicom_instances import ACCEPTED_SOP_CLASSES, TRANSFER_SYNTAXES, InstanceRefused
-from services.dicom_intake import queue_idle_series, receive
+from services.dicom_intake import receive
 from settings import Settings, get_settings
+from worker.submit import queue_complete_series
 
 log = logging.getLogger("brainmri.dicom_listener")
 
@@ -111,7 +112,7 @@ class Listener:
         every = max(0.2, min(2.0, self.settings.dicom_series_idle_s / 4))
         while not self._stop.wait(every):
             try:
-                if queued := queue_idle_series(self.settings):
+                if queued := queue_complete_series():
                     log.info("series complete, queued for prediction: %s", queued)
             except Exception:
                 log.exception("could not queue the complete series; trying again")
