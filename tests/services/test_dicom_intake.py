@@ -17,7 +17,7 @@ from tests.env import environment
 IMAGES = sorted((SAMPLE_DIR / "notumor").glob("*.jpg"))
 
 
-def test_an_instance_is_staged_under_its_series_with_its_position(db_url, tmp_path) -> None:
+def test_an_instance_is_staged_under_its_series_with_its_position(any_db_url, tmp_path) -> None:
     with environment(DICOM_SPOOL_DIR=str(tmp_path)):
         got = [
             receive(data, source="upload", sender="test", settings=get_settings()) for data in series_files(IMAGES[:3])
@@ -65,7 +65,7 @@ def test_pixel_values_are_kept_exactly_for_window_and_level(tmp_path) -> None:
     assert np.abs(read_values(tmp_path / "f.png", scale, offset) - measured).max() < 1.5 / 65535
 
 
-def test_the_sweep_removes_the_staged_files_of_a_deleted_patients_series(db_url, tmp_path) -> None:
+def test_the_sweep_removes_the_staged_files_of_a_deleted_patients_series(any_db_url, tmp_path) -> None:
     import time
 
     from db.deletion import delete_patient
