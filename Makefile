@@ -1,5 +1,5 @@
 # `make run` starts everything, `make test` runs every test; both install what they need first.
-.PHONY: run test install migrate admin worker app redis bench lock
+.PHONY: run test install migrate admin worker app dicom-listener redis bench lock
 
 VENV := .venv
 
@@ -28,6 +28,10 @@ worker: install redis
 
 app: install
 	$(VENV)/bin/streamlit run Home.py --server.port 8501 --server.headless true --server.fileWatcherType auto
+
+# The DICOM listener (C-STORE SCP) on DICOM_PORT as DICOM_AE_TITLE; `make run` starts it beside the worker.
+dicom-listener: migrate
+	$(VENV)/bin/python -m worker.dicom_listener
 
 lock:
 	@scripts/lock.sh

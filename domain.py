@@ -88,6 +88,8 @@ class JobKind(StrEnum):
     TRAIN = "train"
     BATCH = "batch"
     SELFCHECK = "selfcheck"
+    SERIES = "series"  # predict a DICOM series and give its answer
+    SEND = "send"  # send a series' results to the PACS as DICOM
 
 
 class ReviewStatus(StrEnum):
@@ -99,6 +101,34 @@ class ReviewStatus(StrEnum):
 class ScanSource(StrEnum):
     UPLOAD = "upload"
     BATCH = "batch"
+
+
+class SeriesSource(StrEnum):
+    """How a DICOM series reached the system."""
+
+    DIMSE = "dimse"  # sent to the DICOM listener (C-STORE)
+    DICOMWEB = "dicomweb"  # pulled from the PACS by WADO-RS
+    UPLOAD = "upload"  # a multi-frame file, a zip or a folder of one series uploaded by hand
+
+
+class SeriesStatus(StrEnum):
+    RECEIVING = "receiving"  # instances arriving; complete after DICOM_SERIES_IDLE_S without a new one
+    QUEUED = "queued"  # complete, waiting for or in its prediction job
+    ANSWERED = "answered"  # every slice predicted or refused, the series answer given
+    FAILED = "failed"  # its prediction job failed; the job's record says why
+
+
+class SliceStatus(StrEnum):
+    RECEIVED = "received"  # staged, not predicted yet
+    DONE = "done"  # predicted and saved as a scan
+    SKIPPED = "skipped"  # not a brain MRI slice by the check, or its scan was deleted
+    ERROR = "error"  # could not be decoded
+
+
+class SendStatus(StrEnum):
+    PENDING = "pending"  # waiting for its (next) attempt
+    SENT = "sent"
+    FAILED = "failed"  # attempts ran out: the objects are kept, and the job can be run again
 
 
 class BatchItemStatus(StrEnum):
@@ -141,6 +171,21 @@ class AuditAction(StrEnum):
     PASSWORD_RESET = "password_reset"
     ROLE_CHANGED = "role_changed"
     REFUSED = "refused"
+    DICOM_REFUSED = "dicom_refused"  # an association or instance the DICOM listener refused
+    SERIES_RECEIVED = "series_received"  # a series complete at the listener, queued for prediction
+    SERIES_QUEUED = "series_queued"  # a series sent to prediction by a person (PACS page, upload)
+    SERIES_VIEWED = "series_viewed"
+    PACS_SEARCHED = "pacs_searched"
+    RESULTS_SENT = "results_sent"  # a series' report and captures delivered to the PACS
+
+
+class RetryLater(Exception):
+    """Work that cannot be done now (the PACS it sends to is down) and is tried again after `delay_s`; the message,
+    with the time of the next try, is what its job's record shows meanwhile."""
+
+    def __init__(self, message: str, delay_s: float) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
 
 
 class NotAllowed(UserError):

@@ -1,6 +1,7 @@
 """The one reader of the environment and `.env`: every tunable of the system lives here."""
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -71,6 +72,33 @@ class Settings(BaseSettings):
     signin_max_failures: int = Field(default=5, ge=1)
     signin_lockout_s: int = Field(default=900, ge=1)
     client_max_failures: int = Field(default=20, ge=1)
+    # The DICOM listener (`make dicom-listener`): a C-STORE SCP for MR series from scanners and the PACS. It
+    # listens on 127.0.0.1 unless told otherwise, like the app; DICOM_ALLOWED_AETS (comma-separated) limits
+    # which calling AE titles may send (empty: any).
+    dicom_ae_title: str = "BRAINMRI"
+    dicom_port: int = Field(default=11112, ge=1, le=65535)
+    dicom_bind_address: str = "127.0.0.1"
+    dicom_allowed_aets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A series is complete, and goes to the prediction queue, after this long without a new instance.
+    dicom_series_idle_s: float = Field(default=10.0, gt=0)
+    dicom_max_series_slices: int = Field(default=2000, ge=1)
+    # Received instances wait here until their series is predicted; results wait here until delivered.
+    dicom_spool_dir: Path = ROOT / "var" / "dicom"
+    # Where results go back as DICOM: "AE@host:port" for C-STORE; else by STOW-RS to DICOMWEB_URL when
+    # DICOMWEB_STOW is true; else nowhere (answers stay in the app).
+    dicom_destination: str | None = None
+    dicomweb_url: str | None = None
+    dicomweb_stow: bool = False
+    # DICOMweb authentication: a bearer token, or a user name and password (basic).
+    dicomweb_token: str | None = None
+    dicomweb_username: str | None = None
+    dicomweb_password: str | None = None
+    dicomweb_timeout_s: float = Field(default=30.0, gt=0)
+    # A failed send is tried again after dicom_send_retry_s, doubling each time up to dicom_send_retry_max_s,
+    # dicom_send_attempts times in all; the objects are kept after that, and the job can be run again.
+    dicom_send_retry_s: float = Field(default=30.0, gt=0)
+    dicom_send_retry_max_s: float = Field(default=3600.0, gt=0)
+    dicom_send_attempts: int = Field(default=30, ge=1)
 
     @field_validator("allowed_data_roots", mode="before")
     @classmethod
@@ -80,12 +108,56 @@ class Settings(BaseSettings):
             return json.loads(value) if value.lstrip().startswith("[") else [p for p in value.split(":") if p]
         return value
 
+    @field_validator("dicom_allowed_aets", mode="before")
+    @classmethod
+    def _split_aets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return json.loads(value) if value.lstrip().startswith("[") else [a for a in value.split(",") if a.strip()]
+        return value
+
+    @field_validator("dicom_ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        return ae_title(value, "DICOM_AE_TITLE")
+
+    @field_validator("dicom_allowed_aets")
+    @classmethod
+    def _ae_titles(cls, value: list[str]) -> list[str]:
+        return [ae_title(v, "DICOM_ALLOWED_AETS") for v in value]
+
+    @field_validator("dicom_destination")
+    @classmethod
+    def _destination(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parse_destination(value)
+        return value.strip()
+
     @field_validator("confidence_threshold")
     @classmethod
     def _threshold_in_range(cls, value: float) -> float:
         if not 0.0 <= value <= 1.0:
             raise ValueError("CONFIDENCE_THRESHOLD must be between 0 and 1")
         return value
+
+
+AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # printable ASCII without the backslash, 16 at most
+
+
+def ae_title(value: str, name: str = "an AE title") -> str:
+    """An AE title, trimmed; ValueError unless it is 1 to 16 printable characters (no backslash)."""
+    title = value.strip()
+    if not AE_TITLE.fullmatch(title):
+        raise ValueError(f"{name}: {value!r} is not an AE title (1 to 16 printable ASCII characters, no backslash)")
+    return title
+
+
+def parse_destination(value: str) -> tuple[str, str, int]:
+    """(AE title, host, port) of "AE@host:port"; ValueError with the expected form otherwise."""
+    match = re.fullmatch(r"\s*([^@]+)@([^:\s]+):(\d{1,5})\s*", value)
+    if match is None or not 0 < int(match[3]) < 65536:
+        raise ValueError(f"DICOM_DESTINATION: {value!r} is not AE@host:port (e.g. PACS@10.0.0.5:104)")
+    return ae_title(match[1], "DICOM_DESTINATION"), match[2], int(match[3])
 
 
 @lru_cache

@@ -95,6 +95,20 @@ def finish_job(
         _settle_run(session=session, job_id=job_id, status=status, error=error)
 
 
+def defer_job(*, session: Session, job_id: int, celery_id: str, message: str) -> bool:
+    """Put a running job back in the queue to run again later under a new Celery id (its body could not finish
+    now, e.g. the PACS is down); False when it was cancelled meanwhile, which then ends it."""
+    job = session.get(Job, job_id)
+    if job is None or job.status != "running":
+        return False
+    if job.cancel_requested:
+        job.status, job.finished_at, job.message = "cancelled", utcnow(), "cancelled while waiting to try again"
+        return False
+    # Not a lost worker: the count of lost workers starts afresh for the next try.
+    job.status, job.celery_id, job.message, job.heartbeat_at, job.attempts = "queued", celery_id, message, None, 0
+    return True
+
+
 def request_cancel(*, session: Session, job_id: int) -> Job | None:
     """Flag a job for cancellation; a queued job is cancelled at once, a running one at its next check."""
     job = session.get(Job, job_id)

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 schema: patients, scans, predictions, training runs, model versions, jobs."""
+"""SQLAlchemy 2.0 schema: patients, scans, predictions, training runs, model versions, jobs, DICOM series."""
 
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -32,6 +32,10 @@ from domain import (
     ReviewStatus,
     Role,
     ScanSource,
+    SendStatus,
+    SeriesSource,
+    SeriesStatus,
+    SliceStatus,
     TumorClass,
 )
 
@@ -349,3 +353,107 @@ class AuditEntry(Base):
 
     def __repr__(self) -> str:
         return f"AuditEntry(id={self.id}, action={self.action!r}, username={self.username!r}, target={self.target!r})"
+
+
+class DicomSeries(Base):
+    """A DICOM series received from the PACS or a scanner, its slices predicted together and answered as one.
+
+    Of the DICOM header only what links results back is kept (README "Which header fields are kept")."""
+
+    __tablename__ = "dicom_series"
+    __table_args__ = (one_of("source", SeriesSource), one_of("status", SeriesStatus), NO_ID_REUSE)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64), index=True)
+    series_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    # The PatientID as the header writes it; the series goes with its patient's record when that is deleted.
+    patient_pk: Mapped[int | None] = mapped_column(
+        "patient_id", ForeignKey("patients.id", ondelete="CASCADE"), index=True
+    )
+    modality: Mapped[str | None] = mapped_column(String(16))
+    series_description: Mapped[str | None] = mapped_column(String(256))
+    series_number: Mapped[int | None] = mapped_column(Integer)
+    study_date: Mapped[str | None] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))
+    sender: Mapped[str | None] = mapped_column(String(128))  # calling AE title, DICOMweb server or user name
+    status: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    # {label, confidence, probabilities, deciding, ranking, per_model, accepted, refused, flagged, reasons,
+    #  rule, models: [{framework, version_id, name, sha256}]}
+    answer: Mapped[dict[str, Any] | None]
+    # The results' own series in the same study: the report (SR) and the heatmap captures (SC).
+    report_series_uid: Mapped[str | None] = mapped_column(String(64))
+    capture_series_uid: Mapped[str | None] = mapped_column(String(64))
+    first_received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    patient: Mapped[Patient | None] = relationship()
+    slices: Mapped[list["SeriesSlice"]] = relationship(
+        back_populates="series", cascade="all, delete-orphan", order_by="SeriesSlice.id"
+    )
+
+    def __repr__(self) -> str:
+        return f"DicomSeries(id={self.id}, series_uid={self.series_uid!r}, status={self.status!r})"
+
+
+class SeriesSlice(Base):
+    """One slice of a series: an instance, or one frame of a multi-frame instance."""
+
+    __tablename__ = "series_slices"
+    __table_args__ = (
+        UniqueConstraint("series_id", "sop_instance_uid", "frame", name="uq_series_slice_instance_frame"),
+        one_of("status", SliceStatus),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("dicom_series.id", ondelete="CASCADE"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    frame: Mapped[int] = mapped_column(Integer, default=1)  # 1-based, as DICOM counts frames
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    # Where the slice lies along the series' normal (mm), from its position and orientation: the slice order.
+    position: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="received")
+    staged_file: Mapped[str | None] = mapped_column(String(512))  # waiting to be predicted; removed after
+    scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"), index=True)
+    results: Mapped[dict[str, Any] | None]  # {framework: {label, probabilities, confidence, model_version_id}}
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)  # why it was skipped or could not be read
+    # The original pixel values (after the modality rescale) for window and level, as a 16-bit PNG with
+    # value = stored * values_scale + values_offset, and the header's own window.
+    values_file: Mapped[str | None] = mapped_column(String(512))
+    values_scale: Mapped[float | None] = mapped_column(Float)
+    values_offset: Mapped[float | None] = mapped_column(Float)
+    window_center: Mapped[float | None] = mapped_column(Float)
+    window_width: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    series: Mapped[DicomSeries] = relationship(back_populates="slices")
+
+    def __repr__(self) -> str:
+        return f"SeriesSlice(series_id={self.series_id}, frame={self.frame}, status={self.status!r})"
+
+
+class DicomSend(Base):
+    """Results of a series waiting for, or delivered to, the PACS: the DICOM files are kept until delivered."""
+
+    __tablename__ = "dicom_sends"
+    __table_args__ = (one_of("status", SendStatus), NO_ID_REUSE)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("dicom_series.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    what: Mapped[str] = mapped_column(String(256))  # e.g. "report and 3 heatmap captures", "amended report"
+    destination: Mapped[str] = mapped_column(String(256))  # "AE@host:port" or the STOW-RS URL
+    folder: Mapped[str] = mapped_column(String(512))
+    objects: Mapped[list[Any]]  # [{"file", "sop_class_uid", "sop_instance_uid", "sent": bool}]
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"DicomSend(id={self.id}, series_id={self.series_id}, status={self.status!r})"

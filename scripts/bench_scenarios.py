@@ -6,6 +6,7 @@ batch_worker            a 1,000-image batch job through a real Celery worker, ON
 training_while_serving  the predictor's latency alone and beside a training run, with the shipped thread settings
 uploads_memory          the app's RSS after 100 distinct uploads on the Diagnose page
 browser_diagnose        upload to result in headless Chromium, both models and both heatmaps, once warm
+series_pacs             a 100-slice series by C-STORE to the listener, to its answer and its report in Orthanc
 
 Each runs in a fresh process of its own, on copies of the shipped models kept under ARTIFACT_DIR/bench-models
 (with their ONNX exports, made once). The figures go under "scenarios" in `<out>/results.json` (the other
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scripts import bench_browser, bench_inference, bench_serving, bench_uploads, bench_worker_batch
+from scripts import bench_browser, bench_inference, bench_pacs, bench_serving, bench_uploads, bench_worker_batch
 from settings import ROOT, get_settings
 
 SCENARIOS = {
@@ -28,12 +29,14 @@ SCENARIOS = {
     "training_while_serving": bench_serving,
     "uploads_memory": bench_uploads,
     "browser_diagnose": bench_browser,
+    "series_pacs": bench_pacs,
 }
 TITLES = {
     "batch_worker": "Batch job through the worker, both models",
     "training_while_serving": "Prediction latency while a training run shares the machine",
     "uploads_memory": "App memory after distinct uploads on the Diagnose page",
     "browser_diagnose": "Diagnose in the browser: upload to result",
+    "series_pacs": "A DICOM series from the scanner to its answer and back to the PACS",
 }
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Start the whole system: install, migrate, Redis, one Celery worker, Celery beat (the periodic sweep) and
-# the Streamlit app on :8501.
+# Start the whole system: install, migrate, Redis, one Celery worker, Celery beat (the periodic sweep), the
+# DICOM listener (DICOM_PORT, default 11112) and the Streamlit app on :8501.
 # Ctrl-C stops the worker and the app (Redis, if started here, keeps running for the next start).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ pids=()
 stop() {
     trap - INT TERM EXIT
     if [ "${#pids[@]}" -gt 0 ]; then
-        echo "stopping the worker and the app"
+        echo "stopping the worker, the DICOM listener and the app"
         # TERM lets the worker finish its current task (warm shutdown); a second Ctrl-C forces it.
         kill -TERM "${pids[@]}" 2>/dev/null || true
         wait "${pids[@]}" 2>/dev/null || true
@@ -25,11 +25,13 @@ trap stop INT TERM EXIT
 pids+=("$!")
 .venv/bin/celery -A worker.celery_app beat --schedule var/celerybeat-schedule --loglevel WARNING &
 pids+=("$!")
+.venv/bin/python -m worker.dicom_listener &
+pids+=("$!")
 .venv/bin/streamlit run Home.py --server.port 8501 --server.headless true &
 pids+=("$!")
 echo "the app is at http://127.0.0.1:8501 (Ctrl-C stops everything)"
 
-# When either process exits on its own, stop the other: half a system is worse than none.
+# When any process exits on its own, stop the others: half a system is worse than none.
 status=0
 wait -n "${pids[@]}" || status=$?
 exit "$status"

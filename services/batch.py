@@ -44,7 +44,7 @@ from services.batch_input import (
     source_root,
     true_label,
 )
-from services.diagnosis import model_result, save_scan_with_predictions
+from services.diagnosis import SavedScan, model_result, save_scan_with_predictions
 from services.ood import OodGate, OodVerdict, gate_for
 from services.predictors import ModelFileProblem, loaded_predictor
 from settings import get_settings
@@ -90,6 +90,9 @@ class Options:
 
 
 Progress = Callable[[int, int, str], None]
+# What else a job records of each file, in the transaction that records the file: its outcome, and its saved scan
+# when it was predicted (a series job keeps its slices beside the batch items this way).
+Recorder = Callable[[Session, Decoded, SavedScan | None], None]
 
 
 def load_models(version_ids: list[int] | None) -> list[BatchModel]:
@@ -153,10 +156,12 @@ def predict_listing(
     *,
     progress: Progress,
     check_cancel: Callable[[], None],
+    record: Recorder | None = None,
 ) -> dict[str, Any]:
     """Record skipped files, then predict the images in batches; returns the job's result.
 
     An image the out-of-distribution check flags is recorded as skipped with the check's reason, not predicted.
+    `record` is called for each file decoded now, in the transaction that saves it.
     """
     gate, gate_note = gate_for(models)
     with session_scope() as session:
@@ -197,7 +202,7 @@ def predict_listing(
             if saving is not None:
                 saving[0].result()
                 saved(saving[1])
-            saving = saver.submit(_save_chunk, job_id, decoded, probabilities, models, options), len(decoded)
+            saving = saver.submit(_save_chunk, job_id, decoded, probabilities, models, options, record), len(decoded)
         if saving is not None:
             saving[0].result()
             saved(saving[1])
@@ -307,6 +312,7 @@ def _save_chunk(
     probabilities: dict[str, np.ndarray],
     models: list[BatchModel],
     options: Options,
+    record: Recorder | None = None,
 ) -> None:
     """Commit a batch's scans, predictions and items together: a worker lost mid-way leaves whole batches."""
     good = _to_predict(decoded)
@@ -321,7 +327,9 @@ def _save_chunk(
                 for position, item in enumerate(good):
                     if item.rel_path not in recorded:
                         probs = {fw: p[position] for fw, p in probabilities.items()}
-                        _save_done(session, job_id, item, models, probs, options)
+                        saved = _save_done(session, job_id, item, models, probs, options)
+                        if record is not None:
+                            record(session, item, saved)
                 for item in decoded:
                     # An unreadable file is an error; an image the check flagged is skipped with its reason.
                     if (item.image is None or item.refused is not None) and item.rel_path not in recorded:
@@ -334,6 +342,8 @@ def _save_chunk(
                             true_label=true_label(item.rel_path),
                             error=item.error if item.image is None else item.refused,
                         )
+                        if record is not None:
+                            record(session, item, None)
             return
         except IntegrityError:
             if attempt:
@@ -348,7 +358,7 @@ def _save_done(
     models: list[BatchModel],
     probs: dict[str, np.ndarray],
     options: Options,
-) -> None:
+) -> SavedScan:
     assert item.image is not None
     results = [
         model_result(framework=m.framework, model_version_id=m.version_id, probabilities=probs[m.framework])
@@ -376,6 +386,7 @@ def _save_done(
         needs_review=saved.flagged,
         error=item.note,
     )
+    return saved
 
 
 def summarise(

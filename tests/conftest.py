@@ -3,13 +3,14 @@
 Session set-up (before any test module is imported):
     The whole session gets its own Redis database number (1-15, held by a lock key, emptied first), so two
     test sessions on one machine never see each other's messages or workers, and never the app's (db 0).
-    DATABASE_URL, ARTIFACT_DIR and UPLOAD_DIR point into a temporary folder, so no test touches var/.
+    DATABASE_URL, ARTIFACT_DIR, UPLOAD_DIR and DICOM_SPOOL_DIR point into a temporary folder, so no test touches
+    var/.
     Whenever a fixture points the tests at a new database, the session's queues are emptied: a message left
     by an earlier test names a job id of another database.
 
 Fixtures:
     db_url            a fresh, migrated SQLite file for one test; the environment, settings and engine point
-                      at it, as do ARTIFACT_DIR/UPLOAD_DIR (fresh temp folders). Yields the URL.
+                      at it, as do ARTIFACT_DIR/UPLOAD_DIR/DICOM_SPOOL_DIR (fresh temp folders). Yields the URL.
     any_db_url        the same, run once on SQLite and once on PostgreSQL (a throw-away database created on
                       the server at 127.0.0.1:5432 and dropped after; skipped when the server does not answer).
     module_db_url     like db_url but shared by all tests of a module: what a worker process needs, since the
@@ -58,6 +59,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["DATABASE_URL"] = f"sqlite:///{tmp / 'unmigrated.db'}"
     os.environ["ARTIFACT_DIR"] = str(tmp / "artifacts")
     os.environ["UPLOAD_DIR"] = str(tmp / "scans")
+    os.environ["DICOM_SPOOL_DIR"] = str(tmp / "dicom")
     _claim_redis_db()
     get_settings.cache_clear()
 
@@ -100,6 +102,7 @@ def _point_at(mp: pytest.MonkeyPatch, url: str, folder: Path) -> None:
     mp.setenv("DATABASE_URL", url)
     mp.setenv("ARTIFACT_DIR", str(folder / "artifacts"))
     mp.setenv("UPLOAD_DIR", str(folder / "scans"))
+    mp.setenv("DICOM_SPOOL_DIR", str(folder / "dicom"))
     get_settings.cache_clear()
     reset_engine()
     _purge_queues()

@@ -58,7 +58,7 @@ def test_the_end_to_end_scenarios_run_in_quick_mode_and_write_their_figures(tmp_
     scenarios = json.loads((tmp_path / "results.json").read_text())["scenarios"]
     assert set(scenarios) == set(SCENARIOS)
     skipped = {name: s["skipped"] for name, s in scenarios.items() if "skipped" in s}
-    assert set(skipped) <= {"batch_worker", "browser_diagnose"}  # no redis-server, no browser
+    assert set(skipped) <= {"batch_worker", "browser_diagnose", "series_pacs"}  # no redis-server, browser, Orthanc
 
     for result in (s for s in scenarios.values() if "skipped" not in s):
         assert result["machine"]["cpu"] and result["machine"]["cores"] >= 1 and result["threads"]["onnx"] >= 1
@@ -89,6 +89,12 @@ def test_the_end_to_end_scenarios_run_in_quick_mode_and_write_their_figures(tmp_
     if "browser_diagnose" not in skipped:
         browser = scenarios["browser_diagnose"]
         assert len(browser["uploads_s"]) == 1 and browser["median_s"] > 0 and browser["warm_up_s"] > 0
+
+    if "series_pacs" not in skipped:
+        series = scenarios["series_pacs"]
+        assert series["slices"] == 6 and series["predicted"] == 6
+        assert 0 < series["c_store_s"] < series["answer_s"] <= series["report_in_pacs_s"]
+        assert series["answer_s"] >= series["idle_s"]
 
     table = (tmp_path / "results.md").read_text()
     assert "### Batch job through the worker" in table and "### Diagnose in the browser" in table

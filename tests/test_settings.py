@@ -27,3 +27,18 @@ def test_every_setting_is_listed_in_env_example_and_in_the_readme_table():
     for name in Settings.model_fields:
         assert f"# {name.upper()}=" in env_example, f"{name.upper()} is missing from .env.example"
         assert f"| {name} | `{name.upper()}` |" in readme, f"{name} is missing from the README's settings table"
+
+
+def test_dicom_ae_titles_are_checked_and_the_allow_list_splits_on_commas(monkeypatch):
+    monkeypatch.setenv("DICOM_ALLOWED_AETS", "MODALITY1, PACS_MAIN")
+    assert Settings().dicom_allowed_aets == ["MODALITY1", "PACS_MAIN"]
+    monkeypatch.setenv("DICOM_AE_TITLE", "A_TITLE_FAR_TOO_LONG")
+    with pytest.raises(ValueError, match="not an AE title"):
+        Settings()
+
+
+@pytest.mark.parametrize("value", ["PACS@10.0.0.5", "PACS@host:0", "@host:104", "PACS\\X@host:104"])
+def test_a_dicom_destination_must_read_ae_at_host_colon_port(monkeypatch, value):
+    monkeypatch.setenv("DICOM_DESTINATION", value)
+    with pytest.raises(ValueError, match="DICOM_DESTINATION"):
+        Settings()

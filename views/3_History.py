@@ -15,6 +15,8 @@ from domain import AuditAction, UserError
 from services import records
 from ui import history_view
 from ui.auth import require
+from ui.nav import link_to_page
+from ui.series_view import series_entries, series_heading
 from ui.text import literal
 
 PATIENT_PAGE_SIZE = 25
@@ -351,14 +353,23 @@ def patient_record(patient_pk: int) -> None:
         st.info("This patient has no scans.")
         return
     st.plotly_chart(history_view.timeline_chart(record), key=f"history_timeline_{record.patient_pk}")
-    newest = list(reversed(record.scans))
+    # A DICOM series is one entry, its slices beneath it.
+    entries = series_entries(list(reversed(record.scans)))
     page = paged(
         f"history_scans_page_{record.patient_pk}",
         SCAN_PAGE_SIZE,
-        lambda offset: Page(newest[offset : offset + SCAN_PAGE_SIZE], len(newest), SCAN_PAGE_SIZE, offset),
+        lambda offset: Page(entries[offset : offset + SCAN_PAGE_SIZE], len(entries), SCAN_PAGE_SIZE, offset),
     )
-    for scan in page.rows:
-        scan_card(scan, record.mrn)
+    for series, scans in page.rows:
+        if series is None:
+            scan_card(scans[0], record.mrn)
+            continue
+        with st.container(border=True):
+            st.markdown(series_heading(series))
+            link_to_page("views/9_Series.py", label="Open the series", query_params={"series": str(series.series_id)})
+            with st.expander(f"Its {len(scans)} slice(s)"):
+                for scan in scans:
+                    scan_card(scan, record.mrn)
 
 
 ACTOR = require()

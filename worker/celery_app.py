@@ -14,6 +14,8 @@ TASK_QUEUES = {
     "brainmri.batch_predict": "prediction",
     "brainmri.selfcheck": "prediction",
     "brainmri.sweep": "prediction",
+    "brainmri.series_predict": "prediction",
+    "brainmri.dicom_send": "prediction",
 }
 SWEEP_EVERY_S = 60.0
 QUEUES = ("training", "prediction")

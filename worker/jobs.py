@@ -9,12 +9,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from celery import Task
+from celery.utils import uuid
 
-from db.jobs import finish_job, get_job, heartbeat, is_cancel_requested, mark_running, set_progress
+from db.jobs import defer_job, finish_job, get_job, heartbeat, is_cancel_requested, mark_running, set_progress
 from db.session import session_scope
-from domain import UserError
+from domain import RetryLater, UserError
 
-__all__ = ["JobCancelled", "Reporter", "UserError", "run_job"]
+__all__ = ["JobCancelled", "Reporter", "RetryLater", "UserError", "run_job"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,9 @@ def run_job(task: Task, job_id: int, body: JobBody, *, max_attempts: int = MAX_A
         with _heartbeat(job_id, HEARTBEAT_INTERVAL_S):
             result = body(reporter) or {}
         status = "succeeded"
+    except RetryLater as exc:
+        reporter.flush()
+        return _defer(task, job_id, exc)
     except JobCancelled:
         status, message = "cancelled", "cancelled while running"
     except UserError as exc:
@@ -118,6 +122,20 @@ def run_job(task: Task, job_id: int, body: JobBody, *, max_attempts: int = MAX_A
     with session_scope() as session:
         finish_job(session=session, job_id=job_id, status=status, result=result, error=error, message=message)
     return {"job_id": job_id, "status": status}
+
+
+def _defer(task: Task, job_id: int, deferred: RetryLater) -> dict[str, Any]:
+    """Queue the job again to run after the delay, under a new message; the old one is then superseded."""
+    celery_id = uuid()
+    with session_scope() as session:
+        if not defer_job(session=session, job_id=job_id, celery_id=celery_id, message=str(deferred)):
+            return {"job_id": job_id, "status": "cancelled"}
+    try:
+        task.apply_async(args=[job_id], task_id=celery_id, countdown=deferred.delay_s)
+    except Exception:
+        # The job is queued in the database: a worker connecting to the queue again sends it (resend_lost_jobs).
+        log.exception("job %s: its next try could not be queued now", job_id)
+    return {"job_id": job_id, "status": "queued", "retry_in_s": deferred.delay_s}
 
 
 @contextmanager

@@ -1,8 +1,10 @@
 """What pages call to start, cancel and watch background jobs; the jobs table is created here first."""
 
 import json
+import logging
 from collections.abc import Callable, Collection
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery.utils import uuid
@@ -31,16 +33,23 @@ from settings import get_settings
 from worker.celery_app import TASK_QUEUES, celery_app
 from worker.jobs import HEARTBEAT_INTERVAL_S
 
+if TYPE_CHECKING:
+    from services.dicom_intake import Intake
+
+log = logging.getLogger(__name__)
+
 # Job kind (as stored in jobs.kind) -> Celery task name.
 TASK_NAMES = {
     "selfcheck": "brainmri.selfcheck",
     "train": "brainmri.train",
     "batch": "brainmri.batch_predict",
+    "series": "brainmri.series_predict",
+    "send": "brainmri.dicom_send",
 }
 
 
 # A training job is not run again under its id (its run would start over); these jobs resume or repeat harmlessly.
-RERUNNABLE_KINDS = ("batch", "selfcheck", "train")
+RERUNNABLE_KINDS = ("batch", "selfcheck", "train", "series", "send")
 
 
 class QueueUnavailable(Exception):
@@ -83,6 +92,25 @@ def submit_job(
     if before_send is not None:
         before_send(job_id)
     _send(name, job_id, celery_id)
+    return job_id
+
+
+def submit_unattended(kind: str, params: dict[str, Any], *, before_send: Callable[[int], None] | None = None) -> int:
+    """Record and send a job no person asked for (a series the DICOM listener completed, results going back to
+    the PACS); returns the job id. Only an admin may cancel or re-run it.
+
+    With the queue down the job stays queued, not failed: nobody is there to submit it again, and a worker that
+    connects sends it (resend_lost_jobs), so nothing received is lost."""
+    name, celery_id = TASK_NAMES[kind], uuid()
+    with session_scope() as session:
+        job_id = create_job(session=session, kind=kind, params=params).id
+        set_celery_id(session=session, job_id=job_id, celery_id=celery_id)
+    if before_send is not None:
+        before_send(job_id)
+    try:
+        celery_app.send_task(name, args=[job_id], task_id=celery_id, queue=TASK_QUEUES[name], retry=False)
+    except Exception:
+        log.warning("job %s stays queued: the queue at %s did not answer", job_id, _redis_location(), exc_info=True)
     return job_id
 
 
@@ -257,6 +285,95 @@ def submit_batch(
         ids = [v.id for v in versions]
     params = {**source, "patient_mode": patient_mode, "patient_mrn": mrn, "model_version_ids": ids}
     return submit_job("batch", params, actor=actor, idempotency_key=idempotency_key)
+
+
+def submit_series(*, series_id: int | None = None, pull: dict[str, str] | None = None, actor: Actor | None) -> int:
+    """Queue the prediction of a complete series (`series_id`), or of one to pull from the DICOMweb server first
+    (`pull`: its study and series UIDs); returns the job id. The active models are fixed now, as a batch's are.
+    `actor` None: the DICOM listener completed the series."""
+    from db.batches import batch_models
+    from db.series import set_series_status
+
+    with session_scope() as session:
+        try:
+            ids: list[int] | None = [v.id for v in batch_models(session=session, version_ids=None)]
+        except LookupError:
+            ids = None  # the job then fails with the reason, on the series' record
+    params: dict[str, Any] = {"series_id": series_id, "pull": pull, "model_version_ids": ids}
+
+    def mark(job_id: int) -> None:
+        if series_id is not None:
+            with session_scope() as session:
+                set_series_status(session=session, series_id=series_id, status="queued", job_id=job_id)
+
+    if actor is None:
+        return submit_unattended("series", params, before_send=mark)
+    return submit_job("series", params, actor=actor, before_send=mark)
+
+
+def queue_series(series_id: int, *, actor: Actor | None, origin: str) -> int:
+    """Send a complete series to the prediction queue as one job, audited; returns the job id. `actor` is the
+    person who asked (None for the listener), `origin` says where the series came from."""
+    from services.dicom_intake import audit_queued
+
+    job_id = submit_series(series_id=series_id, actor=actor)
+    audit_queued(series_id, job_id, actor=actor, origin=origin)
+    return job_id
+
+
+def queue_complete_series() -> list[int]:
+    """Queue every series that received nothing for DICOM_SERIES_IDLE_S (the listener's pass); their ids."""
+    from services.dicom_intake import complete_series
+
+    queued = []
+    for series_id, sender in complete_series():
+        try:
+            queue_series(series_id, actor=None, origin=f"the DICOM listener (calling AE {sender})")
+        except Exception:
+            # The database may be busy for a moment; the series stays complete and is queued at the next pass.
+            log.exception("series %s could not be queued; trying again at the next pass", series_id)
+            continue
+        queued.append(series_id)
+    return queued
+
+
+def submit_intake(intake: "Intake", *, actor: Actor | None, origin: str) -> dict[int, int]:
+    """Queue each series a hand upload or a folder added slices to; series id -> job id."""
+    return {sid: queue_series(sid, actor=actor, origin=origin) for sid, new in intake.series.items() if new}
+
+
+def submit_pull(actor: Actor | None, *, study_uid: str, series_uid: str) -> int:
+    """Send a series of the DICOMweb server to the prediction queue: its job retrieves it (WADO-RS), then predicts
+    it as any received series; returns the job id. The request is audited."""
+    from services.dicomweb import audit_pull, check_pull
+
+    pull = check_pull(actor, study_uid=study_uid, series_uid=series_uid)
+    job_id = submit_series(pull=pull, actor=actor)
+    audit_pull(actor, job_id, pull)
+    return job_id
+
+
+def submit_sends(series_id: int) -> list[int]:
+    """A send job for each of the series' sends still without one (its results in the outbox); their job ids."""
+    from services.dicom_send import attach_job, unsubmitted_sends
+
+    return [
+        submit_unattended("send", {"send_id": send_id}, before_send=lambda job_id, s=send_id: attach_job(s, job_id))
+        for send_id in unsubmitted_sends(series_id)
+    ]
+
+
+def submit_amended_report(
+    series_id: int, *, label: str, author: str, at: "datetime", note: str | None = None
+) -> int | None:
+    """Send the PACS an amended report of a series with a clinician's read (services.series.amended_report);
+    returns the send job's id, None when no destination is configured."""
+    from services.series import amended_report
+
+    if amended_report(series_id, label=label, author=author, at=at, note=note) is None:
+        return None
+    jobs = submit_sends(series_id)
+    return jobs[-1] if jobs else None
 
 
 # A queued job's message goes out milliseconds after its row is written; one older than this and missing from

@@ -46,6 +46,24 @@ def batch_predict(self: Task, job_id: int) -> dict[str, Any]:
     return run_job(self, job_id, run_batch_job)
 
 
+# Acknowledged late, like a batch: a re-delivered series job predicts only the slices not yet recorded.
+@celery_app.task(name="brainmri.series_predict", bind=True, acks_late=True, reject_on_worker_lost=True)
+def series_predict(self: Task, job_id: int) -> dict[str, Any]:
+    """Predict a DICOM series' slices, give the series its answer and queue its results for the PACS."""
+    from worker.series import run_series_job
+
+    return run_job(self, job_id, run_series_job)
+
+
+# A send that fails is queued again by the job itself (domain.RetryLater, see worker.jobs), with a growing pause.
+@celery_app.task(name="brainmri.dicom_send", bind=True, acks_late=True, reject_on_worker_lost=True)
+def dicom_send(self: Task, job_id: int) -> dict[str, Any]:
+    """Deliver a series' report and heatmap captures to the PACS."""
+    from worker.series import run_send_job
+
+    return run_job(self, job_id, run_send_job)
+
+
 def recover_jobs(*, me: str | None, running_here: Collection[str] = ()) -> int:
     """Settle the running jobs silent too long to continue, then send again those whose worker was lost (see
     restore_orphaned_jobs); returns how many were settled."""
@@ -63,11 +81,14 @@ def sweep(self: Task) -> int:
     """Settle or send again the jobs whose worker died, and remove files nothing refers to any more (run every
     minute by Celery beat); returns how many jobs were settled."""
     from services.cleanup import sweep_files
+    from services.dicom_intake import sweep_spool
 
     settled = recover_jobs(me=self.request.hostname)
     swept = sweep_files()
     if swept.scan_files or swept.uploads:
         log.info("removed %d orphan scan file(s) and %d unpacked zip(s)", swept.scan_files, swept.uploads)
+    if spooled := sweep_spool():
+        log.info("removed %d DICOM folder(s) of deleted series", spooled)
     return settled
 
 

@@ -61,6 +61,10 @@ class DecodedImage:
     modality: str | None = None
     series_description: str | None = None
     note: str | None = None
+    # A grayscale DICOM's own pixel values after its rescale (at most ANALYSIS_SIDE a side) and its header's
+    # first window (center, width): what window and level work on, where the RGB is already windowed.
+    values: np.ndarray | None = None
+    window: tuple[float, float] | None = None
 
 
 def decode_image(data: bytes, filename: str, *, max_bytes: int, max_pixels: int) -> DecodedImage:
@@ -339,7 +343,8 @@ def _decode_dicom(data: bytes, filename: str, *, max_pixels: int) -> DecodedImag
         if color:
             rgb, window_note = _dicom_color(pixels, ds, photometric), None
         else:
-            gray, window_note = _dicom_gray(pixels, ds)
+            values = apply_modality_lut(pixels, ds)
+            gray, window_note = _dicom_gray(values, ds)
             if photometric == "MONOCHROME1":
                 # MONOCHROME1 means low values are bright: invert so every image reads the same way.
                 gray = 255 - gray
@@ -355,16 +360,39 @@ def _decode_dicom(data: bytes, filename: str, *, max_pixels: int) -> DecodedImag
     stored = _png_bytes(rgb if color else rgb[..., 0])
     decoded = _decoded(rgb, stored, ".png", "DICOM")
     decoded.patient_mrn = _header_text(ds, "PatientID", 64)
-    decoded.study_date = _study_date(ds)
+    decoded.study_date = header_study_date(ds)
     decoded.modality = _header_text(ds, "Modality", 16)
     decoded.series_description = _header_text(ds, "SeriesDescription", 256)
     decoded.note = note
+    if not color:
+        decoded.values, decoded.window = _analysis_values(values), _header_window(ds)
     return decoded
 
 
-def _dicom_gray(pixels: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, str | None]:
-    """Modality LUT then VOI LUT/window, mapped to uint8 over the window's output range."""
-    values = apply_modality_lut(pixels, ds)
+def _analysis_values(values: np.ndarray) -> np.ndarray:
+    """Pixel values as float32, scaled down (aspect kept) to fit ANALYSIS_SIDE like the analysed RGB."""
+    height, width = values.shape[:2]
+    out = np.asarray(values, dtype=np.float32)
+    if max(height, width) <= ANALYSIS_SIDE:
+        return out
+    scale = ANALYSIS_SIDE / max(height, width)
+    size = (max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale)))
+    return np.asarray(Image.fromarray(out).resize(size, Image.BILINEAR), dtype=np.float32)
+
+
+def _header_window(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    """The header's first window (center, width), or None when it has none that reads as numbers."""
+    try:
+        center, width = (ds.get(keyword) for keyword in ("WindowCenter", "WindowWidth"))
+        center = float(center[0] if isinstance(center, pydicom.multival.MultiValue) else center)
+        width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return (center, width) if width > 0 and np.isfinite([center, width]).all() else None
+
+
+def _dicom_gray(values: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, str | None]:
+    """VOI LUT/window over the rescaled values, mapped to uint8 over the window's output range."""
     if ds.get("VOILUTSequence"):
         # A VOI LUT indexes by integer stored values; the rescale may have produced floats. A rescale far beyond
         # any LUT's range saturates here instead of wrapping around in the cast to int64.
@@ -426,7 +454,7 @@ def _header_text(ds: pydicom.Dataset, keyword: str, max_len: int) -> str | None:
     return value[:max_len] or None
 
 
-def _study_date(ds: pydicom.Dataset) -> str | None:
+def header_study_date(ds: pydicom.Dataset) -> str | None:
     """StudyDate as YYYY-MM-DD when it is a proper DICOM date, else as written."""
     raw = _header_text(ds, "StudyDate", 16)
     if raw and len(raw) == 8 and raw.isdigit():

@@ -23,6 +23,8 @@ PAGE_TITLES = {
     "Diagnose": "Diagnose",
     "Batch": "Batch",
     "History": "History",
+    "Series": "Series",
+    "PACS": "PACS",
     "Train": "Train",
     "Leaderboard": "Leaderboard",
     "Models": "Models",

@@ -180,6 +180,7 @@ def stack(
     mp.setenv("DATABASE_URL", f"sqlite:///{folder / 'brainmri.db'}")
     mp.setenv("ARTIFACT_DIR", str(folder / "artifacts"))
     mp.setenv("UPLOAD_DIR", str(folder / "scans"))
+    mp.setenv("DICOM_SPOOL_DIR", str(folder / "dicom"))
     mp.setenv("ALLOWED_DATA_ROOTS", f"{SAMPLE_DIR}:{data_root}")
     get_settings.cache_clear()
     reset_engine()

@@ -1,0 +1,245 @@
+"""Choosing the series rule on pseudo-series built from the validation split, and scoring it on held-out ones.
+
+The dataset has single slices of unnamed patients, no series. A pseudo-series stands in for one: n slices
+drawn from the validation split, of which a share are of one tumor class and the rest are "no tumor" slices
+(a tumor shows on some slices of a series, not all), or all "no tumor". The validation images are split in
+two halves by class: the rule's parameters are chosen on pseudo-series of the first half and scored on
+pseudo-series of the second, so the figures in the README are not those it was tuned on.
+
+    python -m models.evaluation.series_rule --cnn models/weights/cnn_default.pth \
+        --mobilenet models/weights/mobilenetv2_default.keras [--data DIR] [--out models/weights/series_rule.json]
+"""
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from domain import CLASSES
+from models.data.dataset import config_split, load_rgb
+from models.inference.model_meta import file_sha256, model_meta
+from models.inference.series_rule import NO_TUMOR, RULE_FILE, TUMOR_CLASSES, SeriesRule, decide
+
+# Series lengths and the share of tumor slices in a tumor series, each scenario drawn SERIES_PER_CASE times.
+LENGTHS = (12, 24)
+TUMOR_SHARES = (0.1, 0.25, 0.5)
+SERIES_PER_CASE = 300
+K_GRID = (1, 2, 3, 4, 6)
+MIN_TUMOR_GRID = tuple(round(x, 2) for x in np.arange(0.30, 0.91, 0.05))
+MIN_SLICES = 3
+REVIEW_THRESHOLD = 0.7  # the app's default per-slice review threshold (settings.confidence_threshold)
+CHUNK = 64
+
+
+@dataclass(frozen=True)
+class PseudoSeries:
+    truth: int  # class index
+    length: int
+    share: float  # of tumor slices (0 for a no-tumor series)
+    members: np.ndarray  # indices into the validation half
+
+
+def pseudo_series(labels: np.ndarray, pool: np.ndarray, seed: int) -> list[PseudoSeries]:
+    """Every scenario's series drawn from the images `pool` (indices into labels), each without repeats."""
+    rng = np.random.default_rng(seed)
+    normal = pool[labels[pool] == NO_TUMOR]
+    out = []
+    for length in LENGTHS:
+        for _ in range(SERIES_PER_CASE):
+            out.append(PseudoSeries(NO_TUMOR, length, 0.0, rng.choice(normal, length, replace=False)))
+        for cls in TUMOR_CLASSES:
+            tumor = pool[labels[pool] == cls]
+            for share in TUMOR_SHARES:
+                m = max(1, round(share * length))
+                for _ in range(SERIES_PER_CASE):
+                    members = np.concatenate(
+                        [rng.choice(tumor, m, replace=False), rng.choice(normal, length - m, replace=False)]
+                    )
+                    out.append(PseudoSeries(cls, length, share, rng.permutation(members)))
+    return out
+
+
+Rule = Callable[[np.ndarray], int]
+
+
+def rule_of(params: SeriesRule) -> Rule:
+    return lambda probs: decide(probs, params)[0]
+
+
+def mean_of_all(probs: np.ndarray) -> int:
+    """Baseline: the class of the mean over every slice."""
+    return int(probs.mean(axis=0).argmax())
+
+
+def majority(probs: np.ndarray) -> int:
+    """Baseline: the class most slices are given (ties to the lower index)."""
+    return int(np.bincount(probs.argmax(axis=1), minlength=len(CLASSES)).argmax())
+
+
+def any_tumor_slice(probs: np.ndarray) -> int:
+    """Baseline: the tumor class of the most suspicious slice whenever any slice's top class is a tumor."""
+    top = probs.argmax(axis=1)
+    if (top != NO_TUMOR).any():
+        return int(top[np.argmax(1 - probs[:, NO_TUMOR])])
+    return NO_TUMOR
+
+
+def score(rule: Rule, series: list[PseudoSeries], probs: np.ndarray) -> dict[str, Any]:
+    """Series accuracy per true class, their mean (each class weighs the same), and the no-tumor series read as
+    a tumor (false alarms) and the tumor series read as no tumor (misses)."""
+    answers = np.array([rule(probs[s.members]) for s in series])
+    truth = np.array([s.truth for s in series])
+    per_class = {CLASSES[c]: float((answers[truth == c] == c).mean()) for c in range(len(CLASSES))}
+    tumor = truth != NO_TUMOR
+    return {
+        "balanced_accuracy": float(np.mean(list(per_class.values()))),
+        "per_class": per_class,
+        "false_alarm": float((answers[~tumor] != NO_TUMOR).mean()),
+        "missed_tumor": float((answers[tumor] == NO_TUMOR).mean()),
+        "by_share": {
+            f"{share:g}": float((answers[tumor & (shares == share)] == truth[tumor & (shares == share)]).mean())
+            for shares in [np.array([s.share for s in series])]
+            for share in TUMOR_SHARES
+        },
+    }
+
+
+def flag_rates(
+    series: list[PseudoSeries], cnn: np.ndarray, mnv: np.ndarray, rule: SeriesRule, threshold: float
+) -> dict[str, float]:
+    """How often the series flag is raised, by each of its parts, against flagging a series whenever any of its
+    slices is flagged."""
+    slice_flag = (cnn.max(1) < threshold) | (mnv.max(1) < threshold) | (cnn.argmax(1) != mnv.argmax(1))
+    counts = {"flagged": 0, "deciding_slice_flagged": 0, "models_disagree": 0, "answer_below_threshold": 0}
+    literal = 0
+    for s in series:
+        label, mean, deciding = decide((cnn[s.members] + mnv[s.members]) / 2, rule)
+        parts = {
+            "deciding_slice_flagged": bool(slice_flag[s.members][deciding].any()),
+            "models_disagree": decide(cnn[s.members], rule)[0] != decide(mnv[s.members], rule)[0],
+            "answer_below_threshold": bool(mean[label] < threshold),
+        }
+        for name, raised in parts.items():
+            counts[name] += raised
+        counts["flagged"] += any(parts.values())
+        literal += bool(slice_flag[s.members].any())
+    return {**{name: n / len(series) for name, n in counts.items()}, "any_slice_flagged_instead": literal / len(series)}
+
+
+def choose(series: list[PseudoSeries], probs: np.ndarray) -> tuple[SeriesRule, list[dict[str, Any]]]:
+    """The (k, min_tumor) with the best balanced series accuracy; ties go to fewer false alarms, then smaller k."""
+    grid = []
+    for k in K_GRID:
+        for min_tumor in MIN_TUMOR_GRID:
+            rule = SeriesRule(k=k, min_tumor=min_tumor, min_slices=MIN_SLICES)
+            grid.append({"k": k, "min_tumor": min_tumor, **score(rule_of(rule), series, probs)})
+    best = max(grid, key=lambda row: (round(row["balanced_accuracy"], 4), -row["false_alarm"], -row["k"]))
+    return SeriesRule(k=best["k"], min_tumor=best["min_tumor"], min_slices=MIN_SLICES), grid
+
+
+def halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The validation images in two halves, each class split evenly."""
+    rng = np.random.default_rng(seed)
+    first, second = [], []
+    for cls in range(len(CLASSES)):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        first.append(idx[: len(idx) // 2])
+        second.append(idx[len(idx) // 2 :])
+    return np.concatenate(first), np.concatenate(second)
+
+
+def predict_all(predictor: Any, paths: list[Path]) -> np.ndarray:
+    def chunks() -> Iterator[np.ndarray]:
+        for i in range(0, len(paths), CHUNK):
+            yield predictor.predict([load_rgb(p) for p in paths[i : i + CHUNK]])
+
+    return np.concatenate(list(chunks()))
+
+
+def validation_probabilities(cnn: str, mobilenet: str, data: str | None, cache: Path | None) -> dict[str, np.ndarray]:
+    """Both models' calibrated probabilities for every validation image, kept in `cache` for the same files."""
+    key = {"cnn": file_sha256(cnn), "mobilenet": file_sha256(mobilenet)}
+    if cache is not None and cache.is_file():
+        kept = np.load(cache, allow_pickle=False)
+        if str(kept["key"]) == json.dumps(key):
+            return {name: kept[name] for name in ("labels", "cnn", "mobilenet")}
+    from models.inference.predictor import load_predictor
+
+    _, items = config_split(model_meta(cnn)["config"], data)
+    paths = [it.path for it in items]
+    probs = {
+        "labels": np.array([it.label for it in items]),
+        "cnn": predict_all(load_predictor("torch", cnn, backend="onnx", sha256=key["cnn"]), paths),
+        "mobilenet": predict_all(load_predictor("keras", mobilenet, backend="onnx", sha256=key["mobilenet"]), paths),
+    }
+    if cache is not None:
+        np.savez_compressed(cache, key=json.dumps(key), **probs)
+    return probs
+
+
+def report(probs: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
+    labels = probs["labels"]
+    both = (probs["cnn"] + probs["mobilenet"]) / 2
+    tune, held_out = halves(labels, seed)
+    tune_series, test_series = pseudo_series(labels, tune, seed), pseudo_series(labels, held_out, seed + 1)
+    rule, grid = choose(tune_series, both)
+    rules: dict[str, Rule] = {
+        "chosen": rule_of(rule),
+        "mean of all slices": mean_of_all,
+        "majority of slices": majority,
+        "most suspicious slice whenever any slice reads tumor": any_tumor_slice,
+    }
+    held = {name: score(r, test_series, both) for name, r in rules.items()}
+    held["chosen rule, CNN alone"] = score(rule_of(rule), test_series, probs["cnn"])
+    held["chosen rule, MobileNetV2 alone"] = score(rule_of(rule), test_series, probs["mobilenet"])
+    return {
+        "rule": {"k": rule.k, "min_tumor": rule.min_tumor, "min_slices": rule.min_slices},
+        "description": rule.describe(),
+        "validation_images": int(len(labels)),
+        "halves": {"tune": int(len(tune)), "held_out": int(len(held_out))},
+        "pseudo_series": {
+            "lengths": list(LENGTHS),
+            "tumor_shares": list(TUMOR_SHARES),
+            "per_case": SERIES_PER_CASE,
+            "per_half": len(test_series),
+        },
+        "held_out": held,
+        "flags_held_out": flag_rates(test_series, probs["cnn"], probs["mobilenet"], rule, REVIEW_THRESHOLD),
+        "grid_on_tuning_half": grid,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Choose the series rule on validation pseudo-series.")
+    p.add_argument("--cnn", required=True)
+    p.add_argument("--mobilenet", required=True)
+    p.add_argument("--data", help="the training folder, if it moved since the CNN was trained")
+    p.add_argument("--out", type=Path, default=RULE_FILE)
+    p.add_argument("--cache", type=Path, help="keep both models' validation probabilities here (.npz)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    from models.inference.threads import cap_threads
+
+    cap_threads(args.threads, args.threads)
+    started = time.monotonic()
+    probs = validation_probabilities(args.cnn, args.mobilenet, args.data, args.cache)
+    result = report(probs, args.seed)
+    result["models"] = {
+        "cnn": {"file": Path(args.cnn).name, "sha256": file_sha256(args.cnn)},
+        "mobilenet": {"file": Path(args.mobilenet).name, "sha256": file_sha256(args.mobilenet)},
+    }
+    result["seconds"] = round(time.monotonic() - started, 1)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    summary = {k: v for k, v in result.items() if k != "grid_on_tuning_half"}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
