@@ -34,6 +34,11 @@ class TumorClass(StrEnum):
 CLASSES: tuple[str, ...] = tuple(c.value for c in TumorClass)  # plain str: they go into pickles and JSON
 
 
+def class_label(value: str) -> str:
+    """The name people read for a tumor class ("No tumor", not notumor); any other text comes back as it is."""
+    return TumorClass(value).label if value in CLASSES else value
+
+
 class Framework(StrEnum):
     TORCH = "torch"
     KERAS = "keras"

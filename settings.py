@@ -45,7 +45,10 @@ class Settings(BaseSettings):
     # A prediction below this confidence is flagged for review: the lowest threshold whose unflagged
     # validation images are right at least 99 % of the time with the shipped pair (models/weights/pair.json).
     confidence_threshold: float = 0.7
-    max_upload_mb: int = 50
+    # A model scoring below this validation accuracy is "not usable": its run says so, and making it the active
+    # one asks for a reason (audited).
+    min_promote_accuracy: float = Field(default=0.80, ge=0.0, le=1.0)
+    max_upload_mb: int = Field(default=50, ge=1)
     max_zip_mb: int = 500
     max_zip_files: int = 20000
     # A brain slice is rarely past 1024²: 4096² leaves room and keeps one decode's memory to tens of MB.
