@@ -89,6 +89,25 @@ FINISHED_STATES: tuple[str, ...] = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.
 RunStatus = JobStatus
 
 
+class TrainingStep(StrEnum):
+    """What a training run does after its last epoch; its job's message names the step under way."""
+
+    CALIBRATING = "calibrating"
+    FITTING_CHECK = "fitting the check"
+    EXPORTING = "exporting"
+
+    @property
+    def message(self) -> str:
+        return _STEP_MESSAGES[self]
+
+
+_STEP_MESSAGES = {
+    TrainingStep.CALIBRATING: "Calibrating the probabilities and scoring the final model on the validation images…",
+    TrainingStep.FITTING_CHECK: "Fitting the check that an image is a brain MRI slice…",
+    TrainingStep.EXPORTING: "Exporting the model for the app's fast predictions…",
+}
+
+
 class JobKind(StrEnum):
     TRAIN = "train"
     BATCH = "batch"

@@ -1,4 +1,4 @@
-"""The training form: a preset fills the fields, and every value is checked before a run is queued.
+"""The Train page's form: a preset fills the fields, and every value is checked before a run is queued.
 
 The chosen folders' health report shows before a run starts; a run on a folder whose report warns (a class
 below 5 %, test images also in training) is refused until the admin acknowledges the warnings.
@@ -9,18 +9,20 @@ from pathlib import Path
 
 import streamlit as st
 
-from domain import FRAMEWORKS, UserError, framework_label
+from domain import FRAMEWORKS, framework_label
 from models.data.dataset import DatasetError
 from models.data.folders import LabelledFolder, find_labelled_folders, labelled_folder
 from models.data.health import HealthReport
 from models.nets.mobilenet import MissingWeightsError, resolve_weights
-from models.training.config import AUGMENT_LEVELS, TrainConfig, make_config, preset_names
-from services.dataset_health import dataset_health, record_on_run
+from models.training.config import AUGMENT_LEVELS, ConfigError, TrainConfig, make_config, preset_names
+from services.dataset_health import dataset_health, health_record
 from settings import SAMPLE_DIR, get_settings
+from ui import errors
 from ui.auth import signed_in
-from ui.dataset_health import render_report
 from ui.jobs import submission_key
-from ui.live_runs import WATCH_KEY
+from ui.text import literal
+from views.train.health import render_report
+from views.train.live_runs import WATCH_KEY
 from worker.submit import QueueUnavailable, submit_training
 
 # Form fields a preset sets; each widget's key is "train_<field>".
@@ -57,7 +59,7 @@ def preset_defaults(framework: str, preset: str) -> TrainConfig:
 
 def check_form(form: TrainForm, roots: list[Path]) -> tuple[TrainConfig | None, list[str]]:
     """The run's config, or every reason the form cannot start one (as sentences for the page)."""
-    errors: list[str] = []
+    problems: list[str] = []
     folders: dict[str, LabelledFolder] = {}
     for name, path in (("Dataset folder", form.data_dir), ("Test folder", form.test_dir)):
         if path is None:
@@ -65,7 +67,7 @@ def check_form(form: TrainForm, roots: list[Path]) -> tuple[TrainConfig | None, 
         try:
             folders[name] = labelled_folder(path, roots)
         except DatasetError as exc:
-            errors.append(f"{name}: {exc}")
+            problems.append(f"{name}: {exc}")
     overrides: dict[str, object] = {
         "test_dir": str(folders["Test folder"].path) if "Test folder" in folders else None,
         "epochs": form.epochs,
@@ -80,15 +82,16 @@ def check_form(form: TrainForm, roots: list[Path]) -> tuple[TrainConfig | None, 
     data_dir = str(folders["Dataset folder"].path) if "Dataset folder" in folders else form.data_dir
     try:
         cfg = make_config(form.framework, data_dir, form.preset, **overrides)
+    except ConfigError as exc:
+        return None, problems + [_sentence(problem) for problem in exc.problems]
     except ValueError as exc:
-        errors.append(_sentence(str(exc)))
-        return None, errors
+        return None, problems + [_sentence(str(exc))]
     if cfg.framework == "keras":
         try:
             resolve_weights(cfg)
         except MissingWeightsError as exc:
-            errors.append(str(exc))
-    return (None if errors else cfg), errors
+            problems.append(str(exc))
+    return (None if problems else cfg), problems
 
 
 def _sentence(text: str) -> str:
@@ -264,13 +267,13 @@ def train_form() -> None:
         use_reviewed=use_reviewed,
         max_images_per_class=int(cap) if cap is not None else None,
     )
-    cfg, errors = check_form(form, list(get_settings().allowed_data_roots))
+    cfg, problems = check_form(form, list(get_settings().allowed_data_roots))
     if cfg is None:
         if report is not None:
             with health:
                 _show_health(report)
-        for error in errors:
-            st.error(error)
+        for problem in problems:
+            st.error(problem)
         return
     with health:
         # Checked again at every start: a stored report comes back at once, and a changed folder is read afresh.
@@ -286,11 +289,20 @@ def train_form() -> None:
         )
         return
     actor = signed_in()
-    try:
-        job_id, run_id = submit_training(cfg, actor=actor, use_reviewed=form.use_reviewed, idempotency_key=key)
-    except (QueueUnavailable, UserError) as exc:
-        st.error(f"The run was not queued: {exc}")
+    with errors.shown("The run was not queued: ") as outcome:
+        try:
+            job_id, run_id = submit_training(
+                cfg,
+                actor=actor,
+                use_reviewed=form.use_reviewed,
+                idempotency_key=key,
+                dataset_health=health_record(report, acknowledged_by=actor),
+            )
+        except QueueUnavailable as exc:
+            # Its job is recorded as failed, with the run and the check: a person can see why and try again.
+            st.error(f"The run was not queued: {literal(exc)}")
+            return
+    if outcome.failed:
         return
-    record_on_run(run_id, report, acknowledged_by=actor)
     st.session_state[WATCH_KEY] = [run_id, *st.session_state.get(WATCH_KEY, [])][:WATCHED_RUNS]
     st.success(f"Run {run_id} is queued (job {job_id}); it shows below and starts when a worker is free.")
