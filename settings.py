@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     image_cache_mb: int = Field(default=256, ge=1)
     # Files analysed together on the Diagnose page; more are refused with a message (a batch job takes a folder).
     max_files_per_upload: int = Field(default=20, ge=1)
+    # Diagnose results not saved to a record are kept server-side for their user this long, so that a reload
+    # or a lost connection does not lose them (services/unsaved.py).
+    unsaved_keep_hours: int = Field(default=24, ge=1)
     # MobileNetV2 ImageNet weights (no-top .h5). Empty: the Keras cache under ~/.keras/models.
     mobilenet_weights_path: Path | None = None
     # How long a write waits for another process's SQLite write lock before it fails with a message.

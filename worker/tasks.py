@@ -63,11 +63,14 @@ def sweep(self: Task) -> int:
     """Settle or send again the jobs whose worker died, and remove files nothing refers to any more (run every
     minute by Celery beat); returns how many jobs were settled."""
     from services.cleanup import sweep_files
+    from services.unsaved import sweep_expired
 
     settled = recover_jobs(me=self.request.hostname)
     swept = sweep_files()
     if swept.scan_files or swept.uploads:
         log.info("removed %d orphan scan file(s) and %d unpacked zip(s)", swept.scan_files, swept.uploads)
+    if expired := sweep_expired():
+        log.info("removed the expired unsaved Diagnose results of %d user(s)", expired)
     return settled
 
 
