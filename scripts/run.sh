@@ -25,7 +25,7 @@ trap stop INT TERM EXIT
 pids+=("$!")
 .venv/bin/celery -A worker.celery_app beat --schedule var/celerybeat-schedule --loglevel WARNING &
 pids+=("$!")
-.venv/bin/streamlit run Home.py --server.port 8501 --server.headless true &
+.venv/bin/python -m ui.serve --server.port 8501 --server.headless true &
 pids+=("$!")
 echo "the app is at http://127.0.0.1:8501 (Ctrl-C stops everything)"
 
