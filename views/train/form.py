@@ -206,6 +206,49 @@ def train_form() -> None:
         "test folder, test images that are also in training. Runs before every start; stored for next time."
     )
     checked = health.button("Check the dataset", key="train_health_check")
+    values = _settings_fields(framework)
+    if framework == "keras":
+        _weights_note(preset_defaults(framework, preset).image_size)
+    clicked = st.button("Start training", type="primary", key="train_submit")
+    key = submission_key("train", clicked=clicked)
+    folders = (data_dir or "", test_dir)
+    if checked:
+        with health:
+            report = _check_dataset(*folders)
+    else:
+        report = _remembered_report(*folders)
+    if not clicked:
+        if report is not None:
+            with health:
+                _show_health(report)
+        return
+    form = TrainForm(framework=framework, preset=preset, data_dir=data_dir or "", test_dir=test_dir, **values)
+    cfg, problems = check_form(form, list(get_settings().allowed_data_roots))
+    if cfg is None:
+        if report is not None:
+            with health:
+                _show_health(report)
+        for problem in problems:
+            st.error(problem)
+        return
+    with health:
+        # Checked again at every start: a stored report comes back at once, and a changed folder is read afresh.
+        report = _check_dataset(*folders)
+        acknowledged = report is not None and _show_health(report)
+    if report is None:
+        st.error("The run was not queued: the dataset could not be checked (see above).")
+        return
+    if not acknowledged:
+        st.error(
+            "The run was not queued: the dataset check found problems (see above). Tick “I have read these "
+            "warnings…” to train on this data anyway."
+        )
+        return
+    _queue(cfg, form.use_reviewed, report, key)
+
+
+def _settings_fields(framework: str) -> dict[str, object]:
+    """The run's settings as the form shows them (a preset filled them), as TrainForm's fields."""
     numbers = st.columns(4)
     epochs = numbers[0].number_input("Epochs", step=1, key="train_epochs")
     batch_size = numbers[1].number_input("Batch size", step=1, key="train_batch_size")
@@ -237,64 +280,28 @@ def train_form() -> None:
             placeholder="no cap",
             help="Use at most this many images of each class: for a quick trial run.",
         )
-    if framework == "keras":
-        _weights_note(preset_defaults(framework, preset).image_size)
-    clicked = st.button("Start training", type="primary", key="train_submit")
-    key = submission_key("train", clicked=clicked)
-    folders = (data_dir or "", test_dir)
-    if checked:
-        with health:
-            report = _check_dataset(*folders)
-    else:
-        report = _remembered_report(*folders)
-    if not clicked:
-        if report is not None:
-            with health:
-                _show_health(report)
-        return
-    form = TrainForm(
-        framework=framework,
-        preset=preset,
-        data_dir=data_dir or "",
-        test_dir=test_dir,
-        epochs=int(epochs),
-        batch_size=int(batch_size),
-        lr=float(lr),
-        augment=augment,
-        seed=int(seed),
-        pretrained=bool(pretrained),
-        fine_tune_epoch=int(fine_tune_epoch),
-        use_reviewed=use_reviewed,
-        max_images_per_class=int(cap) if cap is not None else None,
-    )
-    cfg, problems = check_form(form, list(get_settings().allowed_data_roots))
-    if cfg is None:
-        if report is not None:
-            with health:
-                _show_health(report)
-        for problem in problems:
-            st.error(problem)
-        return
-    with health:
-        # Checked again at every start: a stored report comes back at once, and a changed folder is read afresh.
-        report = _check_dataset(*folders)
-        acknowledged = report is not None and _show_health(report)
-    if report is None:
-        st.error("The run was not queued: the dataset could not be checked (see above).")
-        return
-    if not acknowledged:
-        st.error(
-            "The run was not queued: the dataset check found problems (see above). Tick “I have read these "
-            "warnings…” to train on this data anyway."
-        )
-        return
+    return {
+        "epochs": int(epochs),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "augment": augment,
+        "seed": int(seed),
+        "pretrained": bool(pretrained),
+        "fine_tune_epoch": int(fine_tune_epoch),
+        "use_reviewed": use_reviewed,
+        "max_images_per_class": int(cap) if cap is not None else None,
+    }
+
+
+def _queue(cfg: TrainConfig, use_reviewed: bool, report: HealthReport, key: str) -> None:
+    """Queue the run with the dataset check it starts on, and follow it below."""
     actor = signed_in()
     with errors.shown("The run was not queued: ") as outcome:
         try:
             job_id, run_id = submit_training(
                 cfg,
                 actor=actor,
-                use_reviewed=form.use_reviewed,
+                use_reviewed=use_reviewed,
                 idempotency_key=key,
                 dataset_health=health_record(report, acknowledged_by=actor),
             )
