@@ -48,7 +48,7 @@ def system_status() -> None:
         st.markdown(f"**Database**  \n`{database}`")
 
 
-def active_models() -> None:
+def models_in_use() -> None:
     st.subheader("Active models")
     with read_scope() as session:
         active = {framework: get_active_model(session=session, framework=framework) for framework in FRAMEWORKS}
@@ -160,7 +160,7 @@ def main() -> None:
     st.title("Brain tumor MRI classification")
     if actor.is_admin:
         system_status()
-    active_models()
+    models_in_use()
     my_patients(actor)
     if actor.is_admin:
         stored()
