@@ -84,14 +84,22 @@ def _discard() -> None:
     st.session_state.pop(KEPT_KEY, None)
 
 
+def _kept_as(uploads: list[Upload], anyway: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """What keep_unsaved compares to know whether the server's copy is current."""
+    return [(u.name, u.decoded.sha256) for u in uploads], sorted(anyway)
+
+
 def restored_uploads(actor: Actor) -> list[Upload]:
     """The results this user left unsaved (a reload, a lost connection), shown again until saved or discarded."""
     if RESTORED_KEY not in st.session_state:
         kept = unsaved.restore(actor)
         st.session_state[RESTORED_KEY] = kept
-        for upload in kept.uploads if kept else ():
-            if upload.decoded.sha256 in kept.shown_anyway:  # type: ignore[union-attr]
-                st.session_state.setdefault(anyway_key(upload.decoded), True)
+        if kept is not None:
+            for upload in kept.uploads:
+                if upload.decoded.sha256 in kept.shown_anyway:
+                    st.session_state.setdefault(anyway_key(upload.decoded), True)
+            # Shown as kept: not written again (which would also put off its expiry) until something changes.
+            st.session_state[KEPT_KEY] = _kept_as(kept.uploads, list(kept.shown_anyway))
     kept = st.session_state[RESTORED_KEY]
     if kept is None:
         return []
@@ -139,8 +147,8 @@ def keep_unsaved(actor: Actor, analyses: list[Analysis]) -> None:
     pending = [Upload(a.name, a.decoded) for a in analyses if a.decoded.sha256 not in saved]
     if all(a.refused for a in analyses if a.decoded.sha256 not in saved):
         pending = []
-    anyway = sorted(u.decoded.sha256 for u in pending if st.session_state.get(anyway_key(u.decoded)))
-    signature = ([(u.name, u.decoded.sha256) for u in pending], anyway)
+    anyway = [u.decoded.sha256 for u in pending if st.session_state.get(anyway_key(u.decoded))]
+    signature = _kept_as(pending, anyway)
     if st.session_state.get(KEPT_KEY) != signature:
         unsaved.keep(actor, pending, shown_anyway=anyway)
         st.session_state[KEPT_KEY] = signature

@@ -1,4 +1,5 @@
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -446,9 +447,12 @@ def test_unsaved_results_come_back_after_a_reload_and_can_still_be_saved(db_url,
     files = [sample_jpeg("meningioma", 0), ("ct.dcm", dicom_bytes(modality="CT", patient_mrn="P-1"))]
     first = upload(open_page(), files)
     answers = [m.value for m in first.metric]
+    [manifest] = get_settings().artifact_dir.glob("unsaved/*/manifest.json")
+    kept_at = json.loads(manifest.read_text())["kept_at"]
 
     reloaded = open_page()  # a new browser session of the same user, its uploader empty
     assert any("were not saved to a record" in i.value for i in reloaded.info)
+    assert json.loads(manifest.read_text())["kept_at"] == kept_at  # shown again, not kept again: it still expires
     assert [m.value for m in reloaded.metric] == answers
     assert any("its DICOM header gives the modality as CT" in e.value for e in reloaded.error)  # still refused
     choose_existing(reloaded, "P-1")
