@@ -27,7 +27,7 @@ worker: install redis
 	$(VENV)/bin/celery -A worker.celery_app worker -Q training,prediction -n "worker@%h" --loglevel INFO
 
 app: install
-	$(VENV)/bin/streamlit run Home.py --server.port 8501 --server.headless true --server.fileWatcherType auto
+	$(VENV)/bin/python -m ui.serve --server.port 8501 --server.headless true --server.fileWatcherType auto
 
 # The DICOM listener (C-STORE SCP) on DICOM_PORT as DICOM_AE_TITLE; `make run` starts it beside the worker.
 dicom-listener: migrate

@@ -34,6 +34,11 @@ class TumorClass(StrEnum):
 CLASSES: tuple[str, ...] = tuple(c.value for c in TumorClass)  # plain str: they go into pickles and JSON
 
 
+def class_label(value: str) -> str:
+    """The name people read for a tumor class ("No tumor", not notumor); any other text comes back as it is."""
+    return TumorClass(value).label if value in CLASSES else value
+
+
 class Framework(StrEnum):
     TORCH = "torch"
     KERAS = "keras"
@@ -82,6 +87,25 @@ class JobStatus(StrEnum):
 FINISHED_STATES: tuple[str, ...] = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
 # A training run goes through the same states as the job that runs it.
 RunStatus = JobStatus
+
+
+class TrainingStep(StrEnum):
+    """What a training run does after its last epoch; its job's message names the step under way."""
+
+    CALIBRATING = "calibrating"
+    FITTING_CHECK = "fitting the check"
+    EXPORTING = "exporting"
+
+    @property
+    def message(self) -> str:
+        return _STEP_MESSAGES[self]
+
+
+_STEP_MESSAGES = {
+    TrainingStep.CALIBRATING: "Calibrating the probabilities and scoring the final model on the validation images…",
+    TrainingStep.FITTING_CHECK: "Fitting the check that an image is a brain MRI slice…",
+    TrainingStep.EXPORTING: "Exporting the model for the app's fast predictions…",
+}
 
 
 class JobKind(StrEnum):

@@ -46,7 +46,10 @@ class Settings(BaseSettings):
     # A prediction below this confidence is flagged for review: the lowest threshold whose unflagged
     # validation images are right at least 99 % of the time with the shipped pair (models/weights/pair.json).
     confidence_threshold: float = 0.7
-    max_upload_mb: int = 50
+    # A model scoring below this validation accuracy is "not usable": its run says so, and making it the active
+    # one asks for a reason (audited).
+    min_promote_accuracy: float = Field(default=0.80, ge=0.0, le=1.0)
+    max_upload_mb: int = Field(default=50, ge=1)
     max_zip_mb: int = 500
     max_zip_files: int = 20000
     # A brain slice is rarely past 1024²: 4096² leaves room and keeps one decode's memory to tens of MB.
@@ -56,6 +59,9 @@ class Settings(BaseSettings):
     image_cache_mb: int = Field(default=256, ge=1)
     # Files analysed together on the Diagnose page; more are refused with a message (a batch job takes a folder).
     max_files_per_upload: int = Field(default=20, ge=1)
+    # Diagnose results not saved to a record are kept server-side for their user this long, so that a reload
+    # or a lost connection does not lose them (services/unsaved.py).
+    unsaved_keep_hours: int = Field(default=24, ge=1)
     # MobileNetV2 ImageNet weights (no-top .h5). Empty: the Keras cache under ~/.keras/models.
     mobilenet_weights_path: Path | None = None
     # How long a write waits for another process's SQLite write lock before it fails with a message.

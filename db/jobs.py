@@ -31,10 +31,15 @@ def get_job(*, session: Session, job_id: int) -> Job | None:
     return session.get(Job, job_id)
 
 
-def recent_jobs(*, session: Session, limit: int = 20, kind: str | None = None) -> list[Job]:
+def recent_jobs(
+    *, session: Session, limit: int = 20, kind: str | None = None, submitted_by: int | None = None
+) -> list[Job]:
+    """The newest jobs first: all of them, or one kind's, or those one user submitted."""
     query = select(Job).order_by(Job.id.desc()).limit(limit)
     if kind:
         query = query.where(Job.kind == kind)
+    if submitted_by is not None:
+        query = query.where(Job.submitted_by == submitted_by)
     return list(session.scalars(query))
 
 

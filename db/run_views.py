@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.schema import EpochMetric, Job, TrainingRun, utcnow
+from domain import TrainingStep
 
 EPOCH_FIELDS = (
     "epoch",
@@ -45,7 +46,7 @@ class LiveRun:
     cancel_requested: bool
     created_at: datetime
     started_at: datetime | None
-    val_accuracy: float | None
+    val_metrics: dict[str, Any]  # the final validation figures; empty until the run succeeds
 
     @property
     def phase(self) -> str:
@@ -53,6 +54,17 @@ class LiveRun:
         if self.status == "queued" and self.job_status == "running":
             return "preparing"
         return "training" if self.status == "running" else self.status
+
+    @property
+    def val_accuracy(self) -> float | None:
+        return self.val_metrics.get("accuracy")
+
+    @property
+    def step(self) -> TrainingStep | None:
+        """The step under way after the last epoch (its job's message names it), while the run trains."""
+        if self.phase != "training":
+            return None
+        return next((step for step in TrainingStep if step.message == self.message), None)
 
     @property
     def fraction_done(self) -> float:
@@ -105,7 +117,6 @@ def live_runs(*, session: Session, also: Iterable[int] = ()) -> list[LiveRun]:
 
 def _live_run(run: TrainingRun, job: Job | None, epochs: list[dict[str, float]]) -> LiveRun:
     params: dict[str, Any] = run.params or {}
-    val = (run.metrics or {}).get("val") or {}
     return LiveRun(
         run_id=run.id,
         job_id=run.job_id,
@@ -123,5 +134,5 @@ def _live_run(run: TrainingRun, job: Job | None, epochs: list[dict[str, float]])
         cancel_requested=bool(job and job.cancel_requested),
         created_at=run.created_at,
         started_at=run.started_at,
-        val_accuracy=val.get("accuracy"),
+        val_metrics=(run.metrics or {}).get("val") or {},
     )

@@ -11,8 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from db import runs
-from db.session import session_scope
 from models.data.folders import allowed_folder
 from models.data.health import REPORT_VERSION, HealthReport, folder_fingerprint, health_report
 from services.auth import Actor
@@ -64,12 +62,3 @@ def health_record(report: HealthReport, *, acknowledged_by: Actor | None) -> dic
         "warnings": report.warnings,
         "acknowledged_by": acknowledged_by.username if acknowledged_by and report.warnings else None,
     }
-
-
-def record_on_run(run_id: int, report: HealthReport, *, acknowledged_by: Actor | None) -> None:
-    """Keep the health check beside the run's config, as `params["dataset_health"]`."""
-    with session_scope() as session:
-        run = runs.get_run(session=session, run_id=run_id)
-        if run is None:
-            raise LookupError(f"training run {run_id} does not exist")
-        run.params = {**run.params, "dataset_health": health_record(report, acknowledged_by=acknowledged_by)}

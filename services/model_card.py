@@ -30,7 +30,7 @@ from services.predictors import ModelFileProblem, loaded_predictor
 from services.reports import _data_uri, _templates, _timestamp, scan_png
 from settings import ROOT
 
-__all__ = ["ModelCard", "card_html", "card_markdown", "find_confusion_examples", "version_card"]
+__all__ = ["ModelCard", "card_html", "card_markdown", "find_confusion_examples", "version_card", "version_facts"]
 
 THUMBNAIL_SIDE = 160
 
@@ -46,7 +46,8 @@ def _file_record(path: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
-def _facts(version: ModelVersion) -> VersionFacts:
+def version_facts(version: ModelVersion) -> VersionFacts:
+    """What the registry, the run and the model file's own record say about a version."""
     path = Path(version.artifact_path)
     on_file = _file_record(path)
     run = version.run
@@ -144,9 +145,9 @@ def version_card(*, version_id: int) -> ModelCard:
         version = get_model_version(session=session, version_id=version_id)
         if version is None:
             raise UserError(f"Model version {version_id} does not exist.")
-        facts = _facts(version)
+        facts = version_facts(version)
         active = get_active_model(session=session, framework=version.framework)
-        active_facts = _facts(active) if active is not None else None
+        active_facts = version_facts(active) if active is not None else None
     report, reason = _ood(facts) if facts.framework == "torch" else (None, "")
     confusions, can_find = _confusions(facts)
     card = build_card(facts, active=active_facts, ood_report=report, ood_reason=reason, confusions=confusions)
@@ -168,7 +169,7 @@ def find_confusion_examples(actor: Actor | None, *, version_id: int) -> int:
         version = get_model_version(session=session, version_id=version_id)
         if version is None:
             raise UserError(f"Model version {version_id} does not exist.")
-        facts = _facts(version)
+        facts = version_facts(version)
     config = at(facts.record, "config") or {}
     root = data_root(config)
     if root is None or not root.is_dir():

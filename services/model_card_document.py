@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
-from domain import CLASSES, DISCLAIMER, TumorClass, framework_label
+from domain import CLASSES, DISCLAIMER, class_label, framework_label
 
 NOT_RECORDED = "not recorded"
 TOP_CONFUSIONS = 3  # the most frequent confusions a card names
@@ -90,10 +90,6 @@ def at(data: Any, *keys: str | int) -> Any:
         except (KeyError, IndexError, TypeError):
             return None
     return data
-
-
-def class_label(name: str) -> str:
-    return TumorClass(name).label if name in CLASSES else name
 
 
 def _pct(value: Any) -> str:
@@ -408,7 +404,8 @@ def failure_section(record: Mapping[str, Any], confusions: Confusions) -> Sectio
     )
 
 
-def _same_validation(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+def same_validation(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two run records were scored on the same validation images (folder fingerprint, seed, share, cap)."""
     keys = ("val_fraction", "seed", "max_images_per_class")
     ca, cb = at(a, "config") or {}, at(b, "config") or {}
     return (
@@ -450,7 +447,7 @@ def comparison_section(version: VersionFacts, active: VersionFacts | None) -> Se
         else:
             diff = "–"
         rows.append((name, show(a), show(b), diff))
-    if _same_validation(version.record, active.record):
+    if same_validation(version.record, active.record):
         note = "Both were scored on the same validation images (same folder fingerprint, seed and share)."
     else:
         note = (

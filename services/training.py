@@ -14,9 +14,12 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from db import runs
 from db.session import session_scope
 from db.storage import StorageFull, is_disk_full, storage_full
+from domain import TrainingStep
 from models.training.config import TrainConfig, make_config
 from models.training.run import (
     TrainResult,
@@ -45,19 +48,35 @@ def config_from_params(params: dict[str, Any]) -> TrainConfig:
     return make_config(params["framework"], params["data_dir"], params.get("preset", "report"), **overrides)
 
 
+def add_recorded_run(
+    *,
+    session: Session,
+    cfg: TrainConfig,
+    use_reviewed: bool = False,
+    job_id: int | None = None,
+    dataset_health: dict[str, Any] | None = None,
+) -> int:
+    """A queued run in `session`'s transaction, with the dataset check it was started on (see
+    services.dataset_health.health_record) beside its config; returns its id."""
+    params = config_params(cfg, use_reviewed=use_reviewed)
+    if dataset_health is not None:
+        params["dataset_health"] = dataset_health
+    run = runs.create_run(
+        session=session,
+        framework=cfg.framework,
+        preset=cfg.preset,
+        params=params,
+        dataset_path=cfg.data_dir,
+        test_path=cfg.test_dir,
+        pretrained=cfg.framework == "keras" and cfg.pretrained,
+        job_id=job_id,
+    )
+    return run.id
+
+
 def create_recorded_run(*, cfg: TrainConfig, use_reviewed: bool = False, job_id: int | None = None) -> int:
     with session_scope() as session:
-        run = runs.create_run(
-            session=session,
-            framework=cfg.framework,
-            preset=cfg.preset,
-            params=config_params(cfg, use_reviewed=use_reviewed),
-            dataset_path=cfg.data_dir,
-            test_path=cfg.test_dir,
-            pretrained=cfg.framework == "keras" and cfg.pretrained,
-            job_id=job_id,
-        )
-        return run.id
+        return add_recorded_run(session=session, cfg=cfg, use_reviewed=use_reviewed, job_id=job_id)
 
 
 def _reviewed_items() -> list[tuple[str, str]]:
@@ -72,10 +91,15 @@ def execute_run(
     *,
     on_progress: Callable[[int, int, int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    on_step: Callable[[TrainingStep], None] | None = None,
     echo: bool = False,
     activate: bool = False,
 ) -> TrainResult:
-    """Train the run's config, writing every epoch and the final metrics; a failure leaves the run failed."""
+    """Train the run's config, writing every epoch and the final metrics; a failure leaves the run failed.
+
+    `on_step` hears of each step after the last epoch (calibrating, fitting the check, exporting) as it begins.
+    """
+    step = on_step or (lambda _: None)
     with session_scope() as session:
         run = runs.get_run(session=session, run_id=run_id)
         if run is None:
@@ -110,6 +134,7 @@ def execute_run(
             on_epoch=on_epoch,
             on_progress=on_progress or TrainHooks.on_progress,
             should_cancel=should_cancel or (lambda: False),
+            on_step=step,
         )
         result = run_training(cfg, hooks, resume=resume)
     except TrainingCancelled:
@@ -124,7 +149,10 @@ def execute_run(
             raise failure from exc
         raise
     sha = file_sha256(result.best_path)
-    metrics = {**result.metrics, "ood": fit_ood_check(cfg, result.best_path)} if cfg.framework == "torch" else None
+    metrics = None
+    if cfg.framework == "torch":
+        step(TrainingStep.FITTING_CHECK)
+        metrics = {**result.metrics, "ood": fit_ood_check(cfg, result.best_path)}
     with session_scope() as session:
         runs.finish_run(
             session=session,
@@ -143,6 +171,7 @@ def execute_run(
             run_id=run_id,
             activate=activate,
         )
+    step(TrainingStep.EXPORTING)
     _export(cfg.framework, result.best_path, sha)
     return result
 

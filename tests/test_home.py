@@ -8,6 +8,7 @@ from db.runs import register_model_version
 from db.scans import get_or_create_patient, get_or_create_scan
 from db.session import session_scope
 from settings import ROOT
+from tests.entries import shown
 from tests.users import signed_in
 
 HOME = str(ROOT / "Home.py")
@@ -48,7 +49,7 @@ def test_home_shows_counts_and_active_model(stored):
     at = signed_in(AppTest.from_file(HOME, default_timeout=30)).run()
     assert not at.exception
     assert _metrics(at) == {"Patients": "2", "Scans": "2", "Predictions": "0", "Training runs": "0"}
-    assert any("cnn-run-7" in block.value for block in at.markdown)
+    assert any("cnn-run-7 (version" in shown(block.value) for block in at.markdown)
 
 
 def test_selfcheck_button_records_a_queued_job_with_a_cancel_button(db_url):
@@ -86,3 +87,56 @@ def test_the_shell_says_it_is_decision_support_above_every_page(db_url):
     assert not at.exception
     assert "Decision support only" in at.warning[0].value
     assert at.title[0].value == "Brain tumor MRI classification"  # the Home page, run by the shell
+
+
+def _everything_written(at: AppTest) -> str:
+    """Every text the page shows, its tables included."""
+    texts = [
+        e.value for kind in ("markdown", "caption", "info", "error", "warning", "subheader") for e in getattr(at, kind)
+    ]
+    texts += [link.proto.label for link in at.get("page_link")]
+    texts += [frame.value.to_csv() for frame in at.dataframe]
+    return "\n".join(texts)
+
+
+@pytest.fixture
+def two_clinicians_work(stored):  # type: ignore[no-untyped-def]
+    """Each of two clinicians saved scans for a patient and started a batch job that failed on a server path."""
+    from db.jobs import create_job, finish_job
+    from domain import AuditAction
+    from services.auth import audit
+    from tests.users import make_actor
+
+    mine, theirs = make_actor("clinician"), make_actor("clinician", "other-clinician")
+    jobs = {}
+    with session_scope() as session:
+        for actor, mrn in ((mine, "MRN-2"), (theirs, "MRN-1")):
+            job = create_job(session=session, kind="batch", params={}, submitted_by=actor.user_id)
+            finish_job(session=session, job_id=job.id, status="failed", error="/srv/secret/batches/x: unreadable")
+            jobs[actor.username] = job.id
+            audit(actor, AuditAction.UPLOAD, target="scan 1", patient_mrn=mrn, session=session)
+    return jobs
+
+
+def test_a_clinicians_home_shows_their_own_work_and_nothing_of_the_server(two_clinicians_work):
+    at = signed_in(AppTest.from_file(HOME, default_timeout=30), "clinician").run()
+    assert not at.exception
+    written = _everything_written(at)
+    assert [s.value for s in at.subheader] == ["Active models", "Your recent patients", "Your background jobs"]
+    assert [link.proto.label.split(" · ")[0] for link in at.get("page_link") if "scan(s)" in link.proto.label] == [
+        "MRN\\-2"
+    ]
+    [jobs] = [frame.value for frame in at.dataframe]
+    assert list(jobs["job"]) == [two_clinicians_work["test-clinician"]]
+    assert "/srv/secret" not in written and "sqlite" not in written and "Redis" not in written
+    assert not at.metric  # the stored counts are the admins'
+
+
+def test_an_admins_home_shows_the_system_and_everyones_jobs(two_clinicians_work, db_url):
+    at = signed_in(AppTest.from_file(HOME, default_timeout=30)).run()
+    assert not at.exception
+    assert [s.value for s in at.subheader][:2] == ["System", "Active models"]
+    [jobs] = [frame.value for frame in at.dataframe]
+    assert sorted(jobs["job"]) == sorted(two_clinicians_work.values())
+    assert "/srv/secret/batches/x: unreadable" in list(jobs["message"])
+    assert any(db_url.split("///")[1] in m.value for m in at.markdown)

@@ -4,14 +4,16 @@ from collections.abc import Mapping
 
 import plotly.graph_objects as go
 
+from domain import class_label
+
 HIGHLIGHT = "#d62728"
 MUTED = "#7f9cb8"
 
 
 def probability_chart(probs: Mapping[str, float], *, title: str | None = None, height: int = 220) -> go.Figure:
-    """Horizontal bars of class probabilities, the most likely class highlighted."""
-    labels = list(probs)
-    values = [float(probs[label]) for label in labels]
+    """Horizontal bars of class probabilities, named in words, the most likely class highlighted."""
+    values = [float(value) for value in probs.values()]
+    labels = [class_label(name) for name in probs]
     best = max(range(len(values)), key=values.__getitem__) if values else -1
     fig = go.Figure(
         go.Bar(
@@ -98,11 +100,12 @@ def overlaid_curves(curves: Mapping[str, list[Mapping[str, float]]], metric: str
 
 def confusion_matrix_chart(matrix: list[list[int]], labels: list[str], *, title: str | None = None) -> go.Figure:
     """A confusion-matrix heatmap: rows are the true class, columns the predicted one, cells the counts."""
+    names = [class_label(label) for label in labels]
     fig = go.Figure(
         go.Heatmap(
             z=matrix,
-            x=labels,
-            y=labels,
+            x=names,
+            y=names,
             colorscale="Blues",
             text=matrix,
             texttemplate="%{text}",
@@ -125,7 +128,7 @@ def class_counts_chart(counts: Mapping[str, Mapping[str, int]], *, title: str | 
     fig = go.Figure(
         [
             go.Bar(
-                x=list(per_class),
+                x=[class_label(name) for name in per_class],
                 y=list(per_class.values()),
                 name=model,
                 text=list(per_class.values()),

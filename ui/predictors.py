@@ -1,38 +1,15 @@
 """The active models, loaded once per process, and their cached answers and heatmaps for an image."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from db.runs import get_active_model
-from db.session import read_scope
-from domain import FRAMEWORKS, framework_label
 from models.data.imaging import analysis_rgb
 from models.inference.predictor import Predictor
-from services.ood import OodVerdict, ood_gate
+from services.ood import OodGate, OodVerdict, ood_gate
 from services.predictors import loaded_predictor
+from services.uploads import ActiveModel
 from ui.image_cache import image_cache, read_only
-
-
-@dataclass(frozen=True)
-class ActiveModel:
-    framework: str
-    version_id: int
-    name: str
-    artifact_path: str
-    sha256: str
-
-    @property
-    def label(self) -> str:
-        return framework_label(self.framework)
-
-
-def active_models() -> list[ActiveModel]:
-    """The model clinicians use for each framework that has one, in FRAMEWORKS order."""
-    with read_scope() as session:
-        versions = [get_active_model(session=session, framework=fw) for fw in FRAMEWORKS]
-        return [ActiveModel(v.framework, v.id, v.name, v.artifact_path, v.sha256) for v in versions if v is not None]
 
 
 def get_predictor(framework: str, artifact_path: str, sha256: str) -> Predictor:
@@ -82,3 +59,14 @@ def ood_verdicts(artifact_path: str, model_sha256: str, images: Sequence[tuple[s
         return ood_gate(artifact_path, model_sha256).check([images[i][1] for i in missing])
 
     return image_cache().get_many_or_make(keys, make, lambda _: ANSWER_BYTES)
+
+
+class CachedAnswers:
+    """The check's verdicts and the models' probabilities as services.uploads.analyse asks for them, kept in the
+    image cache: a redraw, or another session with the same image, asks the models nothing again."""
+
+    def verdicts(self, gate: OodGate, images: Sequence[tuple[str, np.ndarray]]) -> list[OodVerdict]:
+        return ood_verdicts(gate.artifact_path, gate.sha256, images)
+
+    def probabilities(self, model: ActiveModel, images: Sequence[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+        return probabilities_many(model.framework, model.artifact_path, model.sha256, images)

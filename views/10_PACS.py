@@ -12,7 +12,7 @@ from services.dicomweb import MODALITIES, SeriesRow, StudyRow, search_series, se
 from settings import get_settings
 from ui.auth import require
 from ui.jobs import job_panel
-from ui.nav import link_to_page
+from ui.nav import pages
 from ui.text import literal
 from worker.submit import QueueUnavailable, submit_intake, submit_pull
 
@@ -180,4 +180,4 @@ with upload_tab:
 for job_id in st.session_state.get(JOBS_KEY, [])[:5]:
     job_panel(job_id, key="pacs_jobs")
 if st.session_state.get(JOBS_KEY):
-    link_to_page("views/9_Series.py", label="See the series and their answers", icon=":material/stacks:")
+    st.page_link(pages().series, label="See the series and their answers", icon=":material/stacks:")

@@ -1,281 +1,71 @@
-"""Diagnose: upload scans, see each active model's answer and heatmap, save them to a patient's record."""
+"""Diagnose: upload scans, see each active model's answer and heatmap, save them to a patient's record.
 
-from dataclasses import dataclass
+Results not saved yet are kept on the server for their user (services/unsaved.py), so a reload shows them again.
+"""
+
+from typing import Any
 
 import streamlit as st
 
-from db.session import session_scope
-from domain import AuditAction, Framework
-from models.data.imaging import DecodedImage, ImageError, make_overlay
-from services.auth import Actor, audit
-from services.diagnosis import (
-    ModelResult,
-    Review,
-    averaged_result,
-    model_result,
-    pair_temperature,
-    review,
-    save_scan_with_predictions,
-)
-from services.ood import NOT_MRI, OodGate, OodVerdict, gate_for
+from models.data.imaging import ImageError
+from services import unsaved
+from services.auth import Actor
+from services.ood import gate_for
 from services.predictors import ModelFileProblem
-from settings import get_settings
-from ui.auth import require
-from ui.charts import probability_chart
+from services.uploads import ActiveModel, Analysis, Upload, active_models, analyse, audit_predictions, save_analyses
+from settings import Settings, get_settings
+from ui import errors
+from ui.auth import require, signed_in
 from ui.image_cache import decoded_upload
-from ui.nav import link_to_page
+from ui.nav import pages
 from ui.patients import patient_picker
-from ui.predictors import ActiveModel, active_models, gradcam, ood_verdicts, predictor_for, probabilities_many
+from ui.predictors import CachedAnswers, predictor_for
 from ui.text import literal
+from views.diagnose.results import answer_text, anyway_key, map_controls, show_analysis, summary_table
 
-SAVED_KEY = "diagnose_saved"  # {"<patient>:<sha256>": scan id} for this browser session
-AUDITED_KEY = "diagnose_audited"  # sha256 of every image whose upload and prediction this session recorded
-
-
-@dataclass
-class Analysis:
-    name: str
-    decoded: DecodedImage
-    results: list[ModelResult]  # none for an image the check flagged, until its answer is asked for
-    review: Review
-    ood: OodVerdict | None = None  # None where no check is fitted for the active CNN
-
-    @property
-    def refused(self) -> bool:
-        """The check says it is not a brain MRI slice: its answer is hidden unless asked for, and never saved."""
-        return self.ood is not None and self.ood.flagged
+SAVED_KEY = "diagnose_saved"  # {(patient id, image sha256): scan id} for this browser session
+AUDITED_KEY = "diagnose_audited"  # Analysis.audit_key of every answer (or refusal) this session recorded
+HAD_FILES_KEY = "diagnose_had_files"  # the uploader held files in this session: emptying it discards them
+RESTORED_KEY = "diagnose_restored"  # the unsaved results restored in this session (None: none, or discarded)
+KEPT_KEY = "diagnose_kept"  # what was last kept on the server, so that a redraw does not write it again
 
 
-def anyway_key(decoded: DecodedImage) -> str:
-    return f"diagnose_anyway:{decoded.sha256}"
-
-
-def analyse_all(
-    uploads: list[tuple[str, DecodedImage]], models: list[ActiveModel], threshold: float, gate: OodGate | None
-) -> list[Analysis]:
-    """The check first, for all images in one pass; then each model answers, one batch for all the images the
-    check let through and those whose answer the person asked to see."""
-    images = [(decoded.sha256, decoded.rgb) for _, decoded in uploads]
-    verdicts: list[OodVerdict | None] = [None] * len(uploads)
-    if gate is not None:
-        checked = ood_verdicts(gate.artifact_path, gate.sha256, images)
-        verdicts = [v.with_modality(decoded.modality) for v, (_, decoded) in zip(checked, uploads, strict=True)]
-    answered = {
-        i
-        for i, (v, (_, decoded)) in enumerate(zip(verdicts, uploads, strict=True))
-        if v is None or not v.flagged or st.session_state.get(anyway_key(decoded))
-    }
-    order = sorted(answered)
-    probs = {
-        m.framework: dict(
-            zip(order, probabilities_many(m.framework, m.artifact_path, m.sha256, [images[i] for i in order]))
-        )
-        for m in models
-    }
-    analyses = []
-    for position, ((name, decoded), verdict) in enumerate(zip(uploads, verdicts, strict=True)):
-        if verdict is not None and position not in answered:  # flagged, its answer not asked for
-            analyses.append(Analysis(name, decoded, [], Review(True, [verdict.reason]), verdict))
-            continue
-        results = [
-            model_result(
-                framework=m.framework, model_version_id=m.version_id, probabilities=probs[m.framework][position]
-            )
-            for m in models
-        ]
-        analyses.append(Analysis(name, decoded, results, review(results, threshold), verdict))
-    return analyses
-
-
-def loaded_models(models: list[ActiveModel]) -> list[ActiveModel]:
-    """The active models whose files load and are the files registered; a refused one is reported and left out."""
+def loaded_models(models: list[ActiveModel], actor: Actor) -> list[ActiveModel]:
+    """The active models whose files load and are the files registered; a refused one is reported and left out
+    (with the file's path for an admin, who can act on it)."""
     usable = []
     for m in models:
         try:
             predictor_for(m)
-        except ModelFileProblem as exc:
-            st.error(
-                f"The active {m.label} model ({literal(m.name)}) is not used: {literal(exc)}. An admin can restore "
-                "the file or make another version active on the Models page."
-            )
-            continue
-        except (OSError, ValueError, RuntimeError) as exc:
-            st.error(f"The active {m.label} model ({literal(m.name)}) could not be loaded: {literal(exc)}")
+        except (ModelFileProblem, OSError, ValueError, RuntimeError) as exc:
+            problem = "is not used" if isinstance(exc, ModelFileProblem) else "could not be loaded"
+            if actor.is_admin:
+                st.error(
+                    f"The active {m.label} model ({literal(m.name)}) {problem}: {literal(exc)}. Restore the file or "
+                    "make another version active on the Models page."
+                )
+            else:
+                st.error(f"The {m.label} model {problem}: its file is not the one registered. Ask an admin to fix it.")
             continue
         usable.append(m)
     return usable
 
 
-def no_model_message() -> None:
+def no_model_message(actor: Actor) -> None:
+    if not actor.is_admin:
+        st.error("No model is active yet, so scans cannot be analysed. Ask an admin to make a model active.")
+        return
     st.error(
         "No model is active yet, so scans cannot be analysed. Train a model on the Train page, "
         "or activate a trained one on the Models page."
     )
-    link_to_page("views/4_Train.py", label="Train a model", icon="🏋️")
-    link_to_page("views/6_Models.py", label="Choose the active models", icon="🗂️")
+    st.page_link(pages().train, label="Train a model", icon="🏋️")
+    st.page_link(pages().models, label="Choose the active models", icon="🗂️")
 
 
-def audit_predictions(actor: Actor, analyses: list[Analysis]) -> None:
-    """One audit entry per image predicted in this session (not one per redraw), and one when a flagged image's
-    answer is shown; saving it is another."""
-    audited = st.session_state.setdefault(AUDITED_KEY, set())
-    for a in analyses:
-        key = a.decoded.sha256 if a.results else f"{a.decoded.sha256}:refused"
-        if key in audited:
-            continue
-        labels = ", ".join(f"{r['framework']}: {r['label']} {r['confidence']:.0%}" for r in a.results)
-        if a.ood is not None and a.ood.flagged:
-            shown = f"{labels}, shown although " if a.results else "no tumor class shown: "
-            labels = f"{shown}{a.ood.reason}"
-        audit(actor, AuditAction.PREDICTION, target=f"image {a.decoded.sha256[:16]}", detail=f"{a.name}: {labels}")
-        audited.add(key)
-
-
-def save(actor: Actor, analyses: list[Analysis], mrn: str, threshold: float) -> None:
-    """Save every analysed scan to the patient's record; a scan already there is not saved twice."""
-    saved = st.session_state.setdefault(SAVED_KEY, {})
-    new_scans = new_predictions = 0
-    with session_scope() as session:
-        for a in analyses:
-            outcome = save_scan_with_predictions(
-                session=session,
-                decoded=a.decoded,
-                patient_mrn=mrn,
-                source="upload",
-                results=a.results,
-                threshold=threshold,
-                original_name=a.name,
-            )
-            saved[f"{mrn}:{a.decoded.sha256}"] = outcome.scan.id
-            audit(
-                actor,
-                AuditAction.UPLOAD,
-                target=f"scan {outcome.scan.id}",
-                patient_mrn=mrn,
-                detail=f"{a.name} saved to the record with {len(a.results)} prediction(s)",
-                session=session,
-            )
-            new_scans += outcome.scan_created
-            new_predictions += outcome.predictions_created
-    already = len(analyses) - new_scans
-    st.success(
-        f"Saved to patient {literal(mrn)}'s record: {new_scans} new scan(s), {new_predictions} new prediction(s)."
-        + (f" {already} scan(s) were already in the record and are kept once." if already else "")
-    )
-
-
-def metadata_line(decoded: DecodedImage) -> str:
-    parts = [decoded.image_format, f"{decoded.width} × {decoded.height} px"]
-    if decoded.image_format == "DICOM":
-        parts += [
-            f"modality {literal(decoded.modality or 'not given')}",
-            f"study date {literal(decoded.study_date or 'not given')}",
-            f"series “{literal(decoded.series_description)}”"
-            if decoded.series_description
-            else "no series description",
-        ]
-    if decoded.note:
-        parts.append(decoded.note)
-    return " · ".join(parts)
-
-
-def show_analysis(
-    a: Analysis, models: list[ActiveModel], threshold: float, opacity: float, mrn: str | None, position: int
-) -> None:
-    st.subheader(literal(a.name))
-    st.caption(metadata_line(a.decoded))
-    scan_id = st.session_state.get(SAVED_KEY, {}).get(f"{mrn}:{a.decoded.sha256}")
-    if scan_id is not None:
-        st.caption(f"Saved to patient {literal(mrn)}'s record (scan #{scan_id}).")
-    if a.ood is not None and a.ood.flagged:
-        st.error(
-            f"**{NOT_MRI}.** The tumor models were trained on brain MRI slices only; this image does not look like "
-            f"one: {a.ood.explanation}.",
-            icon="🚫",
-        )
-        st.checkbox("Show the models' answer anyway", key=anyway_key(a.decoded))
-        if not a.results:
-            st.image(a.decoded.rgb, caption="Original", width=320)
-            return
-        st.warning(
-            "**Shown anyway, for an image that is not a brain MRI slice**: the classes below are what the models "
-            "make of it, not a finding. It is not saved to the record.",
-            icon="⚠️",
-        )
-
-    labels = {r["label"] for r in a.results}
-    if len(a.results) > 1 and len(labels) == 1:
-        st.markdown(f"The models **agree**: {a.results[0]['label']}.")
-    elif len(a.results) > 1:
-        answers = ", ".join(f"{m.label} says {r['label']}" for m, r in zip(models, a.results))
-        frameworks = {m.framework: m.sha256 for m in models}
-        temperature = pair_temperature(frameworks.get("torch", ""), frameworks.get("keras", ""))
-        label, mean = averaged_result(a.results, temperature=temperature)
-        st.markdown(
-            f"The models **disagree**: {answers}. Averaged, their probabilities favour **{label}** "
-            f"({mean:.0%}); the clinician decides."
-        )
-    if a.review.flagged:
-        st.warning(f"**Needs review**: {'; '.join(a.review.reasons)}.", icon="⚠️")
-    elif len(a.results) > 1:
-        st.success(f"No review flag: the models agree and each is at least {threshold:.0%} confident.")
-    else:
-        st.info(f"Only the {models[0].label} is active, so agreement between models cannot be checked.")
-
-    for col, m, r in zip(st.columns(len(models)), models, a.results):
-        with col:
-            st.metric(m.label, r["label"], help=f"Model version: {m.name}")
-            st.caption(f"Confidence {r['confidence']:.1%}")
-            st.plotly_chart(
-                probability_chart(r["probabilities"]),
-                key=f"probs:{position}:{m.framework}",
-                config={"displayModeBar": False},
-            )
-
-    columns = st.columns(len(models) + 1)
-    columns[0].image(a.decoded.rgb, caption="Original", width="stretch")
-    for col, m in zip(columns[1:], models):
-        cam = gradcam(m.framework, m.artifact_path, m.sha256, a.decoded.sha256, a.decoded.rgb)
-        col.image(
-            make_overlay(a.decoded.rgb, cam, opacity),
-            caption=f"{Framework(m.framework).heatmap} heatmap: {m.label}",
-            width="stretch",
-        )
-
-
-def main() -> None:
-    actor = require()
-    st.title("Diagnose a scan")
-    settings = get_settings()
-    threshold = settings.confidence_threshold
-
-    models = active_models()
-    if not models:
-        no_model_message()
-        return
-    models = loaded_models(models)
-    if not models:
-        return
-    gate, gate_note = gate_for(models)
-
-    files = st.file_uploader(
-        "MRI slices: JPEG, PNG or DICOM",
-        type=["jpg", "jpeg", "png", "dcm"],
-        accept_multiple_files=True,
-        key="diagnose_files",
-        help=f"Up to {settings.max_files_per_upload} files at once, {settings.max_upload_mb} MB each.",
-    )
-    if not files:
-        st.caption("Models in use: " + ", ".join(f"{m.label}: {m.name}" for m in models) + ". " + gate_note)
-        return
-    if len(files) > settings.max_files_per_upload:
-        st.error(
-            f"{len(files)} files were chosen; at most {settings.max_files_per_upload} are analysed at once. "
-            "Remove some, or predict a whole folder or zip on the Batch page."
-        )
-        return
-
-    decoded: list[tuple[str, DecodedImage]] = []
+def decoded_files(files: list[Any], settings: Settings) -> list[Upload]:
+    """The uploaded files decoded; each one that cannot be is named with the reason."""
+    uploads = []
     for f in files:
         try:
             image = decoded_upload(
@@ -284,15 +74,89 @@ def main() -> None:
         except ImageError as exc:
             st.error(f"Not analysed: {literal(exc)}")
             continue
-        decoded.append((f.name, image))
-    if not decoded:
-        return
-    if gate is None:
-        st.info(gate_note)
-    analyses = analyse_all(decoded, models, threshold, gate)
-    audit_predictions(actor, analyses)
-    savable = [a for a in analyses if not a.refused]
+        uploads.append(Upload(f.name, image))
+    return uploads
 
+
+def _discard() -> None:
+    unsaved.discard(signed_in())
+    st.session_state[RESTORED_KEY] = None
+    st.session_state.pop(KEPT_KEY, None)
+
+
+def _kept_as(uploads: list[Upload], anyway: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """What keep_unsaved compares to know whether the server's copy is current."""
+    return [(u.name, u.decoded.sha256) for u in uploads], sorted(anyway)
+
+
+def restored_uploads(actor: Actor) -> list[Upload]:
+    """The results this user left unsaved (a reload, a lost connection), shown again until saved or discarded."""
+    if RESTORED_KEY not in st.session_state:
+        kept = unsaved.restore(actor)
+        st.session_state[RESTORED_KEY] = kept
+        if kept is not None:
+            for upload in kept.uploads:
+                if upload.decoded.sha256 in kept.shown_anyway:
+                    st.session_state.setdefault(anyway_key(upload.decoded), True)
+            # Shown as kept: not written again (which would also put off its expiry) until something changes.
+            st.session_state[KEPT_KEY] = _kept_as(kept.uploads, list(kept.shown_anyway))
+    kept = st.session_state[RESTORED_KEY]
+    if kept is None:
+        return []
+    st.info(
+        f"{len(kept.uploads)} result(s) from {kept.kept_at:%Y-%m-%d %H:%M} UTC were not saved to a record: they are "
+        "shown again below. Save them, discard them, or upload other files to start afresh."
+    )
+    if kept.unreadable:
+        st.warning(f"{kept.unreadable} file(s) kept with them could not be read again and are left out.")
+    st.button("Discard these results", key="diagnose_discard", on_click=_discard)
+    return kept.uploads
+
+
+def current_uploads(actor: Actor, settings: Settings) -> list[Upload]:
+    """The uploader's files; when it has none, what this user left unsaved (emptying it discards that)."""
+    files = st.file_uploader(
+        f"MRI slices: JPEG, PNG or DICOM, up to {settings.max_upload_mb} MB each and "
+        f"{settings.max_files_per_upload} at once",
+        type=["jpg", "jpeg", "png", "dcm"],
+        accept_multiple_files=True,
+        max_upload_size=settings.max_upload_mb,
+        key="diagnose_files",
+        help="More files, a folder or a zip: predict them as a background job on the Batch page.",
+    )
+    if files:
+        st.session_state[HAD_FILES_KEY] = True
+        st.session_state[RESTORED_KEY] = None
+        if len(files) > settings.max_files_per_upload:
+            st.error(
+                f"{len(files)} files were chosen; at most {settings.max_files_per_upload} are analysed at once. "
+                "Remove some, or predict a whole folder or zip on the Batch page."
+            )
+            return []
+        return decoded_files(files, settings)
+    if st.session_state.pop(HAD_FILES_KEY, False):  # the person removed every file
+        _discard()
+        return []
+    return restored_uploads(actor)
+
+
+def keep_unsaved(actor: Actor, analyses: list[Analysis]) -> None:
+    """Keep on the server what this page shows while a scan that could be saved is not in a record yet (images
+    the check refused come back beside it, never alone); written only when that changes."""
+    saved = {sha for _, sha in st.session_state.get(SAVED_KEY, {})}
+    pending = [Upload(a.name, a.decoded) for a in analyses if a.decoded.sha256 not in saved]
+    if all(a.refused for a in analyses if a.decoded.sha256 not in saved):
+        pending = []
+    anyway = [u.decoded.sha256 for u in pending if st.session_state.get(anyway_key(u.decoded))]
+    signature = _kept_as(pending, anyway)
+    if st.session_state.get(KEPT_KEY) != signature:
+        unsaved.keep(actor, pending, shown_anyway=anyway)
+        st.session_state[KEPT_KEY] = signature
+
+
+def save_panel(actor: Actor, analyses: list[Analysis], threshold: float) -> str | None:
+    """The patient and the save button; saves when clicked. Returns the chosen patient id."""
+    savable = [a for a in analyses if not a.refused]
     header_ids = {a.decoded.patient_mrn for a in analyses if a.decoded.patient_mrn}
     if len(header_ids) > 1:
         named = ", ".join(sorted(header_ids))
@@ -305,8 +169,8 @@ def main() -> None:
     if mrn and header_ids - {mrn}:
         named = ", ".join(sorted(header_ids - {mrn}))
         st.warning(f"The DICOM header names patient {literal(named)}, not {literal(mrn)}.")
-    saved = st.session_state.get(SAVED_KEY, {})
-    all_saved = mrn is not None and all(f"{mrn}:{a.decoded.sha256}" in saved for a in savable)
+    saved = st.session_state.setdefault(SAVED_KEY, {})
+    all_saved = mrn is not None and all((mrn, a.decoded.sha256) in saved for a in savable)
     with right:
         clicked = st.button(
             "Saved to the record" if savable and all_saved else f"Save {len(savable)} scan(s) to the record",
@@ -319,19 +183,68 @@ def main() -> None:
             f"{len(analyses) - len(savable)} image(s) that are not brain MRI slices are not saved to the record."
         )
     if clicked and mrn:
-        save(actor, savable, mrn, threshold)
-    if mrn and any(f"{mrn}:{a.decoded.sha256}" in st.session_state.get(SAVED_KEY, {}) for a in analyses):
-        link_to_page(
-            "views/3_History.py",
-            label=f"Open patient {literal(mrn)}'s history",
-            query_params={"patient": mrn},
-            icon="📋",
+        with errors.shown("Not saved: ") as outcome:
+            outcome_saved = save_analyses(actor, savable, mrn=mrn, threshold=threshold)
+        if not outcome.failed:
+            saved |= {(outcome_saved.mrn, sha): scan_id for sha, scan_id in outcome_saved.scan_ids.items()}
+            already = outcome_saved.already_there
+            st.success(
+                f"Saved to patient {literal(outcome_saved.mrn)}'s record: {outcome_saved.new_scans} new scan(s), "
+                f"{outcome_saved.new_predictions} new prediction(s)."
+                + (f" {already} scan(s) were already in the record and are kept once." if already else "")
+            )
+    if mrn and any((mrn, a.decoded.sha256) in saved for a in analyses):
+        st.page_link(
+            pages().history, label=f"Open patient {literal(mrn)}'s history", query_params={"patient": mrn}, icon="📋"
         )
+    return mrn
 
-    opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="diagnose_opacity")
+
+def main() -> None:
+    actor = require()
+    st.title("Diagnose a scan")
+    settings = get_settings()
+    threshold = settings.confidence_threshold
+
+    models = active_models()
+    if not models:
+        no_model_message(actor)
+        return
+    models = loaded_models(models, actor)
+    if not models:
+        return
+    gate, gate_note = gate_for(models)
+    uploads = current_uploads(actor, settings)
+    if not uploads:
+        st.caption("Models in use: " + ", ".join(f"{m.label}: {literal(m.name)}" for m in models) + ". " + gate_note)
+        return
+    if gate is None:
+        st.info(gate_note)
+    shown_anyway = {u.decoded.sha256 for u in uploads if st.session_state.get(anyway_key(u.decoded))}
+    analyses = analyse(
+        uploads, models, threshold=threshold, gate=gate, answers=CachedAnswers(), shown_anyway=shown_anyway
+    )
+    audited = st.session_state.setdefault(AUDITED_KEY, set())
+    audited |= audit_predictions(actor, analyses, already=audited)
+
+    if len(analyses) > 1:
+        summary_table(analyses, models)
+    mrn = save_panel(actor, analyses, threshold)
+    keep_unsaved(actor, analyses)
+    view = map_controls(models)
+    saved = st.session_state.get(SAVED_KEY, {})
     for position, a in enumerate(analyses):
-        st.divider()
-        show_analysis(a, models, threshold, opacity, mrn, position)
+        scan_id = saved.get((mrn, a.decoded.sha256))
+        label = f"{literal(a.name)} · {literal(answer_text(a, models))}"
+        with st.expander(label, expanded=len(analyses) == 1):
+            show_analysis(
+                a,
+                models,
+                threshold=threshold,
+                view=view,
+                saved_as=f"Saved to patient {literal(mrn)}'s record (scan #{scan_id})." if scan_id else None,
+                position=position,
+            )
 
 
 main()

@@ -15,7 +15,7 @@ from domain import AuditAction, UserError
 from services import records
 from ui import history_view
 from ui.auth import require
-from ui.nav import link_to_page
+from ui.nav import pages
 from ui.series_view import series_entries, series_heading
 from ui.text import literal
 
@@ -366,7 +366,7 @@ def patient_record(patient_pk: int) -> None:
             continue
         with st.container(border=True):
             st.markdown(series_heading(series))
-            link_to_page("views/9_Series.py", label="Open the series", query_params={"series": str(series.series_id)})
+            st.page_link(pages().series, label="Open the series", query_params={"series": str(series.series_id)})
             with st.expander(f"Its {len(scans)} slice(s)"):
                 for scan in scans:
                     scan_card(scan, record.mrn)

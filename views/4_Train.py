@@ -7,8 +7,8 @@ import streamlit as st
 from domain import Role
 from settings import get_settings
 from ui.auth import require
-from ui.live_runs import live_view
-from ui.train_form import train_form
+from views.train.form import train_form
+from views.train.live_runs import live_view
 from worker.submit import worker_status
 
 require(Role.ADMIN)

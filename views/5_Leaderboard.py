@@ -5,10 +5,10 @@ import streamlit as st
 
 from db.leaderboard import RunDetail, dataset_options, leaderboard_rows, run_details
 from db.session import read_scope
-from domain import FRAMEWORKS, Role, framework_label
+from domain import FRAMEWORKS, Role, class_label, framework_label
 from ui.auth import require
 from ui.charts import confusion_matrix_chart, overlaid_curves
-from ui.live_runs import duration_text
+from ui.format import duration_text
 
 ALL = "All"
 PERCENT = st.column_config.NumberColumn(format="percent")
@@ -153,7 +153,7 @@ for tab, detail in zip(st.tabs([d.label for d in details]), details, strict=True
             confusion_matrix_chart(report["confusion_matrix"], report["labels"], title=title),
             key=f"compare_matrix_{detail.run_id}_{split}",
         )
-        per_class = pd.DataFrame(report["per_class"]).T.rename_axis("class").reset_index()
+        per_class = pd.DataFrame(report["per_class"]).T.rename(index=class_label).rename_axis("class").reset_index()
         table_col.dataframe(
             per_class,
             hide_index=True,

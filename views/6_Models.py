@@ -1,5 +1,6 @@
 """Models: every registered model version and its card; choose the one clinicians use (under the card of the
-version chosen), restore the previous, download files."""
+version chosen, with what the change would cost clinicians and, if anything, a reason), restore the previous one,
+download files."""
 
 from pathlib import Path
 
@@ -8,14 +9,16 @@ import streamlit as st
 
 from db.registry import VersionRow, previous_active, version_rows
 from db.session import read_scope
-from domain import FRAMEWORKS, Role, UserError, framework_label
-from services import model_card, registry
-from services.model_card_document import ModelCard, escape, section_markdown
+from domain import FRAMEWORKS, Role, framework_label
+from services import registry
 from services.model_files import FileCheck, check_file
+from services.registry import MIN_REASON_CHARS, ActivationCheck
+from ui import errors, notices
 from ui.auth import require
-from ui.nav import link_to_page
+from ui.nav import pages
+from ui.text import literal
+from views.registry.cards import show_card
 
-NOTICE_KEY = "models_notice"
 PERCENT = st.column_config.NumberColumn(format="percent")
 
 ACTOR = require(Role.ADMIN)
@@ -40,85 +43,34 @@ def file_check(version: VersionRow) -> FileCheck:
     return _check(str(path), version.sha256, stat.st_size, stat.st_mtime_ns)
 
 
+@st.cache_data(ttl=60, max_entries=64, show_spinner=False)
+def _activation_check(version: VersionRow, active: VersionRow | None) -> ActivationCheck:
+    # Keyed by both rows: another active version, or a re-registered file, is judged afresh.
+    return registry.activation_check(version_id=version.id)
+
+
 def _usable(version: VersionRow) -> bool:
     """A version may be made active only while its file is the one registered; otherwise say why not."""
     problem = file_check(version).problem(version.artifact_path)
     if problem is None:
         return True
-    message = f"Version {version.id} was not made active: {problem}."
-    st.session_state[NOTICE_KEY] = ("error", message)
+    notices.later(f"Version {version.id} was not made active: {literal(problem)}.", kind="error")
     return False
 
 
-def activate(version: VersionRow, rollback: bool = False) -> None:
+def activate(version: VersionRow, rollback: bool = False, reason_key: str | None = None) -> None:
     if not _usable(version):
         return
-    try:
-        registry.activate(ACTOR, version_id=version.id, rollback=rollback)
-    except UserError as exc:
-        st.session_state[NOTICE_KEY] = ("error", str(exc))
+    reason = st.session_state.get(reason_key, "") if reason_key else None
+    with errors.shown(later=notices.PAGE) as outcome:
+        registry.activate(ACTOR, version_id=version.id, rollback=rollback, reason=reason)
+    if outcome.failed:
         return
-    message = f"{version.name} (version {version.id}) is now the active {framework_label(version.framework)} model."
-    st.session_state[NOTICE_KEY] = ("success", message)
-
-
-@st.cache_data(ttl=60, max_entries=32, show_spinner="Reading the model card…")
-def _card(version: VersionRow, active: VersionRow | None) -> ModelCard:
-    # Keyed by the whole rows (registration times included), and by the active one, which the card compares with.
-    return model_card.version_card(version_id=version.id)
-
-
-def find_examples(version: VersionRow) -> None:
-    with st.spinner(f"Predicting the validation images of version {version.id} once…"):
-        try:
-            count = model_card.find_confusion_examples(ACTOR, version_id=version.id)
-        except UserError as exc:
-            st.error(str(exc))
-            return
-    _card.clear()
-    st.session_state[NOTICE_KEY] = ("success", f"Version {version.id}: {count} validation images predicted.")
-    st.rerun()
-
-
-def show_card(version: VersionRow, active: VersionRow | None, place: str) -> None:
-    """A version's card, section by section, with its example images and its Markdown and HTML exports."""
-    try:
-        card = _card(version, active)
-    except UserError as exc:
-        st.error(str(exc))
-        return
-    st.markdown(f"#### Model card: {escape(card.title)}")
-    for section in card.sections:
-        st.markdown(section_markdown(section, level=5))
-        for group in section.examples:
-            shown = [e for e in group.examples if e.thumbnail]
-            if shown:
-                st.image(
-                    [e.thumbnail for e in shown],
-                    caption=[f"{e.file} · {100 * e.confidence:.0f} %" for e in shown],
-                    width=140,
-                )
-                st.caption(f"{group.caption}: examples from validation, the most confident first.")
-    if card.can_find_examples and st.button(
-        "Find example images of the confusions (predicts the validation images once)",
-        key=f"models_examples_{place}_{version.id}",
-    ):
-        find_examples(version)
-    stem = f"model-card-{version.framework}-v{version.id}"
-    md_col, html_col = st.columns(2)
-    md_col.download_button(
-        "Download the card (Markdown)",
-        data=model_card.card_markdown(card),
-        file_name=f"{stem}.md",
-        mime="text/markdown",
-        key=f"models_card_md_{place}_{version.id}",
-    )
-    html_col.download_button(
-        "Download the card (HTML)",
-        data=lambda: model_card.card_html(card),
-        file_name=f"{stem}.html",
-        mime="text/html",
-        key=f"models_card_html_{place}_{version.id}",
+    if reason_key:
+        st.session_state[reason_key] = ""
+    notices.later(
+        f"{literal(version.name)} (version {version.id}) is now the active {framework_label(version.framework)} model.",
+        kind="success",
     )
 
 
@@ -173,34 +125,81 @@ def download(framework: str, versions: list[VersionRow]) -> None:
     )
 
 
-def promote(framework: str, versions: list[VersionRow], active: VersionRow | None) -> None:
-    """Pick a version to make active: its card is read first, the button sits under it."""
-    candidates = {v.id: v for v in versions if not v.is_active}
-    if not candidates:
-        return
-    st.subheader("Make a version active", anchor=False)
-    chosen = st.selectbox(
-        "Make active",
-        list(candidates),
-        format_func=lambda i: f"version {i} · {candidates[i].name}",
-        key=f"models_promote_{framework}",
+def confirmation(check: ActivationCheck, reason_key: str, *, restoring: bool = False) -> bool:
+    """What making the version active costs, and the reason it then needs; whether the button may be pressed."""
+    for note in check.notes:
+        st.caption(note)
+    if not check.needs_reason:
+        return True
+    what = "Restoring" if restoring else "Making"
+    costs = "".join(f"\n- {literal(cost[:1].upper() + cost[1:])}." for cost in check.costs)
+    st.warning(f"**{what} {literal(check.name)} the active model would cost clinicians:**{costs}", icon="⚠️")
+    reason = st.text_input(
+        "Why make it active anyway? (kept in the audit log)",
+        key=reason_key,
+        max_chars=500,
+        placeholder=f"At least {MIN_REASON_CHARS} characters",
     )
-    version = candidates[chosen]
+    return len(" ".join(reason.split())) >= MIN_REASON_CHARS
+
+
+def promote(framework: str, versions: list[VersionRow], active: VersionRow | None, previous: VersionRow | None) -> None:
+    """Pick a version to make active (the active one is preselected): its card is read first, what it would cost
+    clinicians stated, and the button sits under them."""
+    st.subheader("Make a version active", anchor=False)
+    by_id = {v.id: v for v in versions}
+    key = f"models_promote_{framework}"
+    # The active version first: set through the session, so that "Restore" (a callback) can choose another.
+    st.session_state.setdefault(key, active.id if active is not None else versions[0].id)
+    chosen = st.selectbox(
+        "Version",
+        list(by_id),
+        format_func=lambda i: f"version {i} · {by_id[i].name}" + (" (active)" if by_id[i].is_active else ""),
+        key=key,
+    )
+    version = by_id[chosen]
     if version.run_id is not None:
         accuracy = f"{version.val_accuracy:.2%}" if version.val_accuracy is not None else "–"
         st.caption(f"Trained by run {version.run_id} ({version.preset}): validation accuracy {accuracy}.")
-        link_to_page(
-            "views/5_Leaderboard.py",
+        st.page_link(
+            pages().leaderboard,
             label=f"Run {version.run_id} on the leaderboard",
             query_params={"run": str(version.run_id)},
         )
     with st.container(border=True):
-        show_card(version, active, "promote")
-    st.button("Make this version active", key=f"models_activate_{framework}", on_click=activate, args=(version,))
+        show_card(ACTOR, version, active, "promote")
+    if version.is_active:
+        st.caption("This is the active version: choose another above to make it active instead.")
+        return
+    rollback = previous is not None and version.id == previous.id
+    reason_key = f"models_reason_{framework}"
+    ready = confirmation(_activation_check(version, active), reason_key, restoring=rollback)
+    st.button(
+        "Make this version active",
+        key=f"models_activate_{framework}",
+        on_click=activate,
+        args=(version, rollback, reason_key),
+        disabled=not ready,
+        type="primary",
+    )
+
+
+def _choose(framework: str, version_id: int) -> None:
+    st.session_state[f"models_promote_{framework}"] = version_id
+    notices.later(f"Restoring version {version_id} needs a reason: see “Make a version active” below.", kind="warning")
+
+
+def restore_button(framework: str, previous: VersionRow, active: VersionRow | None) -> None:
+    """Restore the version active before this one: at once, or, when that costs clinicians, through the form."""
+    label = f"Restore the previous version: {previous.name} (version {previous.id})"
+    if _activation_check(previous, active).needs_reason:
+        st.button(label, key=f"models_restore_{framework}", on_click=_choose, args=(framework, previous.id))
+    else:
+        st.button(label, key=f"models_restore_{framework}", on_click=activate, args=(previous, True))
 
 
 def framework_section(framework: str) -> None:
-    """One framework's versions: the table, promoting, restoring the previous one, downloading."""
+    """One framework's versions: the table, restoring the previous one, promoting, downloading."""
     with read_scope() as session:
         versions = version_rows(session=session, framework=framework)
         before = previous_active(session=session, framework=framework)
@@ -211,34 +210,26 @@ def framework_section(framework: str) -> None:
     if active is None:
         st.warning("No version is active: clinicians get no prediction from this model until one is made active.")
     else:
-        st.markdown(f"Active: **{active.name}** (version {active.id})")
+        st.markdown(f"Active: **{literal(active.name)}** (version {active.id})")
     st.dataframe(
         versions_table(versions),
         hide_index=True,
         key=f"models_table_{framework}",
         column_config={name: PERCENT for name in ("val accuracy", "val F1", "test accuracy")},
     )
-    st.subheader("Model cards", anchor=False)
-    for version in versions:
-        label = f"Version {version.id} · {version.name}" + (" (active)" if version.is_active else "")
-        with st.expander(label):
-            show_card(version, active, "list")
-    promote(framework, versions, active)
     previous = next((v for v in versions if before is not None and v.id == before.id), None)
     if previous is not None:
-        st.button(
-            f"Restore the previous version: {previous.name} (version {previous.id})",
-            key=f"models_restore_{framework}",
-            on_click=activate,
-            args=(previous, True),
-        )
+        restore_button(framework, previous, active)
+    st.subheader("Model cards", anchor=False)
+    for version in versions:
+        label = f"Version {version.id} · {literal(version.name)}" + (" (active)" if version.is_active else "")
+        with st.expander(label):
+            show_card(ACTOR, version, active, "list")
+    promote(framework, versions, active, previous)
     download(framework, versions)
 
 
-if notice := st.session_state.pop(NOTICE_KEY, None):
-    kind, text = notice
-    (st.success if kind == "success" else st.error)(text)
-
+notices.show()
 for framework in FRAMEWORKS:
     st.header(framework_label(framework))
     framework_section(framework)

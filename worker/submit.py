@@ -65,13 +65,14 @@ def submit_job(
     params: dict[str, Any],
     *,
     actor: Actor | None,
-    before_send: Callable[[int], None] | None = None,
+    with_job: Callable[[Session, int], None] | None = None,
     idempotency_key: str | None = None,
 ) -> int:
     """Record a queued job, submitted by a signed-in `actor`, and hand it to the worker; returns the job id.
 
-    `before_send(job_id)` creates whatever else the task will look up (e.g. its training run) first. A job
-    already submitted with the same `idempotency_key` (a double click) is returned as it is, not made again.
+    `with_job(session, job_id)` writes, in the job's own transaction, whatever else the task will look up (e.g.
+    its training run): both are recorded or neither. A job already submitted with the same `idempotency_key`
+    (a double click) is returned as it is, not made again.
     """
     if kind not in TASK_NAMES:
         raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(TASK_NAMES)}")
@@ -84,13 +85,13 @@ def submit_job(
     try:
         with session_scope() as session:
             job_id = _create(session, kind, params, actor, idempotency_key, celery_id)
+            if with_job is not None:
+                with_job(session, job_id)
     except IntegrityError:
         # The same submission, a moment earlier in another request: that one is the job.
         if idempotency_key is None or (earlier := _submitted(idempotency_key)) is None:
             raise
         return earlier
-    if before_send is not None:
-        before_send(job_id)
     _send(name, job_id, celery_id)
     return job_id
 
@@ -226,23 +227,31 @@ def _redis_location() -> str:
 
 
 def submit_training(
-    cfg: TrainConfig, *, actor: Actor | None, use_reviewed: bool = False, idempotency_key: str | None = None
+    cfg: TrainConfig,
+    *,
+    actor: Actor | None,
+    use_reviewed: bool = False,
+    idempotency_key: str | None = None,
+    dataset_health: dict[str, Any] | None = None,
 ) -> tuple[int, int]:
-    """Queue a training run (admins only: NotAllowed otherwise, audited); returns (job id, run id)."""
-    from services.training import create_recorded_run
+    """Queue a training run (admins only: NotAllowed otherwise, audited); returns (job id, run id).
+
+    The job, its run and the dataset check it was started on (`dataset_health`) are written in one transaction.
+    """
+    from services.training import add_recorded_run
 
     require_admin(actor, "train models")
     run_ids: list[int] = []
     params = {"framework": cfg.framework, "preset": cfg.preset, "data_dir": cfg.data_dir}
-    job_id = submit_job(
-        "train",
-        params,
-        actor=actor,
-        before_send=lambda job_id: run_ids.append(
-            create_recorded_run(cfg=cfg, use_reviewed=use_reviewed, job_id=job_id)
-        ),
-        idempotency_key=idempotency_key,
-    )
+
+    def add_run(session: Session, job_id: int) -> None:
+        run_ids.append(
+            add_recorded_run(
+                session=session, cfg=cfg, use_reviewed=use_reviewed, job_id=job_id, dataset_health=dataset_health
+            )
+        )
+
+    job_id = submit_job("train", params, actor=actor, with_job=add_run, idempotency_key=idempotency_key)
     if not run_ids:  # the same submission made the job before: its run is that job's
         from db.runs import get_run_for_job
 

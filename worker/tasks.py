@@ -82,6 +82,7 @@ def sweep(self: Task) -> int:
     minute by Celery beat); returns how many jobs were settled."""
     from services.cleanup import sweep_files
     from services.dicom_intake import sweep_spool
+    from services.unsaved import sweep_expired
 
     settled = recover_jobs(me=self.request.hostname)
     swept = sweep_files()
@@ -89,6 +90,8 @@ def sweep(self: Task) -> int:
         log.info("removed %d orphan scan file(s) and %d unpacked zip(s)", swept.scan_files, swept.uploads)
     if spooled := sweep_spool():
         log.info("removed %d DICOM folder(s) of deleted series", spooled)
+    if expired := sweep_expired():
+        log.info("removed the expired unsaved Diagnose results of %d user(s)", expired)
     return settled
 
 

@@ -5,6 +5,7 @@ from typing import Any
 
 from db.runs import get_run, get_run_for_job
 from db.session import session_scope
+from domain import TrainingStep
 from models.data.dataset import DatasetError
 from models.data.folders import allowed_folder
 from models.nets.mobilenet import MissingWeightsError
@@ -33,11 +34,16 @@ def run_training_job(reporter: Reporter) -> dict[str, Any]:
     except DatasetError as exc:
         raise UserError(str(exc)) from exc
     last_poll = [0.0]
+    steps = [0]  # the run's progress steps in all, once known
 
     def on_progress(epoch: int, epochs: int, batch: int, batches: int) -> None:
-        reporter.progress(
-            (epoch - 1) * batches + batch, epochs * batches, f"epoch {epoch}/{epochs}, batch {batch}/{batches}"
-        )
+        steps[0] = epochs * batches
+        reporter.progress((epoch - 1) * batches + batch, steps[0], f"epoch {epoch}/{epochs}, batch {batch}/{batches}")
+
+    def on_step(step: TrainingStep) -> None:
+        # The epochs are over (early stopping may end them before the last planned one): the bar is full, and
+        # the message names the step under way.
+        reporter.progress(steps[0], steps[0], step.message)
 
     def should_cancel() -> bool:
         if time.monotonic() - last_poll[0] < CANCEL_POLL_S:
@@ -50,7 +56,7 @@ def run_training_job(reporter: Reporter) -> dict[str, Any]:
         return False
 
     try:
-        result = execute_run(run_id, on_progress=on_progress, should_cancel=should_cancel)
+        result = execute_run(run_id, on_progress=on_progress, should_cancel=should_cancel, on_step=on_step)
     except TrainingCancelled as exc:
         raise JobCancelled(str(exc)) from exc
     except (DatasetError, MissingWeightsError, ValueError) as exc:

@@ -141,8 +141,23 @@ def make_config(framework: str, data_dir: str, preset: str = "report", **overrid
     return cfg
 
 
+class ConfigError(ValueError):
+    """Values a run cannot use: `problems` holds one readable message for each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 def validate_config(cfg: TrainConfig) -> None:
-    """Raise ValueError with a readable message for values a run cannot use."""
+    """Raise ConfigError naming every value a run cannot use."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+
+
+def config_problems(cfg: TrainConfig) -> list[str]:
+    """Each value a run cannot use, as a readable message (empty when the config is good)."""
     checks = [
         (cfg.epochs >= 1, "epochs must be at least 1"),
         (cfg.epochs <= 500, "epochs must be at most 500"),
@@ -169,6 +184,4 @@ def validate_config(cfg: TrainConfig) -> None:
         (0 <= cfg.mixup_alpha <= 2, "the mixup alpha must be between 0 and 2"),
         (cfg.mixup_alpha == 0 or cfg.framework == "torch", "mixup is for the CNN only"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
+    return [message for ok, message in checks if not ok]

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from domain import INPUT_SIZE
+from domain import INPUT_SIZE, TrainingStep
 from models.data.dataset import (
     CLASSES,
     Item,
@@ -244,6 +244,7 @@ def run_training(cfg: TrainConfig, hooks: TrainHooks | None = None, *, resume: b
     # A resumed run counts the epochs of its earlier sittings too.
     started = time.perf_counter() - sum(row["duration_s"] for row in epochs)
     best_path, last_path, best_epoch = train_fn(cfg, data, replace(hooks, on_epoch=on_epoch), resume=state)
+    hooks.on_step(TrainingStep.CALIBRATING)
     metrics = final_metrics(cfg, data, best_path)
     metrics["best_epoch"] = best_epoch
     result = TrainResult(best_path, last_path, best_epoch, pretrained, data.index.fingerprint, metrics)

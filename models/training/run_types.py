@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from domain import TrainingStep
 from models.data.dataset import DatasetIndex
 from models.evaluation.metrics import classification_report, cross_entropy
 
@@ -27,6 +28,7 @@ class TrainHooks:
     on_progress: Callable[[int, int, int, int], None] = _noop  # epoch, epochs, batch, batches
     on_epoch: Callable[[dict[str, Any]], None] = _noop
     should_cancel: Callable[[], bool] = lambda: False
+    on_step: Callable[[TrainingStep], None] = _noop  # a step after the last epoch begins (calibrating, ...)
 
 
 @dataclass

@@ -6,12 +6,13 @@ from playwright.sync_api import expect
 from db.audit import AuditFilters, audit_page
 from db.schema import CLASSES, utcnow
 from db.session import session_scope
+from domain import class_label
 from settings import SAMPLE_DIR
 from tests.e2e.browser import RESULT_TIMEOUT_MS, App
 
 pytestmark = pytest.mark.e2e
 
-A_CLASS = re.compile(f"^({'|'.join(CLASSES)})$")
+A_CLASS = re.compile(f"^({'|'.join(class_label(name) for name in CLASSES)})$")  # in words: "No tumor"
 PATIENT = "E2E-0001"
 
 
@@ -41,7 +42,7 @@ def test_a_diagnosed_scan_is_saved_and_reviewed_in_the_patients_history(app: App
     expect(
         main.get_by_text(f"Saved to patient {PATIENT}'s record: 1 new scan(s), 2 new prediction(s).")
     ).to_be_visible()
-    app.screenshot("diagnose", show=main.get_by_role("heading", name=scan.name))
+    app.screenshot("diagnose", show=main.get_by_test_id("stExpander").filter(has_text=scan.name))
 
     app.click(main.get_by_role("link", name=f"Open patient {PATIENT}'s history"))
     expect(main.get_by_role("heading", name=f"Patient {PATIENT}")).to_be_visible()
@@ -94,3 +95,27 @@ def test_an_image_that_is_not_a_brain_mri_slice_gets_no_tumor_class_unless_asked
         main.get_by_test_id("stAlert").filter(has_text="Shown anyway, for an image that is not a brain MRI")
     ).to_be_visible()
     expect(main.get_by_role("button", name="Save 0 scan(s) to the record")).to_be_disabled()
+
+
+def test_unsaved_results_come_back_after_the_page_is_reloaded(app: App) -> None:
+    scans = [sorted((SAMPLE_DIR / name).glob("*.jpg"))[0] for name in ("meningioma", "notumor")]
+    app.open("Diagnose")
+    main = app.main()
+    main.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(scans)
+    app.settle()
+    # Two files: a summary first, then each scan folded.
+    expect(main.get_by_test_id("stDataFrame")).to_have_count(1, timeout=RESULT_TIMEOUT_MS)
+    expect(main.get_by_test_id("stExpander")).to_have_count(2)
+
+    app.page.reload()
+    app.settle()
+    # Until a reload keeps the browser signed in, the person signs in again; the results are kept for them either way.
+    if app.main().get_by_role("button", name="Sign in").is_visible():
+        app.sign_in()
+    app.open("Diagnose")
+    expect(main.get_by_text(re.compile(r"^2 result\(s\) from .* UTC were not saved to a record"))).to_be_visible()
+    expect(main.get_by_test_id("stExpander")).to_have_count(2)
+    for scan in scans:
+        expect(main.get_by_test_id("stExpander").filter(has_text=scan.name)).to_have_count(1)
+    app.click(main.get_by_role("button", name="Discard these results"))
+    expect(main.get_by_test_id("stExpander")).to_have_count(0)

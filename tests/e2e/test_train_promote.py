@@ -3,6 +3,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from db.audit import AuditFilters, audit_page
+from db.schema import utcnow
+from db.session import session_scope
 from tests.e2e.browser import RESULT_TIMEOUT_MS, App
 
 pytestmark = pytest.mark.e2e
@@ -23,8 +26,11 @@ def test_a_tiny_training_run_shows_its_curves_reaches_the_leaderboard_and_is_pro
     expect(queued).to_be_visible()
     run_id = re.search(r"Run (\d+)", queued.inner_text()).group(1)
 
-    # The live view follows the run until it ends, then keeps its curves and one table row per epoch.
-    expect(main.get_by_text(re.compile(r"^Finished: validation accuracy"))).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+    # The live view follows the run until it ends, then keeps its curves and one table row per epoch; two epochs
+    # on 16 images make no model for clinicians, and the result says so where a success would show.
+    expect(main.get_by_text(re.compile(r"^Finished — not usable: its validation accuracy"))).to_be_visible(
+        timeout=RESULT_TIMEOUT_MS
+    )
     expect(
         main.get_by_text(re.compile(f"^Run {run_id} · Custom CNN \\(PyTorch\\) · report · .*: succeeded$"))
     ).to_be_visible()
@@ -45,22 +51,49 @@ def test_a_tiny_training_run_shows_its_curves_reaches_the_leaderboard_and_is_pro
     expect(main.locator("[data-testid=stPlotlyChart] .js-plotly-plot")).not_to_have_count(0)
     app.screenshot("leaderboard")
 
+    promoting_a_worse_model_asks_for_a_reason_and_audits_it(app, run_id)
+
+
+def promoting_a_worse_model_asks_for_a_reason_and_audits_it(app: App, run_id: str) -> None:
+    started = utcnow()
     app.open("Models")
+    main = app.main()
     active = main.get_by_text(re.compile(r"^Active: .+ \(version \d+\)$"))
     expect(active.first).to_be_visible()  # the CNN's section comes first
     before = active.first.inner_text()
+    # The active version is the one chosen at first; the run's version is picked by hand.
+    name = re.escape(before.removeprefix("Active: ").split(" (version")[0])
+    chooser = main.get_by_role("combobox", name="Version").first
+    expect(chooser).to_match_aria_snapshot(f'- combobox "Version": /version \\d+ · {name} \\(active\\)/')
+    app.click(chooser)
+    app.click(app.page.get_by_role("option", name=re.compile(f"· run {run_id} · report$")))
     expect(main.get_by_text(f"Trained by run {run_id} (report)", exact=False)).to_be_visible()
     # Its card is read before promoting it: above the button, with its per-class figures.
     card = main.get_by_role("heading", name=re.compile(f"^Model card: run {run_id} · report \\(version \\d+")).filter(
         visible=True
     )
     expect(card).to_have_count(1)
-    expect(main.get_by_role("heading", name="Validation results").filter(visible=True)).to_have_count(1)
-    expect(main.get_by_role("button", name="Download the card (HTML)").filter(visible=True)).to_have_count(1)
-    app.click(main.get_by_role("button", name="Make this version active").first)
+    # Two cards are open: this version's, and the active MobileNetV2's in its own section below.
+    expect(main.get_by_role("heading", name="Validation results").filter(visible=True)).to_have_count(2)
+    expect(main.get_by_role("button", name="Download the card (HTML)").filter(visible=True)).to_have_count(2)
+    # What it would cost clinicians, and no way on without a reason.
+    cost = main.get_by_test_id("stAlert").filter(has_text="the active model would cost clinicians").first
+    expect(cost).to_contain_text("below the 80.0 % a model needs to be used")
+    button = main.get_by_role("button", name="Make this version active").first
+    expect(button).to_be_disabled()
+    app.screenshot("models", show=cost)
+    reason = "trying the tiny run on the demo machine"
+    app.fill(main.get_by_role("textbox", name="Why make it active anyway? (kept in the audit log)").first, reason)
+    expect(button).to_be_enabled()
+    app.click(button)
     promoted = main.get_by_text(re.compile(r"^.+ \(version \d+\) is now the active Custom CNN \(PyTorch\) model\.$"))
     expect(promoted).to_be_visible()
     version = re.search(r"\(version (\d+)\) is now", promoted.inner_text()).group(1)
     expect(active.first).to_have_text(re.compile(f"\\(version {version}\\)$"))
     assert before != active.first.inner_text()
-    app.screenshot("models")
+
+    with session_scope() as session:
+        entries = audit_page(session=session, filters=AuditFilters(since=started), per_page=100)
+    [entry] = [e for e in entries if e.action == "model_promoted"]
+    assert (entry.username, entry.target) == (app.username, f"model version {version}")
+    assert "below the 80.0 %" in entry.detail and entry.detail.endswith(f"reason: {reason}")

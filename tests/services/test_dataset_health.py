@@ -1,17 +1,24 @@
-"""The dataset health service: allowed folders only, a report stored by its folders' fingerprints, kept on a run."""
+"""The dataset health service: allowed folders only, a report stored by its folders' fingerprints, kept on a run
+in the transaction that queues it."""
 
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import StatementError
 
 from db import runs
+from db.jobs import recent_jobs
+from db.schema import TrainingRun
 from db.session import session_scope
 from models.data.dataset import DatasetError
-from services.dataset_health import cache_path, dataset_health, record_on_run
+from models.training.config import make_config
+from services.dataset_health import cache_path, dataset_health, health_record
 from settings import SAMPLE_DIR, Settings
 from tests.users import make_actor
+from worker.submit import cancel_job, submit_training
 
 
 @pytest.fixture
@@ -71,16 +78,16 @@ def test_a_stored_report_of_another_version_is_computed_again(settings: Settings
     assert dataset_health(str(folder), None, settings=settings).root == str(folder.resolve())
 
 
-def test_the_check_and_its_acknowledgment_are_kept_on_the_run(db_url: str, settings: Settings, folder: Path) -> None:
+def test_the_check_and_its_acknowledgment_are_kept_with_the_run_and_its_job(
+    db_url: str, settings: Settings, folder: Path
+) -> None:
     test = settings.allowed_data_roots[0] / "test"
     shutil.copytree(folder, test)
     report = dataset_health(str(folder), str(test), settings=settings)
-    with session_scope() as session:
-        run_id = runs.create_run(
-            session=session, framework="torch", preset="report", params={"epochs": 1}, dataset_path=str(folder)
-        ).id
     admin = make_actor("admin")
-    record_on_run(run_id, report, acknowledged_by=admin)
+    cfg = make_config("torch", str(folder), "report", epochs=1)
+    job_id, run_id = submit_training(cfg, actor=admin, dataset_health=health_record(report, acknowledged_by=admin))
+    cancel_job(job_id, actor=admin)
     with session_scope() as session:
         params = runs.get_run(session=session, run_id=run_id).params
     assert params["epochs"] == 1
@@ -91,3 +98,11 @@ def test_the_check_and_its_acknowledgment_are_kept_on_the_run(db_url: str, setti
         "acknowledged_by": "test-admin",
     }
     assert "80 of 80 test images" in params["dataset_health"]["warnings"][0]
+
+
+def test_a_run_that_cannot_be_recorded_leaves_no_job(db_url: str, folder: Path) -> None:
+    cfg = make_config("torch", str(folder), "report", epochs=1)
+    with pytest.raises(StatementError):  # the check is not JSON: the run's row cannot be written
+        submit_training(cfg, actor=make_actor("admin"), dataset_health={"warnings": object()})
+    with session_scope() as session:
+        assert recent_jobs(session=session) == [] and session.scalar(select(func.count(TrainingRun.id))) == 0

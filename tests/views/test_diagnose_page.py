@@ -1,4 +1,5 @@
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from db.runs import register_model_version
 from db.scans import get_or_create_patient
 from db.schema import Patient, Prediction, Scan
 from db.session import session_scope
+from domain import CLASSES, class_label
 from models.data.imaging import decode_image, make_overlay
 from models.inference.predictor import load_predictor
 from services.model_files import file_sha256
@@ -20,6 +22,7 @@ from tests.users import signed_in
 from ui.text import literal
 
 PAGE = str(ROOT / "views" / "1_Diagnose.py")
+CLASS_WORDS = tuple(class_label(name) for name in CLASSES)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +71,8 @@ def sample_jpeg(cls: str = "glioma", n: int = 0) -> tuple[str, bytes]:
     return path.name, path.read_bytes()
 
 
-def open_page() -> AppTest:
-    at = signed_in(AppTest.from_file(PAGE, default_timeout=60))
+def open_page(role: str = "admin") -> AppTest:
+    at = signed_in(AppTest.from_file(PAGE, default_timeout=60), role)
     at.run()
     assert not at.exception
     return at
@@ -142,14 +145,14 @@ def test_sample_jpeg_is_predicted_and_saved_with_its_model_version(db_url, activ
     add_patient("P-1")
     name, data = sample_jpeg()
     at = upload(open_page(), [(name, data)])
-    assert at.metric[0].value in ("glioma", "meningioma", "notumor", "pituitary")
+    assert at.metric[0].value in CLASS_WORDS  # in words: "No tumor", never notumor
     choose_existing(at, "P-1")
     save(at)
     assert at.success[0].value == f"Saved to patient {literal('P-1')}'s record: 1 new scan(s), 1 new prediction(s)."
     scans, predictions = rows()
     assert [(s.original_name, s.image_format, s.source) for s in scans] == [(name, "JPEG", "upload")]
     assert [(p.scan_id, p.model_version_id) for p in predictions] == [(scans[0].id, active_cnn)]
-    assert predictions[0].label == at.metric[0].value
+    assert class_label(predictions[0].label) == at.metric[0].value
     assert Path(scans[0].file_path).read_bytes() == data
 
 
@@ -157,7 +160,7 @@ def test_dicom_is_saved_without_anything_that_names_the_person(db_url, active_cn
     at = upload(open_page(), [("series.dcm", dicom_bytes())])
     # The header's PatientID is offered as a new patient for the clinician to confirm.
     assert at.text_input[0].value == "P-0042"
-    caption = shown(at.caption[0].value)
+    [caption] = [shown(c.value) for c in at.caption if "modality" in c.value]
     assert "modality MR" in caption and "study date 2024-01-31" in caption
     save(at)
     at.run()
@@ -252,7 +255,11 @@ def test_a_blank_image_gets_no_tumor_class_unless_its_answer_is_asked_for_and_is
     mri = sample_jpeg()
     at = upload(open_page(), [black_png(), mri])
     [error] = [e.value for e in at.error]
-    assert "Not a brain MRI slice — no tumor class shown" in error and "above its threshold of" in error
+    assert "Not a brain MRI slice — no tumor class shown" in error and "trained on brain MRI slices only" in error
+    assert "threshold" not in error  # the figures are behind "Details"
+    [details] = [t for t in at.toggle if t.label == "Details"]
+    details.set_value(True).run()
+    assert any("above its threshold of" in c.value for c in at.caption)
     assert len(at.metric) == 1  # the MRI slice's answer only
     assert at.button(key="diagnose_save").label == "Save 1 scan(s) to the record"
     at.checkbox[0].check().run()
@@ -300,6 +307,7 @@ def test_a_dicom_whose_header_says_ct_gets_no_tumor_class(db_url, shipped_cnn, d
     at = upload(open_page(), [("head.dcm", dicom_bytes(modality="CT")), ("brain.dcm", dicom_bytes())])
     [error] = [e.value for e in at.error]
     assert "Not a brain MRI slice" in error and "its DICOM header gives the modality as CT, not MR" in error
+    assert "scores" not in error
     assert len(at.metric) == 1  # the MR file's answer only
     assert at.button(key="diagnose_save").label == "Save 1 scan(s) to the record"
 
@@ -377,3 +385,99 @@ def test_more_files_than_the_cap_are_refused_with_a_way_out(db_url, active_cnn, 
         "the Batch page."
     ]
     assert not at.metric and rows() == ([], [])
+
+
+def test_the_uploader_states_the_real_size_limit(db_url, active_cnn, monkeypatch):
+    monkeypatch.setenv("MAX_UPLOAD_MB", "7")
+    get_settings.cache_clear()
+    at = open_page()
+    [uploader] = at.get("file_uploader")
+    assert uploader.proto.max_upload_size_mb == 7  # what the widget shows and the browser holds to
+    assert "up to 7 MB each and 20 at once" in uploader.proto.label
+
+
+def test_several_files_start_with_a_summary_and_each_scan_folds(db_url, shipped_cnn):
+    files = [sample_jpeg("glioma", 0), sample_jpeg("notumor", 0), black_png()]
+    at = upload(open_page(), files)
+    summary = at.dataframe[0].value
+    assert list(summary.columns) == ["file", "answer", "flag"]
+    assert list(summary["file"]) == [name for name, _ in files]
+    assert set(summary["answer"][:2]) <= set(CLASS_WORDS)
+    assert list(summary["answer"])[2] == "Not a brain MRI slice: no tumor class"
+    assert list(summary["flag"])[2] == "Not a brain MRI slice"
+    assert [e.proto.expanded for e in at.expander] == [False, False, False]
+    assert [e.label.split(" · ")[0] for e in at.expander] == [literal(name) for name, _ in files]
+
+
+def test_each_heatmap_can_be_hidden_and_both_compared_side_by_side(db_url, active_cnn, mobilenet_checkpoint):
+    activate("keras", mobilenet_checkpoint)
+    at = upload(open_page(), [sample_jpeg()])
+
+    def images() -> list[str]:
+        return [image.proto.imgs[0].caption for image in at.get("image") if image.proto.imgs[0].caption]
+
+    assert images()[0] == "Original" and [c.split(":")[0] for c in images()[1:]] == [
+        "HiResCAM heatmap",
+        "Grad-CAM heatmap",
+    ]
+    assert any(c.value.startswith("Colour scale of every heatmap") for c in at.caption)
+    assert any(c.value.startswith("HiResCAM: where the CNN found the evidence") for c in at.caption)
+    at.toggle(key="diagnose_map_torch").set_value(False).run()
+    assert [c.split(":")[0] for c in images()] == ["Original", "Grad-CAM heatmap"]
+    at.toggle(key="diagnose_map_torch").set_value(True)
+    at.toggle(key="diagnose_compare").set_value(True).run()
+    assert not at.exception
+    assert [c.split(":")[0] for c in images()] == ["HiResCAM heatmap", "Grad-CAM heatmap"]
+
+
+def test_a_clinician_is_told_to_ask_an_admin_and_sees_no_server_path(db_url, tmp_path):
+    missing = tmp_path / "gone.pth"
+    with session_scope() as session:
+        register_model_version(
+            session=session, framework="torch", name="gone", artifact_path=missing, sha256="0" * 64, activate=True
+        )
+    at = open_page("clinician")
+    [error] = [e.value for e in at.error]
+    assert "Ask an admin" in error and str(tmp_path) not in error and "gone.pth" not in error
+    assert not at.get("page_link")  # Train and Models are admin pages
+
+
+def test_unsaved_results_come_back_after_a_reload_and_can_still_be_saved(db_url, shipped_cnn, dicom_bytes):
+    add_patient("P-1")
+    files = [sample_jpeg("meningioma", 0), ("ct.dcm", dicom_bytes(modality="CT", patient_mrn="P-1"))]
+    first = upload(open_page(), files)
+    answers = [m.value for m in first.metric]
+    [manifest] = get_settings().artifact_dir.glob("unsaved/*/manifest.json")
+    kept_at = json.loads(manifest.read_text())["kept_at"]
+
+    reloaded = open_page()  # a new browser session of the same user, its uploader empty
+    assert any("were not saved to a record" in i.value for i in reloaded.info)
+    assert json.loads(manifest.read_text())["kept_at"] == kept_at  # shown again, not kept again: it still expires
+    assert [m.value for m in reloaded.metric] == answers
+    assert any("its DICOM header gives the modality as CT" in e.value for e in reloaded.error)  # still refused
+    choose_existing(reloaded, "P-1")
+    save(reloaded)
+    scans, _ = rows()
+    assert [s.original_name for s in scans] == [files[0][0]]
+    # Saved, it is in the record: another reload shows nothing kept (the refused image is never saved, and
+    # without a savable scan beside it there is nothing left to come back to).
+    again = open_page()
+    assert not any("were not saved to a record" in i.value for i in again.info)
+
+
+def test_unsaved_results_are_their_users_own_and_go_when_discarded(db_url, active_cnn):
+    upload(open_page(), [sample_jpeg()])
+    assert not open_page("clinician").metric  # another user's reload
+    mine = open_page()
+    assert len(mine.metric) == 1
+    mine.button(key="diagnose_discard").click().run()
+    assert not mine.metric
+    assert not open_page().metric
+
+
+def test_removing_every_file_from_the_uploader_discards_them(db_url, active_cnn):
+    at = upload(open_page(), [sample_jpeg()])
+    at.file_uploader(key="diagnose_files").set_value([])
+    at.run()
+    assert not at.exception and not at.metric
+    assert not open_page().metric

@@ -72,4 +72,4 @@ def test_compare_overlays_curves_and_shows_each_runs_confusion_matrix(seeded: di
     assert [[len(trace["x"]) for trace in chart] for chart in charts[:2]] == [[3, 2], [3, 2]]
     assert [chart[0]["type"] for chart in charts[2:]] == ["heatmap", "heatmap"]
     per_class = at.dataframe[2].value
-    assert list(per_class["class"]) == ["glioma", "meningioma", "notumor", "pituitary"]
+    assert list(per_class["class"]) == ["Glioma", "Meningioma", "No tumor", "Pituitary"]

@@ -6,16 +6,24 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from db.audit import AuditFilters, audit_page
 from db.runs import get_active_model, register_model_version
 from db.session import session_scope
 from models.data.dataset import load_rgb
 from models.inference.predictor import load_predictor
 from services.model_files import file_sha256
 from settings import ROOT, SAMPLE_DIR
+from tests.entries import shown
 from tests.seed_runs import seed_run
 from tests.users import signed_in
 
 PAGE = str(ROOT / "views" / "6_Models.py")
+REASON = "the new scanner's images need it"
+
+
+def audit_entries(action: str) -> list:  # type: ignore[type-arg]
+    with session_scope() as session:
+        return [e for e in audit_page(session=session, filters=AuditFilters(), per_page=100) if e.action == action]
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +69,20 @@ def active_path() -> str:
         return get_active_model(session=session, framework="torch").artifact_path
 
 
+def promote(at: AppTest, version_id: int, reason: str | None = REASON) -> AppTest:
+    at.selectbox(key="models_promote_torch").set_value(version_id).run()
+    if reason is not None:
+        at.text_input(key="models_reason_torch").input(reason).run()
+    at.button(key="models_activate_torch").click().run()
+    assert not at.exception
+    return at
+
+
 def test_promoting_a_version_changes_the_model_the_predictor_loads(two_versions, checkpoints) -> None:
     old, new = two_versions
     at = open_page()
-    at.selectbox(key="models_promote_torch").set_value(new)
-    at.button(key="models_activate_torch").click().run()
+    assert at.selectbox(key="models_promote_torch").value == old  # the active one, not the newest
+    promote(at, new)
     assert not at.exception
     assert active_path() == str(checkpoints[1])
     image = [load_rgb(next((SAMPLE_DIR / "glioma").glob("*.jpg")))]
@@ -73,16 +90,22 @@ def test_promoting_a_version_changes_the_model_the_predictor_loads(two_versions,
     assert np.allclose(loaded, load_predictor("torch", checkpoints[1]).predict(image))
     assert not np.allclose(loaded, load_predictor("torch", checkpoints[0]).predict(image))
     assert any(f"version {new}) is now the active" in s.value for s in at.success)
+    [entry] = audit_entries("model_promoted")
+    assert entry.target == f"model version {new}" and entry.detail.endswith(f"reason: {REASON}")
 
 
 def test_the_previous_version_can_be_restored(two_versions, checkpoints) -> None:
     old, new = two_versions
-    at = open_page()
-    at.selectbox(key="models_promote_torch").set_value(new)
-    at.button(key="models_activate_torch").click().run()
+    at = promote(open_page(), new)
+    # The previous version has no recorded figures either: restoring it takes the same reason, through the form.
     at.button(key="models_restore_torch").click().run()
     assert not at.exception
+    assert at.selectbox(key="models_promote_torch").value == old
+    assert any(f"Restoring version {old} needs a reason" in w.value for w in at.warning)
+    at.text_input(key="models_reason_torch").input(REASON).run()
+    at.button(key="models_activate_torch").click().run()
     assert active_path() == str(checkpoints[0])
+    assert [e.target for e in audit_entries("model_rolled_back")] == [f"model version {old}"]
 
 
 def test_a_file_that_changed_is_flagged_and_not_promoted(db_url, checkpoints) -> None:
@@ -91,8 +114,7 @@ def test_a_file_that_changed_is_flagged_and_not_promoted(db_url, checkpoints) ->
     at = open_page()
     at.selectbox(key="models_download_torch").set_value(tampered).run()
     assert any("changed since it was registered" in w.value for w in at.warning)
-    at.selectbox(key="models_promote_torch").set_value(tampered)
-    at.button(key="models_activate_torch").click().run()
+    promote(at, tampered)
     assert any("was not made active" in e.value for e in at.error)
     assert active_path() == str(checkpoints[0])
 
@@ -122,6 +144,7 @@ def test_each_version_shows_its_card_and_the_one_chosen_for_promotion_sits_above
             run_id=run_id,
         ).id
     at = open_page()
+    at.selectbox(key="models_promote_torch").set_value(chosen).run()
     title = f"#### Model card: seeded run (version {chosen}, Custom CNN (PyTorch))"
     # Once in the list of cards, once above "Make this version active".
     assert [m.value for m in at.markdown].count(title) == 2
@@ -129,6 +152,57 @@ def test_each_version_shows_its_card_and_the_one_chosen_for_promotion_sits_above
     assert any("This is the active version." in m.value for m in at.markdown)
     downloads = [e.proto.label for e in at.get("download_button")]
     assert downloads.count("Download the card (Markdown)") == downloads.count("Download the card (HTML)") == 3
-    at.button(key="models_activate_torch").click().run()
-    assert not at.exception
+    promote(at, chosen)
     assert active_path() == str(checkpoints[1])
+
+
+def register_keras(folder: Path, accuracy: float, *, activate: bool = False, fingerprint: str = "f" * 64) -> int:
+    """A MobileNetV2 version (no brain-MRI check is fitted for it) whose run scored `accuracy`, calibrated."""
+    path = folder / f"mobilenet-{accuracy}.keras"
+    path.write_bytes(f"a model file scoring {accuracy}".encode())  # hashed, never loaded, by this page
+    run_id = seed_run("keras", accuracy, fingerprint=fingerprint)
+    with session_scope() as session:
+        return register_model_version(
+            session=session,
+            framework="keras",
+            name=path.stem,
+            artifact_path=path,
+            sha256=file_sha256(path),
+            run_id=run_id,
+            activate=activate,
+        ).id
+
+
+def test_a_better_model_on_the_same_validation_images_is_promoted_with_one_click(db_url, tmp_path) -> None:
+    register_keras(tmp_path, 0.95, activate=True)
+    better = register_keras(tmp_path, 0.96)
+    at = open_page()
+    at.selectbox(key="models_promote_keras").set_value(better).run()
+    assert not any("would cost clinicians" in w.value for w in at.warning)
+    assert not at.button(key="models_activate_keras").disabled
+    at.button(key="models_activate_keras").click().run()
+    with session_scope() as session:
+        assert get_active_model(session=session, framework="keras").id == better
+
+
+def test_promoting_a_worse_model_asks_for_a_reason_and_audits_it(db_url, tmp_path) -> None:
+    active = register_keras(tmp_path, 0.95, activate=True)
+    worse = register_keras(tmp_path, 0.85)
+    at = open_page()
+    at.selectbox(key="models_promote_keras").set_value(worse).run()
+    [warning] = [w.value for w in at.warning if "would cost clinicians" in w.value]
+    assert "scores 85.0 % on the validation images where the active version" in shown(warning)
+    assert "10.0 points lower" in shown(warning)
+    button = at.button(key="models_activate_keras")
+    assert button.disabled
+    at.text_input(key="models_reason_keras").input("because").run()  # too short
+    assert at.button(key="models_activate_keras").disabled
+    at.text_input(key="models_reason_keras").input(REASON).run()
+    at.button(key="models_activate_keras").click().run()
+    assert not at.exception
+    with session_scope() as session:
+        assert get_active_model(session=session, framework="keras").id == worse
+    [entry] = audit_entries("model_promoted")
+    assert entry.target == f"model version {worse}" and entry.username == "test-admin"
+    assert f"replacing version {active}" in entry.detail and "10.0 points lower" in entry.detail
+    assert entry.detail.endswith(f"reason: {REASON}")

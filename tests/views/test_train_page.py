@@ -8,13 +8,17 @@ import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from db.jobs import recent_jobs
+from db.jobs import create_job, recent_jobs, set_progress
+from db.runs import create_run, start_run
 from db.schema import TrainingRun
 from db.session import session_scope
+from domain import TrainingStep
 from models.training.config import PRESETS
 from settings import ROOT, SAMPLE_DIR
 from tests.env import environment
+from tests.seed_runs import seed_run
 from tests.users import make_actor, signed_in
+from views.train.live_runs import WATCH_KEY
 from worker.submit import cancel_job
 
 PAGE = str(ROOT / "views" / "4_Train.py")
@@ -88,6 +92,52 @@ def test_zero_epochs_is_refused_and_nothing_is_queued(module_db_url: str) -> Non
     at.number_input(key="train_epochs").set_value(0)
     assert submit(at) == ["Epochs must be at least 1"]
     assert job_count() == before
+
+
+def test_every_invalid_field_is_reported_at_once(data_root: Path) -> None:
+    (data_root / "holiday-photos" / "beach").mkdir(parents=True)
+    before = job_count()
+    at = open_page()
+    use_folder(at, data_root / "holiday-photos")
+    at.number_input(key="train_epochs").set_value(0)
+    at.number_input(key="train_batch_size").set_value(0)
+    at.number_input(key="train_lr").set_value(0.0)
+    folder, epochs, batch, lr = submit(at)
+    assert folder.startswith("Dataset folder:") and "has no class subfolders" in folder
+    assert (epochs, batch, lr) == (
+        "Epochs must be at least 1",
+        "Batch size must be between 1 and 1024",
+        "Learning rate must be in (0, 1]",
+    )
+    assert job_count() == before
+
+
+def test_after_the_last_epoch_the_panel_names_the_step_under_way(module_db_url: str) -> None:
+    with session_scope() as session:
+        job = create_job(session=session, kind="train", params={}, submitted_by=make_actor().user_id)
+        job.status = "running"
+        run = create_run(
+            session=session, framework="torch", preset="report", params={"epochs": 2}, dataset_path="/d", job_id=job.id
+        )
+        start_run(session=session, run_id=run.id)
+        set_progress(session=session, job_id=job.id, current=8, total=8, message=TrainingStep.FITTING_CHECK.message)
+    at = open_page()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Now"] == "Fitting the check" and "Time left" not in metrics
+    assert at.get("progress")[0].proto.text == TrainingStep.FITTING_CHECK.message
+    with session_scope() as session:
+        session.get(TrainingRun, run.id).status = "cancelled"
+
+
+def test_a_finished_run_below_the_floor_says_it_is_not_usable_where_success_would_show(module_db_url: str) -> None:
+    good, poor = seed_run("torch", 0.93), seed_run("torch", 0.55)
+    at = signed_in(AppTest.from_file(PAGE, default_timeout=60))
+    at.session_state[WATCH_KEY] = [poor, good]
+    at.run()
+    assert not at.exception
+    assert [s.value for s in at.success if s.value.startswith("Finished")] == ["Finished: validation accuracy 93.00%."]
+    [poor_verdict] = [e.value for e in at.error if e.value.startswith("Finished")]
+    assert poor_verdict.startswith("Finished — not usable: its validation accuracy, 55.0 %, is below the 80.0 %")
 
 
 def test_a_folder_outside_the_allowed_roots_is_refused(data_root: Path, tmp_path: Path) -> None:
@@ -167,9 +217,14 @@ def test_a_tiny_run_submitted_from_the_page_shows_live_and_ends_with_its_epochs(
     assert listed(at, run.id)  # at once, queued or already started
     job = wait_for_job(run.job_id, timeout=300)
     assert job.status == "succeeded", job.error
+    # After the last epoch the job named each step in turn; exporting the model is the last.
+    assert job.message == TrainingStep.EXPORTING.message
     at.run()
     assert not at.exception
-    assert any("Finished: validation accuracy" in note.value for note in at.success)
+    # One epoch on 16 images: its result says it is no model for clinicians, where a success would show.
+    [verdict] = [e.value for e in at.error if e.value.startswith("Finished")]
+    assert verdict.startswith("Finished — not usable: its validation accuracy") and "MIN_PROMOTE_ACCURACY" in verdict
+    assert not at.success or not any("Finished" in s.value for s in at.success)
     [epochs] = [frame.value for frame in at.dataframe if "val_acc" in frame.value.columns]
     assert list(epochs["epoch"]) == [1]
 

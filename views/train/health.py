@@ -1,4 +1,4 @@
-"""The dataset health report on a page: class balance, sizes and modes, unreadable files, duplicates, leakage."""
+"""The Train page's dataset health report: class balance, sizes and modes, unreadable files, duplicates, leakage."""
 
 from pathlib import Path
 
@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from domain import class_label
 from models.data.health import MIN_CLASS_SHARE, HealthReport, mode_label
 from ui.charts import HIGHLIGHT, MUTED
 
@@ -23,7 +24,7 @@ def class_chart(report: HealthReport, *, height: int = 260) -> go.Figure:
     title = f"Images per class · imbalance {ratio:.2f}× (largest over smallest)" if ratio else "Images per class"
     fig = go.Figure(
         go.Bar(
-            x=names,
+            x=[class_label(name) for name in names],
             y=counts,
             marker_color=[HIGHLIGHT if n / total < MIN_CLASS_SHARE else MUTED for n in counts],
             text=[f"{n:,} ({n / total:.1%})" for n in counts],
@@ -48,7 +49,7 @@ def leakage_chart(test: dict, *, height: int = 240) -> go.Figure:
     shares = [test["per_class"][n]["leaked"] / test["per_class"][n]["images"] for n in names]
     fig = go.Figure(
         go.Bar(
-            x=names,
+            x=[class_label(name) for name in names],
             y=shares,
             marker_color=[HIGHLIGHT if s else MUTED for s in shares],
             text=[f"{test['per_class'][n]['leaked']:,} of {test['per_class'][n]['images']:,}" for n in names],

@@ -1,4 +1,4 @@
-"""The training form: a preset fills the fields, and every value is checked before a run is queued.
+"""The Train page's form: a preset fills the fields, and every value is checked before a run is queued.
 
 The chosen folders' health report shows before a run starts; a run on a folder whose report warns (a class
 below 5 %, test images also in training) is refused until the admin acknowledges the warnings.
@@ -9,18 +9,20 @@ from pathlib import Path
 
 import streamlit as st
 
-from domain import FRAMEWORKS, UserError, framework_label
+from domain import FRAMEWORKS, framework_label
 from models.data.dataset import DatasetError
 from models.data.folders import LabelledFolder, find_labelled_folders, labelled_folder
 from models.data.health import HealthReport
 from models.nets.mobilenet import MissingWeightsError, resolve_weights
-from models.training.config import AUGMENT_LEVELS, TrainConfig, make_config, preset_names
-from services.dataset_health import dataset_health, record_on_run
+from models.training.config import AUGMENT_LEVELS, ConfigError, TrainConfig, make_config, preset_names
+from services.dataset_health import dataset_health, health_record
 from settings import SAMPLE_DIR, get_settings
+from ui import errors
 from ui.auth import signed_in
-from ui.dataset_health import render_report
 from ui.jobs import submission_key
-from ui.live_runs import WATCH_KEY
+from ui.text import literal
+from views.train.health import render_report
+from views.train.live_runs import WATCH_KEY
 from worker.submit import QueueUnavailable, submit_training
 
 # Form fields a preset sets; each widget's key is "train_<field>".
@@ -57,7 +59,7 @@ def preset_defaults(framework: str, preset: str) -> TrainConfig:
 
 def check_form(form: TrainForm, roots: list[Path]) -> tuple[TrainConfig | None, list[str]]:
     """The run's config, or every reason the form cannot start one (as sentences for the page)."""
-    errors: list[str] = []
+    problems: list[str] = []
     folders: dict[str, LabelledFolder] = {}
     for name, path in (("Dataset folder", form.data_dir), ("Test folder", form.test_dir)):
         if path is None:
@@ -65,7 +67,7 @@ def check_form(form: TrainForm, roots: list[Path]) -> tuple[TrainConfig | None, 
         try:
             folders[name] = labelled_folder(path, roots)
         except DatasetError as exc:
-            errors.append(f"{name}: {exc}")
+            problems.append(f"{name}: {exc}")
     overrides: dict[str, object] = {
         "test_dir": str(folders["Test folder"].path) if "Test folder" in folders else None,
         "epochs": form.epochs,
@@ -80,15 +82,16 @@ def check_form(form: TrainForm, roots: list[Path]) -> tuple[TrainConfig | None, 
     data_dir = str(folders["Dataset folder"].path) if "Dataset folder" in folders else form.data_dir
     try:
         cfg = make_config(form.framework, data_dir, form.preset, **overrides)
+    except ConfigError as exc:
+        return None, problems + [_sentence(problem) for problem in exc.problems]
     except ValueError as exc:
-        errors.append(_sentence(str(exc)))
-        return None, errors
+        return None, problems + [_sentence(str(exc))]
     if cfg.framework == "keras":
         try:
             resolve_weights(cfg)
         except MissingWeightsError as exc:
-            errors.append(str(exc))
-    return (None if errors else cfg), errors
+            problems.append(str(exc))
+    return (None if problems else cfg), problems
 
 
 def _sentence(text: str) -> str:
@@ -203,6 +206,49 @@ def train_form() -> None:
         "test folder, test images that are also in training. Runs before every start; stored for next time."
     )
     checked = health.button("Check the dataset", key="train_health_check")
+    values = _settings_fields(framework)
+    if framework == "keras":
+        _weights_note(preset_defaults(framework, preset).image_size)
+    clicked = st.button("Start training", type="primary", key="train_submit")
+    key = submission_key("train", clicked=clicked)
+    folders = (data_dir or "", test_dir)
+    if checked:
+        with health:
+            report = _check_dataset(*folders)
+    else:
+        report = _remembered_report(*folders)
+    if not clicked:
+        if report is not None:
+            with health:
+                _show_health(report)
+        return
+    form = TrainForm(framework=framework, preset=preset, data_dir=data_dir or "", test_dir=test_dir, **values)
+    cfg, problems = check_form(form, list(get_settings().allowed_data_roots))
+    if cfg is None:
+        if report is not None:
+            with health:
+                _show_health(report)
+        for problem in problems:
+            st.error(problem)
+        return
+    with health:
+        # Checked again at every start: a stored report comes back at once, and a changed folder is read afresh.
+        report = _check_dataset(*folders)
+        acknowledged = report is not None and _show_health(report)
+    if report is None:
+        st.error("The run was not queued: the dataset could not be checked (see above).")
+        return
+    if not acknowledged:
+        st.error(
+            "The run was not queued: the dataset check found problems (see above). Tick “I have read these "
+            "warnings…” to train on this data anyway."
+        )
+        return
+    _queue(cfg, form.use_reviewed, report, key)
+
+
+def _settings_fields(framework: str) -> dict[str, object]:
+    """The run's settings as the form shows them (a preset filled them), as TrainForm's fields."""
     numbers = st.columns(4)
     epochs = numbers[0].number_input("Epochs", step=1, key="train_epochs")
     batch_size = numbers[1].number_input("Batch size", step=1, key="train_batch_size")
@@ -234,63 +280,36 @@ def train_form() -> None:
             placeholder="no cap",
             help="Use at most this many images of each class: for a quick trial run.",
         )
-    if framework == "keras":
-        _weights_note(preset_defaults(framework, preset).image_size)
-    clicked = st.button("Start training", type="primary", key="train_submit")
-    key = submission_key("train", clicked=clicked)
-    folders = (data_dir or "", test_dir)
-    if checked:
-        with health:
-            report = _check_dataset(*folders)
-    else:
-        report = _remembered_report(*folders)
-    if not clicked:
-        if report is not None:
-            with health:
-                _show_health(report)
-        return
-    form = TrainForm(
-        framework=framework,
-        preset=preset,
-        data_dir=data_dir or "",
-        test_dir=test_dir,
-        epochs=int(epochs),
-        batch_size=int(batch_size),
-        lr=float(lr),
-        augment=augment,
-        seed=int(seed),
-        pretrained=bool(pretrained),
-        fine_tune_epoch=int(fine_tune_epoch),
-        use_reviewed=use_reviewed,
-        max_images_per_class=int(cap) if cap is not None else None,
-    )
-    cfg, errors = check_form(form, list(get_settings().allowed_data_roots))
-    if cfg is None:
-        if report is not None:
-            with health:
-                _show_health(report)
-        for error in errors:
-            st.error(error)
-        return
-    with health:
-        # Checked again at every start: a stored report comes back at once, and a changed folder is read afresh.
-        report = _check_dataset(*folders)
-        acknowledged = report is not None and _show_health(report)
-    if report is None:
-        st.error("The run was not queued: the dataset could not be checked (see above).")
-        return
-    if not acknowledged:
-        st.error(
-            "The run was not queued: the dataset check found problems (see above). Tick “I have read these "
-            "warnings…” to train on this data anyway."
-        )
-        return
+    return {
+        "epochs": int(epochs),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "augment": augment,
+        "seed": int(seed),
+        "pretrained": bool(pretrained),
+        "fine_tune_epoch": int(fine_tune_epoch),
+        "use_reviewed": use_reviewed,
+        "max_images_per_class": int(cap) if cap is not None else None,
+    }
+
+
+def _queue(cfg: TrainConfig, use_reviewed: bool, report: HealthReport, key: str) -> None:
+    """Queue the run with the dataset check it starts on, and follow it below."""
     actor = signed_in()
-    try:
-        job_id, run_id = submit_training(cfg, actor=actor, use_reviewed=form.use_reviewed, idempotency_key=key)
-    except (QueueUnavailable, UserError) as exc:
-        st.error(f"The run was not queued: {exc}")
+    with errors.shown("The run was not queued: ") as outcome:
+        try:
+            job_id, run_id = submit_training(
+                cfg,
+                actor=actor,
+                use_reviewed=use_reviewed,
+                idempotency_key=key,
+                dataset_health=health_record(report, acknowledged_by=actor),
+            )
+        except QueueUnavailable as exc:
+            # Its job is recorded as failed, with the run and the check: a person can see why and try again.
+            st.error(f"The run was not queued: {literal(exc)}")
+            return
+    if outcome.failed:
         return
-    record_on_run(run_id, report, acknowledged_by=actor)
     st.session_state[WATCH_KEY] = [run_id, *st.session_state.get(WATCH_KEY, [])][:WATCHED_RUNS]
     st.success(f"Run {run_id} is queued (job {job_id}); it shows below and starts when a worker is free.")

@@ -1,4 +1,4 @@
-"""The live view of training: queued runs, and each running run's curves and progress, redrawn from the DB."""
+"""The Train page's live view: queued runs, and each running run's curves and progress, redrawn from the DB."""
 
 import pandas as pd
 import streamlit as st
@@ -6,26 +6,17 @@ import streamlit as st
 from db.run_views import LiveRun, live_runs
 from db.session import read_scope
 from domain import framework_label
+from services.registry import shortfalls
+from ui import notices
 from ui.auth import job_control
 from ui.charts import training_curves
-from ui.nav import link_to_page
+from ui.format import duration_text
+from ui.nav import pages
 from worker.submit import cancel_job, requeue_job
 
 POLL_S = 2
-NOTICE_KEY = "train_cancel_notice"
+NOTICES = "train_live"  # where the live view's notices show
 WATCH_KEY = "train_watch"  # runs submitted from this browser session, followed until they end
-
-
-def duration_text(seconds: float | None) -> str:
-    """A short human reading of a duration: "45 s", "3 min 20 s", "2 h 05 min"."""
-    if seconds is None:
-        return "–"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def _title(run: LiveRun) -> str:
@@ -44,11 +35,11 @@ def _cancel_button(run: LiveRun) -> None:
 
 def _cancel(job_id: int) -> None:
     # A callback: it runs before the redraw, which then shows the run stopping.
-    st.session_state[NOTICE_KEY] = job_control(cancel_job, job_id)
+    notices.later(job_control(cancel_job, job_id), place=NOTICES)
 
 
 def _continue(job_id: int) -> None:
-    st.session_state[NOTICE_KEY] = job_control(requeue_job, job_id)
+    notices.later(job_control(requeue_job, job_id), place=NOTICES)
 
 
 def _epochs_table(run: LiveRun) -> None:
@@ -81,12 +72,15 @@ def _running(run: LiveRun) -> None:
         done, elapsed, left = st.columns(3)
         done.metric("Epochs done", f"{len(run.epochs)} / {run.epochs_planned}")
         elapsed.metric("Running for", duration_text(run.seconds_running))
-        left.metric(
-            "Time left",
-            duration_text(run.seconds_left),
-            help="Training time left at the pace of the epochs so far; early stopping may end the run sooner, "
-            "and scoring the final model takes a little more.",
-        )
+        if run.step is not None:
+            left.metric("Now", run.step.capitalize(), help="The epochs are over: " + run.step.message)
+        else:
+            left.metric(
+                "Time left",
+                duration_text(run.seconds_left),
+                help="Training time left at the pace of the epochs so far; early stopping may end the run sooner. "
+                "Calibrating, fitting the check and exporting the model follow the last epoch.",
+            )
         _cancel_button(run)
         if not run.epochs:
             st.caption("The curves appear when the first epoch ends.")
@@ -98,9 +92,15 @@ def _ended(run: LiveRun) -> None:
         st.markdown(f"**{_title(run)}**: {run.status}")
         if run.status == "succeeded":
             accuracy = f"{run.val_accuracy:.2%}" if run.val_accuracy is not None else "–"
-            st.success(f"Finished: validation accuracy {accuracy}.")
-            link_to_page(
-                "views/5_Leaderboard.py", label="Compare it on the leaderboard", query_params={"run": str(run.run_id)}
+            if problems := shortfalls(run.val_metrics):
+                st.error(
+                    f"Finished — not usable: {'; '.join(problems)}. Its model is registered, but making it the "
+                    "active one asks for a reason."
+                )
+            else:
+                st.success(f"Finished: validation accuracy {accuracy}.")
+            st.page_link(
+                pages().leaderboard, label="Compare it on the leaderboard", query_params={"run": str(run.run_id)}
             )
         elif run.status == "failed":
             st.error(f"Failed: {run.error or 'no reason recorded'}")
@@ -138,8 +138,7 @@ def _queued(runs: list[LiveRun]) -> None:
 @st.fragment(run_every=POLL_S)
 def live_view() -> None:
     """Queued and running runs, and the runs submitted from this session; redrawn on its own every few seconds."""
-    if notice := st.session_state.pop(NOTICE_KEY, None):
-        st.info(notice)
+    notices.show(NOTICES)
     with read_scope() as session:
         runs = live_runs(session=session, also=st.session_state.get(WATCH_KEY, []))
     active = [r for r in runs if r.phase in ("preparing", "training")]

@@ -1,0 +1,1 @@
+"""The Models page's own parts."""
