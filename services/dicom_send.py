@@ -13,6 +13,7 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from sqlalchemy.orm import Session
 
 from db.schema import utcnow
 from db.series import create_send, get_send, mark_objects_sent, record_attempt, sends_of_series
@@ -80,11 +81,11 @@ def unsubmitted_sends(series_id: int) -> list[int]:
         return [s.id for s in sends_of_series(session=session, series_id=series_id) if s.job_id is None]
 
 
-def attach_job(send_id: int, job_id: int) -> None:
-    with session_scope() as session:
-        row = get_send(session=session, send_id=send_id)
-        if row is not None:
-            row.job_id = job_id
+def attach_job(session: Session, send_id: int, job_id: int) -> None:
+    """Record on a send the job that delivers it, in that job's own transaction."""
+    row = get_send(session=session, send_id=send_id)
+    if row is not None:
+        row.job_id = job_id
 
 
 def retry_delay(attempt: int, settings: Settings) -> float:

@@ -96,7 +96,9 @@ def submit_job(
     return job_id
 
 
-def submit_unattended(kind: str, params: dict[str, Any], *, before_send: Callable[[int], None] | None = None) -> int:
+def submit_unattended(
+    kind: str, params: dict[str, Any], *, with_job: Callable[[Session, int], None] | None = None
+) -> int:
     """Record and send a job no person asked for (a series the DICOM listener completed, results going back to
     the PACS); returns the job id. Only an admin may cancel or re-run it.
 
@@ -106,8 +108,8 @@ def submit_unattended(kind: str, params: dict[str, Any], *, before_send: Callabl
     with session_scope() as session:
         job_id = create_job(session=session, kind=kind, params=params).id
         set_celery_id(session=session, job_id=job_id, celery_id=celery_id)
-    if before_send is not None:
-        before_send(job_id)
+        if with_job is not None:
+            with_job(session, job_id)
     try:
         celery_app.send_task(name, args=[job_id], task_id=celery_id, queue=TASK_QUEUES[name], retry=False)
     except Exception:
@@ -310,14 +312,13 @@ def submit_series(*, series_id: int | None = None, pull: dict[str, str] | None =
             ids = None  # the job then fails with the reason, on the series' record
     params: dict[str, Any] = {"series_id": series_id, "pull": pull, "model_version_ids": ids}
 
-    def mark(job_id: int) -> None:
+    def mark(session: Session, job_id: int) -> None:
         if series_id is not None:
-            with session_scope() as session:
-                set_series_status(session=session, series_id=series_id, status="queued", job_id=job_id)
+            set_series_status(session=session, series_id=series_id, status="queued", job_id=job_id)
 
     if actor is None:
-        return submit_unattended("series", params, before_send=mark)
-    return submit_job("series", params, actor=actor, before_send=mark)
+        return submit_unattended("series", params, with_job=mark)
+    return submit_job("series", params, actor=actor, with_job=mark)
 
 
 def queue_series(series_id: int, *, actor: Actor | None, origin: str) -> int:
@@ -367,7 +368,9 @@ def submit_sends(series_id: int) -> list[int]:
     from services.dicom_send import attach_job, unsubmitted_sends
 
     return [
-        submit_unattended("send", {"send_id": send_id}, before_send=lambda job_id, s=send_id: attach_job(s, job_id))
+        submit_unattended(
+            "send", {"send_id": send_id}, with_job=lambda session, job_id, s=send_id: attach_job(session, s, job_id)
+        )
         for send_id in unsubmitted_sends(series_id)
     ]
 
