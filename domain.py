@@ -140,7 +140,20 @@ class AuditAction(StrEnum):
     USER_ENABLED = "user_enabled"
     PASSWORD_RESET = "password_reset"
     ROLE_CHANGED = "role_changed"
+    USER_UNLOCKED = "user_unlocked"
+    LIST_VIEWED = "list_viewed"
     REFUSED = "refused"
+
+
+class SessionEnd(StrEnum):
+    """Why a signed-in session ended; each one ends it in every tab at once."""
+
+    SIGNED_OUT = "signed_out"
+    IDLE = "idle"  # no activity for SESSION_IDLE_MINUTES
+    EXPIRED = "expired"  # SESSION_MAX_HOURS after its sign-in
+    DISABLED = "disabled"
+    ROLE_CHANGED = "role_changed"
+    PASSWORD_RESET = "password_reset"
 
 
 class NotAllowed(UserError):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start the whole system: install, migrate, Redis, one Celery worker, Celery beat (the periodic sweep) and
-# the Streamlit app on :8501.
+# the app (server.py: Streamlit behind its session check) on :8501.
 # Ctrl-C stops the worker and the app (Redis, if started here, keeps running for the next start).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,7 @@ trap stop INT TERM EXIT
 pids+=("$!")
 .venv/bin/celery -A worker.celery_app beat --schedule var/celerybeat-schedule --loglevel WARNING &
 pids+=("$!")
-.venv/bin/streamlit run Home.py --server.port 8501 --server.headless true &
+.venv/bin/python server.py --port 8501 &
 pids+=("$!")
 echo "the app is at http://127.0.0.1:8501 (Ctrl-C stops everything)"
 
