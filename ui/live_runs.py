@@ -9,6 +9,7 @@ from domain import framework_label
 from ui.auth import job_control
 from ui.charts import training_curves
 from ui.nav import link_to_page
+from ui.text import literal
 from worker.submit import cancel_job, requeue_job
 
 POLL_S = 2
@@ -77,7 +78,7 @@ def _running(run: LiveRun) -> None:
         if run.phase == "preparing":
             st.progress(0.0, text="Loading, de-duplicating and splitting the images…")
         else:
-            st.progress(min(run.fraction_done, 1.0), text=run.message or "starting…")
+            st.progress(min(run.fraction_done, 1.0), text=literal(run.message) if run.message else "starting…")
         done, elapsed, left = st.columns(3)
         done.metric("Epochs done", f"{len(run.epochs)} / {run.epochs_planned}")
         elapsed.metric("Running for", duration_text(run.seconds_running))
@@ -103,7 +104,7 @@ def _ended(run: LiveRun) -> None:
                 "views/5_Leaderboard.py", label="Compare it on the leaderboard", query_params={"run": str(run.run_id)}
             )
         elif run.status == "failed":
-            st.error(f"Failed: {run.error or 'no reason recorded'}")
+            st.error(f"Failed: {literal(run.error) if run.error else 'no reason recorded'}")
         else:
             st.warning("Cancelled.")
         if run.status != "succeeded" and run.job_id is not None:
@@ -139,7 +140,7 @@ def _queued(runs: list[LiveRun]) -> None:
 def live_view() -> None:
     """Queued and running runs, and the runs submitted from this session; redrawn on its own every few seconds."""
     if notice := st.session_state.pop(NOTICE_KEY, None):
-        st.info(notice)
+        st.info(literal(notice))
     with read_scope() as session:
         runs = live_runs(session=session, also=st.session_state.get(WATCH_KEY, []))
     active = [r for r in runs if r.phase in ("preparing", "training")]

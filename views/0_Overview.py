@@ -12,6 +12,7 @@ from db.stats import table_counts
 from domain import FRAMEWORKS, UserError, framework_label
 from settings import get_settings
 from ui.auth import job_control, require
+from ui.text import literal
 from worker.submit import QueueUnavailable, cancel_job, submit_job, worker_status
 
 COUNT_LABELS = {"patients": "Patients", "scans": "Scans", "predictions": "Predictions", "runs": "Training runs"}
@@ -40,7 +41,7 @@ with redis_col, st.container(border=True):
     if status["redis_ok"]:
         st.markdown("**:green[:material/check_circle:] Redis reachable**")
     else:
-        st.markdown(f"**:red[:material/cancel:] Redis unreachable**  \n{status['redis_error']}")
+        st.markdown(f"**:red[:material/cancel:] Redis unreachable**  \n{literal(status['redis_error'])}")
 with db_col, st.container(border=True):
     st.markdown(f"**Database**  \n`{database}`")
 
@@ -65,7 +66,7 @@ if st.button("Run a self-check job", key="selfcheck", help="Checks the database,
     try:
         st.session_state["selfcheck_job"] = submit_job("selfcheck", {}, actor=ACTOR)
     except (QueueUnavailable, UserError) as exc:
-        st.error(str(exc))
+        st.error(literal(exc))
 if "selfcheck_job" in st.session_state:
     st.caption(f"Self-check submitted as job {st.session_state['selfcheck_job']}; it is listed below.")
 
@@ -92,7 +93,7 @@ def _jobs_frame(jobs: list[Job]) -> pd.DataFrame:
 def jobs_panel() -> None:
     """The latest jobs, redrawn on its own every few seconds so progress moves without reloading the page."""
     if notice := st.session_state.pop("cancel_notice", None):
-        st.info(notice)
+        st.info(literal(notice))
     with read_scope() as session:
         jobs = recent_jobs(session=session, limit=15)
     if not jobs:

@@ -14,6 +14,7 @@ from services.model_card_document import ModelCard, escape, section_markdown
 from services.model_files import FileCheck, check_file
 from ui.auth import require
 from ui.nav import link_to_page
+from ui.text import literal
 
 NOTICE_KEY = "models_notice"
 PERCENT = st.column_config.NumberColumn(format="percent")
@@ -73,7 +74,7 @@ def find_examples(version: VersionRow) -> None:
         try:
             count = model_card.find_confusion_examples(ACTOR, version_id=version.id)
         except UserError as exc:
-            st.error(str(exc))
+            st.error(literal(exc))
             return
     _card.clear()
     st.session_state[NOTICE_KEY] = ("success", f"Version {version.id}: {count} validation images predicted.")
@@ -85,7 +86,7 @@ def show_card(version: VersionRow, active: VersionRow | None, place: str) -> Non
     try:
         card = _card(version, active)
     except UserError as exc:
-        st.error(str(exc))
+        st.error(literal(exc))
         return
     st.markdown(f"#### Model card: {escape(card.title)}")
     for section in card.sections:
@@ -237,7 +238,7 @@ def framework_section(framework: str) -> None:
 
 if notice := st.session_state.pop(NOTICE_KEY, None):
     kind, text = notice
-    (st.success if kind == "success" else st.error)(text)
+    (st.success if kind == "success" else st.error)(literal(text))
 
 for framework in FRAMEWORKS:
     st.header(framework_label(framework))
