@@ -101,7 +101,7 @@ def record(
         "target": _clip(target, 128),
         "patient_mrn": _clip(patient_mrn, 64),
         "detail": _clip(detail, MAX_DETAIL_CHARS),
-        "session_id": hidden(who.session_id, 24) if who and who.session_id else None,
+        "session_id": hidden(who.session_id, 24, session=session) if who and who.session_id else None,
         "client": _clip(who.client, 64) if who else None,
     }
     prev_hash = _last_hash(session)
@@ -135,12 +135,12 @@ class AuditRow:
 COLUMNS = ("id", "at", "username", "action", "target", "patient_mrn", "detail", "session_id", "client")
 
 
-def _filtered(filters: AuditFilters) -> Select:
+def _filtered(filters: AuditFilters, session: Session) -> Select:
     query = select(AuditEntry)
     if filters.username:
         # A name nobody has is stored hidden: the same name typed here finds those entries too.
         name = filters.username.strip().lower()
-        query = query.where(or_(AuditEntry.username == name, AuditEntry.username == hidden(name)))
+        query = query.where(or_(AuditEntry.username == name, AuditEntry.username == hidden(name, session=session)))
     if filters.action:
         query = query.where(AuditEntry.action == filters.action)
     if filters.patient_mrn:
@@ -159,19 +159,19 @@ def _as_row(entry: AuditEntry) -> AuditRow:
 def audit_page(*, session: Session, filters: AuditFilters, page: int = 0, per_page: int = 50) -> list[AuditRow]:
     """One page of matching entries, newest first (keyed on the id index, so page 2,000 costs what page 1 does
     within the filters' own index)."""
-    query = _filtered(filters).order_by(AuditEntry.id.desc()).offset(page * per_page).limit(per_page)
+    query = _filtered(filters, session).order_by(AuditEntry.id.desc()).offset(page * per_page).limit(per_page)
     return [_as_row(e) for e in session.scalars(query)]
 
 
 def count_entries(*, session: Session, filters: AuditFilters) -> int:
-    return session.scalar(select(func.count()).select_from(_filtered(filters).subquery())) or 0
+    return session.scalar(select(func.count()).select_from(_filtered(filters, session).subquery())) or 0
 
 
 def iter_entries(*, session: Session, filters: AuditFilters, chunk: int = 5000) -> Iterator[AuditRow]:
     """Every matching entry, oldest first, read in chunks (an export of 100,000 entries never holds them all)."""
     last_id = 0
     while True:
-        query = _filtered(filters).where(AuditEntry.id > last_id).order_by(AuditEntry.id).limit(chunk)
+        query = _filtered(filters, session).where(AuditEntry.id > last_id).order_by(AuditEntry.id).limit(chunk)
         entries = list(session.scalars(query))
         if not entries:
             return

@@ -168,7 +168,7 @@ def _unlock(session: Session, username: str) -> int:
     user = find_user(session=session, username=username)
     if user is None:
         raise UserError(f"No user is called {username!r}.")
-    cleared = clear_name(session=session, name_hash=keyed_hash(user.username))
+    cleared = clear_name(session=session, name_hash=keyed_hash(user.username, session=session))
     detail = f"{user.username}: {cleared} counter(s) of failed sign-ins cleared (command line)"
     record(session=session, action="user_unlocked", who=None, target=f"user {user.id}", detail=detail)
     print(f"{user.username} may sign in again at once")

@@ -128,11 +128,11 @@ class _Throttle:
     keys: dict[str, str | None]  # the counter keys of this attempt and the name hash each belongs to
 
 
-def _throttle_keys(name: str, client: str | None, admin: bool) -> tuple[str, str, str | None]:
-    name_hash = keyed_hash(name)
+def _throttle_keys(session: Session, name: str, client: str | None, admin: bool) -> tuple[str, str, str]:
+    name_hash = keyed_hash(name, session=session)
     bucket = client_bucket(client)
     # An admin's name is counted per address (nobody elsewhere can hold an admin back); other names whole.
-    name_key = "admin:" + keyed_hash(f"{name}\0{bucket}") if admin else "name:" + name_hash
+    name_key = "admin:" + keyed_hash(f"{name}\0{bucket}", session=session) if admin else "name:" + name_hash
     return name_hash, name_key, "client:" + bucket
 
 
@@ -182,11 +182,13 @@ def sign_in(username: str, password: str, *, session_id: str | None = None, clie
     actor, refused = None, None
     with session_scope() as session:
         known = users.find_user(session=session, username=name) if name else None
-        name_hash, name_key, client_key = _throttle_keys(name, client, known is not None and known.role == Role.ADMIN)
+        admin = known is not None and known.role == Role.ADMIN
+        name_hash, name_key, client_key = _throttle_keys(session, name, client, admin)
         counters = throttle.lock(session=session, keys={name_key: name_hash, client_key: None})
         # Read the clock once the rows are ours: an attempt that queued behind others sees their failures as past.
         now = utcnow()
-        who = Who(known.id if known else None, name if known else (hidden(name) if name else None), session_id, client)
+        shown = name if known else (hidden(name, session=session) if name else None)
+        who = Who(known.id if known else None, shown, session_id, client)
         # Each outcome is recorded, and a refusal raised only once the transaction has committed.
         if refused := _refusal(counters, name_key, client_key, now):
             record(session=session, action=AuditAction.SIGN_IN_THROTTLED, who=who)
@@ -437,7 +439,7 @@ def reset_password(actor: Actor | None, *, user_id: int, password: str) -> users
         user_sessions.end_user_sessions(
             session=session, user_id=user_id, reason=SessionEnd.PASSWORD_RESET, now=utcnow(), keep=actor.login_id
         )
-        throttle.clear_name(session=session, name_hash=keyed_hash(user.username))
+        throttle.clear_name(session=session, name_hash=keyed_hash(user.username, session=session))
         audit(actor, AuditAction.PASSWORD_RESET, target=f"user {user.id}", detail=user.username, session=session)
     return user
 
@@ -464,7 +466,7 @@ def unlock(actor: Actor | None, *, user_id: int) -> users.UserRow:
         user = users.get_user(session=session, user_id=user_id)
         if user is None:
             raise UserError(f"User {user_id} does not exist.")
-        cleared = throttle.clear_name(session=session, name_hash=keyed_hash(user.username))
+        cleared = throttle.clear_name(session=session, name_hash=keyed_hash(user.username, session=session))
         detail = f"{user.username}: {cleared} counter(s) of failed sign-ins cleared"
         audit(actor, AuditAction.USER_UNLOCKED, target=f"user {user.id}", detail=detail, session=session)
     return user
@@ -484,7 +486,8 @@ def sign_in_holds(user_rows: list[users.UserRow]) -> dict[int, Hold]:
     now, holds = utcnow(), {}
     with read_scope() as session:
         for user in user_rows:
-            for counter in throttle.failures_of_name(session=session, name_hash=keyed_hash(user.username)):
+            name_hash = keyed_hash(user.username, session=session)
+            for counter in throttle.failures_of_name(session=session, name_hash=name_hash):
                 hold = _name_hold_s(counter)
                 if not hold or counter.last_failure_at is None:
                     continue
