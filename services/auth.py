@@ -10,6 +10,7 @@ user was disabled or given another role, whatever page, callback or deferred dow
 """
 
 import ipaddress
+import logging
 import math
 import secrets
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from db import throttle, user_sessions, users
 from db.audit import Who, record
 from db.schema import utcnow
 from db.secrets import hidden, keyed_hash
-from db.session import read_scope, session_scope
+from db.session import DatabaseBusy, read_scope, session_scope
 from db.user_sessions import SessionRow, digest
 from domain import AuditAction, NotAllowed, Role, SessionEnd, UserError
 from settings import get_settings
@@ -37,6 +38,8 @@ TOUCH_EVERY_S = 30
 DELAY_BASE_S = 2
 # Counters and sessions with nothing to hold back are forgotten after this long.
 FORGET_AFTER = timedelta(days=30)
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -309,8 +312,12 @@ def session_actor(
             _end(row, user, reason, now, Who(row.user_id, name, session_id, client))
         raise SessionEnded(reason)
     if touch and (now - row.last_seen_at).total_seconds() >= TOUCH_EVERY_S:
-        with session_scope() as session:
-            user_sessions.touch(session=session, session_id=login_id, now=now)
+        try:
+            with session_scope() as session:
+                user_sessions.touch(session=session, session_id=login_id, now=now)
+        except DatabaseBusy:
+            # Another process held the write lock throughout: this activity goes unrecorded, the next is not.
+            _log.warning("session %s: activity not recorded, the database was busy", login_id)
     return Actor(user.id, user.username, user.role, session_id, client, login_id)
 
 

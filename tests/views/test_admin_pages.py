@@ -95,3 +95,21 @@ def test_the_audit_page_reads_as_sentences_in_the_clinics_time_zone_and_checks_t
     assert "(Europe/Paris)" in at.date_input(key="audit_dates").label
     at.button(key="audit_check").click().run()
     assert [s.value for s in at.success] == [literal("audit log intact: 1 entries, each chained to the one before")]
+
+
+def test_the_users_page_shows_a_locked_name_and_an_unlock_lifts_it(db_url):
+    nora = make_actor("clinician", "nora")
+    for _ in range(5):
+        try:
+            sign_in("nora", "a wrong guess")
+        except SignInError:
+            pass
+    at = signed_in(AppTest.from_file(USERS, default_timeout=60)).run()
+    table = at.dataframe[0].value
+    assert list(table[table["user"] == "nora"]["sign-ins"])[0].startswith("locked until ")
+    at.selectbox(key="users_pick").select(nora.user_id).run()
+    at.button(key=f"users_unlock_{nora.user_id}").click().run()
+    assert not at.exception
+    assert [s.value for s in at.success] == [literal("nora may sign in again at once.")]
+    assert list(at.dataframe[0].value["sign-ins"]) == ["", ""]
+    assert sign_in("nora", PASSWORD).username == "nora"
