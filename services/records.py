@@ -97,8 +97,9 @@ def export_report(actor: Actor | None, *, patient_pk: int, mrn: str, write: Call
     return html
 
 
-def viewed(actor: Actor, action: str, *, target: str, patient_mrn: str | None) -> None:
+def viewed(actor: Actor | None, action: str, *, target: str, patient_mrn: str | None) -> None:
     """Record that a patient's record or one of their scans was shown to the actor."""
+    actor = require_signed_in(actor, "view patient records")
     audit(actor, action, target=target, patient_mrn=patient_mrn)
 
 
