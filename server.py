@@ -24,6 +24,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import auth
+from services.sign_in_throttle import client_address
 from settings import get_settings
 from ui.auth import CLIENT_HEADER, COOKIE_ROUTE
 
@@ -75,7 +76,7 @@ class SessionGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        client = auth.client_address(scope["client"][0] if scope.get("client") else None)
+        client = client_address(scope["client"][0] if scope.get("client") else None)
         headers = [(k, v) for k, v in scope["headers"] if k != CLIENT_HEADER_BYTES]
         headers.append((CLIENT_HEADER_BYTES, (client or "unknown").encode()))
         scope = {**scope, "headers": headers}

@@ -9,9 +9,7 @@ the Actor they return: both read the session and the account again in a transact
 user was disabled or given another role, whatever page, callback or deferred download still holds the Actor.
 """
 
-import ipaddress
 import logging
-import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +23,7 @@ from db.secrets import hidden, keyed_hash
 from db.session import DatabaseBusy, read_scope, session_scope
 from db.user_sessions import SessionRow, digest
 from domain import AuditAction, NotAllowed, Role, SessionEnd, UserError
+from services.sign_in_throttle import client_address, refusal, throttle_keys
 from settings import get_settings
 
 # The browser's cookie; HttpOnly and SameSite=Strict (server.py).
@@ -34,8 +33,6 @@ TOKEN_BYTES = 32
 HANDOFF_S = 120
 # Activity is written at most this often per session, so a busy page costs a write per half minute, not per click.
 TOUCH_EVERY_S = 30
-# An admin's wait after too many failures from one address starts here and doubles with each further failure.
-DELAY_BASE_S = 2
 # Counters and sessions with nothing to hold back are forgotten after this long.
 FORGET_AFTER = timedelta(days=30)
 
@@ -96,77 +93,7 @@ def ended_because(reason: str | None) -> str:
     }.get(reason, "You are not signed in.")
 
 
-# Where a request comes from.
-
-
-def client_address(raw: str | None) -> str | None:
-    """An address as the audit log and the throttle keep it: an IPv4 address arriving as IPv6 (::ffff:a.b.c.d)
-    as itself; anything that is no IP address as None."""
-    try:
-        address = ipaddress.ip_address((raw or "").strip())
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return str(address)
-
-
-def client_bucket(client: str | None) -> str:
-    """The throttle's key for an address: the address, an IPv6 address's /64 (one machine holds a whole /64),
-    and one shared bucket for every request whose address is unknown."""
-    address = client_address(client)
-    if address is None:
-        return "unknown"
-    if ":" in address:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return address
-
-
 # Signing in.
-
-
-@dataclass(frozen=True)
-class _Throttle:
-    refused: str | None  # the refusal in words, or None when the password may be checked
-    keys: dict[str, str | None]  # the counter keys of this attempt and the name hash each belongs to
-
-
-def _throttle_keys(session: Session, name: str, client: str | None, admin: bool) -> tuple[str, str, str]:
-    name_hash = keyed_hash(name, session=session)
-    bucket = client_bucket(client)
-    # An admin's name is counted per address (nobody elsewhere can hold an admin back); other names whole.
-    name_key = "admin:" + keyed_hash(f"{name}\0{bucket}", session=session) if admin else "name:" + name_hash
-    return name_hash, name_key, "client:" + bucket
-
-
-def _name_hold_s(counter: throttle.Counter) -> float:
-    """How long after its last failure a name's counter holds sign-ins back (0: it does not)."""
-    settings = get_settings()
-    extra = counter.failures - settings.signin_max_failures
-    if extra < 0:
-        return 0
-    if counter.key.startswith("admin:"):
-        return min(DELAY_BASE_S * 2**extra, settings.signin_max_delay_s)
-    return settings.signin_lockout_s
-
-
-def _refusal(counters: dict[str, throttle.Counter], name_key: str, client_key: str, now: datetime) -> str | None:
-    settings = get_settings()
-    by_client = counters[client_key]
-    client_hold = settings.signin_lockout_s if by_client.failures >= settings.client_max_failures else 0
-    if left := throttle.seconds_left(by_client.last_failure_at, client_hold, now):
-        return f"Too many failed sign-ins from this address: wait {_duration(left)} and try again."
-    by_name = counters[name_key]
-    if left := throttle.seconds_left(by_name.last_failure_at, _name_hold_s(by_name), now):
-        return f"Too many failed sign-ins: wait {_duration(left)} and try again, or ask an admin to unlock the account."
-    return None
-
-
-def _duration(seconds: float) -> str:
-    if seconds <= 90:
-        whole = max(1, math.ceil(seconds))
-        return "1 second" if whole == 1 else f"{whole} seconds"
-    return f"{math.ceil(seconds / 60)} minutes"
 
 
 def sign_in(username: str, password: str, *, session_id: str | None = None, client: str | None = None) -> Actor:
@@ -186,14 +113,14 @@ def sign_in(username: str, password: str, *, session_id: str | None = None, clie
     with session_scope() as session:
         known = users.find_user(session=session, username=name) if name else None
         admin = known is not None and known.role == Role.ADMIN
-        name_hash, name_key, client_key = _throttle_keys(session, name, client, admin)
+        name_hash, name_key, client_key = throttle_keys(session, name, client, admin)
         counters = throttle.lock(session=session, keys={name_key: name_hash, client_key: None})
         # Read the clock once the rows are ours: an attempt that queued behind others sees their failures as past.
         now = utcnow()
         shown = name if known else (hidden(name, session=session) if name else None)
         who = Who(known.id if known else None, shown, session_id, client)
         # Each outcome is recorded, and a refusal raised only once the transaction has committed.
-        if refused := _refusal(counters, name_key, client_key, now):
+        if refused := refusal(counters, name_key, client_key, now):
             record(session=session, action=AuditAction.SIGN_IN_THROTTLED, who=who)
         elif (user := users.verify(session=session, username=name, password=password)) is None:
             for key in (name_key, client_key):
@@ -477,28 +404,3 @@ def unlock(actor: Actor | None, *, user_id: int) -> users.UserRow:
         detail = f"{user.username}: {cleared} counter(s) of failed sign-ins cleared"
         audit(actor, AuditAction.USER_UNLOCKED, target=f"user {user.id}", detail=detail, session=session)
     return user
-
-
-@dataclass(frozen=True)
-class Hold:
-    """What holds a user's sign-ins back now, for the Users page."""
-
-    failures: int
-    until: datetime  # UTC
-    per_address: bool  # an admin's delay, from some address; otherwise the whole name is locked
-
-
-def sign_in_holds(user_rows: list[users.UserRow]) -> dict[int, Hold]:
-    """The users whose name is locked or delayed now, by id."""
-    now, holds = utcnow(), {}
-    with read_scope() as session:
-        for user in user_rows:
-            name_hash = keyed_hash(user.username, session=session)
-            for counter in throttle.failures_of_name(session=session, name_hash=name_hash):
-                hold = _name_hold_s(counter)
-                if not hold or counter.last_failure_at is None:
-                    continue
-                until = counter.last_failure_at + timedelta(seconds=hold)
-                if until > now and (user.id not in holds or until > holds[user.id].until):
-                    holds[user.id] = Hold(counter.failures, until, counter.key.startswith("admin:"))
-    return holds

@@ -17,6 +17,7 @@ from db.users import count_users
 from domain import AuditAction, Role, UserError
 from services import auth
 from services.auth import COOKIE_NAME, Actor, SessionEnded
+from services.sign_in_throttle import client_address
 from ui.text import literal
 
 AUTH_KEY = "auth"  # {"login_id": int}: the server's session of this tab
@@ -50,7 +51,7 @@ def _where() -> tuple[str | None, str | None]:
 
     ctx = get_script_run_ctx()
     client = _text(st.context.headers.get(CLIENT_HEADER)) if ctx else None
-    return (ctx.session_id if ctx else None), auth.client_address(client)
+    return (ctx.session_id if ctx else None), client_address(client)
 
 
 def _text(value: object) -> str | None:

@@ -8,6 +8,7 @@ from db.users import MIN_PASSWORD_CHARS, list_users
 from domain import Role, UserError
 from services import auth
 from services.clock import format_time, zone_name
+from services.sign_in_throttle import sign_in_holds
 from ui.auth import require
 from ui.text import literal
 
@@ -40,7 +41,7 @@ if notice := st.session_state.pop(NOTICE_KEY, None):
 
 with read_scope() as session:
     users = list_users(session=session)
-holds = auth.sign_in_holds(users)
+holds = sign_in_holds(users)
 
 
 def hold_text(user_id: int) -> str:

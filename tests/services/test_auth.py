@@ -15,6 +15,7 @@ from domain import AuditAction, NotAllowed, UserError
 from models.training.config import make_config
 from services import auth, records, registry
 from services.auth import SessionEnded, SignInError, sign_in
+from services.sign_in_throttle import client_address, client_bucket, sign_in_holds
 from settings import SAMPLE_DIR
 from tests.users import PASSWORD, make_actor
 from worker.submit import cancel_job, submit_training
@@ -241,7 +242,7 @@ def test_nobody_can_keep_an_admin_locked_out_their_waits_grow_from_the_guessing_
 
     def wait_s() -> float:
         """How long the guessing address's last failure holds it back."""
-        [hold] = auth.sign_in_holds([root_row]).values()
+        [hold] = sign_in_holds([root_row]).values()
         assert hold.per_address
         return (hold.until - last_failure()).total_seconds()
 
@@ -252,7 +253,7 @@ def test_nobody_can_keep_an_admin_locked_out_their_waits_grow_from_the_guessing_
             return session.scalar(select(func.max(SignInThrottle.last_failure_at)))
 
     def sit_out() -> None:
-        [hold] = auth.sign_in_holds([root_row]).values()
+        [hold] = sign_in_holds([root_row]).values()
         time.sleep(max(0.0, (hold.until - utcnow()).total_seconds()) + 0.05)
 
     with session_scope() as session:
@@ -283,7 +284,7 @@ def test_an_admins_unlock_or_password_reset_ends_a_lockout(db_url, capsys):
         sign_in("hugo", PASSWORD)
     with session_scope() as session:
         hugo = find_user(session=session, username="hugo")
-    [hold] = auth.sign_in_holds([hugo]).values()
+    [hold] = sign_in_holds([hugo]).values()
     assert hold.failures == 5 and not hold.per_address
     auth.unlock(admin, user_id=clinician.user_id)
     assert sign_in("hugo", PASSWORD).username == "hugo"
@@ -398,5 +399,5 @@ def test_the_browser_trades_a_one_time_code_for_the_cookie_once(db_url):
     ],
 )
 def test_client_addresses_and_their_throttle_buckets(raw, address, bucket):
-    assert auth.client_address(raw) == address
-    assert auth.client_bucket(raw) == bucket
+    assert client_address(raw) == address
+    assert client_bucket(raw) == bucket
