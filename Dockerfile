@@ -21,4 +21,4 @@ ENV DATABASE_URL=sqlite:////app/var/brainmri.db \
     ARTIFACT_DIR=/app/var/artifacts \
     UPLOAD_DIR=/app/var/scans
 EXPOSE 8501
-CMD ["python", "-m", "ui.serve", "--server.port", "8501", "--server.headless", "true", "--server.address", "0.0.0.0"]
+CMD ["python", "server.py", "--port", "8501", "--address", "0.0.0.0"]

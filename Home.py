@@ -2,11 +2,12 @@
 
 Until someone signs in, the only page is the sign-in form, whatever URL was opened; after, the pages of the
 user's role (the page objects are made once, in ui/nav.py). Every page also checks the signed-in user itself
-(ui.auth.require), and the services check roles again where the work is done.
+(ui.auth.require), and the services check the session and the role again where the work is done.
 
-`streamlit run Home.py` serves it; each page is a script under views/ run by st.navigation. (Not pages/:
-Streamlit runs a folder of that name beside the entrypoint as its legacy multipage app, where a page's URL
-runs the page without this shell.)
+server.py serves it (`python server.py`, what `make run` starts), behind the check that keeps Streamlit's
+upload, media and metrics routes from anyone without a session; each page is a script under views/ run by
+st.navigation. (Not pages/: Streamlit runs a folder of that name beside the entrypoint as its legacy multipage
+app, where a page's URL runs the page without this shell.)
 """
 
 import logging
@@ -17,7 +18,7 @@ from sqlalchemy.engine import make_url
 from db.migrate import schema_problem
 from domain import DISCLAIMER
 from settings import get_settings
-from ui.auth import account_box, idle_watch, signed_in
+from ui.auth import account_box, behind_server, cookie_ready, session_watch, signed_in
 from ui.nav import pages
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,15 @@ def _schema_problem(url: str) -> str | None:
     return problem
 
 
-settings = get_settings()
 app_pages = pages()
+if not behind_server():
+    st.navigation(list(app_pages.sign_in), position="hidden")
+    st.error(
+        "This app was started without its web server's session check: start it with `make run` "
+        "(or `python server.py`), not `streamlit run`."
+    )
+    st.stop()
+settings = get_settings()
 problem = _schema_problem(settings.database_url)
 if problem:
     st.navigation(list(app_pages.sign_in), position="hidden")
@@ -48,9 +56,12 @@ if problem:
 actor = signed_in()
 if actor is None:
     page = st.navigation(list(app_pages.sign_in), position="hidden")
+elif not cookie_ready(actor):
+    st.navigation(list(app_pages.sign_in), position="hidden")
+    st.stop()
 else:
     page = st.navigation(app_pages.for_role(is_admin=actor.is_admin))
     account_box(actor)
-    idle_watch()
+    session_watch()
 st.warning(DISCLAIMER, icon="⚕️")
 page.run()

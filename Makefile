@@ -1,5 +1,5 @@
 # `make run` starts everything, `make test` runs every test; both install what they need first.
-.PHONY: run test install migrate admin worker app dicom-listener redis bench lock
+.PHONY: run test install migrate admin worker app dicom-listener redis bench lock audit-verify
 
 VENV := .venv
 
@@ -27,11 +27,15 @@ worker: install redis
 	$(VENV)/bin/celery -A worker.celery_app worker -Q training,prediction -n "worker@%h" --loglevel INFO
 
 app: install
-	$(VENV)/bin/python -m ui.serve --server.port 8501 --server.headless true --server.fileWatcherType auto
+	$(VENV)/bin/python server.py --port 8501 --watch
 
 # The DICOM listener (C-STORE SCP) on DICOM_PORT as DICOM_AE_TITLE; `make run` starts it beside the worker.
 dicom-listener: migrate
 	$(VENV)/bin/python -m worker.dicom_listener
+
+# Check the audit log's hash chain: names the first entry changed, removed or slipped in.
+audit-verify: install
+	$(VENV)/bin/python -m db.audit verify
 
 lock:
 	@scripts/lock.sh

@@ -194,6 +194,8 @@ class AuditAction(StrEnum):
     USER_ENABLED = "user_enabled"
     PASSWORD_RESET = "password_reset"
     ROLE_CHANGED = "role_changed"
+    USER_UNLOCKED = "user_unlocked"
+    LIST_VIEWED = "list_viewed"
     REFUSED = "refused"
     DICOM_REFUSED = "dicom_refused"  # an association or instance the DICOM listener refused
     SERIES_RECEIVED = "series_received"  # a series complete at the listener, queued for prediction
@@ -210,6 +212,17 @@ class RetryLater(Exception):
     def __init__(self, message: str, delay_s: float) -> None:
         super().__init__(message)
         self.delay_s = delay_s
+
+
+class SessionEnd(StrEnum):
+    """Why a signed-in session ended; each one ends it in every tab at once."""
+
+    SIGNED_OUT = "signed_out"
+    IDLE = "idle"  # no activity for SESSION_IDLE_MINUTES
+    EXPIRED = "expired"  # SESSION_MAX_HOURS after its sign-in
+    DISABLED = "disabled"
+    ROLE_CHANGED = "role_changed"
+    PASSWORD_RESET = "password_reset"
 
 
 class NotAllowed(UserError):

@@ -1,12 +1,14 @@
 """The one reader of the environment and `.env`: every tunable of the system lives here."""
 
+import ipaddress
 import json
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent
@@ -22,8 +24,11 @@ DEFAULT_MODEL_FILES = {
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=ROOT / ".env", extra="ignore")
 
-    # Where the database lives; SQLite by default, PostgreSQL when a postgresql+psycopg:// URL is given.
+    # Where the database lives; SQLite by default, PostgreSQL when a postgresql+psycopg:// URL is given. The app
+    # and the workers connect with this URL; migrations with migration_database_url when it is set (on PostgreSQL
+    # the owner of the tables, while database_url's role may only insert into and read the audit log).
     database_url: str = f"sqlite:///{ROOT / 'var' / 'brainmri.db'}"
+    migration_database_url: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Trained models, uploaded scans (addressed by sha256) and generated reports.
     artifact_dir: Path = ROOT / "var" / "artifacts"
@@ -75,6 +80,8 @@ class Settings(BaseSettings):
     # Sign-in: a session idle this long is signed out; a user name is refused for `signin_lockout_s` after
     # `signin_max_failures` failures in a row, and a client address after `client_max_failures` in that time.
     session_idle_minutes: int = Field(default=30, ge=1)
+    # However active, a session ends this long after its sign-in.
+    session_max_hours: int = Field(default=12, ge=1)
     signin_max_failures: int = Field(default=5, ge=1)
     signin_lockout_s: int = Field(default=900, ge=1)
     client_max_failures: int = Field(default=20, ge=1)
@@ -105,6 +112,17 @@ class Settings(BaseSettings):
     dicom_send_retry_s: float = Field(default=30.0, gt=0)
     dicom_send_retry_max_s: float = Field(default=3600.0, gt=0)
     dicom_send_attempts: int = Field(default=30, ge=1)
+    # An admin's name is never locked: past signin_max_failures, each further failure from one address doubles
+    # that address's wait before its next try for that name, up to this.
+    signin_max_delay_s: int = Field(default=300, ge=1)
+    # Addresses of the reverse proxies whose X-Forwarded-For is believed (comma-separated IPs or networks);
+    # empty: none, the address is the socket's.
+    forwarded_allow_ips: str = ""
+    # Keys the hashes of user names nobody has and of browser session ids in the audit log. Unset: the random
+    # key that migrating the database stored in it.
+    secret_key: SecretStr | None = None
+    # The clinic's time zone: every time the app shows is in it (stored times are UTC).
+    time_zone: str = "UTC"
 
     @field_validator("allowed_data_roots", mode="before")
     @classmethod
@@ -138,6 +156,35 @@ class Settings(BaseSettings):
             return None
         parse_destination(value)
         return value.strip()
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"TIME_ZONE {value!r} is not a time zone name such as Europe/Paris") from exc
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for item in (v.strip() for v in value.split(",")):
+            if item:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"FORWARDED_ALLOW_IPS: {item!r} is not an IP address or network") from exc
+        return value
+
+    @property
+    def max_request_mb(self) -> int:
+        """The largest request body the web server reads: the largest file any page takes."""
+        return max(self.max_upload_mb, self.max_zip_mb)
+
+    @property
+    def migration_url(self) -> str:
+        return self.migration_database_url or self.database_url
 
     @field_validator("confidence_threshold")
     @classmethod

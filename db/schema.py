@@ -1,4 +1,5 @@
-"""SQLAlchemy 2.0 schema: patients, scans, predictions, training runs, model versions, jobs, DICOM series."""
+"""SQLAlchemy 2.0 schema: patients, scans, predictions, training runs, model versions, jobs, DICOM series, users,
+sessions and the audit log."""
 
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -35,6 +36,7 @@ from domain import (
     SendStatus,
     SeriesSource,
     SeriesStatus,
+    SessionEnd,
     SliceStatus,
     TumorClass,
 )
@@ -348,8 +350,11 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(String(128))  # e.g. "scan 12", "model version 3", "user 2"
     patient_mrn: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text)
-    session_id: Mapped[str | None] = mapped_column(String(64))
+    session_id: Mapped[str | None] = mapped_column(String(64))  # a keyed hash of the browser session's id
     client: Mapped[str | None] = mapped_column(String(64))
+    # A chain: each entry's sha256 covers its fields and the previous entry's hash (db/audit.py, `verify`).
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
 
     def __repr__(self) -> str:
         return f"AuditEntry(id={self.id}, action={self.action!r}, username={self.username!r}, target={self.target!r})"
@@ -457,3 +462,56 @@ class DicomSend(Base):
 
     def __repr__(self) -> str:
         return f"DicomSend(id={self.id}, series_id={self.series_id}, status={self.status!r})"
+
+
+class UserSession(Base):
+    """A signed-in browser as the server keeps it. The browser holds a random token in an HttpOnly cookie; only
+    its sha256 is here. Ended sessions stay (ended_at, ended_reason) until the sweep removes old ones."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (one_of("ended_reason", SessionEnd, nullable=True), NO_ID_REUSE)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # the role signed in with: a changed role ends the session
+    # None until the browser has taken its cookie (through a one-time code whose hash is handoff_hash).
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    handoff_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    handoff_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    client: Mapped[str | None] = mapped_column(String(64))  # the address the server's socket saw at sign-in
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime)
+    ended_reason: Mapped[str | None] = mapped_column(String(16))
+
+    def __repr__(self) -> str:
+        # Never the hashes: reprs end up in logs.
+        return f"UserSession(id={self.id}, user_id={self.user_id}, ended_reason={self.ended_reason!r})"
+
+
+class SignInThrottle(Base):
+    """Failed sign-ins in a row for one key: a user name (as a keyed hash), a client address, or an admin's name
+    from one address. Sign-ins lock the key's row first, so parallel guesses at one name queue one behind the other."""
+
+    __tablename__ = "sign_in_throttle"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    name_hash: Mapped[str | None] = mapped_column(String(64), index=True)  # so an unlock finds every row of a name
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+
+    def __repr__(self) -> str:
+        return f"SignInThrottle(failures={self.failures}, last_failure_at={self.last_failure_at})"
+
+
+class AppSecret(Base):
+    """Random keys made when the database was migrated (the audit log's hash key), unless settings give one."""
+
+    __tablename__ = "app_secrets"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+
+    def __repr__(self) -> str:
+        return f"AppSecret(name={self.name!r})"

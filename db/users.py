@@ -1,4 +1,5 @@
-"""The people who sign in: argon2 password hashes, roles, disabling; `python -m db.users create-admin NAME`.
+"""The people who sign in: argon2 password hashes, roles, disabling; `python -m db.users create-admin NAME`,
+`python -m db.users unlock NAME` (on the server: forget a name's failed sign-ins).
 
 No default account exists anywhere: the first admin is created with the command below, which reads the
 password from the terminal (asked twice) or, when stdin is not a terminal, from its first line.
@@ -160,6 +161,20 @@ def _read_password() -> str:
     return first
 
 
+def _unlock(session: Session, username: str) -> int:
+    from db.secrets import keyed_hash
+    from db.throttle import clear_name
+
+    user = find_user(session=session, username=username)
+    if user is None:
+        raise UserError(f"No user is called {username!r}.")
+    cleared = clear_name(session=session, name_hash=keyed_hash(user.username, session=session))
+    detail = f"{user.username}: {cleared} counter(s) of failed sign-ins cleared (command line)"
+    record(session=session, action="user_unlocked", who=None, target=f"user {user.id}", detail=detail)
+    print(f"{user.username} may sign in again at once")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from db.session import session_scope
 
@@ -168,12 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     create = commands.add_parser("create-admin", help="add an admin (password from the terminal or stdin)")
     create.add_argument("username")
     commands.add_parser("count", help="print how many users exist")
+    unlock = commands.add_parser("unlock", help="forget a user's failed sign-ins, so the name may sign in at once")
+    unlock.add_argument("username")
     args = parser.parse_args(argv)
     try:
         with session_scope() as session:
             if args.command == "count":
                 print(count_users(session=session))
                 return 0
+            if args.command == "unlock":
+                return _unlock(session, args.username)
             name = check_username(args.username)
             user = create_user(session=session, username=name, password=_read_password(), role=Role.ADMIN)
             record(

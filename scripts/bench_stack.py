@@ -102,14 +102,10 @@ def throwaway_app(folder: Path, models: dict[str, Path], *, data_root: Path | No
 
 
 def clinician():  # -> services.auth.Actor
-    """The throw-away app's clinician, as the services see a signed-in user."""
-    from db.session import session_scope
-    from db.users import find_user
-    from services.auth import Actor
+    """The throw-away app's clinician, signed in: a session of the server's, as the services check it."""
+    from services.auth import sign_in
 
-    with session_scope() as session:
-        user = find_user(session=session, username=USERNAME)
-    return Actor(user.id, user.username, user.role)
+    return sign_in(USERNAME, PASSWORD)
 
 
 @contextmanager

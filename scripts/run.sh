@@ -27,7 +27,7 @@ pids+=("$!")
 pids+=("$!")
 .venv/bin/python -m worker.dicom_listener &
 pids+=("$!")
-.venv/bin/python -m ui.serve --server.port 8501 --server.headless true &
+.venv/bin/python server.py --port 8501 &
 pids+=("$!")
 echo "the app is at http://127.0.0.1:8501 (Ctrl-C stops everything)"
 

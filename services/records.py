@@ -6,6 +6,7 @@ page holding a stale id never deletes someone else.
 
 from collections.abc import Callable, Sequence
 
+from db.audit import describe
 from db.batches import BatchRow
 from db.deletion import Removal, delete_patient, delete_scan
 from db.history import PredictionFilters, PredictionRow, all_predictions
@@ -96,8 +97,9 @@ def export_report(actor: Actor | None, *, patient_pk: int, mrn: str, write: Call
     return html
 
 
-def viewed(actor: Actor, action: str, *, target: str, patient_mrn: str | None) -> None:
+def viewed(actor: Actor | None, action: str, *, target: str, patient_mrn: str | None) -> None:
     """Record that a patient's record or one of their scans was shown to the actor."""
+    actor = require_signed_in(actor, "view patient records")
     audit(actor, action, target=target, patient_mrn=patient_mrn)
 
 
@@ -113,6 +115,8 @@ def _audit_export(
 ) -> None:
     """An export in the audit log: its size, how many patients it names, and the patient when there is one."""
     patients = {mrn for mrn in mrns if mrn}
-    detail = f"{size} of {len(patients)} patient(s)" + (f"; filters {filters}" if filters is not None else "")
+    detail = f"{size} of {len(patients)} patient(s)" + (
+        f"; filters: {describe(filters)}" if filters is not None else ""
+    )
     only = next(iter(patients)) if len(patients) == 1 else None
     audit(actor, AuditAction.EXPORT, target=target, patient_mrn=only, detail=detail)

@@ -21,11 +21,3 @@ def test_an_unexpected_error_shows_no_traceback_or_server_path() -> None:
     [error] = at.exception
     assert "/srv/brainmri" not in error.value and not error.stack_trace
     assert "encountered an error" in error.value
-
-
-def test_the_launcher_sets_the_servers_upload_limit_from_the_settings() -> None:
-    from settings import Settings
-    from ui.serve import server_options
-
-    assert server_options(Settings(max_upload_mb=700, max_zip_mb=500)) == ["--server.maxUploadSize", "700"]
-    assert server_options(Settings(max_upload_mb=50, max_zip_mb=800)) == ["--server.maxUploadSize", "800"]

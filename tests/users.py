@@ -1,29 +1,43 @@
-"""Signed-in users for tests: real accounts in the test's database, and AppTests signed in as them."""
+"""Signed-in users for tests: real accounts and real server-side sessions in the test's database, and AppTests
+signed in as them."""
 
-import time
+from datetime import timedelta
 
 from streamlit.testing.v1 import AppTest
 
+from db.schema import utcnow
 from db.session import session_scope
+from db.user_sessions import open_session
 from db.users import create_user, find_user
 from services.auth import Actor
-from ui.auth import AUTH_KEY
+from ui.auth import AUTH_KEY, COOKIE_READ_KEY
 
 PASSWORD = "correct horse battery"
 
 
 def make_actor(role: str = "admin", username: str | None = None, password: str = PASSWORD) -> Actor:
-    """The user `username` (default: "test-<role>") of the current database, created when missing."""
+    """The user `username` (default: "test-<role>") of the current database, created when missing, with a new
+    live session of theirs, as a sign-in leaves one (without the sign-in's audit entry)."""
     name = username or f"test-{role}"
     with session_scope() as session:
         user = find_user(session=session, username=name) or create_user(
             session=session, username=name, password=password, role=role
         )
-    return Actor(user.id, user.username, user.role)
+        now = utcnow()
+        row = open_session(
+            session=session, user_id=user.id, role=user.role, client=None, now=now, expires_at=now + timedelta(hours=8)
+        )
+    return Actor(user.id, user.username, user.role, login_id=row.id)
 
 
-def signed_in(at: AppTest, role: str = "admin") -> AppTest:
-    """`at` with a session signed in as a fresh-enough user of `role`, as the sign-in form leaves it."""
-    actor = make_actor(role)
-    at.session_state[AUTH_KEY] = {"user_id": actor.user_id, "last_seen": time.time()}
+def signed_in(at: AppTest, role: str = "admin", username: str | None = None) -> AppTest:
+    """`at` with a tab signed in as a user of `role` (default name "test-<role>"), as the sign-in form leaves it
+    once the browser holds its cookie; `login_of(at)` is the id of its server-side session."""
+    actor = make_actor(role, username)
+    at.session_state[AUTH_KEY] = {"login_id": actor.login_id}
+    at.session_state[COOKIE_READ_KEY] = True
     return at
+
+
+def login_of(at: AppTest) -> int:
+    return at.session_state[AUTH_KEY]["login_id"]

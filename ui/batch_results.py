@@ -12,6 +12,7 @@ from db.session import read_scope
 from domain import FRAMEWORKS, framework_label
 from services import records
 from services.batch import batch_metrics
+from ui.audited import list_shown
 from ui.auth import signed_in
 from ui.charts import class_counts_chart, confusion_matrix_chart
 from ui.text import literal
@@ -123,6 +124,12 @@ def show_results(job_id: int) -> None:
             label=None if label == ANY else label,
             needs_review=True if review_only else None,
         )
+    actor = signed_in()
+    if actor is not None and job is not None and job.submitted_by != actor.user_id:
+        # Another user's results are a list of patient records this reader browsed.
+        wanted = {"status": None if status == ANY else status, "class": None if label == ANY else label}
+        filters = {**wanted, "needs review": review_only}
+        list_shown(actor, f"job {job_id} results", filters=filters, page=1, shown=len(shown), total=len(rows))
     st.caption(f"{len(shown)} of {len(rows)} files")
     st.dataframe(
         results_frame(shown, frameworks),
@@ -134,7 +141,8 @@ def show_results(job_id: int) -> None:
     )
     st.download_button(
         f"Download these {len(shown)} rows as CSV",
-        data=lambda: records.export_batch(signed_in(), job_id=job_id, rows=shown, frameworks=frameworks),
+        # Runs when clicked, outside the page's run: the service checks this actor's session again then.
+        data=lambda: records.export_batch(actor, job_id=job_id, rows=shown, frameworks=frameworks),
         file_name=f"batch-{job_id}.csv",
         mime="text/csv",
         key=f"batch_csv:{job_id}",

@@ -9,6 +9,7 @@ import streamlit as st
 from db.jobs import get_job
 from db.session import read_scope
 from ui.auth import job_control
+from ui.text import literal
 from worker.submit import cancel_job
 
 POLL_S = 2
@@ -82,11 +83,11 @@ def job_panel(job_id: int, *, key: str) -> None:
     with st.container(border=True):
         st.markdown(f"**Job {job.job_id}** · {job.kind} · {STATUS_TEXT.get(job.status, job.status)}")
         steps = f"{job.current}/{job.total}" if job.total else STATUS_TEXT.get(job.status, job.status)
-        st.progress(job.fraction, text=job.message or steps)
+        st.progress(job.fraction, text=literal(job.message) if job.message else steps)
         if notice := st.session_state.pop(notice_key, None):
-            st.info(notice)
+            st.info(literal(notice))
         if job.status == "failed":
-            st.error(job.error or "The job failed without a recorded reason.")
+            st.error(literal(job.error) if job.error else "The job failed without a recorded reason.")
         elif job.status in ACTIVE and job.cancel_requested:
             st.caption("Stopping at the next checkpoint…")
         elif job.status in ACTIVE:

@@ -25,6 +25,7 @@ from settings import SAMPLE_DIR, get_settings
 from ui.auth import job_control, require, signed_in
 from ui.batch_results import show_results
 from ui.jobs import job_panel, job_view, submission_key
+from ui.text import literal
 from worker.submit import QueueUnavailable, requeue_job, submit_batch
 
 FOLDER, ZIP = "A folder on the server", "An uploaded .zip"
@@ -69,7 +70,7 @@ def folder_input() -> bool:
     try:
         describe(folder_listing(folder.strip()))
     except BatchInputError as exc:
-        st.error(str(exc))
+        st.error(literal(exc))
         return False
     return True
 
@@ -89,7 +90,7 @@ def zip_input() -> bool:
         with open_zip(upload.getvalue(), settings=settings) as archive:
             files = check_zip(archive, settings=settings)
     except BatchInputError as exc:
-        st.error(str(exc))
+        st.error(literal(exc))
         return False
     st.success(f"{len(files)} file(s) in the zip; it is unpacked and checked file by file when you start the batch.")
     return True
@@ -144,11 +145,11 @@ def submit(source_kind: str, patient_mode: str, patient_mrn: str | None, model_i
     except (BatchInputError, UserError) as exc:
         if source is not None and source["source"] == "zip":
             discard_upload(source["upload"], settings=settings)
-        st.error(str(exc))
+        st.error(literal(exc))
         return
     except QueueUnavailable as exc:
         # The job is recorded as failed with this reason; once the queue is back it can be run again.
-        st.error(str(exc))
+        st.error(literal(exc))
         return
     # Set before the job picker is drawn further down this run, so it opens on the new job.
     st.session_state[PICK_KEY] = job_id
@@ -208,7 +209,7 @@ def main() -> None:
         return
     job_panel(job_id, key="batch_panel")
     if notice := st.session_state.pop(NOTICE_KEY, None):
-        st.info(notice)
+        st.info(literal(notice))
     view = job_view(job_id)
     if view is not None and view.status in ("failed", "cancelled"):
         st.button(

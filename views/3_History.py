@@ -14,6 +14,7 @@ from db.schema import CLASSES
 from domain import AuditAction, UserError
 from services import records
 from ui import history_view
+from ui.audited import list_shown
 from ui.auth import require
 from ui.nav import pages
 from ui.series_view import series_entries, series_heading
@@ -148,6 +149,10 @@ def prediction_browser() -> None:
         lambda offset: history_view.predictions(filters=filters, limit=size, offset=offset),
     )
     st.caption(f"{page.total} prediction(s) match; newest first.")
+    number = page.offset // page.limit + 1 if page.limit else 1
+    list_shown(
+        ACTOR, "every patient's predictions", filters=filters, page=number, shown=len(page.rows), total=page.total
+    )
     if page.rows:
         st.dataframe(
             prediction_frame(page.rows),
@@ -219,7 +224,7 @@ def review_form(scan: ScanEntry) -> None:
             note=note,
         )
     except ReviewError as exc:
-        st.error(str(exc))
+        st.error(literal(exc))
         return
     after_write(f"Review saved: scan #{scan.scan_id}, {row.model_name} {row.review_status} as {row.final_label}.")
 

@@ -7,6 +7,7 @@ import streamlit as st
 from domain import Role
 from settings import get_settings
 from ui.auth import require
+from ui.text import literal
 from views.train.form import train_form
 from views.train.live_runs import live_view
 from worker.submit import worker_status
@@ -23,7 +24,9 @@ def _workers(redis_url: str) -> dict[str, Any]:
 
 status = _workers(get_settings().redis_url)
 if not status["redis_ok"]:
-    st.error(f"The job queue is unreachable ({status['redis_error']}): runs cannot be queued until it is back.")
+    st.error(
+        f"The job queue is unreachable ({literal(status['redis_error'])}): runs cannot be queued until it is back."
+    )
 elif not status["workers"]:
     st.warning("No worker is online: a queued run waits until one starts (`make worker`, or `make run`).")
 

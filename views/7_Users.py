@@ -1,4 +1,4 @@
-"""Users (admins): add people, disable or enable them, reset a password, change a role."""
+"""Users (admins): add people, disable or enable them, reset a password, change a role, unlock sign-ins."""
 
 import pandas as pd
 import streamlit as st
@@ -7,6 +7,8 @@ from db.session import read_scope
 from db.users import MIN_PASSWORD_CHARS, list_users
 from domain import Role, UserError
 from services import auth
+from services.clock import format_time, zone_name
+from services.sign_in_throttle import sign_in_holds
 from ui.auth import require
 from ui.text import literal
 
@@ -18,7 +20,8 @@ st.title("Users")
 st.caption(
     "Clinicians diagnose, run batches and browse and review the history. Admins also train, promote and "
     "download models, delete records, manage users and read the audit log. Users are never deleted (the audit "
-    "log names them): disable them instead. The last enabled admin can't be disabled or lose the role."
+    "log names them): disable them instead. The last enabled admin can't be disabled or lose the role. Disabling "
+    "a user, changing their role or resetting their password signs them out at once, in every tab."
 )
 
 
@@ -38,6 +41,16 @@ if notice := st.session_state.pop(NOTICE_KEY, None):
 
 with read_scope() as session:
     users = list_users(session=session)
+holds = sign_in_holds(users)
+
+
+def hold_text(user_id: int) -> str:
+    hold = holds.get(user_id)
+    if hold is None:
+        return ""
+    held = "delayed from one address" if hold.per_address else "locked"
+    return f"{held} until {format_time(hold.until, seconds=True, zone=False)} ({hold.failures} failures in a row)"
+
 
 st.dataframe(
     pd.DataFrame(
@@ -46,8 +59,9 @@ st.dataframe(
                 "user": u.username,
                 "role": u.role,
                 "enabled": not u.disabled,
-                "created (UTC)": u.created_at,
-                "password changed (UTC)": u.password_changed_at,
+                "sign-ins": hold_text(u.id),
+                f"created ({zone_name()})": format_time(u.created_at, zone=False),
+                f"password changed ({zone_name()})": format_time(u.password_changed_at, zone=False),
             }
             for u in users
         ]
@@ -96,8 +110,22 @@ if users:
             args=(auth.set_disabled, "{name} is " + ("enabled." if user.disabled else "disabled.")),
             kwargs={"user_id": user.id, "disabled": not user.disabled},
         )
+    if user.id in holds:
+        st.warning(f"{literal(user.username)}'s sign-ins are {literal(hold_text(user.id))}.")
+        st.button(
+            "Unlock sign-ins",
+            key=f"users_unlock_{user.id}",
+            on_click=act,
+            args=(auth.unlock, "{name} may sign in again at once."),
+            kwargs={"user_id": user.id},
+        )
     with st.form(f"users_reset_{user.id}", clear_on_submit=True):
         new_password = st.text_input("New password", type="password", key=f"users_reset_password_{user.id}")
         if st.form_submit_button("Reset password"):
-            act(auth.reset_password, "{name}'s password was reset.", user_id=user.id, password=new_password)
+            act(
+                auth.reset_password,
+                "{name}'s password was reset; their failed sign-ins are forgotten.",
+                user_id=user.id,
+                password=new_password,
+            )
             st.rerun()

@@ -12,6 +12,7 @@ from kombu.utils.url import maybe_sanitize_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from db.audit import describe
 from db.jobs import (
     create_job,
     finish_job,
@@ -127,7 +128,7 @@ def _create(session: Session, kind: str, params: dict[str, Any], actor: Actor, k
     job_id = create_job(session=session, kind=kind, params=params, submitted_by=actor.user_id, idempotency_key=key).id
     set_celery_id(session=session, job_id=job_id, celery_id=celery_id)
     if kind in SUBMIT_ACTIONS:
-        audit(actor, SUBMIT_ACTIONS[kind], target=f"job {job_id}", detail=str(params)[:500], session=session)
+        audit(actor, SUBMIT_ACTIONS[kind], target=f"job {job_id}", detail=describe(params)[:500], session=session)
     return job_id
 
 

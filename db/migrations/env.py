@@ -19,7 +19,7 @@ target_metadata = Base.metadata
 
 
 def database_url() -> str:
-    return config.attributes.get("url") or get_settings().database_url
+    return config.attributes.get("url") or get_settings().migration_url
 
 
 def run_migrations_offline() -> None:

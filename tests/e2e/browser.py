@@ -42,7 +42,8 @@ class App:
     password: str
 
     def load(self, path: str = "") -> None:
-        """Open a URL of the app in this tab (a new browser session: signed out) and wait for its run."""
+        """Open a URL of the app in this tab and wait for its run: a new browser session, signed in only when this
+        profile's cookie names a live session (a reload keeps the tab signed in)."""
         self.page.goto(f"{self.url}/{path}")
         expect(self.page.get_by_test_id("stAppViewContainer")).to_be_attached(timeout=SETTLE_TIMEOUT_MS)
         self.settle()
@@ -59,7 +60,8 @@ class App:
         in first when this tab is not signed in yet."""
         if not self.page.get_by_test_id("stSidebarNav").is_visible():
             self.load()
-            self.sign_in()
+            if not self.page.get_by_test_id("stSidebarNav").is_visible():
+                self.sign_in()
             expect(self.page.get_by_test_id("stSidebarNav")).to_be_visible()
         self.click(self.page.get_by_test_id("stSidebarNav").get_by_role("link", name=PAGE_TITLES[path], exact=True))
 

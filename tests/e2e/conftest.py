@@ -1,12 +1,14 @@
-"""The real stack for the browser tests: a migrated SQLite file, a Celery worker, Streamlit, headless Chromium.
+"""The real stack for the browser tests: a migrated SQLite file, a Celery worker, the app as `make run` serves it
+(server.py), headless Chromium.
 
 Fixtures (the stack is started once for the whole tests/e2e package and stopped after its last test):
     stack   a Stack: the app's base URL and the app's and worker's logs. The environment, settings and engine of this process
             point at the stack's database, so a test can read what the app wrote. Each framework has an
             active model: the shipped default weights when they exist, otherwise a tiny one trained here.
-    app     an App for one test: a fresh browser tab on the running app (see tests/e2e/browser.py), which
-            signs in as a clinician when it first opens a page.
-    admin_app  the same, signing in as an admin.
+    browser the package's headless Chromium; `new_context(browser)` is a browser profile of its own.
+    app     an App for one test: a tab of a fresh browser profile (no cookie of another test or role) on the
+            running app (see tests/e2e/browser.py), which signs in as a clinician when it first opens a page.
+    admin_app  the same, signing in as an admin, in a profile of its own.
 
 The browser is Debian's chromium driven by the pinned Playwright through `executable_path`; without
 /usr/bin/chromium the tests skip. With SAVE_SCREENSHOTS=1 the tests write docs/screenshots/*.png.
@@ -120,27 +122,17 @@ def _ensure_active_models(folder: Path) -> None:
             )
 
 
-def _start_streamlit(port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "Home.py",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--server.headless",
-        "true",
-        "--server.fileWatcherType",
-        "none",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
+def _start_streamlit(port: int, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """The app as `make run` starts it: server.py, Streamlit behind its session check."""
+    command = [sys.executable, "server.py", "--port", str(port), "--address", "127.0.0.1"]
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            command, cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -211,39 +203,39 @@ def stack(
 
 
 @pytest.fixture(scope="package")
-def browser_context(stack: Stack, chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+def browser(stack: Stack, chromium: Path) -> Iterator:
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-
     with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=str(chromium),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport=VIEWPORT,
-        )
-        context.set_default_timeout(EXPECT_TIMEOUT_MS)
-        yield context
-        context.close()
+        browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
-def _tab(stack: Stack, browser_context, role: str) -> Iterator[App]:  # type: ignore[no-untyped-def]
+def new_context(browser):  # type: ignore[no-untyped-def]
+    """A browser profile of its own: its cookies (a session's among them) are no other profile's."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    return context
+
+
+def _tab(stack: Stack, browser, role: str) -> Iterator[App]:  # type: ignore[no-untyped-def]
     from tests.users import PASSWORD, make_actor
 
     actor = make_actor(role, f"e2e-{role}")
-    tab = browser_context.new_page()
+    context = new_context(browser)
+    tab = context.new_page()
     screenshots = SCREENSHOT_DIR if os.environ.get("SAVE_SCREENSHOTS") == "1" else None
     yield App(tab, stack.url, screenshots, actor.username, PASSWORD)
-    tab.close()
+    context.close()
 
 
 @pytest.fixture
-def app(stack: Stack, browser_context) -> Iterator[App]:
-    yield from _tab(stack, browser_context, "clinician")
+def app(stack: Stack, browser) -> Iterator[App]:  # type: ignore[no-untyped-def]
+    yield from _tab(stack, browser, "clinician")
 
 
 @pytest.fixture
-def admin_app(stack: Stack, browser_context) -> Iterator[App]:
-    yield from _tab(stack, browser_context, "admin")
+def admin_app(stack: Stack, browser) -> Iterator[App]:  # type: ignore[no-untyped-def]
+    yield from _tab(stack, browser, "admin")

@@ -262,7 +262,7 @@ def test_a_cancelled_run_continues_from_its_last_epoch(wait_for_job: Callable) -
     at.run()
     at.button(key=f"train_continue_{run.id}").click().run()
     assert not at.exception
-    assert any(f"Job {run.job_id} is queued again." in note.value for note in at.info)
+    assert any(f"Job {run.job_id} is queued again." in note.value.replace("\\", "") for note in at.info)
     wait_for_job(run.job_id, statuses=("running",), timeout=120)
     deadline = time.monotonic() + 180
     while not (resumed := run_params(run.id).get("resumed_after")):

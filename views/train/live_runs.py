@@ -12,6 +12,7 @@ from ui.auth import job_control
 from ui.charts import training_curves
 from ui.format import duration_text
 from ui.nav import pages
+from ui.text import literal
 from worker.submit import cancel_job, requeue_job
 
 POLL_S = 2
@@ -68,7 +69,7 @@ def _running(run: LiveRun) -> None:
         if run.phase == "preparing":
             st.progress(0.0, text="Loading, de-duplicating and splitting the images…")
         else:
-            st.progress(min(run.fraction_done, 1.0), text=run.message or "starting…")
+            st.progress(min(run.fraction_done, 1.0), text=literal(run.message) if run.message else "starting…")
         done, elapsed, left = st.columns(3)
         done.metric("Epochs done", f"{len(run.epochs)} / {run.epochs_planned}")
         elapsed.metric("Running for", duration_text(run.seconds_running))
@@ -103,7 +104,7 @@ def _ended(run: LiveRun) -> None:
                 pages().leaderboard, label="Compare it on the leaderboard", query_params={"run": str(run.run_id)}
             )
         elif run.status == "failed":
-            st.error(f"Failed: {run.error or 'no reason recorded'}")
+            st.error(f"Failed: {literal(run.error) if run.error else 'no reason recorded'}")
         else:
             st.warning("Cancelled.")
         if run.status != "succeeded" and run.job_id is not None:

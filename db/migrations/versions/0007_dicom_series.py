@@ -12,8 +12,10 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from db.migrations.audit_rules import set_actions
+
 revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0003"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -23,7 +25,7 @@ ACTIONS_BEFORE = (
     "sign_in sign_in_failed sign_in_throttled sign_out session_expired upload prediction patient_viewed scan_viewed "
     "review export scan_deleted patient_deleted batch_started training_started job_cancelled job_requeued "
     "model_promoted model_rolled_back model_downloaded user_created user_disabled user_enabled password_reset "
-    "role_changed refused"
+    "role_changed user_unlocked list_viewed refused"
 ).split()
 ACTIONS = (
     *ACTIONS_BEFORE,
@@ -34,7 +36,6 @@ ACTIONS = (
     "pacs_searched",
     "results_sent",
 )
-REFUSAL = "the audit log is append-only"
 
 
 def _listed(values: Sequence[str]) -> str:
@@ -127,7 +128,7 @@ def upgrade() -> None:
     op.create_index(op.f("ix_dicom_sends_series_id"), "dicom_sends", ["series_id"])
     op.create_index(op.f("ix_dicom_sends_status"), "dicom_sends", ["status"])
     _job_kinds(JOB_KINDS, sqlite=sqlite)
-    _audit_actions(ACTIONS, sqlite=sqlite)
+    set_actions(ACTIONS)
 
 
 def _job_kinds(kinds: Sequence[str], *, sqlite: bool) -> None:
@@ -136,21 +137,6 @@ def _job_kinds(kinds: Sequence[str], *, sqlite: bool) -> None:
     ) as batch:
         batch.drop_constraint(op.f("ck_jobs_kind"), type_="check")
         batch.create_check_constraint(op.f("ck_jobs_kind"), f"kind IN ({_listed(kinds)})")
-
-
-def _audit_actions(actions: Sequence[str], *, sqlite: bool) -> None:
-    """SQLite rebuilds the table to change its CHECK, which drops the append-only triggers: made again at once."""
-    with op.batch_alter_table(
-        "audit_log", recreate="always" if sqlite else "auto", table_kwargs={"sqlite_autoincrement": True}
-    ) as batch:
-        batch.drop_constraint(op.f("ck_audit_log_action"), type_="check")
-        batch.create_check_constraint(op.f("ck_audit_log_action"), f"action IN ({_listed(actions)})")
-    if sqlite:
-        for event in ("UPDATE", "DELETE"):
-            op.execute(
-                f"CREATE TRIGGER audit_log_no_{event.lower()} BEFORE {event} ON audit_log "
-                f"BEGIN SELECT RAISE(ABORT, '{REFUSAL}'); END"
-            )
 
 
 def downgrade() -> None:
