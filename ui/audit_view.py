@@ -37,6 +37,12 @@ ACTION_NAMES = {
     A.USER_UNLOCKED: "user unlocked",
     A.LIST_VIEWED: "list of records viewed",
     A.REFUSED: "refused",
+    A.DICOM_REFUSED: "DICOM refused",
+    A.SERIES_RECEIVED: "series received",
+    A.SERIES_QUEUED: "series sent to prediction",
+    A.SERIES_VIEWED: "series viewed",
+    A.PACS_SEARCHED: "PACS searched",
+    A.RESULTS_SENT: "results sent to the PACS",
 }
 # What each action says after the person's name; {target}, {patient} and {detail} are filled in where known.
 SENTENCES = {
@@ -68,6 +74,20 @@ SENTENCES = {
     A.USER_UNLOCKED: "unlocked the sign-ins of {target}",
     A.LIST_VIEWED: "viewed a list: {target}",
     A.REFUSED: "was refused",
+    A.DICOM_REFUSED: "refused a DICOM association or instance",
+    A.SERIES_RECEIVED: "received {target} and sent it to prediction",
+    A.SERIES_QUEUED: "sent a series to prediction as {target}",
+    A.SERIES_VIEWED: "viewed {target} of {patient}",
+    A.PACS_SEARCHED: "searched the PACS",
+    A.RESULTS_SENT: "sent the results of {target} to the PACS",
+}
+# Entries no person made: what the system itself did.
+SYSTEM = {
+    A.USER_CREATED: "The server's command line",
+    A.USER_UNLOCKED: "The server's command line",
+    A.DICOM_REFUSED: "The DICOM listener",
+    A.SERIES_RECEIVED: "The DICOM listener",
+    A.RESULTS_SENT: "The worker",
 }
 ENDS = {
     SessionEnd.IDLE: "was signed out after the idle limit without activity",
@@ -77,9 +97,7 @@ ENDS = {
 
 def who(row: AuditRow) -> str:
     if row.username is None:
-        return (
-            "The server's command line" if row.action in (A.USER_CREATED, A.USER_UNLOCKED) else "Someone not signed in"
-        )
+        return SYSTEM.get(AuditAction(row.action), "Someone not signed in")
     if is_hidden(row.username):
         return f"A user name nobody has ({row.username})"
     return row.username

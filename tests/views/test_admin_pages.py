@@ -113,3 +113,10 @@ def test_the_users_page_shows_a_locked_name_and_an_unlock_lifts_it(db_url):
     assert [s.value for s in at.success] == [literal("nora may sign in again at once.")]
     assert list(at.dataframe[0].value["sign-ins"]) == ["", ""]
     assert sign_in("nora", PASSWORD).username == "nora"
+
+
+def test_every_audit_action_has_a_name_and_a_sentence():
+    from domain import AuditAction
+    from ui.audit_view import ACTION_NAMES, SENTENCES
+
+    assert set(ACTION_NAMES) == set(SENTENCES) == set(AuditAction)

@@ -176,6 +176,8 @@ def models_activate(tmp: Path) -> tuple:
     ids = [register_cnn(tmp / f"cnn-{seed}.pth", seed, activate=seed == 0) for seed in (0, 1)]
     at = draw("6_Models")
     at.selectbox(key="models_promote_torch").set_value(ids[1]).run()
+    # Neither tiny model has recorded figures: making one active takes a typed reason.
+    at.text_input(key="models_reason_torch").input("a test of revoked sessions").run()
 
     def done() -> bool:
         with session_scope() as session:
