@@ -38,6 +38,12 @@ def run_migrations_online() -> None:
     engine = make_engine(database_url())
     try:
         with engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                # Batch mode rebuilds a table by dropping the old one, and SQLite's DROP TABLE first deletes its
+                # rows: with foreign keys enforced that would cascade into every table referring to it (scans
+                # under patients, batch items under jobs). Off before the transaction begins (a no-op inside it).
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
             context.configure(
                 connection=connection,
                 target_metadata=target_metadata,
@@ -47,6 +53,8 @@ def run_migrations_online() -> None:
             )
             with context.begin_transaction():
                 context.run_migrations()
+                if sqlite and (broken := connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()):
+                    raise RuntimeError(f"the migration left rows whose references are broken: {broken[:5]}")
     finally:
         engine.dispose()
 
