@@ -23,6 +23,7 @@ HOME = st.Page("views/0_Overview.py", title="Home", icon=":material/home:", defa
 DIAGNOSE = st.Page("views/1_Diagnose.py", title="Diagnose", icon=":material/radiology:", url_path="Diagnose")
 BATCH = st.Page("views/2_Batch.py", title="Batch", icon=":material/folder_open:", url_path="Batch")
 HISTORY = st.Page("views/3_History.py", title="History", icon=":material/history:", url_path="History")
+REVIEW = st.Page("views/9_Review.py", title="Review queue", icon=":material/fact_check:", url_path="Review")
 TRAIN = st.Page("views/4_Train.py", title="Train", icon=":material/model_training:", url_path="Train")
 LEADERBOARD = st.Page(
     "views/5_Leaderboard.py", title="Leaderboard", icon=":material/leaderboard:", url_path="Leaderboard"
@@ -30,13 +31,13 @@ LEADERBOARD = st.Page(
 MODELS = st.Page("views/6_Models.py", title="Models", icon=":material/inventory_2:", url_path="Models")
 USERS = st.Page("views/7_Users.py", title="Users", icon=":material/group:", url_path="Users")
 AUDIT = st.Page("views/8_Audit.py", title="Audit log", icon=":material/policy:", url_path="Audit")
-CLINICIAN_PAGES = {"": [HOME], "Clinic": [DIAGNOSE, BATCH, HISTORY]}
+CLINICIAN_PAGES = {"": [HOME], "Clinic": [DIAGNOSE, BATCH, REVIEW, HISTORY]}
 ADMIN_PAGES = {**CLINICIAN_PAGES, "Models": [TRAIN, LEADERBOARD, MODELS], "Administration": [USERS, AUDIT]}
 # Signed out, every page's URL runs the sign-in form (a bookmark gets no "page not found"), and once signed in
 # the same URL is the page that was asked for.
 SIGN_IN = [
     st.Page("views/sign_in.py", title="Sign in", icon=":material/login:", default=url_path is None, url_path=url_path)
-    for url_path in (None, "Diagnose", "Batch", "History", "Train", "Leaderboard", "Models", "Users", "Audit")
+    for url_path in (None, "Diagnose", "Batch", "Review", "History", "Train", "Leaderboard", "Models", "Users", "Audit")
 ]
 
 

@@ -4,11 +4,13 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from db.reads import current_reads
 from db.runs import get_active_model, get_model_version
 from db.schema import FRAMEWORKS, BatchItem, BatchTombstone, ModelVersion, Prediction, Scan
 
@@ -29,6 +31,11 @@ class BatchRow:
     error: str | None
     # {framework: {"label", "confidence", "probabilities": {class: p}, "model_version_id"}}
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    file_path: str | None = None  # the stored scan's file, while the scan exists
+    # The scan's current read, empty until a clinician read it.
+    read_label: str | None = None
+    read_by: str | None = None
+    read_at: datetime | None = None
 
     def labels(self) -> set[str]:
         """The classes the models gave this file."""
@@ -113,8 +120,16 @@ def batch_rows(
     needs_review: bool | None = None,
     label: str | None = None,
 ) -> list[BatchRow]:
-    """The job's files in path order; `label` keeps files for which any model predicted that class."""
-    query = select(BatchItem).where(BatchItem.job_id == job_id).order_by(BatchItem.rel_path)
+    """The job's files in path order, each with its scan's current read; `label` keeps files for which any model
+    predicted that class."""
+    latest = current_reads()
+    query = (
+        select(BatchItem, Scan.file_path, latest.c.label, latest.c.read_by, latest.c.read_at)
+        .outerjoin(Scan, Scan.id == BatchItem.scan_id)
+        .outerjoin(latest, latest.c.scan_id == BatchItem.scan_id)
+        .where(BatchItem.job_id == job_id)
+        .order_by(BatchItem.rel_path)
+    )
     if status is not None:
         query = query.where(BatchItem.status == status)
     if needs_review is not None:
@@ -129,8 +144,12 @@ def batch_rows(
             needs_review=item.needs_review,
             error=item.error,
             results=dict(item.results or {}),
+            file_path=file_path,
+            read_label=read_label,
+            read_by=read_by,
+            read_at=read_at,
         )
-        for item in session.scalars(query)
+        for item, file_path, read_label, read_by, read_at in session.execute(query)
     ]
     if label is not None:
         rows = [row for row in rows if label in row.labels()]

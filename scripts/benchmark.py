@@ -103,9 +103,9 @@ def bench_history(predictions: int = 10_000) -> list[str]:
             "predictions, last page of 50": lambda: list_predictions(
                 session=session, filters=PredictionFilters(), limit=50, offset=predictions - 50
             ),
-            "predictions by class + needs review + not reviewed": lambda: list_predictions(
+            "predictions by class + needs review + not read": lambda: list_predictions(
                 session=session,
-                filters=PredictionFilters(labels=("glioma",), needs_review=True, reviewed=False),
+                filters=PredictionFilters(labels=("glioma",), needs_review=True, read=False),
                 limit=50,
             ),
             "one patient's timeline": lambda: patient_timeline(session=session, patient_pk=first),

@@ -10,14 +10,26 @@ from db.schema import Job
 from db.session import read_scope
 from db.stats import table_counts
 from domain import FRAMEWORKS, UserError, framework_label
+from services.reads import awaiting_reads
 from settings import get_settings
 from ui.auth import job_control, require
+from ui.nav import link_to_page
 from worker.submit import QueueUnavailable, cancel_job, submit_job, worker_status
 
 COUNT_LABELS = {"patients": "Patients", "scans": "Scans", "predictions": "Predictions", "runs": "Training runs"}
 
 ACTOR = require()
 st.title("Brain tumor MRI classification")
+
+st.subheader("Awaiting a read")
+everyone, theirs = awaiting_reads(user_id=ACTOR.user_id)
+mine = f" {theirs.awaiting} of them come from batch jobs you started." if theirs is not None and theirs.awaiting else ""
+st.markdown(
+    f"{everyone.awaiting} scan(s) await a clinician's read, {everyone.flagged} of them flagged for review.{mine}"
+    if everyone.awaiting
+    else "No scan awaits a read."
+)
+link_to_page("views/9_Review.py", label="Open the review queue", icon=":material/fact_check:")
 
 settings = get_settings()
 database = make_url(settings.database_url).render_as_string(hide_password=True)

@@ -198,7 +198,7 @@ def chosen_job() -> int | None:
 
 
 def main() -> None:
-    require()
+    actor = require()
     st.title("Predict a folder of scans")
     with st.container(border=True):
         new_batch()
@@ -218,7 +218,7 @@ def main() -> None:
             args=(job_id,),
             help="Runs the job again under the same id: the files it already did are kept and skipped.",
         )
-    show_results(job_id)
+    show_results(job_id, actor)
 
 
 main()
