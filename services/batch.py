@@ -41,6 +41,7 @@ from services.batch_input import (
     discard_upload,
     folder_patient,
     list_folder,
+    source_phrase,
     source_root,
     true_label,
 )
@@ -105,9 +106,15 @@ def load_models(version_ids: list[int] | None) -> list[BatchModel]:
         try:
             predictor = loaded_predictor(framework, path, sha256)
         except ModelFileProblem as exc:
-            raise UserError(f"Model {name} (version {version_id}) cannot be used: {exc}") from exc
+            # The reason names the file on the server: it goes to the job's details, which admins read.
+            raise UserError(
+                f"Model {name} (version {version_id}) cannot be used: its file is missing or not the one registered. "
+                "An admin can see the details on this job."
+            ) from exc
         except (OSError, ValueError) as exc:
-            raise UserError(f"Model {name} (version {version_id}) could not be loaded: {exc}") from exc
+            raise UserError(
+                f"Model {name} (version {version_id}) could not be loaded. An admin can see the details on this job."
+            ) from exc
         models.append(BatchModel(version_id, framework, name, predictor, path, sha256))
     return models
 
@@ -128,8 +135,8 @@ def run_batch(
         listing = list_folder(root)
     except BatchInputError as exc:
         raise UserError(str(exc)) from exc
-    if not listing.images and not listing.skipped:
-        raise UserError(f"The folder {root} holds no files.")
+    if not listing.images:
+        raise UserError(f"{source_phrase(params).capitalize()} holds no JPEG, PNG or DICOM file to predict.")
     models = load_models(params.get("model_version_ids"))
     options = Options(
         patient_mode=str(params.get("patient_mode", "none")),
@@ -323,17 +330,20 @@ def _save_chunk(
                         probs = {fw: p[position] for fw, p in probabilities.items()}
                         _save_done(session, job_id, item, models, probs, options)
                 for item in decoded:
-                    # An unreadable file is an error; an image the check flagged is skipped with its reason.
-                    if (item.image is None or item.refused is not None) and item.rel_path not in recorded:
+                    if item.rel_path in recorded:
+                        continue
+                    if item.image is None:
                         add_batch_item(
                             session=session,
                             job_id=job_id,
                             rel_path=item.rel_path,
-                            status="error" if item.image is None else "skipped",
+                            status="error",
                             patient_mrn=item.patient_mrn,
                             true_label=true_label(item.rel_path),
-                            error=item.error if item.image is None else item.refused,
+                            error=item.error,
                         )
+                    elif item.refused is not None:
+                        _save_refused(session, job_id, item)
             return
         except IntegrityError:
             if attempt:
@@ -369,12 +379,40 @@ def _save_done(
         job_id=job_id,
         rel_path=item.rel_path,
         status="done",
-        patient_mrn=item.patient_mrn,
+        # The patient's id as the record has it: a typed id matched an existing patient whatever its case.
+        patient_mrn=saved.scan.patient.mrn if saved.scan.patient is not None else None,
         true_label=true_label(item.rel_path),
         scan_id=saved.scan.id,
         results={r["framework"]: {k: v for k, v in r.items() if k != "framework"} for r in results},
         needs_review=saved.flagged,
         error=item.note,
+    )
+
+
+def _save_refused(session: Session, job_id: int, item: Decoded) -> None:
+    """An image the check says is not a brain MRI slice: kept as a scan without any model's answer, with the
+    check's reason, so a clinician sees it in the review queue; its row is skipped, with that reason."""
+    assert item.image is not None and item.refused is not None
+    saved = save_scan_with_predictions(
+        session=session,
+        decoded=item.image,
+        patient_mrn=item.patient_mrn,
+        source="batch",
+        results=[],
+        threshold=0.0,
+        original_name=item.rel_path,
+        job_id=job_id,
+        refusal=item.refused,
+    )
+    add_batch_item(
+        session=session,
+        job_id=job_id,
+        rel_path=item.rel_path,
+        status="skipped",
+        patient_mrn=saved.scan.patient.mrn if saved.scan.patient is not None else None,
+        true_label=true_label(item.rel_path),
+        scan_id=saved.scan.id,
+        error=item.refused,
     )
 
 
@@ -397,6 +435,8 @@ def summarise(
         "metrics": batch_metrics(rows=done, frameworks=[m.framework for m in models]),
         "images_per_s": images_per_s,
         "duration_s": duration_s,
+        # What the review flag was judged against, so the results say why a file is flagged as it was then.
+        "threshold": get_settings().confidence_threshold,
     }
 
 
