@@ -45,7 +45,7 @@ from services.batch_input import (
     source_root,
     true_label,
 )
-from services.diagnosis import model_result, save_scan_with_predictions
+from services.diagnosis import ModelResult, model_result, save_scan_with_predictions
 from services.ood import OodGate, OodVerdict, gate_for
 from services.predictors import ModelFileProblem, loaded_predictor
 from settings import get_settings
@@ -343,7 +343,7 @@ def _save_chunk(
                             error=item.error,
                         )
                     elif item.refused is not None:
-                        _save_refused(session, job_id, item)
+                        _save_scan(session, job_id, item, [], options.threshold)
             return
         except IntegrityError:
             if attempt:
@@ -359,47 +359,25 @@ def _save_done(
     probs: dict[str, np.ndarray],
     options: Options,
 ) -> None:
-    assert item.image is not None
     results = [
         model_result(framework=m.framework, model_version_id=m.version_id, probabilities=probs[m.framework])
         for m in models
     ]
+    _save_scan(session, job_id, item, results, options.threshold)
+
+
+def _save_scan(session: Session, job_id: int, item: Decoded, results: list[ModelResult], threshold: float) -> None:
+    """Store one image as a scan with the models' answers and record its row as done; an image the check refused
+    is kept without any answer, with the check's reason, so a clinician sees it in the review queue, and its row
+    is skipped with that reason."""
+    assert item.image is not None
     saved = save_scan_with_predictions(
         session=session,
         decoded=item.image,
         patient_mrn=item.patient_mrn,
         source="batch",
         results=results,
-        threshold=options.threshold,
-        original_name=item.rel_path,
-        job_id=job_id,
-    )
-    add_batch_item(
-        session=session,
-        job_id=job_id,
-        rel_path=item.rel_path,
-        status="done",
-        # The patient's id as the record has it: a typed id matched an existing patient whatever its case.
-        patient_mrn=saved.scan.patient.mrn if saved.scan.patient is not None else None,
-        true_label=true_label(item.rel_path),
-        scan_id=saved.scan.id,
-        results={r["framework"]: {k: v for k, v in r.items() if k != "framework"} for r in results},
-        needs_review=saved.flagged,
-        error=item.note,
-    )
-
-
-def _save_refused(session: Session, job_id: int, item: Decoded) -> None:
-    """An image the check says is not a brain MRI slice: kept as a scan without any model's answer, with the
-    check's reason, so a clinician sees it in the review queue; its row is skipped, with that reason."""
-    assert item.image is not None and item.refused is not None
-    saved = save_scan_with_predictions(
-        session=session,
-        decoded=item.image,
-        patient_mrn=item.patient_mrn,
-        source="batch",
-        results=[],
-        threshold=0.0,
+        threshold=threshold,
         original_name=item.rel_path,
         job_id=job_id,
         refusal=item.refused,
@@ -408,11 +386,14 @@ def _save_refused(session: Session, job_id: int, item: Decoded) -> None:
         session=session,
         job_id=job_id,
         rel_path=item.rel_path,
-        status="skipped",
+        status="done" if item.refused is None else "skipped",
+        # The patient's id as the record has it: a typed id matched an existing patient whatever its case.
         patient_mrn=saved.scan.patient.mrn if saved.scan.patient is not None else None,
         true_label=true_label(item.rel_path),
         scan_id=saved.scan.id,
-        error=item.refused,
+        results={r["framework"]: {k: v for k, v in r.items() if k != "framework"} for r in results} or None,
+        needs_review=saved.flagged and item.refused is None,
+        error=item.refused or item.note,
     )
 
 

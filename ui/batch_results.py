@@ -6,6 +6,7 @@ app (client.disableDataExport), since it could not be audited.
 """
 
 import base64
+import hashlib
 import math
 from collections import Counter
 
@@ -158,10 +159,13 @@ def show_results(job_id: int, actor: Actor) -> None:
         )
     st.caption(f"{len(shown)} of {len(rows)} files. Select a row to open its scan in the review queue.")
     page = paged_rows(shown, job_id)
+    # A selection is a position in the rows shown: other rows (another page or filter) start without one, so a
+    # position never picks a neighbour's scan.
+    shown_rows = hashlib.sha256("\n".join(r.rel_path for r in page).encode()).hexdigest()[:16]
     selection = st.dataframe(
         results_frame(page, frameworks, threshold),
         hide_index=True,
-        key=f"batch_table:{job_id}",
+        key=f"batch_table:{job_id}:{shown_rows}",
         on_select="rerun",
         selection_mode="single-row",
         column_config={
