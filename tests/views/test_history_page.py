@@ -187,3 +187,35 @@ def test_a_patient_id_in_the_link_is_shown_as_text(db_url):
     at.query_params["patient"] = hostile
     run(at)
     assert [w.value for w in at.warning] == [f"No patient has the id {literal(hostile)}."]
+
+
+def test_an_admin_merges_a_twin_from_the_record_and_a_clinician_is_not_offered_it(record):
+    from sqlalchemy import insert
+
+    from db.schema import utcnow
+
+    with session_scope() as session:
+        # A twin as migration 0006 leaves one that existed before ids matched whatever their case.
+        session.execute(insert(Patient).values(mrn="p-777", mrn_key=None, created_at=utcnow()))
+    at = open_record(record)
+    assert "have this id but for case or spaces: p\\-777" in at.warning[0].value
+    twin = at.selectbox(key=f"history_merge_pick_{record.patient_pk}").value
+    at.button(key=f"history_merge_{record.patient_pk}_{twin}").click().run()
+    at.button(key=f"history_merge_{record.patient_pk}_{twin}_yes").click().run()
+    assert not at.exception
+    assert shown(at.success[0].value).startswith("Patient p-777 merged into P-777: 0 scan(s) moved")
+    with session_scope() as session:
+        assert session.get(Patient, twin) is None
+        [entry] = session.scalars(select(AuditEntry).where(AuditEntry.action == "patient_merged")).all()
+    assert entry.username == "test-admin" and entry.patient_mrn == "P-777"
+    clinician = signed_in(AppTest.from_file(PAGE, default_timeout=60), "clinician")
+    clinician.run()
+    clinician.selectbox(key="history_open_select").set_value(record.patient_pk)
+    clinician.run()
+    assert not clinician.exception and not [w for w in clinician.warning if "but for case" in w.value]
+
+
+def test_the_whole_id_in_any_case_opens_the_record(record):
+    at = run(signed_in(AppTest.from_file(PAGE, default_timeout=60)))
+    at.text_input(key="history_search").set_value(" p-777 ").run()
+    assert not at.exception and shown(at.header[0].value) == "Patient P-777"
