@@ -11,9 +11,8 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from db.reads import ReadRow, current_reads, scan_reads
+from db.reads import ReadRow, current_read_of, scan_reads
 from db.schema import CLASSES, ModelVersion, Patient, Prediction, Read, Scan, mrn_key
-from domain import ReadLabel
 
 SOURCES = ("upload", "batch")
 MAX_PAGE_SIZE = 500
@@ -159,11 +158,9 @@ def list_patients(*, session: Session, search: str = "", limit: int = 25, offset
         .group_by(Scan.patient_pk)
         .subquery()
     )
-    latest = current_reads()
     unread = (
         select(Scan.patient_pk, func.count(Scan.id).label("awaiting"))
-        .outerjoin(latest, latest.c.scan_id == Scan.id)
-        .where(latest.c.scan_id.is_(None))
+        .where(~select(Read.id).where(Read.scan_id == Scan.id).exists())
         .group_by(Scan.patient_pk)
         .subquery()
     )
@@ -213,21 +210,20 @@ def _latest_results(*, session: Session, patient_ids: list[int]) -> dict[int, tu
         .where(Scan.patient_pk.in_(patient_ids))
         .subquery()
     )
-    latest = current_reads()
     rows = session.execute(
-        select(ranked.c.patient_pk, Prediction.label, latest.c.label)
+        select(ranked.c.patient_pk, ranked.c.id, Prediction.label)
         .select_from(ranked)
         .outerjoin(Prediction, Prediction.scan_id == ranked.c.id)
-        .outerjoin(latest, latest.c.scan_id == ranked.c.id)
         .where(ranked.c.rank == 1)
         .order_by(ranked.c.patient_pk, Prediction.model_version_id)
     ).all()
+    reads = current_read_of(session=session, scan_ids={scan_id for _, scan_id, _ in rows})
     predicted: dict[int, list[str]] = {}
     results: dict[int, tuple[str, bool]] = {}
-    for pid, label, read_label in rows:
-        if read_label is not None:
+    for pid, scan_id, label in rows:
+        if scan_id in reads:
             # A clinician's word on the scan is its result; the models' answers are evidence.
-            results[pid] = (ReadLabel(read_label).label, True)
+            results[pid] = (reads[scan_id].label_text, True)
         elif label is not None and label not in predicted.setdefault(pid, []):
             predicted[pid].append(label)
     for pid, labels in predicted.items():
@@ -237,7 +233,6 @@ def _latest_results(*, session: Session, patient_ids: list[int]) -> dict[int, tu
 
 
 def _prediction_select() -> Select[Any]:
-    latest = _LATEST
     columns = {
         "prediction_id": Prediction.id,
         "created_at": Prediction.created_at,
@@ -257,10 +252,6 @@ def _prediction_select() -> Select[Any]:
         "confidence": Prediction.confidence,
         "probabilities": Prediction.probabilities,
         "needs_review": Prediction.needs_review,
-        "read_label": latest.c.label,
-        "read_by": latest.c.read_by,
-        "read_at": latest.c.read_at,
-        "read_note": latest.c.note,
     }
     return (
         select(*(column.label(name) for name, column in columns.items()))
@@ -268,12 +259,7 @@ def _prediction_select() -> Select[Any]:
         .join(Scan, Prediction.scan_id == Scan.id)
         .outerjoin(Patient, Scan.patient_pk == Patient.id)
         .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
-        .outerjoin(latest, latest.c.scan_id == Scan.id)
     )
-
-
-# One alias of each scan's current read, shared by the select and the filters that refer to it.
-_LATEST = current_reads()
 
 
 def _mrn_contains(text: str) -> ColumnElement[bool]:
@@ -285,7 +271,16 @@ def _mrn_contains(text: str) -> ColumnElement[bool]:
 
 
 def _rows(session: Session, query: Select[Any]) -> list[PredictionRow]:
-    return [PredictionRow(**row._mapping) for row in session.execute(query)]
+    """The rows of `query`, each with its scan's current read (looked up for these scans only)."""
+    found = [row._mapping for row in session.execute(query)]
+    reads = current_read_of(session=session, scan_ids=(row["scan_id"] for row in found))
+    return [PredictionRow(**row, **_read_fields(reads.get(row["scan_id"]))) for row in found]
+
+
+def _read_fields(read: ReadRow | None) -> dict[str, Any]:
+    if read is None:
+        return {"read_label": None, "read_by": None, "read_at": None, "read_note": None}
+    return {"read_label": read.label, "read_by": read.read_by, "read_at": read.read_at, "read_note": read.note}
 
 
 def _filter_conditions(filters: PredictionFilters) -> tuple[list[ColumnElement[bool]], bool]:

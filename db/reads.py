@@ -83,6 +83,20 @@ def scan_reads(*, session: Session, scan_ids: Iterable[int]) -> dict[int, list[R
     return reads
 
 
+# Scan ids per IN list: well under any database's limit on bound parameters.
+CHUNK = 900
+
+
+def current_read_of(*, session: Session, scan_ids: Iterable[int]) -> dict[int, ReadRow]:
+    """The current (latest) read of each of these scans that has one."""
+    ids = sorted(set(scan_ids))
+    current: dict[int, ReadRow] = {}
+    for start in range(0, len(ids), CHUNK):
+        query = select(Read).where(Read.scan_id.in_(ids[start : start + CHUNK])).order_by(Read.read_at, Read.id)
+        current.update({read.scan_id: _row(read) for read in session.scalars(query)})
+    return current
+
+
 def current_reads() -> Subquery:
     """Each read scan's latest read: columns scan_id, label, read_by, read_at, note."""
     ranked = select(
