@@ -81,6 +81,7 @@ def bench_history(predictions: int = 10_000) -> list[str]:
     from db.history import PredictionFilters, list_patients, list_predictions, patient_timeline
     from db.migrate import upgrade_to_head
     from db.session import make_engine
+    from db.worklist import QueueFilters, queue_counts, review_queue
     from scripts.seed_history import seed
 
     folder = Path(tempfile.mkdtemp(prefix="bench-history-"))
@@ -109,6 +110,10 @@ def bench_history(predictions: int = 10_000) -> list[str]:
                 limit=50,
             ),
             "one patient's timeline": lambda: patient_timeline(session=session, patient_pk=first),
+            "review queue, every scan awaiting a read in order": lambda: review_queue(
+                session=session, filters=QueueFilters()
+            ),
+            "review queue, counts per state": lambda: queue_counts(session=session, filters=QueueFilters()),
         }
         for name, fn in cases.items():
             times = []
