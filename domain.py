@@ -116,10 +116,46 @@ class JobKind(StrEnum):
     SEND = "send"  # send a series' results to the PACS as DICOM
 
 
-class ReviewStatus(StrEnum):
-    PENDING = "pending"
-    CONFIRMED = "confirmed"
-    CORRECTED = "corrected"
+class ReadLabel(StrEnum):
+    """A clinician's read of a scan: one of the tumor classes, or that the image cannot be assessed."""
+
+    GLIOMA = "glioma"
+    MENINGIOMA = "meningioma"
+    NOTUMOR = "notumor"
+    PITUITARY = "pituitary"
+    NOT_ASSESSABLE = "not_assessable"
+
+    @property
+    def label(self) -> str:
+        if self is ReadLabel.NOT_ASSESSABLE:
+            return "Not assessable"
+        return TumorClass(self.value).label
+
+
+READ_LABELS: tuple[str, ...] = tuple(r.value for r in ReadLabel)
+
+
+class FlagReason(StrEnum):
+    """Why a scan awaiting a read is flagged in the review queue, most urgent first; NONE when it is not."""
+
+    REFUSED = "refused"
+    DISAGREE = "disagree"
+    LOW_CONFIDENCE = "low_confidence"
+    CONFLICTING_READS = "conflicting_reads"
+    NONE = "none"
+
+    @property
+    def label(self) -> str:
+        return _FLAG_LABELS[self]
+
+
+_FLAG_LABELS = {
+    FlagReason.REFUSED: "not a brain MRI slice, by the check",
+    FlagReason.DISAGREE: "the models disagree",
+    FlagReason.LOW_CONFIDENCE: "low confidence",
+    FlagReason.CONFLICTING_READS: "earlier reviews conflict",
+    FlagReason.NONE: "not flagged",
+}
 
 
 class ScanSource(StrEnum):
@@ -203,6 +239,8 @@ class AuditAction(StrEnum):
     SERIES_VIEWED = "series_viewed"
     PACS_SEARCHED = "pacs_searched"
     RESULTS_SENT = "results_sent"  # a series' report and captures delivered to the PACS
+    PATIENT_MERGED = "patient_merged"
+    SCAN_ASSIGNED = "scan_assigned"
 
 
 class RetryLater(Exception):

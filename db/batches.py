@@ -4,11 +4,13 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from db.reads import ReadRow, current_read_of
 from db.runs import get_active_model, get_model_version
 from db.schema import FRAMEWORKS, BatchItem, BatchTombstone, ModelVersion, Prediction, Scan
 
@@ -29,6 +31,11 @@ class BatchRow:
     error: str | None
     # {framework: {"label", "confidence", "probabilities": {class: p}, "model_version_id"}}
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    file_path: str | None = None  # the stored scan's file, while the scan exists
+    # The scan's current read, empty until a clinician read it.
+    read_label: str | None = None
+    read_by: str | None = None
+    read_at: datetime | None = None
 
     def labels(self) -> set[str]:
         """The classes the models gave this file."""
@@ -113,28 +120,41 @@ def batch_rows(
     needs_review: bool | None = None,
     label: str | None = None,
 ) -> list[BatchRow]:
-    """The job's files in path order; `label` keeps files for which any model predicted that class."""
-    query = select(BatchItem).where(BatchItem.job_id == job_id).order_by(BatchItem.rel_path)
+    """The job's files in path order, each with its scan's current read; `label` keeps files for which any model
+    predicted that class."""
+    query = (
+        select(BatchItem, Scan.file_path)
+        .outerjoin(Scan, Scan.id == BatchItem.scan_id)
+        .where(BatchItem.job_id == job_id)
+        .order_by(BatchItem.rel_path)
+    )
     if status is not None:
         query = query.where(BatchItem.status == status)
     if needs_review is not None:
         query = query.where(BatchItem.needs_review.is_(needs_review))
-    rows = [
-        BatchRow(
-            rel_path=item.rel_path,
-            status=item.status,
-            patient_mrn=item.patient_mrn,
-            true_label=item.true_label,
-            scan_id=item.scan_id,
-            needs_review=item.needs_review,
-            error=item.error,
-            results=dict(item.results or {}),
-        )
-        for item in session.scalars(query)
-    ]
+    found = session.execute(query).all()
+    reads = current_read_of(session=session, scan_ids=(item.scan_id for item, _ in found if item.scan_id))
+    rows = [_row(item, file_path, reads.get(item.scan_id)) for item, file_path in found]
     if label is not None:
         rows = [row for row in rows if label in row.labels()]
     return rows
+
+
+def _row(item: BatchItem, file_path: str | None, read: ReadRow | None) -> BatchRow:
+    return BatchRow(
+        rel_path=item.rel_path,
+        status=item.status,
+        patient_mrn=item.patient_mrn,
+        true_label=item.true_label,
+        scan_id=item.scan_id,
+        needs_review=item.needs_review,
+        error=item.error,
+        results=dict(item.results or {}),
+        file_path=file_path,
+        read_label=read.label if read else None,
+        read_by=read.read_by if read else None,
+        read_at=read.read_at if read else None,
+    )
 
 
 def batch_counts(*, session: Session, job_id: int) -> dict[str, int]:

@@ -6,7 +6,7 @@ from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.orm import Session
 
 from db.batches import path_digest
-from db.schema import BatchItem, BatchTombstone, Patient, Prediction, Scan
+from db.schema import BatchItem, BatchTombstone, Patient, Prediction, Read, Scan
 from db.storage import delete_scan_file_if_unused
 
 
@@ -17,15 +17,16 @@ class Removal:
     scans: int
     predictions: int
     files: tuple[str, ...]
+    reads: int = 0
 
 
 def delete_scan(*, session: Session, scan_id: int) -> Removal:
-    """Delete one scan, its predictions, and its stored file unless another scan uses it."""
+    """Delete one scan, its predictions and reads, and its stored file unless another scan uses it."""
     return _delete_scans(session=session, which=Scan.id == scan_id)
 
 
 def delete_patient(*, session: Session, patient_pk: int) -> Removal:
-    """Delete a patient with all their scans and predictions, and the stored files no other scan uses."""
+    """Delete a patient with all their scans, predictions and reads, and the stored files no other scan uses."""
     mrn = session.scalar(select(Patient.mrn).where(Patient.id == patient_pk))
     if mrn is None:
         # Already deleted (a second click, another tab): nothing to do. Going on would match every batch row
@@ -58,9 +59,12 @@ def _delete_scans(*, session: Session, which: ColumnElement[bool]) -> Removal:
     predictions = session.execute(
         delete(Prediction).where(Prediction.scan_id.in_(scan_ids)).execution_options(synchronize_session="fetch")
     ).rowcount
+    reads = session.execute(
+        delete(Read).where(Read.scan_id.in_(scan_ids)).execution_options(synchronize_session=False)
+    ).rowcount
     scans = session.execute(delete(Scan).where(which).execution_options(synchronize_session="fetch")).rowcount
     # Files are addressed by content, so another patient's scan of the same image keeps its file.
     removed = tuple(
         path for sha256, path in files if delete_scan_file_if_unused(session=session, sha256=sha256, path=path)
     )
-    return Removal(scans=scans, predictions=predictions, files=removed)
+    return Removal(scans=scans, predictions=predictions, files=removed, reads=reads)

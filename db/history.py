@@ -1,5 +1,6 @@
 """Query functions for browsing the history: the patient list, filtered predictions and a patient's timeline.
 
+A scan's final word is a clinician's read (db.reads); the models' predictions are shown beside it as evidence.
 Every function returns plain dataclasses (never ORM objects), so a page may cache the results.
 """
 
@@ -10,7 +11,8 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from db.schema import CLASSES, ModelVersion, Patient, Prediction, Scan
+from db.reads import ReadRow, current_read_of, scan_reads
+from db.schema import CLASSES, ModelVersion, Patient, Prediction, Read, Scan, mrn_key
 
 SOURCES = ("upload", "batch")
 MAX_PAGE_SIZE = 500
@@ -35,10 +37,10 @@ class PatientSummary:
     mrn: str
     n_scans: int
     last_scan_at: datetime | None
-    # The latest scan's reviewed label when it was reviewed, else its predicted labels ("a / b" when models differ).
+    # The latest scan's read when it was read, else the models' answers ("a / b" when they differ).
     last_result: str | None
-    last_result_reviewed: bool
-    needs_review: int  # predictions flagged for review and not reviewed yet
+    last_result_read: bool
+    awaiting_read: int  # scans without a read
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class PredictionFilters:
 
     labels: tuple[str, ...] = ()
     needs_review: bool | None = None
-    reviewed: bool | None = None
+    read: bool | None = None  # whether the prediction's scan has a read
     date_from: date | None = None
     date_to: date | None = None  # inclusive
     model_version_ids: tuple[int, ...] = ()
@@ -85,19 +87,15 @@ class PredictionRow:
     confidence: float
     probabilities: dict[str, float]
     needs_review: bool
-    review_status: str
-    reviewer_label: str | None
-    reviewer: str | None
-    review_note: str | None
-    reviewed_at: datetime | None
+    # The scan's current read (empty until a clinician read it): what a clinician said, beside what the model said.
+    read_label: str | None
+    read_by: str | None
+    read_at: datetime | None
+    read_note: str | None
 
     @property
-    def reviewed(self) -> bool:
-        return self.review_status != "pending"
-
-    @property
-    def final_label(self) -> str:
-        return final_label(label=self.label, review_status=self.review_status, reviewer_label=self.reviewer_label)
+    def read(self) -> bool:
+        return self.read_label is not None
 
 
 @dataclass(frozen=True)
@@ -118,6 +116,14 @@ class ScanEntry:
     note: str | None
     file_shared: bool  # another patient's scan uses the same stored image
     predictions: list[PredictionRow] = field(default_factory=list)
+    reads: list[ReadRow] = field(default_factory=list)  # oldest first; the last one is the current read
+    refusal: str | None = None  # why the brain-MRI check refused the image
+    patient_pk: int | None = None
+    patient_mrn: str | None = None
+
+    @property
+    def current_read(self) -> ReadRow | None:
+        return self.reads[-1] if self.reads else None
 
 
 @dataclass(frozen=True)
@@ -126,11 +132,6 @@ class PatientTimeline:
     mrn: str
     created_at: datetime
     scans: list[ScanEntry]  # oldest first
-
-
-def final_label(*, label: str, review_status: str, reviewer_label: str | None) -> str:
-    """The reviewer's label for a corrected prediction, the predicted one otherwise."""
-    return reviewer_label if review_status == "corrected" and reviewer_label else label
 
 
 def _page_bounds(limit: int, offset: int) -> tuple[int, int]:
@@ -144,7 +145,7 @@ def list_patients(*, session: Session, search: str = "", limit: int = 25, offset
     limit, offset = _page_bounds(limit, offset)
     where: list[ColumnElement[bool]] = []
     if search.strip():
-        where.append(Patient.mrn.icontains(search.strip(), autoescape=True))
+        where.append(_mrn_contains(search))
     total = session.scalar(select(func.count(Patient.id)).where(*where)) or 0
 
     scan_stats = (
@@ -157,10 +158,9 @@ def list_patients(*, session: Session, search: str = "", limit: int = 25, offset
         .group_by(Scan.patient_pk)
         .subquery()
     )
-    pending = (
-        select(Scan.patient_pk, func.count(Prediction.id).label("needs_review"))
-        .join(Prediction, Prediction.scan_id == Scan.id)
-        .where(Prediction.needs_review.is_(True), Prediction.review_status == "pending")
+    unread = (
+        select(Scan.patient_pk, func.count(Scan.id).label("awaiting"))
+        .where(~select(Read.id).where(Read.scan_id == Scan.id).exists())
         .group_by(Scan.patient_pk)
         .subquery()
     )
@@ -170,10 +170,10 @@ def list_patients(*, session: Session, search: str = "", limit: int = 25, offset
             Patient.mrn,
             func.coalesce(scan_stats.c.n_scans, 0),
             scan_stats.c.last_scan_at,
-            func.coalesce(pending.c.needs_review, 0),
+            func.coalesce(unread.c.awaiting, 0),
         )
         .outerjoin(scan_stats, scan_stats.c.patient_pk == Patient.id)
-        .outerjoin(pending, pending.c.patient_pk == Patient.id)
+        .outerjoin(unread, unread.c.patient_pk == Patient.id)
         .where(*where)
         .order_by(scan_stats.c.last_scan_at.desc().nulls_last(), Patient.mrn)
         .limit(limit)
@@ -187,16 +187,16 @@ def list_patients(*, session: Session, search: str = "", limit: int = 25, offset
             n_scans=n_scans,
             last_scan_at=last_scan_at,
             last_result=results.get(pid, (None, False))[0],
-            last_result_reviewed=results.get(pid, (None, False))[1],
-            needs_review=needs_review,
+            last_result_read=results.get(pid, (None, False))[1],
+            awaiting_read=awaiting,
         )
-        for pid, mrn, n_scans, last_scan_at, needs_review in rows
+        for pid, mrn, n_scans, last_scan_at, awaiting in rows
     ]
     return Page(rows=summaries, total=total, limit=limit, offset=offset)
 
 
 def _latest_results(*, session: Session, patient_ids: list[int]) -> dict[int, tuple[str, bool]]:
-    """For each patient, the result of their latest scan and whether a clinician reviewed it."""
+    """For each patient, the result of their latest scan and whether it is a clinician's read."""
     if not patient_ids:
         return {}
     ranked = (
@@ -211,27 +211,24 @@ def _latest_results(*, session: Session, patient_ids: list[int]) -> dict[int, tu
         .subquery()
     )
     rows = session.execute(
-        select(
-            ranked.c.patient_pk,
-            Prediction.label,
-            Prediction.review_status,
-            Prediction.reviewer_label,
-            Prediction.reviewed_at,
-        )
-        .join(Prediction, Prediction.scan_id == ranked.c.id)
+        select(ranked.c.patient_pk, ranked.c.id, Prediction.label)
+        .select_from(ranked)
+        .outerjoin(Prediction, Prediction.scan_id == ranked.c.id)
         .where(ranked.c.rank == 1)
         .order_by(ranked.c.patient_pk, Prediction.model_version_id)
     ).all()
+    reads = current_read_of(session=session, scan_ids={scan_id for _, scan_id, _ in rows})
     predicted: dict[int, list[str]] = {}
-    reviewed: dict[int, tuple[datetime, str]] = {}
-    for pid, label, status, reviewer_label, reviewed_at in rows:
-        if label not in predicted.setdefault(pid, []):
+    results: dict[int, tuple[str, bool]] = {}
+    for pid, scan_id, label in rows:
+        if scan_id in reads:
+            # A clinician's word on the scan is its result; the models' answers are evidence.
+            results[pid] = (reads[scan_id].label_text, True)
+        elif label is not None and label not in predicted.setdefault(pid, []):
             predicted[pid].append(label)
-        if status != "pending" and reviewed_at and (pid not in reviewed or reviewed_at > reviewed[pid][0]):
-            # A clinician's word on the scan overrides what the models said about it.
-            reviewed[pid] = (reviewed_at, final_label(label=label, review_status=status, reviewer_label=reviewer_label))
-    results = {pid: (" / ".join(labels), False) for pid, labels in predicted.items()}
-    results.update({pid: (label, True) for pid, (_, label) in reviewed.items()})
+    for pid, labels in predicted.items():
+        if pid not in results and labels:
+            results[pid] = (" / ".join(labels), False)
     return results
 
 
@@ -255,11 +252,6 @@ def _prediction_select() -> Select[Any]:
         "confidence": Prediction.confidence,
         "probabilities": Prediction.probabilities,
         "needs_review": Prediction.needs_review,
-        "review_status": Prediction.review_status,
-        "reviewer_label": Prediction.reviewer_label,
-        "reviewer": Prediction.reviewer,
-        "review_note": Prediction.review_note,
-        "reviewed_at": Prediction.reviewed_at,
     }
     return (
         select(*(column.label(name) for name, column in columns.items()))
@@ -270,8 +262,25 @@ def _prediction_select() -> Select[Any]:
     )
 
 
+def _mrn_contains(text: str) -> ColumnElement[bool]:
+    """Patient ids holding `text`, whatever its case (twins without a key are matched on their id as written)."""
+    return or_(
+        Patient.mrn_key.contains(mrn_key(text), autoescape=True),
+        Patient.mrn.icontains(text.strip(), autoescape=True),
+    )
+
+
 def _rows(session: Session, query: Select[Any]) -> list[PredictionRow]:
-    return [PredictionRow(**row._mapping) for row in session.execute(query)]
+    """The rows of `query`, each with its scan's current read (looked up for these scans only)."""
+    found = [row._mapping for row in session.execute(query)]
+    reads = current_read_of(session=session, scan_ids=(row["scan_id"] for row in found))
+    return [PredictionRow(**row, **_read_fields(reads.get(row["scan_id"]))) for row in found]
+
+
+def _read_fields(read: ReadRow | None) -> dict[str, Any]:
+    if read is None:
+        return {"read_label": None, "read_by": None, "read_at": None, "read_note": None}
+    return {"read_label": read.label, "read_by": read.read_by, "read_at": read.read_at, "read_note": read.note}
 
 
 def _filter_conditions(filters: PredictionFilters) -> tuple[list[ColumnElement[bool]], bool]:
@@ -281,10 +290,10 @@ def _filter_conditions(filters: PredictionFilters) -> tuple[list[ColumnElement[b
         where.append(Prediction.label.in_(filters.labels))
     if filters.needs_review is not None:
         where.append(Prediction.needs_review.is_(filters.needs_review))
-    if filters.reviewed is True:
-        where.append(Prediction.review_status != "pending")
-    elif filters.reviewed is False:
-        where.append(Prediction.review_status == "pending")
+    needs_join = False
+    if filters.read is not None:
+        read = select(Read.id).where(Read.scan_id == Prediction.scan_id).exists()
+        where.append(read if filters.read else ~read)
     if filters.date_from:
         where.append(Prediction.created_at >= datetime.combine(filters.date_from, time.min))
     if filters.date_to:
@@ -293,12 +302,11 @@ def _filter_conditions(filters: PredictionFilters) -> tuple[list[ColumnElement[b
         where.append(Prediction.model_version_id.in_(filters.model_version_ids))
     if filters.source:
         where.append(Prediction.source == filters.source)
-    needs_join = False
     if filters.patient_pk is not None:
         where.append(Scan.patient_pk == filters.patient_pk)
         needs_join = True
     if filters.patient and filters.patient.strip():
-        where.append(Patient.mrn.icontains(filters.patient.strip(), autoescape=True))
+        where.append(_mrn_contains(filters.patient))
         needs_join = True
     return where, needs_join
 
@@ -334,24 +342,42 @@ def get_prediction(*, session: Session, prediction_id: int) -> PredictionRow | N
 
 
 def patient_timeline(*, session: Session, patient_pk: int) -> PatientTimeline | None:
-    """A patient's scans, oldest first, each with the predictions of every model that saw it."""
+    """A patient's scans, oldest first, each with the predictions of every model that saw it and its reads."""
     patient = session.get(Patient, patient_pk)
     if patient is None:
         return None
+    scans = list(session.scalars(select(Scan).where(Scan.patient_pk == patient_pk).order_by(Scan.created_at, Scan.id)))
+    entries = _entries(session, scans, patient.mrn)
+    return PatientTimeline(patient_pk=patient.id, mrn=patient.mrn, created_at=patient.created_at, scans=entries)
+
+
+def scan_entry(*, session: Session, scan_id: int) -> ScanEntry | None:
+    """One scan with its predictions, reads and patient (None for a scan without one)."""
+    scan = session.get(Scan, scan_id)
+    if scan is None:
+        return None
+    mrn = session.scalar(select(Patient.mrn).where(Patient.id == scan.patient_pk)) if scan.patient_pk else None
+    return _entries(session, [scan], mrn)[0]
+
+
+def _entries(session: Session, scans: list[Scan], mrn: str | None) -> list[ScanEntry]:
+    ids = [scan.id for scan in scans]
     predictions: dict[int, list[PredictionRow]] = {}
-    query = _prediction_select().where(Scan.patient_pk == patient_pk).order_by(ModelVersion.framework, ModelVersion.id)
+    query = _prediction_select().where(Scan.id.in_(ids)).order_by(ModelVersion.framework, ModelVersion.id)
     for row in _rows(session, query):
         predictions.setdefault(row.scan_id, []).append(row)
-    scans = list(session.scalars(select(Scan).where(Scan.patient_pk == patient_pk).order_by(Scan.created_at, Scan.id)))
-    shared = set(
-        session.scalars(
-            select(Scan.sha256)
+    reads = scan_reads(session=session, scan_ids=ids)
+    # An image another scan holds too (another patient's, or one without a patient) keeps its file on a delete.
+    shared = {
+        sha256
+        for sha256, count in session.execute(
+            select(Scan.sha256, func.count(Scan.id))
             .where(Scan.sha256.in_({scan.sha256 for scan in scans}))
-            .where(or_(Scan.patient_pk != patient_pk, Scan.patient_pk.is_(None)))
-            .distinct()
+            .group_by(Scan.sha256)
         )
-    )
-    entries = [
+        if count > sum(1 for scan in scans if scan.sha256 == sha256)
+    }
+    return [
         ScanEntry(
             scan_id=scan.id,
             created_at=scan.created_at,
@@ -369,7 +395,10 @@ def patient_timeline(*, session: Session, patient_pk: int) -> PatientTimeline | 
             note=scan.note,
             file_shared=scan.sha256 in shared,
             predictions=predictions.get(scan.id, []),
+            reads=reads.get(scan.id, []),
+            refusal=scan.refusal,
+            patient_pk=scan.patient_pk,
+            patient_mrn=mrn,
         )
         for scan in scans
     ]
-    return PatientTimeline(patient_pk=patient.id, mrn=patient.mrn, created_at=patient.created_at, scans=entries)

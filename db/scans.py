@@ -1,21 +1,32 @@
-"""Query functions for patients, stored scans and their predictions."""
+"""Query functions for patients, stored scans and their predictions, and the rule a patient id follows."""
 
-import re
+import unicodedata
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from db.schema import Patient, Prediction, Scan
+from db.schema import Patient, Prediction, Scan, mrn_key
 
-PATIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MAX_PATIENT_ID_CHARS = 64  # DICOM's PatientID (VR LO)
+PATIENT_ID_RULE = (
+    f"A patient id is 1 to {MAX_PATIENT_ID_CHARS} characters, as DICOM's PatientID allows: letters of any "
+    "alphabet, digits, spaces and punctuation, but no backslash and no control characters. Case and spaces "
+    "around it do not matter when it is looked up."
+)
 
 
 def get_patient(*, session: Session, mrn: str) -> Patient | None:
-    return session.scalar(select(Patient).where(Patient.mrn == mrn))
+    """The patient whose id matches `mrn`, ignoring case and surrounding whitespace."""
+    return session.scalar(select(Patient).where(Patient.mrn_key == mrn_key(mrn)))
 
 
 def get_or_create_patient(*, session: Session, mrn: str) -> Patient:
+    """The patient `mrn` names (matched as get_patient does), created under `mrn` as written (NFC) when new.
+
+    Raises ValueError stating the rule when `mrn` is not a patient id (validate_mrn).
+    """
+    mrn = validate_mrn(mrn)
     patient = get_patient(session=session, mrn=mrn)
     if patient is None:
         patient = Patient(mrn=mrn)
@@ -26,8 +37,13 @@ def get_or_create_patient(*, session: Session, mrn: str) -> Patient:
 
 def search_mrns(*, session: Session, prefix: str = "", limit: int = 50) -> list[str]:
     query = select(Patient.mrn).order_by(Patient.mrn).limit(limit)
-    if prefix:
-        query = query.where(Patient.mrn.ilike(f"{prefix}%"))
+    if prefix.strip():
+        query = query.where(
+            or_(
+                Patient.mrn_key.startswith(mrn_key(prefix), autoescape=True),
+                Patient.mrn.istartswith(prefix.strip(), autoescape=True),
+            )
+        )
     return list(session.scalars(query))
 
 
@@ -84,8 +100,21 @@ def upsert_prediction(
 
 
 def validate_mrn(value: str) -> str:
-    """The patient id, trimmed; raises ValueError with a message for the person who typed it."""
-    mrn = value.strip()
-    if not PATIENT_ID_PATTERN.fullmatch(mrn):
-        raise ValueError("A patient id is 1 to 64 characters: letters, digits, '-', '_' or '.'.")
+    """The patient id as written, in NFC and without surrounding whitespace; raises ValueError with a message
+    for the person who typed it (or the system that sent it), the rule included."""
+    mrn = unicodedata.normalize("NFC", value or "").strip()
+    if not mrn:
+        raise ValueError(f"The patient id is empty. {PATIENT_ID_RULE}")
+    if len(mrn) > MAX_PATIENT_ID_CHARS:
+        raise ValueError(f"The patient id is {len(mrn)} characters long. {PATIENT_ID_RULE}")
+    if (bad := next((ch for ch in mrn if ch == "\\" or not ch.isprintable()), None)) is not None:
+        raise ValueError(f"The patient id holds {_character(bad)}. {PATIENT_ID_RULE}")
     return mrn
+
+
+def _character(ch: str) -> str:
+    if ch == "\\":
+        return "a backslash"
+    name = unicodedata.name(ch, "")
+    kind = "a control character" if unicodedata.category(ch) == "Cc" else "the character"
+    return f"{kind} U+{ord(ch):04X}" + (f" ({name.lower()})" if name else "")

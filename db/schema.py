@@ -1,6 +1,7 @@
-"""SQLAlchemy 2.0 schema: patients, scans, predictions, training runs, model versions, jobs, DICOM series, users,
-sessions and the audit log."""
+"""SQLAlchemy 2.0 schema: patients, scans, predictions, clinicians' reads, training runs, model versions, jobs,
+DICOM series, users, sessions and the audit log."""
 
+import unicodedata
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -30,7 +31,7 @@ from domain import (
     Framework,
     JobKind,
     JobStatus,
-    ReviewStatus,
+    ReadLabel,
     Role,
     ScanSource,
     SendStatus,
@@ -66,6 +67,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def mrn_key(mrn: str) -> str:
+    """What two patient ids are compared by: NFC, without surrounding whitespace, case folded."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", mrn).strip().casefold())
+
+
+def _mrn_key_default(context: Any) -> str:
+    return mrn_key(context.get_current_parameters()["mrn"])
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
@@ -76,7 +86,10 @@ class Patient(Base):
     __table_args__ = NO_ID_REUSE
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # The patient id as the hospital wrote it (NFC); `mrn_key` is what matching compares (db.scans.mrn_key).
     mrn: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    # NULL only for a twin that existed before ids were matched this way, until an admin merges it.
+    mrn_key: Mapped[str | None] = mapped_column(String(256), unique=True, index=True, default=_mrn_key_default)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     scans: Mapped[list["Scan"]] = relationship(back_populates="patient", cascade="all, delete-orphan")
@@ -112,6 +125,8 @@ class Scan(Base):
     study_date: Mapped[str | None] = mapped_column(String(16))
     series_description: Mapped[str | None] = mapped_column(String(256))
     note: Mapped[str | None] = mapped_column(Text)  # e.g. "middle frame 12 of 24"
+    # Why the brain-MRI check refused the image (a batch keeps such a scan for a clinician, without answers).
+    refusal: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
     patient: Mapped[Patient | None] = relationship(back_populates="scans")
@@ -125,10 +140,8 @@ class Prediction(Base):
     __tablename__ = "predictions"
     __table_args__ = (
         UniqueConstraint("scan_id", "model_version_id", name="uq_prediction_scan_model"),
-        Index("ix_predictions_filters", "label", "needs_review", "review_status"),
+        Index("ix_predictions_filters", "label", "needs_review"),
         one_of("label", TumorClass),
-        one_of("reviewer_label", TumorClass, nullable=True),
-        one_of("review_status", ReviewStatus),
         one_of("source", ScanSource),
         NO_ID_REUSE,
     )
@@ -140,11 +153,6 @@ class Prediction(Base):
     probabilities: Mapped[dict[str, Any]]
     confidence: Mapped[float] = mapped_column(Float)
     needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
-    review_status: Mapped[str] = mapped_column(String(16), default="pending")  # pending/confirmed/corrected
-    reviewer_label: Mapped[str | None] = mapped_column(String(16))
-    reviewer: Mapped[str | None] = mapped_column(String(128))
-    review_note: Mapped[str | None] = mapped_column(Text)
-    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime)
     source: Mapped[str] = mapped_column(String(16), default="upload")
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
@@ -154,6 +162,30 @@ class Prediction(Base):
 
     def __repr__(self) -> str:
         return f"Prediction(id={self.id}, scan_id={self.scan_id}, label={self.label!r}, conf={self.confidence:.3f})"
+
+
+class Read(Base):
+    """A clinician's read of a scan: the final class (or not assessable), a note, who and when.
+
+    Append-only (the database refuses to change what a read says): a later read of the scan supersedes an
+    earlier one, and both stay. The models' predictions stay beside them as evidence.
+    """
+
+    __tablename__ = "reads"
+    __table_args__ = (one_of("label", ReadLabel), NO_ID_REUSE)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    read_by: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    read_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    # Set on the reads migration 0006 made from the review of this prediction (reviews were per prediction).
+    from_prediction_id: Mapped[int | None] = mapped_column(Integer)
+
+    def __repr__(self) -> str:
+        return f"Read(id={self.id}, scan_id={self.scan_id}, label={self.label!r}, read_by={self.read_by!r})"
 
 
 class TrainingRun(Base):

@@ -81,6 +81,7 @@ def bench_history(predictions: int = 10_000) -> list[str]:
     from db.history import PredictionFilters, list_patients, list_predictions, patient_timeline
     from db.migrate import upgrade_to_head
     from db.session import make_engine
+    from db.worklist import QueueFilters, queue_counts, review_queue
     from scripts.seed_history import seed
 
     folder = Path(tempfile.mkdtemp(prefix="bench-history-"))
@@ -103,12 +104,16 @@ def bench_history(predictions: int = 10_000) -> list[str]:
             "predictions, last page of 50": lambda: list_predictions(
                 session=session, filters=PredictionFilters(), limit=50, offset=predictions - 50
             ),
-            "predictions by class + needs review + not reviewed": lambda: list_predictions(
+            "predictions by class + needs review + not read": lambda: list_predictions(
                 session=session,
-                filters=PredictionFilters(labels=("glioma",), needs_review=True, reviewed=False),
+                filters=PredictionFilters(labels=("glioma",), needs_review=True, read=False),
                 limit=50,
             ),
             "one patient's timeline": lambda: patient_timeline(session=session, patient_pk=first),
+            "review queue, every scan awaiting a read in order": lambda: review_queue(
+                session=session, filters=QueueFilters()
+            ),
+            "review queue, counts per state": lambda: queue_counts(session=session, filters=QueueFilters()),
         }
         for name, fn in cases.items():
             times = []

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from db.migrate import upgrade_to_head
 from db.runs import get_active_model, register_model_version
-from db.schema import CLASSES, FRAMEWORKS, ModelVersion, Patient, Prediction, Scan, utcnow
+from db.schema import CLASSES, FRAMEWORKS, ModelVersion, Patient, Prediction, Read, Scan, utcnow
 from db.session import make_engine
 from db.storage import store_scan_file
 from models.data.imaging import decode_image
@@ -86,7 +86,8 @@ def seed(session: Session, *, predictions: int, patients: int, review_share: flo
             )
     session.add_all(scans)
     session.flush()
-    added = []
+    added: list[Prediction] = []
+    reads: list[Read] = []
     for scan in scans:
         truth = rng.randrange(len(CLASSES))
         probs = {}
@@ -99,11 +100,11 @@ def seed(session: Session, *, predictions: int, patients: int, review_share: flo
             for v in versions
         ]
         flagged = review(results, get_settings().confidence_threshold).flagged
-        reviewed = rng.random() < review_share
+        if rng.random() < review_share:
+            reads.append(Read(scan_id=scan.id, label=CLASSES[truth], read_by="dr-seed", read_at=scan.created_at))
         for version in versions:
             p = probs[version.framework]
             label = CLASSES[int(p.argmax())]
-            status = ("confirmed" if label == CLASSES[truth] else "corrected") if reviewed else "pending"
             added.append(
                 Prediction(
                     scan_id=scan.id,
@@ -112,15 +113,11 @@ def seed(session: Session, *, predictions: int, patients: int, review_share: flo
                     probabilities=dict(zip(CLASSES, map(float, p))),
                     confidence=float(p.max()),
                     needs_review=flagged,
-                    review_status=status,
-                    reviewer_label=CLASSES[truth] if reviewed else None,
-                    reviewer="Dr Seed" if reviewed else None,
-                    reviewed_at=scan.created_at if reviewed else None,
                     source=scan.source,
                     created_at=scan.created_at,
                 )
             )
-    session.add_all(added)
+    session.add_all([*added, *reads])
     session.flush()
     return len(added)
 

@@ -41,10 +41,11 @@ from services.batch_input import (
     discard_upload,
     folder_patient,
     list_folder,
+    source_phrase,
     source_root,
     true_label,
 )
-from services.diagnosis import SavedScan, model_result, save_scan_with_predictions
+from services.diagnosis import ModelResult, SavedScan, model_result, save_scan_with_predictions
 from services.ood import OodGate, OodVerdict, gate_for
 from services.predictors import ModelFileProblem, loaded_predictor
 from settings import get_settings
@@ -108,9 +109,15 @@ def load_models(version_ids: list[int] | None) -> list[BatchModel]:
         try:
             predictor = loaded_predictor(framework, path, sha256)
         except ModelFileProblem as exc:
-            raise UserError(f"Model {name} (version {version_id}) cannot be used: {exc}") from exc
+            # The reason names the file on the server: it goes to the job's details, which admins read.
+            raise UserError(
+                f"Model {name} (version {version_id}) cannot be used: its file is missing or not the one registered. "
+                "An admin can see the details on this job."
+            ) from exc
         except (OSError, ValueError) as exc:
-            raise UserError(f"Model {name} (version {version_id}) could not be loaded: {exc}") from exc
+            raise UserError(
+                f"Model {name} (version {version_id}) could not be loaded. An admin can see the details on this job."
+            ) from exc
         models.append(BatchModel(version_id, framework, name, predictor, path, sha256))
     return models
 
@@ -131,8 +138,8 @@ def run_batch(
         listing = list_folder(root)
     except BatchInputError as exc:
         raise UserError(str(exc)) from exc
-    if not listing.images and not listing.skipped:
-        raise UserError(f"The folder {root} holds no files.")
+    if not listing.images:
+        raise UserError(f"{source_phrase(params).capitalize()} holds no JPEG, PNG or DICOM file to predict.")
     models = load_models(params.get("model_version_ids"))
     options = Options(
         patient_mode=str(params.get("patient_mode", "none")),
@@ -331,17 +338,22 @@ def _save_chunk(
                         if record is not None:
                             record(session, item, saved)
                 for item in decoded:
-                    # An unreadable file is an error; an image the check flagged is skipped with its reason.
-                    if (item.image is None or item.refused is not None) and item.rel_path not in recorded:
+                    if item.rel_path in recorded:
+                        continue
+                    if item.image is None:
                         add_batch_item(
                             session=session,
                             job_id=job_id,
                             rel_path=item.rel_path,
-                            status="error" if item.image is None else "skipped",
+                            status="error",
                             patient_mrn=item.patient_mrn,
                             true_label=true_label(item.rel_path),
-                            error=item.error if item.image is None else item.refused,
+                            error=item.error,
                         )
+                        if record is not None:
+                            record(session, item, None)
+                    elif item.refused is not None:
+                        _save_scan(session, job_id, item, [], options.threshold)
                         if record is not None:
                             record(session, item, None)
             return
@@ -359,32 +371,41 @@ def _save_done(
     probs: dict[str, np.ndarray],
     options: Options,
 ) -> SavedScan:
-    assert item.image is not None
     results = [
         model_result(framework=m.framework, model_version_id=m.version_id, probabilities=probs[m.framework])
         for m in models
     ]
+    return _save_scan(session, job_id, item, results, options.threshold)
+
+
+def _save_scan(session: Session, job_id: int, item: Decoded, results: list[ModelResult], threshold: float) -> SavedScan:
+    """Store one image as a scan with the models' answers and record its row as done; an image the check refused
+    is kept without any answer, with the check's reason, so a clinician sees it in the review queue, and its row
+    is skipped with that reason."""
+    assert item.image is not None
     saved = save_scan_with_predictions(
         session=session,
         decoded=item.image,
         patient_mrn=item.patient_mrn,
         source="batch",
         results=results,
-        threshold=options.threshold,
+        threshold=threshold,
         original_name=item.rel_path,
         job_id=job_id,
+        refusal=item.refused,
     )
     add_batch_item(
         session=session,
         job_id=job_id,
         rel_path=item.rel_path,
-        status="done",
-        patient_mrn=item.patient_mrn,
+        status="done" if item.refused is None else "skipped",
+        # The patient's id as the record has it: a typed id matched an existing patient whatever its case.
+        patient_mrn=saved.scan.patient.mrn if saved.scan.patient is not None else None,
         true_label=true_label(item.rel_path),
         scan_id=saved.scan.id,
-        results={r["framework"]: {k: v for k, v in r.items() if k != "framework"} for r in results},
-        needs_review=saved.flagged,
-        error=item.note,
+        results={r["framework"]: {k: v for k, v in r.items() if k != "framework"} for r in results} or None,
+        needs_review=saved.flagged and item.refused is None,
+        error=item.refused or item.note,
     )
     return saved
 
@@ -408,6 +429,8 @@ def summarise(
         "metrics": batch_metrics(rows=done, frameworks=[m.framework for m in models]),
         "images_per_s": images_per_s,
         "duration_s": duration_s,
+        # What the review flag was judged against, so the results say why a file is flagged as it was then.
+        "threshold": get_settings().confidence_threshold,
     }
 
 

@@ -394,3 +394,9 @@ def source_label(params: dict[str, Any]) -> str:
     if params.get("source") == "zip":
         return f"uploaded zip {params.get('name') or ''}".strip()
     return str(params.get("folder") or "")
+
+
+def source_phrase(params: dict[str, Any]) -> str:
+    """A job's input in a sentence: "the uploaded zip scans.zip", "the folder /data/x" (the path a person gave)."""
+    label = source_label(params)
+    return f"the {label}" if params.get("source") == "zip" else f"the folder {label}"

@@ -11,7 +11,7 @@ from typing import TypedDict
 import numpy as np
 from sqlalchemy.orm import Session
 
-from db.scans import get_or_create_patient, get_or_create_scan, upsert_prediction, validate_mrn
+from db.scans import get_or_create_patient, get_or_create_scan, upsert_prediction
 from db.schema import Prediction, Scan
 from db.storage import lock_scan_files, store_scan_file
 from domain import CLASSES, framework_label
@@ -116,11 +116,16 @@ def save_scan_with_predictions(
     threshold: float,
     original_name: str,
     job_id: int | None = None,
+    refusal: str | None = None,
 ) -> SavedScan:
-    """Store the image once and record each model's prediction; saving the same image again adds nothing."""
+    """Store the image once and record each model's prediction; saving the same image again adds nothing.
+
+    `refusal`: why the brain-MRI check refused the image, kept on the scan (which then has no answers).
+    The patient is matched as db.scans.get_or_create_patient does (ValueError for an id against the rule).
+    """
     patient_pk = None
     if patient_mrn is not None:
-        patient_pk = get_or_create_patient(session=session, mrn=validate_mrn(patient_mrn)).id
+        patient_pk = get_or_create_patient(session=session, mrn=patient_mrn).id
     flagged = review(results, threshold).flagged
     # The file goes first, under the lock a delete takes to remove it: a committed row never points at a missing file.
     lock_scan_files(session=session)
@@ -140,6 +145,7 @@ def save_scan_with_predictions(
         study_date=decoded.study_date,
         series_description=decoded.series_description,
         note=decoded.note,
+        refusal=refusal,
     )
     predictions, created = [], 0
     for result in results:

@@ -1,46 +1,23 @@
-"""Patient records as people act on them: reviews under the signed-in user, exports and deletes, each audited.
+"""Patient records as people act on them: exports, deletes and merges, each audited.
 
-Deleting is for admins only, checked here; a delete names the patient by id and patient id together, so a
-page holding a stale id never deletes someone else.
+Deleting and merging are for admins only, checked here; both name each patient by id and patient id together,
+so a page holding a stale id never acts on someone else. (Reads of scans: services.reads.)
 """
 
 from collections.abc import Callable, Sequence
 
+from sqlalchemy.orm import Session
+
 from db.audit import describe
 from db.batches import BatchRow
 from db.deletion import Removal, delete_patient, delete_scan
-from db.history import PredictionFilters, PredictionRow, all_predictions
-from db.reviews import review_prediction
+from db.history import PredictionFilters, all_predictions
+from db.patients import Moved, RecordError, merge_patients
 from db.schema import Patient, Scan
 from db.session import read_scope, session_scope
 from domain import AuditAction, UserError
 from services.auth import Actor, audit, require_admin, require_signed_in
 from services.reports import batch_csv, predictions_csv
-
-
-def review(
-    actor: Actor | None, *, prediction_id: int, action: str, label: str | None, note: str | None
-) -> PredictionRow:
-    """Confirm or correct a prediction as the signed-in user (ReviewError with a message when it can't be)."""
-    actor = require_signed_in(actor, "review predictions")
-    with session_scope() as session:
-        row = review_prediction(
-            session=session,
-            prediction_id=prediction_id,
-            action=action,
-            label=label,
-            reviewer=actor.username,
-            note=note,
-        )
-        audit(
-            actor,
-            AuditAction.REVIEW,
-            target=f"prediction {prediction_id}",
-            patient_mrn=row.patient_mrn,
-            detail=f"{row.review_status} as {row.final_label}",
-            session=session,
-        )
-    return row
 
 
 def remove_scan(actor: Actor | None, *, scan_id: int) -> Removal:
@@ -54,10 +31,21 @@ def remove_scan(actor: Actor | None, *, scan_id: int) -> Removal:
             AuditAction.SCAN_DELETED,
             target=f"scan {scan_id}",
             patient_mrn=mrn,
-            detail=f"{removal.scans} scan(s), {removal.predictions} prediction(s)",
+            detail=_removed(removal),
             session=session,
         )
     return removal
+
+
+def _removed(removal: Removal) -> str:
+    return f"{removal.scans} scan(s), {removal.predictions} prediction(s), {removal.reads} read(s)"
+
+
+def _patient(session: Session, patient_pk: int, mrn: str, what: str) -> Patient:
+    patient = session.get(Patient, patient_pk)
+    if patient is None or patient.mrn != mrn:
+        raise UserError(f"Patient {patient_pk} is no longer {mrn}: nothing was {what}. Open the record again.")
+    return patient
 
 
 def remove_patient(actor: Actor | None, *, patient_pk: int, mrn: str) -> Removal:
@@ -73,10 +61,36 @@ def remove_patient(actor: Actor | None, *, patient_pk: int, mrn: str) -> Removal
             AuditAction.PATIENT_DELETED,
             target=f"patient {patient_pk}",
             patient_mrn=mrn,
-            detail=f"{removal.scans} scan(s), {removal.predictions} prediction(s)",
+            detail=_removed(removal),
             session=session,
         )
     return removal
+
+
+def merge(actor: Actor | None, *, keep: tuple[int, str], twin: tuple[int, str]) -> Moved:
+    """Merge the patient `twin` (id, patient id) into `keep`: their scans, predictions and reads move, the twin is
+    deleted. Admins only; audited with the counts. UserError when either pair no longer goes together."""
+    require_admin(actor, "merge patients")
+    try:
+        with session_scope() as session:
+            kept = _patient(session, *keep, "merged")
+            gone = _patient(session, *twin, "merged")
+            moved = merge_patients(session=session, keep=kept, merge=gone)
+            audit(
+                actor,
+                AuditAction.PATIENT_MERGED,
+                target=f"patient {kept.id}",
+                patient_mrn=kept.mrn,
+                detail=(
+                    f"patient {twin[1]} (id {twin[0]}) merged into {kept.mrn} (id {kept.id}): {moved.scans} scan(s) "
+                    f"moved, {moved.joined} of them joined to a scan of the same image, {moved.predictions} "
+                    f"prediction(s), {moved.reads} read(s), {moved.batch_rows} batch result row(s)"
+                ),
+                session=session,
+            )
+    except RecordError as exc:
+        raise UserError(str(exc)) from exc
+    return moved
 
 
 def export_predictions(actor: Actor | None, *, filters: PredictionFilters) -> bytes:
@@ -103,11 +117,13 @@ def viewed(actor: Actor | None, action: str, *, target: str, patient_mrn: str | 
     audit(actor, action, target=target, patient_mrn=patient_mrn)
 
 
-def export_batch(actor: Actor | None, *, job_id: int, rows: Sequence[BatchRow], frameworks: Sequence[str]) -> bytes:
+def export_batch(
+    actor: Actor | None, *, job_id: int, rows: Sequence[BatchRow], frameworks: Sequence[str], threshold: float
+) -> bytes:
     """A batch job's result rows as CSV; audited as an export of that job's results."""
     actor = require_signed_in(actor, "export batch results")
     _audit_export(actor, f"job {job_id} results CSV", [r.patient_mrn for r in rows], f"{len(rows)} row(s)")
-    return batch_csv(rows=rows, frameworks=frameworks)
+    return batch_csv(rows=rows, frameworks=frameworks, threshold=threshold)
 
 
 def _audit_export(

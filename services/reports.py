@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from db.batches import BatchRow
 from db.history import PatientTimeline, PredictionRow, ScanEntry
 from db.schema import utcnow
-from domain import CLASSES, DISCLAIMER, Framework
+from domain import CLASSES, DISCLAIMER, Framework, ReadLabel, framework_label
 
 REPORT_IMAGE_SIDE = 384
 CSV_COLUMNS = (
@@ -38,11 +38,11 @@ CSV_COLUMNS = (
     "confidence",
     *(f"p_{name}" for name in CLASSES),
     "needs_review",
-    "review_status",
-    "final_label",
-    "reviewer",
-    "reviewed_at_utc",
-    "review_note",
+    # A clinician's read of the scan, empty until there is one; the columns above are the model's answer.
+    "read_label",
+    "read_by",
+    "read_at_utc",
+    "read_note",
 )
 
 
@@ -94,11 +94,10 @@ def predictions_csv(*, rows: Iterable[PredictionRow]) -> bytes:
                 f"{row.confidence:.4f}",
                 *(f"{float(row.probabilities.get(name, 0.0)):.4f}" for name in CLASSES),
                 "yes" if row.needs_review else "no",
-                row.review_status,
-                row.final_label,
-                row.reviewer or "",
-                _timestamp(row.reviewed_at),
-                row.review_note or "",
+                row.read_label or "",
+                row.read_by or "",
+                _timestamp(row.read_at),
+                row.read_note or "",
             )
         )
     return out.getvalue().encode("utf-8")
@@ -173,6 +172,7 @@ def _scan_details(scan: ScanEntry) -> str:
     details += [f"modality: {scan.modality}"] if scan.modality else []
     details += [scan.series_description] if scan.series_description else []
     details += [scan.note] if scan.note else []
+    details += [f"refused by the brain-MRI check: {scan.refusal}"] if scan.refusal else []
     return " · ".join(details)
 
 
@@ -213,6 +213,8 @@ def patient_report_html(
             mrn=timeline.mrn,
             scans=scans,
             classes=CLASSES,
+            read_text=lambda label: ReadLabel(label).label,
+            framework_label=framework_label,
             generated=_timestamp(generated_at or utcnow()),
             disclaimer=DISCLAIMER,
             timestamp=_timestamp,
@@ -220,19 +222,47 @@ def patient_report_html(
     )
 
 
-BATCH_CSV_FIXED = ("file", "status", "patient_id", "true_label")
+BATCH_CSV_FIXED = ("file", "status", "patient_id", "true_label", "scan_id")
+BATCH_CSV_END = ("needs_review", "why", "read_label", "read_by", "read_at_utc")
 
 
-def batch_csv(*, rows: Iterable[BatchRow], frameworks: Sequence[str]) -> bytes:
-    """A batch's rows as CSV: per model its class, confidence and each probability; then review flag and error."""
+def batch_row_reason(row: BatchRow, threshold: float) -> str:
+    """Why a file of a batch was flagged, skipped or could not be read, in words (a note for the others)."""
+    from services.diagnosis import model_result, review
+
+    if row.status != "done":
+        return row.error or ""
+    if not row.needs_review:
+        return row.error or ""
+    results = [
+        model_result(
+            framework=fw,
+            model_version_id=int(result.get("model_version_id") or 0),
+            probabilities=[float(result["probabilities"][c]) for c in CLASSES],
+        )
+        for fw, result in row.results.items()
+    ]
+    reasons = review(results, threshold).reasons or ["flagged by the review rule when it was predicted"]
+    return "; ".join([*reasons, *([row.error] if row.error else [])])
+
+
+def batch_csv(*, rows: Iterable[BatchRow], frameworks: Sequence[str], threshold: float) -> bytes:
+    """A batch's rows as CSV: per model its class, confidence and each probability; then whether it is flagged
+    and why (or why it was skipped), and the scan's read once a clinician made one."""
     out = io.StringIO()
     writer = csv.writer(out)
     per_model = [
         f"{fw}_{column}" for fw in frameworks for column in ("class", "confidence", *(f"p_{c}" for c in CLASSES))
     ]
-    writer.writerow([*BATCH_CSV_FIXED, *per_model, "needs_review", "error"])
+    writer.writerow([*BATCH_CSV_FIXED, *per_model, *BATCH_CSV_END])
     for row in rows:
-        values: list[object] = [row.rel_path, row.status, row.patient_mrn or "", row.true_label or ""]
+        values: list[object] = [
+            row.rel_path,
+            row.status,
+            row.patient_mrn or "",
+            row.true_label or "",
+            row.scan_id or "",
+        ]
         for fw in frameworks:
             result = row.results.get(fw)
             if result is None:
@@ -240,6 +270,12 @@ def batch_csv(*, rows: Iterable[BatchRow], frameworks: Sequence[str]) -> bytes:
                 continue
             values += [result["label"], f"{result['confidence']:.4f}"]
             values += [f"{result['probabilities'][c]:.4f}" for c in CLASSES]
-        values += [row.needs_review if row.status == "done" else "", row.error or ""]
+        values += [
+            ("yes" if row.needs_review else "no") if row.status == "done" else "",
+            batch_row_reason(row, threshold),
+            row.read_label or "",
+            row.read_by or "",
+            _timestamp(row.read_at),
+        ]
         writer.writerow(csv_cell(v) for v in values)
     return out.getvalue().encode("utf-8")

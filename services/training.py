@@ -80,10 +80,11 @@ def create_recorded_run(*, cfg: TrainConfig, use_reviewed: bool = False, job_id:
 
 
 def _reviewed_items() -> list[tuple[str, str]]:
-    from db.reviews import reviewed_training_items
+    """The scans clinicians read, labelled with their current read (not with a model's answer)."""
+    from db.reads import read_training_items
 
     with session_scope() as session:
-        return [(str(path), label) for path, label in reviewed_training_items(session=session)]
+        return [(str(path), label) for path, label in read_training_items(session=session)]
 
 
 def execute_run(

@@ -1,5 +1,13 @@
-"""A batch job's results on the page: counts, class chart, labelled-data scores, filtered table, CSV."""
+"""A batch job's results on the page: counts, class chart, labelled-data scores, filtered table, CSV.
 
+The table says why each file was flagged or skipped, shows its thumbnail, and opens its scan in the review
+queue. Its CSV is the download button below it (audited); the table's own export is turned off for the whole
+app (client.disableDataExport), since it could not be audited.
+"""
+
+import base64
+import hashlib
+import math
 from collections import Counter
 
 import pandas as pd
@@ -9,12 +17,16 @@ from db.batches import BatchRow, batch_rows
 from db.jobs import get_job
 from db.schema import CLASSES
 from db.session import read_scope
-from domain import FRAMEWORKS, framework_label
+from domain import FRAMEWORKS, ReadLabel, TumorClass, framework_label
 from services import records
+from services.auth import Actor
 from services.batch import batch_metrics
+from services.reports import batch_row_reason
+from settings import get_settings
 from ui.audited import list_shown
-from ui.auth import signed_in
 from ui.charts import class_counts_chart, confusion_matrix_chart
+from ui.history_view import thumbnail
+from ui.nav import pages
 from ui.text import literal
 
 ANY = "any"
@@ -23,6 +35,8 @@ STATUS_LABELS = {
     "error": "could not be read",
     "skipped": "skipped (not an image, or not a brain MRI slice)",
 }
+ROWS_PER_PAGE = 50  # each shown row draws a thumbnail
+THUMBNAIL_SIDE = 64
 
 
 def frameworks_of(rows: list[BatchRow]) -> list[str]:
@@ -31,21 +45,29 @@ def frameworks_of(rows: list[BatchRow]) -> list[str]:
     return [fw for fw in FRAMEWORKS if fw in present] + sorted(present - set(FRAMEWORKS))
 
 
-def results_frame(rows: list[BatchRow], frameworks: list[str]) -> pd.DataFrame:
+def _image_url(row: BatchRow) -> str | None:
+    png = thumbnail(row.file_path, side=THUMBNAIL_SIDE) if row.file_path else None
+    return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def results_frame(rows: list[BatchRow], frameworks: list[str], threshold: float) -> pd.DataFrame:
     records = []
     for row in rows:
         record: dict[str, object] = {
+            "image": _image_url(row),
             "file": row.rel_path,
             "status": row.status,
+            "flagged": row.needs_review if row.status == "done" else None,
+            "why": batch_row_reason(row, threshold),
             "patient": row.patient_mrn or "",
             "true class": row.true_label or "",
         }
         for fw in frameworks:
             result = row.results.get(fw)
-            record[f"{framework_label(fw)}: class"] = result["label"] if result else ""
+            record[f"{framework_label(fw)}: answer"] = TumorClass(result["label"]).label if result else ""
             record[f"{framework_label(fw)}: confidence"] = result["confidence"] if result else None
-        record["needs review"] = row.needs_review if row.status == "done" else None
-        record["note / error"] = row.error or ""
+        record["read"] = ReadLabel(row.read_label).label if row.read_label else ""
+        record["scan"] = row.scan_id
         records.append(record)
     return pd.DataFrame(records)
 
@@ -69,8 +91,9 @@ def _scores(rows: list[BatchRow], frameworks: list[str], job_id: int) -> None:
             )
 
 
-def show_results(job_id: int) -> None:
-    """Everything recorded for the job's files so far."""
+def show_results(job_id: int, actor: Actor) -> None:
+    """Everything recorded for the job's files so far; `actor` is who downloads the CSV (a download runs outside
+    the page's script run, where no session state can tell who is signed in)."""
     with read_scope() as session:
         rows = batch_rows(session=session, job_id=job_id)
     if not rows:
@@ -80,7 +103,9 @@ def show_results(job_id: int) -> None:
     counts = Counter(row.status for row in rows)
     with read_scope() as session:
         job = get_job(session=session, job_id=job_id)
-        note = (job.result or {}).get("ood_check") if job is not None else None
+        result = (job.result or {}) if job is not None else {}
+    note = result.get("ood_check")
+    threshold = float(result.get("threshold", get_settings().confidence_threshold))
     if note:
         # Whether the images were checked to be brain MRI slices, and with what, or why they were not.
         st.caption(literal(note))
@@ -94,6 +119,14 @@ def show_results(job_id: int) -> None:
         "recorded for them. The table's last column says which.",
     )
     review.metric("Need review", sum(1 for r in rows if r.status == "done" and r.needs_review))
+    unread = sum(1 for r in rows if r.scan_id is not None and r.read_label is None)
+    if unread:
+        st.page_link(
+            pages().review,
+            label=f"Read this job's {unread} scan(s) awaiting a read in the review queue",
+            query_params={"job": str(job_id)},
+            icon=":material/fact_check:",
+        )
 
     predicted = [r for r in rows if r.status == "done"]
     if predicted:
@@ -124,27 +157,60 @@ def show_results(job_id: int) -> None:
             label=None if label == ANY else label,
             needs_review=True if review_only else None,
         )
-    actor = signed_in()
-    if actor is not None and job is not None and job.submitted_by != actor.user_id:
+    if job is not None and job.submitted_by != actor.user_id:
         # Another user's results are a list of patient records this reader browsed.
         wanted = {"status": None if status == ANY else status, "class": None if label == ANY else label}
         filters = {**wanted, "needs review": review_only}
         list_shown(actor, f"job {job_id} results", filters=filters, page=1, shown=len(shown), total=len(rows))
-    st.caption(f"{len(shown)} of {len(rows)} files")
-    st.dataframe(
-        results_frame(shown, frameworks),
+    st.caption(f"{len(shown)} of {len(rows)} files. Select a row to open its scan in the review queue.")
+    page = paged_rows(shown, job_id)
+    # A selection is a position in the rows shown: other rows (another page or filter) start without one, so a
+    # position never picks a neighbour's scan.
+    shown_rows = hashlib.sha256("\n".join(r.rel_path for r in page).encode()).hexdigest()[:16]
+    selection = st.dataframe(
+        results_frame(page, frameworks, threshold),
         hide_index=True,
-        key=f"batch_table:{job_id}",
+        key=f"batch_table:{job_id}:{shown_rows}",
+        on_select="rerun",
+        selection_mode="single-row",
         column_config={
-            f"{framework_label(fw)}: confidence": st.column_config.NumberColumn(format="percent") for fw in frameworks
+            "image": st.column_config.ImageColumn("image", width="small"),
+            "why": st.column_config.TextColumn("why", width="large"),
+            **{
+                f"{framework_label(fw)}: confidence": st.column_config.NumberColumn(format="percent")
+                for fw in frameworks
+            },
         },
     )
+    picked = [page[i] for i in selection.selection.rows if i < len(page)] if selection else []
+    if picked and picked[0].scan_id is not None:
+        st.page_link(
+            pages().review,
+            label=f"Open scan #{picked[0].scan_id} ({literal(picked[0].rel_path)}) in the review queue",
+            query_params={"scan": str(picked[0].scan_id)},
+            icon=":material/open_in_new:",
+        )
+    elif picked:
+        st.caption(
+            f"{literal(picked[0].rel_path)} has no stored scan: {literal(picked[0].error or 'it was not saved')}."
+        )
     st.download_button(
         f"Download these {len(shown)} rows as CSV",
         # Runs when clicked, outside the page's run: the service checks this actor's session again then.
-        data=lambda: records.export_batch(actor, job_id=job_id, rows=shown, frameworks=frameworks),
+        data=lambda: records.export_batch(actor, job_id=job_id, rows=shown, frameworks=frameworks, threshold=threshold),
         file_name=f"batch-{job_id}.csv",
         mime="text/csv",
         key=f"batch_csv:{job_id}",
         on_click="ignore",
     )
+
+
+def paged_rows(rows: list[BatchRow], job_id: int) -> list[BatchRow]:
+    """The rows of the table's current page (thumbnails are drawn for those only)."""
+    count = max(1, math.ceil(len(rows) / ROWS_PER_PAGE))
+    key = f"batch_rows_page:{job_id}:{count}"
+    number = st.session_state.get(key, 1) if count > 1 else 1
+    if count > 1:
+        st.pagination(count, key=key)
+    start = (min(number, count) - 1) * ROWS_PER_PAGE
+    return rows[start : start + ROWS_PER_PAGE]

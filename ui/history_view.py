@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 
 import plotly.graph_objects as go
 import streamlit as st
+from sqlalchemy import select
 
 from db.deletion import Removal
 from db.history import (
@@ -17,9 +18,10 @@ from db.history import (
     list_predictions,
     patient_timeline,
 )
+from db.patients import Moved, twins
 from db.runs import list_model_versions
 from db.scans import get_patient
-from db.schema import CLASSES
+from db.schema import CLASSES, Patient
 from db.session import read_scope
 from services import records
 from services.auth import Actor
@@ -32,6 +34,8 @@ CACHE_ENTRIES = 256  # per query function: pages, filters and patients a few rea
 THUMBNAIL_SIDE = 192
 HEATMAP_OPACITY = 0.45
 FRAMEWORK_SYMBOLS = {"torch": "circle-open", "keras": "diamond"}
+VIEWED_KEY = "history_viewed"  # what this session already recorded as viewed: {"patient 3", "scan 12"}
+MAX_MERGE_LISTED = 1000
 
 
 def _db() -> str:
@@ -76,8 +80,9 @@ def timeline(*, patient_pk: int) -> PatientTimeline | None:
 
 
 def patient_id_for(mrn: str) -> int | None:
+    """The record a patient id opens, matched whatever its case and surrounding spaces."""
     with read_scope() as session:
-        patient = get_patient(session=session, mrn=mrn.strip())
+        patient = get_patient(session=session, mrn=mrn)
         return patient.id if patient else None
 
 
@@ -104,11 +109,35 @@ def filtered_csv(actor: Actor, filters: PredictionFilters) -> bytes:
     return records.export_predictions(actor, filters=filters)
 
 
-def review(actor: Actor, *, prediction_id: int, action: str, label: str | None, note: str | None) -> PredictionRow:
-    """Record a review as the signed-in user (raises ReviewError with a message for the reviewer)."""
-    row = records.review(actor, prediction_id=prediction_id, action=action, label=label, note=note)
+def seen(actor: Actor, action: str, *, target: str, mrn: str | None) -> None:
+    """Audit a record or scan shown to this session, once (redraws are not new views)."""
+    viewed = st.session_state.setdefault(VIEWED_KEY, set())
+    if target not in viewed:
+        records.viewed(actor, action, target=target, patient_mrn=mrn)
+        viewed.add(target)
+
+
+def merge_candidates(patient_pk: int) -> tuple[dict[int, str], dict[int, str]]:
+    """Patients that could be merged into this one: its twins (the same id but for case or spaces), then the
+    others (the first MAX_MERGE_LISTED by id); each as id -> patient id."""
+    with read_scope() as session:
+        patient = session.get(Patient, patient_pk)
+        if patient is None:
+            return {}, {}
+        twin_ids = {p.id: p.mrn for p in twins(session=session, patient=patient)}
+        others = session.execute(
+            select(Patient.id, Patient.mrn)
+            .where(Patient.id != patient_pk)
+            .order_by(Patient.mrn)
+            .limit(MAX_MERGE_LISTED)
+        ).all()
+    return twin_ids, {pid: mrn for pid, mrn in others if pid not in twin_ids}
+
+
+def merge(actor: Actor, *, keep: tuple[int, str], twin: tuple[int, str]) -> Moved:
+    moved = records.merge(actor, keep=keep, twin=twin)
     clear_cache()
-    return row
+    return moved
 
 
 def remove_scan(actor: Actor, *, scan_id: int) -> Removal:
@@ -154,12 +183,18 @@ def timeline_chart(timeline: PatientTimeline) -> go.Figure:
                     "coloraxis": "coloraxis",
                 },
                 customdata=[
-                    (scan.scan_id, scan.original_name, p.model_name, p.confidence, p.review_status)
+                    (
+                        scan.scan_id,
+                        scan.original_name,
+                        p.model_name,
+                        p.confidence,
+                        scan.current_read.label_text if scan.current_read else "not read yet",
+                    )
                     for scan, p in points
                 ],
                 hovertemplate=(
                     "scan #%{customdata[0]} %{customdata[1]}<br>%{customdata[2]}: %{y} "
-                    "(%{customdata[3]:.1%})<br>review: %{customdata[4]}<extra></extra>"
+                    "(%{customdata[3]:.1%})<br>read: %{customdata[4]}<extra></extra>"
                 ),
             )
         )
@@ -175,7 +210,7 @@ def timeline_chart(timeline: PatientTimeline) -> go.Figure:
         yaxis={"categoryorder": "array", "categoryarray": list(CLASSES), "type": "category", "range": [-0.5, 3.5]},
         coloraxis={"colorscale": "RdYlGn", "cmin": 0.25, "cmax": 1.0, "colorbar": {"title": "confidence"}},
         legend={"orientation": "h", "y": 1.15},
-        title="Predicted class per scan",
+        title="The models' answer per scan",
     )
     return fig
 

@@ -8,8 +8,9 @@ import streamlit as st
 
 from db.jobs import get_job
 from db.session import read_scope
-from ui.auth import job_control
+from ui.auth import job_control, signed_in
 from ui.text import literal
+from worker.jobs import ERROR_DETAIL
 from worker.submit import cancel_job
 
 POLL_S = 2
@@ -36,6 +37,7 @@ class JobView:
     error: str | None
     cancel_requested: bool
     created_at: datetime
+    detail: str | None = None  # what lies behind a failure's message, for admins (worker.jobs.ERROR_DETAIL)
 
     @property
     def fraction(self) -> float:
@@ -59,6 +61,7 @@ def job_view(job_id: int) -> JobView | None:
             job.error,
             job.cancel_requested,
             job.created_at,
+            (job.result or {}).get(ERROR_DETAIL) if job.status == "failed" else None,
         )
 
 
@@ -88,6 +91,9 @@ def job_panel(job_id: int, *, key: str) -> None:
             st.info(literal(notice))
         if job.status == "failed":
             st.error(literal(job.error) if job.error else "The job failed without a recorded reason.")
+            if job.detail and (actor := signed_in()) is not None and actor.is_admin:
+                with st.expander("Details for admins"):
+                    st.code(job.detail, language=None, wrap_lines=True)
         elif job.status in ACTIVE and job.cancel_requested:
             st.caption("Stopping at the next checkpoint…")
         elif job.status in ACTIVE:

@@ -14,6 +14,7 @@ class Pages:
     home: st.Page
     diagnose: st.Page
     batch: st.Page
+    review: st.Page
     history: st.Page
     series: st.Page
     pacs: st.Page
@@ -28,7 +29,10 @@ class Pages:
 
     def for_role(self, *, is_admin: bool) -> dict[str, list[st.Page]]:
         """The navigation's sections for a clinician, or for an admin."""
-        sections = {"": [self.home], "Clinic": [self.diagnose, self.batch, self.history, self.series, self.pacs]}
+        sections = {
+            "": [self.home],
+            "Clinic": [self.diagnose, self.batch, self.review, self.history, self.series, self.pacs],
+        }
         if is_admin:
             sections |= {
                 "Models": [self.train, self.leaderboard, self.models],
@@ -50,6 +54,7 @@ def pages() -> Pages:
         "home": _page("0_Overview.py", "Home", "home"),
         "diagnose": _page("1_Diagnose.py", "Diagnose", "radiology", "Diagnose"),
         "batch": _page("2_Batch.py", "Batch", "folder_open", "Batch"),
+        "review": _page("9_Review.py", "Review queue", "fact_check", "Review"),
         "history": _page("3_History.py", "History", "history", "History"),
         "series": _page("9_Series.py", "Series", "stacks", "Series"),
         "pacs": _page("10_PACS.py", "PACS", "cloud_sync", "PACS"),

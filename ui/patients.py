@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from db.scans import search_mrns, validate_mrn
+from db.scans import PATIENT_ID_RULE, search_mrns, validate_mrn
+from db.schema import mrn_key
 from db.session import read_scope
 from ui.text import literal
 
@@ -17,6 +18,10 @@ def patient_picker(*, key: str, suggested: str | None = None) -> str | None:
         known = search_mrns(session=session, limit=MAX_LISTED_PATIENTS)
     # A new suggestion (another DICOM header) starts fresh widgets instead of keeping the previous choice.
     key = f"{key}:{suggested or ''}"
+    # Ids are matched whatever their case and surrounding spaces: a suggested `mrn-4711` is MRN-4711's record.
+    by_key = {mrn_key(mrn): mrn for mrn in known}
+    if suggested is not None and mrn_key(suggested) in by_key:
+        suggested = by_key[mrn_key(suggested)]
     start_new = not known or (suggested is not None and suggested not in known)
     mode = st.radio("Patient", [EXISTING, NEW], index=1 if start_new else 0, horizontal=True, key=f"{key}:mode")
     hint = " Prefilled from the DICOM header: check it before saving." if suggested else ""
@@ -34,7 +39,7 @@ def patient_picker(*, key: str, suggested: str | None = None) -> str | None:
         "New patient id",
         value=suggested or "",
         max_chars=64,
-        help="Letters, digits, '-', '_' and '.', up to 64 characters." + hint,
+        help=PATIENT_ID_RULE + hint,
         key=f"{key}:new",
     )
     if not typed.strip():
@@ -44,6 +49,10 @@ def patient_picker(*, key: str, suggested: str | None = None) -> str | None:
     except ValueError as exc:
         st.error(str(exc))
         return None
-    if mrn in known:
-        st.caption(f"Patient {literal(mrn)} is already in the record: the scans are added to their history.")
+    if (existing := by_key.get(mrn_key(mrn))) is not None:
+        same = (
+            "" if existing == mrn else f" (ids are matched whatever their case: {literal(mrn)} is {literal(existing)})"
+        )
+        st.caption(f"Patient {literal(existing)} is already in the record{same}: the scans are added to their history.")
+        return existing
     return mrn

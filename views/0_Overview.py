@@ -13,6 +13,7 @@ from db.session import read_scope
 from db.stats import table_counts
 from domain import FRAMEWORKS, framework_label
 from services.auth import Actor
+from services.reads import awaiting_reads
 from settings import get_settings
 from ui import errors, notices
 from ui.auth import job_control, require
@@ -71,6 +72,23 @@ def stored() -> None:
         counts = table_counts(session=session)
     for column, (key, label) in zip(st.columns(len(COUNT_LABELS)), COUNT_LABELS.items(), strict=True):
         column.metric(label, counts[key])
+
+
+def awaiting(actor: Actor) -> None:
+    """How many scans wait for a clinician's read, flagged ones counted apart, and the way to the queue."""
+    st.subheader("Awaiting a read")
+    everyone, theirs = awaiting_reads(user_id=actor.user_id)
+    mine = (
+        f" {theirs.awaiting} of them come from batch jobs you started."
+        if theirs is not None and theirs.awaiting
+        else ""
+    )
+    st.markdown(
+        f"{everyone.awaiting} scan(s) await a clinician's read, {everyone.flagged} of them flagged for review.{mine}"
+        if everyone.awaiting
+        else "No scan awaits a read."
+    )
+    st.page_link(pages().review, label="Open the review queue", icon=":material/fact_check:")
 
 
 def my_patients(actor: Actor) -> None:
@@ -160,6 +178,7 @@ def main() -> None:
     st.title("Brain tumor MRI classification")
     if actor.is_admin:
         system_status()
+    awaiting(actor)
     models_in_use()
     my_patients(actor)
     if actor.is_admin:

@@ -21,8 +21,17 @@ from services.batch_input import (
     true_label,
     zip_source,
 )
+from services.batch_patients import (
+    Inventory,
+    class_folders_as_patients,
+    default_mode,
+    folder_inventory,
+    modes_for,
+    preview,
+    zip_inventory,
+)
 from settings import SAMPLE_DIR, get_settings
-from ui.auth import job_control, require, signed_in
+from ui.auth import job_control, require
 from ui.batch_results import show_results
 from ui.jobs import job_panel, job_view, submission_key
 from ui.text import literal
@@ -36,17 +45,35 @@ JOBS_LISTED = 50
 SKIPPED_SHOWN = 200
 
 
+MODE_KEY, MODE_FOR_KEY = "batch_patient_mode", "batch_patient_mode_for"  # the mode, and the input it was fitted to
+SHOWN_REFUSED = 20
+
+
 @st.cache_data(ttl=10, max_entries=16, show_spinner="Looking through the folder…")
-def folder_listing(folder: str) -> Listing:
-    return list_folder(resolve_folder(folder, roots=get_settings().allowed_data_roots))
+def folder_listing(folder: str) -> tuple[Listing, Inventory]:
+    listing = list_folder(resolve_folder(folder, roots=get_settings().allowed_data_roots))
+    return listing, folder_inventory(listing)
 
 
-def describe(listing: Listing) -> None:
+def describe(listing: Listing) -> bool:
+    """What the folder holds; False (and why) when it holds nothing to predict."""
+    if not listing.images:
+        st.error(
+            "This folder holds no JPEG, PNG or DICOM file to predict"
+            + (f", only {len(listing.skipped)} other file(s)." if listing.skipped else ": it is empty.")
+        )
+        skipped_files(listing)
+        return False
     labelled = sum(1 for p in listing.images if true_label(p))
     text = f"{len(listing.images)} image(s) to predict"
     if labelled:
         text += f", {labelled} of them in class folders (the batch will be scored against them)"
     st.success(text + (f"; {len(listing.skipped)} other file(s) will be skipped." if listing.skipped else "."))
+    skipped_files(listing)
+    return True
+
+
+def skipped_files(listing: Listing) -> None:
     if listing.skipped:
         with st.expander(f"Skipped files ({len(listing.skipped)})"):
             st.dataframe([{"file": path, "why": why} for path, why in listing.skipped[:SKIPPED_SHOWN]], hide_index=True)
@@ -58,25 +85,27 @@ def _use_sample() -> None:
     st.session_state["batch_folder"] = str(SAMPLE_DIR)
 
 
-def folder_input() -> bool:
-    """The folder field with what it holds or why it cannot be used; True when it can be submitted."""
+def folder_input() -> tuple[str, Inventory] | None:
+    """The folder field with what it holds or why it cannot be used; (the input, its images) when it can be
+    submitted."""
     roots = get_settings().allowed_data_roots
     st.caption("Folders under: " + ", ".join(f"`{root}`" for root in roots))
     folder = st.text_input("Folder path", key="batch_folder", placeholder=str(roots[0] / "…") if roots else "/…")
     if any(SAMPLE_DIR.resolve().is_relative_to(root.resolve()) for root in roots):
         st.button("Use the shipped sample folder", key="batch_use_sample", on_click=_use_sample)
     if not folder.strip():
-        return False
+        return None
     try:
-        describe(folder_listing(folder.strip()))
+        listing, inventory = folder_listing(folder.strip())
     except BatchInputError as exc:
         st.error(literal(exc))
-        return False
-    return True
+        return None
+    return (f"folder:{listing.root}", inventory) if describe(listing) else None
 
 
-def zip_input() -> bool:
-    """The zip uploader with what the zip holds or why it is refused; True when it can be submitted."""
+def zip_input() -> tuple[str, Inventory] | None:
+    """The zip uploader with what the zip holds or why it is refused; (the input, its images) when it can be
+    submitted."""
     settings = get_settings()
     upload = st.file_uploader(
         "Zip of scans",
@@ -85,15 +114,27 @@ def zip_input() -> bool:
         help=f"Up to {settings.max_zip_mb} MB and {settings.max_zip_files:,} files.",
     )
     if upload is None:
-        return False
+        return None
     try:
-        with open_zip(upload.getvalue(), settings=settings) as archive:
-            files = check_zip(archive, settings=settings)
+        inventory = zip_contents(upload.file_id, upload.getvalue())
     except BatchInputError as exc:
         st.error(literal(exc))
-        return False
-    st.success(f"{len(files)} file(s) in the zip; it is unpacked and checked file by file when you start the batch.")
-    return True
+        return None
+    if not inventory.images:
+        st.error("This zip holds no JPEG, PNG or DICOM file to predict.")
+        return None
+    st.success(
+        f"{len(inventory.images)} image(s) in the zip; it is unpacked and each file is checked when the batch starts."
+    )
+    return f"zip:{upload.file_id}", inventory
+
+
+@st.cache_data(max_entries=4, show_spinner="Looking through the zip…")
+def zip_contents(file_id: str, _data: bytes) -> Inventory:
+    """The zip's images and their DICOM PatientIDs (cached per upload: the bytes do not change)."""
+    settings = get_settings()
+    with open_zip(_data, settings=settings) as archive:
+        return zip_inventory(archive, check_zip(archive, settings=settings))
 
 
 def model_choice() -> list[int]:
@@ -139,7 +180,7 @@ def submit(source_kind: str, patient_mode: str, patient_mrn: str | None, model_i
             patient_mode=patient_mode,
             patient_mrn=patient_mrn,
             model_version_ids=model_ids,
-            actor=signed_in(),
+            actor=require(),
             idempotency_key=key,
         )
     except (BatchInputError, UserError) as exc:
@@ -156,16 +197,57 @@ def submit(source_kind: str, patient_mode: str, patient_mrn: str | None, model_i
     st.session_state[SUBMITTED_KEY] = (key, job_id)
 
 
+def patient_choice(given: tuple[str, Inventory] | None) -> tuple[str, str | None, bool]:
+    """The patient mode (fitted to the input when it changes), the batch-wide id, and whether they can be used;
+    says before Start how many images would get no patient."""
+    inventory = given[1] if given else Inventory(images=())
+    modes = modes_for(inventory) if given else dict(PATIENT_MODES)
+    fitted_to = given[0] if given else None
+    if st.session_state.get(MODE_FOR_KEY) != fitted_to or st.session_state.get(MODE_KEY) not in modes:
+        st.session_state[MODE_KEY] = default_mode(inventory)
+        st.session_state[MODE_FOR_KEY] = fitted_to
+    mode = st.radio("Patient of each scan", list(modes), format_func=modes.get, key=MODE_KEY)
+    mrn = None
+    if mode == "single":
+        mrn = st.text_input("Patient id for the whole batch", max_chars=64, key="batch_patient_id")
+    if given is None:
+        return mode, mrn, False
+    if mode == "single" and not (mrn or "").strip():
+        st.caption("Enter the patient id every scan of this batch belongs to.")
+        return mode, mrn, False
+    try:
+        outcome = preview(inventory, mode, mrn)
+    except BatchInputError as exc:
+        st.error(str(exc))
+        return mode, mrn, False
+    if outcome.without_patient:
+        st.info(
+            f"{outcome.without_patient} of {outcome.images} image(s) would be saved without a patient; they wait "
+            "in the Review queue, where a patient can be assigned."
+        )
+    if outcome.patients:
+        st.caption(f"The others go to {outcome.patients} patient(s), each matched to an existing record by its id.")
+    if outcome.unknown:
+        st.caption(
+            f"{outcome.unknown} DICOM file(s) could not be read ahead; their PatientID is read when the batch runs."
+        )
+    if mode == "folder" and class_folders_as_patients(inventory):
+        st.warning("The first folder level is named like tumor classes: those names would become patient ids.")
+    if outcome.refused:
+        st.warning(
+            f"{len(outcome.refused)} image(s) carry a patient id that breaks the rule, so they would not be saved."
+        )
+        with st.expander("Which, and why"):
+            st.dataframe([{"file": path, "why": why} for path, why in outcome.refused[:SHOWN_REFUSED]], hide_index=True)
+    return mode, mrn, True
+
+
 def new_batch() -> None:
     st.subheader("New batch")
     source_kind = st.radio("Scans from", [FOLDER, ZIP], horizontal=True, key="batch_source")
-    ready = folder_input() if source_kind == FOLDER else zip_input()
-    patient_mode = st.radio(
-        "Patient of each scan", list(PATIENT_MODES), format_func=PATIENT_MODES.get, key="batch_patient_mode"
-    )
-    patient_mrn = None
-    if patient_mode == "single":
-        patient_mrn = st.text_input("Patient id for the whole batch", max_chars=64, key="batch_patient_id")
+    given = folder_input() if source_kind == FOLDER else zip_input()
+    patient_mode, patient_mrn, patients_ok = patient_choice(given)
+    ready = given is not None and patients_ok
     st.markdown("**Models**")
     model_ids = model_choice()
     if not model_ids:
@@ -199,7 +281,7 @@ def chosen_job() -> int | None:
 
 
 def main() -> None:
-    require()
+    actor = require()
     st.title("Predict a folder of scans")
     with st.container(border=True):
         new_batch()
@@ -219,7 +301,7 @@ def main() -> None:
             args=(job_id,),
             help="Runs the job again under the same id: the files it already did are kept and skipped.",
         )
-    show_results(job_id)
+    show_results(job_id, actor)
 
 
 main()

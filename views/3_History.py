@@ -1,19 +1,18 @@
-"""History: every patient's scans and predictions over time; review, export and delete them."""
+"""History: every patient's scans over time with the models' answers and the clinicians' reads; read, export,
+merge and delete them."""
 
 import math
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date
 
 import pandas as pd
 import streamlit as st
 
 from db.deletion import Removal
 from db.history import Page, PatientTimeline, PredictionFilters, PredictionRow, ScanEntry
-from db.reviews import REVIEW_ACTIONS, ReviewError
 from db.schema import CLASSES
-from domain import AuditAction, UserError
-from services import records
-from ui import history_view
+from domain import AuditAction, ReadLabel, TumorClass, UserError
+from ui import history_view, read_panel
 from ui.audited import list_shown
 from ui.auth import require
 from ui.nav import pages
@@ -26,12 +25,9 @@ PAGE_SIZES = (25, 50, 100, 200)
 OPEN_KEY = "history_patient_id"  # the patient whose record is open below the lists
 CONFIRM_KEY = "history_confirm"  # ("scan" | "patient", id) waiting for a confirmation
 FLASH_KEY = "history_flash"
-VIEWED_KEY = "history_viewed"  # what this session already recorded as viewed: {"patient 3", "scan 12"}
+SEARCH_OPENED_KEY = "history_search_opened"  # the search text that last opened a record by its exact id
 ANY = "any"
-
-
-def when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value else ""
+when = read_panel.when
 
 
 def after_write(message: str) -> None:
@@ -59,7 +55,20 @@ def paged(key: str, limit: int, fetch: Callable[[int], Page]) -> Page:
 
 
 def patient_list() -> None:
-    search = st.text_input("Search patient id", key="history_search", placeholder="Any part of the id").strip()
+    search = st.text_input(
+        "Search patient id",
+        key="history_search",
+        placeholder="Any part of the id; the whole id opens the record",
+        help="Case and spaces around the id do not matter: mrn-4711 finds MRN-4711.",
+    ).strip()
+    # The whole id, however it is cased, opens that patient's record (once: the reader may then move on).
+    if (
+        search
+        and st.session_state.get(SEARCH_OPENED_KEY) != search
+        and (exact := history_view.patient_id_for(search)) is not None
+    ):
+        st.session_state[OPEN_KEY] = exact
+        st.session_state[SEARCH_OPENED_KEY] = search
     page = paged(
         f"history_patients_page:{search}",
         PATIENT_PAGE_SIZE,
@@ -74,8 +83,12 @@ def patient_list() -> None:
             "Patient id": [p.mrn for p in page.rows],
             "Scans": [p.n_scans for p in page.rows],
             "Last scan (UTC)": [when(p.last_scan_at) for p in page.rows],
-            "Last result": [(p.last_result or "") + (" ✓ reviewed" * p.last_result_reviewed) for p in page.rows],
-            "Awaiting review": [p.needs_review for p in page.rows],
+            "Last result": [
+                (p.last_result or "")
+                + (" (read)" if p.last_result_read else " (models, not read)" * bool(p.last_result))
+                for p in page.rows
+            ],
+            "Awaiting a read": [p.awaiting_read for p in page.rows],
         }
     )
     st.dataframe(frame, hide_index=True, width="stretch")
@@ -97,9 +110,11 @@ def open_picker(names: dict[int, str], *, key: str) -> None:
 
 def prediction_filters() -> PredictionFilters:
     top = st.columns(4)
-    labels = top[0].multiselect("Predicted class", CLASSES, key="history_f_labels")
-    flagged = top[1].selectbox("Needs review", (ANY, "yes", "no"), key="history_f_flagged")
-    reviewed = top[2].selectbox("Reviewed", (ANY, "yes", "no"), key="history_f_reviewed")
+    labels = top[0].multiselect(
+        "Model's answer", CLASSES, format_func=lambda c: TumorClass(c).label, key="history_f_labels"
+    )
+    flagged = top[1].selectbox("Flagged for review", (ANY, "yes", "no"), key="history_f_flagged")
+    read = top[2].selectbox("Scan read", (ANY, "yes", "no"), key="history_f_read")
     source = top[3].selectbox("Source", (ANY, "upload", "batch"), key="history_f_source")
     bottom = st.columns(3)
     dates: tuple[date, ...] = bottom[0].date_input("Date range (UTC)", value=[], key="history_f_dates")
@@ -112,7 +127,7 @@ def prediction_filters() -> PredictionFilters:
     return PredictionFilters(
         labels=tuple(labels),
         needs_review=choice[flagged],
-        reviewed=choice[reviewed],
+        read=choice[read],
         date_from=dates[0] if len(dates) > 0 else None,
         date_to=dates[1] if len(dates) > 1 else None,
         model_version_ids=tuple(version_ids),
@@ -129,13 +144,13 @@ def prediction_frame(rows: list[PredictionRow]) -> pd.DataFrame:
             "Scan": [r.scan_id for r in rows],
             "File": [r.original_name for r in rows],
             "Model": [f"{r.model_name} ({r.framework})" for r in rows],
-            "Predicted": [r.label for r in rows],
+            "Model's answer": [TumorClass(r.label).label for r in rows],
             "Confidence": [r.confidence for r in rows],
-            "Needs review": [r.needs_review for r in rows],
-            "Review": [r.review_status for r in rows],
-            "Final label": [r.final_label for r in rows],
-            "Reviewer": [r.reviewer or "" for r in rows],
-            "Note": [r.review_note or "" for r in rows],
+            "Flagged": [r.needs_review for r in rows],
+            # The scan's read, by a clinician: empty until there is one.
+            "Read": [ReadLabel(r.read_label).label if r.read_label else "" for r in rows],
+            "Read by": [r.read_by or "" for r in rows],
+            "Read at (UTC)": [when(r.read_at) for r in rows],
         }
     )
 
@@ -175,73 +190,27 @@ def prediction_browser() -> None:
             open_picker(names, key="history_open_from_predictions")
 
 
-def confirm(kind: str, target_id: int, question: str, action: Callable[[], str]) -> None:
-    """A delete button that asks first; `action` does the deletion and returns what to tell the user."""
-    if st.button(f"Delete {kind}…", key=f"history_delete_{kind}_{target_id}"):
-        st.session_state[CONFIRM_KEY] = (kind, target_id)
-    if st.session_state.get(CONFIRM_KEY) != (kind, target_id):
+def confirm(key: str, button: str, question: str, yes: str, action: Callable[[], str]) -> None:
+    """A button that asks first; `action` does the deletion (or merge) and returns what to tell the user."""
+    if st.button(button, key=f"history_{key}"):
+        st.session_state[CONFIRM_KEY] = key
+    if st.session_state.get(CONFIRM_KEY) != key:
         return
     st.warning(question)
-    yes, no = st.columns(2)
-    if yes.button(f"Yes, delete the {kind}", key=f"history_delete_{kind}_{target_id}_yes", type="primary"):
+    left, right = st.columns(2)
+    if left.button(yes, key=f"history_{key}_yes", type="primary"):
         del st.session_state[CONFIRM_KEY]
         try:
             after_write(action())
         except UserError as exc:
             st.error(literal(exc))
-    if no.button("Cancel", key=f"history_delete_{kind}_{target_id}_no"):
+    if right.button("Cancel", key=f"history_{key}_no"):
         del st.session_state[CONFIRM_KEY]
         st.rerun()
 
 
-def review_form(scan: ScanEntry) -> None:
-    names = {p.prediction_id: f"{p.model_name} ({p.framework}): {p.label} {p.confidence:.0%}" for p in scan.predictions}
-    with st.form(key=f"history_review_{scan.scan_id}"):
-        prediction_id = st.selectbox(
-            "Prediction", list(names), format_func=names.get, key=f"history_review_pred_{scan.scan_id}"
-        )
-        action = st.radio(
-            "Verdict",
-            REVIEW_ACTIONS,
-            format_func={"confirm": "Confirm the predicted label", "correct": "Correct the label"}.get,
-            horizontal=True,
-            key=f"history_review_action_{scan.scan_id}",
-        )
-        label = st.selectbox(
-            "Correct label (when correcting)", CLASSES, index=None, key=f"history_review_label_{scan.scan_id}"
-        )
-        note = st.text_area("Note", max_chars=2000, key=f"history_review_note_{scan.scan_id}")
-        st.caption(f"Signed as {literal(ACTOR.username)}.")
-        submitted = st.form_submit_button("Save review", key=f"history_review_submit_{scan.scan_id}")
-    if not submitted:
-        return
-    try:
-        row = history_view.review(
-            ACTOR,
-            prediction_id=prediction_id,
-            action=action,
-            label=label if action == "correct" else None,
-            note=note,
-        )
-    except ReviewError as exc:
-        st.error(literal(exc))
-        return
-    after_write(f"Review saved: scan #{scan.scan_id}, {row.model_name} {row.review_status} as {row.final_label}.")
-
-
-def review_caption(p: PredictionRow) -> str:
-    if p.review_status == "pending":
-        return "needs review" if p.needs_review else "not reviewed"
-    text = f"{p.review_status} as {p.final_label} by {literal(p.reviewer)}, {when(p.reviewed_at)} UTC"
-    return text + (f": “{literal(p.review_note)}”" if p.review_note else "")
-
-
 def seen(action: str, target: str, mrn: str | None) -> None:
-    """Audit a record or scan shown to this session, once (redraws are not new views)."""
-    viewed = st.session_state.setdefault(VIEWED_KEY, set())
-    if target not in viewed:
-        records.viewed(ACTOR, action, target=target, patient_mrn=mrn)
-        viewed.add(target)
+    history_view.seen(ACTOR, action, target=target, mrn=mrn)
 
 
 def scan_card(scan: ScanEntry, mrn: str) -> None:
@@ -265,39 +234,35 @@ def scan_card(scan: ScanEntry, mrn: str) -> None:
             )
             if scan.note:
                 st.caption(literal(scan.note))
-            for p in scan.predictions:
-                probs = " · ".join(f"{c} {p.probabilities.get(c, 0.0):.0%}" for c in CLASSES)
-                st.markdown(
-                    f"**{literal(p.model_name)}** ({p.framework}): **{p.label}** {p.confidence:.1%} — {probs}  \n"
-                    f"_{review_caption(p)}_"
-                )
-            if not scan.predictions:
-                st.caption("No model prediction is recorded for this scan.")
+            read_panel.read_history(scan)
+            read_panel.answers(scan)
         maps = st.session_state.get(heatmap_key, [])
         for column, result in zip(st.columns(max(1, len(maps))), maps):
             if result.overlay is None:
                 column.error(f"{result.model_name}: {result.error}")
             else:
                 column.image(result.overlay, caption=f"{result.method} heatmap: {result.model_name}", width="stretch")
-        if scan.predictions:
-            with st.expander("Review"):
-                review_form(scan)
+        with st.expander("Read this scan" if scan.current_read is None else "Read this scan again"):
+            if saved := read_panel.read_form(ACTOR, scan, key="history_read", submit="Save read"):
+                history_view.clear_cache()
+                after_write(f"Read saved: scan #{scan.scan_id} read as {saved.label_text}.")
         if not ACTOR.is_admin:
             return
         kept = " Its image file stays: another patient's scan uses it." if scan.file_shared else ""
         confirm(
-            "scan",
-            scan.scan_id,
-            f"Delete scan #{scan.scan_id} ({literal(scan.original_name)}) and its {len(scan.predictions)} prediction(s), "
-            "also from batch job results? "
+            f"delete_scan_{scan.scan_id}",
+            "Delete scan…",
+            f"Delete scan #{scan.scan_id} ({literal(scan.original_name)}), its {len(scan.predictions)} prediction(s) "
+            f"and {len(scan.reads)} read(s), also from batch job results? "
             f"This cannot be undone.{kept}",
+            "Yes, delete the scan",
             lambda: describe(history_view.remove_scan(ACTOR, scan_id=scan.scan_id), f"Scan #{scan.scan_id}"),
         )
 
 
 def describe(removal: Removal, what: str) -> str:
     return (
-        f"{what} deleted: {removal.scans} scan(s), {removal.predictions} prediction(s), "
+        f"{what} deleted: {removal.scans} scan(s), {removal.predictions} prediction(s), {removal.reads} read(s), "
         f"{len(removal.files)} stored file(s)."
     )
 
@@ -327,6 +292,48 @@ def report_controls(record: PatientTimeline) -> None:
         )
 
 
+def merge_controls(record: PatientTimeline) -> None:
+    """An admin merges another patient (a twin under the same id, in other case) into this one."""
+    twins, others = history_view.merge_candidates(record.patient_pk)
+    if not twins and not others:
+        return
+    with st.expander("Merge another patient into this one", expanded=bool(twins)):
+        if twins:
+            st.warning(
+                f"{len(twins)} other patient(s) have this id but for case or spaces: "
+                + ", ".join(literal(mrn) for mrn in twins.values())
+                + ". Merge them if they are the same person."
+            )
+        names = {**twins, **others}
+        chosen = st.selectbox(
+            "Patient to merge into this one",
+            list(names),
+            format_func=names.get,
+            index=0 if twins else None,
+            placeholder="Choose a patient",
+            key=f"history_merge_pick_{record.patient_pk}",
+        )
+        if chosen is None:
+            return
+        confirm(
+            f"merge_{record.patient_pk}_{chosen}",
+            "Merge…",
+            f"Merge patient {literal(names[chosen])} into {literal(record.mrn)}? Their scans, model answers and "
+            f"reads move to {literal(record.mrn)}, and {literal(names[chosen])} is deleted. This cannot be undone.",
+            "Yes, merge the patients",
+            lambda: merged(record, chosen, names[chosen]),
+        )
+
+
+def merged(record: PatientTimeline, twin_pk: int, twin_mrn: str) -> str:
+    moved = history_view.merge(ACTOR, keep=(record.patient_pk, record.mrn), twin=(twin_pk, twin_mrn))
+    return (
+        f"Patient {literal(twin_mrn)} merged into {literal(record.mrn)}: {moved.scans} scan(s) moved "
+        f"({moved.joined} joined to a scan of the same image), {moved.predictions} model answer(s), "
+        f"{moved.reads} read(s)."
+    )
+
+
 def patient_record(patient_pk: int) -> None:
     record = history_view.timeline(patient_pk=patient_pk)
     if record is None:
@@ -337,23 +344,26 @@ def patient_record(patient_pk: int) -> None:
     seen(AuditAction.PATIENT_VIEWED, f"patient {record.patient_pk}", record.mrn)
     st.header(f"Patient {literal(record.mrn)}")
     predictions = [p for scan in record.scans for p in scan.predictions]
-    counts = st.columns(3)
+    counts = st.columns(4)
     counts[0].metric("Scans", len(record.scans))
-    counts[1].metric("Predictions", len(predictions))
-    counts[2].metric("Awaiting review", sum(p.needs_review and not p.reviewed for p in predictions))
+    counts[1].metric("Model answers", len(predictions))
+    counts[2].metric("Read", sum(scan.current_read is not None for scan in record.scans))
+    counts[3].metric("Awaiting a read", sum(scan.current_read is None for scan in record.scans))
     actions = st.columns(2)
     with actions[0]:
         report_controls(record)
     if ACTOR.is_admin:
         with actions[1]:
             confirm(
-                "patient",
-                record.patient_pk,
-                f"Delete patient {literal(record.mrn)} with all {len(record.scans)} scan(s) and {len(predictions)} prediction(s), "
-                "and their rows in batch job results? Image files another patient's scan uses are kept. "
-                "This cannot be undone.",
+                f"delete_patient_{record.patient_pk}",
+                "Delete patient…",
+                f"Delete patient {literal(record.mrn)} with all {len(record.scans)} scan(s), {len(predictions)} "
+                f"prediction(s) and their reads, and their rows in batch job results? Image files another patient's "
+                "scan uses are kept. This cannot be undone.",
+                "Yes, delete the patient",
                 lambda: delete_patient(record),
             )
+            merge_controls(record)
     if not record.scans:
         st.info("This patient has no scans.")
         return

@@ -19,6 +19,11 @@ __all__ = ["JobCancelled", "Reporter", "RetryLater", "UserError", "run_job"]
 
 log = logging.getLogger(__name__)
 
+# The result key of what lies behind a failed job's message; pages show it to admins only.
+ERROR_DETAIL = "error_detail"
+UNEXPECTED = (
+    "The job stopped on an unexpected error. An admin can see the details on this job, and in the worker's log."
+)
 # A job whose worker was lost this many times is failed on its next delivery instead of run again.
 MAX_ATTEMPTS = 3
 HEARTBEAT_INTERVAL_S = 15.0
@@ -115,9 +120,13 @@ def run_job(task: Task, job_id: int, body: JobBody, *, max_attempts: int = MAX_A
         status, message = "cancelled", "cancelled while running"
     except UserError as exc:
         status, error = "failed", str(exc)
+        if exc.__cause__ is not None and str(exc.__cause__) != error:
+            # What lies behind a person's message (a server path, a library's words) is for admins.
+            result = {ERROR_DETAIL: f"{type(exc.__cause__).__name__}: {exc.__cause__}"}
     except Exception as exc:
         log.exception("job %s failed", job_id)
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        status, error = "failed", UNEXPECTED
+        result = {ERROR_DETAIL: f"{type(exc).__name__}: {exc}"}
     reporter.flush()
     with session_scope() as session:
         finish_job(session=session, job_id=job_id, status=status, result=result, error=error, message=message)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pydicom
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -359,7 +360,8 @@ def _decode_dicom(data: bytes, filename: str, *, max_pixels: int) -> DecodedImag
 
     stored = _png_bytes(rgb if color else rgb[..., 0])
     decoded = _decoded(rgb, stored, ".png", "DICOM")
-    decoded.patient_mrn = _header_text(ds, "PatientID", 64)
+    # Whole, not cut to 64 characters: a longer id breaks the rule and is refused in words, not shortened.
+    decoded.patient_mrn = header_value(ds, "PatientID") or None
     decoded.study_date = header_study_date(ds)
     decoded.modality = _header_text(ds, "Modality", 16)
     decoded.series_description = _header_text(ds, "SeriesDescription", 256)
@@ -450,8 +452,17 @@ def _png_bytes(pixels: np.ndarray) -> bytes:
 
 
 def _header_text(ds: pydicom.Dataset, keyword: str, max_len: int) -> str | None:
-    value = str(ds.get(keyword, "") or "").strip()
+    value = header_value(ds, keyword)
     return value[:max_len] or None
+
+
+def header_value(ds: pydicom.Dataset, keyword: str) -> str:
+    """A header field as its text; a field of several values keeps DICOM's backslash between them (pydicom's
+    list would otherwise read as "['A', 'B']"), so a rule on the text sees what the file holds."""
+    value = ds.get(keyword, "") or ""
+    if isinstance(value, MultiValue):
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip()
 
 
 def header_study_date(ds: pydicom.Dataset) -> str | None:

@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 
 from db.deletion import delete_patient, delete_scan
 from db.history import PredictionFilters, all_predictions, list_patients, list_predictions, patient_timeline
-from db.reviews import ReviewError, review_prediction, reviewed_training_items
+from db.reads import ReadError, add_read, read_training_items
 from db.runs import register_model_version
-from db.schema import CLASSES, BatchItem, Job, Patient, Prediction, Scan, utcnow
+from db.schema import CLASSES, BatchItem, Job, Patient, Prediction, Read, Scan, utcnow
 from db.session import session_scope
 from models.data.imaging import decode_image
 from services.diagnosis import model_result, save_scan_with_predictions
@@ -107,12 +107,10 @@ def prediction_id(seeded: Seeded, key: str, framework: str) -> int:
         return session.scalar(query.where(Prediction.model_version_id == model_id))
 
 
-def review(target: int, action: str = "confirm", label: str | None = None, **by: str) -> None:
-    """Review a prediction in a transaction of its own; `by` may give reviewer and note."""
+def read(scan_id: int, label: str, *, read_by: str = "Dr Grey", note: str | None = None) -> None:
+    """A read of a scan, in a transaction of its own."""
     with session_scope() as session:
-        review_prediction(
-            session=session, prediction_id=target, action=action, label=label, **{"reviewer": "Dr Grey", **by}
-        )
+        add_read(session=session, scan_id=scan_id, label=label, note=note, read_by=read_by, user_id=None)
 
 
 def keys(rows) -> set[tuple[str, str]]:
@@ -139,24 +137,26 @@ def test_patient_search_matches_any_part_of_the_id(seeded):
     assert [p.mrn for p in only.rows] == ["Q-100"]
 
 
-def test_patient_list_gives_scans_last_scan_result_and_review_count(seeded_any):
+def test_patient_list_gives_scans_last_scan_result_and_scans_awaiting_a_read(seeded_any):
     with session_scope() as session:
         rows = {p.mrn: p for p in list_patients(session=session).rows}
     p1, p2 = rows["P-001"], rows["P-002"]
     assert (p1.n_scans, p1.last_scan_at) == (2, datetime(2024, 1, 20, 9, 30))
-    assert (p1.last_result, p1.needs_review) == ("meningioma", 2)
-    assert (p2.last_result, p2.needs_review) == ("notumor", 2)
+    assert (p1.last_result, p1.last_result_read, p1.awaiting_read) == ("meningioma", False, 2)
+    assert (p2.last_result, p2.awaiting_read) == ("notumor", 2)
 
 
-def test_patient_list_shows_the_reviewed_label_of_the_latest_scan(seeded):
-    review(prediction_id(seeded, "P-001/meningioma", "keras"), "correct", "glioma")
+def test_patient_list_shows_the_read_of_the_latest_scan_not_the_models_answer(seeded_any):
+    read(seeded_any.scans["P-001/meningioma"], "glioma")
+    read(seeded_any.scans["P-002/notumor"], "not_assessable")
     with session_scope() as session:
-        rows = {p.mrn: p for p in list_patients(session=session, search="P-001").rows}
-    assert (rows["P-001"].last_result, rows["P-001"].last_result_reviewed, rows["P-001"].needs_review) == (
-        "glioma",
+        rows = {p.mrn: p for p in list_patients(session=session, search="P-00").rows}
+    assert (rows["P-001"].last_result, rows["P-001"].last_result_read, rows["P-001"].awaiting_read) == (
+        "Glioma",
         True,
         1,
     )
+    assert (rows["P-002"].last_result, rows["P-002"].last_result_read) == ("Not assessable", True)
 
 
 def test_patient_list_is_paginated_with_a_total(seeded):
@@ -196,14 +196,17 @@ def test_prediction_filter_by_model_version_and_patient_id(seeded):
     assert [(r.patient_mrn, r.model_name) for r in rows] == [("Q-100", "mobilenet-v1")]
 
 
-def test_prediction_filter_on_review_state(seeded):
-    target = prediction_id(seeded, "Q-100/pituitary", "torch")
-    review(target)
+def test_prediction_filter_on_whether_the_scan_was_read(seeded_any):
+    read(seeded_any.scans["Q-100/pituitary"], "meningioma")
     with session_scope() as session:
-        reviewed = list_predictions(session=session, filters=PredictionFilters(reviewed=True))
-        pending = list_predictions(session=session, filters=PredictionFilters(reviewed=False))
-    assert [r.prediction_id for r in reviewed.rows] == [target]
-    assert pending.total == 2 * len(SEED) - 1
+        done = list_predictions(session=session, filters=PredictionFilters(read=True))
+        waiting = list_predictions(session=session, filters=PredictionFilters(read=False))
+    # Both models' answers stay beside the read, each showing it.
+    assert {r.prediction_id for r in done.rows} == {
+        prediction_id(seeded_any, "Q-100/pituitary", fw) for fw in ("torch", "keras")
+    }
+    assert {(r.label, r.read_label, r.read_by) for r in done.rows} == {("pituitary", "meningioma", "Dr Grey")}
+    assert waiting.total == 2 * len(SEED) - 2 and {r.read_label for r in waiting.rows} == {None}
 
 
 def test_predictions_are_paginated_newest_first(seeded):
@@ -219,50 +222,75 @@ def test_filters_refuse_an_inverted_date_range():
         PredictionFilters(date_from=date(2024, 2, 1), date_to=date(2024, 1, 1))
 
 
-def test_review_persists_with_its_author_and_time(seeded_any):
-    target = prediction_id(seeded_any, "P-002/glioma", "keras")
+def test_a_later_read_supersedes_an_earlier_one_and_both_stay(seeded_any):
+    scan_id = seeded_any.scans["P-002/glioma"]
     before = utcnow()
-    review(target, "correct", "glioma", reviewer=" Dr Grey ", note="enhancing rim")
+    read(scan_id, "pituitary", read_by=" Dr Grey ", note="enhancing rim")
+    read(scan_id, "glioma", read_by="Dr Yang")
     with session_scope() as session:
-        row = session.get(Prediction, target)
-        assert (row.review_status, row.reviewer_label, row.reviewer, row.review_note) == (
-            "corrected",
-            "glioma",
-            "Dr Grey",
-            "enhancing rim",
-        )
-        assert before <= row.reviewed_at <= utcnow()
+        timeline = patient_timeline(session=session, patient_pk=seeded_any.patients["P-002"])
+        [row] = [r for r in all_predictions(session=session, filters=PredictionFilters()) if r.scan_id == scan_id][:1]
+    scan = next(s for s in timeline.scans if s.scan_id == scan_id)
+    assert [(r.label, r.read_by, r.note) for r in scan.reads] == [
+        ("pituitary", "Dr Grey", "enhancing rim"),
+        ("glioma", "Dr Yang", None),
+    ]
+    assert scan.current_read.label == "glioma" and before <= scan.reads[0].read_at <= scan.reads[1].read_at
+    assert (row.read_label, row.read_by) == ("glioma", "Dr Yang")
+    # The models' answers are evidence and stay as they were.
+    assert sorted(p.label for p in scan.predictions) == ["glioma", "pituitary"]
+
+
+def test_a_read_is_never_changed_in_the_database(seeded_any):
+    read(seeded_any.scans["P-002/glioma"], "glioma")
+    with pytest.raises(Exception, match="never changed"), session_scope() as session:
+        session.scalars(select(Read)).one().label = "meningioma"
+    with session_scope() as session:
+        assert session.scalars(select(Read.label)).all() == ["glioma"]
 
 
 @pytest.mark.parametrize(
-    ("action", "label", "reviewer", "message"),
+    ("label", "reader", "note", "message"),
     [
-        ("confirm", None, "  ", "reviewer's name"),
-        ("correct", None, "Dr Grey", "Choose the correct label"),
-        ("correct", "astrocytoma", "Dr Grey", "Choose the correct label"),
-        ("correct", "pituitary", "Dr Grey", "already predicted"),
-        ("confirm", "glioma", "Dr Grey", "choose Correct"),
-        ("approve", None, "Dr Grey", "Unknown review action"),
+        (None, "Dr Grey", None, "Choose the final class of the scan: one of Glioma, .* Not assessable"),
+        ("astrocytoma", "Dr Grey", None, "Choose the final class"),
+        ("glioma", "  ", None, "signed with a name"),
+        ("glioma", "Dr Grey", "x" * 2001, "2,001 characters long"),
     ],
 )
-def test_review_refuses_bad_input_and_changes_nothing(seeded, action, label, reviewer, message):
-    target = prediction_id(seeded, "Q-100/pituitary", "torch")
-    with session_scope() as session, pytest.raises(ReviewError, match=message):
-        review_prediction(session=session, prediction_id=target, action=action, label=label, reviewer=reviewer)
+def test_a_read_refuses_bad_input_and_saves_nothing(seeded, label, reader, note, message):
+    with session_scope() as session, pytest.raises(ReadError, match=message):
+        add_read(
+            session=session,
+            scan_id=seeded.scans["Q-100/pituitary"],
+            label=label,
+            note=note,
+            read_by=reader,
+            user_id=None,
+        )
+    with session_scope() as session, pytest.raises(ReadError, match="no longer exists"):
+        add_read(session=session, scan_id=999_999, label="glioma", note=None, read_by="Dr Grey", user_id=None)
     with session_scope() as session:
-        assert session.get(Prediction, target).review_status == "pending"
+        assert session.scalar(select(func.count(Read.id))) == 0
 
 
-def test_reviewed_scans_become_training_items_with_the_reviewed_label(seeded):
-    confirmed = prediction_id(seeded, "P-001/meningioma", "torch")
-    corrected = prediction_id(seeded, "Q-100/pituitary", "keras")
-    review(confirmed)
-    review(corrected, "correct", "meningioma")
+def test_read_scans_become_training_items_with_their_current_read(seeded):
+    read(seeded.scans["P-001/meningioma"], "meningioma")
+    read(seeded.scans["Q-100/pituitary"], "glioma")
+    read(seeded.scans["Q-100/pituitary"], "meningioma")  # the later read decides
+    read(seeded.scans["P-002/notumor"], "not_assessable")  # no class: not a training item
     with session_scope() as session:
-        items = reviewed_training_items(session=session)
+        items = read_training_items(session=session)
     assert sorted(items) == sorted(
         [(str(seeded.files["meningioma"]), "meningioma"), (str(seeded.files["pituitary"]), "meningioma")]
     )
+
+
+def test_one_image_of_two_patients_is_one_training_item_labelled_by_the_latest_read(seeded):
+    read(seeded.scans["P-002/glioma"], "glioma")
+    read(seeded.scans["P-001/glioma"], "pituitary")
+    with session_scope() as session:
+        assert read_training_items(session=session) == [(str(seeded.files["glioma"]), "pituitary")]
 
 
 def test_timeline_lists_scans_oldest_first_with_every_models_prediction(seeded):
@@ -285,25 +313,28 @@ def test_csv_holds_exactly_the_filtered_rows(seeded):
     assert len(table) == len(rows)
 
 
-def test_csv_neutralises_cells_that_look_like_formulas(seeded):
-    target = prediction_id(seeded, "Q-100/pituitary", "torch")
-    review(target, reviewer="=HYPERLINK(1)")
+def test_csv_shows_the_read_beside_each_models_answer_and_neutralises_formulas(seeded):
+    read(seeded.scans["Q-100/pituitary"], "meningioma", read_by="=HYPERLINK(1)", note="@cmd")
     with session_scope() as session:
-        rows = all_predictions(session=session, filters=PredictionFilters(reviewed=True))
+        rows = all_predictions(session=session, filters=PredictionFilters(read=True))
     table = list(csv.DictReader(io.StringIO(predictions_csv(rows=rows).decode("utf-8"))))
-    assert table[0]["reviewer"] == "'=HYPERLINK(1)"
+    assert [(r["predicted_label"], r["read_label"]) for r in table] == [("pituitary", "meningioma")] * 2
+    assert {(r["read_by"], r["read_note"]) for r in table} == {("'=HYPERLINK(1)", "'@cmd")}
+    assert all(r["read_at_utc"] for r in table) and "final_label" not in table[0]
 
 
-def test_report_contains_each_scans_class_model_version_review_and_heatmap(seeded):
-    target = prediction_id(seeded, "P-001/meningioma", "keras")
-    review(target, "correct", "glioma", note="see MRI 2")
+def test_report_contains_each_scans_read_the_models_answers_and_heatmap(seeded):
+    read(seeded.scans["P-001/meningioma"], "pituitary", read_by="Dr Yang")
+    read(seeded.scans["P-001/meningioma"], "glioma", note="see MRI 2")
     with session_scope() as session:
         timeline = patient_timeline(session=session, patient_pk=seeded.patients["P-001"])
     overlay = np.zeros((8, 8, 3), dtype=np.uint8)
     html = patient_report_html(timeline=timeline, heatmap=lambda scan: Heatmap(model_name="cnn-v1", overlay=overlay))
     assert "P-001" in html and "meningioma" in html and "glioma" in html
     assert "cnn-v1" in html and "mobilenet-v1" in html
-    assert "Corrected to <strong>glioma</strong> by Dr Grey" in html and "see MRI 2" in html
+    assert "<strong>Read: Glioma</strong> by Dr Grey" in html and "see MRI 2" in html
+    assert "Superseded read: Pituitary by Dr Yang" in html
+    assert "<strong>Not read yet</strong>" in html  # the other scan
     # Two scans, each with its image and its heatmap, embedded.
     assert html.count("data:image/png;base64,") == 4
     assert "Decision support only" in html
@@ -338,9 +369,10 @@ def test_deleting_a_patient_removes_its_rows_and_unshared_files_only(seeded_any)
                     scan_id=seeded_any.scans[scan_key] if scan_key else None,
                 )
             )
+    read(seeded_any.scans["P-001/glioma"], "glioma")
     with session_scope() as session:
         removal = delete_patient(session=session, patient_pk=seeded_any.patients["P-001"])
-    assert (removal.scans, removal.predictions) == (2, 4)
+    assert (removal.scans, removal.predictions, removal.reads) == (2, 4, 1)
     assert not seeded_any.files["meningioma"].exists()
     assert seeded_any.files["glioma"].exists()  # P-002 has a scan of the same image
     with session_scope() as session:

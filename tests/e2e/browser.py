@@ -22,6 +22,7 @@ PAGE_TITLES = {
     "": "Home",
     "Diagnose": "Diagnose",
     "Batch": "Batch",
+    "Review": "Review queue",
     "History": "History",
     "Series": "Series",
     "PACS": "PACS",

@@ -47,13 +47,14 @@ def test_a_diagnosed_scan_is_saved_and_reviewed_in_the_patients_history(app: App
     app.click(main.get_by_role("link", name=f"Open patient {PATIENT}'s history"))
     expect(main.get_by_role("heading", name=f"Patient {PATIENT}")).to_be_visible()
     expect(main.get_by_text(re.compile(r"^Scan #\d+ · "))).to_have_count(1)
-    expect(main.get_by_text(re.compile("^(needs review|not reviewed)$"))).to_have_count(2)
+    expect(main.get_by_text("Not read yet", exact=False)).to_be_visible()
 
-    app.click(main.get_by_test_id("stExpander").get_by_text("Review", exact=True))
-    app.click(main.get_by_role("button", name="Save review"))
-    expect(main.get_by_text(re.compile(r"^Review saved: scan #\d+, .* confirmed as "))).to_be_visible()
-    expect(main.get_by_text(re.compile(f"^confirmed as \\w+ by {re.escape(app.username)}, "))).to_be_visible()
-    expect(main.get_by_text(re.compile("^(needs review|not reviewed)$"))).to_have_count(1)
+    app.click(main.get_by_test_id("stExpander").get_by_text("Read this scan", exact=True))
+    app.click(main.get_by_test_id("stRadio").get_by_text("Not assessable", exact=True))
+    app.click(main.get_by_role("button", name="Save read"))
+    expect(main.get_by_text(re.compile(r"^Read saved: scan #\d+ read as Not assessable\.$"))).to_be_visible()
+    expect(main.get_by_text(f"Read: Not assessable by {app.username}", exact=False)).to_be_visible()
+    expect(main.get_by_text("Not read yet", exact=False)).to_have_count(0)
     app.screenshot("history", show=main.get_by_role("heading", name=f"Patient {PATIENT}"))
 
     # One audit entry per action of the walk-through, in order, each naming the clinician and this tab's session.

@@ -29,7 +29,7 @@ def test_a_wrong_password_is_refused_and_a_clinician_sees_only_the_clinic_pages(
     app.sign_in()
     nav = app.page.get_by_test_id("stSidebarNav")
     expect(nav).to_be_visible()
-    for title in ("Home", "Diagnose", "Batch", "History"):
+    for title in ("Home", "Diagnose", "Batch", "Review queue", "History"):
         expect(nav.get_by_role("link", name=title, exact=True)).to_be_visible()
     for title in ("Train", "Leaderboard", "Models", "Users", "Audit log"):
         expect(nav.get_by_role("link", name=title, exact=True)).to_have_count(0)

@@ -187,3 +187,9 @@ def test_overlay_resamples_a_coarse_heatmap_to_the_image():
 def test_jet_runs_from_blue_to_red():
     low, high = jet_colormap(np.array([0.0, 1.0]))
     assert low[2] > low[0] and high[0] > high[2]
+
+
+def test_a_patient_id_of_several_values_keeps_dicoms_backslash_so_the_id_rule_refuses_it(dicom_bytes) -> None:
+    data = dicom_bytes(patient_mrn="HOSP\\123")
+    decoded = decode_image(data, "a.dcm", max_bytes=len(data), max_pixels=40_000_000)
+    assert decoded.patient_mrn == "HOSP\\123"  # not pydicom's "['HOSP', '123']"

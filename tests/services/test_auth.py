@@ -13,7 +13,7 @@ from db.users import count_users, find_user
 from db.users import main as users_cli
 from domain import AuditAction, NotAllowed, UserError
 from models.training.config import make_config
-from services import auth, records, registry
+from services import auth, reads, records, registry
 from services.auth import SessionEnded, SignInError, sign_in
 from services.sign_in_throttle import client_address, client_bucket, sign_in_holds
 from settings import SAMPLE_DIR
@@ -315,8 +315,8 @@ def test_sign_out_ends_the_session_for_every_tab_that_holds_it(db_url):
     for tab in (first_tab, other_tab):
         with pytest.raises(SessionEnded, match="You signed out"):
             auth.verify(tab)
-    with pytest.raises(NotAllowed, match="sign in again to review predictions"):
-        records.review(other_tab, prediction_id=1, action="confirm", label=None, note=None)
+    with pytest.raises(NotAllowed, match="sign in again to read scans"):
+        reads.read_scan(other_tab, scan_id=1, label="glioma", note=None)
     assert actions("ivy") == ["sign_in", "sign_out", "refused"]
 
 
@@ -341,7 +341,7 @@ def test_idle_expiry_is_measured_on_the_server(db_url):
     assert auth.verify(actor).username == "jan"  # activity: the idle time starts again
     age_session(actor.login_id, seen=31)
     with pytest.raises(NotAllowed, match="30 minutes without activity"):
-        records.review(actor, prediction_id=1, action="confirm", label=None, note=None)
+        reads.read_scan(actor, scan_id=1, label="glioma", note=None)
     assert not auth.is_live(actor.login_id)
     assert actions("jan") == ["session_expired", "refused"]
 

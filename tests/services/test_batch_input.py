@@ -99,8 +99,10 @@ def test_labels_and_patients_come_from_folder_names() -> None:
     assert true_label("P-1/Glioma/x.jpg") == "glioma" and true_label("glioma.jpg") is None
     assert folder_patient("P-1/glioma/x.jpg") == ("P-1", None)
     assert folder_patient("x.jpg")[0] is None
-    with pytest.raises(BatchInputError, match="'Jane Doe' is not a usable patient id"):
-        folder_patient("Jane Doe/x.jpg")
+    # Folder names are patient ids as hospitals write them, spaces and Unicode letters included.
+    assert folder_patient("Müller-01 /x.jpg") == ("Müller-01", None)
+    with pytest.raises(BatchInputError, match=r"'Jane\\Doe' is not a usable patient id\. .* no backslash"):
+        folder_patient("Jane\\Doe/x.jpg")
 
 
 def test_single_patient_mode_needs_a_valid_id() -> None:

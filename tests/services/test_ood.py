@@ -1,5 +1,6 @@
 """The shipped CNN's out-of-distribution check, through the app's own path: pictures that are not brain MRI
-slices are flagged, the sample MRI slices pass, and a batch records a flagged file as skipped with the reason."""
+slices are flagged, the sample MRI slices pass, and a batch records a flagged file as skipped with the reason,
+keeping its scan (without an answer) for a clinician."""
 
 import json
 import warnings
@@ -102,7 +103,7 @@ def test_without_statistics_for_the_cnn_the_check_says_it_is_off(tmp_path: Path)
     )
 
 
-def test_a_batch_records_a_file_that_is_not_a_brain_mri_slice_as_skipped_with_the_reason(
+def test_a_batch_keeps_a_file_that_is_not_a_brain_mri_slice_for_a_clinician_without_an_answer(
     db_url, tmp_path, monkeypatch
 ) -> None:
     from services.batch import Options, load_models, predict_listing
@@ -145,12 +146,16 @@ def test_a_batch_records_a_file_that_is_not_a_brain_mri_slice_as_skipped_with_th
     }
     for name in ("black.png", "noise.png"):
         assert rows[name].error.startswith("not a brain MRI slice: it scores ") and not rows[name].results
-        assert rows[name].scan_id is None and rows[name].patient_mrn == "P-1"
+        assert rows[name].patient_mrn == "P-1"
+        # Kept as a scan with the check's reason and no model answer, so the review queue shows it first.
+        with session_scope() as session:
+            scan = session.get(Scan, rows[name].scan_id)
+            assert scan.refusal == rows[name].error and scan.patient.mrn == "P-1"
     assert all(r.results["torch"]["label"] in CLASSES for r in rows.values() if r.status == "done")
     # The answers are the model's own for these images, as one-by-one predictions give them.
     gliomas = sorted((SAMPLE_DIR / "glioma").glob("*.jpg"))[:2]
     expected = models[0].predictor.predict([decoded(path) for path in gliomas])
     got = [rows[f"glioma/{path.name}"].results["torch"]["probabilities"] for path in gliomas]
     assert np.abs(np.array([[g[c] for c in CLASSES] for g in got]) - expected).max() <= 1e-3
-    assert scans == predictions == 2 and result["skipped"] == 2 and result["done"] == 2
+    assert (scans, predictions) == (4, 2) and result["skipped"] == 2 and result["done"] == 2
     assert result["ood_check"].startswith("Each image is first checked to be a brain MRI slice")

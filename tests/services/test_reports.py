@@ -5,6 +5,7 @@ import io
 from datetime import datetime
 
 from db.history import PatientTimeline, PredictionRow
+from db.reads import ReadRow
 from services.reports import csv_cell, patient_report_html, predictions_csv
 from tests.entries import scan_entry
 
@@ -38,13 +39,21 @@ def _timeline(text: str) -> PatientTimeline:
         confidence=0.9,
         probabilities={"glioma": 0.9, "meningioma": 0.1},
         needs_review=False,
-        review_status="corrected",
-        reviewer_label="meningioma",
-        reviewer=text,
-        review_note=text,
-        reviewed_at=datetime(2026, 1, 3),
+        read_label="meningioma",
+        read_by=text,
+        read_at=datetime(2026, 1, 3),
+        read_note=text,
     )
-    scan = scan_entry(original_name=text, series_description=text, predictions=[prediction])
+    reading = ReadRow(
+        read_id=1,
+        scan_id=1,
+        label="meningioma",
+        note=text,
+        read_by=text,
+        read_at=datetime(2026, 1, 3),
+        migrated=False,
+    )
+    scan = scan_entry(original_name=text, series_description=text, predictions=[prediction], reads=[reading])
     return PatientTimeline(patient_pk=1, mrn=text, created_at=datetime(2026, 1, 1), scans=[scan])
 
 
@@ -52,10 +61,10 @@ def test_the_report_shows_typed_and_carried_text_as_text() -> None:
     html = patient_report_html(timeline=_timeline(HOSTILE))
     assert "<img src=x" not in html
     assert "**x**&lt;img src=x onerror=alert(1)&gt;" in html
-    assert "Corrected to <strong>meningioma</strong>" in html
+    assert "<strong>Read: Meningioma</strong> by **x**&lt;img" in html
 
 
 def test_the_predictions_csv_keeps_the_text_and_neutralises_formulas() -> None:
     rows = _timeline("=cmd|x").scans[0].predictions
     [row] = list(csv.DictReader(io.StringIO(predictions_csv(rows=rows).decode())))
-    assert row["patient_id"] == "'=cmd|x" and row["review_note"] == "'=cmd|x"
+    assert row["patient_id"] == "'=cmd|x" and row["read_note"] == "'=cmd|x" and row["read_by"] == "'=cmd|x"

@@ -84,7 +84,8 @@ def test_starting_a_batch_queues_a_job_and_shows_its_panel(model_id) -> None:
     at = type_folder(open_page(), str(SAMPLE_DIR))
     at.radio(key="batch_patient_mode").set_value("single")
     at.run()
-    at.text_input(key="batch_patient_id").set_value("P-5")
+    at.text_input(key="batch_patient_id").set_value("P-5").run()
+    assert "The others go to 1 patient(s)" in at.caption[-1].value or any("1 patient(s)" in c.value for c in at.caption)
     at.button(key="batch_submit").click()
     at.run()
     assert not at.exception and not at.error
@@ -167,7 +168,11 @@ def test_results_show_scores_filters_and_csv(finished_job) -> None:
     )
     at.checkbox(key=f"batch_filter_review:{finished_job}").check()
     at.run()
-    assert list(at.dataframe[-1].value["file"]) == ["notumor/b.jpg"]
+    table = at.dataframe[-1].value
+    assert list(table["file"]) == ["notumor/b.jpg"]
+    # Why it is flagged, in words, and no column calls the model's answer final.
+    assert list(table["why"]) == ["Custom CNN (PyTorch) is 50% confident, below 70%"]
+    assert list(table["Custom CNN (PyTorch): answer"]) == ["Pituitary"] and list(table["read"]) == [""]
     assert "Download these 1 rows as CSV" in at.get("download_button")[0].proto.label
 
 
@@ -182,3 +187,81 @@ def test_a_failed_job_can_be_run_again_from_the_page(model_id) -> None:
     assert f"Job {job_id} is queued again." in [info.value.replace("\\", "") for info in at.info]
     with session_scope() as session:
         assert get_job(session=session, job_id=job_id).status == "queued"
+
+
+def test_an_empty_folder_or_one_without_images_is_refused_before_start(model_id, roots) -> None:
+    (roots / "empty").mkdir()
+    at = type_folder(open_page(), str(roots / "empty"))
+    assert "holds no JPEG, PNG or DICOM file to predict: it is empty." in at.error[0].value
+    assert at.button(key="batch_submit").disabled
+    (roots / "notes").mkdir()
+    (roots / "notes" / "a.txt").write_text("not a scan")
+    at = type_folder(at, str(roots / "notes"))
+    assert "holds no JPEG, PNG or DICOM file to predict, only 1 other file(s)." in at.error[0].value
+    assert at.button(key="batch_submit").disabled
+
+
+def test_an_empty_zip_is_refused_before_start(model_id) -> None:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("readme.txt", "no scans here")
+    at = open_page()
+    at.radio(key="batch_source").set_value("An uploaded .zip").run()
+    at.file_uploader(key="batch_zip").set_value(("scans.zip", buffer.getvalue(), "application/zip")).run()
+    assert not at.exception
+    assert "This zip holds no JPEG, PNG or DICOM file to predict." in at.error[0].value
+    assert at.button(key="batch_submit").disabled
+
+
+def test_the_patient_mode_fits_a_folder_without_dicom_and_says_who_gets_no_patient(model_id) -> None:
+    at = type_folder(open_page(), str(SAMPLE_DIR))
+    mode = at.radio(key="batch_patient_mode")
+    assert "dicom" not in mode.options and mode.value == "none"
+    assert "80 of 80 image(s) would be saved without a patient" in at.info[0].value
+    mode.set_value("folder").run()
+    assert "named like tumor classes" in at.warning[0].value
+
+
+def test_a_folder_with_dicom_defaults_to_its_header_and_counts_each_case(model_id, roots, dicom_bytes) -> None:
+    folder = roots / "ward"
+    folder.mkdir()
+    (folder / "a.dcm").write_bytes(dicom_bytes(patient_mrn="HOSP 123/456"))
+    (folder / "b.dcm").write_bytes(dicom_bytes(patient_mrn="hosp 123/456 "))  # the same patient
+    (folder / "c.dcm").write_bytes(dicom_bytes(patient_mrn=""))
+    (folder / "d.dcm").write_bytes(dicom_bytes(patient_mrn="BAD\\ID"))
+    (folder / "e.jpg").write_bytes(sorted((SAMPLE_DIR / "glioma").glob("*.jpg"))[0].read_bytes())
+    at = type_folder(open_page(), str(folder))
+    assert at.radio(key="batch_patient_mode").value == "dicom"
+    assert "2 of 5 image(s) would be saved without a patient" in at.info[0].value
+    assert any("The others go to 1 patient(s)" in c.value for c in at.caption)
+    assert "1 image(s) carry a patient id that breaks the rule" in at.warning[0].value
+    assert not at.button(key="batch_submit").disabled
+
+
+def test_a_failed_job_shows_a_persons_message_and_only_admins_the_detail(model_id) -> None:
+    from worker.jobs import ERROR_DETAIL, UNEXPECTED
+
+    with session_scope() as session:
+        job_id = create_job(session=session, kind="batch", params={"source": "folder", "folder": str(SAMPLE_DIR)}).id
+        finish_job(
+            session=session,
+            job_id=job_id,
+            status="failed",
+            error=UNEXPECTED,
+            result={ERROR_DETAIL: "OSError: [Errno 28] No space left on device: '/srv/brainmri/var/scans/ab.png'"},
+        )
+    clinician = signed_in(AppTest.from_file(PAGE, default_timeout=30), "clinician")
+    clinician.query_params["job"] = str(job_id)
+    clinician.run()
+    assert at_error(clinician) == UNEXPECTED
+    assert "/srv" not in " ".join(e.value for e in clinician.get("code"))
+    admin = open_page({"job": str(job_id)})
+    assert at_error(admin) == UNEXPECTED
+    assert "/srv/brainmri/var/scans/ab.png" in admin.get("code")[0].value
+
+
+def at_error(at: AppTest) -> str:
+    return at.error[0].value

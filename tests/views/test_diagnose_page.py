@@ -361,9 +361,9 @@ def test_only_bad_files_save_nothing(db_url, active_cnn, bad_files):
 
 def test_an_invalid_new_patient_id_cannot_be_saved(db_url, active_cnn):
     at = upload(open_page(), [sample_jpeg()])
-    at.text_input[0].set_value("Jane Doe!")
+    at.text_input[0].set_value("Jane\\Doe")
     at.run()
-    assert "1 to 64 characters" in at.error[0].value
+    assert "holds a backslash" in at.error[0].value and "1 to 64 characters" in at.error[0].value
     assert at.button(key="diagnose_save").disabled
 
 

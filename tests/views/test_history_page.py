@@ -7,7 +7,7 @@ from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 from db.runs import register_model_version
-from db.schema import AuditEntry, Patient, Prediction, Scan
+from db.schema import AuditEntry, Patient, Read, Scan
 from db.session import session_scope
 from models.data.imaging import decode_image
 from services.diagnosis import model_result, save_scan_with_predictions
@@ -87,7 +87,8 @@ def open_record(record: Record) -> AppTest:
 def test_page_lists_the_seeded_patient(record):
     at = run(signed_in(AppTest.from_file(PAGE, default_timeout=60)))
     table = at.dataframe[0].value
-    assert list(table["Patient id"]) == ["P-777"] and list(table["Awaiting review"]) == [2]
+    assert list(table["Patient id"]) == ["P-777"] and list(table["Awaiting a read"]) == [1]
+    assert list(table["Last result"]) == ["glioma / meningioma (models, not read)"]
 
 
 def test_patient_link_opens_the_record_with_both_models_predictions(record):
@@ -96,44 +97,37 @@ def test_patient_link_opens_the_record_with_both_models_predictions(record):
     run(at)
     assert shown(at.header[0].value) == "Patient P-777"
     text = shown(" ".join(m.value for m in at.markdown))
-    assert "**cnn-v1** (torch): **glioma**" in text and "**mobilenet-v1** (keras): **meningioma**" in text
+    assert "Custom CNN (PyTorch) (cnn-v1) answered **Glioma**" in text
+    assert "MobileNetV2 (Keras) (mobilenet-v1) answered **Meningioma**" in text
+    assert "**Not read yet**" in text
 
 
-def test_review_submitted_on_the_page_persists(record):
+def test_a_read_submitted_on_the_page_is_saved_under_the_signed_in_user_and_audited(record):
     at = open_record(record)
     scan = record.scan_id
-    at.selectbox(key=f"history_review_pred_{scan}").set_value(record.keras_prediction)
-    at.radio(key=f"history_review_action_{scan}").set_value("correct")
-    at.selectbox(key=f"history_review_label_{scan}").set_value("glioma")
-    at.text_area(key=f"history_review_note_{scan}").input("rim enhancement")
-    at.button(key=f"history_review_submit_{scan}").click().run()
+    at.radio(key=f"history_read_label_{scan}").set_value("glioma")
+    at.text_area(key=f"history_read_note_{scan}").input("rim enhancement")
+    at.button(key=f"history_read_save_{scan}").click().run()
     assert not at.exception
-    assert "Review saved" in at.success[0].value
+    assert shown(at.success[0].value) == f"Read saved: scan #{scan} read as Glioma."
     with session_scope() as session:
-        row = session.get(Prediction, record.keras_prediction)
-        assert (row.review_status, row.reviewer_label, row.reviewer, row.review_note) == (
-            "corrected",
-            "glioma",
-            "test-admin",  # the signed-in user: no name is typed
-            "rim enhancement",
-        )
-        assert row.reviewed_at is not None
+        [row] = session.scalars(select(Read)).all()
+        assert (row.scan_id, row.label, row.read_by, row.note) == (scan, "glioma", "test-admin", "rim enhancement")
         [entry] = session.scalars(select(AuditEntry).where(AuditEntry.action == "review")).all()
-    assert (entry.username, entry.target, entry.patient_mrn) == (
-        "test-admin",
-        f"prediction {record.keras_prediction}",
-        "P-777",
-    )
+    assert (entry.username, entry.target, entry.patient_mrn) == ("test-admin", f"scan {scan}", "P-777")
+    assert entry.detail.startswith("read as Glioma, a class of the reader's choice; models: ")
+    assert "Custom CNN (PyTorch) glioma 90%" in entry.detail and entry.detail.endswith("note: rim enhancement")
+    text = shown(" ".join(m.value for m in at.markdown))
+    assert "**Read: Glioma** by test-admin" in text and "rim enhancement" in text
 
 
-def test_a_correction_without_a_label_shows_why_and_saves_nothing(record):
+def test_a_read_without_a_class_shows_why_and_saves_nothing(record):
     at = open_record(record)
-    at.radio(key=f"history_review_action_{record.scan_id}").set_value("correct")
-    at.button(key=f"history_review_submit_{record.scan_id}").click().run()
+    at.button(key=f"history_read_save_{record.scan_id}").click().run()
     assert not at.exception
-    assert "Choose the correct label" in at.error[0].value
+    assert "Choose the final class of the scan" in at.error[0].value
     with session_scope() as session:
-        assert session.get(Prediction, record.torch_prediction).review_status == "pending"
+        assert session.scalars(select(Read)).all() == []
 
 
 def test_show_heatmap_draws_grad_cam_or_says_why_not(record):
@@ -193,3 +187,35 @@ def test_a_patient_id_in_the_link_is_shown_as_text(db_url):
     at.query_params["patient"] = hostile
     run(at)
     assert [w.value for w in at.warning] == [f"No patient has the id {literal(hostile)}."]
+
+
+def test_an_admin_merges_a_twin_from_the_record_and_a_clinician_is_not_offered_it(record):
+    from sqlalchemy import insert
+
+    from db.schema import utcnow
+
+    with session_scope() as session:
+        # A twin as migration 0006 leaves one that existed before ids matched whatever their case.
+        session.execute(insert(Patient).values(mrn="p-777", mrn_key=None, created_at=utcnow()))
+    at = open_record(record)
+    assert "have this id but for case or spaces: p\\-777" in at.warning[0].value
+    twin = at.selectbox(key=f"history_merge_pick_{record.patient_pk}").value
+    at.button(key=f"history_merge_{record.patient_pk}_{twin}").click().run()
+    at.button(key=f"history_merge_{record.patient_pk}_{twin}_yes").click().run()
+    assert not at.exception
+    assert shown(at.success[0].value).startswith("Patient p-777 merged into P-777: 0 scan(s) moved")
+    with session_scope() as session:
+        assert session.get(Patient, twin) is None
+        [entry] = session.scalars(select(AuditEntry).where(AuditEntry.action == "patient_merged")).all()
+    assert entry.username == "test-admin" and entry.patient_mrn == "P-777"
+    clinician = signed_in(AppTest.from_file(PAGE, default_timeout=60), "clinician")
+    clinician.run()
+    clinician.selectbox(key="history_open_select").set_value(record.patient_pk)
+    clinician.run()
+    assert not clinician.exception and not [w for w in clinician.warning if "but for case" in w.value]
+
+
+def test_the_whole_id_in_any_case_opens_the_record(record):
+    at = run(signed_in(AppTest.from_file(PAGE, default_timeout=60)))
+    at.text_input(key="history_search").set_value(" p-777 ").run()
+    assert not at.exception and shown(at.header[0].value) == "Patient P-777"

@@ -16,7 +16,7 @@ from db.batches import add_batch_item
 from db.jobs import create_job, finish_job, get_job
 from db.runs import get_active_model, register_model_version
 from db.scans import get_or_create_patient, get_or_create_scan
-from db.schema import Job, Prediction, Scan, User, UserSession
+from db.schema import Job, Prediction, Read, Scan, User, UserSession
 from db.session import session_scope
 from domain import NotAllowed
 from services import auth
@@ -208,14 +208,10 @@ def train_submit(tmp: Path) -> tuple:
 
 
 def history_review(tmp: Path) -> tuple:
-    patient_pk, scan_id, prediction_id = scan_with_prediction()
+    patient_pk, scan_id, _ = scan_with_prediction()
     at = draw("3_History", state={"history_patient_id": patient_pk})
-
-    def done() -> bool:
-        with session_scope() as session:
-            return session.get(Prediction, prediction_id).review_status != "pending"
-
-    return at, f"history_review_submit_{scan_id}", done
+    at.radio(key=f"history_read_label_{scan_id}").set_value("glioma").run()
+    return at, f"history_read_save_{scan_id}", lambda: count(Read) > 0
 
 
 def diagnose_save(tmp: Path) -> tuple:
@@ -239,7 +235,7 @@ CLICKS = {
     "Batch: run a failed job again": (batch_rerun, False),
     "Home: run a self-check": (home_selfcheck, False),
     "Train: start training": (train_submit, False),
-    "History: save a review": (history_review, False),
+    "History: save a read": (history_review, False),
     "Diagnose: save to the record": (diagnose_save, False),
 }
 

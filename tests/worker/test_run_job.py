@@ -9,7 +9,7 @@ from db.jobs import create_job, finish_job, get_job, mark_running
 from db.session import session_scope
 from tests.users import make_actor
 from worker import jobs
-from worker.jobs import UserError, run_job
+from worker.jobs import ERROR_DETAIL, UNEXPECTED, UserError, run_job
 from worker.submit import cancel_job
 from worker.tasks import selfcheck
 
@@ -54,15 +54,31 @@ def test_throttled_progress_still_records_the_final_step(db_url):
     assert (job.status, job.progress_current, job.progress_total) == ("failed", 500, 1000)
 
 
-def test_body_raising_fails_the_job_with_type_and_message(db_url):
+def test_an_unexpected_error_fails_the_job_in_words_and_keeps_what_it_said_for_admins(db_url):
     job_id = _new_job()
 
     def body(reporter):
-        raise ValueError("the folder holds no images")
+        raise OSError("[Errno 5] Input/output error: '/srv/brainmri/var/scans/ab.png'")
 
     run_job(TASK, job_id, body)
     job = _job(job_id)
-    assert (job.status, job.error) == ("failed", "ValueError: the folder holds no images")
+    assert (job.status, job.error) == ("failed", UNEXPECTED) and "/srv" not in job.error
+    assert job.result == {ERROR_DETAIL: "OSError: [Errno 5] Input/output error: '/srv/brainmri/var/scans/ab.png'"}
+
+
+def test_a_user_error_keeps_its_cause_for_admins(db_url):
+    job_id = _new_job()
+
+    def body(reporter):
+        try:
+            raise FileNotFoundError("/srv/models/cnn.pth")
+        except FileNotFoundError as exc:
+            raise UserError("Model cnn (version 3) cannot be used: its file is missing.") from exc
+
+    run_job(TASK, job_id, body)
+    job = _job(job_id)
+    assert job.error == "Model cnn (version 3) cannot be used: its file is missing."
+    assert job.result == {ERROR_DETAIL: "FileNotFoundError: /srv/models/cnn.pth"}
 
 
 def test_user_error_is_stored_as_written(db_url):

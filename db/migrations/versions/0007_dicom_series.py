@@ -15,7 +15,7 @@ from alembic import op
 from db.migrations.audit_rules import set_actions
 
 revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -25,7 +25,7 @@ ACTIONS_BEFORE = (
     "sign_in sign_in_failed sign_in_throttled sign_out session_expired upload prediction patient_viewed scan_viewed "
     "review export scan_deleted patient_deleted batch_started training_started job_cancelled job_requeued "
     "model_promoted model_rolled_back model_downloaded user_created user_disabled user_enabled password_reset "
-    "role_changed user_unlocked list_viewed refused"
+    "role_changed user_unlocked list_viewed refused patient_merged scan_assigned"
 ).split()
 ACTIONS = (
     *ACTIONS_BEFORE,
