@@ -22,7 +22,7 @@ from tests.pacs.servers import Orthanc, require_tools, storescu
 from tests.users import make_actor, signed_in
 from worker.submit import submit_intake
 
-PAGE = str(ROOT / "views" / "10_PACS.py")
+PAGE = str(ROOT / "views" / "11_PACS.py")
 IMAGES = sorted((SAMPLE_DIR / "meningioma").glob("*.jpg"))[:3]
 
 

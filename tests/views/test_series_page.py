@@ -16,7 +16,7 @@ from settings import ROOT, SAMPLE_DIR
 from tests.env import environment
 from tests.users import signed_in
 
-PAGE = str(ROOT / "views" / "9_Series.py")
+PAGE = str(ROOT / "views" / "10_Series.py")
 
 
 @pytest.fixture(scope="module")
