@@ -377,3 +377,21 @@ def test_more_files_than_the_cap_are_refused_with_a_way_out(db_url, active_cnn, 
         "the Batch page."
     ]
     assert not at.metric and rows() == ([], [])
+
+
+def test_an_upload_that_runs_its_decoder_past_the_limit_is_refused_once_and_the_others_are_analysed(db_url, active_cnn):
+    from services.decoding import sandbox
+    from tests.env import environment
+    from tests.models.test_sandbox import costly_dicom
+    from ui.image_cache import image_cache
+
+    image_cache().clear()
+    with environment(DECODE_CPU_S="0.5"):
+        at = upload(open_page(), [("noise.dcm", costly_dicom()), sample_jpeg()])
+        [error] = [shown(e.value) for e in at.error]
+        assert "Not analysed: noise.dcm: the file was not decoded: decoding it used more than 0.5 s" in error
+        assert len(at.metric) == 1  # the other file's answer
+        children = [c.process.pid for c in list(sandbox()._idle.queue)]
+        at.run()  # a redraw does not decode the refused file again: its child stays the same
+        assert [shown(e.value) for e in at.error] == [error]
+        assert [c.process.pid for c in list(sandbox()._idle.queue)] == children
