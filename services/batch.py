@@ -47,7 +47,7 @@ from services.batch_input import (
 )
 from services.decoding import decode_untrusted
 from services.diagnosis import model_result, save_scan_with_predictions
-from services.ood import OodGate, OodVerdict, gate_for
+from services.ood import OodGate, OodVerdict, gate_for, header_verdicts
 from services.predictors import ModelFileProblem, loaded_predictor
 from settings import get_settings
 
@@ -297,15 +297,18 @@ def _check_and_predict(
 
 
 def _check_chunk(gate: OodGate | None, decodable: list[Decoded]) -> None:
-    if gate is None or not decodable:
+    """The check where there is one, else the DICOM header's word alone."""
+    if not decodable:
         return
     images = [item.image for item in decodable if item.image is not None]
-    _mark_refused(decodable, gate.check([image.rgb for image in images], [image.modality for image in images]))
+    modalities = [image.modality for image in images]
+    verdicts = header_verdicts(modalities) if gate is None else gate.check([im.rgb for im in images], modalities)
+    _mark_refused(decodable, verdicts)
 
 
-def _mark_refused(decodable: list[Decoded], verdicts: list[OodVerdict]) -> None:
+def _mark_refused(decodable: list[Decoded], verdicts: Sequence[OodVerdict | None]) -> None:
     for item, verdict in zip(decodable, verdicts, strict=True):
-        if verdict.flagged:
+        if verdict is not None and verdict.flagged:
             item.refused = verdict.reason
 
 

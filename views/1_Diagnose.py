@@ -17,7 +17,7 @@ from services.diagnosis import (
     review,
     save_scan_with_predictions,
 )
-from services.ood import NOT_MRI, OodGate, OodVerdict, gate_for
+from services.ood import NOT_MRI, OodGate, OodVerdict, gate_for, header_verdicts
 from services.predictors import ModelFileProblem
 from settings import get_settings
 from ui.auth import require
@@ -38,7 +38,7 @@ class Analysis:
     decoded: DecodedImage
     results: list[ModelResult]  # none for an image the check flagged, until its answer is asked for
     review: Review
-    ood: OodVerdict | None = None  # None where no check is fitted for the active CNN
+    ood: OodVerdict | None = None  # None where no check is fitted for the active CNN and the header says MR or nothing
 
     @property
     def refused(self) -> bool:
@@ -56,7 +56,8 @@ def analyse_all(
     """The check first, for all images in one pass; then each model answers, one batch for all the images the
     check let through and those whose answer the person asked to see."""
     images = [(decoded.sha256, decoded.rgb) for _, decoded in uploads]
-    verdicts: list[OodVerdict | None] = [None] * len(uploads)
+    # Without the check's statistics a DICOM file's header still says whether it is an MR image.
+    verdicts = header_verdicts([decoded.modality for _, decoded in uploads])
     if gate is not None:
         checked = ood_verdicts(gate.artifact_path, gate.sha256, images)
         verdicts = [v.with_modality(decoded.modality) for v, (_, decoded) in zip(checked, uploads, strict=True)]
