@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     db_busy_timeout_s: float = Field(default=30.0, gt=0)
     # A running job with no heartbeat for this long is settled as failed.
     job_stale_after_s: int = 300
+    # How often each worker's beat sends the sweep that settles or sends again the jobs of dead workers, sends
+    # again the queued jobs Redis lost, and removes files nothing refers to.
+    sweep_every_s: float = Field(default=60.0, ge=1)
     # The periodic sweep removes scan files no row refers to once they are this old, and the unpacked zips of
     # jobs that are over (a failed or cancelled one can be re-run until then) after `keep_uploads_days`.
     orphan_grace_s: int = Field(default=3600, ge=60)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Start the whole system: install, migrate, Redis, one Celery worker, Celery beat (the periodic sweep) and
-# the Streamlit app on :8501.
+# Start the whole system: install, migrate, Redis, one Celery worker with Celery beat inside it (-B, the
+# periodic sweep; the same command as `make worker`) and the Streamlit app on :8501.
 # Ctrl-C stops the worker and the app (Redis, if started here, keeps running for the next start).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,9 +21,7 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-.venv/bin/celery -A worker.celery_app worker -Q training,prediction -n "worker@%h" --loglevel INFO &
-pids+=("$!")
-.venv/bin/celery -A worker.celery_app beat --schedule var/celerybeat-schedule --loglevel WARNING &
+.venv/bin/celery -A worker.celery_app worker -B -Q training,prediction -n "worker@%h" --loglevel INFO &
 pids+=("$!")
 .venv/bin/streamlit run Home.py --server.port 8501 --server.headless true &
 pids+=("$!")
