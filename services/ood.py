@@ -13,6 +13,7 @@ import numpy as np
 from domain import Framework
 from models.evaluation.ood import OodStats, OodUnavailable, header_refusal, load_stats
 from models.inference.predictor import FeaturePredictor
+from services.model_files import CompanionFiles
 from services.predictors import MAX_LOADED, ModelFileProblem, loaded_predictor
 
 __all__ = ["OodGate", "OodUnavailable", "OodVerdict", "gate_for", "header_verdicts", "ood_gate"]
@@ -104,7 +105,10 @@ def ood_gate(artifact_path: str, sha256: str) -> OodGate:
     """The check for a registered CNN file, loaded once per process. OodUnavailable when no statistics were
     fitted for this very file, ModelFileProblem when the file is not the one registered (neither is cached)."""
     predictor = cast(FeaturePredictor, loaded_predictor(Framework.TORCH.value, artifact_path, sha256))
-    return OodGate(artifact_path, sha256, predictor, load_stats(artifact_path, sha256))
+    files = CompanionFiles.of(artifact_path, sha256)
+    stats = load_stats(artifact_path, sha256, check=files.check)  # the bytes checked are the bytes used
+    files.save()
+    return OodGate(artifact_path, sha256, predictor, stats)
 
 
 def gate_for(models: Iterable[ModelFile]) -> tuple[OodGate | None, str]:

@@ -11,7 +11,7 @@ from db.session import read_scope
 from domain import FRAMEWORKS, Role, UserError, framework_label
 from services import model_card, registry
 from services.model_card_document import ModelCard, escape, section_markdown
-from services.model_files import FileCheck, check_file
+from services.model_files import FileCheck, check_file, companion_problems, companion_states, companion_summary
 from ui.auth import require
 from ui.nav import link_to_page
 
@@ -41,8 +41,10 @@ def file_check(version: VersionRow) -> FileCheck:
 
 
 def _usable(version: VersionRow) -> bool:
-    """A version may be made active only while its file is the one registered; otherwise say why not."""
+    """A version may be made active only while its file and the files its answers depend on are those recorded;
+    otherwise say why not."""
     problem = file_check(version).problem(version.artifact_path)
+    problem = problem or next(iter(companion_problems(companion_states(version.id))), None)
     if problem is None:
         return True
     message = f"Version {version.id} was not made active: {problem}."
@@ -164,6 +166,10 @@ def download(framework: str, versions: list[VersionRow]) -> None:
         )
     else:
         st.caption(f"The file matches its registered sha256 ({check.size_bytes / 1e6:.1f} MB).")
+    companions = companion_states(version.id)
+    for problem in companion_problems(companions):
+        st.error(f"This version is refused wherever it would answer: {problem}.")
+    st.caption(companion_summary(companions))
     st.download_button(
         "Download" if check.state == "ok" else "Download the changed file",
         data=lambda: registry.model_file(ACTOR, version_id=version.id),  # read (and audited) when clicked

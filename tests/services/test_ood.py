@@ -29,8 +29,8 @@ from settings import DEFAULT_MODEL_FILES, SAMPLE_DIR
 CNN = DEFAULT_MODEL_FILES["torch"]
 
 
-@pytest.fixture(scope="module")
-def gate() -> OodGate:
+@pytest.fixture
+def gate(db_url: str) -> OodGate:
     return ood_gate(str(CNN), file_sha256(CNN))
 
 
@@ -87,7 +87,7 @@ def test_the_shipped_statistics_and_report_belong_to_the_shipped_cnn() -> None:
     assert stats_path(CNN).stat().st_size < 2**20
 
 
-def test_without_statistics_for_the_cnn_the_check_says_it_is_off(tmp_path: Path) -> None:
+def test_without_statistics_for_the_cnn_the_check_says_it_is_off(db_url, tmp_path: Path) -> None:
     from models.nets.cnn import TumorCNN, save_checkpoint
 
     other = save_checkpoint(tmp_path / "retrained.pth", TumorCNN(), extra={})
