@@ -117,18 +117,9 @@ def register_default_models(
 
 
 def _record_found(session: Session, artifact_path: str, sha256: str) -> None:
-    for role, path in companion_paths(artifact_path).items():
-        if path.is_file() and (role != ModelFileRole.PAIR_REPORT or _pair_names(path, sha256)):
-            digest = file_sha256(path)
-            record_digest(
-                session=session,
-                artifact_path=artifact_path,
-                sha256=sha256,
-                role=role.value,
-                path=str(path),
-                digest=digest,
-                replace=False,
-            )
+    files = CompanionFiles(artifact_path, sha256, {}, companion_paths(artifact_path))
+    files.take_present(made=False)
+    files.save(session)
 
 
 def _relink_to_archive(versions: list[ModelVersion], archive: Path) -> None:
@@ -219,22 +210,32 @@ class CompanionFiles:
                 continue
             self.check(path, data, False)
 
-    def save(self) -> None:
-        """Record what was made now (replacing what was recorded) and what was seen for the first time."""
+    def take_present(self, *, made: bool) -> None:
+        """Check every one of these files that is there now (`made`: as made just now, to be recorded anew)."""
+        for role, path in self.paths.items():
+            if path.is_file() and (role != ModelFileRole.PAIR_REPORT or _pair_names(path, self.sha256)):
+                self.check(path, path.read_bytes(), made)
+
+    def save(self, session: Session | None = None) -> None:
+        """Record what was made now (replacing what was recorded) and what was seen for the first time, in
+        `session` where given (its caller commits), else in a transaction of its own."""
         if not (self.made or self.seen):
             return
-        with session_scope() as session:
-            for roles, replace in ((self.seen, False), (self.made, True)):
-                for role, digest in roles.items():
-                    record_digest(
-                        session=session,
-                        artifact_path=self.artifact_path,
-                        sha256=self.sha256,
-                        role=role.value,
-                        path=str(self.paths[role]),
-                        digest=digest,
-                        replace=replace,
-                    )
+        if session is None:
+            with session_scope() as own:
+                self.save(own)
+            return
+        for roles, replace in ((self.seen, False), (self.made, True)):
+            for role, digest in roles.items():
+                record_digest(
+                    session=session,
+                    artifact_path=self.artifact_path,
+                    sha256=self.sha256,
+                    role=role.value,
+                    path=str(self.paths[role]),
+                    digest=digest,
+                    replace=replace,
+                )
         self.recorded |= {role.value: d for role, d in (self.seen | self.made).items()}
         self.made, self.seen = {}, {}
 
@@ -243,9 +244,7 @@ def record_companions(artifact_path: str, sha256: str) -> list[ModelFileRole]:
     """Record the files this model's answers depend on as they are now, where one is new or was made again (after
     training, fitting the check, making the exports); returns the roles recorded."""
     files = CompanionFiles(artifact_path, sha256, {}, companion_paths(artifact_path))
-    for role, path in files.paths.items():
-        if path.is_file() and (role != ModelFileRole.PAIR_REPORT or _pair_names(path, sha256)):
-            files.check(path, path.read_bytes(), True)
+    files.take_present(made=True)
     roles = list(files.made)
     files.save()
     return roles
