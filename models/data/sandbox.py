@@ -110,7 +110,10 @@ class _Child:
         self, data: bytes, filename: str, *, max_bytes: int, max_pixels: int, check: Callable[[], None] | None
     ) -> DecodedImage:
         if not self.ready:
-            self._read(time.monotonic() + START_TIMEOUT_S, check, max_payload=0)
+            try:
+                self._read(time.monotonic() + START_TIMEOUT_S, check, max_payload=0)
+            except _ChildLost as exc:
+                raise _ChildLost(f"the decoder did not start ({exc})") from exc
             self.ready = True
         deadline = time.monotonic() + self.limits.timeout_s
         request = _frame({"filename": filename, "max_bytes": max_bytes, "max_pixels": max_pixels}, data)
