@@ -23,8 +23,10 @@ admin: migrate
 redis: install
 	@scripts/ensure_redis.sh --persistent
 
+# Beat runs inside the worker (-B): the sweep that recovers the jobs of dead workers and the queued jobs Redis
+# lost runs wherever a worker runs, as in `make run` and docker-compose.yml.
 worker: install redis
-	$(VENV)/bin/celery -A worker.celery_app worker -Q training,prediction -n "worker@%h" --loglevel INFO
+	$(VENV)/bin/celery -A worker.celery_app worker -B -Q training,prediction -n "worker@%h" --loglevel INFO
 
 app: install
 	$(VENV)/bin/python server.py --port 8501 --watch

@@ -76,6 +76,33 @@ def framework_label(value: str) -> str:
     return Framework(value).label if value in FRAMEWORKS else value
 
 
+class ModelFileRole(StrEnum):
+    """A file beside a model file that its answers depend on, recorded with the version by its sha256."""
+
+    ONNX = "onnx"  # the ONNX export predictions run on
+    ONNX_INT8 = "onnx_int8"  # the same with the CNN's large Linear layer in int8 (ONNX_INT8_CNN)
+    ONNX_HEATMAP = "onnx_heatmap"  # the CNN's heatmap graph
+    SIDECAR = "sidecar"  # <model>.json: preprocessing, temperature, the run's record
+    OOD_STATS = "ood_stats"  # the brain-MRI check's statistics
+    OOD_REPORT = "ood_report"  # what the check was measured to catch
+    PAIR_REPORT = "pair_report"  # the two models' averaged answer and its temperature
+
+    @property
+    def label(self) -> str:
+        return _MODEL_FILE_LABELS[self]
+
+
+_MODEL_FILE_LABELS = {
+    ModelFileRole.ONNX: "ONNX export",
+    ModelFileRole.ONNX_INT8: "int8 ONNX export",
+    ModelFileRole.ONNX_HEATMAP: "heatmap ONNX export",
+    ModelFileRole.SIDECAR: "sidecar",
+    ModelFileRole.OOD_STATS: "out-of-distribution statistics",
+    ModelFileRole.OOD_REPORT: "out-of-distribution report",
+    ModelFileRole.PAIR_REPORT: "pair report",
+}
+
+
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"

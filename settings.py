@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     max_zip_files: int = 20000
     # A brain slice is rarely past 1024²: 4096² leaves room and keeps one decode's memory to tens of MB.
     max_image_pixels: int = 4096 * 4096
+    # Uploaded and batch files are decoded in child processes (models/data/sandbox.py): each file may use this
+    # much processor time and address space and take this long, else it is refused in words. `decode_processes`
+    # warm children per app or worker process (about 60 MB each), started as callers overlap.
+    decode_cpu_s: float = Field(default=30.0, gt=0)
+    decode_memory_mb: int = Field(default=1536, ge=256)
+    decode_timeout_s: float = Field(default=60.0, gt=0)
+    decode_processes: int = Field(default=2, ge=1)
     # Decoded uploads and heatmaps kept for the app's redraws (at most 1024 px a side, see models/data/imaging.py), in
     # all sessions together; past this the least recently used are dropped and made again when next needed.
     image_cache_mb: int = Field(default=256, ge=1)
@@ -73,6 +80,9 @@ class Settings(BaseSettings):
     db_busy_timeout_s: float = Field(default=30.0, gt=0)
     # A running job with no heartbeat for this long is settled as failed.
     job_stale_after_s: int = 300
+    # How often each worker's beat sends the sweep that settles or sends again the jobs of dead workers, sends
+    # again the queued jobs Redis lost, and removes files nothing refers to.
+    sweep_every_s: float = Field(default=60.0, ge=1)
     # The periodic sweep removes scan files no row refers to once they are this old, and the unpacked zips of
     # jobs that are over (a failed or cancelled one can be re-run until then) after `keep_uploads_days`.
     orphan_grace_s: int = Field(default=3600, ge=60)

@@ -31,6 +31,7 @@ from domain import (
     Framework,
     JobKind,
     JobStatus,
+    ModelFileRole,
     ReadLabel,
     Role,
     ScanSource,
@@ -265,6 +266,24 @@ class ModelVersion(Base):
 
     def __repr__(self) -> str:
         return f"ModelVersion(id={self.id}, framework={self.framework!r}, name={self.name!r}, active={self.is_active})"
+
+
+class ModelFile(Base):
+    """A file a model version's answers depend on besides its model file (ONNX exports, sidecar, out-of-distribution
+    statistics and report, pair report) and the sha256 it had when it was made: checked each time it is opened."""
+
+    __tablename__ = "model_files"
+    __table_args__ = (UniqueConstraint("model_version_id", "role"), one_of("role", ModelFileRole), NO_ID_REUSE)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(512))
+    sha256: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"ModelFile(version={self.model_version_id}, role={self.role!r}, sha256={self.sha256[:12]!r})"
 
 
 class Job(Base):

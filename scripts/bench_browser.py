@@ -28,12 +28,14 @@ SHOWN = """([name, n]) => {
   const app = document.querySelector('[data-testid=stApp]');
   const main = document.querySelector('[data-testid=stMain]');
   if (!app || !main || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
-  const files = Array.from(main.querySelectorAll('[data-testid=stFileChipName]')).map(e => e.textContent);
+  // The chip shortens a long file name; the analysis's heading gives it whole.
+  const files = main.querySelectorAll('[data-testid=stFileChipName]').length;
+  const named = Array.from(main.querySelectorAll('h3')).some(h => h.textContent.trim() === name);
   const answers = main.querySelectorAll('[data-testid=stMetricValue]').length;
   const heatmaps = Array.from(main.querySelectorAll('[data-testid=stImage]'))
     .filter(e => e.textContent.includes(' heatmap: '))
     .filter(e => { const img = e.querySelector('img'); return img && img.complete && img.naturalWidth > 0; });
-  return files.length === 1 && files[0] === name && answers === n && heatmaps.length === n;
+  return files === 1 && named && answers === n && heatmaps.length === n;
 }"""
 # True once the page's run is over with no file uploaded and no answer left on it.
 CLEARED = """() => {

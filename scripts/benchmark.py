@@ -9,7 +9,8 @@
 2. History at scale: the main queries over 10,000 seeded predictions in a throw-away SQLite file.
 3. Batch prediction: a 1,000-image folder through the batch job's code (scripts/benchmark_batch.py).
 4. The audit log at 100,000 entries: the admin page's filters and pages, the sign-in throttle's counts, an export.
-5. End to end (scripts/bench_scenarios.py, into bench/results.json and bench/results.md too): a 1,000-image
+5. Decoding an upload in the sandbox against in the process (scripts/bench_decode.py).
+6. End to end (scripts/bench_scenarios.py, into bench/results.json and bench/results.md too): a 1,000-image
    batch job through a real worker on ONNX Runtime and on the frameworks, prediction latency beside a training
    run, the app's memory after 100 distinct uploads, and upload to result in a real browser.
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts import bench_inference, bench_scenarios
+from scripts import bench_decode, bench_inference, bench_scenarios
 from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR, get_settings
 
 
@@ -244,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(bench_single_scan()))
     print("\n## Framework against ONNX Runtime\n")
     print("\n".join(bench_inference.write(bench_inference.measure(), ROOT / "bench")))
+    print("\n## Decoding uploads in the sandbox\n")
+    print("\n".join(bench_decode.markdown(bench_decode.measure())))
     print("\n## History at scale\n")
     print("\n".join(bench_history()))
     if not args.skip_batch:

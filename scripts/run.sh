@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Start the whole system: install, migrate, Redis, one Celery worker, Celery beat (the periodic sweep), the
-# DICOM listener (DICOM_PORT, default 11112) and the Streamlit app on :8501.
+# Start the whole system: install, migrate, Redis, one Celery worker with Celery beat inside it (-B, the
+# periodic sweep; the same command as `make worker`), the DICOM listener (DICOM_PORT, default 11112) and the app
+# (server.py: Streamlit behind its session check) on :8501.
 # Ctrl-C stops the worker and the app (Redis, if started here, keeps running for the next start).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,9 +22,7 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-.venv/bin/celery -A worker.celery_app worker -Q training,prediction -n "worker@%h" --loglevel INFO &
-pids+=("$!")
-.venv/bin/celery -A worker.celery_app beat --schedule var/celerybeat-schedule --loglevel WARNING &
+.venv/bin/celery -A worker.celery_app worker -B -Q training,prediction -n "worker@%h" --loglevel INFO &
 pids+=("$!")
 .venv/bin/python -m worker.dicom_listener &
 pids+=("$!")

@@ -30,7 +30,7 @@ from db.batches import (
 )
 from db.session import session_scope
 from domain import CLASSES, UserError
-from models.data.imaging import DecodedImage, ImageError, analysis_copy, decode_image
+from models.data.imaging import DecodedImage, ImageError
 from models.evaluation.metrics import classification_report
 from models.inference.predictor import Predictor
 from services.batch_input import (
@@ -41,18 +41,22 @@ from services.batch_input import (
     discard_upload,
     folder_patient,
     list_folder,
+    read_listed_file,
     source_phrase,
     source_root,
     true_label,
 )
+from services.decoding import decode_untrusted
 from services.diagnosis import ModelResult, SavedScan, model_result, save_scan_with_predictions
-from services.ood import OodGate, OodVerdict, gate_for
+from services.ood import OodGate, OodVerdict, gate_for, header_verdicts
 from services.predictors import ModelFileProblem, loaded_predictor
 from settings import get_settings
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 32  # images decoded, predicted and committed together
+# A cancel is looked for before each file and while one decodes, at most this often (each look reads the jobs table).
+CANCEL_CHECK_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -203,7 +207,7 @@ def predict_listing(
         ThreadPoolExecutor(1, thread_name_prefix="batch-save") as saver,
     ):
         saving: tuple[Future[None], int] | None = None
-        for decoded in _prefetch(decoder, todo, listing.root, options):
+        for decoded in _prefetch(decoder, todo, listing.root, options, _every(CANCEL_CHECK_S, check_cancel)):
             check_cancel()
             probabilities = _check_and_predict(predictors, gate, decoded, models)
             if saving is not None:
@@ -219,32 +223,36 @@ def predict_listing(
     return {**result, "done_before": len(listing.images) - len(todo), "ood_check": gate_note}
 
 
-def _prefetch(pool: ThreadPoolExecutor, todo: list[str], root: Path, options: Options) -> Iterator[list[Decoded]]:
+def _prefetch(
+    pool: ThreadPoolExecutor, todo: list[str], root: Path, options: Options, check_cancel: Callable[[], None]
+) -> Iterator[list[Decoded]]:
     chunks = [todo[i : i + BATCH_SIZE] for i in range(0, len(todo), BATCH_SIZE)]
-    pending = pool.submit(_decode_chunk, chunks[0], root, options) if chunks else None
+    pending = pool.submit(_decode_chunk, chunks[0], root, options, check_cancel) if chunks else None
     for position in range(len(chunks)):
         current = pending.result()
         nxt = position + 1
-        pending = pool.submit(_decode_chunk, chunks[nxt], root, options) if nxt < len(chunks) else None
+        pending = pool.submit(_decode_chunk, chunks[nxt], root, options, check_cancel) if nxt < len(chunks) else None
         yield current
 
 
-def _decode_chunk(rel_paths: list[str], root: Path, options: Options) -> list[Decoded]:
-    return [_decode_one(rel_path, root, options) for rel_path in rel_paths]
+def _decode_chunk(
+    rel_paths: list[str], root: Path, options: Options, check_cancel: Callable[[], None]
+) -> list[Decoded]:
+    decoded = []
+    for rel_path in rel_paths:
+        check_cancel()  # per file, and while each decodes: a cancel never waits for a whole chunk
+        decoded.append(_decode_one(rel_path, root, options, check_cancel))
+    return decoded
 
 
-def _decode_one(rel_path: str, root: Path, options: Options) -> Decoded:
-    """Read, decode and assign one file; every failure becomes the file's error text."""
-    path = root / rel_path
+def _decode_one(rel_path: str, root: Path, options: Options, check_cancel: Callable[[], None]) -> Decoded:
+    """Read, decode (in the sandbox: a file that loops or balloons a decoder costs its own error row) and assign
+    one file; every failure becomes the file's error text."""
     try:
-        size = path.stat().st_size
-        if size > options.max_bytes:
-            raise ImageError(
-                f"{rel_path}: the file is {size / 2**20:.1f} MB, over the limit of {options.max_bytes / 2**20:.0f} MB."
-            )
+        data = read_listed_file(root, rel_path, max_bytes=options.max_bytes)
         # At analysis size, as the Diagnose page predicts it: one image gets one answer wherever it is predicted.
-        image = analysis_copy(
-            decode_image(path.read_bytes(), rel_path, max_bytes=options.max_bytes, max_pixels=options.max_pixels)
+        image = decode_untrusted(
+            data, rel_path, max_bytes=options.max_bytes, max_pixels=options.max_pixels, check=check_cancel
         )
         if options.patient_mode == "dicom":
             mrn, note = dicom_patient(image.patient_mrn)
@@ -257,6 +265,19 @@ def _decode_one(rel_path: str, root: Path, options: Options) -> Decoded:
     except OSError as exc:
         return Decoded(rel_path, error=f"the file could not be read ({exc.strerror or exc}).")
     return Decoded(rel_path, image=image, patient_mrn=mrn, note=note)
+
+
+def _every(interval_s: float, check: Callable[[], None]) -> Callable[[], None]:
+    """`check`, called at most once per `interval_s` however often this is."""
+    last = float("-inf")
+
+    def throttled() -> None:
+        nonlocal last
+        if time.monotonic() - last >= interval_s:
+            check()
+            last = time.monotonic()
+
+    return throttled
 
 
 def _check_and_predict(
@@ -288,15 +309,18 @@ def _check_and_predict(
 
 
 def _check_chunk(gate: OodGate | None, decodable: list[Decoded]) -> None:
-    if gate is None or not decodable:
+    """The check where there is one, else the DICOM header's word alone."""
+    if not decodable:
         return
     images = [item.image for item in decodable if item.image is not None]
-    _mark_refused(decodable, gate.check([image.rgb for image in images], [image.modality for image in images]))
+    modalities = [image.modality for image in images]
+    verdicts = header_verdicts(modalities) if gate is None else gate.check([im.rgb for im in images], modalities)
+    _mark_refused(decodable, verdicts)
 
 
-def _mark_refused(decodable: list[Decoded], verdicts: list[OodVerdict]) -> None:
+def _mark_refused(decodable: list[Decoded], verdicts: Sequence[OodVerdict | None]) -> None:
     for item, verdict in zip(decodable, verdicts, strict=True):
-        if verdict.flagged:
+        if verdict is not None and verdict.flagged:
             item.refused = verdict.reason
 
 

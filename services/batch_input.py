@@ -4,6 +4,7 @@ Pages call these before submitting (so a bad folder or zip is refused on the spo
 again when it runs (the folder may have changed in between). Light imports only: pages import this module.
 """
 
+import errno
 import hashlib
 import io
 import lzma
@@ -85,13 +86,54 @@ def _escape(text: str, roots: list[Path]) -> str:
     return ""
 
 
+def _open_regular(path: Path) -> tuple[int, os.stat_result]:
+    """An open descriptor of `path` and its status, or OSError. Opened without waiting: a named pipe put where a
+    listed file was would otherwise block the open until something writes to it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    return fd, os.fstat(fd)
+
+
 def _looks_like_dicom(path: Path) -> bool:
     try:
-        with path.open("rb") as fh:
-            head = fh.read(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))
+        fd, status = _open_regular(path)
     except OSError:
         return False
+    with os.fdopen(fd, "rb") as fh:
+        head = fh.read(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC)) if stat.S_ISREG(status.st_mode) else b""
     return head[DICOM_MAGIC_OFFSET:] == DICOM_MAGIC
+
+
+def read_listed_file(root: Path, rel_path: str, *, max_bytes: int) -> bytes:
+    """A listed file's bytes, read only while it is still a regular file inside `root` and at most `max_bytes`.
+
+    Between the listing and this read the file may have been replaced: by a named pipe, a device or a socket
+    (refused without waiting on it), by a link leading out of the folder, or by a larger file. Raises
+    BatchInputError with the reason, or OSError.
+    """
+    root = root.resolve()
+    target = (root / rel_path).resolve()
+    if not target.is_relative_to(root):
+        raise BatchInputError(f"it now leads outside the folder (to {target}); not read.")
+    try:
+        fd, status = _open_regular(target)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # made a link after the path was resolved
+            raise BatchInputError("it was replaced by a link while the job ran; not read.") from exc
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(status.st_mode):
+            raise BatchInputError(
+                "it is no longer a regular file (a pipe, socket or device was put in its place after the folder "
+                "was listed); not read."
+            )
+        if status.st_size > max_bytes:
+            raise BatchInputError(
+                f"the file is {status.st_size / 2**20:.1f} MB, over the limit of {max_bytes / 2**20:.0f} MB."
+            )
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise BatchInputError(f"the file grew past the limit of {max_bytes / 2**20:.0f} MB while it was read.")
+    return data
 
 
 def _skip_reason(path: Path, rel: PurePosixPath, root: Path) -> str | None:

@@ -1,7 +1,9 @@
 """Diagnosis: each model's answer for a scan, the rule that asks a clinician to look again, and saving both
 to the patient's record. The Diagnose page and the batch job both go through here."""
 
+import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -11,13 +13,17 @@ from typing import TypedDict
 import numpy as np
 from sqlalchemy.orm import Session
 
+from db.model_files import pair_report_digests
 from db.scans import get_or_create_patient, get_or_create_scan, upsert_prediction
 from db.schema import Prediction, Scan
+from db.session import read_scope
 from db.storage import lock_scan_files, store_scan_file
 from domain import CLASSES, framework_label
 from models.data.imaging import DecodedImage
 from models.inference.calibration import apply_temperature
-from settings import DEFAULT_WEIGHTS_DIR
+from services.model_files import PAIR_REPORT
+
+log = logging.getLogger(__name__)
 
 
 class ModelResult(TypedDict):
@@ -80,15 +86,18 @@ def averaged_result(results: list[ModelResult], *, temperature: float = 1.0) -> 
     return CLASSES[best], float(mean[best])
 
 
-PAIR_REPORT = DEFAULT_WEIGHTS_DIR / "pair.json"
-
-
 @lru_cache(maxsize=8)
 def pair_temperature(cnn_sha256: str, mobilenet_sha256: str, report: Path = PAIR_REPORT) -> float:
     """The temperature that calibrates the average of these two models (models/evaluation/pair_report.py), or 1.0 when
-    the report was made for other model files."""
+    the report was made for other model files, or is not the one recorded with them (their load refuses them then)."""
     try:
-        pair = json.loads(report.read_text())
+        data = report.read_bytes()
+        with read_scope() as session:
+            recorded = pair_report_digests(session=session, model_sha256s=[cnn_sha256, mobilenet_sha256])
+        if recorded and hashlib.sha256(data).hexdigest() not in recorded:
+            log.warning("%s is not the pair report recorded with these models; its temperature is not used", report)
+            return 1.0
+        pair = json.loads(data)
         models = pair["models"]
         if (models["cnn"]["sha256"], models["mobilenet"]["sha256"]) != (cnn_sha256, mobilenet_sha256):
             return 1.0

@@ -29,7 +29,7 @@ from models.training.run import (
     saved_state,
 )
 from models.training.run_types import TrainHooks, TrainingCancelled
-from services.model_files import file_sha256
+from services.model_files import file_sha256, record_companions
 from services.predictors import prepare_export
 from settings import get_settings
 
@@ -174,6 +174,8 @@ def execute_run(
         )
     step(TrainingStep.EXPORTING)
     _export(cfg.framework, result.best_path, sha)
+    # Its sidecar, the brain-MRI check's statistics and report were made by this run: their sha256 goes with it.
+    record_companions(str(result.best_path), sha)
     return result
 
 

@@ -14,7 +14,7 @@ from domain import FRAMEWORKS, AuditAction, ScanSource, UserError, class_label, 
 from models.data.imaging import DecodedImage
 from services.auth import Actor, audit, require_signed_in
 from services.diagnosis import ModelResult, Review, model_result, review, save_scan_with_predictions
-from services.ood import OodGate, OodVerdict
+from services.ood import OodGate, OodVerdict, header_verdicts
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,8 @@ def analyse(
     """The check first, for all images in one pass; then each model answers, in one batch, the images the check
     let through and those whose answer the person asked to see anyway (`shown_anyway`: their sha256s)."""
     images = [(u.decoded.sha256, u.decoded.rgb) for u in uploads]
-    verdicts: list[OodVerdict | None] = [None] * len(uploads)
+    # Without the check's statistics a DICOM file's header still says whether it is an MR image.
+    verdicts = header_verdicts([u.decoded.modality for u in uploads])
     if gate is not None:
         checked = answers.verdicts(gate, images)
         verdicts = [v.with_modality(u.decoded.modality) for v, u in zip(checked, uploads, strict=True)]

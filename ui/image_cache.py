@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import numpy as np
 import streamlit as st
 
-from models.data.imaging import DecodedImage, analysis_copy, decode_image
+from models.data.imaging import DecodedImage, ImageError
+from services.decoding import decode_untrusted
 from settings import get_settings
 
 T = TypeVar("T")
@@ -95,17 +96,27 @@ def read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _decoded_nbytes(decoded: DecodedImage) -> int:
+def _decoded_nbytes(decoded: DecodedImage | ImageError) -> int:
+    if isinstance(decoded, ImageError):
+        return len(str(decoded))
     return decoded.rgb.nbytes + len(decoded.stored_bytes)
 
 
 def decoded_upload(data: bytes, filename: str, *, max_bytes: int, max_pixels: int) -> DecodedImage:
-    """An uploaded file decoded (ImageError with the reason otherwise), its pixels at analysis size."""
+    """An uploaded file decoded in the sandbox (ImageError with the reason otherwise), its pixels at analysis
+    size. A refusal is kept like an image: a file that ran a decoder to its time limit costs that wait once, not
+    on every redraw of the page."""
 
-    def make() -> DecodedImage:
-        decoded = analysis_copy(decode_image(data, filename, max_bytes=max_bytes, max_pixels=max_pixels))
+    def make() -> DecodedImage | ImageError:
+        try:
+            decoded = decode_untrusted(data, filename, max_bytes=max_bytes, max_pixels=max_pixels)
+        except ImageError as exc:
+            return ImageError(str(exc))  # the words only: a raised one's traceback holds the call's frames
         read_only(decoded.rgb)
         return decoded
 
     key = ("upload", hashlib.sha256(data).hexdigest(), filename, max_bytes, max_pixels)
-    return image_cache().get_or_make(key, make, _decoded_nbytes)
+    outcome = image_cache().get_or_make(key, make, _decoded_nbytes)
+    if isinstance(outcome, ImageError):
+        raise ImageError(str(outcome))
+    return outcome

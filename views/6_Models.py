@@ -11,7 +11,7 @@ from db.registry import VersionRow, previous_active, version_rows
 from db.session import read_scope
 from domain import FRAMEWORKS, Role, framework_label
 from services import registry
-from services.model_files import FileCheck, check_file
+from services.model_files import FileCheck, check_file, companion_problems, companion_states, companion_summary
 from services.registry import MIN_REASON_CHARS, ActivationCheck
 from ui import errors, notices
 from ui.auth import require
@@ -50,8 +50,10 @@ def _activation_check(version: VersionRow, active: VersionRow | None) -> Activat
 
 
 def _usable(version: VersionRow) -> bool:
-    """A version may be made active only while its file is the one registered; otherwise say why not."""
+    """A version may be made active only while its file and the files its answers depend on are those recorded;
+    otherwise say why not."""
     problem = file_check(version).problem(version.artifact_path)
+    problem = problem or next(iter(companion_problems(companion_states(version.id))), None)
     if problem is None:
         return True
     notices.later(f"Version {version.id} was not made active: {literal(problem)}.", kind="error")
@@ -116,6 +118,10 @@ def download(framework: str, versions: list[VersionRow]) -> None:
         )
     else:
         st.caption(f"The file matches its registered sha256 ({check.size_bytes / 1e6:.1f} MB).")
+    companions = companion_states(version.id)
+    for problem in companion_problems(companions):
+        st.error(f"This version is refused wherever it would answer: {literal(problem)}.")
+    st.caption(companion_summary(companions))
     st.download_button(
         "Download" if check.state == "ok" else "Download the changed file",
         data=lambda: registry.model_file(ACTOR, version_id=version.id),  # read (and audited) when clicked

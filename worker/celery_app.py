@@ -17,7 +17,6 @@ TASK_QUEUES = {
     "brainmri.series_predict": "prediction",
     "brainmri.dicom_send": "prediction",
 }
-SWEEP_EVERY_S = 60.0
 QUEUES = ("training", "prediction")
 # Redis re-delivers an unacknowledged message after this long, so it must outlast the longest job.
 VISIBILITY_TIMEOUT_S = 48 * 3600
@@ -58,8 +57,18 @@ celery_app.conf.update(
     # One message at a time per process: a long job must not sit on messages another process could run.
     worker_prefetch_multiplier=1,
     worker_concurrency=_settings.worker_concurrency,
-    # `celery beat` (started by `make run` and compose) sends the sweep; the pages never write while rendering.
-    beat_schedule={"settle-stale-jobs": {"task": "brainmri.sweep", "schedule": SWEEP_EVERY_S}},
+    # Every worker runs beat inside it (`-B`: `make worker`, `make run`, compose), so the sweep runs wherever a
+    # worker does; the pages never write while rendering. A sweep not taken within its interval (every process
+    # busy) expires: the next one does the same work. Beat keeps its schedule in memory (one interval, nothing to
+    # resume), so no schedule file is shared between workers.
+    beat_schedule={
+        "settle-stale-jobs": {
+            "task": "brainmri.sweep",
+            "schedule": _settings.sweep_every_s,
+            "options": {"expires": _settings.sweep_every_s},
+        }
+    },
+    beat_scheduler="celery.beat:Scheduler",
     timezone="UTC",
     enable_utc=True,
 )

@@ -11,7 +11,7 @@ from db.jobs import get_job, set_progress
 from db.runs import get_active_model
 from db.schema import FRAMEWORKS
 from db.session import session_scope
-from services.model_files import check_file
+from services.model_files import check_file, companion_problems, companion_states
 from settings import get_settings
 from worker.jobs import Reporter, UserError
 
@@ -49,7 +49,9 @@ def _checks(job_id: int) -> list[tuple[str, Check]]:
             version = get_active_model(session=session, framework=framework)
             if version is not None:
                 name = f"active {framework} model {version.name!r} (version {version.id}) is intact"
-                checks.append((name, partial(_artifact_intact, Path(version.artifact_path), version.sha256)))
+                checks.append(
+                    (name, partial(_artifact_intact, Path(version.artifact_path), version.sha256, version.id))
+                )
     total = len(checks) + 1
     return [("database is writable", partial(_database_writable, job_id, total)), *checks]
 
@@ -72,5 +74,7 @@ def _folder_writable(folder: Path) -> str | None:
     return None
 
 
-def _artifact_intact(path: Path, sha256: str) -> str | None:
-    return check_file(path, sha256).problem(path)
+def _artifact_intact(path: Path, sha256: str, version_id: int) -> str | None:
+    """The model file, and the files its answers depend on, as recorded."""
+    problems = [check_file(path, sha256).problem(path), *companion_problems(companion_states(version_id))]
+    return "; ".join(p for p in problems if p) or None

@@ -3,7 +3,7 @@
 import json
 import logging
 from collections.abc import Callable, Collection
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -26,6 +26,7 @@ from db.jobs import (
     settle_stale_jobs,
     silent_jobs,
 )
+from db.schema import utcnow
 from db.session import session_scope
 from domain import AuditAction
 from models.training.config import TrainConfig
@@ -410,16 +411,25 @@ def _queued_message_ids(client: redis.Redis) -> set[str]:
 def resend_lost_jobs() -> list[int]:
     """Send again every queued job whose message Redis no longer holds; returns their ids.
 
-    Run when a worker starts: the jobs table is the record, so a Redis restarted without its data loses no job.
+    A job queued before Redis last started is lost whatever its age (Redis cannot hold its message); one queued
+    since, once it is LOST_AFTER_S old (its message may still be on its way before that). Run when a worker
+    connects and by every sweep: the jobs table is the record, so a Redis that lost its data loses no job.
     """
     client = redis.Redis.from_url(get_settings().redis_url, socket_connect_timeout=2, socket_timeout=5)
     try:
         present = _queued_message_ids(client)
+        # Redis counts its uptime in whole seconds: it started at most a second after this. A message sent in
+        # that second is still there, and one that is not is sent again (the first, if it turns up, is ignored).
+        redis_started = utcnow() - timedelta(seconds=int(client.info("server")["uptime_in_seconds"]) - 1)
     finally:
         client.close()
+    settled_before = utcnow() - timedelta(seconds=LOST_AFTER_S)
     with session_scope() as session:
-        lost = [(job.id, job.kind) for job in queued_jobs(session=session, older_than_s=LOST_AFTER_S)
-                if job.celery_id not in present]  # fmt: skip
+        lost = [
+            (job.id, job.kind)
+            for job in queued_jobs(session=session, older_than_s=0)
+            if job.celery_id not in present and (job.created_at < redis_started or job.created_at < settled_before)
+        ]
         fresh = {job_id: uuid() for job_id, _ in lost}
         for job_id, celery_id in fresh.items():
             set_celery_id(session=session, job_id=job_id, celery_id=celery_id)

@@ -78,13 +78,16 @@ def recover_jobs(*, me: str | None, running_here: Collection[str] = ()) -> int:
 
 @celery_app.task(name="brainmri.sweep", bind=True, ignore_result=True)
 def sweep(self: Task) -> int:
-    """Settle or send again the jobs whose worker died, and remove files nothing refers to any more (run every
-    minute by Celery beat); returns how many jobs were settled."""
+    """Settle or send again the jobs whose worker died, send again the queued jobs whose messages Redis lost, and
+    remove files nothing refers to any more (sent by every worker's beat, SWEEP_EVERY_S); returns how many jobs
+    were settled."""
     from services.cleanup import sweep_files
     from services.dicom_intake import sweep_spool
     from services.unsaved import sweep_expired
 
     settled = recover_jobs(me=self.request.hostname)
+    if resent := resend_lost_jobs():
+        log.warning("sent again %d queued job(s) the queue had lost: %s", len(resent), resent)
     swept = sweep_files()
     if swept.scan_files or swept.uploads:
         log.info("removed %d orphan scan file(s) and %d unpacked zip(s)", swept.scan_files, swept.uploads)

@@ -9,17 +9,23 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pydicom
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pydicom.filebase import DicomBytesIO
+
+# The reader's own steps, private in pydicom 3.0 (pinned): the deflate check must find the stream where it does.
+from pydicom.filereader import _read_command_set_elements, _read_file_meta_info, read_preamble
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DICOM_MAGIC_OFFSET = 128
 DICOM_MAGIC = b"DICM"
-DEFLATED_TS = b"1.2.840.10008.1.2.1.99"
 # A deflated DICOM is inflated whole before anything in it can be read: one this large inflated is refused
 # before reading (a 255 KB file can inflate to 800 MB). A multi-frame MR series stays far below it.
 MAX_INFLATED_BYTES = 64 * 2**20
+# Deflated bytes fed, and inflated bytes counted, per zlib call: the check holds one such slice at a time.
+INFLATE_SLICE = 2**20
 # Native pixel data may carry this much padding beyond what its header declares.
 PIXEL_PADDING_BYTES = 1024
 # A side this short is a line or a dot, not a slice a model can read.
@@ -219,34 +225,55 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def _inflated_size_within(data: bytes, limit: int) -> bool:
-    """For a deflated DICOM: whether its dataset inflates to at most `limit` bytes, counted without keeping it."""
-    start = DICOM_MAGIC_OFFSET + 4
-    try:
-        # The file meta group leads with its own length: (0002,0000) UL, explicit VR little endian.
-        tag, vr, size, group_length = struct.unpack_from("<4s2sHI", data, start)
-        if tag != b"\x02\x00\x00\x00" or vr != b"UL" or size != 4:
-            return False
-        stream = data[start + 12 + group_length :]
-    except struct.error:
-        return False
+def _deflated_stream(data: bytes) -> memoryview | None:
+    """The deflated dataset of a file whose File Meta names Deflated Explicit VR Little Endian, found exactly where
+    pydicom's reader will inflate it from (preamble, meta group element by element, any command set); None for any
+    other transfer syntax. The meta group's own length and the byte offsets are never trusted: the reader ignores
+    them too, so a file that lies in them would otherwise be inflated unchecked."""
+    fp = DicomBytesIO(data)
+    read_preamble(fp, True)
+    meta = _read_file_meta_info(fp)
+    _read_command_set_elements(fp)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return None
+    return memoryview(data)[fp.tell() :]
+
+
+def _inflated_size_within(stream: bytes | memoryview, limit: int) -> bool:
+    """Whether a raw deflate stream inflates to at most `limit` bytes, counted a slice at a time without keeping it.
+    Counting stops at the end of the stream: bytes after it (pydicom pads the stream to an even length) are not
+    deflate data, and zlib keeps handing them back as unconsumed input."""
     inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
-    for offset in range(0, len(stream), 1 << 16):
-        chunk = stream[offset : offset + (1 << 16)]
-        while chunk:
-            total += len(inflater.decompress(chunk, 1 << 20))
+    for offset in range(0, len(stream), INFLATE_SLICE):
+        pending = stream[offset : offset + INFLATE_SLICE]
+        while pending and not inflater.eof:
+            total += len(inflater.decompress(pending, INFLATE_SLICE))
             if total > limit:
                 return False
-            chunk = inflater.unconsumed_tail
+            pending = inflater.unconsumed_tail
+        if inflater.eof:
+            break
     return True
 
 
-def _deflated_size_within(data: bytes, filename: str) -> bool:
-    """_inflated_size_within at MAX_INFLATED_BYTES; a deflate stream damaged before that is refused in words."""
+def _check_deflated(data: bytes, filename: str) -> None:
+    """Refuse, before pydicom inflates it whole, a deflated DICOM that inflates past MAX_INFLATED_BYTES or whose
+    deflate stream is damaged."""
     try:
-        return _inflated_size_within(data, MAX_INFLATED_BYTES)
+        stream = _deflated_stream(data)
+    except Exception as exc:  # pydicom raises many types on a malformed preamble or meta group
+        raise ImageError(f"{filename}: the file is not a readable DICOM file ({str(exc)[:120]}).") from exc
+    if stream is None:
+        return
+    try:
+        within = _inflated_size_within(stream, MAX_INFLATED_BYTES)
     except zlib.error as exc:
         raise ImageError(f"{filename}: the DICOM file is deflated and its compressed data is damaged ({exc}).") from exc
+    if not within:
+        raise ImageError(
+            f"{filename}: the DICOM file is deflated and inflates to more than {MAX_INFLATED_BYTES // 2**20} MB; "
+            "refused as a possible decompression bomb."
+        )
 
 
 def _is_decoder_panic(exc: BaseException) -> bool:
@@ -272,11 +299,7 @@ def _pixel_error(filename: str, ds: pydicom.Dataset, exc: BaseException) -> Imag
 
 
 def _decode_dicom(data: bytes, filename: str, *, max_pixels: int) -> DecodedImage:
-    if DEFLATED_TS in data[: DICOM_MAGIC_OFFSET + 512] and not _deflated_size_within(data, filename):
-        raise ImageError(
-            f"{filename}: the DICOM file is deflated and inflates to more than {MAX_INFLATED_BYTES // 2**20} MB "
-            "(or its header cannot be read); refused as a possible decompression bomb."
-        )
+    _check_deflated(data, filename)
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         # pydicom converts an element's value when it is first used: convert all now, so that a malformed one

@@ -17,6 +17,7 @@ not-MRI pictures in models/evaluation/ood_probes.py gets caught at), beside the 
 """
 
 import argparse
+import io
 import json
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from models.data.dataset import Item, config_split, index_items, load_rgb
-from models.inference.model_meta import file_sha256, model_meta
+from models.inference.model_meta import OpenCheck, file_sha256, model_meta
 
 PERCENTILE = 99.5
 FOLDS = 5
@@ -172,15 +173,18 @@ def save_stats(stats: OodStats, path: str | Path) -> None:
     path.with_suffix(".tmp").replace(path)
 
 
-def load_stats(model_path: str | Path, model_sha256: str) -> OodStats:
+def load_stats(model_path: str | Path, model_sha256: str, check: OpenCheck | None = None) -> OodStats:
     """The statistics fitted for this very model file; OodUnavailable when there are none, or they belong to
-    another file (a model retrained or replaced under the same name)."""
+    another file (a model retrained or replaced under the same name). `check` sees their bytes first."""
     path = stats_path(model_path)
     how = f"fit them with: python -m models.evaluation.ood fit --model {model_path}"
     if not path.is_file():
         raise OodUnavailable(f"no out-of-distribution statistics were fitted for {Path(model_path).name}; {how}")
+    data = path.read_bytes()
+    if check is not None:
+        check(path, data, False)
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with np.load(io.BytesIO(data), allow_pickle=False) as f:
             stats = OodStats(
                 str(f["model_sha256"]),
                 f["center"].astype(np.float64),

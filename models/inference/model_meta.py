@@ -7,12 +7,17 @@ whole on its own; where both say something, the sidecar wins.
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from domain import Framework
 
 CHECKPOINT_FIELDS = ("epoch", "config", "metrics", "tta", "normalize", "temperature")
+
+# Called with a file a model's answers depend on (an export, the sidecar, the brain-MRI check's statistics), as
+# (path, bytes, made: whether this process just wrote them), before the bytes are used; raises to refuse them.
+OpenCheck = Callable[[Path, bytes, bool], None]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -25,9 +30,14 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(str(path) + ".json")
 
 
-def read_sidecar(path: str | Path) -> dict[str, Any]:
+def read_sidecar(path: str | Path, check: OpenCheck | None = None) -> dict[str, Any]:
     side = sidecar_path(path)
-    return json.loads(side.read_text()) if side.is_file() else {}
+    if not side.is_file():
+        return {}
+    data = side.read_bytes()
+    if check is not None:
+        check(side, data, False)
+    return json.loads(data)
 
 
 def write_sidecar(path: str | Path, meta: dict[str, Any]) -> None:
@@ -37,7 +47,9 @@ def write_sidecar(path: str | Path, meta: dict[str, Any]) -> None:
     tmp.replace(side)
 
 
-def model_meta(path: str | Path, *, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+def model_meta(
+    path: str | Path, *, checkpoint: dict[str, Any] | None = None, check: OpenCheck | None = None
+) -> dict[str, Any]:
     """tta, config (with crop), temperature, metrics, run...: what the model file and its sidecar say.
 
     A CNN's checkpoint is read from the file unless the caller already loaded it.
@@ -49,4 +61,4 @@ def model_meta(path: str | Path, *, checkpoint: dict[str, Any] | None = None) ->
 
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         meta = {key: checkpoint[key] for key in CHECKPOINT_FIELDS if key in checkpoint}
-    return {**meta, **read_sidecar(path)}
+    return {**meta, **read_sidecar(path, check)}

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from domain import Framework
-from models.inference.model_meta import CHECKPOINT_FIELDS
+from models.inference.model_meta import CHECKPOINT_FIELDS, OpenCheck
 
 OPSET = 17
 INPUT = "pixels"
@@ -203,12 +203,20 @@ def _is_current(session, sha256: str) -> bool:  # session: onnxruntime.Inference
 
 
 def open_session(
-    framework: str, model_path: str | Path, sha256: str, *, threads: int = 1, int8: bool = False, heatmap: bool = False
+    framework: str,
+    model_path: str | Path,
+    sha256: str,
+    *,
+    threads: int = 1,
+    int8: bool = False,
+    heatmap: bool = False,
+    check: OpenCheck | None = None,
 ):
     """An onnxruntime.InferenceSession for the model file whose sha256 is `sha256`: its export beside it when
     that was made from this very file, else a new export (written beside it where the folder is writable).
     heatmap: the CNN's heatmap graph (output "cam"), kept apart because its operations would slow every
-    prediction (ONNX Runtime runs a whole graph whichever outputs are asked for)."""
+    prediction (ONNX Runtime runs a whole graph whatever outputs are asked for). `check` sees the export's
+    bytes before ONNX Runtime reads them, and a new export's once it is made."""
     import onnxruntime as ort
 
     from models.inference.model_meta import file_sha256
@@ -216,22 +224,34 @@ def open_session(
     path = export_path(model_path, int8=int8, heatmap=heatmap)
     options = _session_options(threads)
     if path.is_file():
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        data = path.read_bytes()
+        if check is not None:
+            check(path, data, False)
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         if _is_current(session, sha256):
             return session
     if file_sha256(model_path) != sha256:
         raise ValueError(f"model file {model_path} changed after it was registered")
     data = export(framework, model_path, sha256, int8=int8, heatmap=heatmap)
-    _write_beside(path, data)
+    if _write_beside(path, data) and check is not None:
+        check(path, data, True)
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
-def make_exports(framework: str, model_path: str | Path, sha256: str, *, threads: int = 1, int8: bool = False) -> None:
+def make_exports(
+    framework: str,
+    model_path: str | Path,
+    sha256: str,
+    *,
+    threads: int = 1,
+    int8: bool = False,
+    check: OpenCheck | None = None,
+) -> None:
     """Every export the model's OnnxPredictor opens made beside it where missing or stale: its prediction graph
     (int8 where asked) and, for the CNN, its heatmap graph (MobileNetV2's prediction graph holds its heatmap)."""
-    open_session(framework, model_path, sha256, threads=threads, int8=int8)
+    open_session(framework, model_path, sha256, threads=threads, int8=int8, check=check)
     if framework == Framework.TORCH:
-        open_session(framework, model_path, sha256, threads=threads, heatmap=True)
+        open_session(framework, model_path, sha256, threads=threads, heatmap=True, check=check)
 
 
 def exported_meta(session) -> dict[str, Any]:  # session: onnxruntime.InferenceSession

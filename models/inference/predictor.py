@@ -9,7 +9,7 @@ import numpy as np
 from domain import INPUT_SIZE
 from models.data.dataset import CLASSES, head_box, model_input
 from models.inference.calibration import apply_temperature
-from models.inference.model_meta import file_sha256, model_meta, read_sidecar, sidecar_path, write_sidecar
+from models.inference.model_meta import OpenCheck, file_sha256, model_meta, read_sidecar, sidecar_path, write_sidecar
 
 # Images per ONNX Runtime run (twice as many rows with mirror TTA). Larger runs gain nothing on a CPU, and their
 # activations (the CNN's first block holds 16 x 224 x 224 floats a row) outgrow the caches and the memory: 64
@@ -88,11 +88,11 @@ def _smooth(cam: np.ndarray, sigma: float) -> np.ndarray:
 class TorchPredictor:
     framework = "torch"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, check: OpenCheck | None = None) -> None:
         from models.nets.cnn import load_checkpoint
 
         self.model, ckpt = load_checkpoint(path)
-        self.tta, self.crop, self.temperature = _preprocessing(model_meta(path, checkpoint=ckpt))
+        self.tta, self.crop, self.temperature = _preprocessing(model_meta(path, checkpoint=ckpt, check=check))
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
         from models.nets.cnn import predict_proba
@@ -137,11 +137,11 @@ class TorchPredictor:
 class KerasPredictor:
     framework = "keras"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, check: OpenCheck | None = None) -> None:
         from models.nets.mobilenet import gradcam_function, load_model
 
         self.model = load_model(path)
-        self.tta, self.crop, self.temperature = _preprocessing(model_meta(path))
+        self.tta, self.crop, self.temperature = _preprocessing(model_meta(path, check=check))
         self._gradcam = gradcam_function(self.model)
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
@@ -163,17 +163,28 @@ class OnnxPredictor:
     graph in closed form (models/nets/cnn.py `hirescam`, models/nets/mobilenet.py `cam_model`), the framework path's map
     to within rounding."""
 
-    def __init__(self, framework: str, path: str | Path, *, sha256: str, threads: int = 1, int8: bool = False) -> None:
+    def __init__(
+        self,
+        framework: str,
+        path: str | Path,
+        *,
+        sha256: str,
+        threads: int = 1,
+        int8: bool = False,
+        check: OpenCheck | None = None,
+    ) -> None:
         from models.inference.onnx_export import exported_meta, has_heatmaps, open_session
 
         self.framework = framework
         self.path = Path(path)
         self.sha256 = sha256
         self.threads = threads
-        self.session = open_session(framework, path, sha256, threads=threads, int8=int8)
+        self.check = check
+        self.session = open_session(framework, path, sha256, threads=threads, int8=int8, check=check)
         self._cam_session = self.session if has_heatmaps(self.session) else None
         self._cam_lock = threading.Lock()
-        self.tta, self.crop, self.temperature = _preprocessing({**exported_meta(self.session), **read_sidecar(path)})
+        meta = {**exported_meta(self.session), **read_sidecar(path, check)}
+        self.tta, self.crop, self.temperature = _preprocessing(meta)
 
     def _run(self, output: str, x: np.ndarray) -> np.ndarray:
         return self.session.run([output], {"pixels": x})[0]
@@ -229,7 +240,7 @@ class OnnxPredictor:
         with self._cam_lock:
             if self._cam_session is None:
                 self._cam_session = open_session(
-                    self.framework, self.path, self.sha256, threads=self.threads, heatmap=True
+                    self.framework, self.path, self.sha256, threads=self.threads, heatmap=True, check=self.check
                 )
             return self._cam_session
 
@@ -259,12 +270,13 @@ def load_predictor(
     sha256: str | None = None,
     threads: int = 1,
     int8: bool = False,
+    check: OpenCheck | None = None,
 ) -> Predictor:
     """A predictor for a saved model file; raises FileNotFoundError or ValueError with a readable message.
 
     backend "framework" predicts with torch or TensorFlow; "onnx" with ONNX Runtime on `threads` threads, from
     the export made for the file whose sha256 is `sha256` (hashed now when not given); int8 (the CNN on onnx
-    only) with its large Linear layer quantized.
+    only) with its large Linear layer quantized. `check` sees each export and the sidecar before they are used.
     """
     path = Path(artifact_path)
     if not path.is_file():
@@ -272,7 +284,9 @@ def load_predictor(
     if framework not in ("torch", "keras"):
         raise ValueError(f"unknown framework {framework!r}")
     if backend == "onnx":
-        return OnnxPredictor(framework, path, sha256=sha256 or file_sha256(path), threads=threads, int8=int8)
+        return OnnxPredictor(
+            framework, path, sha256=sha256 or file_sha256(path), threads=threads, int8=int8, check=check
+        )
     if backend != "framework":
         raise ValueError(f"unknown inference backend {backend!r}")
-    return TorchPredictor(path) if framework == "torch" else KerasPredictor(path)
+    return TorchPredictor(path, check) if framework == "torch" else KerasPredictor(path, check)

@@ -38,7 +38,7 @@ def test_a_probability_vector_of_the_wrong_length_is_refused() -> None:
         result("torch", [0.5, 0.5])
 
 
-def test_the_pair_temperature_applies_only_to_the_models_it_was_fitted_for(tmp_path) -> None:
+def test_the_pair_temperature_applies_only_to_the_models_it_was_fitted_for(db_url, tmp_path) -> None:
     import json
 
     from services.diagnosis import pair_temperature

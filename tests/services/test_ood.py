@@ -30,8 +30,8 @@ from settings import DEFAULT_MODEL_FILES, SAMPLE_DIR
 CNN = DEFAULT_MODEL_FILES["torch"]
 
 
-@pytest.fixture(scope="module")
-def gate() -> OodGate:
+@pytest.fixture
+def gate(db_url: str) -> OodGate:
     return ood_gate(str(CNN), file_sha256(CNN))
 
 
@@ -88,7 +88,7 @@ def test_the_shipped_statistics_and_report_belong_to_the_shipped_cnn() -> None:
     assert stats_path(CNN).stat().st_size < 2**20
 
 
-def test_without_statistics_for_the_cnn_the_check_says_it_is_off(tmp_path: Path) -> None:
+def test_without_statistics_for_the_cnn_the_check_says_it_is_off(db_url, tmp_path: Path) -> None:
     from models.nets.cnn import TumorCNN, save_checkpoint
 
     other = save_checkpoint(tmp_path / "retrained.pth", TumorCNN(), extra={})
@@ -99,7 +99,7 @@ def test_without_statistics_for_the_cnn_the_check_says_it_is_off(tmp_path: Path)
     assert gate_for([keras_only]) == (
         None,
         "Whether an image is a brain MRI slice is not checked: the check needs the Custom CNN (PyTorch) model, "
-        "which is not in use.",
+        "which is not in use. A DICOM file whose header names another modality than MR still gets no tumor class.",
     )
 
 
@@ -159,3 +159,32 @@ def test_a_batch_keeps_a_file_that_is_not_a_brain_mri_slice_for_a_clinician_with
     assert np.abs(np.array([[g[c] for c in CLASSES] for g in got]) - expected).max() <= 1e-3
     assert (scans, predictions) == (4, 2) and result["skipped"] == 2 and result["done"] == 2
     assert result["ood_check"].startswith("Each image is first checked to be a brain MRI slice")
+
+
+def test_a_batch_gives_a_ct_dicom_no_tumor_class_even_when_the_cnn_has_no_statistics(
+    db_url, tmp_path, dicom_bytes
+) -> None:
+    from models.nets.cnn import TumorCNN, save_checkpoint
+    from services.batch import Options, load_models, predict_listing
+
+    cnn = save_checkpoint(tmp_path / "without-statistics.pth", TumorCNN(), extra={})
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    (folder / "head.dcm").write_bytes(dicom_bytes(modality="CT"))
+    (folder / "brain.dcm").write_bytes(dicom_bytes())
+    with session_scope() as session:
+        version_id = register_model_version(
+            session=session, framework="torch", name="cnn", artifact_path=cnn, sha256=file_sha256(cnn), activate=True
+        ).id
+        job_id = create_job(session=session, kind="batch", params={}).id
+    models = load_models([version_id])
+    assert gate_for(models)[0] is None
+    options = Options("none", None, threshold=0.7, max_bytes=2**24, max_pixels=40_000_000)
+    result = predict_listing(
+        job_id, list_folder(folder), models, options, progress=lambda *a: None, check_cancel=lambda: None
+    )
+    with session_scope() as session:
+        rows = {r.rel_path: (r.status, r.error) for r in batch_rows(session=session, job_id=job_id)}
+    assert rows["brain.dcm"][0] == "done"
+    assert rows["head.dcm"] == ("skipped", "not a brain MRI slice: its DICOM header gives the modality as CT, not MR")
+    assert "still gets no tumor class" in result["ood_check"]

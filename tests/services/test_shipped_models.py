@@ -24,7 +24,7 @@ FLOORS = {"torch": 0.9, "keras": 0.93, "averaged": 0.95}
 
 
 @pytest.fixture(scope="module")
-def answers() -> dict[str, list[str]]:
+def answers(module_db_url: str) -> dict[str, list[str]]:
     """Each shipped model's class, and the averaged class, for every sample image; and the truth."""
     out: dict[str, list[str]] = {"truth": [], "torch": [], "keras": [], "averaged": []}
     predictors = {fw: loaded_predictor(fw, str(path), file_sha256(path)) for fw, path in DEFAULT_MODEL_FILES.items()}

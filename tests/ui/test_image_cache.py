@@ -56,7 +56,9 @@ def test_a_large_upload_is_kept_at_analysis_size_and_read_only(cache: ByteBudget
     assert cache.nbytes == kept.nbytes + len(decoded.stored_bytes) < 4 * 2**20
 
 
-def test_the_heatmap_of_a_large_image_is_kept_at_analysis_size(cache: ByteBudgetCache, tmp_path: Path) -> None:
+def test_the_heatmap_of_a_large_image_is_kept_at_analysis_size(
+    db_url: str, cache: ByteBudgetCache, tmp_path: Path
+) -> None:
     import torch
 
     from models.nets.cnn import TumorCNN, save_checkpoint

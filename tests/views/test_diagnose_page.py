@@ -481,3 +481,30 @@ def test_removing_every_file_from_the_uploader_discards_them(db_url, active_cnn)
     at.run()
     assert not at.exception and not at.metric
     assert not open_page().metric
+
+
+def test_an_upload_that_runs_its_decoder_past_the_limit_is_refused_once_and_the_others_are_analysed(db_url, active_cnn):
+    from services.decoding import sandbox
+    from tests.env import environment
+    from tests.models.test_sandbox import costly_dicom
+    from ui.image_cache import image_cache
+
+    image_cache().clear()
+    with environment(DECODE_CPU_S="0.5"):
+        at = upload(open_page(), [("noise.dcm", costly_dicom()), sample_jpeg()])
+        [error] = [shown(e.value) for e in at.error]
+        assert "Not analysed: noise.dcm: the file was not decoded: decoding it used more than 0.5 s" in error
+        assert len(at.metric) == 1  # the other file's answer
+        children = [c.process.pid for c in list(sandbox()._idle.queue)]
+        at.run()  # a redraw does not decode the refused file again: its child stays the same
+        assert [shown(e.value) for e in at.error] == [error]
+        assert [c.process.pid for c in list(sandbox()._idle.queue)] == children
+
+
+def test_a_ct_dicom_gets_no_tumor_class_even_when_the_active_cnn_has_no_statistics(db_url, active_cnn, dicom_bytes):
+    at = upload(open_page(), [("head.dcm", dicom_bytes(modality="CT")), ("brain.dcm", dicom_bytes())])
+    assert any("A DICOM file whose header names another modality than MR still gets" in i.value for i in at.info)
+    [error] = [e.value for e in at.error]
+    assert "Not a brain MRI slice" in error and "its DICOM header gives the modality as CT, not MR" in error
+    assert len(at.metric) == 1  # the MR file's answer only
+    assert at.button(key="diagnose_save").label == "Save 1 scan(s) to the record"

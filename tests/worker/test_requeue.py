@@ -2,6 +2,7 @@
 
 from db.jobs import create_job, finish_job, get_job, mark_running
 from db.session import session_scope
+from settings import get_settings
 from tests.users import make_actor
 from worker.submit import requeue_job
 
@@ -45,14 +46,19 @@ def test_the_periodic_sweep_settles_a_job_whose_worker_died(db_url) -> None:
     from datetime import timedelta
 
     from db.schema import Job, utcnow
-    from worker.celery_app import SWEEP_EVERY_S, celery_app
+    from worker.celery_app import celery_app
     from worker.tasks import sweep
 
     job_id = make_job("batch", "running")
     with session_scope() as session:
         session.get(Job, job_id).heartbeat_at = utcnow() - timedelta(hours=1)
     assert sweep() == 1 and status_of(job_id) == "failed"
-    assert celery_app.conf.beat_schedule["settle-stale-jobs"] == {"task": "brainmri.sweep", "schedule": SWEEP_EVERY_S}
+    every = get_settings().sweep_every_s
+    assert celery_app.conf.beat_schedule["settle-stale-jobs"] == {
+        "task": "brainmri.sweep",
+        "schedule": every,
+        "options": {"expires": every},
+    }
 
 
 def test_the_periodic_sweep_sends_again_a_job_whose_worker_is_gone(db_url) -> None:
@@ -72,3 +78,31 @@ def test_the_periodic_sweep_sends_again_a_job_whose_worker_is_gone(db_url) -> No
         job = get_job(session=session, job_id=job_id)
     assert job.status == "queued" and job.celery_id not in (None, first_id)
     assert job.message == "sent again: its worker w1 was lost"
+
+
+def test_the_periodic_sweep_sends_again_a_queued_job_whose_message_redis_lost(db_url) -> None:
+    """Without a worker connecting again (the only time this was looked for), the sweep finds it."""
+    import json
+    from datetime import timedelta
+
+    import redis
+
+    from db.schema import utcnow
+    from worker.submit import submit_job
+    from worker.tasks import sweep
+
+    lost, kept = submit_job("selfcheck", {}, actor=make_actor()), submit_job("selfcheck", {}, actor=make_actor())
+    client = redis.Redis.from_url(get_settings().redis_url)
+    with session_scope() as session:
+        first_ids = {job_id: get_job(session=session, job_id=job_id).celery_id for job_id in (lost, kept)}
+        for job_id in (lost, kept):
+            get_job(session=session, job_id=job_id).created_at = utcnow() - timedelta(minutes=5)
+    for raw in client.lrange("prediction", 0, -1):
+        if json.loads(raw)["headers"]["id"] == first_ids[lost]:
+            assert client.lrem("prediction", 1, raw) == 1
+    sweep()
+    with session_scope() as session:
+        now = {job_id: get_job(session=session, job_id=job_id).celery_id for job_id in (lost, kept)}
+    queued = {json.loads(raw)["headers"]["id"] for raw in client.lrange("prediction", 0, -1)}
+    assert now[kept] == first_ids[kept] and now[lost] != first_ids[lost]
+    assert {now[lost], now[kept]} <= queued

@@ -144,7 +144,17 @@ def test_cli_path_records_the_same_rows(module_db_url: str, tmp_path: Path) -> N
     assert "DICOM, not MR (pydicom test files)" in ood["families_caught"]
     with session_scope() as session:
         active = [v for v in list_model_versions(session=session, framework="torch") if v.is_active]
+        # What the run made beside the model is recorded with its version, as it was made.
+        from db.model_files import version_files
+
+        recorded = {row.role: row.sha256 for row in version_files(session=session, version_id=active[0].id)}
     assert [v.run_id for v in active] == [run_id]
+    from models.evaluation.ood import stats_path
+    from models.inference.onnx_export import export_path
+    from services.model_files import file_sha256
+
+    assert recorded["ood_stats"] == file_sha256(stats_path(run.artifact_path))
+    assert recorded["onnx"] == file_sha256(export_path(run.artifact_path))
 
 
 def test_a_training_job_whose_worker_process_is_killed_resumes_from_its_last_epoch(

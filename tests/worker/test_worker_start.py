@@ -1,6 +1,10 @@
-"""What a worker does with jobs left over from before it started: skips cancelled ones, settles dead ones."""
+"""What a worker does with jobs left over from before it started (skips cancelled ones, settles dead ones), and
+with those whose worker dies while it runs: started as `make worker` starts it, it runs beat inside it, so the
+sweep recovers them without a beat process of its own."""
 
 import json
+import re
+import shlex
 from datetime import timedelta
 
 import pytest
@@ -9,7 +13,7 @@ import redis
 from db.jobs import create_job, get_job, mark_running
 from db.schema import utcnow
 from db.session import session_scope
-from settings import get_settings
+from settings import ROOT, get_settings
 from tests.users import make_actor
 from worker.submit import cancel_job, submit_job, worker_status
 
@@ -62,3 +66,45 @@ def test_a_starting_worker_sends_again_the_queued_jobs_redis_lost(module_db_url,
         # Each ran once: the kept one from its own message, the lost one from the message sent again.
         assert get_job(session=session, job_id=lost).celery_id != lost_celery_id
         assert get_job(session=session, job_id=lost).attempts == get_job(session=session, job_id=kept).attempts == 1
+
+
+def worker_command_lines() -> dict[str, list[str]]:
+    """The `celery` arguments each way of starting the system runs, from `celery` up to the worker's name."""
+    makefile = (ROOT / "Makefile").read_text()
+    make_worker = re.search(r"^worker:.*\n(?:#.*\n)*\t(.+)$", makefile, re.MULTILINE)
+    assert make_worker is not None
+    run_sh = next(x for x in (ROOT / "scripts" / "run.sh").read_text().splitlines() if "celery -A" in x)
+    compose_worker = (ROOT / "docker-compose.yml").read_text().split("\n  worker:\n", 1)[1]
+    command = next(x for x in compose_worker.splitlines() if x.strip().startswith("command:"))
+    lines = {
+        "make worker": shlex.split(make_worker.group(1))[1:],
+        "make run": shlex.split(run_sh)[1:],
+        "docker compose": json.loads(command.split(":", 1)[1])[1:],
+    }
+    return {name: arguments[: arguments.index("-n")] for name, arguments in lines.items()}
+
+
+def test_every_way_of_starting_a_worker_runs_beat_inside_it_and_none_starts_beat_alone() -> None:
+    lines = worker_command_lines()
+    assert len({tuple(arguments) for arguments in lines.values()}) == 1, lines
+    assert "-B" in lines["make worker"]
+    scripts = [(ROOT / "Makefile").read_text(), (ROOT / "scripts" / "run.sh").read_text()]
+    assert not any(re.search(r"celery\S* -A \S+ beat", text) for text in scripts)
+    assert '"beat"' not in (ROOT / "docker-compose.yml").read_text()  # no `celery beat` service
+
+
+def test_a_job_whose_worker_dies_is_recovered_by_the_sweep_of_a_worker_started_as_make_worker(
+    module_db_url, start_worker, wait_for_job
+):
+    """The worker is up and connected before the job's worker dies: only its own beat's sweep can find the job."""
+    from worker.submit import ORPHANED_AFTER_S
+
+    worker = start_worker(env={"SWEEP_EVERY_S": "2"}, arguments=worker_command_lines()["make worker"])
+    with session_scope() as session:
+        job_id = create_job(session=session, kind="selfcheck", params={}).id
+        mark_running(session=session, job_id=job_id, worker="gone@elsewhere")
+        get_job(session=session, job_id=job_id).heartbeat_at = utcnow() - timedelta(seconds=ORPHANED_AFTER_S + 5)
+    job = wait_for_job(job_id, timeout=45)
+    worker.stop()
+    assert job.status == "succeeded" and job.message != "running"
+    assert "sent again 1 job(s) whose worker was lost" in worker.log()
