@@ -43,8 +43,9 @@ MAX_HEADER_BYTES = 2**16
 CHECK_EVERY_S = 0.5
 # A cold child imports numpy, pydicom and Pillow before it is ready; on a busy machine that takes seconds.
 START_TIMEOUT_S = 60.0
-# What a DICOM header's texts may hold (as models/data/imaging.py cuts them).
-TEXT_FIELDS = {"patient_mrn": 64, "study_date": 16, "modality": 16, "series_description": 256, "note": 512}
+# What a DICOM header's texts may hold (as models/data/imaging.py cuts them). A PatientID comes back whole up to
+# this: one longer than DICOM's 64 characters is refused by the patient-id rule, in words, never shortened.
+TEXT_FIELDS = {"patient_mrn": 1024, "study_date": 16, "modality": 16, "series_description": 256, "note": 512}
 FORMATS = {"JPEG", "PNG", "DICOM"}
 SUFFIXES = {".jpg", ".png"}
 
@@ -202,11 +203,17 @@ def _decoded_from(header: dict[str, Any], payload: bytes) -> DecodedImage:
         height, width, channels = (int(v) for v in header["shape"])
         stored_len = int(header["stored_len"])
         texts = {key: header.get(key) for key in TEXT_FIELDS}
+        # A grayscale DICOM's own values (float32, at most analysis size) and its header's window, or neither.
+        values_shape = [int(v) for v in header.get("values_shape") or ()]
+        values_len = 4 * math.prod(values_shape) if values_shape else 0
+        window = header.get("window")
+        window = None if window is None else (float(window[0]), float(window[1]))
         fields_ok = (
             0 < height <= ANALYSIS_SIDE
             and 0 < width <= ANALYSIS_SIDE
             and channels == 3
-            and stored_len == len(payload) - height * width * 3 > 0
+            and (not values_shape or (len(values_shape) == 2 and all(0 < v <= ANALYSIS_SIDE for v in values_shape)))
+            and stored_len == len(payload) - height * width * 3 - values_len > 0
             and header["image_format"] in FORMATS
             and header["stored_suffix"] in SUFFIXES
             and all(int(header[k]) > 0 for k in ("width", "height"))
@@ -217,7 +224,11 @@ def _decoded_from(header: dict[str, Any], payload: bytes) -> DecodedImage:
     if not fields_ok:
         raise _ChildLost("the decoder answered out of protocol")
     pixels = np.frombuffer(payload, dtype=np.uint8, count=height * width * 3).reshape(height, width, 3).copy()
-    stored = payload[height * width * 3 :]
+    values = None
+    if values_shape:
+        offset = height * width * 3
+        values = np.frombuffer(payload[offset : offset + values_len], dtype="<f4").reshape(values_shape).copy()
+    stored = payload[height * width * 3 + values_len :]
     return DecodedImage(
         rgb=pixels,
         stored_bytes=stored,
@@ -226,6 +237,8 @@ def _decoded_from(header: dict[str, Any], payload: bytes) -> DecodedImage:
         width=int(header["width"]),
         height=int(header["height"]),
         image_format=header["image_format"],
+        values=values,
+        window=window,
         **texts,
     )
 
@@ -351,6 +364,7 @@ def _answer(header: dict[str, Any], data: bytes, memory_mb: int) -> bytes:
     except Exception as exc:  # a decoder's own failure, in words rather than a lost child
         return _frame({"error": f"{filename}: the file could not be decoded ({type(exc).__name__}: {exc})."[:1000]})
     rgb = np.ascontiguousarray(decoded.rgb, dtype=np.uint8)
+    values = None if decoded.values is None else np.ascontiguousarray(decoded.values, dtype="<f4")
     reply = {
         "shape": list(rgb.shape),
         "stored_len": len(decoded.stored_bytes),
@@ -359,8 +373,10 @@ def _answer(header: dict[str, Any], data: bytes, memory_mb: int) -> bytes:
         "height": decoded.height,
         "image_format": decoded.image_format,
         **{key: (getattr(decoded, key) or "")[:size] or None for key, size in TEXT_FIELDS.items()},
+        "values_shape": None if values is None else list(values.shape),
+        "window": None if decoded.window is None else [float(v) for v in decoded.window],
     }
-    return _frame(reply, rgb.tobytes() + decoded.stored_bytes)
+    return _frame(reply, rgb.tobytes() + (b"" if values is None else values.tobytes()) + decoded.stored_bytes)
 
 
 def _warm() -> None:

@@ -87,11 +87,22 @@ def test_a_file_decodes_in_the_child_exactly_as_in_the_process(sandbox: DecodeSa
             here.height,
             here.image_format,
         )
-        assert (there.patient_mrn, there.modality, there.study_date) == (
+        assert (there.patient_mrn, there.modality, there.study_date, there.window) == (
             here.patient_mrn,
             here.modality,
             here.study_date,
+            here.window,
         )
+        # A grayscale DICOM's own values come back for window and level; a JPEG has none.
+        assert (there.values is None) == (here.values is None) == (name.endswith(".jpg"))
+        if here.values is not None:
+            assert there.values is not None and there.values.dtype == np.float32
+            assert np.array_equal(there.values, here.values)
+
+
+def test_a_patient_id_comes_back_whole_for_the_rule_to_judge(sandbox: DecodeSandbox, dicom_bytes) -> None:
+    long_id = "HOSP " + "7" * 70  # past DICOM's 64 characters: refused by the id rule, never cut to fit it
+    assert sandbox.decode(dicom_bytes(patient_mrn=long_id), "long.dcm", **LIMITS).patient_mrn == long_id
 
 
 def test_a_refusal_comes_back_in_the_readers_own_words(sandbox: DecodeSandbox) -> None:
@@ -211,8 +222,10 @@ def test_callers_that_overlap_each_get_a_child(sandbox: DecodeSandbox) -> None:
         {"stored_len": 10**6},
         {"image_format": "EXE"},
         {"stored_suffix": ".sh"},
-        {"patient_mrn": "x" * 65},
+        {"patient_mrn": "x" * 1025},
         {"shape": "4x4"},
+        {"values_shape": [ANALYSIS_SIDE + 1, 4]},
+        {"values_shape": [4, 4]},  # values the payload does not hold
     ],
     ids=lambda c: next(iter(c)),
 )
