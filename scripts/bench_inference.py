@@ -62,7 +62,7 @@ def _versions() -> dict[str, str]:
 
 def rss_child(backend: str) -> dict[str, Any]:
     """In this (fresh) process: both shipped models loaded on `backend`, one prediction each; RSS after."""
-    from models.data.dataset import load_rgb
+    from models.data.preprocessing import load_rgb
     from models.inference.model_meta import file_sha256
     from models.inference.predictor import load_predictor
     from models.inference.threads import cap_threads
@@ -99,7 +99,7 @@ def _row(model: str, backend: str, batch: int, times_ms: list[float]) -> dict[st
 
 def measure(*, quick: bool = False) -> dict[str, Any]:
     """The rows, the ratios and the machine, as results.json holds them."""
-    from models.data.dataset import load_rgb
+    from models.data.preprocessing import load_rgb
     from models.inference.model_meta import file_sha256
     from models.inference.predictor import load_predictor
     from models.inference.threads import cap_threads

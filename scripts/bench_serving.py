@@ -80,7 +80,7 @@ class Training:
 
 def child(quick: bool, cache: Path) -> dict[str, Any]:
     """In a fresh process: the predictor alone, the training run alone, then both."""
-    from models.data.dataset import load_rgb
+    from models.data.preprocessing import load_rgb
     from services.model_files import file_sha256
     from services.predictors import loaded_predictor
 

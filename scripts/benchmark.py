@@ -42,7 +42,7 @@ def _median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 
 def bench_single_scan(repeats: int = 20) -> list[str]:
-    from models.data.dataset import load_rgb
+    from models.data.preprocessing import load_rgb
     from models.inference.predictor import OnnxPredictor, load_predictor
     from models.inference.threads import cap_threads
 

@@ -16,18 +16,8 @@ from typing import Any
 from PIL import Image
 
 from domain import CLASSES
-from models.data.dataset import (
-    HASH_BLOCK,
-    IMAGE_SUFFIXES,
-    NEAR_DUPLICATE_BITS,
-    DatasetError,
-    DatasetIndex,
-    Item,
-    hamming_matrix_rows,
-    index_items,
-    overlap_with,
-    scan_folder,
-)
+from models.data.dataset import IMAGE_SUFFIXES, DatasetError, DatasetIndex, Item, index_items, overlap_with, scan_folder
+from models.data.duplicates import HASH_BLOCK, NEAR_DUPLICATE_BITS, hamming_matrix_rows
 
 # Bump when the report's fields change, so cached reports of the old shape are computed again.
 REPORT_VERSION = 1

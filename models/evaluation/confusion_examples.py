@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from models.data.dataset import CLASSES, Item, config_split, load_rgb
+from domain import CLASSES
+from models.data.dataset import Item
+from models.data.preprocessing import load_rgb
+from models.data.split import config_split
 from models.evaluation.metrics import confusion_matrix
 
 SUFFIX = ".val_predictions.json"

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from domain import Framework
-from models.data.dataset import DatasetError, load_rgb, scan_folder
+from models.data.dataset import DatasetError, scan_folder
+from models.data.preprocessing import load_rgb
 from models.evaluation.metrics import classification_report
 
 

@@ -9,7 +9,8 @@ import json
 
 import numpy as np
 
-from models.data.dataset import config_split, load_rgb
+from models.data.preprocessing import load_rgb
+from models.data.split import config_split
 from models.inference.model_meta import file_sha256, model_meta
 from models.inference.onnx_export import export_path
 from models.inference.predictor import load_predictor

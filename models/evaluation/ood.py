@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from models.data.dataset import Item, config_split, index_items, load_rgb
+from models.data.dataset import Item, index_items
+from models.data.preprocessing import load_rgb
+from models.data.split import config_split
 from models.inference.model_meta import file_sha256, model_meta
 
 PERCENTILE = 99.5

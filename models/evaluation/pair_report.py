@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from domain import CLASSES
-from models.data.dataset import config_split, load_rgb
+from models.data.preprocessing import load_rgb
+from models.data.split import config_split
 from models.evaluation.metrics import classification_report
 from models.inference.calibration import calibration_report, expected_calibration_error, nll
 from models.inference.model_meta import file_sha256, model_meta

@@ -6,8 +6,8 @@ from typing import Protocol
 
 import numpy as np
 
-from domain import INPUT_SIZE
-from models.data.dataset import CLASSES, head_box, model_input
+from domain import CLASSES, INPUT_SIZE
+from models.data.preprocessing import head_box, model_input
 from models.inference.calibration import apply_temperature
 from models.inference.model_meta import file_sha256, model_meta, read_sidecar, sidecar_path, write_sidecar
 

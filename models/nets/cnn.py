@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.data.dataset import CLASSES
+from domain import CLASSES
 
 ARCH = "cnn3-224"
 # Pixels are scaled to [0, 1] and then centred; the same constants at training and prediction time.

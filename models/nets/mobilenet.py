@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data.dataset import CLASSES
+from domain import CLASSES
 from models.training.config import TrainConfig
 
 BASE_NAME = "mobilenetv2_base"

@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from domain import Framework
-from models.data.dataset import CLASSES, cap_items, index_items, load_rgb, scan_folder, split_train_val
+from domain import CLASSES, Framework
+from models.data.dataset import index_items, scan_folder
+from models.data.preprocessing import load_rgb
+from models.data.split import cap_items, split_train_val
 from models.inference.model_meta import file_sha256, model_meta
 
 # The split settings a teacher must share with the student; any difference moves images across the split.

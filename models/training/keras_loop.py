@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from models.data.dataset import CLASSES, class_weights
+from domain import CLASSES
+from models.data.dataset import class_weights
 from models.inference.model_meta import write_sidecar
 from models.nets.mobilenet import (
     augmenter,

@@ -17,17 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from domain import INPUT_SIZE
-from models.data.dataset import (
-    CLASSES,
-    Item,
-    cap_items,
-    index_folder,
-    index_items,
-    load_arrays,
-    overlap_with,
-    split_train_val,
-)
+from domain import CLASSES, INPUT_SIZE
+from models.data.dataset import Item, index_folder, index_items, load_arrays, overlap_with
+from models.data.split import cap_items, split_train_val
 from models.evaluation.metrics import classification_report, cross_entropy
 from models.inference.calibration import apply_temperature, calibration_report
 from models.training.config import TrainConfig, make_config, preset_names

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from domain import CLASSES
-from models.data.dataset import load_rgb
+from models.data.preprocessing import load_rgb
 from models.inference.predictor import load_predictor
 from settings import DEFAULT_MODEL_FILES, SAMPLE_DIR
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.data.dataset import load_rgb
+from models.data.preprocessing import load_rgb
 from models.inference.model_meta import file_sha256
 from models.inference.onnx_export import export_path
 from models.inference.predictor import OnnxPredictor, TorchPredictor, load_predictor
@@ -124,7 +124,7 @@ def test_onnx_heatmaps_are_the_frameworks_on_every_sample_image(framework, image
 HEATMAPS_WITHOUT_FRAMEWORKS = """
 import json, sys
 import numpy as np
-from models.data.dataset import load_rgb
+from models.data.preprocessing import load_rgb
 from models.inference.model_meta import file_sha256
 from models.inference.predictor import load_predictor
 rgb = load_rgb(sys.argv[3], size=None)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.data.dataset import load_rgb
+from models.data.preprocessing import load_rgb
 from models.inference.predictor import load_predictor
 from models.training.config import make_config
 from models.training.run import run_training
@@ -169,7 +169,7 @@ def test_a_cnn_learns_from_teacher_targets_of_its_own_split_and_refuses_others(t
     assert np.allclose(loaded.probs.sum(1), 1, atol=1e-5)
     # Only the training side was scored: the teacher's own predictions on those images, nothing else.
     predictor = load_predictor("torch", tiny_cnn)
-    from models.data.dataset import config_split
+    from models.data.split import config_split
     from models.inference.model_meta import file_sha256
 
     train, val = config_split(loaded.split | {"data_dir": str(SAMPLE_DIR)})

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from db.runs import get_active_model, register_model_version
 from db.session import session_scope
-from models.data.dataset import load_rgb
+from models.data.preprocessing import load_rgb
 from models.inference.predictor import load_predictor
 from services.model_files import file_sha256
 from settings import ROOT, SAMPLE_DIR
