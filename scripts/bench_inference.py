@@ -64,15 +64,15 @@ def rss_child(backend: str) -> dict[str, Any]:
     """In this (fresh) process: both shipped models loaded on `backend`, one prediction each; RSS after."""
     from models.data.preprocessing import load_rgb
     from models.inference.model_meta import file_sha256
-    from models.inference.predictor import load_predictor
     from models.inference.threads import cap_threads
+    from models.training.backends import backends
 
     settings = get_settings()
     cap_threads(settings.torch_threads, settings.tf_threads)
     image = load_rgb(next(iter(sorted(SAMPLE_DIR.glob("*/*.jpg")))), size=None)
     for framework, path in DEFAULT_MODEL_FILES.items():
-        predictor = load_predictor(
-            framework, path, backend=backend, sha256=file_sha256(path), threads=settings.onnx_threads
+        predictor = backends[framework].load_predictor(
+            path, backend=backend, sha256=file_sha256(path), threads=settings.onnx_threads
         )
         predictor.predict([image])
         predictor.gradcam(image)
@@ -101,8 +101,8 @@ def measure(*, quick: bool = False) -> dict[str, Any]:
     """The rows, the ratios and the machine, as results.json holds them."""
     from models.data.preprocessing import load_rgb
     from models.inference.model_meta import file_sha256
-    from models.inference.predictor import load_predictor
     from models.inference.threads import cap_threads
+    from models.training.backends import backends
 
     settings = get_settings()
     cap_threads(settings.torch_threads, settings.tf_threads)
@@ -124,12 +124,12 @@ def measure(*, quick: bool = False) -> dict[str, Any]:
             continue
         sha = file_sha256(path)
         paths = {
-            "framework": load_predictor(framework, path),
-            "onnx": load_predictor(framework, path, backend="onnx", sha256=sha, threads=settings.onnx_threads),
+            "framework": backends[framework].load_predictor(path),
+            "onnx": backends[framework].load_predictor(path, backend="onnx", sha256=sha, threads=settings.onnx_threads),
         }
         if framework == "torch":
-            paths["onnx-int8"] = load_predictor(
-                framework, path, backend="onnx", sha256=sha, threads=settings.onnx_threads, int8=True
+            paths["onnx-int8"] = backends[framework].load_predictor(
+                path, backend="onnx", sha256=sha, threads=settings.onnx_threads, int8=True
             )
         else:
             paths["keras-predict"] = KerasPredictCall(path)

@@ -3,7 +3,7 @@
     .venv/bin/python -m scripts.bench_scenarios --only training_while_serving [--quick]
 
 The app's predictor (both shipped models on the backend the settings choose, batch 1, a decoded sample image per
-call, the two models in turn) is timed alone, then while `python -m models.training.run` trains the CNN on a few hundred
+call, the two models in turn) is timed alone, then while `python -m models train` trains the CNN on a few hundred
 Training images (300 images for 3 epochs; quick mode 16 for 1) in another process. Both sides use the thread
 settings the app ships (TORCH_THREADS, TF_THREADS, ONNX_THREADS; the run is started without --threads, as the
 worker's training jobs are). The same run is timed alone first, so its images/s alone and beside the predictions
@@ -30,7 +30,7 @@ TRAIN_TIMEOUT_S = 1800
 
 def _train_command(data: Path, out: Path, epochs: int) -> list[str]:
     return [
-        *(sys.executable, "-m", "models.training.run", "--framework", "torch", "--preset", "report"),
+        *(sys.executable, "-m", "models", "train", "--framework", "torch", "--preset", "report"),
         *("--data", str(data), "--epochs", str(epochs), "--output-dir", str(out)),
     ]
 

@@ -43,8 +43,9 @@ def _median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 def bench_single_scan(repeats: int = 20) -> list[str]:
     from models.data.preprocessing import load_rgb
-    from models.inference.predictor import OnnxPredictor, load_predictor
+    from models.inference.predictor import OnnxPredictor
     from models.inference.threads import cap_threads
+    from models.training.backends import backends
 
     settings = get_settings()
     cap_threads(settings.torch_threads, settings.tf_threads)
@@ -57,7 +58,9 @@ def bench_single_scan(repeats: int = 20) -> list[str]:
         start = time.perf_counter()
         # As the app loads it: on its inference backend (the ONNX exports made, as start-up makes them, on the first
         # run of this command).
-        predictor = load_predictor(framework, path, backend=settings.inference_backend, threads=settings.onnx_threads)
+        predictor = backends[framework].load_predictor(
+            path, backend=settings.inference_backend, threads=settings.onnx_threads
+        )
         if isinstance(predictor, OnnxPredictor):
             predictor.heatmap_session()
         load_s = time.perf_counter() - start

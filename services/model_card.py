@@ -14,6 +14,7 @@ from models.data.dataset import DatasetError
 from models.evaluation import confusion_examples
 from models.evaluation.ood import OodUnavailable, load_stats, report_path
 from models.inference.model_meta import read_sidecar
+from models.training.backends import backends
 from services.auth import Actor, require_admin
 from services.model_card_document import (
     EXAMPLES_PER_CONFUSION,
@@ -147,7 +148,7 @@ def version_card(*, version_id: int) -> ModelCard:
         facts = _facts(version)
         active = get_active_model(session=session, framework=version.framework)
         active_facts = _facts(active) if active is not None else None
-    report, reason = _ood(facts) if facts.framework == "torch" else (None, "")
+    report, reason = _ood(facts) if backends[facts.framework].ood_features else (None, "")
     confusions, can_find = _confusions(facts)
     card = build_card(facts, active=active_facts, ood_report=report, ood_reason=reason, confusions=confusions)
     return ModelCard(card.title, card.sections, can_find_examples=can_find)

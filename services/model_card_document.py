@@ -11,6 +11,7 @@ from pathlib import PurePath
 from typing import Any
 
 from domain import CLASSES, DISCLAIMER, TumorClass, framework_label
+from models.training.backends import backends
 
 NOT_RECORDED = "not recorded"
 TOP_CONFUSIONS = 3  # the most frequent confusions a card names
@@ -235,7 +236,8 @@ def recipe_section(record: Mapping[str, Any]) -> Section:
         ("Cropped to the head", _yes_no(config.get("crop"))),
         ("Input size", _text(config.get("image_size"))),
     ]
-    if record.get("framework", config.get("framework")) == "keras":
+    backend = backends.get(record.get("framework", config.get("framework")))
+    if backend is not None and "pretrained" in backend.options:
         facts.append(("ImageNet weights", _yes_no(record.get("pretrained"))))
     if config.get("init_from"):
         facts.append(("Started from", _text(PurePath(str(config["init_from"])).name)))
@@ -331,7 +333,7 @@ def inference_section(version: VersionFacts) -> Section:
 def ood_section(framework: str, report: Mapping[str, Any] | None, reason: str) -> Section:
     """The out-of-distribution check fitted for this file (report: its models.evaluation.ood report), or why there is none."""
     title = "Out-of-distribution check"
-    if framework != "torch":
+    if not backends[framework].ood_features:
         return Section(
             title, text=("Fitted for the CNN only: this model is checked through the active CNN's statistics.",)
         )

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from db.runs import import_run_summary, list_model_versions, register_model_version
 from db.schema import ModelVersion
 from models.inference.model_meta import file_sha256, read_sidecar
+from models.training.backends import backends
 
 __all__ = ["FileCheck", "check_file", "file_sha256", "register_default_models"]
 from settings import DEFAULT_MODEL_FILES
@@ -79,7 +80,8 @@ def _relink_to_archive(versions: list[ModelVersion], archive: Path) -> None:
     """Point versions whose shipped file was replaced at the archived copy with their sha256, if there is one."""
     if not versions or not archive.is_dir():
         return
-    by_sha = {file_sha256(p): p for p in archive.iterdir() if p.is_file() and p.suffix in (".pth", ".keras")}
+    models = (p for p in archive.iterdir() if p.is_file() and any(b.owns(p) for b in backends.values()))
+    by_sha = {file_sha256(p): p for p in models}
     for version in versions:
         if version.sha256 in by_sha:
             version.artifact_path = str(by_sha[version.sha256])

@@ -9,40 +9,49 @@ it is executed again: its epochs are recorded once, under the same run id.
 
 import argparse
 import json
-from collections.abc import Callable
-from dataclasses import asdict, fields
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from db import runs
 from db.session import session_scope
 from db.storage import StorageFull, is_disk_full, storage_full
+from models.cli import add_train_arguments, config_from_args
+from models.training.backends import backends
 from models.training.config import TrainConfig, make_config
-from models.training.run import (
-    TrainResult,
-    add_train_arguments,
-    config_from_args,
-    run_training,
-    saved_state,
-)
+from models.training.run import TrainResult, run_training
 from models.training.run_types import TrainHooks, TrainingCancelled
 from services.model_files import file_sha256
 from services.predictors import prepare_export
 from settings import get_settings
 
 
-def config_params(cfg: TrainConfig, *, use_reviewed: bool = False) -> dict[str, Any]:
-    """A config as stored on its run: every field, with reviewed scans fetched again when the run starts."""
-    params = asdict(cfg)
-    params.pop("extra_items")
-    params["use_reviewed"] = use_reviewed
-    return params
+@dataclass(frozen=True)
+class RunParams:
+    """A training run's params as its row stores them, parsed once: its config's fields, side by side with these."""
 
+    config: TrainConfig
+    use_reviewed: bool = False  # scans clinicians reviewed join the training side, fetched when the run starts
+    resumed_after: tuple[int, ...] = ()  # the last epoch of each earlier sitting
 
-def config_from_params(params: dict[str, Any]) -> TrainConfig:
-    known = {f.name for f in fields(TrainConfig)} - {"framework", "data_dir", "preset", "extra_items"}
-    overrides = {k: v for k, v in params.items() if k in known}
-    return make_config(params["framework"], params["data_dir"], params.get("preset", "report"), **overrides)
+    @classmethod
+    def of(cls, params: Mapping[str, Any]) -> "RunParams":
+        """The params of a run's row; a field the row lacks takes its preset's value. ValueError for a config a run
+        cannot use."""
+        known = {f.name for f in fields(TrainConfig)} - {"framework", "data_dir", "preset", "extra_items"}
+        overrides = {k: v for k, v in params.items() if k in known}
+        config = make_config(params["framework"], params["data_dir"], params.get("preset", "report"), **overrides)
+        return cls(config, bool(params.get("use_reviewed")), tuple(params.get("resumed_after", ())))
+
+    def stored(self) -> dict[str, Any]:
+        """As the row stores them: every config field but the reviewed scans, fetched again when the run starts."""
+        params = asdict(self.config)
+        params.pop("extra_items")
+        params["use_reviewed"] = self.use_reviewed
+        if self.resumed_after:
+            params["resumed_after"] = list(self.resumed_after)
+        return params
 
 
 def create_recorded_run(*, cfg: TrainConfig, use_reviewed: bool = False, job_id: int | None = None) -> int:
@@ -51,10 +60,10 @@ def create_recorded_run(*, cfg: TrainConfig, use_reviewed: bool = False, job_id:
             session=session,
             framework=cfg.framework,
             preset=cfg.preset,
-            params=config_params(cfg, use_reviewed=use_reviewed),
+            params=RunParams(cfg, use_reviewed=use_reviewed).stored(),
             dataset_path=cfg.data_dir,
             test_path=cfg.test_dir,
-            pretrained=cfg.framework == "keras" and cfg.pretrained,
+            pretrained="pretrained" in backends[cfg.framework].options and cfg.pretrained,
             job_id=job_id,
         )
         return run.id
@@ -83,13 +92,14 @@ def execute_run(
         params = dict(run.params)
     folder = Path(get_settings().artifact_dir)
     try:
-        cfg = config_from_params(params)
+        run_params = RunParams.of(params)
+        cfg = run_params.config
         if cfg.output_dir == TrainConfig.output_dir:  # not chosen explicitly
             cfg.output_dir = str(folder / "runs" / str(run_id))
         folder = Path(cfg.output_dir)
-        if params.get("use_reviewed"):
+        if run_params.use_reviewed:
             cfg.extra_items = _reviewed_items()
-        resume = _saved_epochs(run_id, cfg)
+        resume = _saved_epochs(run_id, cfg, run_params.resumed_after)
 
         def on_start(info: dict[str, Any]) -> None:
             with session_scope() as session:
@@ -123,8 +133,8 @@ def execute_run(
         if failure is not exc:
             raise failure from exc
         raise
-    sha = file_sha256(result.best_path)
-    metrics = {**result.metrics, "ood": fit_ood_check(cfg, result.best_path)} if cfg.framework == "torch" else None
+    sha, backend = file_sha256(result.best_path), backends[cfg.framework]
+    metrics = {**result.metrics, "ood": fit_ood_check(cfg, result.best_path)} if backend.ood_features else None
     with session_scope() as session:
         runs.finish_run(
             session=session,
@@ -184,20 +194,20 @@ def fit_ood_check(cfg: TrainConfig, model_path: Path) -> dict[str, Any]:
     }
 
 
-def _saved_epochs(run_id: int, cfg: TrainConfig) -> bool:
+def _saved_epochs(run_id: int, cfg: TrainConfig, resumed_after: tuple[int, ...]) -> bool:
     """Whether the run saved epochs to continue from (a worker died, or a person ran it again).
 
     Epochs the database missed are recorded now, and the run's params list the epochs it resumed after.
     """
     try:
-        state = saved_state(cfg.output_dir, cfg.framework)
+        state = backends[cfg.framework].load_state(cfg.output_dir)
     except FileNotFoundError:
         return False
     with session_scope() as session:
         for row in state["rows"]:
             runs.add_epoch(session=session, run_id=run_id, **row)
         run = runs.get_run(session=session, run_id=run_id)
-        run.params = {**run.params, "resumed_after": [*run.params.get("resumed_after", []), state["epoch"]]}
+        run.params = {**run.params, "resumed_after": [*resumed_after, state["epoch"]]}
     return True
 
 

@@ -8,7 +8,7 @@ squared distance is above the threshold is flagged. The threshold is a percentil
 training side's scores, each scored by a fit on the other folds (each group of exact or near duplicates in one
 fold, as the validation split keeps them): in-sample scores would set it too low.
 
-    python -m models.evaluation.ood fit --model models/weights/cnn_default.pth [--data DIR] [--percentile 99.5]
+    python -m models ood --model models/weights/cnn_default.pth [--data DIR] [--percentile 99.5]
         [--ood-images PATH ...]
 
 writes `<model>.ood.npz` (the statistics, the threshold and the sha256 of the model file they belong to) and
@@ -16,7 +16,6 @@ writes `<model>.ood.npz` (the statistics, the threshold and the sha256 of the mo
 not-MRI pictures in models/evaluation/ood_probes.py gets caught at), beside the model.
 """
 
-import argparse
 import json
 import time
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import numpy as np
 from models.data.dataset import Item, index_items
 from models.data.preprocessing import load_rgb
 from models.data.split import config_split
-from models.inference.model_meta import file_sha256, model_meta
+from models.inference.model_meta import file_sha256
 
 PERCENTILE = 99.5
 FOLDS = 5
@@ -178,7 +177,7 @@ def load_stats(model_path: str | Path, model_sha256: str) -> OodStats:
     """The statistics fitted for this very model file; OodUnavailable when there are none, or they belong to
     another file (a model retrained or replaced under the same name)."""
     path = stats_path(model_path)
-    how = f"fit them with: python -m models.evaluation.ood fit --model {model_path}"
+    how = f"fit them with: python -m models ood --model {model_path}"
     if not path.is_file():
         raise OodUnavailable(f"no out-of-distribution statistics were fitted for {Path(model_path).name}; {how}")
     try:
@@ -236,7 +235,7 @@ def fit_command(model: str, data: str | None, percentile: float, ood_images: lis
     from models.inference.predictor import TorchPredictor
 
     predictor = TorchPredictor(model)
-    cfg = model_meta(model)["config"]
+    cfg = predictor.meta["config"]
     train, val = config_split(cfg, data)
     started = time.perf_counter()
     x_train = _item_features(predictor, train)
@@ -304,27 +303,3 @@ def fit_command(model: str, data: str | None, percentile: float, ood_images: lis
     save_stats(stats, stats_path(model))
     report_path(model).write_text(json.dumps(report, indent=2) + "\n")
     return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Fit the out-of-distribution check for a CNN model file.")
-    sub = p.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("fit", help="fit on the training side of the model's split; write <model>.ood.npz and .json")
-    f.add_argument("--model", required=True, help="a CNN checkpoint (.pth) with its training config")
-    f.add_argument("--data", help="the training folder, if it moved since the model was trained")
-    f.add_argument("--percentile", type=float, default=PERCENTILE)
-    f.add_argument("--ood-images", nargs="*", default=[], help="image files or folders to report on as well")
-    f.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
-    from models.inference.threads import cap_threads
-
-    cap_threads(args.threads, args.threads)
-    report = fit_command(args.model, args.data, args.percentile, args.ood_images)
-    print(json.dumps({k: report[k] for k in ("threshold", "validation")}, indent=2))
-    for name, family in report["families"].items():
-        print(f"{family['caught']:4d} / {family['images']:<4d} caught  {name}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

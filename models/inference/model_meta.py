@@ -10,8 +10,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from domain import Framework
-
 CHECKPOINT_FIELDS = ("epoch", "config", "metrics", "tta", "normalize", "temperature")
 
 
@@ -38,15 +36,6 @@ def write_sidecar(path: str | Path, meta: dict[str, Any]) -> None:
 
 
 def model_meta(path: str | Path, *, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
-    """tta, config (with crop), temperature, metrics, run...: what the model file and its sidecar say.
-
-    A CNN's checkpoint is read from the file unless the caller already loaded it.
-    """
-    meta: dict[str, Any] = {}
-    if Framework.of_file(path) is Framework.TORCH:
-        if checkpoint is None:
-            import torch
-
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        meta = {key: checkpoint[key] for key in CHECKPOINT_FIELDS if key in checkpoint}
+    """tta, config (with crop), temperature, metrics, run...: what a CNN's loaded `checkpoint` and the sidecar say."""
+    meta = {key: checkpoint[key] for key in CHECKPOINT_FIELDS if key in checkpoint} if checkpoint else {}
     return {**meta, **read_sidecar(path)}

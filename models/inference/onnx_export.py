@@ -22,7 +22,7 @@ Optionally the CNN's Linear(50176 -> 256), 98 % of its weights, is quantized to 
 channel). Its answers then differ from the framework's by a few hundredths, so it is off by default; whether
 it costs accuracy is measured on the model's own validation split by
 
-    python -m models.evaluation.onnx_accuracy --model models/weights/cnn_default.pth [--data DIR]
+    python -m models onnx-accuracy --model models/weights/cnn_default.pth [--data DIR]
 """
 
 import json

@@ -160,7 +160,7 @@ def test_the_head_boxs_brightness_and_percentile_are_numpys_to_the_bit() -> None
 def test_a_capped_runs_split_is_rebuilt_from_its_config() -> None:
     from models.data.split import config_split
     from models.training.config import make_config
-    from models.training.run import prepare_data
+    from models.training.prepare import prepare_data
 
     cfg = make_config("torch", str(SAMPLE_DIR), "report", max_images_per_class=7, seed=3)
     data = prepare_data(cfg)
