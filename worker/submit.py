@@ -1,7 +1,6 @@
 """What pages call to start, cancel and watch background jobs; the jobs table is created here first."""
 
-import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -15,13 +14,10 @@ from db.jobs import (
     finish_job,
     get_job,
     job_with_key,
-    queue_again,
-    queued_jobs,
     request_cancel,
     reset_for_rerun,
     set_celery_id,
     settle_stale_jobs,
-    silent_jobs,
 )
 from db.session import session_scope
 from domain import AuditAction
@@ -29,7 +25,6 @@ from models.training.config import TrainConfig
 from services.auth import Actor, audit, require_admin, require_signed_in
 from settings import get_settings
 from worker.celery_app import TASK_QUEUES, celery_app
-from worker.jobs import HEARTBEAT_INTERVAL_S
 
 # Job kind (as stored in jobs.kind) -> Celery task name.
 TASK_NAMES = {
@@ -82,7 +77,7 @@ def submit_job(
         return earlier
     if before_send is not None:
         before_send(job_id)
-    _send(name, job_id, celery_id)
+    send_to_worker(name, job_id, celery_id)
     return job_id
 
 
@@ -100,7 +95,7 @@ def _create(session: Session, kind: str, params: dict[str, Any], actor: Actor, k
     return job_id
 
 
-def _send(name: str, job_id: int, celery_id: str) -> None:
+def send_to_worker(name: str, job_id: int, celery_id: str) -> None:
     """Hand a recorded job to the worker; when the queue is down the job is failed with the reason."""
     try:
         # No retries: a person is waiting on the page, and the job's row says what happened either way.
@@ -175,7 +170,7 @@ def requeue_job(job_id: int, *, actor: Actor | None) -> str:
             state = "has succeeded" if status == "succeeded" else f"is {status}"
             return f"Job {job_id} {state}: only a failed or cancelled job can be run again."
         audit(actor, AuditAction.JOB_REQUEUED, target=f"job {job_id}", detail=kind, session=session)
-    _send(TASK_NAMES[kind], job_id, celery_id)
+    send_to_worker(TASK_NAMES[kind], job_id, celery_id)
     return f"Job {job_id} is queued again."
 
 
@@ -257,79 +252,3 @@ def submit_batch(
         ids = [v.id for v in versions]
     params = {**source, "patient_mode": patient_mode, "patient_mrn": mrn, "model_version_ids": ids}
     return submit_job("batch", params, actor=actor, idempotency_key=idempotency_key)
-
-
-# A queued job's message goes out milliseconds after its row is written; one older than this and missing from
-# Redis was lost (Redis restarted without its data), not still on its way.
-LOST_AFTER_S = 30
-
-
-def _queued_message_ids(client: redis.Redis) -> set[str]:
-    """The Celery ids of every message Redis holds: waiting in a queue, or delivered and not yet acknowledged."""
-    ids = set()
-    for queue in {*TASK_QUEUES.values()}:
-        # kombu keeps one list per queue and priority step: "prediction", "prediction\x06\x163", ...
-        for key in client.scan_iter(match=f"{queue}*"):
-            if client.type(key) == b"list":
-                ids |= {json.loads(raw).get("headers", {}).get("id") for raw in client.lrange(key, 0, -1)}
-    for raw in client.hvals("unacked"):
-        ids.add(json.loads(raw)[0].get("headers", {}).get("id"))
-    return ids - {None}
-
-
-def resend_lost_jobs() -> list[int]:
-    """Send again every queued job whose message Redis no longer holds; returns their ids.
-
-    Run when a worker starts: the jobs table is the record, so a Redis restarted without its data loses no job.
-    """
-    client = redis.Redis.from_url(get_settings().redis_url, socket_connect_timeout=2, socket_timeout=5)
-    try:
-        present = _queued_message_ids(client)
-    finally:
-        client.close()
-    with session_scope() as session:
-        lost = [(job.id, job.kind) for job in queued_jobs(session=session, older_than_s=LOST_AFTER_S)
-                if job.celery_id not in present]  # fmt: skip
-        fresh = {job_id: uuid() for job_id, _ in lost}
-        for job_id, celery_id in fresh.items():
-            set_celery_id(session=session, job_id=job_id, celery_id=celery_id)
-    for job_id, kind in lost:
-        _send(TASK_NAMES[kind], job_id, fresh[job_id])
-    return [job_id for job_id, _ in lost]
-
-
-# A running job silent this long (two missed heartbeats) whose worker answers no ping was lost with its worker.
-ORPHANED_AFTER_S = 2 * HEARTBEAT_INTERVAL_S
-
-
-def restore_orphaned_jobs(*, me: str | None = None, running_here: Collection[str] = ()) -> list[int]:
-    """Send again the running jobs whose worker is gone (killed, or its machine went down); returns their ids.
-
-    Its message stays unacknowledged in Redis for the visibility timeout (two days), so without this a job whose
-    whole worker died would wait that long. A job is taken for lost once it missed two heartbeats and its worker
-    answers no ping; a worker starting under the name of one that died (`make run` names it worker@host) knows
-    without asking that the jobs of that name it is not running itself were the dead one's.
-    The job continues where it stopped, under its id; the old message, if ever delivered, is ignored.
-    """
-    with session_scope() as session:
-        jobs = silent_jobs(session=session, older_than_s=ORPHANED_AFTER_S)
-        silent = [(job.id, job.kind, job.worker, job.celery_id) for job in jobs]
-    gone = []
-    for job_id, kind, worker, celery_id in silent:
-        if celery_id in running_here:
-            continue
-        if worker != me and worker and celery_app.control.ping(destination=[worker], timeout=1.0):
-            continue
-        gone.append((job_id, kind, worker))
-    sent = []
-    for job_id, kind, worker in gone:
-        celery_id = uuid()
-        with session_scope() as session:
-            message = f"sent again: its worker {worker} was lost"
-            if not queue_again(
-                session=session, job_id=job_id, celery_id=celery_id, silent_for_s=ORPHANED_AFTER_S, message=message
-            ):
-                continue
-        _send(TASK_NAMES[kind], job_id, celery_id)
-        sent.append(job_id)
-    return sent
