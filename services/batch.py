@@ -35,6 +35,7 @@ from models.evaluation.metrics import classification_report
 from models.inference.predictor import Predictor
 from services.batch_input import (
     BatchInputError,
+    BatchParams,
     Listing,
     check_patient_mode,
     dicom_patient,
@@ -120,28 +121,27 @@ def run_batch(
     A problem with the input or the models raises UserError with the reason.
     """
     settings = get_settings()
+    batch = BatchParams.of(params)
     try:
-        root = source_root(params, settings=settings)
-        patient_mrn = check_patient_mode(
-            str(params.get("patient_mode", "none")), params.get("patient_mrn", params.get("patient_id"))
-        )  # jobs queued before the rename
+        root = source_root(batch, settings=settings)
+        patient_mrn = check_patient_mode(batch.patient_mode, batch.patient_mrn)
         listing = list_folder(root)
     except BatchInputError as exc:
         raise UserError(str(exc)) from exc
     if not listing.images and not listing.skipped:
         raise UserError(f"The folder {root} holds no files.")
-    models = load_models(params.get("model_version_ids"))
+    models = load_models(batch.model_version_ids)
     options = Options(
-        patient_mode=str(params.get("patient_mode", "none")),
+        patient_mode=batch.patient_mode,
         patient_mrn=patient_mrn,
         threshold=settings.confidence_threshold,
         max_bytes=settings.max_upload_mb * 2**20,
         max_pixels=settings.max_image_pixels,
     )
     result = predict_listing(job_id, listing, models, options, progress=progress, check_cancel=check_cancel)
-    if params.get("source") == "zip":
+    if batch.source == "zip":
         # Every file is in the record now, so the unpacked zip can go; a cancelled job keeps it for a re-run.
-        discard_upload(str(params["upload"]), settings=settings)
+        discard_upload(str(batch.upload), settings=settings)
     return result
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from db.schema import Job, Scan
 from db.session import read_scope, session_scope
 from db.storage import lock_scan_files
-from services.batch_input import batches_dir
+from services.batch_input import BatchParams, batches_dir
 from settings import Settings, get_settings
 
 # Files looked at again and removed per hold of the scan files' lock: saves wait for it meanwhile.
@@ -60,11 +60,9 @@ def sweep_files(settings: Settings | None = None, *, now: float | None = None) -
     now = time.time() if now is None else now
     with read_scope() as session:
         stored = set(session.scalars(select(Scan.sha256)))
-        in_use = {
-            str(params.get("upload"))
-            for params in session.scalars(select(Job.params).where(Job.status.in_(("queued", "running"))))
-            if isinstance(params, dict) and params.get("upload")
-        }
+        unfinished = session.scalars(select(Job.params).where(Job.status.in_(("queued", "running"))))
+        uploads = (BatchParams.of(params).upload for params in unfinished if isinstance(params, dict))
+        in_use = {str(upload) for upload in uploads if upload}
     candidates = [
         path
         for path in settings.upload_dir.glob("??/*")

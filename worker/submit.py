@@ -1,6 +1,7 @@
 """What pages call to start, cancel and watch background jobs; the jobs table is created here first."""
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -236,11 +237,12 @@ def submit_batch(
     another model was activated in between. Raises BatchInputError with a message for the page.
     """
     from db.batches import batch_models
-    from services.batch_input import BatchInputError, check_patient_mode, discard_upload
+    from services.batch_input import BatchInputError, BatchParams, check_patient_mode, discard_upload
 
+    given = BatchParams.of(source)
     if idempotency_key is not None and (earlier := _submitted(idempotency_key)) is not None:
-        if source.get("source") == "zip":
-            discard_upload(source["upload"], settings=get_settings())  # this click's copy of the same zip
+        if given.source == "zip":
+            discard_upload(str(given.upload), settings=get_settings())  # this click's copy of the same zip
         return earlier
 
     mrn = check_patient_mode(patient_mode, patient_mrn)
@@ -250,5 +252,5 @@ def submit_batch(
         except LookupError as exc:
             raise BatchInputError(str(exc)) from exc
         ids = [v.id for v in versions]
-    params = {**source, "patient_mode": patient_mode, "patient_mrn": mrn, "model_version_ids": ids}
-    return submit_job("batch", params, actor=actor, idempotency_key=idempotency_key)
+    params = replace(given, patient_mode=patient_mode, patient_mrn=mrn, model_version_ids=ids)
+    return submit_job("batch", params.stored(), actor=actor, idempotency_key=idempotency_key)
