@@ -25,7 +25,7 @@ PAGE = ROOT / "views" / "1_Diagnose.py"
 def child(quick: bool, cache: Path) -> dict[str, Any]:
     from streamlit.testing.v1 import AppTest
 
-    from tests.users import signed_in
+    from scripts.harness import signed_in_as
 
     result: dict[str, Any] = bench_stack.conditions()
     models = bench_stack.bench_models(cache)
@@ -35,7 +35,7 @@ def child(quick: bool, cache: Path) -> dict[str, Any]:
         count = 5 if quick else 100
         result["images_from"] = build_folder(workdir / "images", count)
         uploads = sorted((workdir / "images").glob("*/*"))
-        at = signed_in(AppTest.from_file(str(PAGE), default_timeout=300), role="clinician")
+        at = signed_in_as(AppTest.from_file(str(PAGE), default_timeout=300), bench_stack.clinician().user_id)
         at.run()
         result["rss_page_open_mb"] = bench_stack.rss_mb()
         runs_ms, answered = [], 0

@@ -1,13 +1,11 @@
 """Signed-in users for tests: real accounts in the test's database, and AppTests signed in as them."""
 
-import time
-
 from streamlit.testing.v1 import AppTest
 
 from db.session import session_scope
 from db.users import create_user, find_user
+from scripts.harness import signed_in_as
 from services.auth import Actor
-from ui.auth import AUTH_KEY
 
 PASSWORD = "correct horse battery"
 
@@ -24,6 +22,4 @@ def make_actor(role: str = "admin", username: str | None = None, password: str =
 
 def signed_in(at: AppTest, role: str = "admin") -> AppTest:
     """`at` with a session signed in as a fresh-enough user of `role`, as the sign-in form leaves it."""
-    actor = make_actor(role)
-    at.session_state[AUTH_KEY] = {"user_id": actor.user_id, "last_seen": time.time()}
-    return at
+    return signed_in_as(at, make_actor(role).user_id)

@@ -6,8 +6,8 @@ from playwright.sync_api import expect
 from db.audit import AuditFilters, audit_page
 from db.schema import CLASSES, utcnow
 from db.session import session_scope
+from scripts.harness import RESULT_TIMEOUT_MS, App
 from settings import SAMPLE_DIR
-from tests.e2e.browser import RESULT_TIMEOUT_MS, App
 
 pytestmark = pytest.mark.e2e
 

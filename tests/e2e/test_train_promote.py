@@ -3,7 +3,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.browser import RESULT_TIMEOUT_MS, App
+from scripts.harness import RESULT_TIMEOUT_MS, App
 
 pytestmark = pytest.mark.e2e
 
