@@ -22,16 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scripts.bench_stack import FLAGS_SHOWN, latency, machine, rss_mb
+from scripts import bench_results
+from scripts.bench_stack import latency, machine, rss_mb
 from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR, get_settings
 
 BATCH_SIZES = (1, 32)
-PATH_NAMES = {
-    "framework": "framework",
-    "onnx": "ONNX Runtime (app)",
-    "onnx-int8": "ONNX Runtime, Linear in int8 (ONNX_INT8_CNN)",
-    "keras-predict": "Keras model.predict (naive)",
-}
 
 
 class KerasPredictCall:
@@ -187,63 +182,6 @@ def _heatmaps(model: str, paths: dict[str, Any], images: list, calls: int, resul
     return out
 
 
-def markdown(result: dict[str, Any]) -> list[str]:
-    m = result["machine"]
-    ratios = {(r["model"], r["batch"], r["backend"]): r for r in result["ratios"]}
-    lines = [
-        "| model | path | batch | p50 ms | p95 ms | images/s | framework ÷ this path (p50) | naive ÷ this path (p50) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in result["rows"]:
-        ratio = ratios.get((r["model"], r["batch"], r["backend"]))
-        shown = [
-            f"{ratio[key]:.2f}×" if ratio else "" for key in ("framework_over_backend_p50", "naive_over_backend_p50")
-        ]
-        if r["backend"] == "keras-predict":
-            shown[1] = ""
-        path = PATH_NAMES[r["backend"]]
-        lines.append(
-            f"| {r['model']} | {path} | {r['batch']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-            f"{r['images_per_s']:.1f} | {' | '.join(shown)} |"
-        )
-    lines += [
-        "",
-        "| model | heatmap on | p50 ms | p95 ms | heatmap ÷ the same path's one-image prediction (p50) |",
-        "|---|---|---|---|---|",
-        *(
-            f"| {h['model']} | {PATH_NAMES[h['backend']]} | {h['p50_ms']:.1f} | {h['p95_ms']:.1f} | "
-            f"{h['over_prediction_p50']:.2f}× |"
-            for h in result.get("heatmaps", [])
-        ),
-    ]
-    rss = result["rss_both_models_mb"]
-    lines += [
-        "",
-        "| process with both models loaded, after a prediction and a heatmap of each | RSS MB | frameworks imported |",
-        "|---|---|---|",
-        *(f"| {backend} | {v['rss_mb']:.0f} | {', '.join(v['imported']) or '–'} |" for backend, v in rss.items()),
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, flags {' '.join(m['flags']) or 'none of ' + str(FLAGS_SHOWN)}; "
-        f"1-minute load average {m['load_average_1min_at_start']:.2f} at the start; threads "
-        f"torch/tf/onnx {result['threads']['torch']}/{result['threads']['tf']}/{result['threads']['onnx']}; "
-        f"{result['date']}.",
-    ]
-    return lines
-
-
-def write(result: dict[str, Any], out: Path) -> list[str]:
-    """Write `<out>/results.json` and `results.md`, keeping the end-to-end scenarios' figures already there."""
-    from scripts import bench_scenarios
-
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    scenarios = json.loads(path.read_text()).get("scenarios", {}) if path.is_file() else {}
-    path.write_text(json.dumps({**result, "scenarios": scenarios}, indent=2) + "\n")
-    lines = markdown(result)
-    (out / "results.md").write_text("\n".join([*lines, *bench_scenarios.markdown(scenarios)]) + "\n")
-    return lines
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a few calls at batch 1 and 4: checks that it runs")
@@ -253,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rss_child:
         print(json.dumps(rss_child(args.rss_child)))
         return 0
-    print("\n".join(write(measure(quick=args.quick), args.out)))
+    print("\n".join(bench_results.write(args.out, inference=measure(quick=args.quick))))
     return 0
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts import bench_inference, bench_scenarios
+from scripts import bench_inference, bench_results, bench_scenarios
 from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR, get_settings
 
 
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n## One scan (Diagnose page)\n")
     print("\n".join(bench_single_scan()))
     print("\n## Framework against ONNX Runtime\n")
-    print("\n".join(bench_inference.write(bench_inference.measure(), ROOT / "bench")))
+    print("\n".join(bench_results.write(ROOT / "bench", inference=bench_inference.measure())))
     print("\n## History at scale\n")
     print("\n".join(bench_history()))
     if not args.skip_batch:
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(bench_batch(args.batch_images)))
     if not args.skip_scenarios:
         print("\n## End to end")
-        print("\n".join(bench_scenarios.write(bench_scenarios.measure(), ROOT / "bench")))
+        print("\n".join(bench_results.write(ROOT / "bench", scenarios=bench_scenarios.measure())))
     return 0
 
 
