@@ -68,7 +68,7 @@ class BatchModel:
 
 
 @dataclass
-class Decoded:
+class BatchFile:
     """One file after reading: the image and whose it is, or why it cannot be used."""
 
     rel_path: str
@@ -80,7 +80,7 @@ class Decoded:
 
 
 @dataclass
-class Options:
+class FileRules:
     """How a job treats its files: whose they are, when to flag them, and the limits a file must meet."""
 
     patient_mode: str
@@ -131,14 +131,14 @@ def run_batch(
     if not listing.images and not listing.skipped:
         raise UserError(f"The folder {root} holds no files.")
     models = load_models(batch.model_version_ids)
-    options = Options(
+    rules = FileRules(
         patient_mode=batch.patient_mode,
         patient_mrn=patient_mrn,
         threshold=settings.confidence_threshold,
         max_bytes=settings.max_upload_mb * 2**20,
         max_pixels=settings.max_image_pixels,
     )
-    result = predict_listing(job_id, listing, models, options, progress=progress, check_cancel=check_cancel)
+    result = predict_listing(job_id, listing, models, rules, progress=progress, check_cancel=check_cancel)
     if batch.source == "zip":
         # Every file is in the record now, so the unpacked zip can go; a cancelled job keeps it for a re-run.
         discard_upload(str(batch.upload), settings=settings)
@@ -149,7 +149,7 @@ def predict_listing(
     job_id: int,
     listing: Listing,
     models: list[BatchModel],
-    options: Options,
+    rules: FileRules,
     *,
     progress: Progress,
     check_cancel: Callable[[], None],
@@ -191,13 +191,13 @@ def predict_listing(
         ThreadPoolExecutor(1, thread_name_prefix="batch-save") as saver,
     ):
         saving: tuple[Future[None], int] | None = None
-        for decoded in _prefetch(decoder, todo, listing.root, options):
+        for decoded in _prefetch(decoder, todo, listing.root, rules):
             check_cancel()
             probabilities = _check_and_predict(predictors, gate, decoded, models)
             if saving is not None:
                 saving[0].result()
                 saved(saving[1])
-            saving = saver.submit(_save_chunk, job_id, decoded, probabilities, models, options), len(decoded)
+            saving = saver.submit(_save_chunk, job_id, decoded, probabilities, models, rules), len(decoded)
         if saving is not None:
             saving[0].result()
             saved(saving[1])
@@ -207,48 +207,48 @@ def predict_listing(
     return {**result, "done_before": len(listing.images) - len(todo), "ood_check": gate_note}
 
 
-def _prefetch(pool: ThreadPoolExecutor, todo: list[str], root: Path, options: Options) -> Iterator[list[Decoded]]:
+def _prefetch(pool: ThreadPoolExecutor, todo: list[str], root: Path, rules: FileRules) -> Iterator[list[BatchFile]]:
     chunks = [todo[i : i + BATCH_SIZE] for i in range(0, len(todo), BATCH_SIZE)]
-    pending = pool.submit(_decode_chunk, chunks[0], root, options) if chunks else None
+    pending = pool.submit(_decode_chunk, chunks[0], root, rules) if chunks else None
     for position in range(len(chunks)):
         current = pending.result()
         nxt = position + 1
-        pending = pool.submit(_decode_chunk, chunks[nxt], root, options) if nxt < len(chunks) else None
+        pending = pool.submit(_decode_chunk, chunks[nxt], root, rules) if nxt < len(chunks) else None
         yield current
 
 
-def _decode_chunk(rel_paths: list[str], root: Path, options: Options) -> list[Decoded]:
-    return [_decode_one(rel_path, root, options) for rel_path in rel_paths]
+def _decode_chunk(rel_paths: list[str], root: Path, rules: FileRules) -> list[BatchFile]:
+    return [_decode_one(rel_path, root, rules) for rel_path in rel_paths]
 
 
-def _decode_one(rel_path: str, root: Path, options: Options) -> Decoded:
+def _decode_one(rel_path: str, root: Path, rules: FileRules) -> BatchFile:
     """Read, decode and assign one file; every failure becomes the file's error text."""
     path = root / rel_path
     try:
         size = path.stat().st_size
-        if size > options.max_bytes:
+        if size > rules.max_bytes:
             raise ImageError(
-                f"{rel_path}: the file is {size / 2**20:.1f} MB, over the limit of {options.max_bytes / 2**20:.0f} MB."
+                f"{rel_path}: the file is {size / 2**20:.1f} MB, over the limit of {rules.max_bytes / 2**20:.0f} MB."
             )
         # At analysis size, as the Diagnose page predicts it: one image gets one answer wherever it is predicted.
         image = analysis_copy(
-            decode_image(path.read_bytes(), rel_path, max_bytes=options.max_bytes, max_pixels=options.max_pixels)
+            decode_image(path.read_bytes(), rel_path, max_bytes=rules.max_bytes, max_pixels=rules.max_pixels)
         )
-        if options.patient_mode == "dicom":
+        if rules.patient_mode == "dicom":
             mrn, note = dicom_patient(image.patient_mrn)
-        elif options.patient_mode == "folder":
+        elif rules.patient_mode == "folder":
             mrn, note = folder_patient(rel_path)
         else:
-            mrn, note = options.patient_mrn, None
+            mrn, note = rules.patient_mrn, None
     except (ImageError, BatchInputError) as exc:
-        return Decoded(rel_path, error=str(exc).removeprefix(f"{rel_path}: "))
+        return BatchFile(rel_path, error=str(exc).removeprefix(f"{rel_path}: "))
     except OSError as exc:
-        return Decoded(rel_path, error=f"the file could not be read ({exc.strerror or exc}).")
-    return Decoded(rel_path, image=image, patient_mrn=mrn, note=note)
+        return BatchFile(rel_path, error=f"the file could not be read ({exc.strerror or exc}).")
+    return BatchFile(rel_path, image=image, patient_mrn=mrn, note=note)
 
 
 def _check_and_predict(
-    pool: ThreadPoolExecutor, gate: OodGate | None, decoded: list[Decoded], models: list[BatchModel]
+    pool: ThreadPoolExecutor, gate: OodGate | None, decoded: list[BatchFile], models: list[BatchModel]
 ) -> dict[str, np.ndarray]:
     """Mark the images the check says are not brain MRI slices (they get its reason instead of a tumor class) and
     return each model's probabilities (N x classes) for the others.
@@ -275,24 +275,24 @@ def _check_and_predict(
     return {framework: probs[kept] for framework, probs in answers.items()} if kept else {}
 
 
-def _check_chunk(gate: OodGate | None, decodable: list[Decoded]) -> None:
+def _check_chunk(gate: OodGate | None, decodable: list[BatchFile]) -> None:
     if gate is None or not decodable:
         return
     images = [item.image for item in decodable if item.image is not None]
     _mark_refused(decodable, gate.check([image.rgb for image in images], [image.modality for image in images]))
 
 
-def _mark_refused(decodable: list[Decoded], verdicts: list[OodVerdict]) -> None:
+def _mark_refused(decodable: list[BatchFile], verdicts: list[OodVerdict]) -> None:
     for item, verdict in zip(decodable, verdicts, strict=True):
         if verdict.flagged:
             item.refused = verdict.reason
 
 
-def _to_predict(decoded: list[Decoded]) -> list[Decoded]:
+def _to_predict(decoded: list[BatchFile]) -> list[BatchFile]:
     return [d for d in decoded if d.image is not None and d.refused is None]
 
 
-def _predict(pool: ThreadPoolExecutor, decoded: list[Decoded], models: list[BatchModel]) -> dict[str, np.ndarray]:
+def _predict(pool: ThreadPoolExecutor, decoded: list[BatchFile], models: list[BatchModel]) -> dict[str, np.ndarray]:
     """Each model's probabilities (N x classes) for the images of a batch that are to be predicted."""
     rgbs = [d.image.rgb for d in _to_predict(decoded) if d.image is not None]
     if not rgbs:
@@ -303,10 +303,10 @@ def _predict(pool: ThreadPoolExecutor, decoded: list[Decoded], models: list[Batc
 
 def _save_chunk(
     job_id: int,
-    decoded: list[Decoded],
+    decoded: list[BatchFile],
     probabilities: dict[str, np.ndarray],
     models: list[BatchModel],
-    options: Options,
+    rules: FileRules,
 ) -> None:
     """Commit a batch's scans, predictions and items together: a worker lost mid-way leaves whole batches."""
     good = _to_predict(decoded)
@@ -321,7 +321,7 @@ def _save_chunk(
                 for position, item in enumerate(good):
                     if item.rel_path not in recorded:
                         probs = {fw: p[position] for fw, p in probabilities.items()}
-                        _save_done(session, job_id, item, models, probs, options)
+                        _save_done(session, job_id, item, models, probs, rules)
                 for item in decoded:
                     # An unreadable file is an error; an image the check flagged is skipped with its reason.
                     if (item.image is None or item.refused is not None) and item.rel_path not in recorded:
@@ -344,10 +344,10 @@ def _save_chunk(
 def _save_done(
     session: Session,
     job_id: int,
-    item: Decoded,
+    item: BatchFile,
     models: list[BatchModel],
     probs: dict[str, np.ndarray],
-    options: Options,
+    rules: FileRules,
 ) -> None:
     assert item.image is not None
     results = [
@@ -360,7 +360,7 @@ def _save_done(
         patient_mrn=item.patient_mrn,
         source="batch",
         results=results,
-        threshold=options.threshold,
+        threshold=rules.threshold,
         original_name=item.rel_path,
         job_id=job_id,
     )

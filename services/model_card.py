@@ -22,9 +22,9 @@ from services.model_card_document import (
     Example,
     ModelCard,
     VersionFacts,
-    at,
     build_card,
     card_markdown,
+    nested,
     top_confusions,
 )
 from services.predictors import ModelFileProblem, loaded_predictor
@@ -91,7 +91,7 @@ def _ood(version: VersionFacts) -> tuple[dict[str, Any] | None, str]:
         report = json.loads(report_path(version.artifact_path).read_text())
     except (OSError, ValueError):
         pass
-    if at(report, "model", "sha256") != version.sha256:
+    if nested(report, "model", "sha256") != version.sha256:
         report = {}  # the report of an earlier fit; the statistics themselves are this file's
     return {"threshold": stats.threshold, **report}, ""
 
@@ -107,9 +107,9 @@ def data_root(config: dict[str, Any]) -> Path | None:
 
 def _confusions(version: VersionFacts) -> tuple[Confusions, bool]:
     """Example images of the most frequent confusions, and whether they can be made (none cached yet)."""
-    val = at(version.record, "metrics", "val") or {}
+    val = nested(version.record, "metrics", "val") or {}
     top = top_confusions(val)
-    root = data_root(at(version.record, "config") or {})
+    root = data_root(nested(version.record, "config") or {})
     if not top:
         return Confusions(), False
     cached = confusion_examples.load(version.artifact_path, version.sha256)
@@ -129,7 +129,7 @@ def _confusions(version: VersionFacts) -> tuple[Confusions, bool]:
             for file, confidence in cached.examples(true, predicted, EXAMPLES_PER_CONFUSION)
         ]
     note = ""
-    recorded = at(val, "confusion_matrix")
+    recorded = nested(val, "confusion_matrix")
     if recorded and cached.matrix() != recorded:
         differ = sum(abs(a - b) for ra, rb in zip(cached.matrix(), recorded) for a, b in zip(ra, rb)) // 2
         note = (
@@ -170,7 +170,7 @@ def find_confusion_examples(actor: Actor | None, *, version_id: int) -> int:
         if version is None:
             raise UserError(f"Model version {version_id} does not exist.")
         facts = _facts(version)
-    config = at(facts.record, "config") or {}
+    config = nested(facts.record, "config") or {}
     root = data_root(config)
     if root is None or not root.is_dir():
         raise UserError(f"The folder version {version_id} was trained on is not here: {root or 'not recorded'}.")
@@ -178,7 +178,7 @@ def find_confusion_examples(actor: Actor | None, *, version_id: int) -> int:
         items = confusion_examples.validation_items(config, root)
     except DatasetError as exc:
         raise UserError(f"The validation images of version {version_id} cannot be rebuilt: {exc}.") from exc
-    recorded = at(facts.record, "metrics", "split", "val_per_class")
+    recorded = nested(facts.record, "metrics", "split", "val_per_class")
     rebuilt = [sum(1 for it in items if it.label == k) for k in range(len(recorded or []))]
     if recorded and rebuilt != list(recorded):
         raise UserError(

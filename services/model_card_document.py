@@ -83,7 +83,7 @@ class Confusions:
     note: str = ""
 
 
-def at(data: Any, *keys: str | int) -> Any:
+def nested(data: Any, *keys: str | int) -> Any:
     """data[k1][k2]...; None wherever a level is missing or not a container (an older record)."""
     for key in keys:
         try:
@@ -122,7 +122,7 @@ def _yes_no(value: Any) -> str:
 
 
 def _before_after(block: Any, name: str, digits: int = 3) -> str:
-    before, after = at(block, f"{name}_before"), at(block, f"{name}_after")
+    before, after = nested(block, f"{name}_before"), nested(block, f"{name}_after")
     if before is None and after is None:
         return NOT_RECORDED
     return f"{_num(before, digits)} → {_num(after, digits)}"
@@ -159,8 +159,8 @@ def intended_use(version: VersionFacts) -> Section:
 
 
 def data_section(record: Mapping[str, Any]) -> Section:
-    config, split = at(record, "config") or {}, at(record, "metrics", "split") or {}
-    dup = at(split, "duplicates") or {}
+    config, split = nested(record, "config") or {}, nested(record, "metrics", "split") or {}
+    dup = nested(split, "duplicates") or {}
     if dup:
         duplicates = (
             f"{_count(dup.get('exact_duplicates'))} exact duplicates; {_count(dup.get('duplicate_groups'))} groups "
@@ -200,20 +200,20 @@ def data_section(record: Mapping[str, Any]) -> Section:
             )
         )
     columns = ["class", "training", "validation"]
-    test_support = at(record, "metrics", "test", "per_class")
+    test_support = nested(record, "metrics", "test", "per_class")
     if test_support:
         columns.append("test")
     rows = []
     for i, name in enumerate(CLASSES):
-        row = [class_label(name), _count(at(split, "train_per_class", i)), _count(at(split, "val_per_class", i))]
+        row = [class_label(name), _count(nested(split, "train_per_class", i)), _count(nested(split, "val_per_class", i))]
         if test_support:
-            row.append(_count(at(test_support, name, "support")))
+            row.append(_count(nested(test_support, name, "support")))
         rows.append(tuple(row))
     return Section("Data", facts=tuple(facts), tables=(Table(tuple(columns), tuple(rows), "Images per class"),))
 
 
 def recipe_section(record: Mapping[str, Any]) -> Section:
-    config = at(record, "config") or {}
+    config = nested(record, "config") or {}
     schedule = config.get("schedule")
     lr = _text(config.get("lr"))
     if schedule == "cosine":
@@ -221,10 +221,10 @@ def recipe_section(record: Mapping[str, Any]) -> Section:
     elif schedule == "plateau":
         lr += f", halved on a validation-loss plateau down to {_text(config.get('min_lr'))}"
     ema = config.get("ema_decay")
-    machine = at(record, "machine") or {}
+    machine = nested(record, "machine") or {}
     facts = [
         ("Preset", _text(record.get("preset") or config.get("preset"))),
-        ("Epochs (best)", f"{_text(config.get('epochs'))} ({_text(at(record, 'metrics', 'best_epoch'))})"),
+        ("Epochs (best)", f"{_text(config.get('epochs'))} ({_text(nested(record, 'metrics', 'best_epoch'))})"),
         ("Batch size", _text(config.get("batch_size"))),
         ("Optimizer", _text(config.get("optimizer"))),
         ("Learning rate", lr),
@@ -241,7 +241,7 @@ def recipe_section(record: Mapping[str, Any]) -> Section:
         facts.append(("ImageNet weights", _yes_no(record.get("pretrained"))))
     if config.get("init_from"):
         facts.append(("Started from", _text(PurePath(str(config["init_from"])).name)))
-    distilled = at(record, "metrics", "split", "distilled")
+    distilled = nested(record, "metrics", "split", "distilled")
     if config.get("distill_from"):
         teachers = ", ".join(t.get("file", "?") for t in (distilled or {}).get("teachers", [])) or NOT_RECORDED
         facts.append(
@@ -262,10 +262,10 @@ def per_class_table(block: Mapping[str, Any], caption: str) -> Table:
     rows = tuple(
         (
             class_label(name),
-            _num(at(block, "per_class", name, "precision")),
-            _num(at(block, "per_class", name, "recall")),
-            _num(at(block, "per_class", name, "f1")),
-            _count(at(block, "per_class", name, "support")),
+            _num(nested(block, "per_class", name, "precision")),
+            _num(nested(block, "per_class", name, "recall")),
+            _num(nested(block, "per_class", name, "f1")),
+            _count(nested(block, "per_class", name, "support")),
         )
         for name in CLASSES
     )
@@ -273,8 +273,8 @@ def per_class_table(block: Mapping[str, Any], caption: str) -> Table:
 
 
 def matrix_table(block: Mapping[str, Any], caption: str) -> Table | None:
-    matrix = at(block, "confusion_matrix")
-    labels = at(block, "labels") or list(CLASSES)
+    matrix = nested(block, "confusion_matrix")
+    labels = nested(block, "labels") or list(CLASSES)
     if not matrix:
         return None
     columns = ("true class / read as", *(class_label(n) for n in labels))
@@ -299,7 +299,7 @@ def results_section(title: str, block: Mapping[str, Any], *, extra: tuple[tuple[
 
 
 def calibration_section(record: Mapping[str, Any]) -> Section:
-    cal = at(record, "metrics", "val", "calibration") or {}
+    cal = nested(record, "metrics", "val", "calibration") or {}
     bins = cal.get("bins", 15)
     return Section(
         "Calibration",
@@ -318,8 +318,8 @@ def calibration_section(record: Mapping[str, Any]) -> Section:
 
 
 def inference_section(version: VersionFacts) -> Section:
-    metrics = at(version.record, "metrics") or {}
-    ms = at(metrics, "val", "inference_ms")
+    metrics = nested(version.record, "metrics") or {}
+    ms = nested(metrics, "val", "inference_ms")
     return Section(
         "Inference time and memory",
         facts=(
@@ -361,7 +361,7 @@ def ood_section(framework: str, report: Mapping[str, Any] | None, reason: str) -
 
 def top_confusions(block: Mapping[str, Any], n: int = TOP_CONFUSIONS) -> list[tuple[str, str, int, int]]:
     """(true class, predicted class, images, images of the true class) of the n most frequent confusions."""
-    matrix, labels = at(block, "confusion_matrix") or [], at(block, "labels") or list(CLASSES)
+    matrix, labels = nested(block, "confusion_matrix") or [], nested(block, "labels") or list(CLASSES)
     pairs = [
         (labels[i], labels[j], int(v), int(sum(row)))
         for i, row in enumerate(matrix)
@@ -373,13 +373,13 @@ def top_confusions(block: Mapping[str, Any], n: int = TOP_CONFUSIONS) -> list[tu
 
 def failure_section(record: Mapping[str, Any], confusions: Confusions) -> Section:
     title = "Known failure modes"
-    val = at(record, "metrics", "val") or {}
-    if not at(val, "confusion_matrix"):
+    val = nested(record, "metrics", "val") or {}
+    if not nested(val, "confusion_matrix"):
         return Section(title, text=("Not recorded: the run record has no confusion matrix.",))
     top = top_confusions(val)
     if not top:
         return Section(title, text=("No validation image was confused with another class.",))
-    recalls = {n: at(val, "per_class", n, "recall") for n in CLASSES}
+    recalls = {n: nested(val, "per_class", n, "recall") for n in CLASSES}
     recalls = {n: r for n, r in recalls.items() if isinstance(r, int | float)}
     text = []
     if recalls:
@@ -412,7 +412,7 @@ def failure_section(record: Mapping[str, Any], confusions: Confusions) -> Sectio
 
 def _same_validation(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     keys = ("val_fraction", "seed", "max_images_per_class")
-    ca, cb = at(a, "config") or {}, at(b, "config") or {}
+    ca, cb = nested(a, "config") or {}, nested(b, "config") or {}
     return (
         bool(a.get("fingerprint"))
         and a.get("fingerprint") == b.get("fingerprint")
@@ -421,7 +421,7 @@ def _same_validation(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 
 def _lowest_recall(block: Any) -> float | None:
-    recalls = [at(block, "per_class", n, "recall") for n in CLASSES]
+    recalls = [nested(block, "per_class", n, "recall") for n in CLASSES]
     recalls = [r for r in recalls if isinstance(r, int | float)]
     return min(recalls) if recalls else None
 
@@ -432,16 +432,16 @@ def comparison_section(version: VersionFacts, active: VersionFacts | None) -> Se
         return Section(title, text=("This is the active version.",))
     if active is None:
         return Section(title, text=("No version of this model is active.",))
-    mine, theirs = at(version.record, "metrics", "val") or {}, at(active.record, "metrics", "val") or {}
+    mine, theirs = nested(version.record, "metrics", "val") or {}, nested(active.record, "metrics", "val") or {}
     figures: list[tuple[str, Any, Any, str]] = [
         ("validation accuracy", mine.get("accuracy"), theirs.get("accuracy"), "pct"),
         ("macro F1", mine.get("f1"), theirs.get("f1"), "num"),
         ("lowest recall", _lowest_recall(mine), _lowest_recall(theirs), "num"),
         *(
-            (f"F1 {class_label(n)}", at(mine, "per_class", n, "f1"), at(theirs, "per_class", n, "f1"), "num")
+            (f"F1 {class_label(n)}", nested(mine, "per_class", n, "f1"), nested(theirs, "per_class", n, "f1"), "num")
             for n in CLASSES
         ),
-        ("ECE after calibration", at(mine, "calibration", "ece_after"), at(theirs, "calibration", "ece_after"), "num"),
+        ("ECE after calibration", nested(mine, "calibration", "ece_after"), nested(theirs, "calibration", "ece_after"), "num"),
         ("ms / image", mine.get("inference_ms"), theirs.get("inference_ms"), "ms"),
     ]
     rows = []
@@ -473,7 +473,7 @@ def build_card(
 ) -> ModelCard:
     """The card of one version; `active` is the version clinicians use now for the same framework."""
     record = version.record
-    metrics = at(record, "metrics") or {}
+    metrics = nested(record, "metrics") or {}
     sections = [
         intended_use(version),
         data_section(record),
@@ -481,7 +481,7 @@ def build_card(
         results_section("Validation results", metrics.get("val") or {}),
     ]
     if metrics.get("test"):
-        clean = at(metrics, "test_without_training_duplicates", "accuracy")
+        clean = nested(metrics, "test_without_training_duplicates", "accuracy")
         extra = (("Accuracy on test images with no duplicate in training", _pct(clean)),) if clean is not None else ()
         sections.append(results_section("Test results", metrics["test"], extra=extra))
     sections += [

@@ -44,7 +44,7 @@ from db.schema import FINISHED_STATES, Job
 from scripts import harness
 from scripts.harness import RedisServer
 from settings import get_settings
-from tests.layers import skip_unless_required
+from tests.skip import skip_unless_required
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -40,7 +40,7 @@ def folder_listing(folder: str) -> Listing:
     return list_folder(resolve_folder(folder, roots=get_settings().allowed_data_roots))
 
 
-def describe(listing: Listing) -> None:
+def show_listing(listing: Listing) -> None:
     labelled = sum(1 for p in listing.images if true_label(p))
     text = f"{len(listing.images)} image(s) to predict"
     if labelled:
@@ -67,7 +67,7 @@ def folder_input() -> bool:
     if not folder.strip():
         return False
     try:
-        describe(folder_listing(folder.strip()))
+        show_listing(folder_listing(folder.strip()))
     except BatchInputError as exc:
         st.error(str(exc))
         return False

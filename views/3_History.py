@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from db.deletion import Removal
-from db.history import Page, PatientTimeline, PredictionFilters, PredictionRow, ScanEntry
+from db.history import PagedRows, PatientTimeline, PredictionFilters, PredictionRow, ScanEntry
 from db.reviews import REVIEW_ACTIONS, ReviewError
 from db.schema import CLASSES
 from domain import AuditAction, UserError
@@ -39,7 +39,7 @@ def after_write(message: str) -> None:
     st.rerun()
 
 
-def paged(key: str, limit: int, fetch: Callable[[int], Page]) -> Page:
+def paged(key: str, limit: int, fetch: Callable[[int], PagedRows]) -> PagedRows:
     """The page of rows a pagination widget points at, and that widget.
 
     `key` names what is paged (include the search or filters in it), and the number of pages joins it:
@@ -284,11 +284,11 @@ def scan_card(scan: ScanEntry, mrn: str) -> None:
             f"Delete scan #{scan.scan_id} ({literal(scan.original_name)}) and its {len(scan.predictions)} prediction(s), "
             "also from batch job results? "
             f"This cannot be undone.{kept}",
-            lambda: describe(history_view.remove_scan(ACTOR, scan_id=scan.scan_id), f"Scan #{scan.scan_id}"),
+            lambda: removal_sentence(history_view.remove_scan(ACTOR, scan_id=scan.scan_id), f"Scan #{scan.scan_id}"),
         )
 
 
-def describe(removal: Removal, what: str) -> str:
+def removal_sentence(removal: Removal, what: str) -> str:
     return (
         f"{what} deleted: {removal.scans} scan(s), {removal.predictions} prediction(s), "
         f"{len(removal.files)} stored file(s)."
@@ -298,7 +298,7 @@ def describe(removal: Removal, what: str) -> str:
 def delete_patient(record: PatientTimeline) -> str:
     removal = history_view.remove_patient(ACTOR, patient_pk=record.patient_pk, mrn=record.mrn)
     st.session_state.pop(OPEN_KEY, None)
-    return describe(removal, f"Patient {literal(record.mrn)}")
+    return removal_sentence(removal, f"Patient {literal(record.mrn)}")
 
 
 def report_controls(record: PatientTimeline) -> None:
@@ -355,7 +355,7 @@ def patient_record(patient_pk: int) -> None:
     page = paged(
         f"history_scans_page_{record.patient_pk}",
         SCAN_PAGE_SIZE,
-        lambda offset: Page(newest[offset : offset + SCAN_PAGE_SIZE], len(newest), SCAN_PAGE_SIZE, offset),
+        lambda offset: PagedRows(newest[offset : offset + SCAN_PAGE_SIZE], len(newest), SCAN_PAGE_SIZE, offset),
     )
     for scan in page.rows:
         scan_card(scan, record.mrn)

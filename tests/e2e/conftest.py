@@ -24,7 +24,7 @@ import pytest
 from scripts import harness
 from scripts.harness import CHROMIUM, CHROMIUM_ARGS, EXPECT_TIMEOUT_MS, VIEWPORT, App
 from settings import ROOT, SAMPLE_DIR, get_settings
-from tests.layers import skip_unless_required
+from tests.skip import skip_unless_required
 
 SCREENSHOT_DIR = ROOT / "docs" / "screenshots"
 APP_START_TIMEOUT_S = 120

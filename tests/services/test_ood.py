@@ -105,7 +105,7 @@ def test_without_statistics_for_the_cnn_the_check_says_it_is_off(tmp_path: Path)
 def test_a_batch_records_a_file_that_is_not_a_brain_mri_slice_as_skipped_with_the_reason(
     db_url, tmp_path, monkeypatch
 ) -> None:
-    from services.batch import Options, load_models, predict_listing
+    from services.batch import FileRules, load_models, predict_listing
 
     folder = tmp_path / "scans"
     (folder / "glioma").mkdir(parents=True)
@@ -119,7 +119,7 @@ def test_a_batch_records_a_file_that_is_not_a_brain_mri_slice_as_skipped_with_th
         )
         job_id = create_job(session=session, kind="batch", params={}).id
         version_id = version.id
-    options = Options("single", "P-1", threshold=0.7, max_bytes=2**24, max_pixels=40_000_000)
+    rules = FileRules("single", "P-1", threshold=0.7, max_bytes=2**24, max_pixels=40_000_000)
     models = load_models([version_id])
     gate, _ = gate_for(models)
     # The check's CNN is the job's: its features come from the run that predicts, never from a forward pass more.
@@ -129,7 +129,7 @@ def test_a_batch_records_a_file_that_is_not_a_brain_mri_slice_as_skipped_with_th
         job_id,
         list_folder(folder),
         models,
-        options,
+        rules,
         progress=lambda *a: None,
         check_cancel=lambda: None,
     )
