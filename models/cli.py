@@ -1,17 +1,7 @@
-"""The models' command line: `python -m models <command> ...`, each command a thin parser over a library function.
+"""The models' command line, `python -m models <command>`: each command a thin parser over a library function.
 
-    train          train the CNN (torch) or MobileNetV2 (keras) on a labelled folder; --resume RUN_DIR continues one
-    export         a finished run's best model as a compact file to ship, with the run's record beside it
-    evaluate       a model file's scores on a labelled folder, as JSON
-    calibrate      fit a saved model's temperature on its run's validation split
-    distill        the teachers' soft targets for a CNN run's --distill-from
-    health         a labelled folder's dataset health report
-    ood            fit the brain-MRI check (out-of-distribution statistics) for a CNN model file
-    pair-report    the two models together on the validation split, and the needs-review thresholds
-    onnx-accuracy  the CNN's float and int8 ONNX exports on its validation split
-
-None of them writes to the database: `python -m services.training` trains a run recorded there, and
-`python -m services.predictors` makes the ONNX exports the app predicts from.
+None writes to the database: `python -m services.training` records a run, `python -m services.predictors` makes
+the exports the app predicts from (docs/design/models.md).
 """
 
 import argparse

@@ -1,13 +1,6 @@
 """Diagnose in a real browser: upload to result with both models and both heatmaps, once the models are warm.
 
-    .venv/bin/python -m scripts.bench_scenarios --only browser_diagnose [--quick]
-
-The browser tests' harness (scripts/harness.py): the app (Streamlit, as the e2e stack starts it) on a throw-away
-database with both shipped models active, and headless Debian Chromium driven by Playwright, signed in as a
-clinician. One upload warms the models up (sessions, heatmap models, their first traces); then each distinct
-Training image (5; quick mode 1) is uploaded in place of the last, and the time runs from handing the file to
-the page until the page's run is over with both answers and both heatmap images drawn. The browser checks on
-every animation frame, so the wait adds no polling delay. Without a browser the scenario says so and is skipped.
+The browser checks on every animation frame, so the wait adds no polling delay.
 """
 
 import shutil

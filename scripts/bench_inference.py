@@ -1,16 +1,6 @@
-"""Prediction speed and memory: each shipped model called through its framework against the app's ONNX Runtime path.
+"""Each shipped model called through its framework against the app's ONNX Runtime path: speed, heatmaps, memory.
 
-    .venv/bin/python -m scripts.bench_inference [--quick] [--out bench]
-
-For each model and each batch size (1, the Diagnose page; 32, a batch job's chunk) the paths predict the same
-decoded sample images with the same preprocessing, mirror TTA and temperature, one call of each in turn, so
-that load from other processes falls on all alike: the framework, ONNX Runtime, for the CNN ONNX Runtime with
-its large Linear layer in int8, and for MobileNetV2 Keras's `model.predict` as well (the naive call; the
-framework path uses `predict_on_batch`). Rows give p50 and p95 ms per call, images/s and the framework's p50
-over each path's. Then each model's heatmap of one image on the framework and on ONNX Runtime, against that
-path's one-image prediction. The resident memory of a fresh process holding both models, after a prediction
-and a heatmap of each, comes from one child process per backend. Writes `<out>/results.json` and
-`<out>/results.md`; prints the markdown.
+.venv/bin/python -m scripts.bench_inference [--quick] [--out bench]
 """
 
 import argparse

@@ -1,16 +1,6 @@
-"""The benchmark's end-to-end scenarios, each the app's path beside the naive one or the load it meets:
+"""The benchmark's end-to-end scenarios, each in fresh processes (docs/design/benchmarks.md).
 
-    .venv/bin/python -m scripts.bench_scenarios [--quick] [--only NAME ...] [--out bench]
-
-batch_worker            a 1,000-image batch job through a real Celery worker, ONNX Runtime against the frameworks
-training_while_serving  the predictor's latency alone and beside a training run, with the shipped thread settings
-uploads_memory          the app's RSS after 100 distinct uploads on the Diagnose page
-browser_diagnose        upload to result in headless Chromium, both models and both heatmaps, once warm
-
-Each runs in a fresh process of its own, on copies of the shipped models kept under ARTIFACT_DIR/bench-models
-(with their ONNX exports, made once). The figures go under "scenarios" in `<out>/results.json` (the other
-figures there are kept) and, as tables, into `<out>/results.md`; the tables are printed. Quick mode runs each on
-a few images: it shows that they work, not how fast.
+.venv/bin/python -m scripts.bench_scenarios [--quick] [--only NAME ...] [--out bench]
 """
 
 import argparse

@@ -1,14 +1,6 @@
 """Training while serving: the app's prediction latency alone and while a training run shares the machine.
 
-    .venv/bin/python -m scripts.bench_scenarios --only training_while_serving [--quick]
-
-The app's predictor (both shipped models on the backend the settings choose, batch 1, a decoded sample image per
-call, the two models in turn) is timed alone, then while `python -m models train` trains the CNN on a few hundred
-Training images (300 images for 3 epochs; quick mode 16 for 1) in another process. Both sides use the thread
-settings the app ships (TORCH_THREADS, TF_THREADS, ONNX_THREADS; the run is started without --threads, as the
-worker's training jobs are). The same run is timed alone first, so its images/s alone and beside the predictions
-show whether it starves. Only the calls made while an epoch was under way count as "while training": an epoch's
-start is read from the time its line was printed less its recorded duration.
+Only calls made while an epoch was under way count: an epoch's start is its line's time less its duration.
 """
 
 import json

@@ -1,13 +1,4 @@
-"""The app's memory after many distinct uploads: the Diagnose page driven in one process, as one server does.
-
-    .venv/bin/python -m scripts.bench_scenarios --only uploads_memory [--quick]
-
-In a fresh process, the Diagnose page (views/1_Diagnose.py, through Streamlit's AppTest, signed in as a
-clinician) is given 100 distinct Training images one after the other (quick mode 5), each replacing the last,
-so that every upload is decoded, checked, predicted by both shipped models and drawn with both heatmaps, and
-lands in the page's caches. Recorded: the process's RSS once the page is open, after the first upload (models
-loaded), after the last, and its peak; the first page run's time (models loading) and the later runs' p50/p95.
-"""
+"""The app's memory after many distinct uploads: the Diagnose page under AppTest in one process, as one server."""
 
 import shutil
 import tempfile

@@ -1,15 +1,4 @@
-"""A batch job end to end through a real Celery worker: the app's path (ONNX Runtime) against the frameworks.
-
-    .venv/bin/python -m scripts.bench_scenarios --only batch_worker [--quick]
-
-A folder of Training images (1,000; quick mode 8) is predicted by both shipped models as a batch job submitted
-as the Batch page submits it, to a worker started with `make run`'s command line: once with
-INFERENCE_BACKEND=onnx (the app) and once with INFERENCE_BACKEND=framework (the naive path), each against its
-own throw-away database, both through a redis-server of the scenario's own. Per path: the wall time from
-submission to the job's end (model loading included), the job's own images/s (decode, predict, write), the CPU
-seconds and RSS (peak, and after the job) of the worker process that ran it, and which frameworks that process
-had loaded. An image the brain-MRI check holds back is recorded as skipped, not predicted.
-"""
+"""A batch job end to end through a real Celery worker: the app's path (ONNX Runtime) against the frameworks."""
 
 import os
 import shutil

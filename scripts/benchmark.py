@@ -1,17 +1,6 @@
-"""The project's speed and memory benchmark: prints the markdown tables the README shows.
+"""The project's speed and memory benchmark: prints the markdown tables the README shows (docs/design/benchmarks.md).
 
-    make bench        (or .venv/bin/python -m scripts.benchmark [--skip-batch] [--skip-scenarios])
-
-1. One scan on the Diagnose page: model load, prediction and Grad-CAM time per shipped model, with the
-   thread caps the app runs with (TORCH_THREADS / TF_THREADS), and the process's peak memory.
-   Then each model's framework call against the app's ONNX Runtime path, batch 1 and 32
-   (scripts/bench_inference.py, which also writes bench/results.json and bench/results.md).
-2. History at scale: the main queries over 10,000 seeded predictions in a throw-away SQLite file.
-3. Batch prediction: a 1,000-image folder through the batch job's code (scripts/benchmark_batch.py).
-4. The audit log at 100,000 entries: the admin page's filters and pages, the sign-in throttle's counts, an export.
-5. End to end (scripts/bench_scenarios.py, into bench/results.json and bench/results.md too): a 1,000-image
-   batch job through a real worker on ONNX Runtime and on the frameworks, prediction latency beside a training
-   run, the app's memory after 100 distinct uploads, and upload to result in a real browser.
+make bench        (or .venv/bin/python -m scripts.benchmark [--skip-batch] [--skip-scenarios] [--only-audit])
 """
 
 import argparse

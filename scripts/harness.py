@@ -1,9 +1,7 @@
 """The running system, for the browser tests and the benchmarks alike: a private Redis, a Celery worker process,
 the app under Streamlit, headless Debian Chromium, and a browser tab driven the way a person drives it.
 
-Streamlit marks its root element with `data-test-connection-state` ("CONNECTED" once the websocket is up) and
-`data-test-script-state` (back to "notRunning" when a script run has finished); after every action the tab waits
-for both, then for the element expected, never for a fixed time.
+After every action the tab waits for Streamlit's own state (connected, script run over), never a fixed time.
 """
 
 import os

@@ -1,9 +1,6 @@
 """Batch prediction: every image of a folder through each chosen model, into each patient's record.
 
-The Celery task (worker/batch.py) is a thin wrapper around `run_batch`.
-
-Restart-safe: each file's outcome is a batch item committed with its scan and predictions, so a job run
-again (redelivered, or re-queued after its worker died) starts after the files it already did.
+Restart-safe: a job run again starts after the files it already did (docs/design/jobs.md).
 """
 
 import logging

@@ -1,10 +1,6 @@
 """The periodic file sweep: files no row refers to any more are removed once they are old enough.
 
-A failed save can leave a scan file without its row; a zip unpacked for a job that failed or was cancelled
-stays until nobody can re-run it. Celery beat runs this every minute with the stale-job sweep (worker/tasks.py).
-A grace period keeps every file that a save or a job in progress may still be about to refer to, and a scan
-file is removed only under the lock that saves and deletes of scan files take (db/storage.py): a save that found
-the file in place has committed its row by then, or finds the file gone and writes it again.
+A scan file goes only under the lock saves and deletes take, so a save in progress keeps it (docs/design/jobs.md).
 """
 
 import shutil

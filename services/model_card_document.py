@@ -205,7 +205,11 @@ def data_section(record: Mapping[str, Any]) -> Section:
         columns.append("test")
     rows = []
     for i, name in enumerate(CLASSES):
-        row = [class_label(name), _count(nested(split, "train_per_class", i)), _count(nested(split, "val_per_class", i))]
+        row = [
+            class_label(name),
+            _count(nested(split, "train_per_class", i)),
+            _count(nested(split, "val_per_class", i)),
+        ]
         if test_support:
             row.append(_count(nested(test_support, name, "support")))
         rows.append(tuple(row))
@@ -441,7 +445,12 @@ def comparison_section(version: VersionFacts, active: VersionFacts | None) -> Se
             (f"F1 {class_label(n)}", nested(mine, "per_class", n, "f1"), nested(theirs, "per_class", n, "f1"), "num")
             for n in CLASSES
         ),
-        ("ECE after calibration", nested(mine, "calibration", "ece_after"), nested(theirs, "calibration", "ece_after"), "num"),
+        (
+            "ECE after calibration",
+            nested(mine, "calibration", "ece_after"),
+            nested(theirs, "calibration", "ece_after"),
+            "num",
+        ),
         ("ms / image", mine.get("inference_ms"), theirs.get("inference_ms"), "ms"),
     ]
     rows = []

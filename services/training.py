@@ -1,10 +1,7 @@
 """Training recorded in the database: the same code path for the Celery task and the command line.
 
-python -m services.training --framework torch --data DIR [--preset improved] [--activate]   records a new run
-python -m services.training --resume RUN_ID                                                  continues one
-
-A run whose process died (a killed worker, a closed terminal) continues from its last finished epoch when
-it is executed again: its epochs are recorded once, under the same run id.
+python -m services.training --framework torch --data DIR [--preset improved] [--activate]
+python -m services.training --resume RUN_ID
 """
 
 import argparse

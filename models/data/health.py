@@ -1,10 +1,6 @@
-"""The dataset health report: what a labelled folder holds, and what is wrong with it, before training on it.
+"""The dataset health report of a labelled folder, before training on it (`python -m models health`).
 
-Images per class, sizes and pixel modes, files that cannot be read, exact and near-duplicate groups, and,
-given a test folder, the test images that have a duplicate in training. Built on the scan and the hashes the
-training split uses (models.data.dataset), so a duplicate here is one the split keeps on one side.
-
-python -m models health DIR [--test DIR] [--json]     prints the report of DIR
+Built on the scan and the hashes the training split uses, so a duplicate here is one the split keeps on one side.
 """
 
 import hashlib

@@ -1,19 +1,7 @@
-"""The out-of-distribution check: does an image look like the brain MRI slices the CNN learned from? A
-photograph, a screenshot, a blank picture or a scan of another kind should get no tumor class at all.
+"""The out-of-distribution check: does an image look like the brain MRI slices the CNN learned from?
 
-Method: the Mahalanobis distance of the CNN's feature summary (models/nets/cnn.py `feature_summary`) to the nearest
-of the four class means, with one covariance shared by the classes and shrunk towards a multiple of the
-identity by the Ledoit-Wolf rule, fitted on the training side of the model's own split. An image whose
-squared distance is above the threshold is flagged. The threshold is a percentile (99.5th by default) of the
-training side's scores, each scored by a fit on the other folds (each group of exact or near duplicates in one
-fold, as the validation split keeps them): in-sample scores would set it too low.
-
-    python -m models ood --model models/weights/cnn_default.pth [--data DIR] [--percentile 99.5]
-        [--ood-images PATH ...]
-
-writes `<model>.ood.npz` (the statistics, the threshold and the sha256 of the model file they belong to) and
-`<model>.ood.json` (how the threshold was chosen, the validation side's false refusals, what each family of
-not-MRI pictures in models/evaluation/ood_probes.py gets caught at), beside the model.
+A Mahalanobis distance of the CNN's features, its threshold fitted on held-out folds of the training side
+(`python -m models ood`; docs/design/ood.md).
 """
 
 import json

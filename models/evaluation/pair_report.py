@@ -1,13 +1,8 @@
 """How the two models do together on the validation split: each alone, their averaged answer, its calibration,
-and what each needs-review threshold flags.
+and what each needs-review threshold flags (`python -m models pair-report`).
 
-python -m models pair-report --cnn models/weights/cnn_default.pth --mobilenet models/weights/mobilenetv2_default.keras
-    [--data DIR] [--out models/weights/pair.json]
-
-The split is rebuilt from the CNN's training config (folder, seed, validation share), with duplicate groups
-kept on one side as in training; both models trained on the same folder and seed get the same split. Each
-predictor preprocesses the raw images as its model was trained (crop, size), so the figures are those of
-the app's own prediction path.
+The split is rebuilt from the CNN's training config; each predictor preprocesses the raw images as its model was
+trained, so the figures are those of the app's own prediction path.
 """
 
 from typing import Any

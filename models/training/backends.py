@@ -1,11 +1,7 @@
-"""One backend per framework, registered by domain.Framework: what differs between the CNN (torch) and MobileNetV2
-(keras), from training a model to predicting with it.
+"""One backend per framework, registered by domain.Framework (`backends[Framework.TORCH]`): everything that differs
+between the CNN and MobileNetV2, from training a model to predicting with it (docs/design/models.md).
 
-    backends[Framework.TORCH].load_predictor(path)        backend_for_file(path).store_temperature(path, t)
-
-Each holds its file suffixes, the training options only it reads, its trainer and saved state, its predictor
-loader, temperature store, ONNX exports and the compact file a run ships as. Frameworks are imported when a method
-needs them, never here: a worker's parent process imports this module.
+No framework is imported here, only in the methods that need one: a worker's parent process imports this module.
 """
 
 from dataclasses import dataclass, fields
