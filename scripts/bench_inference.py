@@ -39,6 +39,10 @@ class KerasPredictCall:
         return apply_temperature(probs, inner.temperature)
 
 
+# The naive call a first version would make where it is not the framework path's own (Keras's model.predict).
+NAIVE_CALLS = {"keras": KerasPredictCall}
+
+
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
@@ -107,17 +111,17 @@ def measure(*, quick: bool = False) -> dict[str, Any]:
     for framework, path in DEFAULT_MODEL_FILES.items():
         if not path.is_file():
             continue
-        sha = file_sha256(path)
+        sha, backend = file_sha256(path), backends[framework]
         paths = {
-            "framework": backends[framework].load_predictor(path),
-            "onnx": backends[framework].load_predictor(path, backend="onnx", sha256=sha, threads=settings.onnx_threads),
+            "framework": backend.load_predictor(path),
+            "onnx": backend.load_predictor(path, backend="onnx", sha256=sha, threads=settings.onnx_threads),
         }
-        if framework == "torch":
-            paths["onnx-int8"] = backends[framework].load_predictor(
+        if backend.int8:
+            paths["onnx-int8"] = backend.load_predictor(
                 path, backend="onnx", sha256=sha, threads=settings.onnx_threads, int8=True
             )
-        else:
-            paths["keras-predict"] = KerasPredictCall(path)
+        if framework in NAIVE_CALLS:
+            paths["keras-predict"] = NAIVE_CALLS[framework](path)
         for batch in batches:
             chunks = [images[(i * batch) % len(images) :][:batch] for i in range(calls[batch] + 1)]
             chunks = [c if len(c) == batch else images[:batch] for c in chunks]

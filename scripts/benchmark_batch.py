@@ -47,6 +47,7 @@ def register_models(frameworks: list[str], workdir: Path) -> list[str]:
     """Register and activate a model per framework; returns a line per model saying which it is."""
     from db.runs import register_model_version
     from db.session import session_scope
+    from models.training.backends import backends
     from models.training.config import make_config
     from models.training.run import run_training
     from services.model_files import file_sha256
@@ -57,7 +58,7 @@ def register_models(frameworks: list[str], workdir: Path) -> list[str]:
         if path.is_file():
             lines.append(f"{framework}: the shipped model {path.name}")
         else:
-            preset = "improved" if framework == "keras" else "report"
+            preset = backends[framework].offline_preset
             cfg = make_config(
                 framework,
                 str(SAMPLE_DIR),

@@ -22,6 +22,7 @@ class Backend:
     suffixes: tuple[str, ...]  # of its model files; the first is the one it saves
     ood_features: bool  # its predictor gives the features of the brain-MRI check (models/evaluation/ood.py)
     int8: bool  # it has an int8 ONNX export (ONNX_INT8_CNN)
+    offline_preset: str  # a preset that trains where no pretrained weights can be downloaded
 
     @property
     def suffix(self) -> str:
@@ -168,8 +169,12 @@ class KerasBackend(Backend):
 
 
 backends: dict[Framework, Backend] = {
-    Framework.TORCH: TorchBackend(Framework.TORCH, (".pth", ".pt"), ood_features=True, int8=True),
-    Framework.KERAS: KerasBackend(Framework.KERAS, (".keras",), ood_features=False, int8=False),
+    Framework.TORCH: TorchBackend(
+        Framework.TORCH, (".pth", ".pt"), ood_features=True, int8=True, offline_preset="report"
+    ),
+    Framework.KERAS: KerasBackend(
+        Framework.KERAS, (".keras",), ood_features=False, int8=False, offline_preset="improved"
+    ),
 }
 
 
