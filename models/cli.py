@@ -100,7 +100,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from models.evaluation.evaluate import evaluate_folder
+    from models.evaluation.scoring import evaluate_folder
     from models.training.backends import backend_for_file
 
     cap_threads(args.threads, args.threads)
