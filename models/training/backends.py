@@ -4,6 +4,7 @@ between the CNN and MobileNetV2, from training a model to predicting with it (do
 No framework is imported here, only in the methods that need one: a worker's parent process imports this module.
 """
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from models.training.run_types import PreparedData
 
 
 @dataclass(frozen=True)
-class Backend:
+class Backend(ABC):
     framework: Framework
     suffixes: tuple[str, ...]  # of its model files; the first is the one it saves
     ood_features: bool  # its predictor gives the features of the brain-MRI check (models/evaluation/ood.py)
@@ -39,21 +40,21 @@ class Backend:
 
     # Training
 
+    @abstractmethod
     def trainer(self, cfg: TrainConfig, data: PreparedData, *, resume: dict[str, Any] | None = None) -> Trainer:
         """Its training of one run, set up (and restored from `resume`, a state `load_state` read)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def load_state(self, run_dir: str | Path) -> dict[str, Any]:
         """What a run saved after its last finished epoch; FileNotFoundError when it saved nothing."""
-        raise NotImplementedError
 
     def pretrained_weights(self, cfg: TrainConfig) -> Path | None:
         """The pretrained weights a run starts from, None for none; raises when asked for but absent."""
         return None
 
+    @abstractmethod
     def save_compact(self, run_dir: Path, out: Path) -> dict[str, Any]:
         """Write the run's best model to `out` without optimizer state; returns the sidecar fields it needs ({} for none)."""
-        raise NotImplementedError
 
     # Prediction
 
@@ -83,8 +84,9 @@ class Backend:
             raise ValueError(f"unknown inference backend {backend!r}")
         return self._framework_predictor(path)
 
+    @abstractmethod
     def _framework_predictor(self, path: Path) -> Predictor:
-        raise NotImplementedError
+        """Its predictor in its own framework."""
 
     def model_meta(self, path: str | Path) -> dict[str, Any]:
         """tta, config (with crop), temperature, metrics, run...: what the model file and its sidecar say."""
