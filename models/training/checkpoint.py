@@ -1,11 +1,11 @@
 """What a training run keeps in its folder, for both frameworks: `last` after every epoch, `best` whenever validation
 accuracy beat every earlier epoch's, and the state a later process resumes from; each file written whole."""
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
+from models.data.files import write_whole
 from models.inference.model_meta import sidecar_path
 
 
@@ -16,18 +16,9 @@ class Saves(Protocol):
 
 
 def copy_whole(source: Path, target: Path) -> None:
-    """Copy a file so that the target is the old file or the new one, never a part: a process killed or a disk
-    filled while copying leaves no partial file."""
-    tmp = target.with_name(target.name + ".tmp")
-    try:
-        with source.open("rb") as src, tmp.open("wb") as dst:
-            shutil.copyfileobj(src, dst)
-            dst.flush()
-            os.fsync(dst.fileno())
-        tmp.replace(target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Copy a file whole or not at all (models/data/files.py)."""
+    with source.open("rb") as src:
+        write_whole(target, lambda dst: shutil.copyfileobj(src, dst))
 
 
 class CheckpointSaver:
