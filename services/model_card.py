@@ -21,6 +21,7 @@ from services.model_card_document import (
     Confusions,
     Example,
     ModelCard,
+    RunRecord,
     VersionFacts,
     build_card,
     card_markdown,
@@ -36,7 +37,7 @@ __all__ = ["ModelCard", "card_html", "card_markdown", "find_confusion_examples",
 THUMBNAIL_SIDE = 160
 
 
-def _file_record(path: Path) -> dict[str, Any]:
+def _file_record(path: Path) -> RunRecord:
     """The run record kept with a model file: a shipped file's sidecar, or run.json in its run folder."""
     try:
         record = read_sidecar(path).get("run")
@@ -44,7 +45,7 @@ def _file_record(path: Path) -> dict[str, Any]:
             record = json.loads((path.parent / "run.json").read_text())
     except (OSError, ValueError, AttributeError):
         record = None
-    return record if isinstance(record, dict) else {}
+    return RunRecord.of(record)
 
 
 def _facts(version: ModelVersion) -> VersionFacts:
@@ -54,18 +55,18 @@ def _facts(version: ModelVersion) -> VersionFacts:
     if run is None:
         record = on_file
     else:
-        record = {
-            "framework": run.framework,
-            "preset": run.preset,
-            "config": run.params or {},
-            "fingerprint": run.dataset_fingerprint,
-            "dataset_path": run.dataset_path,
-            "test_path": run.test_path,
-            "pretrained": run.pretrained,
-            "duration_s": run.duration_s,
-            "metrics": run.metrics or {},
-            "machine": on_file.get("machine"),
-        }
+        record = RunRecord(
+            framework=run.framework,
+            preset=run.preset,
+            config=run.params or {},
+            fingerprint=run.dataset_fingerprint,
+            dataset_path=run.dataset_path,
+            test_path=run.test_path,
+            pretrained=run.pretrained,
+            duration_s=run.duration_s,
+            metrics=run.metrics or {},
+            machine=on_file.machine,
+        )
     return VersionFacts(
         version_id=version.id,
         name=version.name,
@@ -107,9 +108,9 @@ def data_root(config: dict[str, Any]) -> Path | None:
 
 def _confusions(version: VersionFacts) -> tuple[Confusions, bool]:
     """Example images of the most frequent confusions, and whether they can be made (none cached yet)."""
-    val = nested(version.record, "metrics", "val") or {}
+    val = nested(version.record.metrics, "val") or {}
     top = top_confusions(val)
-    root = data_root(nested(version.record, "config") or {})
+    root = data_root(version.record.config)
     if not top:
         return Confusions(), False
     cached = confusion_examples.load(version.artifact_path, version.sha256)
@@ -170,7 +171,7 @@ def find_confusion_examples(actor: Actor | None, *, version_id: int) -> int:
         if version is None:
             raise UserError(f"Model version {version_id} does not exist.")
         facts = _facts(version)
-    config = nested(facts.record, "config") or {}
+    config = facts.record.config
     root = data_root(config)
     if root is None or not root.is_dir():
         raise UserError(f"The folder version {version_id} was trained on is not here: {root or 'not recorded'}.")
@@ -178,7 +179,7 @@ def find_confusion_examples(actor: Actor | None, *, version_id: int) -> int:
         items = confusion_examples.validation_items(config, root)
     except DatasetError as exc:
         raise UserError(f"The validation images of version {version_id} cannot be rebuilt: {exc}.") from exc
-    recorded = nested(facts.record, "metrics", "split", "val_per_class")
+    recorded = nested(facts.record.metrics, "split", "val_per_class")
     rebuilt = [sum(1 for it in items if it.label == k) for k in range(len(recorded or []))]
     if recorded and rebuilt != list(recorded):
         raise UserError(

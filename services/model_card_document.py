@@ -59,9 +59,46 @@ class ModelCard:
         return next(s for s in self.sections if s.title == title)
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The record of the run that trained a version, parsed once; what an older record lacks is None or empty."""
+
+    framework: str | None = None
+    preset: str | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    fingerprint: str | None = None
+    dataset_path: str | None = None
+    test_path: str | None = None
+    pretrained: bool | None = None
+    duration_s: float | None = None
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    machine: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, record: Any) -> "RunRecord":
+        """A record as run.json and a shipped model's sidecar hold it; anything else is an empty record."""
+        data = _mapping(record)
+        return cls(
+            framework=data.get("framework"),
+            preset=data.get("preset"),
+            config=_mapping(data.get("config")),
+            fingerprint=data.get("fingerprint"),
+            dataset_path=data.get("dataset_path"),
+            test_path=data.get("test_path"),
+            pretrained=data.get("pretrained"),
+            duration_s=data.get("duration_s"),
+            metrics=_mapping(data.get("metrics")),
+            machine=_mapping(data.get("machine")),
+        )
+
+
 @dataclass(frozen=True)
 class VersionFacts:
-    """What the registry and the run record say about one version (record: {} when no run is known)."""
+    """What the registry and the run record say about one version (an empty record when no run is known)."""
 
     version_id: int
     name: str
@@ -72,7 +109,7 @@ class VersionFacts:
     is_active: bool
     file_mb: float | None
     run_id: int | None
-    record: Mapping[str, Any] = field(default_factory=dict)
+    record: RunRecord = field(default_factory=RunRecord)
 
 
 @dataclass(frozen=True)
@@ -158,8 +195,8 @@ def intended_use(version: VersionFacts) -> Section:
     )
 
 
-def data_section(record: Mapping[str, Any]) -> Section:
-    config, split = nested(record, "config") or {}, nested(record, "metrics", "split") or {}
+def data_section(record: RunRecord) -> Section:
+    config, split = record.config, nested(record.metrics, "split") or {}
     dup = nested(split, "duplicates") or {}
     if dup:
         duplicates = (
@@ -176,10 +213,10 @@ def data_section(record: Mapping[str, Any]) -> Section:
         )
     else:
         split_text = NOT_RECORDED
-    test_dir = config.get("test_dir") or record.get("test_path")
+    test_dir = config.get("test_dir") or record.test_path
     facts = [
-        ("Training folder", _text(config.get("data_dir") or record.get("dataset_path"))),
-        ("Folder fingerprint (sha256 of the labelled content)", _text(record.get("fingerprint"))),
+        ("Training folder", _text(config.get("data_dir") or record.dataset_path)),
+        ("Folder fingerprint (sha256 of the labelled content)", _text(record.fingerprint)),
         ("Images found", _count(dup.get("images"))),
         ("Duplicates", duplicates),
         ("Groups with conflicting labels", _count(dup.get("groups_with_conflicting_labels"))),
@@ -200,7 +237,7 @@ def data_section(record: Mapping[str, Any]) -> Section:
             )
         )
     columns = ["class", "training", "validation"]
-    test_support = nested(record, "metrics", "test", "per_class")
+    test_support = nested(record.metrics, "test", "per_class")
     if test_support:
         columns.append("test")
     rows = []
@@ -216,8 +253,8 @@ def data_section(record: Mapping[str, Any]) -> Section:
     return Section("Data", facts=tuple(facts), tables=(Table(tuple(columns), tuple(rows), "Images per class"),))
 
 
-def recipe_section(record: Mapping[str, Any]) -> Section:
-    config = nested(record, "config") or {}
+def recipe_section(record: RunRecord) -> Section:
+    config = record.config
     schedule = config.get("schedule")
     lr = _text(config.get("lr"))
     if schedule == "cosine":
@@ -225,10 +262,10 @@ def recipe_section(record: Mapping[str, Any]) -> Section:
     elif schedule == "plateau":
         lr += f", halved on a validation-loss plateau down to {_text(config.get('min_lr'))}"
     ema = config.get("ema_decay")
-    machine = nested(record, "machine") or {}
+    machine = record.machine
     facts = [
-        ("Preset", _text(record.get("preset") or config.get("preset"))),
-        ("Epochs (best)", f"{_text(config.get('epochs'))} ({_text(nested(record, 'metrics', 'best_epoch'))})"),
+        ("Preset", _text(record.preset or config.get("preset"))),
+        ("Epochs (best)", f"{_text(config.get('epochs'))} ({_text(record.metrics.get('best_epoch'))})"),
         ("Batch size", _text(config.get("batch_size"))),
         ("Optimizer", _text(config.get("optimizer"))),
         ("Learning rate", lr),
@@ -240,12 +277,12 @@ def recipe_section(record: Mapping[str, Any]) -> Section:
         ("Cropped to the head", _yes_no(config.get("crop"))),
         ("Input size", _text(config.get("image_size"))),
     ]
-    backend = backends.get(record.get("framework", config.get("framework")))
+    backend = backends.get(record.framework or config.get("framework"))
     if backend is not None and "pretrained" in backend.options:
-        facts.append(("ImageNet weights", _yes_no(record.get("pretrained"))))
+        facts.append(("ImageNet weights", _yes_no(record.pretrained)))
     if config.get("init_from"):
         facts.append(("Started from", _text(PurePath(str(config["init_from"])).name)))
-    distilled = nested(record, "metrics", "split", "distilled")
+    distilled = nested(record.metrics, "split", "distilled")
     if config.get("distill_from"):
         teachers = ", ".join(t.get("file", "?") for t in (distilled or {}).get("teachers", [])) or NOT_RECORDED
         facts.append(
@@ -256,7 +293,7 @@ def recipe_section(record: Mapping[str, Any]) -> Section:
             )
         )
     facts += [
-        ("Training time", _duration(record.get("duration_s"))),
+        ("Training time", _duration(record.duration_s)),
         ("Machine", f"{machine['cpu']}, {machine.get('cores')} cores" if machine.get("cpu") else NOT_RECORDED),
     ]
     return Section("Recipe", facts=tuple(facts))
@@ -302,8 +339,8 @@ def results_section(title: str, block: Mapping[str, Any], *, extra: tuple[tuple[
     return Section(title, facts=facts, tables=tuple(tables))
 
 
-def calibration_section(record: Mapping[str, Any]) -> Section:
-    cal = nested(record, "metrics", "val", "calibration") or {}
+def calibration_section(record: RunRecord) -> Section:
+    cal = nested(record.metrics, "val", "calibration") or {}
     bins = cal.get("bins", 15)
     return Section(
         "Calibration",
@@ -322,7 +359,7 @@ def calibration_section(record: Mapping[str, Any]) -> Section:
 
 
 def inference_section(version: VersionFacts) -> Section:
-    metrics = nested(version.record, "metrics") or {}
+    metrics = version.record.metrics
     ms = nested(metrics, "val", "inference_ms")
     return Section(
         "Inference time and memory",
@@ -375,9 +412,9 @@ def top_confusions(block: Mapping[str, Any], n: int = TOP_CONFUSIONS) -> list[tu
     return sorted(pairs, key=lambda p: -p[2])[:n]
 
 
-def failure_section(record: Mapping[str, Any], confusions: Confusions) -> Section:
+def failure_section(record: RunRecord, confusions: Confusions) -> Section:
     title = "Known failure modes"
-    val = nested(record, "metrics", "val") or {}
+    val = nested(record.metrics, "val") or {}
     if not nested(val, "confusion_matrix"):
         return Section(title, text=("Not recorded: the run record has no confusion matrix.",))
     top = top_confusions(val)
@@ -414,13 +451,10 @@ def failure_section(record: Mapping[str, Any], confusions: Confusions) -> Sectio
     )
 
 
-def _same_validation(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+def _same_validation(a: RunRecord, b: RunRecord) -> bool:
     keys = ("val_fraction", "seed", "max_images_per_class")
-    ca, cb = nested(a, "config") or {}, nested(b, "config") or {}
     return (
-        bool(a.get("fingerprint"))
-        and a.get("fingerprint") == b.get("fingerprint")
-        and all(ca.get(k) == cb.get(k) for k in keys)
+        bool(a.fingerprint) and a.fingerprint == b.fingerprint and all(a.config.get(k) == b.config.get(k) for k in keys)
     )
 
 
@@ -436,7 +470,7 @@ def comparison_section(version: VersionFacts, active: VersionFacts | None) -> Se
         return Section(title, text=("This is the active version.",))
     if active is None:
         return Section(title, text=("No version of this model is active.",))
-    mine, theirs = nested(version.record, "metrics", "val") or {}, nested(active.record, "metrics", "val") or {}
+    mine, theirs = nested(version.record.metrics, "val") or {}, nested(active.record.metrics, "val") or {}
     figures: list[tuple[str, Any, Any, str]] = [
         ("validation accuracy", mine.get("accuracy"), theirs.get("accuracy"), "pct"),
         ("macro F1", mine.get("f1"), theirs.get("f1"), "num"),
@@ -482,7 +516,7 @@ def build_card(
 ) -> ModelCard:
     """The card of one version; `active` is the version clinicians use now for the same framework."""
     record = version.record
-    metrics = nested(record, "metrics") or {}
+    metrics = record.metrics
     sections = [
         intended_use(version),
         data_section(record),
