@@ -48,26 +48,13 @@ class Framework(StrEnum):
         return _FRAMEWORK_LABELS[self]
 
     @property
-    def suffix(self) -> str:
-        """The file suffix its models are saved with."""
-        return ".pth" if self is Framework.TORCH else ".keras"
-
-    @property
     def heatmap(self) -> str:
         """The method behind its heatmap: HiResCAM suits the CNN's Flatten head, Grad-CAM MobileNetV2's pooling."""
-        return "HiResCAM" if self is Framework.TORCH else "Grad-CAM"
-
-    @classmethod
-    def of_file(cls, path: object) -> "Framework":
-        """The framework that saved a model file, from its suffix; ValueError for any other file."""
-        name = str(path).lower()
-        for framework in cls:
-            if name.endswith(framework.suffix) or (framework is Framework.TORCH and name.endswith(".pt")):
-                return framework
-        raise ValueError(f"{path}: not a model file (expected .pth or .keras)")
+        return _HEATMAP_METHODS[self]
 
 
 _FRAMEWORK_LABELS = {Framework.TORCH: "Custom CNN (PyTorch)", Framework.KERAS: "MobileNetV2 (Keras)"}
+_HEATMAP_METHODS = {Framework.TORCH: "HiResCAM", Framework.KERAS: "Grad-CAM"}
 FRAMEWORKS: tuple[str, ...] = tuple(f.value for f in Framework)
 
 

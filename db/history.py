@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Page(Generic[T]):
+class PagedRows(Generic[T]):
     """One page of rows and the number of rows across all pages."""
 
     rows: list[T]
@@ -140,7 +140,7 @@ def _page_bounds(limit: int, offset: int) -> tuple[int, int]:
     return min(limit, MAX_PAGE_SIZE), offset
 
 
-def list_patients(*, session: Session, search: str = "", limit: int = 25, offset: int = 0) -> Page[PatientSummary]:
+def list_patients(*, session: Session, search: str = "", limit: int = 25, offset: int = 0) -> PagedRows[PatientSummary]:
     """Patients whose id contains `search`, most recently scanned first, with their scan and review figures."""
     limit, offset = _page_bounds(limit, offset)
     where: list[ColumnElement[bool]] = []
@@ -192,7 +192,7 @@ def list_patients(*, session: Session, search: str = "", limit: int = 25, offset
         )
         for pid, mrn, n_scans, last_scan_at, awaiting in rows
     ]
-    return Page(rows=summaries, total=total, limit=limit, offset=offset)
+    return PagedRows(rows=summaries, total=total, limit=limit, offset=offset)
 
 
 def _latest_results(*, session: Session, patient_ids: list[int]) -> dict[int, tuple[str, bool]]:
@@ -321,13 +321,13 @@ def count_predictions(*, session: Session, filters: PredictionFilters) -> int:
 
 def list_predictions(
     *, session: Session, filters: PredictionFilters, limit: int = 50, offset: int = 0
-) -> Page[PredictionRow]:
+) -> PagedRows[PredictionRow]:
     """One page of the predictions matching `filters`, newest first."""
     limit, offset = _page_bounds(limit, offset)
     where, _ = _filter_conditions(filters)
     query = _prediction_select().where(*where).order_by(*NEWEST_FIRST).limit(limit).offset(offset)
     total = count_predictions(session=session, filters=filters)
-    return Page(rows=_rows(session, query), total=total, limit=limit, offset=offset)
+    return PagedRows(rows=_rows(session, query), total=total, limit=limit, offset=offset)
 
 
 def all_predictions(*, session: Session, filters: PredictionFilters) -> list[PredictionRow]:

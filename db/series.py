@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from db.history import Page
+from db.history import PagedRows
 from db.schema import DicomSend, DicomSeries, Patient, SeriesSlice, utcnow
 
 
@@ -135,7 +135,7 @@ def _summaries(session: Session, series: list[DicomSeries]) -> list[SeriesSummar
 
 def list_series(
     *, session: Session, patient_pk: int | None = None, limit: int = 25, offset: int = 0
-) -> Page[SeriesSummary]:
+) -> PagedRows[SeriesSummary]:
     """Series, the most recently received first; one patient's when `patient_pk` is given."""
     query = select(DicomSeries)
     if patient_pk is not None:
@@ -146,7 +146,7 @@ def list_series(
             query.order_by(DicomSeries.last_received_at.desc(), DicomSeries.id.desc()).limit(limit).offset(offset)
         )
     )
-    return Page(_summaries(session, rows), total, limit, offset)
+    return PagedRows(_summaries(session, rows), total, limit, offset)
 
 
 def series_summary(*, session: Session, series_id: int) -> SeriesSummary | None:

@@ -1,13 +1,6 @@
 """Diagnose in a real browser: upload to result with both models and both heatmaps, once the models are warm.
 
-    .venv/bin/python -m scripts.bench_scenarios --only browser_diagnose [--quick]
-
-The browser tests' harness (tests/e2e): the app (Streamlit, as the e2e stack starts it) on a throw-away
-database with both shipped models active, and headless Debian Chromium driven by Playwright, signed in as a
-clinician. One upload warms the models up (sessions, heatmap models, their first traces); then each distinct
-Training image (5; quick mode 1) is uploaded in place of the last, and the time runs from handing the file to
-the page until the page's run is over with both answers and both heatmap images drawn. The browser checks on
-every animation frame, so the wait adds no polling delay. Without a browser the scenario says so and is skipped.
+The browser checks on every animation frame, so the wait adds no polling delay.
 """
 
 import shutil
@@ -46,7 +39,7 @@ CLEARED = """() => {
 }"""
 
 
-def _timed_upload(app, path: Path, models: int) -> float:  # app: tests.e2e.browser.App
+def _timed_upload(app, path: Path, models: int) -> float:  # app: scripts.harness.App
     """Seconds from handing `path` to the uploader until its answers and heatmaps are drawn; then removes it."""
     main = app.main()
     started = time.perf_counter()
@@ -62,8 +55,16 @@ def _timed_upload(app, path: Path, models: int) -> float:  # app: tests.e2e.brow
 def child(quick: bool, cache: Path) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
-    from tests.e2e.browser import EXPECT_TIMEOUT_MS, App
-    from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, _answers, _free_port, _start_streamlit, _stop
+    from scripts.harness import (
+        CHROMIUM,
+        CHROMIUM_ARGS,
+        EXPECT_TIMEOUT_MS,
+        VIEWPORT,
+        App,
+        free_port,
+        start_app,
+        stop_app,
+    )
 
     if not CHROMIUM.is_file():
         return {"skipped": f"no browser at {CHROMIUM} (Debian's chromium package; make test installs it as root)"}
@@ -76,14 +77,9 @@ def child(quick: bool, cache: Path) -> dict[str, Any]:
         count = 1 if quick else 5
         result["images_from"] = build_folder(workdir / "images", count + 1)
         warm_up, *uploads = sorted((workdir / "images").glob("*/*"))
-        port = _free_port()
-        app_process = _start_streamlit(port, workdir / "streamlit.log")
+        port = free_port()
+        app_process = start_app(port, workdir / "streamlit.log", ready_s=APP_START_TIMEOUT_S)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + APP_START_TIMEOUT_S
-        while not _answers(url):
-            if app_process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Streamlit did not come up:\n{(workdir / 'streamlit.log').read_text()[-3000:]}")
-            time.sleep(0.5)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport=VIEWPORT)
@@ -96,7 +92,7 @@ def child(quick: bool, cache: Path) -> dict[str, Any]:
             browser.close()
     finally:
         if app_process is not None:
-            _stop(app_process)
+            stop_app(app_process)
         shutil.rmtree(workdir, ignore_errors=True)
     result["uploads_s"] = [round(s, 2) for s in seconds]
     result["median_s"] = round(statistics.median(seconds), 2)

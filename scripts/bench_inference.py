@@ -1,16 +1,6 @@
-"""Prediction speed and memory: each shipped model called through its framework against the app's ONNX Runtime path.
+"""Each shipped model called through its framework against the app's ONNX Runtime path: speed, heatmaps, memory.
 
-    .venv/bin/python -m scripts.bench_inference [--quick] [--out bench]
-
-For each model and each batch size (1, the Diagnose page; 32, a batch job's chunk) the paths predict the same
-decoded sample images with the same preprocessing, mirror TTA and temperature, one call of each in turn, so
-that load from other processes falls on all alike: the framework, ONNX Runtime, for the CNN ONNX Runtime with
-its large Linear layer in int8, and for MobileNetV2 Keras's `model.predict` as well (the naive call; the
-framework path uses `predict_on_batch`). Rows give p50 and p95 ms per call, images/s and the framework's p50
-over each path's. Then each model's heatmap of one image on the framework and on ONNX Runtime, against that
-path's one-image prediction. The resident memory of a fresh process holding both models, after a prediction
-and a heatmap of each, comes from one child process per backend. Writes `<out>/results.json` and
-`<out>/results.md`; prints the markdown.
+.venv/bin/python -m scripts.bench_inference [--quick] [--out bench]
 """
 
 import argparse
@@ -22,16 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scripts.bench_stack import FLAGS_SHOWN, latency, machine, rss_mb
+from scripts import bench_results
+from scripts.bench_stack import latency, machine, rss_mb
 from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR, get_settings
 
 BATCH_SIZES = (1, 32)
-PATH_NAMES = {
-    "framework": "framework",
-    "onnx": "ONNX Runtime (app)",
-    "onnx-int8": "ONNX Runtime, Linear in int8 (ONNX_INT8_CNN)",
-    "keras-predict": "Keras model.predict (naive)",
-}
 
 
 class KerasPredictCall:
@@ -54,6 +39,10 @@ class KerasPredictCall:
         return apply_temperature(probs, inner.temperature)
 
 
+# The naive call a first version would make where it is not the framework path's own (Keras's model.predict).
+NAIVE_CALLS = {"keras": KerasPredictCall}
+
+
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
@@ -62,17 +51,17 @@ def _versions() -> dict[str, str]:
 
 def rss_child(backend: str) -> dict[str, Any]:
     """In this (fresh) process: both shipped models loaded on `backend`, one prediction each; RSS after."""
-    from models.data.dataset import load_rgb
+    from models.data.preprocessing import load_rgb
     from models.inference.model_meta import file_sha256
-    from models.inference.predictor import load_predictor
     from models.inference.threads import cap_threads
+    from models.training.backends import backends
 
     settings = get_settings()
     cap_threads(settings.torch_threads, settings.tf_threads)
     image = load_rgb(next(iter(sorted(SAMPLE_DIR.glob("*/*.jpg")))), size=None)
     for framework, path in DEFAULT_MODEL_FILES.items():
-        predictor = load_predictor(
-            framework, path, backend=backend, sha256=file_sha256(path), threads=settings.onnx_threads
+        predictor = backends[framework].load_predictor(
+            path, backend=backend, sha256=file_sha256(path), threads=settings.onnx_threads
         )
         predictor.predict([image])
         predictor.gradcam(image)
@@ -99,10 +88,10 @@ def _row(model: str, backend: str, batch: int, times_ms: list[float]) -> dict[st
 
 def measure(*, quick: bool = False) -> dict[str, Any]:
     """The rows, the ratios and the machine, as results.json holds them."""
-    from models.data.dataset import load_rgb
+    from models.data.preprocessing import load_rgb
     from models.inference.model_meta import file_sha256
-    from models.inference.predictor import load_predictor
     from models.inference.threads import cap_threads
+    from models.training.backends import backends
 
     settings = get_settings()
     cap_threads(settings.torch_threads, settings.tf_threads)
@@ -122,17 +111,17 @@ def measure(*, quick: bool = False) -> dict[str, Any]:
     for framework, path in DEFAULT_MODEL_FILES.items():
         if not path.is_file():
             continue
-        sha = file_sha256(path)
+        sha, backend = file_sha256(path), backends[framework]
         paths = {
-            "framework": load_predictor(framework, path),
-            "onnx": load_predictor(framework, path, backend="onnx", sha256=sha, threads=settings.onnx_threads),
+            "framework": backend.load_predictor(path),
+            "onnx": backend.load_predictor(path, backend="onnx", sha256=sha, threads=settings.onnx_threads),
         }
-        if framework == "torch":
-            paths["onnx-int8"] = load_predictor(
-                framework, path, backend="onnx", sha256=sha, threads=settings.onnx_threads, int8=True
+        if backend.int8:
+            paths["onnx-int8"] = backend.load_predictor(
+                path, backend="onnx", sha256=sha, threads=settings.onnx_threads, int8=True
             )
-        else:
-            paths["keras-predict"] = KerasPredictCall(path)
+        if framework in NAIVE_CALLS:
+            paths["keras-predict"] = NAIVE_CALLS[framework](path)
         for batch in batches:
             chunks = [images[(i * batch) % len(images) :][:batch] for i in range(calls[batch] + 1)]
             chunks = [c if len(c) == batch else images[:batch] for c in chunks]
@@ -187,63 +176,6 @@ def _heatmaps(model: str, paths: dict[str, Any], images: list, calls: int, resul
     return out
 
 
-def markdown(result: dict[str, Any]) -> list[str]:
-    m = result["machine"]
-    ratios = {(r["model"], r["batch"], r["backend"]): r for r in result["ratios"]}
-    lines = [
-        "| model | path | batch | p50 ms | p95 ms | images/s | framework ÷ this path (p50) | naive ÷ this path (p50) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in result["rows"]:
-        ratio = ratios.get((r["model"], r["batch"], r["backend"]))
-        shown = [
-            f"{ratio[key]:.2f}×" if ratio else "" for key in ("framework_over_backend_p50", "naive_over_backend_p50")
-        ]
-        if r["backend"] == "keras-predict":
-            shown[1] = ""
-        path = PATH_NAMES[r["backend"]]
-        lines.append(
-            f"| {r['model']} | {path} | {r['batch']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-            f"{r['images_per_s']:.1f} | {' | '.join(shown)} |"
-        )
-    lines += [
-        "",
-        "| model | heatmap on | p50 ms | p95 ms | heatmap ÷ the same path's one-image prediction (p50) |",
-        "|---|---|---|---|---|",
-        *(
-            f"| {h['model']} | {PATH_NAMES[h['backend']]} | {h['p50_ms']:.1f} | {h['p95_ms']:.1f} | "
-            f"{h['over_prediction_p50']:.2f}× |"
-            for h in result.get("heatmaps", [])
-        ),
-    ]
-    rss = result["rss_both_models_mb"]
-    lines += [
-        "",
-        "| process with both models loaded, after a prediction and a heatmap of each | RSS MB | frameworks imported |",
-        "|---|---|---|",
-        *(f"| {backend} | {v['rss_mb']:.0f} | {', '.join(v['imported']) or '–'} |" for backend, v in rss.items()),
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, flags {' '.join(m['flags']) or 'none of ' + str(FLAGS_SHOWN)}; "
-        f"1-minute load average {m['load_average_1min_at_start']:.2f} at the start; threads "
-        f"torch/tf/onnx {result['threads']['torch']}/{result['threads']['tf']}/{result['threads']['onnx']}; "
-        f"{result['date']}.",
-    ]
-    return lines
-
-
-def write(result: dict[str, Any], out: Path) -> list[str]:
-    """Write `<out>/results.json` and `results.md`, keeping the end-to-end scenarios' figures already there."""
-    from scripts import bench_scenarios
-
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    scenarios = json.loads(path.read_text()).get("scenarios", {}) if path.is_file() else {}
-    path.write_text(json.dumps({**result, "scenarios": scenarios}, indent=2) + "\n")
-    lines = markdown(result)
-    (out / "results.md").write_text("\n".join([*lines, *bench_scenarios.markdown(scenarios)]) + "\n")
-    return lines
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a few calls at batch 1 and 4: checks that it runs")
@@ -253,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rss_child:
         print(json.dumps(rss_child(args.rss_child)))
         return 0
-    print("\n".join(write(measure(quick=args.quick), args.out)))
+    print("\n".join(bench_results.write(args.out, inference=measure(quick=args.quick))))
     return 0
 
 

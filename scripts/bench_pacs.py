@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from scripts import bench_stack
-from scripts.bench_worker_batch import _start_worker, _stop
+from scripts.bench_worker_batch import WORKER_READY_S
 from scripts.benchmark_batch import build_folder
+from scripts.harness import start_worker, stop_worker
 from settings import get_settings
 
 SERIES_TIMEOUT_S = 900
@@ -48,7 +49,7 @@ def _series_answered(series_uid: str) -> bool:
 
 def child(quick: bool, cache: Path) -> dict[str, Any]:
     """In a fresh process: the series sent, answered and its report delivered; the figures as results.json holds them."""
-    from tests.pacs.servers import Orthanc, start_listener, storescu
+    from scripts.dicom_peers import Orthanc, start_listener, storescu
 
     for tool in ("storescu", "echoscu", "/usr/sbin/Orthanc"):
         if shutil.which(tool) is None and not Path(tool).is_file():
@@ -84,7 +85,12 @@ def child(quick: bool, cache: Path) -> dict[str, Any]:
             os.environ.update(env)
             get_settings.cache_clear()
             orthanc.start()
-            worker = _start_worker(f"bench-pacs@{socket.gethostname()}", "onnx", workdir / "worker.log")
+            worker = start_worker(
+                f"bench-pacs@{socket.gethostname()}",
+                workdir / "worker.log",
+                env={"INFERENCE_BACKEND": "onnx"},
+                ready_s=WORKER_READY_S,
+            )
             listener = start_listener(workdir)
             try:
                 started = time.perf_counter()
@@ -97,7 +103,7 @@ def child(quick: bool, cache: Path) -> dict[str, Any]:
                 job = _series_job(series_uid)
             finally:
                 listener.stop()
-                _stop(worker)
+                stop_worker(worker)
                 orthanc.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

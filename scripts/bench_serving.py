@@ -1,14 +1,6 @@
 """Training while serving: the app's prediction latency alone and while a training run shares the machine.
 
-    .venv/bin/python -m scripts.bench_scenarios --only training_while_serving [--quick]
-
-The app's predictor (both shipped models on the backend the settings choose, batch 1, a decoded sample image per
-call, the two models in turn) is timed alone, then while `python -m models.training.run` trains the CNN on a few hundred
-Training images (300 images for 3 epochs; quick mode 16 for 1) in another process. Both sides use the thread
-settings the app ships (TORCH_THREADS, TF_THREADS, ONNX_THREADS; the run is started without --threads, as the
-worker's training jobs are). The same run is timed alone first, so its images/s alone and beside the predictions
-show whether it starves. Only the calls made while an epoch was under way count as "while training": an epoch's
-start is read from the time its line was printed less its recorded duration.
+Only calls made while an epoch was under way count: an epoch's start is its line's time less its duration.
 """
 
 import json
@@ -30,7 +22,7 @@ TRAIN_TIMEOUT_S = 1800
 
 def _train_command(data: Path, out: Path, epochs: int) -> list[str]:
     return [
-        *(sys.executable, "-m", "models.training.run", "--framework", "torch", "--preset", "report"),
+        *(sys.executable, "-m", "models", "train", "--framework", "torch", "--preset", "report"),
         *("--data", str(data), "--epochs", str(epochs), "--output-dir", str(out)),
     ]
 
@@ -80,7 +72,7 @@ class Training:
 
 def child(quick: bool, cache: Path) -> dict[str, Any]:
     """In a fresh process: the predictor alone, the training run alone, then both."""
-    from models.data.dataset import load_rgb
+    from models.data.preprocessing import load_rgb
     from services.model_files import file_sha256
     from services.predictors import loaded_predictor
 

@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from scripts.harness import RedisServer, free_port
 from settings import DEFAULT_MODEL_FILES, ROOT, get_settings
 
 FLAGS_SHOWN = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
@@ -47,7 +47,7 @@ def bench_models(cache: Path) -> dict[str, Path]:
     statistics), each with its ONNX exports made as start-up makes them; made once and reused while the shipped
     file is the same. The scenarios write nothing beside models/weights/."""
     from models.evaluation.ood import report_path, stats_path
-    from models.inference.onnx_export import make_exports
+    from models.training.backends import backends
     from services.model_files import file_sha256
 
     copies = {}
@@ -63,7 +63,7 @@ def bench_models(cache: Path) -> dict[str, Path]:
                 shutil.copyfile(path, folder / f"{path.name}.part")
                 os.replace(folder / f"{path.name}.part", folder / path.name)
         copies[framework] = folder / source.name
-        make_exports(framework, copies[framework], sha256, threads=get_settings().onnx_threads)
+        backends[framework].make_exports(copies[framework], sha256, threads=get_settings().onnx_threads)
     return copies
 
 
@@ -111,14 +111,9 @@ def clinician():  # -> services.auth.Actor
 @contextmanager
 def private_redis(folder: Path) -> Iterator[str]:
     """A redis-server of the scenario's own on a free port (no other app's queues or workers); yields its URL."""
-    from tests.conftest import RedisServer
-
     if shutil.which("redis-server") is None:
         raise FileNotFoundError("redis-server is not installed (make install installs it as root)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = RedisServer(port, folder)
+    server = RedisServer(free_port(), folder)
     server.start()
     try:
         yield server.url

@@ -1,13 +1,4 @@
-"""The app's memory after many distinct uploads: the Diagnose page driven in one process, as one server does.
-
-    .venv/bin/python -m scripts.bench_scenarios --only uploads_memory [--quick]
-
-In a fresh process, the Diagnose page (views/1_Diagnose.py, through Streamlit's AppTest, signed in as a
-clinician) is given 100 distinct Training images one after the other (quick mode 5), each replacing the last,
-so that every upload is decoded, checked, predicted by both shipped models and drawn with both heatmaps, and
-lands in the page's caches. Recorded: the process's RSS once the page is open, after the first upload (models
-loaded), after the last, and its peak; the first page run's time (models loading) and the later runs' p50/p95.
-"""
+"""The app's memory after many distinct uploads: the Diagnose page under AppTest in one process, as one server."""
 
 import shutil
 import tempfile
@@ -25,7 +16,7 @@ PAGE = ROOT / "views" / "1_Diagnose.py"
 def child(quick: bool, cache: Path) -> dict[str, Any]:
     from streamlit.testing.v1 import AppTest
 
-    from tests.users import signed_in
+    from scripts.harness import signed_in_as
 
     result: dict[str, Any] = bench_stack.conditions()
     models = bench_stack.bench_models(cache)
@@ -35,7 +26,7 @@ def child(quick: bool, cache: Path) -> dict[str, Any]:
         count = 5 if quick else 100
         result["images_from"] = build_folder(workdir / "images", count)
         uploads = sorted((workdir / "images").glob("*/*"))
-        at = signed_in(AppTest.from_file(str(PAGE), default_timeout=300), role="clinician")
+        at = signed_in_as(AppTest.from_file(str(PAGE), default_timeout=300), bench_stack.clinician())
         at.run()
         result["rss_page_open_mb"] = bench_stack.rss_mb()
         runs_ms, answered = [], 0

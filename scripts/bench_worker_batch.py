@@ -1,22 +1,8 @@
-"""A batch job end to end through a real Celery worker: the app's path (ONNX Runtime) against the frameworks.
-
-    .venv/bin/python -m scripts.bench_scenarios --only batch_worker [--quick]
-
-A folder of Training images (1,000; quick mode 8) is predicted by both shipped models as a batch job submitted
-as the Batch page submits it, to a worker started with `make run`'s command line: once with
-INFERENCE_BACKEND=onnx (the app) and once with INFERENCE_BACKEND=framework (the naive path), each against its
-own throw-away database, both through a redis-server of the scenario's own. Per path: the wall time from
-submission to the job's end (model loading included), the job's own images/s (decode, predict, write), the CPU
-seconds and RSS (peak, and after the job) of the worker process that ran it, and which frameworks that process
-had loaded. An image the brain-MRI check holds back is recorded as skipped, not predicted.
-"""
+"""A batch job end to end through a real Celery worker: the app's path (ONNX Runtime) against the frameworks."""
 
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,41 +10,12 @@ from typing import Any
 
 from scripts import bench_stack
 from scripts.benchmark_batch import build_folder
-from settings import ROOT, get_settings
+from scripts.harness import start_worker, stop_worker
+from settings import get_settings
 
 BACKENDS = {"framework": "framework (naive)", "onnx": "ONNX Runtime (app)"}
 JOB_TIMEOUT_S = 1800
 WORKER_READY_S = 120
-
-
-def _start_worker(name: str, backend: str, log: Path) -> subprocess.Popen[bytes]:
-    """`make run`'s worker command line (without gossip and mingle, which only slow its start), on this
-    scenario's Redis."""
-    from worker.celery_app import celery_app
-
-    command = [
-        *(sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "training,prediction"),
-        *("-n", name, "--loglevel", "INFO", "--without-gossip", "--without-mingle"),
-    ]
-    env = {**os.environ, "INFERENCE_BACKEND": backend}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    deadline = time.monotonic() + WORKER_READY_S
-    while not celery_app.control.ping(destination=[name], timeout=1.0):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the {backend} worker did not start:\n{log.read_text(errors='replace')[-3000:]}")
-    return process
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
 
 
 def _one_path(backend: str, folder: Path, data: Path, models: dict[str, Path]) -> dict[str, Any]:
@@ -70,7 +27,7 @@ def _one_path(backend: str, folder: Path, data: Path, models: dict[str, Path]) -
 
     bench_stack.throwaway_app(folder, models, data_root=data)
     name = f"bench-{backend}@{socket.gethostname()}"
-    worker = _start_worker(name, backend, folder / "worker.log")
+    worker = start_worker(name, folder / "worker.log", env={"INFERENCE_BACKEND": backend}, ready_s=WORKER_READY_S)
     try:
         started = time.perf_counter()
         job_id = submit_batch(
@@ -109,7 +66,7 @@ def _one_path(backend: str, folder: Path, data: Path, models: dict[str, Path]) -
             "frameworks_in_worker": bench_stack.frameworks_loaded(ran),
         }
     finally:
-        _stop(worker)
+        stop_worker(worker)
 
 
 def child(quick: bool, cache: Path) -> dict[str, Any]:

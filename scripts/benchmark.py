@@ -1,18 +1,6 @@
-"""The project's speed and memory benchmark: prints the markdown tables the README shows.
+"""The project's speed and memory benchmark: prints the markdown tables the README shows (docs/design/benchmarks.md).
 
-    make bench        (or .venv/bin/python -m scripts.benchmark [--skip-batch] [--skip-scenarios])
-
-1. One scan on the Diagnose page: model load, prediction and Grad-CAM time per shipped model, with the
-   thread caps the app runs with (TORCH_THREADS / TF_THREADS), and the process's peak memory.
-   Then each model's framework call against the app's ONNX Runtime path, batch 1 and 32
-   (scripts/bench_inference.py, which also writes bench/results.json and bench/results.md).
-2. History at scale: the main queries over 10,000 seeded predictions in a throw-away SQLite file.
-3. Batch prediction: a 1,000-image folder through the batch job's code (scripts/benchmark_batch.py).
-4. The audit log at 100,000 entries: the admin page's filters and pages, the sign-in throttle's counts, an export.
-5. Decoding an upload in the sandbox against in the process (scripts/bench_decode.py).
-6. End to end (scripts/bench_scenarios.py, into bench/results.json and bench/results.md too): a 1,000-image
-   batch job through a real worker on ONNX Runtime and on the frameworks, prediction latency beside a training
-   run, the app's memory after 100 distinct uploads, and upload to result in a real browser.
+make bench        (or .venv/bin/python -m scripts.benchmark [--skip-batch] [--skip-scenarios] [--only-audit])
 """
 
 import argparse
@@ -28,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts import bench_decode, bench_inference, bench_scenarios
+from scripts import bench_decode, bench_inference, bench_results, bench_scenarios
 from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR, get_settings
 
 
@@ -43,9 +31,10 @@ def _median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 
 def bench_single_scan(repeats: int = 20) -> list[str]:
-    from models.data.dataset import load_rgb
-    from models.inference.predictor import OnnxPredictor, load_predictor
+    from models.data.preprocessing import load_rgb
+    from models.inference.predictor import OnnxPredictor
     from models.inference.threads import cap_threads
+    from models.training.backends import backends
 
     settings = get_settings()
     cap_threads(settings.torch_threads, settings.tf_threads)
@@ -58,7 +47,9 @@ def bench_single_scan(repeats: int = 20) -> list[str]:
         start = time.perf_counter()
         # As the app loads it: on its inference backend (the ONNX exports made, as start-up makes them, on the first
         # run of this command).
-        predictor = load_predictor(framework, path, backend=settings.inference_backend, threads=settings.onnx_threads)
+        predictor = backends[framework].load_predictor(
+            path, backend=settings.inference_backend, threads=settings.onnx_threads
+        )
         if isinstance(predictor, OnnxPredictor):
             predictor.heatmap_session()
         load_s = time.perf_counter() - start
@@ -244,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n## One scan (Diagnose page)\n")
     print("\n".join(bench_single_scan()))
     print("\n## Framework against ONNX Runtime\n")
-    print("\n".join(bench_inference.write(bench_inference.measure(), ROOT / "bench")))
+    print("\n".join(bench_results.write(ROOT / "bench", inference=bench_inference.measure())))
     print("\n## Decoding uploads in the sandbox\n")
     print("\n".join(bench_decode.markdown(bench_decode.measure())))
     print("\n## History at scale\n")
@@ -254,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(bench_batch(args.batch_images)))
     if not args.skip_scenarios:
         print("\n## End to end")
-        print("\n".join(bench_scenarios.write(bench_scenarios.measure(), ROOT / "bench")))
+        print("\n".join(bench_results.write(ROOT / "bench", scenarios=bench_scenarios.measure())))
     return 0
 
 

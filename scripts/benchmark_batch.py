@@ -1,12 +1,6 @@
 """Time a batch prediction job over a 1,000-image folder, in this process, against a throw-away database.
 
-    .venv/bin/python -m scripts.benchmark_batch [--images 1000] [--frameworks torch,keras]
-
-The folder is made of copies of the full dataset's Training images when it is present (so the batch is
-labelled and the job also scores accuracy), else of the repository's sample with a few pixels changed per
-copy so that every file is a distinct image. The shipped models are used when they exist; otherwise a tiny
-model per framework is trained first (one epoch on the sample): speed does not depend on accuracy.
-Prints a markdown table row: images, models, threads, wall and CPU seconds in all, images per second.
+.venv/bin/python -m scripts.benchmark_batch [--images 1000] [--frameworks torch,keras]
 """
 
 import argparse
@@ -53,6 +47,7 @@ def register_models(frameworks: list[str], workdir: Path) -> list[str]:
     """Register and activate a model per framework; returns a line per model saying which it is."""
     from db.runs import register_model_version
     from db.session import session_scope
+    from models.training.backends import backends
     from models.training.config import make_config
     from models.training.run import run_training
     from services.model_files import file_sha256
@@ -63,7 +58,7 @@ def register_models(frameworks: list[str], workdir: Path) -> list[str]:
         if path.is_file():
             lines.append(f"{framework}: the shipped model {path.name}")
         else:
-            preset = "improved" if framework == "keras" else "report"
+            preset = backends[framework].offline_preset
             cfg = make_config(
                 framework,
                 str(SAMPLE_DIR),

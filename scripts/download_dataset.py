@@ -1,10 +1,6 @@
-"""Fetch the public Brain Tumor MRI Dataset from Kaggle (needs internet and a Kaggle API token).
+"""Fetch the public Brain Tumor MRI Dataset from Kaggle (needs internet and ~/.kaggle/kaggle.json).
 
-python -m scripts.download_dataset [--dest data/full]
-
-Credentials come from ~/.kaggle/kaggle.json ({"username": ..., "key": ...}), as the Kaggle CLI keeps them.
-The archive holds Training/ and Testing/, each with one folder per class; both are unpacked under --dest.
-Without internet, copy any folder laid out that way onto the machine instead and train on it directly.
+python -m scripts.download_dataset [--dest data/full]     unpacks Training/ and Testing/ under --dest
 """
 
 import argparse

@@ -2,8 +2,7 @@
 
     .venv/bin/python -m scripts.seed_history --database-url sqlite:////tmp/history.db --predictions 10000
 
-The scans point at the sample images, stored under the configured upload folder as uploads are, so
-thumbnails and heatmaps work. The database is migrated first; seeding adds to whatever is there.
+The database is migrated first, and seeding adds to whatever it holds.
 """
 
 import argparse

@@ -1,9 +1,6 @@
 """Batch prediction: every image of a folder through each chosen model, into each patient's record.
 
-The Celery task (worker/batch.py) is a thin wrapper around `run_batch`.
-
-Restart-safe: each file's outcome is a batch item committed with its scan and predictions, so a job run
-again (redelivered, or re-queued after its worker died) starts after the files it already did.
+Restart-safe: a job run again starts after the files it already did (docs/design/jobs.md).
 """
 
 import logging
@@ -35,6 +32,7 @@ from models.evaluation.metrics import classification_report
 from models.inference.predictor import Predictor
 from services.batch_input import (
     BatchInputError,
+    BatchParams,
     Listing,
     check_patient_mode,
     dicom_patient,
@@ -42,7 +40,6 @@ from services.batch_input import (
     folder_patient,
     list_folder,
     read_listed_file,
-    source_phrase,
     source_root,
     true_label,
 )
@@ -72,7 +69,7 @@ class BatchModel:
 
 
 @dataclass
-class Decoded:
+class BatchFile:
     """One file after reading: the image and whose it is, or why it cannot be used."""
 
     rel_path: str
@@ -84,7 +81,7 @@ class Decoded:
 
 
 @dataclass
-class Options:
+class FileRules:
     """How a job treats its files: whose they are, when to flag them, and the limits a file must meet."""
 
     patient_mode: str
@@ -97,7 +94,7 @@ class Options:
 Progress = Callable[[int, int, str], None]
 # What else a job records of each file, in the transaction that records the file: its outcome, and its saved scan
 # when it was predicted (a series job keeps its slices beside the batch items this way).
-Recorder = Callable[[Session, Decoded, SavedScan | None], None]
+Recorder = Callable[[Session, BatchFile, SavedScan | None], None]
 
 
 def load_models(version_ids: list[int] | None) -> list[BatchModel]:
@@ -134,28 +131,27 @@ def run_batch(
     A problem with the input or the models raises UserError with the reason.
     """
     settings = get_settings()
+    batch = BatchParams.of(params)
     try:
-        root = source_root(params, settings=settings)
-        patient_mrn = check_patient_mode(
-            str(params.get("patient_mode", "none")), params.get("patient_mrn", params.get("patient_id"))
-        )  # jobs queued before the rename
+        root = source_root(batch, settings=settings)
+        patient_mrn = check_patient_mode(batch.patient_mode, batch.patient_mrn)
         listing = list_folder(root)
     except BatchInputError as exc:
         raise UserError(str(exc)) from exc
     if not listing.images:
-        raise UserError(f"{source_phrase(params).capitalize()} holds no JPEG, PNG or DICOM file to predict.")
-    models = load_models(params.get("model_version_ids"))
-    options = Options(
-        patient_mode=str(params.get("patient_mode", "none")),
+        raise UserError(f"{batch.phrase.capitalize()} holds no JPEG, PNG or DICOM file to predict.")
+    models = load_models(batch.model_version_ids)
+    rules = FileRules(
+        patient_mode=batch.patient_mode,
         patient_mrn=patient_mrn,
         threshold=settings.confidence_threshold,
         max_bytes=settings.max_upload_mb * 2**20,
         max_pixels=settings.max_image_pixels,
     )
-    result = predict_listing(job_id, listing, models, options, progress=progress, check_cancel=check_cancel)
-    if params.get("source") == "zip":
+    result = predict_listing(job_id, listing, models, rules, progress=progress, check_cancel=check_cancel)
+    if batch.source == "zip":
         # Every file is in the record now, so the unpacked zip can go; a cancelled job keeps it for a re-run.
-        discard_upload(str(params["upload"]), settings=settings)
+        discard_upload(str(batch.upload), settings=settings)
     return result
 
 
@@ -163,7 +159,7 @@ def predict_listing(
     job_id: int,
     listing: Listing,
     models: list[BatchModel],
-    options: Options,
+    rules: FileRules,
     *,
     progress: Progress,
     check_cancel: Callable[[], None],
@@ -207,13 +203,13 @@ def predict_listing(
         ThreadPoolExecutor(1, thread_name_prefix="batch-save") as saver,
     ):
         saving: tuple[Future[None], int] | None = None
-        for decoded in _prefetch(decoder, todo, listing.root, options, _every(CANCEL_CHECK_S, check_cancel)):
+        for decoded in _prefetch(decoder, todo, listing.root, rules, _every(CANCEL_CHECK_S, check_cancel)):
             check_cancel()
             probabilities = _check_and_predict(predictors, gate, decoded, models)
             if saving is not None:
                 saving[0].result()
                 saved(saving[1])
-            saving = saver.submit(_save_chunk, job_id, decoded, probabilities, models, options, record), len(decoded)
+            saving = saver.submit(_save_chunk, job_id, decoded, probabilities, models, rules, record), len(decoded)
         if saving is not None:
             saving[0].result()
             saved(saving[1])
@@ -224,47 +220,47 @@ def predict_listing(
 
 
 def _prefetch(
-    pool: ThreadPoolExecutor, todo: list[str], root: Path, options: Options, check_cancel: Callable[[], None]
-) -> Iterator[list[Decoded]]:
+    pool: ThreadPoolExecutor, todo: list[str], root: Path, rules: FileRules, check_cancel: Callable[[], None]
+) -> Iterator[list[BatchFile]]:
     chunks = [todo[i : i + BATCH_SIZE] for i in range(0, len(todo), BATCH_SIZE)]
-    pending = pool.submit(_decode_chunk, chunks[0], root, options, check_cancel) if chunks else None
+    pending = pool.submit(_decode_chunk, chunks[0], root, rules, check_cancel) if chunks else None
     for position in range(len(chunks)):
         current = pending.result()
         nxt = position + 1
-        pending = pool.submit(_decode_chunk, chunks[nxt], root, options, check_cancel) if nxt < len(chunks) else None
+        pending = pool.submit(_decode_chunk, chunks[nxt], root, rules, check_cancel) if nxt < len(chunks) else None
         yield current
 
 
 def _decode_chunk(
-    rel_paths: list[str], root: Path, options: Options, check_cancel: Callable[[], None]
-) -> list[Decoded]:
+    rel_paths: list[str], root: Path, rules: FileRules, check_cancel: Callable[[], None]
+) -> list[BatchFile]:
     decoded = []
     for rel_path in rel_paths:
         check_cancel()  # per file, and while each decodes: a cancel never waits for a whole chunk
-        decoded.append(_decode_one(rel_path, root, options, check_cancel))
+        decoded.append(_decode_one(rel_path, root, rules, check_cancel))
     return decoded
 
 
-def _decode_one(rel_path: str, root: Path, options: Options, check_cancel: Callable[[], None]) -> Decoded:
+def _decode_one(rel_path: str, root: Path, rules: FileRules, check_cancel: Callable[[], None]) -> BatchFile:
     """Read, decode (in the sandbox: a file that loops or balloons a decoder costs its own error row) and assign
     one file; every failure becomes the file's error text."""
     try:
-        data = read_listed_file(root, rel_path, max_bytes=options.max_bytes)
+        data = read_listed_file(root, rel_path, max_bytes=rules.max_bytes)
         # At analysis size, as the Diagnose page predicts it: one image gets one answer wherever it is predicted.
         image = decode_untrusted(
-            data, rel_path, max_bytes=options.max_bytes, max_pixels=options.max_pixels, check=check_cancel
+            data, rel_path, max_bytes=rules.max_bytes, max_pixels=rules.max_pixels, check=check_cancel
         )
-        if options.patient_mode == "dicom":
+        if rules.patient_mode == "dicom":
             mrn, note = dicom_patient(image.patient_mrn)
-        elif options.patient_mode == "folder":
+        elif rules.patient_mode == "folder":
             mrn, note = folder_patient(rel_path)
         else:
-            mrn, note = options.patient_mrn, None
+            mrn, note = rules.patient_mrn, None
     except (ImageError, BatchInputError) as exc:
-        return Decoded(rel_path, error=str(exc).removeprefix(f"{rel_path}: "))
+        return BatchFile(rel_path, error=str(exc).removeprefix(f"{rel_path}: "))
     except OSError as exc:
-        return Decoded(rel_path, error=f"the file could not be read ({exc.strerror or exc}).")
-    return Decoded(rel_path, image=image, patient_mrn=mrn, note=note)
+        return BatchFile(rel_path, error=f"the file could not be read ({exc.strerror or exc}).")
+    return BatchFile(rel_path, image=image, patient_mrn=mrn, note=note)
 
 
 def _every(interval_s: float, check: Callable[[], None]) -> Callable[[], None]:
@@ -281,7 +277,7 @@ def _every(interval_s: float, check: Callable[[], None]) -> Callable[[], None]:
 
 
 def _check_and_predict(
-    pool: ThreadPoolExecutor, gate: OodGate | None, decoded: list[Decoded], models: list[BatchModel]
+    pool: ThreadPoolExecutor, gate: OodGate | None, decoded: list[BatchFile], models: list[BatchModel]
 ) -> dict[str, np.ndarray]:
     """Mark the images the check says are not brain MRI slices (they get its reason instead of a tumor class) and
     return each model's probabilities (N x classes) for the others.
@@ -308,7 +304,7 @@ def _check_and_predict(
     return {framework: probs[kept] for framework, probs in answers.items()} if kept else {}
 
 
-def _check_chunk(gate: OodGate | None, decodable: list[Decoded]) -> None:
+def _check_chunk(gate: OodGate | None, decodable: list[BatchFile]) -> None:
     """The check where there is one, else the DICOM header's word alone."""
     if not decodable:
         return
@@ -318,17 +314,17 @@ def _check_chunk(gate: OodGate | None, decodable: list[Decoded]) -> None:
     _mark_refused(decodable, verdicts)
 
 
-def _mark_refused(decodable: list[Decoded], verdicts: Sequence[OodVerdict | None]) -> None:
+def _mark_refused(decodable: list[BatchFile], verdicts: Sequence[OodVerdict | None]) -> None:
     for item, verdict in zip(decodable, verdicts, strict=True):
         if verdict is not None and verdict.flagged:
             item.refused = verdict.reason
 
 
-def _to_predict(decoded: list[Decoded]) -> list[Decoded]:
+def _to_predict(decoded: list[BatchFile]) -> list[BatchFile]:
     return [d for d in decoded if d.image is not None and d.refused is None]
 
 
-def _predict(pool: ThreadPoolExecutor, decoded: list[Decoded], models: list[BatchModel]) -> dict[str, np.ndarray]:
+def _predict(pool: ThreadPoolExecutor, decoded: list[BatchFile], models: list[BatchModel]) -> dict[str, np.ndarray]:
     """Each model's probabilities (N x classes) for the images of a batch that are to be predicted."""
     rgbs = [d.image.rgb for d in _to_predict(decoded) if d.image is not None]
     if not rgbs:
@@ -339,10 +335,10 @@ def _predict(pool: ThreadPoolExecutor, decoded: list[Decoded], models: list[Batc
 
 def _save_chunk(
     job_id: int,
-    decoded: list[Decoded],
+    decoded: list[BatchFile],
     probabilities: dict[str, np.ndarray],
     models: list[BatchModel],
-    options: Options,
+    rules: FileRules,
     record: Recorder | None = None,
 ) -> None:
     """Commit a batch's scans, predictions and items together: a worker lost mid-way leaves whole batches."""
@@ -358,7 +354,7 @@ def _save_chunk(
                 for position, item in enumerate(good):
                     if item.rel_path not in recorded:
                         probs = {fw: p[position] for fw, p in probabilities.items()}
-                        saved = _save_done(session, job_id, item, models, probs, options)
+                        saved = _save_done(session, job_id, item, models, probs, rules)
                         if record is not None:
                             record(session, item, saved)
                 for item in decoded:
@@ -377,7 +373,7 @@ def _save_chunk(
                         if record is not None:
                             record(session, item, None)
                     elif item.refused is not None:
-                        _save_scan(session, job_id, item, [], options.threshold)
+                        _save_scan(session, job_id, item, [], rules.threshold)
                         if record is not None:
                             record(session, item, None)
             return
@@ -390,19 +386,21 @@ def _save_chunk(
 def _save_done(
     session: Session,
     job_id: int,
-    item: Decoded,
+    item: BatchFile,
     models: list[BatchModel],
     probs: dict[str, np.ndarray],
-    options: Options,
+    rules: FileRules,
 ) -> SavedScan:
     results = [
         model_result(framework=m.framework, model_version_id=m.version_id, probabilities=probs[m.framework])
         for m in models
     ]
-    return _save_scan(session, job_id, item, results, options.threshold)
+    return _save_scan(session, job_id, item, results, rules.threshold)
 
 
-def _save_scan(session: Session, job_id: int, item: Decoded, results: list[ModelResult], threshold: float) -> SavedScan:
+def _save_scan(
+    session: Session, job_id: int, item: BatchFile, results: list[ModelResult], threshold: float
+) -> SavedScan:
     """Store one image as a scan with the models' answers and record its row as done; an image the check refused
     is kept without any answer, with the check's reason, so a clinician sees it in the review queue, and its row
     is skipped with that reason."""

@@ -14,6 +14,7 @@ import stat
 import uuid
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -412,6 +413,54 @@ def _visible(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
 
 
+@dataclass(frozen=True)
+class BatchParams:
+    """A batch job's params as its row stores them, parsed once: where its files are, whose they are, which models."""
+
+    source: str  # "folder" (a server folder) or "zip" (an uploaded zip, unpacked under UPLOAD_DIR)
+    folder: str | None = None
+    upload: str | None = None  # the unpacked zip's folder (upload_folder)
+    name: str | None = None  # the zip's file name, as uploaded
+    patient_mode: str = "none"
+    patient_mrn: str | None = None
+    model_version_ids: list[int] | None = None  # None: the versions active when the job runs
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any]) -> "BatchParams":
+        return cls(
+            source=str(params.get("source")),
+            folder=params.get("folder"),
+            upload=params.get("upload"),
+            name=params.get("name"),
+            patient_mode=str(params.get("patient_mode", "none")),
+            patient_mrn=params.get("patient_mrn", params.get("patient_id")),  # jobs queued before the rename
+            model_version_ids=params.get("model_version_ids"),
+        )
+
+    def stored(self) -> dict[str, Any]:
+        """As the row stores them: the fields of the job's source, whose the files are and which models."""
+        where = {"folder": self.folder} if self.source == "folder" else {"upload": self.upload, "name": self.name}
+        return {
+            "source": self.source,
+            **where,
+            "patient_mode": self.patient_mode,
+            "patient_mrn": self.patient_mrn,
+            "model_version_ids": self.model_version_ids,
+        }
+
+    @property
+    def label(self) -> str:
+        """How the job's input reads on a page: the folder, or the zip's file name."""
+        if self.source == "zip":
+            return f"uploaded zip {self.name or ''}".strip()
+        return str(self.folder or "")
+
+    @property
+    def phrase(self) -> str:
+        """The input in a sentence: "the uploaded zip scans.zip", "the folder /data/x" (the path a person gave)."""
+        return f"the {self.label}" if self.source == "zip" else f"the folder {self.label}"
+
+
 def folder_source(text: str, *, settings: Settings) -> dict[str, str]:
     """Job parameters naming a server folder, once it is checked against the allowed roots."""
     return {"source": "folder", "folder": str(resolve_folder(text, roots=settings.allowed_data_roots))}
@@ -422,23 +471,20 @@ def zip_source(data: bytes, name: str, *, settings: Settings) -> dict[str, str]:
     return {"source": "zip", "upload": extract_zip(data, settings=settings), "name": name}
 
 
-def source_root(params: dict[str, Any], *, settings: Settings) -> Path:
+def source_root(params: BatchParams, *, settings: Settings) -> Path:
     """The folder a job's parameters name, checked again (it may have changed since it was submitted)."""
-    if params.get("source") == "zip":
-        return unwrap(upload_folder(str(params.get("upload")), settings=settings))
-    if params.get("source") == "folder":
-        return resolve_folder(str(params.get("folder") or ""), roots=settings.allowed_data_roots)
-    raise BatchInputError(f"Unknown batch source {params.get('source')!r}: a folder or a zip.")
+    if params.source == "zip":
+        return unwrap(upload_folder(str(params.upload), settings=settings))
+    if params.source == "folder":
+        return resolve_folder(str(params.folder or ""), roots=settings.allowed_data_roots)
+    raise BatchInputError(f"Unknown batch source {params.source!r}: a folder or a zip.")
 
 
-def source_label(params: dict[str, Any]) -> str:
+def source_label(params: Mapping[str, Any]) -> str:
     """How a job's input reads on a page: the folder, or the zip's file name."""
-    if params.get("source") == "zip":
-        return f"uploaded zip {params.get('name') or ''}".strip()
-    return str(params.get("folder") or "")
+    return BatchParams.of(params).label
 
 
-def source_phrase(params: dict[str, Any]) -> str:
+def source_phrase(params: Mapping[str, Any]) -> str:
     """A job's input in a sentence: "the uploaded zip scans.zip", "the folder /data/x" (the path a person gave)."""
-    label = source_label(params)
-    return f"the {label}" if params.get("source") == "zip" else f"the folder {label}"
+    return BatchParams.of(params).phrase

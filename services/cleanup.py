@@ -1,10 +1,6 @@
 """The periodic file sweep: files no row refers to any more are removed once they are old enough.
 
-A failed save can leave a scan file without its row; a zip unpacked for a job that failed or was cancelled
-stays until nobody can re-run it. Celery beat runs this every minute with the stale-job sweep (worker/tasks.py).
-A grace period keeps every file that a save or a job in progress may still be about to refer to, and a scan
-file is removed only under the lock that saves and deletes of scan files take (db/storage.py): a save that found
-the file in place has committed its row by then, or finds the file gone and writes it again.
+A scan file goes only under the lock saves and deletes take, so a save in progress keeps it (docs/design/jobs.md).
 """
 
 import shutil
@@ -17,7 +13,7 @@ from sqlalchemy import select
 from db.schema import Job, Scan
 from db.session import read_scope, session_scope
 from db.storage import lock_scan_files
-from services.batch_input import batches_dir
+from services.batch_input import BatchParams, batches_dir
 from settings import Settings, get_settings
 
 # Files looked at again and removed per hold of the scan files' lock: saves wait for it meanwhile.
@@ -60,11 +56,9 @@ def sweep_files(settings: Settings | None = None, *, now: float | None = None) -
     now = time.time() if now is None else now
     with read_scope() as session:
         stored = set(session.scalars(select(Scan.sha256)))
-        in_use = {
-            str(params.get("upload"))
-            for params in session.scalars(select(Job.params).where(Job.status.in_(("queued", "running"))))
-            if isinstance(params, dict) and params.get("upload")
-        }
+        unfinished = session.scalars(select(Job.params).where(Job.status.in_(("queued", "running"))))
+        uploads = (BatchParams.of(params).upload for params in unfinished if isinstance(params, dict))
+        in_use = {str(upload) for upload in uploads if upload}
     candidates = [
         path
         for path in settings.upload_dir.glob("??/*")

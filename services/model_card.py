@@ -14,16 +14,18 @@ from models.data.dataset import DatasetError
 from models.evaluation import confusion_examples
 from models.evaluation.ood import OodUnavailable, load_stats, report_path
 from models.inference.model_meta import read_sidecar
+from models.training.backends import backends
 from services.auth import Actor, require_admin
 from services.model_card_document import (
     EXAMPLES_PER_CONFUSION,
     Confusions,
     Example,
     ModelCard,
+    RunRecord,
     VersionFacts,
-    at,
     build_card,
     card_markdown,
+    nested,
     top_confusions,
 )
 from services.predictors import ModelFileProblem, loaded_predictor
@@ -35,7 +37,7 @@ __all__ = ["ModelCard", "card_html", "card_markdown", "find_confusion_examples",
 THUMBNAIL_SIDE = 160
 
 
-def _file_record(path: Path) -> dict[str, Any]:
+def _file_record(path: Path) -> RunRecord:
     """The run record kept with a model file: a shipped file's sidecar, or run.json in its run folder."""
     try:
         record = read_sidecar(path).get("run")
@@ -43,7 +45,7 @@ def _file_record(path: Path) -> dict[str, Any]:
             record = json.loads((path.parent / "run.json").read_text())
     except (OSError, ValueError, AttributeError):
         record = None
-    return record if isinstance(record, dict) else {}
+    return RunRecord.of(record)
 
 
 def version_facts(version: ModelVersion) -> VersionFacts:
@@ -54,18 +56,18 @@ def version_facts(version: ModelVersion) -> VersionFacts:
     if run is None:
         record = on_file
     else:
-        record = {
-            "framework": run.framework,
-            "preset": run.preset,
-            "config": run.params or {},
-            "fingerprint": run.dataset_fingerprint,
-            "dataset_path": run.dataset_path,
-            "test_path": run.test_path,
-            "pretrained": run.pretrained,
-            "duration_s": run.duration_s,
-            "metrics": run.metrics or {},
-            "machine": on_file.get("machine"),
-        }
+        record = RunRecord(
+            framework=run.framework,
+            preset=run.preset,
+            config=run.params or {},
+            fingerprint=run.dataset_fingerprint,
+            dataset_path=run.dataset_path,
+            test_path=run.test_path,
+            pretrained=run.pretrained,
+            duration_s=run.duration_s,
+            metrics=run.metrics or {},
+            machine=on_file.machine,
+        )
     return VersionFacts(
         version_id=version.id,
         name=version.name,
@@ -91,7 +93,7 @@ def _ood(version: VersionFacts) -> tuple[dict[str, Any] | None, str]:
         report = json.loads(report_path(version.artifact_path).read_text())
     except (OSError, ValueError):
         pass
-    if at(report, "model", "sha256") != version.sha256:
+    if nested(report, "model", "sha256") != version.sha256:
         report = {}  # the report of an earlier fit; the statistics themselves are this file's
     return {"threshold": stats.threshold, **report}, ""
 
@@ -107,9 +109,9 @@ def data_root(config: dict[str, Any]) -> Path | None:
 
 def _confusions(version: VersionFacts) -> tuple[Confusions, bool]:
     """Example images of the most frequent confusions, and whether they can be made (none cached yet)."""
-    val = at(version.record, "metrics", "val") or {}
+    val = nested(version.record.metrics, "val") or {}
     top = top_confusions(val)
-    root = data_root(at(version.record, "config") or {})
+    root = data_root(version.record.config)
     if not top:
         return Confusions(), False
     cached = confusion_examples.load(version.artifact_path, version.sha256)
@@ -129,7 +131,7 @@ def _confusions(version: VersionFacts) -> tuple[Confusions, bool]:
             for file, confidence in cached.examples(true, predicted, EXAMPLES_PER_CONFUSION)
         ]
     note = ""
-    recorded = at(val, "confusion_matrix")
+    recorded = nested(val, "confusion_matrix")
     if recorded and cached.matrix() != recorded:
         differ = sum(abs(a - b) for ra, rb in zip(cached.matrix(), recorded) for a, b in zip(ra, rb)) // 2
         note = (
@@ -148,7 +150,7 @@ def version_card(*, version_id: int) -> ModelCard:
         facts = version_facts(version)
         active = get_active_model(session=session, framework=version.framework)
         active_facts = version_facts(active) if active is not None else None
-    report, reason = _ood(facts) if facts.framework == "torch" else (None, "")
+    report, reason = _ood(facts) if backends[facts.framework].ood_features else (None, "")
     confusions, can_find = _confusions(facts)
     card = build_card(facts, active=active_facts, ood_report=report, ood_reason=reason, confusions=confusions)
     return ModelCard(card.title, card.sections, can_find_examples=can_find)
@@ -170,7 +172,7 @@ def find_confusion_examples(actor: Actor | None, *, version_id: int) -> int:
         if version is None:
             raise UserError(f"Model version {version_id} does not exist.")
         facts = version_facts(version)
-    config = at(facts.record, "config") or {}
+    config = facts.record.config
     root = data_root(config)
     if root is None or not root.is_dir():
         raise UserError(f"The folder version {version_id} was trained on is not here: {root or 'not recorded'}.")
@@ -178,7 +180,7 @@ def find_confusion_examples(actor: Actor | None, *, version_id: int) -> int:
         items = confusion_examples.validation_items(config, root)
     except DatasetError as exc:
         raise UserError(f"The validation images of version {version_id} cannot be rebuilt: {exc}.") from exc
-    recorded = at(facts.record, "metrics", "split", "val_per_class")
+    recorded = nested(facts.record.metrics, "split", "val_per_class")
     rebuilt = [sum(1 for it in items if it.label == k) for k in range(len(recorded or []))]
     if recorded and rebuilt != list(recorded):
         raise UserError(

@@ -11,6 +11,7 @@ from pathlib import PurePath
 from typing import Any
 
 from domain import CLASSES, DISCLAIMER, class_label, framework_label
+from models.training.backends import backends
 
 NOT_RECORDED = "not recorded"
 TOP_CONFUSIONS = 3  # the most frequent confusions a card names
@@ -58,9 +59,46 @@ class ModelCard:
         return next(s for s in self.sections if s.title == title)
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The record of the run that trained a version, parsed once; what an older record lacks is None or empty."""
+
+    framework: str | None = None
+    preset: str | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    fingerprint: str | None = None
+    dataset_path: str | None = None
+    test_path: str | None = None
+    pretrained: bool | None = None
+    duration_s: float | None = None
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    machine: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, record: Any) -> "RunRecord":
+        """A record as run.json and a shipped model's sidecar hold it; anything else is an empty record."""
+        data = _mapping(record)
+        return cls(
+            framework=data.get("framework"),
+            preset=data.get("preset"),
+            config=_mapping(data.get("config")),
+            fingerprint=data.get("fingerprint"),
+            dataset_path=data.get("dataset_path"),
+            test_path=data.get("test_path"),
+            pretrained=data.get("pretrained"),
+            duration_s=data.get("duration_s"),
+            metrics=_mapping(data.get("metrics")),
+            machine=_mapping(data.get("machine")),
+        )
+
+
 @dataclass(frozen=True)
 class VersionFacts:
-    """What the registry and the run record say about one version (record: {} when no run is known)."""
+    """What the registry and the run record say about one version (an empty record when no run is known)."""
 
     version_id: int
     name: str
@@ -71,7 +109,7 @@ class VersionFacts:
     is_active: bool
     file_mb: float | None
     run_id: int | None
-    record: Mapping[str, Any] = field(default_factory=dict)
+    record: RunRecord = field(default_factory=RunRecord)
 
 
 @dataclass(frozen=True)
@@ -82,7 +120,7 @@ class Confusions:
     note: str = ""
 
 
-def at(data: Any, *keys: str | int) -> Any:
+def nested(data: Any, *keys: str | int) -> Any:
     """data[k1][k2]...; None wherever a level is missing or not a container (an older record)."""
     for key in keys:
         try:
@@ -117,7 +155,7 @@ def _yes_no(value: Any) -> str:
 
 
 def _before_after(block: Any, name: str, digits: int = 3) -> str:
-    before, after = at(block, f"{name}_before"), at(block, f"{name}_after")
+    before, after = nested(block, f"{name}_before"), nested(block, f"{name}_after")
     if before is None and after is None:
         return NOT_RECORDED
     return f"{_num(before, digits)} → {_num(after, digits)}"
@@ -153,9 +191,9 @@ def intended_use(version: VersionFacts) -> Section:
     )
 
 
-def data_section(record: Mapping[str, Any]) -> Section:
-    config, split = at(record, "config") or {}, at(record, "metrics", "split") or {}
-    dup = at(split, "duplicates") or {}
+def data_section(record: RunRecord) -> Section:
+    config, split = record.config, nested(record.metrics, "split") or {}
+    dup = nested(split, "duplicates") or {}
     if dup:
         duplicates = (
             f"{_count(dup.get('exact_duplicates'))} exact duplicates; {_count(dup.get('duplicate_groups'))} groups "
@@ -171,10 +209,10 @@ def data_section(record: Mapping[str, Any]) -> Section:
         )
     else:
         split_text = NOT_RECORDED
-    test_dir = config.get("test_dir") or record.get("test_path")
+    test_dir = config.get("test_dir") or record.test_path
     facts = [
-        ("Training folder", _text(config.get("data_dir") or record.get("dataset_path"))),
-        ("Folder fingerprint (sha256 of the labelled content)", _text(record.get("fingerprint"))),
+        ("Training folder", _text(config.get("data_dir") or record.dataset_path)),
+        ("Folder fingerprint (sha256 of the labelled content)", _text(record.fingerprint)),
         ("Images found", _count(dup.get("images"))),
         ("Duplicates", duplicates),
         ("Groups with conflicting labels", _count(dup.get("groups_with_conflicting_labels"))),
@@ -195,20 +233,24 @@ def data_section(record: Mapping[str, Any]) -> Section:
             )
         )
     columns = ["class", "training", "validation"]
-    test_support = at(record, "metrics", "test", "per_class")
+    test_support = nested(record.metrics, "test", "per_class")
     if test_support:
         columns.append("test")
     rows = []
     for i, name in enumerate(CLASSES):
-        row = [class_label(name), _count(at(split, "train_per_class", i)), _count(at(split, "val_per_class", i))]
+        row = [
+            class_label(name),
+            _count(nested(split, "train_per_class", i)),
+            _count(nested(split, "val_per_class", i)),
+        ]
         if test_support:
-            row.append(_count(at(test_support, name, "support")))
+            row.append(_count(nested(test_support, name, "support")))
         rows.append(tuple(row))
     return Section("Data", facts=tuple(facts), tables=(Table(tuple(columns), tuple(rows), "Images per class"),))
 
 
-def recipe_section(record: Mapping[str, Any]) -> Section:
-    config = at(record, "config") or {}
+def recipe_section(record: RunRecord) -> Section:
+    config = record.config
     schedule = config.get("schedule")
     lr = _text(config.get("lr"))
     if schedule == "cosine":
@@ -216,10 +258,10 @@ def recipe_section(record: Mapping[str, Any]) -> Section:
     elif schedule == "plateau":
         lr += f", halved on a validation-loss plateau down to {_text(config.get('min_lr'))}"
     ema = config.get("ema_decay")
-    machine = at(record, "machine") or {}
+    machine = record.machine
     facts = [
-        ("Preset", _text(record.get("preset") or config.get("preset"))),
-        ("Epochs (best)", f"{_text(config.get('epochs'))} ({_text(at(record, 'metrics', 'best_epoch'))})"),
+        ("Preset", _text(record.preset or config.get("preset"))),
+        ("Epochs (best)", f"{_text(config.get('epochs'))} ({_text(record.metrics.get('best_epoch'))})"),
         ("Batch size", _text(config.get("batch_size"))),
         ("Optimizer", _text(config.get("optimizer"))),
         ("Learning rate", lr),
@@ -231,11 +273,12 @@ def recipe_section(record: Mapping[str, Any]) -> Section:
         ("Cropped to the head", _yes_no(config.get("crop"))),
         ("Input size", _text(config.get("image_size"))),
     ]
-    if record.get("framework", config.get("framework")) == "keras":
-        facts.append(("ImageNet weights", _yes_no(record.get("pretrained"))))
+    backend = backends.get(record.framework or config.get("framework"))
+    if backend is not None and "pretrained" in backend.options:
+        facts.append(("ImageNet weights", _yes_no(record.pretrained)))
     if config.get("init_from"):
         facts.append(("Started from", _text(PurePath(str(config["init_from"])).name)))
-    distilled = at(record, "metrics", "split", "distilled")
+    distilled = nested(record.metrics, "split", "distilled")
     if config.get("distill_from"):
         teachers = ", ".join(t.get("file", "?") for t in (distilled or {}).get("teachers", [])) or NOT_RECORDED
         facts.append(
@@ -246,7 +289,7 @@ def recipe_section(record: Mapping[str, Any]) -> Section:
             )
         )
     facts += [
-        ("Training time", _duration(record.get("duration_s"))),
+        ("Training time", _duration(record.duration_s)),
         ("Machine", f"{machine['cpu']}, {machine.get('cores')} cores" if machine.get("cpu") else NOT_RECORDED),
     ]
     return Section("Recipe", facts=tuple(facts))
@@ -256,10 +299,10 @@ def per_class_table(block: Mapping[str, Any], caption: str) -> Table:
     rows = tuple(
         (
             class_label(name),
-            _num(at(block, "per_class", name, "precision")),
-            _num(at(block, "per_class", name, "recall")),
-            _num(at(block, "per_class", name, "f1")),
-            _count(at(block, "per_class", name, "support")),
+            _num(nested(block, "per_class", name, "precision")),
+            _num(nested(block, "per_class", name, "recall")),
+            _num(nested(block, "per_class", name, "f1")),
+            _count(nested(block, "per_class", name, "support")),
         )
         for name in CLASSES
     )
@@ -267,8 +310,8 @@ def per_class_table(block: Mapping[str, Any], caption: str) -> Table:
 
 
 def matrix_table(block: Mapping[str, Any], caption: str) -> Table | None:
-    matrix = at(block, "confusion_matrix")
-    labels = at(block, "labels") or list(CLASSES)
+    matrix = nested(block, "confusion_matrix")
+    labels = nested(block, "labels") or list(CLASSES)
     if not matrix:
         return None
     columns = ("true class / read as", *(class_label(n) for n in labels))
@@ -292,8 +335,8 @@ def results_section(title: str, block: Mapping[str, Any], *, extra: tuple[tuple[
     return Section(title, facts=facts, tables=tuple(tables))
 
 
-def calibration_section(record: Mapping[str, Any]) -> Section:
-    cal = at(record, "metrics", "val", "calibration") or {}
+def calibration_section(record: RunRecord) -> Section:
+    cal = nested(record.metrics, "val", "calibration") or {}
     bins = cal.get("bins", 15)
     return Section(
         "Calibration",
@@ -312,8 +355,8 @@ def calibration_section(record: Mapping[str, Any]) -> Section:
 
 
 def inference_section(version: VersionFacts) -> Section:
-    metrics = at(version.record, "metrics") or {}
-    ms = at(metrics, "val", "inference_ms")
+    metrics = version.record.metrics
+    ms = nested(metrics, "val", "inference_ms")
     return Section(
         "Inference time and memory",
         facts=(
@@ -327,7 +370,7 @@ def inference_section(version: VersionFacts) -> Section:
 def ood_section(framework: str, report: Mapping[str, Any] | None, reason: str) -> Section:
     """The out-of-distribution check fitted for this file (report: its models.evaluation.ood report), or why there is none."""
     title = "Out-of-distribution check"
-    if framework != "torch":
+    if not backends[framework].ood_features:
         return Section(
             title, text=("Fitted for the CNN only: this model is checked through the active CNN's statistics.",)
         )
@@ -355,7 +398,7 @@ def ood_section(framework: str, report: Mapping[str, Any] | None, reason: str) -
 
 def top_confusions(block: Mapping[str, Any], n: int = TOP_CONFUSIONS) -> list[tuple[str, str, int, int]]:
     """(true class, predicted class, images, images of the true class) of the n most frequent confusions."""
-    matrix, labels = at(block, "confusion_matrix") or [], at(block, "labels") or list(CLASSES)
+    matrix, labels = nested(block, "confusion_matrix") or [], nested(block, "labels") or list(CLASSES)
     pairs = [
         (labels[i], labels[j], int(v), int(sum(row)))
         for i, row in enumerate(matrix)
@@ -365,15 +408,15 @@ def top_confusions(block: Mapping[str, Any], n: int = TOP_CONFUSIONS) -> list[tu
     return sorted(pairs, key=lambda p: -p[2])[:n]
 
 
-def failure_section(record: Mapping[str, Any], confusions: Confusions) -> Section:
+def failure_section(record: RunRecord, confusions: Confusions) -> Section:
     title = "Known failure modes"
-    val = at(record, "metrics", "val") or {}
-    if not at(val, "confusion_matrix"):
+    val = nested(record.metrics, "val") or {}
+    if not nested(val, "confusion_matrix"):
         return Section(title, text=("Not recorded: the run record has no confusion matrix.",))
     top = top_confusions(val)
     if not top:
         return Section(title, text=("No validation image was confused with another class.",))
-    recalls = {n: at(val, "per_class", n, "recall") for n in CLASSES}
+    recalls = {n: nested(val, "per_class", n, "recall") for n in CLASSES}
     recalls = {n: r for n, r in recalls.items() if isinstance(r, int | float)}
     text = []
     if recalls:
@@ -404,19 +447,16 @@ def failure_section(record: Mapping[str, Any], confusions: Confusions) -> Sectio
     )
 
 
-def same_validation(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+def same_validation(a: RunRecord, b: RunRecord) -> bool:
     """Whether two run records were scored on the same validation images (folder fingerprint, seed, share, cap)."""
     keys = ("val_fraction", "seed", "max_images_per_class")
-    ca, cb = at(a, "config") or {}, at(b, "config") or {}
     return (
-        bool(a.get("fingerprint"))
-        and a.get("fingerprint") == b.get("fingerprint")
-        and all(ca.get(k) == cb.get(k) for k in keys)
+        bool(a.fingerprint) and a.fingerprint == b.fingerprint and all(a.config.get(k) == b.config.get(k) for k in keys)
     )
 
 
 def _lowest_recall(block: Any) -> float | None:
-    recalls = [at(block, "per_class", n, "recall") for n in CLASSES]
+    recalls = [nested(block, "per_class", n, "recall") for n in CLASSES]
     recalls = [r for r in recalls if isinstance(r, int | float)]
     return min(recalls) if recalls else None
 
@@ -427,16 +467,21 @@ def comparison_section(version: VersionFacts, active: VersionFacts | None) -> Se
         return Section(title, text=("This is the active version.",))
     if active is None:
         return Section(title, text=("No version of this model is active.",))
-    mine, theirs = at(version.record, "metrics", "val") or {}, at(active.record, "metrics", "val") or {}
+    mine, theirs = nested(version.record.metrics, "val") or {}, nested(active.record.metrics, "val") or {}
     figures: list[tuple[str, Any, Any, str]] = [
         ("validation accuracy", mine.get("accuracy"), theirs.get("accuracy"), "pct"),
         ("macro F1", mine.get("f1"), theirs.get("f1"), "num"),
         ("lowest recall", _lowest_recall(mine), _lowest_recall(theirs), "num"),
         *(
-            (f"F1 {class_label(n)}", at(mine, "per_class", n, "f1"), at(theirs, "per_class", n, "f1"), "num")
+            (f"F1 {class_label(n)}", nested(mine, "per_class", n, "f1"), nested(theirs, "per_class", n, "f1"), "num")
             for n in CLASSES
         ),
-        ("ECE after calibration", at(mine, "calibration", "ece_after"), at(theirs, "calibration", "ece_after"), "num"),
+        (
+            "ECE after calibration",
+            nested(mine, "calibration", "ece_after"),
+            nested(theirs, "calibration", "ece_after"),
+            "num",
+        ),
         ("ms / image", mine.get("inference_ms"), theirs.get("inference_ms"), "ms"),
     ]
     rows = []
@@ -468,7 +513,7 @@ def build_card(
 ) -> ModelCard:
     """The card of one version; `active` is the version clinicians use now for the same framework."""
     record = version.record
-    metrics = at(record, "metrics") or {}
+    metrics = record.metrics
     sections = [
         intended_use(version),
         data_section(record),
@@ -476,7 +521,7 @@ def build_card(
         results_section("Validation results", metrics.get("val") or {}),
     ]
     if metrics.get("test"):
-        clean = at(metrics, "test_without_training_duplicates", "accuracy")
+        clean = nested(metrics, "test_without_training_duplicates", "accuracy")
         extra = (("Accuracy on test images with no duplicate in training", _pct(clean)),) if clean is not None else ()
         sections.append(results_section("Test results", metrics["test"], extra=extra))
     sections += [

@@ -22,6 +22,7 @@ from domain import ModelFileRole
 from models.evaluation.ood import report_path, stats_path
 from models.inference.model_meta import file_sha256, read_sidecar, sidecar_path
 from models.inference.onnx_export import export_path
+from models.training.backends import backends
 from settings import DEFAULT_MODEL_FILES, DEFAULT_WEIGHTS_DIR
 
 __all__ = [
@@ -126,7 +127,8 @@ def _relink_to_archive(versions: list[ModelVersion], archive: Path) -> None:
     """Point versions whose shipped file was replaced at the archived copy with their sha256, if there is one."""
     if not versions or not archive.is_dir():
         return
-    by_sha = {file_sha256(p): p for p in archive.iterdir() if p.is_file() and p.suffix in (".pth", ".keras")}
+    models = (p for p in archive.iterdir() if p.is_file() and any(b.owns(p) for b in backends.values()))
+    by_sha = {file_sha256(p): p for p in models}
     for version in versions:
         if version.sha256 in by_sha:
             version.artifact_path = str(by_sha[version.sha256])

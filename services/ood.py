@@ -13,6 +13,7 @@ import numpy as np
 from domain import Framework
 from models.evaluation.ood import OodStats, OodUnavailable, header_refusal, load_stats
 from models.inference.predictor import FeaturePredictor
+from models.training.backends import backends
 from services.model_files import CompanionFiles
 from services.predictors import MAX_LOADED, ModelFileProblem, loaded_predictor
 
@@ -114,7 +115,7 @@ def ood_gate(artifact_path: str, sha256: str) -> OodGate:
 def gate_for(models: Iterable[ModelFile]) -> tuple[OodGate | None, str]:
     """The check that goes with these models (the CNN's, the only network it is fitted for), and a sentence
     that says which statistics it uses, or why there is no check."""
-    cnn = next((m for m in models if m.framework == Framework.TORCH), None)
+    cnn = next((m for m in models if backends[m.framework].ood_features), None)
     if cnn is None:
         return None, (
             f"Whether an image is a brain MRI slice is not checked: the check needs the {Framework.TORCH.label} "

@@ -5,9 +5,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from domain import ModelFileRole
-from models.inference.onnx_export import make_exports
-from models.inference.predictor import Predictor, load_predictor
+from models.inference.predictor import Predictor
 from models.inference.threads import cap_threads
+from models.training.backends import backend_for_file, backends
 from services.model_files import CompanionFiles, ModelFileProblem, check_file, file_sha256
 from settings import DEFAULT_MODEL_FILES, get_settings
 
@@ -30,13 +30,13 @@ def loaded_predictor(framework: str, artifact_path: str, sha256: str) -> Predict
     files.verify(*CHECKED_AT_LOAD)
     # The app and the workers share the cores: the frameworks get their capped pools before first use.
     cap_threads(settings.torch_threads, settings.tf_threads)
-    predictor = load_predictor(
-        framework,
+    backend = backends[framework]
+    predictor = backend.load_predictor(
         artifact_path,
         backend=settings.inference_backend,
         sha256=sha256,
         threads=settings.onnx_threads,
-        int8=settings.onnx_int8_cnn and framework == "torch",
+        int8=settings.onnx_int8_cnn and backend.int8,
         check=files.check,
     )
     files.save()
@@ -55,12 +55,13 @@ def prepare_export(framework: str, artifact_path: str, sha256: str, *, record: b
     problem = check_file(artifact_path, sha256).problem(artifact_path)
     if problem:
         raise ModelFileProblem(problem)
-    int8 = settings.onnx_int8_cnn and framework == "torch"
+    backend = backends[framework]
+    int8 = settings.onnx_int8_cnn and backend.int8
     if not record:
-        make_exports(framework, artifact_path, sha256, threads=settings.onnx_threads, int8=int8)
+        backend.make_exports(artifact_path, sha256, threads=settings.onnx_threads, int8=int8)
         return f"{artifact_path}: ONNX export of its predictions and heatmaps ready"
     files = CompanionFiles.of(artifact_path, sha256)
-    make_exports(framework, artifact_path, sha256, threads=settings.onnx_threads, int8=int8, check=files.check)
+    backend.make_exports(artifact_path, sha256, threads=settings.onnx_threads, int8=int8, check=files.check)
     files.save()
     return f"{artifact_path}: ONNX export of its predictions and heatmaps ready"
 
@@ -69,16 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     """python -m services.predictors [MODEL ...]: make the ONNX exports of the shipped models (or of the model
     files named) beside them. The Docker image's build runs it, so that every container of the image finds them
     made: its app user cannot write there, and a process that had to make them would load the framework."""
-    frameworks = {".pth": "torch", ".keras": "keras"}
     p = argparse.ArgumentParser(description=main.__doc__.splitlines()[0] if main.__doc__ else None)
     p.add_argument("models", nargs="*", type=Path, default=list(DEFAULT_MODEL_FILES.values()))
     for path in p.parse_args(argv).models:
-        if path.suffix not in frameworks:
+        try:
+            framework = backend_for_file(path).framework
+        except ValueError:
             p.error(f"{path}: a model file ends in .pth (the CNN) or .keras (MobileNetV2)")
         if not path.is_file():
             p.error(f"{path}: no such file")
         try:
-            print(prepare_export(frameworks[path.suffix], str(path), file_sha256(path), record=False))
+            print(prepare_export(framework, str(path), file_sha256(path), record=False))
         except Exception as exc:  # a file that does not load (torch and Keras raise their own kinds): say which
             first_line = next(iter(str(exc).splitlines()), "")
             p.error(f"{path}: no ONNX export made: {type(exc).__name__}: {first_line}")

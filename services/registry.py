@@ -18,7 +18,7 @@ from domain import CLASSES, AuditAction, Framework, UserError, class_label, fram
 from models.evaluation.ood import OodUnavailable, load_stats
 from services.auth import Actor, audit, require_admin
 from services.model_card import version_facts
-from services.model_card_document import at, same_validation
+from services.model_card_document import nested, same_validation
 from settings import get_settings
 
 MIN_REASON_CHARS = 10
@@ -88,12 +88,12 @@ class ActivationCheck:
 
 def _costs(version: ModelVersion, active: ModelVersion | None) -> tuple[list[str], list[str]]:
     facts = version_facts(version)
-    val = at(facts.record, "metrics", "val") or {}
+    val = nested(facts.record.metrics, "val") or {}
     costs = shortfalls(val)
     notes = []
     if active is not None and active.id != version.id:
         theirs = version_facts(active)
-        mine_acc, their_acc = val.get("accuracy"), at(theirs.record, "metrics", "val", "accuracy")
+        mine_acc, their_acc = val.get("accuracy"), nested(theirs.record.metrics, "val", "accuracy")
         if not same_validation(facts.record, theirs.record):
             notes.append(
                 f"It was not scored on the validation images of the active version ({active.name}), so their "
@@ -104,7 +104,7 @@ def _costs(version: ModelVersion, active: ModelVersion | None) -> tuple[list[str
                 f"it scores {_pct(mine_acc)} on the validation images where the active version ({active.name}) "
                 f"scores {_pct(their_acc)}: {100 * (their_acc - mine_acc):.1f} points lower"
             )
-    if not isinstance(at(val, "calibration", "temperature"), int | float):
+    if not isinstance(nested(val, "calibration", "temperature"), int | float):
         costs.append(
             "it has no calibration: its probabilities are not temperature-scaled, so they may overstate or "
             "understate how sure it is"

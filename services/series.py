@@ -24,7 +24,7 @@ from db.storage import scan_file_path
 from domain import CLASSES, UserError, framework_label
 from models.data.imaging import DecodedImage, analysis_rgb, decode_image, make_overlay
 from models.inference.series_rule import SeriesRule, series_answer
-from services.batch import BatchModel, Decoded, Options, load_models, predict_listing
+from services.batch import BatchFile, BatchModel, FileRules, load_models, predict_listing
 from services.batch_input import Listing
 from services.diagnosis import SavedScan
 from services.dicom_intake import reopen_if_incomplete, spool_folder
@@ -65,7 +65,7 @@ def run_series(
                 if s.staged_file
             ]
         models = load_models(params.get("model_version_ids"))
-        options = Options(
+        rules = FileRules(
             patient_mode="single" if mrn else "none",
             patient_mrn=mrn,
             threshold=settings.confidence_threshold,
@@ -77,7 +77,7 @@ def run_series(
             job_id,
             listing,
             models,
-            options,
+            rules,
             progress=progress,
             check_cancel=check_cancel,
             record=_recorder(series_id, models, settings),
@@ -138,12 +138,12 @@ def _save_values(image: DecodedImage) -> tuple[str, float, float] | None:
 
 def _recorder(
     series_id: int, models: list[BatchModel], settings: Settings
-) -> Callable[[Session, Decoded, SavedScan | None], None]:
+) -> Callable[[Session, BatchFile, SavedScan | None], None]:
     """Record each slice's outcome beside its batch item, in the same transaction."""
     folder = spool_folder(series_id, settings)
     frameworks = {m.version_id: m.framework for m in models}
 
-    def record(session: Session, item: Decoded, saved: SavedScan | None) -> None:
+    def record(session: Session, item: BatchFile, saved: SavedScan | None) -> None:
         row = staged_slice(session=session, series_id=series_id, staged_file=str(folder / item.rel_path))
         if row is None:
             return

@@ -1,16 +1,13 @@
 """Training recorded in the database: the same code path for the Celery task and the command line.
 
-python -m services.training --framework torch --data DIR [--preset improved] [--activate]   records a new run
-python -m services.training --resume RUN_ID                                                  continues one
-
-A run whose process died (a killed worker, a closed terminal) continues from its last finished epoch when
-it is executed again: its epochs are recorded once, under the same run id.
+python -m services.training --framework torch --data DIR [--preset improved] [--activate]
+python -m services.training --resume RUN_ID
 """
 
 import argparse
 import json
-from collections.abc import Callable
-from dataclasses import asdict, fields
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,32 +17,41 @@ from db import runs
 from db.session import session_scope
 from db.storage import StorageFull, is_disk_full, storage_full
 from domain import TrainingStep
+from models.cli import add_train_arguments, config_from_args
+from models.training.backends import backends
 from models.training.config import TrainConfig, make_config
-from models.training.run import (
-    TrainResult,
-    add_train_arguments,
-    config_from_args,
-    run_training,
-    saved_state,
-)
+from models.training.run import TrainResult, run_training
 from models.training.run_types import TrainHooks, TrainingCancelled
 from services.model_files import file_sha256, record_companions
 from services.predictors import prepare_export
 from settings import get_settings
 
 
-def config_params(cfg: TrainConfig, *, use_reviewed: bool = False) -> dict[str, Any]:
-    """A config as stored on its run: every field, with reviewed scans fetched again when the run starts."""
-    params = asdict(cfg)
-    params.pop("extra_items")
-    params["use_reviewed"] = use_reviewed
-    return params
+@dataclass(frozen=True)
+class RunParams:
+    """A training run's params as its row stores them, parsed once: its config's fields, side by side with these."""
 
+    config: TrainConfig
+    use_reviewed: bool = False  # scans clinicians reviewed join the training side, fetched when the run starts
+    resumed_after: tuple[int, ...] = ()  # the last epoch of each earlier sitting
 
-def config_from_params(params: dict[str, Any]) -> TrainConfig:
-    known = {f.name for f in fields(TrainConfig)} - {"framework", "data_dir", "preset", "extra_items"}
-    overrides = {k: v for k, v in params.items() if k in known}
-    return make_config(params["framework"], params["data_dir"], params.get("preset", "report"), **overrides)
+    @classmethod
+    def of(cls, params: Mapping[str, Any]) -> "RunParams":
+        """The params of a run's row; a field the row lacks takes its preset's value. ValueError for a config a run
+        cannot use."""
+        known = {f.name for f in fields(TrainConfig)} - {"framework", "data_dir", "preset", "extra_items"}
+        overrides = {k: v for k, v in params.items() if k in known}
+        config = make_config(params["framework"], params["data_dir"], params.get("preset", "report"), **overrides)
+        return cls(config, bool(params.get("use_reviewed")), tuple(params.get("resumed_after", ())))
+
+    def stored(self) -> dict[str, Any]:
+        """As the row stores them: every config field but the reviewed scans, fetched again when the run starts."""
+        params = asdict(self.config)
+        params.pop("extra_items")
+        params["use_reviewed"] = self.use_reviewed
+        if self.resumed_after:
+            params["resumed_after"] = list(self.resumed_after)
+        return params
 
 
 def add_recorded_run(
@@ -58,7 +64,7 @@ def add_recorded_run(
 ) -> int:
     """A queued run in `session`'s transaction, with the dataset check it was started on (see
     services.dataset_health.health_record) beside its config; returns its id."""
-    params = config_params(cfg, use_reviewed=use_reviewed)
+    params = RunParams(cfg, use_reviewed=use_reviewed).stored()
     if dataset_health is not None:
         params["dataset_health"] = dataset_health
     run = runs.create_run(
@@ -68,7 +74,7 @@ def add_recorded_run(
         params=params,
         dataset_path=cfg.data_dir,
         test_path=cfg.test_dir,
-        pretrained=cfg.framework == "keras" and cfg.pretrained,
+        pretrained="pretrained" in backends[cfg.framework].options and cfg.pretrained,
         job_id=job_id,
     )
     return run.id
@@ -108,13 +114,14 @@ def execute_run(
         params = dict(run.params)
     folder = Path(get_settings().artifact_dir)
     try:
-        cfg = config_from_params(params)
+        run_params = RunParams.of(params)
+        cfg = run_params.config
         if cfg.output_dir == TrainConfig.output_dir:  # not chosen explicitly
             cfg.output_dir = str(folder / "runs" / str(run_id))
         folder = Path(cfg.output_dir)
-        if params.get("use_reviewed"):
+        if run_params.use_reviewed:
             cfg.extra_items = _reviewed_items()
-        resume = _saved_epochs(run_id, cfg)
+        resume = _saved_epochs(run_id, cfg, run_params.resumed_after)
 
         def on_start(info: dict[str, Any]) -> None:
             with session_scope() as session:
@@ -149,9 +156,9 @@ def execute_run(
         if failure is not exc:
             raise failure from exc
         raise
-    sha = file_sha256(result.best_path)
+    sha, backend = file_sha256(result.best_path), backends[cfg.framework]
     metrics = None
-    if cfg.framework == "torch":
+    if backend.ood_features:
         step(TrainingStep.FITTING_CHECK)
         metrics = {**result.metrics, "ood": fit_ood_check(cfg, result.best_path)}
     with session_scope() as session:
@@ -216,20 +223,20 @@ def fit_ood_check(cfg: TrainConfig, model_path: Path) -> dict[str, Any]:
     }
 
 
-def _saved_epochs(run_id: int, cfg: TrainConfig) -> bool:
+def _saved_epochs(run_id: int, cfg: TrainConfig, resumed_after: tuple[int, ...]) -> bool:
     """Whether the run saved epochs to continue from (a worker died, or a person ran it again).
 
     Epochs the database missed are recorded now, and the run's params list the epochs it resumed after.
     """
     try:
-        state = saved_state(cfg.output_dir, cfg.framework)
+        state = backends[cfg.framework].load_state(cfg.output_dir)
     except FileNotFoundError:
         return False
     with session_scope() as session:
         for row in state["rows"]:
             runs.add_epoch(session=session, run_id=run_id, **row)
         run = runs.get_run(session=session, run_id=run_id)
-        run.params = {**run.params, "resumed_after": [*run.params.get("resumed_after", []), state["epoch"]]}
+        run.params = {**run.params, "resumed_after": [*resumed_after, state["epoch"]]}
     return True
 
 

@@ -28,10 +28,8 @@ Fixtures:
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -44,8 +42,10 @@ import pytest
 import redis
 
 from db.schema import FINISHED_STATES, Job
-from settings import ROOT, get_settings
-from tests.layers import skip_unless_required
+from scripts import harness
+from scripts.harness import RedisServer
+from settings import get_settings
+from tests.skip import skip_unless_required
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -202,15 +202,7 @@ class WorkerProcess:
 
     def stop(self) -> None:
         """Warm shutdown (finish the current task), then kill the group if it takes too long."""
-        if self.process.poll() is not None:
-            return
-        # SIGTERM to the main process only: it lets its pool finish, whereas a signalled child counts as lost.
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        harness.stop_worker(self.process)
 
 
 def _redis_answers() -> bool:
@@ -238,49 +230,16 @@ def start_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
         """`arguments` replace the `celery` arguments before `-n` (default: both queues, one prefork process)."""
         if not _redis_answers():
             skip_unless_required(f"Redis does not answer at {get_settings().redis_url}")
-        from worker.celery_app import celery_app
-
         name = name or f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
         log_path = logs / f"{name.split('@')[0]}-{len(started)}.log"
-        arguments = arguments or [
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "-Q",
-            "training,prediction",
-            "--pool=prefork",
-            "--concurrency=1",
-        ]
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            *arguments,
-            "-n",
-            name,
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env={**os.environ, **(env or {})},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        arguments = arguments or [*harness.WORKER_ARGUMENTS, "--pool=prefork", "--concurrency=1"]
+        try:
+            process = harness.start_worker(name, log_path, arguments=arguments, env=env, ready_s=ready_timeout)
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
         worker = WorkerProcess(process, name, log_path)
         started.append(worker)
-        deadline = time.monotonic() + ready_timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"the worker exited with {process.returncode}:\n{worker.log()}")
-            if celery_app.control.ping(destination=[name], timeout=1.0):
-                return worker
-        worker.stop()
-        pytest.fail(f"the worker did not answer a ping within {ready_timeout:.0f}s:\n{worker.log()}")
+        return worker
 
     yield start
     for worker in started:
@@ -365,47 +324,12 @@ def dicom_bytes() -> Callable[..., bytes]:
     return make
 
 
-@dataclass
-class RedisServer:
-    """A redis-server of the test's own on a free port, to stop and start again mid-test."""
-
-    port: int
-    folder: Path
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        command = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder),
-                   "--save", "", "--appendonly", "no"]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis(port=self.port, socket_connect_timeout=0.2).ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process = None
-
-
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A real redis-server only this test uses; skipped where redis-server is not installed."""
     if shutil.which("redis-server") is None:
         skip_unless_required("redis-server is not installed")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = RedisServer(port, tmp_path)
+    server = RedisServer(harness.free_port(), tmp_path)
     server.start()
     yield server
     server.stop()

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.layers import skip_unless_required
+from tests.skip import skip_unless_required
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from scripts.benchmark import bench_audit
-from tests.layers import skip_unless_required
+from tests.skip import skip_unless_required
 
 
 def test_the_audit_benchmark_measures_every_query():

@@ -1,4 +1,8 @@
-"""The layers point one way: views/worker -> ui/services -> db/models -> domain/settings, and nothing cycles."""
+"""The layers point one way: views/worker -> ui/services -> db/models -> domain/settings, and nothing cycles.
+
+Inside models/ the packages are layers too: data <- nets <- inference <- evaluation <- training <- the command line.
+scripts/ sit on top and may use any layer, but nothing of tests/ (tests may use scripts/).
+"""
 
 import ast
 from collections import defaultdict
@@ -6,7 +10,7 @@ from pathlib import Path
 
 from settings import ROOT
 
-PACKAGES = ("views", "ui", "worker", "services", "db", "models")
+PACKAGES = ("views", "ui", "worker", "services", "db", "models", "scripts", "tests")
 # What each layer may import from the project (beside itself, domain and settings).
 ALLOWED = {
     "domain": set(),
@@ -18,6 +22,19 @@ ALLOWED = {
     "ui": {"services", "db", "models", "worker"},
     "views": {"ui", "services", "db", "models", "worker"},
     "Home": {"ui", "services", "db", "models", "worker"},
+    "scripts": {"ui", "services", "db", "models", "worker"},
+    "tests": {"views", "ui", "services", "db", "models", "worker", "scripts", "Home"},
+}
+# Inside models/: what each package may import of the others. The command line (models.cli, models.__main__) may
+# import them all.
+MODELS_ALLOWED = {
+    "data": set(),
+    "nets": {"data"},
+    "inference": {"data", "nets"},
+    "evaluation": {"data", "nets", "inference"},
+    "training": {"data", "nets", "inference", "evaluation"},
+    "cli": {"data", "nets", "inference", "evaluation", "training"},
+    "__main__": {"cli"},
 }
 
 
@@ -77,3 +94,24 @@ def test_no_module_imports_itself_through_others() -> None:
         if state[node] == 0:
             visit(node, [node])
     assert cycles == []
+
+
+def test_each_package_of_models_imports_only_the_packages_below_it() -> None:
+    wrong = []
+    for module, imported in _graph().items():
+        parts = module.split(".")
+        if parts[0] != "models" or len(parts) < 2:
+            continue
+        for target in imported:
+            target_parts = target.split(".")
+            if target_parts[0] != "models" or len(target_parts) < 2 or target_parts[1] == parts[1]:
+                continue
+            if target_parts[1] not in MODELS_ALLOWED[parts[1]]:
+                wrong.append(f"{module} -> {target}")
+    assert wrong == []
+
+
+def test_every_package_of_models_has_its_rule() -> None:
+    found = {p.name for p in (ROOT / "models").iterdir() if (p / "__init__.py").is_file()}
+    found |= {p.stem for p in (ROOT / "models").glob("*.py") if p.stem != "__init__"}
+    assert found == set(MODELS_ALLOWED)

@@ -6,16 +6,15 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from scripts.harness import free_port, start_app, stop_app
 from services import auth
 from settings import ROOT
-from tests.e2e.conftest import _answers, _free_port, _start_streamlit, _stop
 from tests.users import make_actor
 
 pytestmark = pytest.mark.slow
@@ -63,15 +62,13 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    port, log = _free_port(), tmp_path_factory.mktemp("server") / "server.log"
-    process = _start_streamlit(port, log, env={"MAX_UPLOAD_MB": str(CAP_MB), "MAX_ZIP_MB": str(CAP_MB)})
-    deadline = time.monotonic() + 120
-    while not _answers(f"http://127.0.0.1:{port}"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"server.py did not come up:\n{log.read_text(errors='replace')}")
-        time.sleep(0.5)
+    port, log = free_port(), tmp_path_factory.mktemp("server") / "server.log"
+    try:
+        process = start_app(port, log, ready_s=120, env={"MAX_UPLOAD_MB": str(CAP_MB), "MAX_ZIP_MB": str(CAP_MB)})
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield Server(port, log)
-    _stop(process)
+    stop_app(process)
 
 
 def test_without_a_live_session_streamlits_routes_answer_401_before_reading_a_body(server):
@@ -122,7 +119,7 @@ def test_the_cookie_is_handed_over_once_and_only_to_the_apps_own_pages(server):
 def test_started_any_other_way_than_python_server_py_it_refuses_to_serve(module_db_url, tmp_path):
     # `streamlit run server.py` without FORWARDED_ALLOW_IPS: uvicorn would believe X-Forwarded-For from any
     # local client, so the app stops instead of serving with a spoofable address.
-    command = [sys.executable, "-m", "streamlit", "run", "server.py", "--server.port", str(_free_port())]
+    command = [sys.executable, "-m", "streamlit", "run", "server.py", "--server.port", str(free_port())]
     env = {k: v for k, v in os.environ.items() if k != "FORWARDED_ALLOW_IPS"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0

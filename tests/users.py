@@ -9,8 +9,9 @@ from db.schema import utcnow
 from db.session import session_scope
 from db.user_sessions import open_session
 from db.users import create_user, find_user
+from scripts.harness import signed_in_as
 from services.auth import Actor
-from ui.auth import AUTH_KEY, COOKIE_READ_KEY
+from ui.auth import AUTH_KEY
 
 PASSWORD = "correct horse battery"
 
@@ -33,10 +34,7 @@ def make_actor(role: str = "admin", username: str | None = None, password: str =
 def signed_in(at: AppTest, role: str = "admin", username: str | None = None) -> AppTest:
     """`at` with a tab signed in as a user of `role` (default name "test-<role>"), as the sign-in form leaves it
     once the browser holds its cookie; `login_of(at)` is the id of its server-side session."""
-    actor = make_actor(role, username)
-    at.session_state[AUTH_KEY] = {"login_id": actor.login_id}
-    at.session_state[COOKIE_READ_KEY] = True
-    return at
+    return signed_in_as(at, make_actor(role, username))
 
 
 def login_of(at: AppTest) -> int:

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from db.deletion import Removal
 from db.history import (
-    Page,
+    PagedRows,
     PatientSummary,
     PatientTimeline,
     PredictionFilters,
@@ -44,13 +44,13 @@ def _db() -> str:
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=CACHE_ENTRIES, show_spinner=False)
-def _patients(db: str, search: str, limit: int, offset: int) -> Page[PatientSummary]:
+def _patients(db: str, search: str, limit: int, offset: int) -> PagedRows[PatientSummary]:
     with read_scope() as session:
         return list_patients(session=session, search=search, limit=limit, offset=offset)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=CACHE_ENTRIES, show_spinner=False)
-def _predictions(db: str, filters: PredictionFilters, limit: int, offset: int) -> Page[PredictionRow]:
+def _predictions(db: str, filters: PredictionFilters, limit: int, offset: int) -> PagedRows[PredictionRow]:
     with read_scope() as session:
         return list_predictions(session=session, filters=filters, limit=limit, offset=offset)
 
@@ -67,11 +67,11 @@ def _model_versions(db: str) -> dict[int, str]:
         return {v.id: f"{v.name} ({v.framework}, #{v.id})" for v in list_model_versions(session=session)}
 
 
-def patients(*, search: str, limit: int, offset: int) -> Page[PatientSummary]:
+def patients(*, search: str, limit: int, offset: int) -> PagedRows[PatientSummary]:
     return _patients(_db(), search.strip(), limit, offset)
 
 
-def predictions(*, filters: PredictionFilters, limit: int, offset: int) -> Page[PredictionRow]:
+def predictions(*, filters: PredictionFilters, limit: int, offset: int) -> PagedRows[PredictionRow]:
     return _predictions(_db(), filters, limit, offset)
 
 

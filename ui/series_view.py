@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from db.history import Page, ScanEntry
+from db.history import PagedRows, ScanEntry
 from db.runs import get_model_version
 from db.series import (
     SeriesDetail,
@@ -46,7 +46,7 @@ def _db() -> str:
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
-def _list(db: str, limit: int, offset: int) -> Page[SeriesSummary]:
+def _list(db: str, limit: int, offset: int) -> PagedRows[SeriesSummary]:
     with read_scope() as session:
         return list_series(session=session, limit=limit, offset=offset)
 
@@ -57,7 +57,7 @@ def _detail(db: str, series_id: int) -> SeriesDetail | None:
         return series_detail(session=session, series_id=series_id)
 
 
-def series_page(*, limit: int, offset: int) -> Page[SeriesSummary]:
+def series_page(*, limit: int, offset: int) -> PagedRows[SeriesSummary]:
     return _list(_db(), limit, offset)
 
 

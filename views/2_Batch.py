@@ -55,7 +55,7 @@ def folder_listing(folder: str) -> tuple[Listing, Inventory]:
     return listing, folder_inventory(listing)
 
 
-def describe(listing: Listing) -> bool:
+def show_listing(listing: Listing) -> bool:
     """What the folder holds; False (and why) when it holds nothing to predict."""
     if not listing.images:
         st.error(
@@ -100,7 +100,7 @@ def folder_input() -> tuple[str, Inventory] | None:
     except BatchInputError as exc:
         st.error(literal(exc))
         return None
-    return (f"folder:{listing.root}", inventory) if describe(listing) else None
+    return (f"folder:{listing.root}", inventory) if show_listing(listing) else None
 
 
 def zip_input() -> tuple[str, Inventory] | None:

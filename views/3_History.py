@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from db.deletion import Removal
-from db.history import Page, PatientTimeline, PredictionFilters, PredictionRow, ScanEntry
+from db.history import PagedRows, PatientTimeline, PredictionFilters, PredictionRow, ScanEntry
 from db.schema import CLASSES
 from domain import AuditAction, ReadLabel, TumorClass, UserError
 from ui import history_view, read_panel
@@ -38,7 +38,7 @@ def after_write(message: str) -> None:
     st.rerun()
 
 
-def paged(key: str, limit: int, fetch: Callable[[int], Page]) -> Page:
+def paged(key: str, limit: int, fetch: Callable[[int], PagedRows]) -> PagedRows:
     """The page of rows a pagination widget points at, and that widget.
 
     `key` names what is paged (include the search or filters in it), and the number of pages joins it:
@@ -256,11 +256,11 @@ def scan_card(scan: ScanEntry, mrn: str) -> None:
             f"and {len(scan.reads)} read(s), also from batch job results? "
             f"This cannot be undone.{kept}",
             "Yes, delete the scan",
-            lambda: describe(history_view.remove_scan(ACTOR, scan_id=scan.scan_id), f"Scan #{scan.scan_id}"),
+            lambda: removal_sentence(history_view.remove_scan(ACTOR, scan_id=scan.scan_id), f"Scan #{scan.scan_id}"),
         )
 
 
-def describe(removal: Removal, what: str) -> str:
+def removal_sentence(removal: Removal, what: str) -> str:
     return (
         f"{what} deleted: {removal.scans} scan(s), {removal.predictions} prediction(s), {removal.reads} read(s), "
         f"{len(removal.files)} stored file(s)."
@@ -270,7 +270,7 @@ def describe(removal: Removal, what: str) -> str:
 def delete_patient(record: PatientTimeline) -> str:
     removal = history_view.remove_patient(ACTOR, patient_pk=record.patient_pk, mrn=record.mrn)
     st.session_state.pop(OPEN_KEY, None)
-    return describe(removal, f"Patient {literal(record.mrn)}")
+    return removal_sentence(removal, f"Patient {literal(record.mrn)}")
 
 
 def report_controls(record: PatientTimeline) -> None:
@@ -373,7 +373,7 @@ def patient_record(patient_pk: int) -> None:
     page = paged(
         f"history_scans_page_{record.patient_pk}",
         SCAN_PAGE_SIZE,
-        lambda offset: Page(entries[offset : offset + SCAN_PAGE_SIZE], len(entries), SCAN_PAGE_SIZE, offset),
+        lambda offset: PagedRows(entries[offset : offset + SCAN_PAGE_SIZE], len(entries), SCAN_PAGE_SIZE, offset),
     )
     for series, scans in page.rows:
         if series is None:

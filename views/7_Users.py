@@ -25,7 +25,7 @@ st.caption(
 )
 
 
-def act(change, success: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
+def apply_user_change(change, success: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
     """Run a user change as the signed-in admin; what happened or why not is shown after the redraw."""
     try:
         user = change(ACTOR, **kwargs)
@@ -78,7 +78,7 @@ with st.form("users_add", clear_on_submit=True):
     )
     role = st.radio("Role", ROLES, index=ROLES.index(Role.CLINICIAN), horizontal=True, key="users_add_role")
     if st.form_submit_button("Add user", type="primary"):
-        act(auth.add_user, "{name} was added.", username=name, password=password, role=role)
+        apply_user_change(auth.add_user, "{name} was added.", username=name, password=password, role=role)
         st.rerun()
 
 if users:
@@ -98,7 +98,7 @@ if users:
             "Change role",
             key=f"users_role_apply_{user.id}",
             disabled=new_role == user.role,
-            on_click=act,
+            on_click=apply_user_change,
             args=(auth.change_role, "{name} is now " + new_role + "."),
             kwargs={"user_id": user.id, "role": new_role},
         )
@@ -106,7 +106,7 @@ if users:
         st.button(
             "Enable" if user.disabled else "Disable",
             key=f"users_disable_{user.id}",
-            on_click=act,
+            on_click=apply_user_change,
             args=(auth.set_disabled, "{name} is " + ("enabled." if user.disabled else "disabled.")),
             kwargs={"user_id": user.id, "disabled": not user.disabled},
         )
@@ -115,14 +115,14 @@ if users:
         st.button(
             "Unlock sign-ins",
             key=f"users_unlock_{user.id}",
-            on_click=act,
+            on_click=apply_user_change,
             args=(auth.unlock, "{name} may sign in again at once."),
             kwargs={"user_id": user.id},
         )
     with st.form(f"users_reset_{user.id}", clear_on_submit=True):
         new_password = st.text_input("New password", type="password", key=f"users_reset_password_{user.id}")
         if st.form_submit_button("Reset password"):
-            act(
+            apply_user_change(
                 auth.reset_password,
                 "{name}'s password was reset; their failed sign-ins are forgotten.",
                 user_id=user.id,

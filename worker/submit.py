@@ -1,9 +1,9 @@
 """What pages call to start, cancel and watch background jobs; the jobs table is created here first."""
 
-import json
 import logging
-from collections.abc import Callable, Collection
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -18,22 +18,17 @@ from db.jobs import (
     finish_job,
     get_job,
     job_with_key,
-    queue_again,
-    queued_jobs,
     request_cancel,
     reset_for_rerun,
     set_celery_id,
     settle_stale_jobs,
-    silent_jobs,
 )
-from db.schema import utcnow
 from db.session import session_scope
 from domain import AuditAction
 from models.training.config import TrainConfig
 from services.auth import Actor, audit, require_admin, require_signed_in
 from settings import get_settings
 from worker.celery_app import TASK_QUEUES, celery_app
-from worker.jobs import HEARTBEAT_INTERVAL_S
 
 if TYPE_CHECKING:
     from services.dicom_intake import Intake
@@ -94,7 +89,7 @@ def submit_job(
         if idempotency_key is None or (earlier := _submitted(idempotency_key)) is None:
             raise
         return earlier
-    _send(name, job_id, celery_id)
+    send_to_worker(name, job_id, celery_id)
     return job_id
 
 
@@ -133,7 +128,7 @@ def _create(session: Session, kind: str, params: dict[str, Any], actor: Actor, k
     return job_id
 
 
-def _send(name: str, job_id: int, celery_id: str) -> None:
+def send_to_worker(name: str, job_id: int, celery_id: str) -> None:
     """Hand a recorded job to the worker; when the queue is down the job is failed with the reason."""
     try:
         # No retries: a person is waiting on the page, and the job's row says what happened either way.
@@ -208,7 +203,7 @@ def requeue_job(job_id: int, *, actor: Actor | None) -> str:
             state = "has succeeded" if status == "succeeded" else f"is {status}"
             return f"Job {job_id} {state}: only a failed or cancelled job can be run again."
         audit(actor, AuditAction.JOB_REQUEUED, target=f"job {job_id}", detail=kind, session=session)
-    _send(TASK_NAMES[kind], job_id, celery_id)
+    send_to_worker(TASK_NAMES[kind], job_id, celery_id)
     return f"Job {job_id} is queued again."
 
 
@@ -282,11 +277,12 @@ def submit_batch(
     another model was activated in between. Raises BatchInputError with a message for the page.
     """
     from db.batches import batch_models
-    from services.batch_input import BatchInputError, check_patient_mode, discard_upload
+    from services.batch_input import BatchInputError, BatchParams, check_patient_mode, discard_upload
 
+    given = BatchParams.of(source)
     if idempotency_key is not None and (earlier := _submitted(idempotency_key)) is not None:
-        if source.get("source") == "zip":
-            discard_upload(source["upload"], settings=get_settings())  # this click's copy of the same zip
+        if given.source == "zip":
+            discard_upload(str(given.upload), settings=get_settings())  # this click's copy of the same zip
         return earlier
 
     mrn = check_patient_mode(patient_mode, patient_mrn)
@@ -296,8 +292,8 @@ def submit_batch(
         except LookupError as exc:
             raise BatchInputError(str(exc)) from exc
         ids = [v.id for v in versions]
-    params = {**source, "patient_mode": patient_mode, "patient_mrn": mrn, "model_version_ids": ids}
-    return submit_job("batch", params, actor=actor, idempotency_key=idempotency_key)
+    params = replace(given, patient_mode=patient_mode, patient_mrn=mrn, model_version_ids=ids)
+    return submit_job("batch", params.stored(), actor=actor, idempotency_key=idempotency_key)
 
 
 def submit_series(*, series_id: int | None = None, pull: dict[str, str] | None = None, actor: Actor | None) -> int:
@@ -388,88 +384,3 @@ def submit_amended_report(
         return None
     jobs = submit_sends(series_id)
     return jobs[-1] if jobs else None
-
-
-# A queued job's message goes out milliseconds after its row is written; one older than this and missing from
-# Redis was lost (Redis restarted without its data), not still on its way.
-LOST_AFTER_S = 30
-
-
-def _queued_message_ids(client: redis.Redis) -> set[str]:
-    """The Celery ids of every message Redis holds: waiting in a queue, or delivered and not yet acknowledged."""
-    ids = set()
-    for queue in {*TASK_QUEUES.values()}:
-        # kombu keeps one list per queue and priority step: "prediction", "prediction\x06\x163", ...
-        for key in client.scan_iter(match=f"{queue}*"):
-            if client.type(key) == b"list":
-                ids |= {json.loads(raw).get("headers", {}).get("id") for raw in client.lrange(key, 0, -1)}
-    for raw in client.hvals("unacked"):
-        ids.add(json.loads(raw)[0].get("headers", {}).get("id"))
-    return ids - {None}
-
-
-def resend_lost_jobs() -> list[int]:
-    """Send again every queued job whose message Redis no longer holds; returns their ids.
-
-    A job queued before Redis last started is lost whatever its age (Redis cannot hold its message); one queued
-    since, once it is LOST_AFTER_S old (its message may still be on its way before that). Run when a worker
-    connects and by every sweep: the jobs table is the record, so a Redis that lost its data loses no job.
-    """
-    client = redis.Redis.from_url(get_settings().redis_url, socket_connect_timeout=2, socket_timeout=5)
-    try:
-        present = _queued_message_ids(client)
-        # Redis counts its uptime in whole seconds: it started at most a second after this. A message sent in
-        # that second is still there, and one that is not is sent again (the first, if it turns up, is ignored).
-        redis_started = utcnow() - timedelta(seconds=int(client.info("server")["uptime_in_seconds"]) - 1)
-    finally:
-        client.close()
-    settled_before = utcnow() - timedelta(seconds=LOST_AFTER_S)
-    with session_scope() as session:
-        lost = [
-            (job.id, job.kind)
-            for job in queued_jobs(session=session, older_than_s=0)
-            if job.celery_id not in present and (job.created_at < redis_started or job.created_at < settled_before)
-        ]
-        fresh = {job_id: uuid() for job_id, _ in lost}
-        for job_id, celery_id in fresh.items():
-            set_celery_id(session=session, job_id=job_id, celery_id=celery_id)
-    for job_id, kind in lost:
-        _send(TASK_NAMES[kind], job_id, fresh[job_id])
-    return [job_id for job_id, _ in lost]
-
-
-# A running job silent this long (two missed heartbeats) whose worker answers no ping was lost with its worker.
-ORPHANED_AFTER_S = 2 * HEARTBEAT_INTERVAL_S
-
-
-def restore_orphaned_jobs(*, me: str | None = None, running_here: Collection[str] = ()) -> list[int]:
-    """Send again the running jobs whose worker is gone (killed, or its machine went down); returns their ids.
-
-    Its message stays unacknowledged in Redis for the visibility timeout (two days), so without this a job whose
-    whole worker died would wait that long. A job is taken for lost once it missed two heartbeats and its worker
-    answers no ping; a worker starting under the name of one that died (`make run` names it worker@host) knows
-    without asking that the jobs of that name it is not running itself were the dead one's.
-    The job continues where it stopped, under its id; the old message, if ever delivered, is ignored.
-    """
-    with session_scope() as session:
-        jobs = silent_jobs(session=session, older_than_s=ORPHANED_AFTER_S)
-        silent = [(job.id, job.kind, job.worker, job.celery_id) for job in jobs]
-    gone = []
-    for job_id, kind, worker, celery_id in silent:
-        if celery_id in running_here:
-            continue
-        if worker != me and worker and celery_app.control.ping(destination=[worker], timeout=1.0):
-            continue
-        gone.append((job_id, kind, worker))
-    sent = []
-    for job_id, kind, worker in gone:
-        celery_id = uuid()
-        with session_scope() as session:
-            message = f"sent again: its worker {worker} was lost"
-            if not queue_again(
-                session=session, job_id=job_id, celery_id=celery_id, silent_for_s=ORPHANED_AFTER_S, message=message
-            ):
-                continue
-        _send(TASK_NAMES[kind], job_id, celery_id)
-        sent.append(job_id)
-    return sent

@@ -5,18 +5,14 @@ module before it forks, and must stay light and free of framework thread pools.
 """
 
 import logging
-from collections.abc import Collection
 from typing import Any
 
 from celery import Task, bootsteps
 
-from db.jobs import settle_stale_jobs
-from db.session import session_scope
-from settings import get_settings
 from worker.celery_app import celery_app
 from worker.jobs import run_job
+from worker.recovery import recover_jobs, resend_lost_jobs
 from worker.selfcheck import run_selfcheck
-from worker.submit import resend_lost_jobs, restore_orphaned_jobs
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +58,6 @@ def dicom_send(self: Task, job_id: int) -> dict[str, Any]:
     from worker.series import run_send_job
 
     return run_job(self, job_id, run_send_job)
-
-
-def recover_jobs(*, me: str | None, running_here: Collection[str] = ()) -> int:
-    """Settle the running jobs silent too long to continue, then send again those whose worker was lost (see
-    restore_orphaned_jobs); returns how many were settled."""
-    with session_scope() as session:
-        settled = settle_stale_jobs(session=session, older_than_s=get_settings().job_stale_after_s)
-    if settled:
-        log.warning("settled %d job(s) whose worker stopped responding", settled)
-    if restored := restore_orphaned_jobs(me=me, running_here=running_here):
-        log.warning("sent again %d job(s) whose worker was lost: %s", len(restored), restored)
-    return settled
 
 
 @celery_app.task(name="brainmri.sweep", bind=True, ignore_result=True)

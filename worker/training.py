@@ -10,7 +10,7 @@ from models.data.dataset import DatasetError
 from models.data.folders import allowed_folder
 from models.nets.mobilenet import MissingWeightsError
 from models.training.run_types import TrainingCancelled
-from services.training import execute_run
+from services.training import RunParams, execute_run
 from settings import get_settings
 from worker.jobs import JobCancelled, Reporter, UserError
 
@@ -24,14 +24,14 @@ def run_training_job(reporter: Reporter) -> dict[str, Any]:
         run = get_run_for_job(session=session, job_id=reporter.job_id)
         if run is None:
             raise UserError(f"job {reporter.job_id} has no training run attached")
-        run_id = run.id
-        folders = [run.params.get("data_dir"), run.params.get("test_dir")]
+        run_id, stored = run.id, dict(run.params)
     # Checked again here, not only by the form: a job may come from elsewhere, and links may have moved since.
     roots = list(get_settings().allowed_data_roots)
     try:
-        for folder in filter(None, folders):
+        cfg = RunParams.of(stored).config
+        for folder in filter(None, (cfg.data_dir, cfg.test_dir)):
             allowed_folder(folder, roots)
-    except DatasetError as exc:
+    except ValueError as exc:  # DatasetError is one
         raise UserError(str(exc)) from exc
     last_poll = [0.0]
     steps = [0]  # the run's progress steps in all, once known
@@ -63,10 +63,10 @@ def run_training_job(reporter: Reporter) -> dict[str, Any]:
         raise UserError(str(exc)) from exc
     val = result.metrics["val"]
     with session_scope() as session:
-        resumed_after = get_run(session=session, run_id=run_id).params.get("resumed_after", [])
+        resumed_after = RunParams.of(get_run(session=session, run_id=run_id).params).resumed_after
     return {
         "run_id": run_id,
-        "resumed_after": resumed_after,
+        "resumed_after": list(resumed_after),
         "best_epoch": result.best_epoch,
         "val_accuracy": val["accuracy"],
         "val_f1": val["f1"],

@@ -5,7 +5,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.data.dataset import CLASSES, DatasetError, scan_folder
+from domain import CLASSES
+from models.data.dataset import DatasetError, scan_folder
 
 # Folders below a root that are looked at when listing datasets; deep trees are not walked to the end.
 SEARCH_DEPTH = 3

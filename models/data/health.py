@@ -1,10 +1,6 @@
-"""The dataset health report: what a labelled folder holds, and what is wrong with it, before training on it.
+"""The dataset health report of a labelled folder, before training on it (`python -m models health`).
 
-Images per class, sizes and pixel modes, files that cannot be read, exact and near-duplicate groups, and,
-given a test folder, the test images that have a duplicate in training. Built on the scan and the hashes the
-training split uses (models.data.dataset), so a duplicate here is one the split keeps on one side.
-
-python -m models.data.health DIR [--test DIR] [--json]     prints the report of DIR
+Built on the scan and the hashes the training split uses, so a duplicate here is one the split keeps on one side.
 """
 
 import hashlib
@@ -16,18 +12,8 @@ from typing import Any
 from PIL import Image
 
 from domain import CLASSES
-from models.data.dataset import (
-    HASH_BLOCK,
-    IMAGE_SUFFIXES,
-    NEAR_DUPLICATE_BITS,
-    DatasetError,
-    DatasetIndex,
-    Item,
-    hamming_matrix_rows,
-    index_items,
-    overlap_with,
-    scan_folder,
-)
+from models.data.dataset import IMAGE_SUFFIXES, DatasetIndex, Item, index_items, overlap_with, scan_folder
+from models.data.duplicates import HASH_BLOCK, NEAR_DUPLICATE_BITS, hamming_matrix_rows
 
 # Bump when the report's fields change, so cached reports of the old shape are computed again.
 REPORT_VERSION = 1
@@ -339,31 +325,3 @@ def format_report(report: HealthReport, *, groups_shown: int = 5) -> str:
             lines.append(f"{title}:")
             lines.extend(f"  - {e}" for e in entries)
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """python -m models.data.health DIR [--test DIR] [--json]: the report of a labelled folder, on the terminal."""
-    import argparse
-    import json
-    import sys
-
-    parser = argparse.ArgumentParser(
-        prog="python -m models.data.health",
-        description="Dataset health: images per class, sizes and modes, unreadable files, duplicates, and "
-        "test images that have a duplicate in training.",
-    )
-    parser.add_argument("folder", help="a folder with glioma/ meningioma/ notumor/ pituitary/ inside")
-    parser.add_argument("--test", metavar="DIR", help="a labelled test folder, checked for images also in training")
-    parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
-    args = parser.parse_args(argv)
-    try:
-        report = health_report(args.folder, test=args.test)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -225,7 +225,7 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def _deflated_stream(data: bytes) -> memoryview | None:
+def deflated_stream(data: bytes) -> memoryview | None:
     """The deflated dataset of a file whose File Meta names Deflated Explicit VR Little Endian, found exactly where
     pydicom's reader will inflate it from (preamble, meta group element by element, any command set); None for any
     other transfer syntax. The meta group's own length and the byte offsets are never trusted: the reader ignores
@@ -260,7 +260,7 @@ def _check_deflated(data: bytes, filename: str) -> None:
     """Refuse, before pydicom inflates it whole, a deflated DICOM that inflates past MAX_INFLATED_BYTES or whose
     deflate stream is damaged."""
     try:
-        stream = _deflated_stream(data)
+        stream = deflated_stream(data)
     except Exception as exc:  # pydicom raises many types on a malformed preamble or meta group
         raise ImageError(f"{filename}: the file is not a readable DICOM file ({str(exc)[:120]}).") from exc
     if stream is None:

@@ -1,10 +1,5 @@
-"""Each validation image's prediction by one model file, kept beside the file, so that a model card can show
-example images of the model's most frequent confusions without predicting the validation split again.
-
-The cache `<model file>.val_predictions.json` holds, for the sha256 of the model file it was made with, every
-validation image of the run's split (its path in the data folder, its class, the predicted class and the
-calibrated confidence). A file retrained or replaced under the same name gets no examples until it is made
-again.
+"""Each validation image's prediction by one model file, cached beside it as `<file>.val_predictions.json`, so that
+a model card shows examples of the model's most frequent confusions; the cache is tied to the file's sha256.
 """
 
 import json
@@ -15,7 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from models.data.dataset import CLASSES, Item, config_split, load_rgb
+from domain import CLASSES
+from models.data.dataset import Item
+from models.data.preprocessing import load_rgb
+from models.data.split import config_split
 from models.evaluation.metrics import confusion_matrix
 
 SUFFIX = ".val_predictions.json"

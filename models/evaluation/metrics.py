@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from models.data.dataset import CLASSES
+from domain import CLASSES
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = len(CLASSES)) -> np.ndarray:

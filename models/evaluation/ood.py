@@ -1,22 +1,9 @@
-"""The out-of-distribution check: does an image look like the brain MRI slices the CNN learned from? A
-photograph, a screenshot, a blank picture or a scan of another kind should get no tumor class at all.
+"""The out-of-distribution check: does an image look like the brain MRI slices the CNN learned from?
 
-Method: the Mahalanobis distance of the CNN's feature summary (models/nets/cnn.py `feature_summary`) to the nearest
-of the four class means, with one covariance shared by the classes and shrunk towards a multiple of the
-identity by the Ledoit-Wolf rule, fitted on the training side of the model's own split. An image whose
-squared distance is above the threshold is flagged. The threshold is a percentile (99.5th by default) of the
-training side's scores, each scored by a fit on the other folds (each group of exact or near duplicates in one
-fold, as the validation split keeps them): in-sample scores would set it too low.
-
-    python -m models.evaluation.ood fit --model models/weights/cnn_default.pth [--data DIR] [--percentile 99.5]
-        [--ood-images PATH ...]
-
-writes `<model>.ood.npz` (the statistics, the threshold and the sha256 of the model file they belong to) and
-`<model>.ood.json` (how the threshold was chosen, the validation side's false refusals, what each family of
-not-MRI pictures in models/evaluation/ood_probes.py gets caught at), beside the model.
+A Mahalanobis distance of the CNN's features, its threshold fitted on held-out folds of the training side
+(`python -m models ood`; docs/design/ood.md).
 """
 
-import argparse
 import io
 import json
 import time
@@ -26,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from models.data.dataset import Item, config_split, index_items, load_rgb
-from models.inference.model_meta import OpenCheck, file_sha256, model_meta
+from models.data.dataset import Item, index_items
+from models.data.preprocessing import load_rgb
+from models.data.split import config_split
+from models.inference.model_meta import OpenCheck, file_sha256
 
 PERCENTILE = 99.5
 FOLDS = 5
@@ -177,7 +166,7 @@ def load_stats(model_path: str | Path, model_sha256: str, check: OpenCheck | Non
     """The statistics fitted for this very model file; OodUnavailable when there are none, or they belong to
     another file (a model retrained or replaced under the same name). `check` sees their bytes first."""
     path = stats_path(model_path)
-    how = f"fit them with: python -m models.evaluation.ood fit --model {model_path}"
+    how = f"fit them with: python -m models ood --model {model_path}"
     if not path.is_file():
         raise OodUnavailable(f"no out-of-distribution statistics were fitted for {Path(model_path).name}; {how}")
     data = path.read_bytes()
@@ -238,7 +227,7 @@ def fit_command(model: str, data: str | None, percentile: float, ood_images: lis
     from models.inference.predictor import TorchPredictor
 
     predictor = TorchPredictor(model)
-    cfg = model_meta(model)["config"]
+    cfg = predictor.meta["config"]
     train, val = config_split(cfg, data)
     started = time.perf_counter()
     x_train = _item_features(predictor, train)
@@ -306,27 +295,3 @@ def fit_command(model: str, data: str | None, percentile: float, ood_images: lis
     save_stats(stats, stats_path(model))
     report_path(model).write_text(json.dumps(report, indent=2) + "\n")
     return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Fit the out-of-distribution check for a CNN model file.")
-    sub = p.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("fit", help="fit on the training side of the model's split; write <model>.ood.npz and .json")
-    f.add_argument("--model", required=True, help="a CNN checkpoint (.pth) with its training config")
-    f.add_argument("--data", help="the training folder, if it moved since the model was trained")
-    f.add_argument("--percentile", type=float, default=PERCENTILE)
-    f.add_argument("--ood-images", nargs="*", default=[], help="image files or folders to report on as well")
-    f.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
-    from models.inference.threads import cap_threads
-
-    cap_threads(args.threads, args.threads)
-    report = fit_command(args.model, args.data, args.percentile, args.ood_images)
-    print(json.dumps({k: report[k] for k in ("threshold", "validation")}, indent=2))
-    for name, family in report["families"].items():
-        print(f"{family['caught']:4d} / {family['images']:<4d} caught  {name}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from models.data.dataset import load_rgb
 from models.data.imaging import ImageError, decode_image
+from models.data.preprocessing import load_rgb
 
 Probe = tuple[str, np.ndarray]  # a name to report it by, and its HxWx3 uint8 pixels
 

@@ -1,28 +1,20 @@
 """How the two models do together on the validation split: each alone, their averaged answer, its calibration,
-and what each needs-review threshold flags.
+and what each needs-review threshold flags (`python -m models pair-report`).
 
-python -m models.evaluation.pair_report --cnn models/weights/cnn_default.pth --mobilenet models/weights/mobilenetv2_default.keras
-    [--data DIR] [--out models/weights/pair.json]
-
-The split is rebuilt from the CNN's training config (folder, seed, validation share), with duplicate groups
-kept on one side as in training; both models trained on the same folder and seed get the same split. Each
-predictor preprocesses the raw images as its model was trained (crop, size), so the figures are those of
-the app's own prediction path.
+The split is rebuilt from the CNN's training config; each predictor preprocesses the raw images as its model was
+trained, so the figures are those of the app's own prediction path.
 """
 
-import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from domain import CLASSES
-from models.data.dataset import config_split, load_rgb
+from models.data.preprocessing import load_rgb
+from models.data.split import config_split
 from models.evaluation.metrics import classification_report
 from models.inference.calibration import calibration_report, expected_calibration_error, nll
-from models.inference.model_meta import file_sha256, model_meta
-from models.inference.predictor import Predictor, load_predictor
+from models.inference.predictor import Predictor
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 # The needs-review threshold is the lowest whose unflagged images are right at least this often.
@@ -82,32 +74,3 @@ def validation_images(cfg: dict[str, Any], data_dir: str | None = None) -> tuple
     """The raw validation images of a training config's split, and their labels."""
     _, items = config_split(cfg, data_dir)
     return [load_rgb(it.path) for it in items], np.array([it.label for it in items])
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Score the two models and their average on the validation split.")
-    p.add_argument("--cnn", required=True)
-    p.add_argument("--mobilenet", required=True)
-    p.add_argument("--data", help="the training folder, if it moved since the CNN was trained")
-    p.add_argument("--out", help="also write the report here as JSON")
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
-    from models.inference.threads import cap_threads
-
-    cap_threads(args.threads, args.threads)
-    images, y = validation_images(model_meta(args.cnn)["config"], args.data)
-    report = pair_report(load_predictor("torch", args.cnn), load_predictor("keras", args.mobilenet), images, y)
-    # Names the exact files scored, so a record can be checked against the files shipped beside it.
-    report["models"] = {
-        "cnn": {"file": Path(args.cnn).name, "sha256": file_sha256(args.cnn)},
-        "mobilenet": {"file": Path(args.mobilenet).name, "sha256": file_sha256(args.mobilenet)},
-    }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

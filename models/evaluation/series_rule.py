@@ -1,18 +1,11 @@
 """Choosing the series rule on pseudo-series built from the validation split, and scoring it on held-out ones.
 
-The dataset has single slices of unnamed patients, no series. A pseudo-series stands in for one: n slices
-drawn from the validation split, of which a share are of one tumor class and the rest are "no tumor" slices
-(a tumor shows on some slices of a series, not all), or all "no tumor". The validation images are split in
-two halves by class: the rule's parameters are chosen on pseudo-series of the first half and scored on
-pseudo-series of the second, so the figures in the README are not those it was tuned on.
-
-    python -m models.evaluation.series_rule --cnn models/weights/cnn_default.pth \
-        --mobilenet models/weights/mobilenetv2_default.keras [--data DIR] [--out models/weights/series_rule.json]
+A pseudo-series is n validation slices, a share of one tumor class and the rest "no tumor" (or all "no tumor");
+the rule is tuned on one half of the validation images and scored on the other (`python -m models series-rule`;
+docs/design/series.md).
 """
 
-import argparse
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from domain import CLASSES
-from models.data.dataset import config_split, load_rgb
-from models.inference.model_meta import file_sha256, model_meta
-from models.inference.series_rule import NO_TUMOR, RULE_FILE, TUMOR_CLASSES, SeriesRule, decide
+from models.data.preprocessing import load_rgb
+from models.data.split import config_split
+from models.inference.series_rule import NO_TUMOR, TUMOR_CLASSES, SeriesRule, decide
 
 # Series lengths and the share of tumor slices in a tumor series, each scenario drawn SERIES_PER_CASE times.
 LENGTHS = (12, 24)
@@ -161,21 +154,22 @@ def predict_all(predictor: Any, paths: list[Path]) -> np.ndarray:
     return np.concatenate(list(chunks()))
 
 
-def validation_probabilities(cnn: str, mobilenet: str, data: str | None, cache: Path | None) -> dict[str, np.ndarray]:
-    """Both models' calibrated probabilities for every validation image, kept in `cache` for the same files."""
-    key = {"cnn": file_sha256(cnn), "mobilenet": file_sha256(mobilenet)}
+def validation_probabilities(
+    cnn: Any, mobilenet: Any, config: dict[str, Any], data: str | None, cache: Path | None
+) -> dict[str, np.ndarray]:
+    """Both models' calibrated probabilities (their predictors) for every validation image of the CNN's run
+    `config`, kept in `cache` for the same files."""
+    key = {"cnn": cnn.sha256, "mobilenet": mobilenet.sha256}
     if cache is not None and cache.is_file():
         kept = np.load(cache, allow_pickle=False)
         if str(kept["key"]) == json.dumps(key):
             return {name: kept[name] for name in ("labels", "cnn", "mobilenet")}
-    from models.inference.predictor import load_predictor
-
-    _, items = config_split(model_meta(cnn)["config"], data)
+    _, items = config_split(config, data)
     paths = [it.path for it in items]
     probs = {
         "labels": np.array([it.label for it in items]),
-        "cnn": predict_all(load_predictor("torch", cnn, backend="onnx", sha256=key["cnn"]), paths),
-        "mobilenet": predict_all(load_predictor("keras", mobilenet, backend="onnx", sha256=key["mobilenet"]), paths),
+        "cnn": predict_all(cnn, paths),
+        "mobilenet": predict_all(mobilenet, paths),
     }
     if cache is not None:
         np.savez_compressed(cache, key=json.dumps(key), **probs)
@@ -212,34 +206,3 @@ def report(probs: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
         "flags_held_out": flag_rates(test_series, probs["cnn"], probs["mobilenet"], rule, REVIEW_THRESHOLD),
         "grid_on_tuning_half": grid,
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Choose the series rule on validation pseudo-series.")
-    p.add_argument("--cnn", required=True)
-    p.add_argument("--mobilenet", required=True)
-    p.add_argument("--data", help="the training folder, if it moved since the CNN was trained")
-    p.add_argument("--out", type=Path, default=RULE_FILE)
-    p.add_argument("--cache", type=Path, help="keep both models' validation probabilities here (.npz)")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args(argv)
-    from models.inference.threads import cap_threads
-
-    cap_threads(args.threads, args.threads)
-    started = time.monotonic()
-    probs = validation_probabilities(args.cnn, args.mobilenet, args.data, args.cache)
-    result = report(probs, args.seed)
-    result["models"] = {
-        "cnn": {"file": Path(args.cnn).name, "sha256": file_sha256(args.cnn)},
-        "mobilenet": {"file": Path(args.mobilenet).name, "sha256": file_sha256(args.mobilenet)},
-    }
-    result["seconds"] = round(time.monotonic() - started, 1)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    summary = {k: v for k, v in result.items() if k != "grid_on_tuning_half"}
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,11 +1,4 @@
-"""Temperature scaling: one number per model that makes its confidence mean what it says.
-
-Probabilities p become softmax(log p / T): T > 1 softens an over-confident model, T < 1 sharpens an
-under-confident one; the predicted class never changes. T is fitted by minimising the negative
-log-likelihood on labelled images the model was not trained on, and reported by cross-fitting (fitted on
-one half of those images, scored on the other, and the other way round), so the "after" figures are not
-measured on the images that chose T.
-"""
+"""Temperature scaling: one number per model that makes its confidence mean what it says (docs/design/calibration.md)."""
 
 import math
 from typing import Any

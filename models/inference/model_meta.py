@@ -11,8 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from domain import Framework
-
 CHECKPOINT_FIELDS = ("epoch", "config", "metrics", "tta", "normalize", "temperature")
 
 # Called with a file a model's answers depend on (an export, the sidecar, the brain-MRI check's statistics), as
@@ -50,15 +48,7 @@ def write_sidecar(path: str | Path, meta: dict[str, Any]) -> None:
 def model_meta(
     path: str | Path, *, checkpoint: dict[str, Any] | None = None, check: OpenCheck | None = None
 ) -> dict[str, Any]:
-    """tta, config (with crop), temperature, metrics, run...: what the model file and its sidecar say.
-
-    A CNN's checkpoint is read from the file unless the caller already loaded it.
-    """
-    meta: dict[str, Any] = {}
-    if Framework.of_file(path) is Framework.TORCH:
-        if checkpoint is None:
-            import torch
-
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        meta = {key: checkpoint[key] for key in CHECKPOINT_FIELDS if key in checkpoint}
+    """tta, config (with crop), temperature, metrics, run...: what a CNN's loaded `checkpoint` and the sidecar say
+    (`check` sees the sidecar's bytes first)."""
+    meta = {key: checkpoint[key] for key in CHECKPOINT_FIELDS if key in checkpoint} if checkpoint else {}
     return {**meta, **read_sidecar(path, check)}

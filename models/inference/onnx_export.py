@@ -1,28 +1,5 @@
-"""Each model exported to ONNX once, beside its file, and opened on ONNX Runtime: predictions and heatmaps without
-the framework.
-
-The export of `cnn_default.pth` is `cnn_default.pth.onnx` (`cnn_default.pth.int8.onnx` with ONNX_INT8_CNN, and
-`cnn_default.pth.cam.onnx` for its heatmaps). Each records the sha256 of the file it was made from, and
-`open_session` makes it again whenever that no longer matches the model file: a stale export is never used.
-A CNN's export also records the checkpoint's own fields (mirror TTA, crop, temperature), so that reading them
-needs no torch; a sidecar `<model>.json` still wins over them, as in models/inference/model_meta.py.
-
-Both graphs take N x 224 x 224 x 3 float32 pixels in [0, 255] ("pixels"); mirror TTA, temperature and the
-head crop stay outside, in models/inference/predictor.py, exactly as on the framework path.
-
-- torch (the CNN): torch.onnx.export's TorchScript-based exporter (dynamo=False; the dynamo exporter needs
-  onnxscript). Outputs "probs" and "features" (models/nets/cnn.py `forward_parts`, one pass for both); its
-  heatmap graph, `cnn_default.pth.cam.onnx`, outputs "cam" (models/nets/cnn.py `hirescam`, HiResCAM without autograd).
-- keras (MobileNetV2): tf2onnx.convert.from_keras of models/nets/mobilenet.py `cam_model`. Outputs "probs" and
-  "cam" (Grad-CAM in closed form; cheap at 7 x 7, so it stays in the one graph). Keras 3's own
-  `model.export(format="onnx")` also runs on TF 2.21, but its graph of the shipped MobileNetV2 gave
-  probabilities up to 0.50 away from the model's on the sample images, so it is not used.
-
-Optionally the CNN's Linear(50176 -> 256), 98 % of its weights, is quantized to int8 (dynamic, per output
-channel). Its answers then differ from the framework's by a few hundredths, so it is off by default; whether
-it costs accuracy is measured on the model's own validation split by
-
-    python -m models.evaluation.onnx_accuracy --model models/weights/cnn_default.pth [--data DIR]
+"""Each model exported to ONNX once, beside its file and tagged with its sha256, and opened on ONNX Runtime:
+predictions and heatmaps without the framework (docs/design/onnx.md).
 """
 
 import json

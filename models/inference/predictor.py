@@ -1,4 +1,4 @@
-"""Loading a saved model of either framework, predicting, and Grad-CAM heatmaps."""
+"""Predictors of a saved model: in its framework (torch, Keras) or on ONNX Runtime; probabilities and heatmaps."""
 
 import threading
 from pathlib import Path
@@ -6,10 +6,10 @@ from typing import Protocol
 
 import numpy as np
 
-from domain import INPUT_SIZE
-from models.data.dataset import CLASSES, head_box, model_input
+from domain import CLASSES, INPUT_SIZE
+from models.data.preprocessing import head_box, model_input
 from models.inference.calibration import apply_temperature
-from models.inference.model_meta import OpenCheck, file_sha256, model_meta, read_sidecar, sidecar_path, write_sidecar
+from models.inference.model_meta import OpenCheck, model_meta, read_sidecar
 
 # Images per ONNX Runtime run (twice as many rows with mirror TTA). Larger runs gain nothing on a CPU, and their
 # activations (the CNN's first block holds 16 x 224 x 224 floats a row) outgrow the caches and the memory: 64
@@ -92,7 +92,8 @@ class TorchPredictor:
         from models.nets.cnn import load_checkpoint
 
         self.model, ckpt = load_checkpoint(path)
-        self.tta, self.crop, self.temperature = _preprocessing(model_meta(path, checkpoint=ckpt, check=check))
+        self.meta = model_meta(path, checkpoint=ckpt, check=check)
+        self.tta, self.crop, self.temperature = _preprocessing(self.meta)
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
         from models.nets.cnn import predict_proba
@@ -183,6 +184,7 @@ class OnnxPredictor:
         self.session = open_session(framework, path, sha256, threads=threads, int8=int8, check=check)
         self._cam_session = self.session if has_heatmaps(self.session) else None
         self._cam_lock = threading.Lock()
+        self.has_features = any(output.name == "features" for output in self.session.get_outputs())
         meta = {**exported_meta(self.session), **read_sidecar(path, check)}
         self.tta, self.crop, self.temperature = _preprocessing(meta)
 
@@ -213,7 +215,7 @@ class OnnxPredictor:
     def predict_with_features(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """predict's and features' answers from the one run per chunk (the features of the un-mirrored half): a
         batch job checks and predicts each image at the cost of predicting it."""
-        if self.framework != "torch":
+        if not self.has_features:
             raise ValueError("only the CNN has out-of-distribution features")
         runs = self._mirrored_runs(images, ["probs", "features"])
         if not runs:
@@ -222,7 +224,7 @@ class OnnxPredictor:
 
     def features(self, images: list[np.ndarray]) -> np.ndarray:
         """The CNN's out-of-distribution feature vector per image (TorchPredictor.features)."""
-        if self.framework != "torch":
+        if not self.has_features:
             raise ValueError("only the CNN has out-of-distribution features")
         chunks = [
             self._run("features", _stack(images[start : start + ONNX_CHUNK], self.crop).astype(np.float32))
@@ -249,44 +251,3 @@ class OnnxPredictor:
         x = _stack([rgb], self.crop).astype(np.float32)
         cam = self.heatmap_session().run(["cam"], {"pixels": x})[0][0]
         return _cnn_map(cam, rgb, self.crop) if self.framework == "torch" else _normalise_cam(cam, rgb, self.crop)
-
-
-def store_temperature(framework: str, artifact_path: str | Path, temperature: float) -> None:
-    """Save a fitted temperature with the model, where its predictor will read it."""
-    if framework == "torch":
-        from models.nets.cnn import update_checkpoint
-
-        update_checkpoint(artifact_path, temperature=temperature)
-    if framework == "keras" or sidecar_path(artifact_path).is_file():
-        # Where a sidecar exists it wins over the checkpoint, so it must hold the new value too.
-        write_sidecar(artifact_path, {**read_sidecar(artifact_path), "temperature": temperature})
-
-
-def load_predictor(
-    framework: str,
-    artifact_path: str | Path,
-    *,
-    backend: str = "framework",
-    sha256: str | None = None,
-    threads: int = 1,
-    int8: bool = False,
-    check: OpenCheck | None = None,
-) -> Predictor:
-    """A predictor for a saved model file; raises FileNotFoundError or ValueError with a readable message.
-
-    backend "framework" predicts with torch or TensorFlow; "onnx" with ONNX Runtime on `threads` threads, from
-    the export made for the file whose sha256 is `sha256` (hashed now when not given); int8 (the CNN on onnx
-    only) with its large Linear layer quantized. `check` sees each export and the sidecar before they are used.
-    """
-    path = Path(artifact_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
-    if framework not in ("torch", "keras"):
-        raise ValueError(f"unknown framework {framework!r}")
-    if backend == "onnx":
-        return OnnxPredictor(
-            framework, path, sha256=sha256 or file_sha256(path), threads=threads, int8=int8, check=check
-        )
-    if backend != "framework":
-        raise ValueError(f"unknown inference backend {backend!r}")
-    return TorchPredictor(path, check) if framework == "torch" else KerasPredictor(path, check)

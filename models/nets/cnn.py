@@ -1,6 +1,5 @@
 """The report's custom 3-block CNN for 224x224 RGB input, and its checkpoint format."""
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -8,7 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.data.dataset import CLASSES
+from domain import CLASSES
+from models.data.files import write_whole
 
 ARCH = "cnn3-224"
 # Pixels are scaled to [0, 1] and then centred; the same constants at training and prediction time.
@@ -56,20 +56,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, extra: dict[str, Any]
 
 
 def save_whole(obj: dict[str, Any], path: Path) -> None:
-    """torch.save, written whole or not at all: a process killed or a disk filled while writing leaves the
-    previous file as it was and no partial one beside it. A full disk raises OSError (ENOSPC)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        # Through a Python file, not a path: torch's own writer reports a full disk only as an unexplained
-        # RuntimeError ("unexpected pos ..."), a file's write raises the OSError with its errno.
-        with tmp.open("wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """torch.save, written whole or not at all (models/data/files.py)."""
+    # Through a Python file, not a path: torch's own writer reports a full disk only as an unexplained
+    # RuntimeError ("unexpected pos ..."), a file's write raises the OSError with its errno.
+    write_whole(path, lambda handle: torch.save(obj, handle))
 
 
 def update_checkpoint(path: str | Path, **fields: Any) -> None:

@@ -1,13 +1,22 @@
 """The report's MobileNetV2 transfer model in Keras 3: building, weights, prediction and Grad-CAM."""
 
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from models.data.dataset import CLASSES
-from models.training.config import TrainConfig
+from domain import CLASSES
 
 BASE_NAME = "mobilenetv2_base"
+
+
+class NetConfig(Protocol):
+    """What building the network and finding its ImageNet weights read of a training config."""
+
+    image_size: int
+    weight_decay: float
+    pretrained: bool
+    weights_path: str | None
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -18,7 +27,7 @@ def weights_file_name(size: int) -> str:
     return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5"
 
 
-def resolve_weights(cfg: TrainConfig) -> Path | None:
+def resolve_weights(cfg: NetConfig) -> Path | None:
     """The ImageNet no-top weights file to start from, None for random init; raises when asked for but absent."""
     if not cfg.pretrained:
         return None
@@ -65,7 +74,7 @@ def augmenter(level: str, seed: int):  # -> keras.Sequential | None
     return keras.Sequential(layers, name="augment")
 
 
-def build_model(cfg: TrainConfig, weights: Path | None, num_classes: int = len(CLASSES)):  # -> keras.Model
+def build_model(cfg: NetConfig, weights: Path | None, num_classes: int = len(CLASSES)):  # -> keras.Model
     """Raw 0-255 RGB pixels in; resizing and MobileNetV2's scaling happen inside the model."""
     import keras
 

@@ -1,11 +1,21 @@
 """Training configuration: one dataclass, and named presets that reproduce the recipes."""
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
-from domain import FRAMEWORKS, INPUT_SIZE
+from domain import FRAMEWORKS, INPUT_SIZE, Framework
 
 AUGMENT_LEVELS = ("none", "moderate", "high")
+
+
+def only(framework: Framework, default: Any, *, refused: str | None = None) -> Any:
+    """A field that only `framework`'s training reads; `refused`: the message when another framework's run sets it."""
+    return field(default=default, metadata={"framework": framework, "refused": refused})
+
+
+def framework_of(option: Field) -> Framework | None:
+    """The framework whose training alone reads this field of TrainConfig; None for a field both read."""
+    return option.metadata.get("framework")
 
 
 @dataclass
@@ -38,25 +48,25 @@ class TrainConfig:
     recalibrate_bn: bool = False
     # CNN only: bfloat16 autocast for the training steps (2-3x faster on CPUs with AVX512-BF16);
     # validation and prediction stay in float32.
-    bf16: bool = False
+    bf16: bool = only(Framework.TORCH, False)
     image_size: int = INPUT_SIZE  # the network's input; files of any size are resized inside the pipeline
     # MobileNetV2 only
-    pretrained: bool = True
-    weights_path: str | None = None
-    fine_tune_epoch: int = 15  # epoch (1-based) from which the top of the base is unfrozen
-    fine_tune_lr: float = 5e-5
-    fine_tune_layers: int = 30  # how many of the base's top layers to unfreeze
+    pretrained: bool = only(Framework.KERAS, True)
+    weights_path: str | None = only(Framework.KERAS, None)
+    fine_tune_epoch: int = only(Framework.KERAS, 15)  # epoch (1-based) from which the top of the base is unfrozen
+    fine_tune_lr: float = only(Framework.KERAS, 5e-5)
+    fine_tune_layers: int = only(Framework.KERAS, 30)  # how many of the base's top layers to unfreeze
     # CNN only: start from this checkpoint's weights (a warm restart: a fresh optimizer and schedule). The
     # checkpoint must come from a run on the same split (seed and validation fraction), or validation leaks.
-    init_from: str | None = None
-    # CNN only: learn from teachers' soft targets (models.training.distill) beside the labels; the loss is
+    init_from: str | None = only(Framework.TORCH, None, refused="starting from a checkpoint is for the CNN only")
+    # CNN only: learn from teachers' soft targets (python -m models distill) beside the labels; the loss is
     # (1 - weight) x the labels' loss + weight x T^2 x KL(teacher at temperature T || student at T).
-    distill_from: str | None = None
-    distill_weight: float = 0.5
-    distill_temperature: float = 2.0
+    distill_from: str | None = only(Framework.TORCH, None, refused="distilling teachers is for the CNN only")
+    distill_weight: float = only(Framework.TORCH, 0.5)
+    distill_temperature: float = only(Framework.TORCH, 2.0)
     # CNN only: mixup (Zhang et al.): each batch trains on pairs of images blended with a weight drawn from
     # Beta(alpha, alpha), against the same blend of their losses; 0 turns it off.
-    mixup_alpha: float = 0.0
+    mixup_alpha: float = only(Framework.TORCH, 0.0, refused="mixup is for the CNN only")
     # Extra labelled images (path, class name), e.g. scans clinicians reviewed; always on the training side.
     extra_items: list[tuple[str, str]] = field(default_factory=list)
     max_images_per_class: int | None = None  # caps each class, for quick runs
@@ -173,15 +183,18 @@ def config_problems(cfg: TrainConfig) -> list[str]:
         (cfg.fine_tune_epoch >= 1, "fine-tune epoch must be at least 1"),
         (32 <= cfg.image_size <= 512, "image size must be between 32 and 512"),
         (
-            cfg.framework != "torch" or cfg.image_size == INPUT_SIZE,
+            cfg.framework != Framework.TORCH or cfg.image_size == INPUT_SIZE,
             f"the CNN's head fixes its input at {INPUT_SIZE}x{INPUT_SIZE}",
         ),
         (cfg.max_images_per_class is None or cfg.max_images_per_class >= 1, "the cap per class must be at least 1"),
-        (cfg.init_from is None or cfg.framework == "torch", "starting from a checkpoint is for the CNN only"),
-        (cfg.distill_from is None or cfg.framework == "torch", "distilling teachers is for the CNN only"),
         (0 < cfg.distill_weight <= 1, "the distillation weight must be in (0, 1]"),
         (1 <= cfg.distill_temperature <= 10, "the distillation temperature must be between 1 and 10"),
         (0 <= cfg.mixup_alpha <= 2, "the mixup alpha must be between 0 and 2"),
-        (cfg.mixup_alpha == 0 or cfg.framework == "torch", "mixup is for the CNN only"),
+    ]
+    # Another framework's option that would change the run, set on this one: refused rather than ignored.
+    checks += [
+        (framework_of(option) in (None, cfg.framework) or getattr(cfg, option.name) == option.default, refused)
+        for option in fields(TrainConfig)
+        if (refused := option.metadata.get("refused"))
     ]
     return [message for ok, message in checks if not ok]

@@ -1,16 +1,10 @@
 """Soft targets from trained models (teachers) for distilling them into the CNN.
 
-    python -m models.training.distill --data DIR --model models/weights/cnn_default.pth \
-        --model models/weights/mobilenetv2_default.keras --out var/train/teacher.npz
-
-scores every image on the training side of the split (the seed and validation share the teachers were trained
-with) through the app's own prediction path and stores the teachers' averaged, calibrated probabilities, keyed
-by each image's sha256. A CNN run with `--distill-from FILE` then learns from these beside the labels. The
-validation side is never scored, and every teacher must have been trained on the same split: a teacher that saw
-validation images would pass them on.
+Every image on the training side of the split the teachers were trained on is scored through the app's own
+prediction path; the teachers' averaged, calibrated probabilities are stored by image sha256. The validation side is
+never scored, and every teacher must share the split: a teacher that saw validation images would pass them on.
 """
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from domain import Framework
-from models.data.dataset import CLASSES, cap_items, index_items, load_rgb, scan_folder, split_train_val
-from models.inference.model_meta import file_sha256, model_meta
+from domain import CLASSES
+from models.data.dataset import index_items, scan_folder
+from models.data.preprocessing import load_rgb
+from models.data.split import cap_items, split_train_val
+from models.inference.model_meta import file_sha256
+from models.training.backends import backend_for_file
 
 # The split settings a teacher must share with the student; any difference moves images across the split.
 SPLIT_KEYS = ("seed", "val_fraction", "max_images_per_class")
@@ -39,7 +36,7 @@ class TeacherTargets:
 
 def teacher_split(path: str | Path) -> dict[str, Any]:
     """The split settings a model file's run used; ValueError when the file does not record them."""
-    config = model_meta(path).get("config") or {}
+    config = backend_for_file(path).model_meta(path).get("config") or {}
     missing = [k for k in ("seed", "val_fraction") if k not in config]
     if missing:
         raise ValueError(f"{path} does not record the split it was trained on ({', '.join(missing)} missing)")
@@ -50,8 +47,6 @@ def make_targets(
     data_dir: str | Path, models: list[str | Path], *, batch_size: int = 32, threads: int = 1
 ) -> TeacherTargets:
     """The teachers' averaged probabilities on the training side of the split they were all trained on."""
-    from models.inference.predictor import load_predictor
-
     if not models:
         raise ValueError("at least one teacher model is needed")
     splits = [teacher_split(m) for m in models]
@@ -63,8 +58,7 @@ def make_targets(
     train_idx, _ = split_train_val(index, val_fraction=split["val_fraction"], seed=split["seed"])
     total = np.zeros((len(train_idx), len(CLASSES)), dtype=np.float64)
     for model in models:
-        framework = Framework.of_file(model).value
-        predictor = load_predictor(framework, model, backend="onnx", threads=threads)
+        predictor = backend_for_file(model).load_predictor(model, backend="onnx", threads=threads)
         for start in range(0, len(train_idx), batch_size):
             chunk = train_idx[start : start + batch_size]
             total[start : start + len(chunk)] += predictor.predict([load_rgb(index.items[i].path) for i in chunk])
@@ -117,21 +111,3 @@ def student_targets(
         if sha in lookup:
             out[row] = lookup[sha]
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Soft targets of trained models, for distilling them into the CNN.")
-    p.add_argument("--data", required=True, help="the labelled folder the teachers were trained on")
-    p.add_argument("--model", action="append", required=True, help="a teacher model file (repeat for several)")
-    p.add_argument("--out", required=True, help="the .npz file to write")
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
-    targets = make_targets(args.data, args.model, threads=args.threads)
-    save_targets(targets, args.out)
-    agree = float((targets.probs.max(1) > 0.5).mean())
-    print(json.dumps({"images": len(targets.sha256), "confident_share": agree, "teachers": targets.teachers}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,16 +1,17 @@
-"""The training loop of the MobileNetV2 transfer model: frozen base, then fine-tuning of its top."""
+"""MobileNetV2's training: a frozen base, then fine-tuning of its top; set-up and resume, one epoch of steps,
+evaluation and its state (loop.fit runs it)."""
 
 import json
 import math
-import shutil
-import time
-from dataclasses import asdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from models.data.dataset import CLASSES, class_weights
+from domain import CLASSES
+from models.data.dataset import class_weights
 from models.inference.model_meta import write_sidecar
 from models.nets.mobilenet import (
     augmenter,
@@ -21,8 +22,8 @@ from models.nets.mobilenet import (
     set_trainable_top,
 )
 from models.training.config import TrainConfig
-from models.training.run_types import PreparedData, TrainHooks, TrainingCancelled, epoch_row
-from models.training.schedule import EarlyStopping, LRSchedule
+from models.training.loop import EpochTraining
+from models.training.run_types import PreparedData, TrainHooks, TrainingCancelled
 
 
 def _compile(model, lr: float, label_smoothing: float) -> None:  # type: ignore[no-untyped-def]
@@ -48,6 +49,8 @@ def _progress_callback(hooks: TrainHooks, epoch: int, epochs: int, batches: int)
 
 
 STATE_FILE = "state.json"
+
+
 # The model with its optimizer and the loop's state are two files; two slots, written in turn, each with
 # its state written last, mean a process killed while saving always leaves one complete epoch behind.
 SLOTS = ("resume-a", "resume-b")
@@ -158,73 +161,67 @@ def _reseed(model: Any, seed: int) -> None:
             generator.state.assign(np.array([seed + i, 0], dtype=generator.state.dtype))
 
 
-def train_keras(
-    cfg: TrainConfig, data: PreparedData, hooks: TrainHooks, *, resume: dict[str, Any] | None = None
-) -> tuple[Path, Path, int]:
-    """Train MobileNetV2; returns (best model file, last model file, best epoch).
+class KerasTrainer:
+    """MobileNetV2 with its optimizer and weight average for one run; `resume` continues a saved state.
 
-    After every epoch `last.keras` (weights and optimizer) and `state.json` (schedule, early stopping, best
-    epoch, the split) hold what a later process needs to continue; every epoch draws its randomness from
-    seeds derived from its number, so a resumed run goes on as the uninterrupted one would.
+    Every epoch draws its randomness from seeds derived from its number, so a resumed run goes on as the
+    uninterrupted one would. A resume slot holds the model with its optimizer (`model.keras`), the weight average
+    and the loop's progress.
     """
-    import keras
-    import tensorflow as tf
 
-    keras.utils.set_random_seed(cfg.seed)
-    weights = resolve_weights(cfg)
-    pretrained = weights is not None
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    best_path, last_path = out / "best.keras", out / "last.keras"
-    sample_w = np.asarray(class_weights(data.y_train.tolist()), dtype=np.float32)[data.y_train]
-    y_onehot = np.eye(len(CLASSES), dtype=np.float32)[data.y_train]
-    batches = max(1, math.ceil(len(data.y_train) / cfg.batch_size))
+    def __init__(self, cfg: TrainConfig, data: PreparedData, *, resume: dict[str, Any] | None = None) -> None:
+        import keras
 
-    def fine_tune() -> None:
-        nonlocal average
-        set_trainable_top(model, cfg.fine_tune_layers, freeze_batchnorm=pretrained)
-        _compile(model, cfg.fine_tune_lr, cfg.label_smoothing)
-        average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-
-    def phase_of(epoch: int) -> tuple[LRSchedule, int]:
-        """The schedule of the phase an epoch belongs to, and that phase's first epoch."""
-        if epoch >= cfg.fine_tune_epoch:
-            return LRSchedule(cfg, cfg.fine_tune_lr), cfg.fine_tune_epoch
-        return LRSchedule(cfg, cfg.lr), 1
-
-    average: WeightAverage | None = None
-    first_epoch, best_acc, best_epoch, rows = 1, -1.0, 0, []
-    stopper = EarlyStopping(cfg.early_stop_patience)
-    if resume is not None:
-        # The saved model holds the trainable flags of its phase and the optimizer's state.
-        model = keras.models.load_model(resume["model_path"])
-        if cfg.ema_decay > 0 and resume["epoch"] >= cfg.fine_tune_epoch:
-            average = WeightAverage(model, cfg.ema_decay)
-            average.load(Path(resume["model_path"]).parent)
-        first_epoch = cfg.epochs + 1 if resume["stopped_early"] else resume["epoch"] + 1
-        best_acc, best_epoch, rows = resume["best_acc"], resume["best_epoch"], list(resume["rows"])
-        schedule, phase_start = phase_of(resume["epoch"])
-        schedule.restore(resume["schedule"])
-        stopper = EarlyStopping(**resume["stopper"])
-    else:
-        model = build_model(cfg, weights)
-        if cfg.fine_tune_epoch <= 1:
-            fine_tune()
+        self.cfg, self.data = cfg, data
+        keras.utils.set_random_seed(cfg.seed)
+        weights = resolve_weights(cfg)
+        self.pretrained = weights is not None
+        self.sample_w = np.asarray(class_weights(data.y_train.tolist()), dtype=np.float32)[data.y_train]
+        self.y_onehot = np.eye(len(CLASSES), dtype=np.float32)[data.y_train]
+        self.average: WeightAverage | None = None
+        if resume is not None:
+            # The saved model holds the trainable flags of its phase and the optimizer's state.
+            self.model = keras.models.load_model(resume["model_path"])
+            if cfg.ema_decay > 0 and resume["epoch"] >= cfg.fine_tune_epoch:
+                self.average = WeightAverage(self.model, cfg.ema_decay)
+                self.average.load(Path(resume["model_path"]).parent)
         else:
-            freeze_base(model)
-            _compile(model, cfg.lr, cfg.label_smoothing)
-        schedule, phase_start = phase_of(1)
-    meta = {"tta": cfg.tta, "classes": list(CLASSES), "config": cfg.to_dict(), "pretrained": pretrained}
-    for epoch in range(first_epoch, cfg.epochs + 1):
-        keras.utils.set_random_seed(cfg.seed + epoch)
-        _reseed(model, cfg.seed + 1000 * epoch)
-        if epoch == cfg.fine_tune_epoch and epoch > 1:
+            self.model = build_model(cfg, weights)
+            if cfg.fine_tune_epoch <= 1:
+                self._fine_tune()
+            else:
+                freeze_base(self.model)
+                _compile(self.model, cfg.lr, cfg.label_smoothing)
+        self.meta = {"tta": cfg.tta, "classes": list(CLASSES), "config": cfg.to_dict(), "pretrained": self.pretrained}
+
+    def _fine_tune(self) -> None:
+        cfg = self.cfg
+        set_trainable_top(self.model, cfg.fine_tune_layers, freeze_batchnorm=self.pretrained)
+        _compile(self.model, cfg.fine_tune_lr, cfg.label_smoothing)
+        self.average = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+
+    def phase(self, epoch: int) -> tuple[float, int]:
+        """The learning rate of the phase an epoch belongs to, and that phase's first epoch."""
+        if epoch >= self.cfg.fine_tune_epoch:
+            return self.cfg.fine_tune_lr, self.cfg.fine_tune_epoch
+        return self.cfg.lr, 1
+
+    def begin_epoch(self, epoch: int) -> bool:
+        import keras
+
+        keras.utils.set_random_seed(self.cfg.seed + epoch)
+        _reseed(self.model, self.cfg.seed + 1000 * epoch)
+        if epoch == self.cfg.fine_tune_epoch and epoch > 1:
             # Phase 2: a recompile is needed for the change of `trainable` to take effect.
-            fine_tune()
-            schedule, phase_start = phase_of(epoch)
-            stopper = EarlyStopping(cfg.early_stop_patience)
-        lr = schedule.at_epoch_start(epoch, first_epoch=phase_start)
-        model.optimizer.learning_rate.assign(lr)
+            self._fine_tune()
+            return True
+        return False
+
+    def train_one_epoch(self, epoch: int, lr: float, hooks: TrainHooks) -> EpochTraining:
+        import tensorflow as tf
+
+        cfg, data = self.cfg, self.data
+        self.model.optimizer.learning_rate.assign(lr)
         augment = augmenter(cfg.augment, cfg.seed + 1000 * epoch)
 
         def to_inputs(x, y, w, augment=augment):  # type: ignore[no-untyped-def]
@@ -232,60 +229,43 @@ def train_keras(
             return (augment(x, training=True) if augment is not None else x), y, w
 
         ds = (
-            tf.data.Dataset.from_tensor_slices((data.x_train, y_onehot, sample_w))
-            .shuffle(len(y_onehot), seed=cfg.seed + epoch)
+            tf.data.Dataset.from_tensor_slices((data.x_train, self.y_onehot, self.sample_w))
+            .shuffle(len(self.y_onehot), seed=cfg.seed + epoch)
             .batch(cfg.batch_size)
             .map(to_inputs)
             .prefetch(2)
         )
+        batches = max(1, math.ceil(len(data.y_train) / cfg.batch_size))
         callbacks = [_progress_callback(hooks, epoch, cfg.epochs, batches)]
-        if average is not None:
-            callbacks.insert(0, average.callback())
-        started = time.perf_counter()
-        history = model.fit(ds, epochs=1, verbose=0, callbacks=callbacks)
-        train_time = time.perf_counter() - started
-        if average is not None:
-            average.swap()  # what is scored and saved for inference is the weight average
-        if cfg.recalibrate_bn:
-            # Spread over the whole (class-ordered) training set, so every class is in the statistics.
-            spread = np.linspace(0, len(data.x_train) - 1, min(RECALIBRATION_IMAGES, len(data.x_train))).astype(int)
-            recalibrate_bn(model, data.x_train[spread])
-        row = epoch_row(
-            epoch=epoch,
-            probs=predict_proba(model, data.x_val, tta=cfg.tta),
-            y_val=data.y_val,
-            train_loss=history.history["loss"][0],
-            train_acc=history.history["accuracy"][0],
-            lr=lr,
-            images=len(data.y_train),
-            started=started,
-            train_time=train_time,
-        )
-        val_loss = row["val_loss"]
-        model.save(last_path)
-        write_sidecar(last_path, {**meta, "epoch": epoch, "metrics": row})
-        if row["val_acc"] > best_acc:
-            best_acc, best_epoch = row["val_acc"], epoch
-            shutil.copyfile(last_path, best_path)
-            write_sidecar(best_path, {**meta, "epoch": epoch, "metrics": row})
-        if average is not None:
-            average.swap()  # training goes on from the raw weights
-        stop = stopper.should_stop(val_loss)
-        schedule.at_epoch_end(val_loss)
-        rows.append(row)
-        state = {
-            "epoch": epoch,
-            "config": asdict(cfg),
-            "split": data.split_digest,
-            "schedule": schedule.state(),
-            "stopper": asdict(stopper),
-            "best_acc": best_acc,
-            "best_epoch": best_epoch,
-            "rows": rows,
-            "stopped_early": stop,
-        }
-        _save_state(out, model, state, average)
-        hooks.on_epoch(row)
-        if stop:
-            break
-    return best_path, last_path, best_epoch
+        if self.average is not None:
+            callbacks.insert(0, self.average.callback())
+        history = self.model.fit(ds, epochs=1, verbose=0, callbacks=callbacks)
+        return EpochTraining(history.history["loss"][0], history.history["accuracy"][0], len(data.y_train))
+
+    @contextmanager
+    def scored_weights(self) -> Iterator[None]:
+        """The weight average in the model (BatchNorm re-estimated for it where asked) for the block; training goes
+        on from the raw weights after it."""
+        if self.average is not None:
+            self.average.swap()
+        try:
+            if self.cfg.recalibrate_bn:
+                # Spread over the whole (class-ordered) training set, so every class is in the statistics.
+                x = self.data.x_train
+                spread = np.linspace(0, len(x) - 1, min(RECALIBRATION_IMAGES, len(x))).astype(int)
+                recalibrate_bn(self.model, x[spread])
+            yield
+        finally:
+            if self.average is not None:
+                self.average.swap()
+
+    def evaluate(self) -> np.ndarray:
+        """Validation probabilities of the scored weights."""
+        return predict_proba(self.model, self.data.x_val, tta=self.cfg.tta)
+
+    def save_model(self, path: Path, epoch: int, row: dict[str, Any]) -> None:
+        self.model.save(path)
+        write_sidecar(path, {**self.meta, "epoch": epoch, "metrics": row})
+
+    def save_state(self, out: Path, progress: dict[str, Any]) -> None:
+        _save_state(out, self.model, progress, self.average)

@@ -1,6 +1,5 @@
-"""What a training loop is given and what it reports: shared by the run (models.training.run) and both loops."""
+"""What a training run is given (its data) and how it reports to whoever started it (its hooks)."""
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -9,7 +8,6 @@ import numpy as np
 
 from domain import TrainingStep
 from models.data.dataset import DatasetIndex
-from models.evaluation.metrics import classification_report, cross_entropy
 
 
 class TrainingCancelled(Exception):
@@ -43,32 +41,3 @@ class PreparedData:
     test: tuple[np.ndarray, np.ndarray, list[bool]] | None = None
     # The teachers' soft target per training image (NaN rows: none, the label alone), when distilling.
     soft_train: np.ndarray | None = None
-
-
-def epoch_row(
-    *,
-    epoch: int,
-    probs: np.ndarray,
-    y_val: np.ndarray,
-    train_loss: float,
-    train_acc: float,
-    lr: float,
-    images: int,
-    started: float,
-    train_time: float,
-) -> dict[str, Any]:
-    """The per-epoch record both training loops write: training figures and macro validation metrics."""
-    report = classification_report(y_val, probs.argmax(1))
-    return {
-        "epoch": epoch,
-        "train_loss": float(train_loss),
-        "train_acc": float(train_acc),
-        "val_loss": cross_entropy(probs, y_val),
-        "val_acc": report["accuracy"],
-        "val_precision": report["precision"],
-        "val_recall": report["recall"],
-        "val_f1": report["f1"],
-        "lr": float(lr),
-        "duration_s": time.perf_counter() - started,
-        "images_per_s": images / train_time if train_time else 0.0,
-    }

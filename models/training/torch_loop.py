@@ -1,10 +1,10 @@
-"""The training loop of the custom CNN."""
+"""The custom CNN's training: set-up and resume, one epoch of steps, evaluation and its state (loop.fit runs it)."""
 
 import copy
 import math
 import random
-import time
-from dataclasses import asdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from models.data.dataset import class_weights
 from models.nets.cnn import ARCH, MEAN, STD, TumorCNN, normalize, predict_proba, save_checkpoint, save_whole
 from models.training.config import TrainConfig
-from models.training.run_types import PreparedData, TrainHooks, TrainingCancelled, epoch_row
-from models.training.schedule import EarlyStopping, LRSchedule
+from models.training.loop import EpochTraining
+from models.training.run_types import PreparedData, TrainHooks, TrainingCancelled
 
 # (rotation degrees, shift fraction, zoom fraction, shear, brightness/contrast fraction)
 AUGMENT = {"moderate": (10.0, 0.05, 0.05, 0.0, 0.1), "high": (20.0, 0.1, 0.15, 0.15, 0.15)}
@@ -174,134 +174,119 @@ def load_state(run_dir: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def train_torch(
-    cfg: TrainConfig, data: PreparedData, hooks: TrainHooks, *, resume: dict[str, Any] | None = None
-) -> tuple[Path, Path, int]:
-    """Train the CNN; returns (best checkpoint, last checkpoint, best epoch).
+class TorchTrainer:
+    """The CNN, its optimizer and weight average for one run; `resume` continues a saved state (see `load_state`).
 
-    After every epoch `state.pth` holds all a later process needs to continue exactly where this one was
-    (weights, optimizer, weight average, schedule, early stopping, random states, the split): pass it back
-    as `resume` (see `load_state`).
+    `state.pth` holds all a later process needs to continue exactly where this one was: weights, optimizer,
+    weight average and the random states, beside the loop's progress.
     """
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    out = Path(cfg.output_dir)
-    model = TumorCNN()
-    if cfg.init_from and resume is None:
-        model.load_state_dict(initial_weights(cfg))
-    model = model.to(memory_format=torch.channels_last)
-    weights = torch.tensor(class_weights(data.y_train.tolist()), dtype=torch.float32)
-    criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
-    optimizer = _optimizer(cfg, model)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay)) if cfg.ema_decay else None
-    schedule, stopper = LRSchedule(cfg, cfg.lr), EarlyStopping(cfg.early_stop_patience)
-    best_acc, best_epoch, first_epoch, rows = -1.0, 0, 1, []
-    if resume is not None:
-        rows = list(resume["rows"])
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(resume["ema"])
-        schedule.restore(resume["schedule"])
-        stopper = EarlyStopping(**resume["stopper"])
-        best_acc, best_epoch, first_epoch = resume["best_acc"], resume["best_epoch"], resume["epoch"] + 1
-        _restore_rng(resume["rng"], gen)
-        if resume["stopped_early"]:
-            first_epoch = cfg.epochs + 1
-    x_train = torch.from_numpy(data.x_train).permute(0, 3, 1, 2)
-    y_train = torch.from_numpy(data.y_train)
-    soft = distillation_targets(data, cfg.distill_temperature) if cfg.distill_from else None
-    # Clean training images for the BatchNorm re-estimation: a fixed sample is plenty for a mean and variance.
-    clean = data.x_train[np.random.default_rng(cfg.seed).permutation(len(data.x_train))[:2048]]
-    n = len(y_train)
-    batches = max(1, math.ceil(n / cfg.batch_size))
-    best_path, last_path = out / "best.pth", out / "last.pth"
-    for epoch in range(first_epoch, cfg.epochs + 1):
-        lr = schedule.at_epoch_start(epoch)
-        for group in optimizer.param_groups:
+
+    def __init__(self, cfg: TrainConfig, data: PreparedData, *, resume: dict[str, Any] | None = None) -> None:
+        self.cfg, self.data = cfg, data
+        torch.manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        model = TumorCNN()
+        if cfg.init_from and resume is None:
+            model.load_state_dict(initial_weights(cfg))
+        self.model = model.to(memory_format=torch.channels_last)
+        weights = torch.tensor(class_weights(data.y_train.tolist()), dtype=torch.float32)
+        self.criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+        self.optimizer = _optimizer(cfg, self.model)
+        self.ema = (
+            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay)) if cfg.ema_decay else None
+        )
+        if resume is not None:
+            self.model.load_state_dict(resume["model"])
+            self.optimizer.load_state_dict(resume["optimizer"])
+            if self.ema is not None:
+                self.ema.load_state_dict(resume["ema"])
+            _restore_rng(resume["rng"], self.gen)
+        self.x_train = torch.from_numpy(data.x_train).permute(0, 3, 1, 2)
+        self.y_train = torch.from_numpy(data.y_train)
+        self.soft = distillation_targets(data, cfg.distill_temperature) if cfg.distill_from else None
+        # Clean training images for the BatchNorm re-estimation: a fixed sample is plenty for a mean and variance.
+        self.clean = data.x_train[np.random.default_rng(cfg.seed).permutation(len(data.x_train))[:2048]]
+        self.scored: nn.Module | None = None
+
+    def phase(self, epoch: int) -> tuple[float, int]:
+        """One phase: the configured learning rate from the first epoch."""
+        return self.cfg.lr, 1
+
+    def begin_epoch(self, epoch: int) -> bool:
+        return False
+
+    def train_one_epoch(self, epoch: int, lr: float, hooks: TrainHooks) -> EpochTraining:
+        cfg, soft = self.cfg, self.soft
+        for group in self.optimizer.param_groups:
             group["lr"] = lr
-        model.train()
-        started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        perm = torch.randperm(n, generator=gen)
+        self.model.train()
+        seen, loss_sum, correct = 0, 0.0, 0
+        n = len(self.y_train)
+        batches = max(1, math.ceil(n / cfg.batch_size))
+        perm = torch.randperm(n, generator=self.gen)
         for b in range(batches):
             if hooks.should_cancel():
                 raise TrainingCancelled("cancelled by request")
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             if len(idx) < 2:  # BatchNorm1d cannot train on a single sample
                 continue
-            x = augment_batch(x_train[idx].float() / 255.0, cfg.augment, gen)
+            x = augment_batch(self.x_train[idx].float() / 255.0, cfg.augment, self.gen)
             x = ((x - MEAN) / STD).contiguous(memory_format=torch.channels_last)
-            y = y_train[idx]
-            optimizer.zero_grad(set_to_none=True)
+            y = self.y_train[idx]
+            self.optimizer.zero_grad(set_to_none=True)
             partner, lam = None, 1.0
             if cfg.mixup_alpha > 0:
-                x, partner, lam = mixup(x, cfg.mixup_alpha, gen)
+                x, partner, lam = mixup(x, cfg.mixup_alpha, self.gen)
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits = model(x)
+                logits = self.model(x)
             outputs = logits.float()
-            loss = _objective(cfg, criterion, outputs, y, soft[idx] if soft is not None else None)
+            loss = _objective(cfg, self.criterion, outputs, y, soft[idx] if soft is not None else None)
             if partner is not None:
                 theirs = _objective(
-                    cfg, criterion, outputs, y[partner], soft[idx[partner]] if soft is not None else None
+                    cfg, self.criterion, outputs, y[partner], soft[idx[partner]] if soft is not None else None
                 )
                 loss = lam * loss + (1 - lam) * theirs
             loss.backward()
-            optimizer.step()
-            if ema is not None:
-                ema.update_parameters(model)
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             seen += len(idx)
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             hooks.on_progress(epoch, cfg.epochs, b + 1, batches)
-        train_time = time.perf_counter() - started
-        scored = copy.deepcopy(ema.module if ema is not None else model)
-        if cfg.recalibrate_bn:
-            recalibrate_bn(scored, clean)
-        elif ema is not None:
+        return EpochTraining(loss_sum / max(seen, 1), correct / max(seen, 1), seen)
+
+    @contextmanager
+    def scored_weights(self) -> Iterator[None]:
+        """A copy of the weights that are scored and saved (the average, where there is one) for the block."""
+        scored = copy.deepcopy(self.ema.module if self.ema is not None else self.model)
+        if self.cfg.recalibrate_bn:
+            recalibrate_bn(scored, self.clean)
+        elif self.ema is not None:
             # The average holds weights only; its BatchNorm statistics come from the live model.
-            for avg, live in zip(scored.buffers(), model.buffers()):
+            for avg, live in zip(scored.buffers(), self.model.buffers()):
                 avg.copy_(live)
-        row = epoch_row(
-            epoch=epoch,
-            probs=predict_proba(scored, data.x_val, tta=cfg.tta),
-            y_val=data.y_val,
-            train_loss=loss_sum / max(seen, 1),
-            train_acc=correct / max(seen, 1),
-            lr=lr,
-            images=seen,
-            started=started,
-            train_time=train_time,
-        )
-        val_loss = row["val_loss"]
+        self.scored = scored
+        try:
+            yield
+        finally:
+            self.scored = None
+
+    def evaluate(self) -> np.ndarray:
+        """Validation probabilities of the scored weights."""
+        return predict_proba(self.scored, self.data.x_val, tta=self.cfg.tta)
+
+    def save_model(self, path: Path, epoch: int, row: dict[str, Any]) -> None:
+        cfg = self.cfg
         extra = {"epoch": epoch, "config": cfg.to_dict(), "metrics": row, "tta": cfg.tta, "normalize": [MEAN, STD]}
-        scored = scored.to(memory_format=torch.contiguous_format)
-        save_checkpoint(last_path, scored, extra=extra)
-        if row["val_acc"] > best_acc:
-            best_acc, best_epoch = row["val_acc"], epoch
-            save_checkpoint(best_path, scored, extra=extra)
-        stop = stopper.should_stop(val_loss)
-        schedule.at_epoch_end(val_loss)
-        rows.append(row)
-        save_state(
-            out / STATE_FILE,
-            {
-                "epoch": epoch,
-                "config": asdict(cfg),
-                "split": data.split_digest,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "schedule": schedule.state(),
-                "stopper": asdict(stopper),
-                "best_acc": best_acc,
-                "best_epoch": best_epoch,
-                "rng": _rng_state(gen),
-                "rows": rows,
-                "stopped_early": stop,
-            },
-        )
-        hooks.on_epoch(row)
-        if stop:
-            break
-    return best_path, last_path, best_epoch
+        save_checkpoint(path, self.scored.to(memory_format=torch.contiguous_format), extra=extra)
+
+    def save_state(self, out: Path, progress: dict[str, Any]) -> None:
+        payload = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": _rng_state(self.gen),
+        }
+        save_state(out / STATE_FILE, {**progress, **payload})

@@ -7,7 +7,7 @@ Fixtures (the stack is started once for the whole tests/e2e package and stopped 
             active model: the shipped default weights when they exist, otherwise a tiny one trained here.
     browser the package's headless Chromium; `new_context(browser)` is a browser profile of its own.
     app     an App for one test: a tab of a fresh browser profile (no cookie of another test or role) on the
-            running app (see tests/e2e/browser.py), which signs in as a clinician when it first opens a page.
+            running app (see scripts/harness.py), which signs in as a clinician when it first opens a page.
     admin_app  the same, signing in as an admin, in a profile of its own.
 
 The browser is Debian's chromium driven by the pinned Playwright through `executable_path`; without
@@ -17,34 +17,17 @@ A failed test's report ends with the last lines of the app's and the worker's lo
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from scripts import harness
+from scripts.harness import CHROMIUM, CHROMIUM_ARGS, EXPECT_TIMEOUT_MS, VIEWPORT, App
 from settings import ROOT, SAMPLE_DIR, get_settings
-from tests.e2e.browser import EXPECT_TIMEOUT_MS, App
-from tests.layers import skip_unless_required
+from tests.skip import skip_unless_required
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-VIEWPORT = {"width": 1400, "height": 1000}
 SCREENSHOT_DIR = ROOT / "docs" / "screenshots"
 APP_START_TIMEOUT_S = 120
 LOG_TAIL_CHARS = 6000
@@ -64,20 +47,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         for name, path in stack.logs.items():
             report.sections.append((f"{name} log (end)", path.read_text(errors="replace")[-LOG_TAIL_CHARS:]))
     return report
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.read() == b"ok"
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def _ensure_active_models(folder: Path) -> None:
@@ -122,30 +91,6 @@ def _ensure_active_models(folder: Path) -> None:
             )
 
 
-def _start_streamlit(port: int, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """The app as `make run` starts it: server.py, Streamlit behind its session check."""
-    command = [sys.executable, "server.py", "--port", str(port), "--address", "127.0.0.1"]
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 @pytest.fixture(scope="package")
 def chromium() -> Path:
     if not CHROMIUM.is_file():
@@ -182,20 +127,18 @@ def stack(
     try:
         _ensure_active_models(folder)
         worker = start_worker()
-        port = _free_port()
         app_log = folder / "streamlit.log"
-        app_process = _start_streamlit(port, app_log)
+        port = harness.free_port()
+        try:
+            app_process = harness.start_app(port, app_log, ready_s=APP_START_TIMEOUT_S)
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + APP_START_TIMEOUT_S
-        while not _answers(url):
-            if app_process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"Streamlit did not come up at {url}:\n{app_log.read_text(errors='replace')}")
-            time.sleep(0.5)
         yield Stack(url=url, logs={"streamlit": app_log, "worker": worker.log_path})
         worker.stop()
     finally:
         if app_process is not None:
-            _stop(app_process)
+            harness.stop_app(app_process)
         celery_app.control.purge()
         reset_engine()
         mp.undo()

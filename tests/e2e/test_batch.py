@@ -3,8 +3,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from scripts.harness import RESULT_TIMEOUT_MS, App
 from settings import SAMPLE_DIR
-from tests.e2e.browser import RESULT_TIMEOUT_MS, App
 
 pytestmark = pytest.mark.e2e
 

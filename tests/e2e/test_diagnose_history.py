@@ -7,8 +7,8 @@ from db.audit import AuditFilters, audit_page
 from db.schema import CLASSES, utcnow
 from db.session import session_scope
 from domain import class_label
+from scripts.harness import RESULT_TIMEOUT_MS, App
 from settings import SAMPLE_DIR
-from tests.e2e.browser import RESULT_TIMEOUT_MS, App
 
 pytestmark = pytest.mark.e2e
 

@@ -1,7 +1,7 @@
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.browser import App
+from scripts.harness import App
 
 pytestmark = pytest.mark.e2e
 

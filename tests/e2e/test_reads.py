@@ -19,9 +19,9 @@ from db.scans import get_patient
 from db.schema import CLASSES, AuditEntry, Read, Scan
 from db.session import session_scope
 from models.data.imaging import decode_image
+from scripts.harness import RESULT_TIMEOUT_MS, App
 from services.diagnosis import model_result, save_scan_with_predictions
 from settings import SAMPLE_DIR, get_settings
-from tests.e2e.browser import RESULT_TIMEOUT_MS, App
 
 pytestmark = pytest.mark.e2e
 

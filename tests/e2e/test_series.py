@@ -6,10 +6,10 @@ from playwright.sync_api import expect
 
 from db.series import get_series
 from db.session import session_scope
+from scripts.harness import App
 from scripts.make_series import series_files
 from services.dicom_intake import receive
 from settings import SAMPLE_DIR
-from tests.e2e.browser import App
 from worker.submit import queue_series
 
 pytestmark = pytest.mark.e2e

@@ -11,11 +11,11 @@ from playwright.sync_api import expect
 from db.audit import AuditFilters, audit_page
 from db.session import session_scope
 from db.users import find_user
+from scripts.harness import SETTLE_TIMEOUT_MS, App, answers, free_port, stop_app
 from services import auth
 from services.auth import COOKIE_NAME
 from settings import ROOT
-from tests.e2e.browser import SETTLE_TIMEOUT_MS, App
-from tests.e2e.conftest import _answers, _free_port, _stop, new_context
+from tests.e2e.conftest import new_context
 from tests.users import PASSWORD, make_actor
 from ui.auth import WATCH_S
 
@@ -92,7 +92,7 @@ def test_a_clients_own_forwarding_headers_are_not_believed(browser, stack) -> No
 
 
 def test_home_py_started_on_its_own_refuses_to_open(browser, stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable,
         "-m",
@@ -109,7 +109,7 @@ def test_home_py_started_on_its_own_refuses_to_open(browser, stack, tmp_path) ->
     context = new_context(browser)
     try:
         deadline = time.monotonic() + 120
-        while not _answers(f"http://127.0.0.1:{port}"):
+        while not answers(f"http://127.0.0.1:{port}"):
             assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "streamlit.log").read_text()
             time.sleep(0.5)
         page = context.new_page()
@@ -118,4 +118,4 @@ def test_home_py_started_on_its_own_refuses_to_open(browser, stack, tmp_path) ->
         expect(page.get_by_role("textbox", name="User name")).to_have_count(0)
     finally:
         context.close()
-        _stop(process)
+        stop_app(process)

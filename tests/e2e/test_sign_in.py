@@ -3,7 +3,7 @@
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.browser import PAGE_TITLES, App
+from scripts.harness import PAGE_TITLES, App
 
 pytestmark = pytest.mark.e2e
 

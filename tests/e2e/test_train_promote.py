@@ -6,7 +6,7 @@ from playwright.sync_api import expect
 from db.audit import AuditFilters, audit_page
 from db.schema import utcnow
 from db.session import session_scope
-from tests.e2e.browser import RESULT_TIMEOUT_MS, App
+from scripts.harness import RESULT_TIMEOUT_MS, App
 
 pytestmark = pytest.mark.e2e
 

@@ -8,16 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.data.dataset import (
-    CLASSES,
-    NEAR_DUPLICATE_BITS,
-    DatasetError,
-    hamming_matrix_rows,
-    index_folder,
-    overlap_with,
-    perceptual_hash,
-    split_train_val,
-)
+from domain import CLASSES
+from models.data.dataset import DatasetError, index_folder, overlap_with
+from models.data.duplicates import NEAR_DUPLICATE_BITS, hamming_matrix_rows, perceptual_hash
+from models.data.split import split_train_val
 from models.evaluation.metrics import classification_report
 from settings import SAMPLE_DIR
 
@@ -131,7 +125,7 @@ def test_a_large_duplicate_group_does_not_swallow_the_validation_share(tmp_path:
 
 
 def test_head_box_crops_to_the_bright_region_and_keeps_blank_frames() -> None:
-    from models.data.dataset import crop_square, head_box, model_input
+    from models.data.preprocessing import crop_square, head_box, model_input
 
     img = np.zeros((200, 300, 3), dtype=np.uint8)
     img[50:150, 100:180] = 200  # a "head" 100 tall, 80 wide
@@ -148,7 +142,7 @@ def test_head_box_crops_to_the_bright_region_and_keeps_blank_frames() -> None:
 def test_the_head_boxs_brightness_and_percentile_are_numpys_to_the_bit() -> None:
     """head_box reads its level from a histogram of channel sums: the same float as the plain computation, so the
     crop (and every prediction after it) is the one the models were trained with."""
-    from models.data.dataset import _brightness, _percentile_99, load_rgb
+    from models.data.preprocessing import _brightness, _percentile_99, load_rgb
 
     rng = np.random.default_rng(3)
     images = [load_rgb(path, size=None) for path in sorted(SAMPLE_DIR.glob("*/*.jpg"))]
@@ -164,9 +158,9 @@ def test_the_head_boxs_brightness_and_percentile_are_numpys_to_the_bit() -> None
 
 
 def test_a_capped_runs_split_is_rebuilt_from_its_config() -> None:
-    from models.data.dataset import config_split
+    from models.data.split import config_split
     from models.training.config import make_config
-    from models.training.run import prepare_data
+    from models.training.prepare import prepare_data
 
     cfg = make_config("torch", str(SAMPLE_DIR), "report", max_images_per_class=7, seed=3)
     data = prepare_data(cfg)

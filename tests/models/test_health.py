@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.data.health import HealthReport, health_report, main
+from models.cli import main
+from models.data.health import HealthReport, health_report
 from settings import SAMPLE_DIR
 
 
@@ -161,14 +162,14 @@ def test_the_report_survives_a_round_trip_through_json(report: HealthReport) -> 
 def test_the_command_prints_the_report_or_says_why_it_cannot(
     folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([str(folders["train"]), "--test", str(folders["test"])]) == 0
+    assert main(["health", str(folders["train"]), "--test", str(folders["test"])]) == 0
     text = capsys.readouterr().out
     assert "imbalance 11.00x" in text and "grayscale (16-bit)" in text and "glioma/broken.jpg" in text
     assert "WARNINGS (acknowledge before training)" in text
 
-    assert main([str(folders["train"]), "--json"]) == 0
+    assert main(["health", str(folders["train"]), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["per_class"]["notumor"] == 11 and data["test"] is None
 
-    assert main([str(tmp_path)]) == 2
+    assert main(["health", str(tmp_path)]) == 2
     assert "has no class subfolders" in capsys.readouterr().err

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from domain import CLASSES
-from models.data.dataset import load_rgb
-from models.inference.predictor import load_predictor
+from models.data.preprocessing import load_rgb
+from models.training.backends import backends
 from settings import DEFAULT_MODEL_FILES, SAMPLE_DIR
 
 # Three images of each class: a heatmap must hold for every class, not only the first folder's.
@@ -30,6 +30,6 @@ def test_the_hottest_region_matters_more_than_the_coldest(framework):
     path = DEFAULT_MODEL_FILES[framework]
     if not path.is_file():
         pytest.skip(f"no shipped {framework} model at {path}")
-    predictor = load_predictor(framework, path)
+    predictor = backends[framework].load_predictor(path)
     gaps = np.array([occlusion_gap(predictor, load_rgb(p, size=None)) for p in IMAGES])
     assert gaps.mean() > 0.05 and (gaps > 0).mean() >= 0.5, gaps.round(3).tolist()

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.data.dataset import load_rgb
+from models.data.preprocessing import load_rgb
 from models.inference.model_meta import file_sha256
 from models.inference.onnx_export import export_path
-from models.inference.predictor import OnnxPredictor, TorchPredictor, load_predictor
+from models.inference.predictor import OnnxPredictor, TorchPredictor
+from models.training.backends import backends
 from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR
 
 IMAGES = sorted(SAMPLE_DIR.glob("*/*.jpg"))
@@ -53,8 +54,8 @@ def images() -> list[np.ndarray]:
 @pytest.mark.parametrize("framework", ["torch", "keras"])
 def test_onnx_runtime_gives_the_frameworks_probabilities_on_every_sample_image(framework, images, shared):
     path = shared(framework)
-    reference = load_predictor(framework, path)
-    onnx = load_predictor(framework, path, backend="onnx")
+    reference = backends[framework].load_predictor(path)
+    onnx = backends[framework].load_predictor(path, backend="onnx")
     assert isinstance(onnx, OnnxPredictor) and export_path(path).is_file()
 
     expected, got = reference.predict(images), onnx.predict(images)
@@ -81,15 +82,15 @@ def test_a_model_file_changed_after_its_export_is_exported_again(images, tmp_pat
 
     path = shipped_copy("torch", tmp_path)
     gliomas = images[:8]
-    before = load_predictor("torch", path, backend="onnx").predict(gliomas)
+    before = backends["torch"].load_predictor(path, backend="onnx").predict(gliomas)
 
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     checkpoint["model"]["head.4.bias"] = checkpoint["model"]["head.4.bias"] + torch.tensor([0.0, 0.0, 0.0, 20.0]).half()
     torch.save(checkpoint, path)
 
     # A pituitary logit raised by 20: the changed model calls these gliomas pituitary; the old export would not.
-    after = load_predictor("torch", path, backend="onnx").predict(gliomas)
-    expected = load_predictor("torch", path).predict(gliomas)
+    after = backends["torch"].load_predictor(path, backend="onnx").predict(gliomas)
+    expected = backends["torch"].load_predictor(path).predict(gliomas)
     assert np.abs(after - expected).max() <= 1e-4
     assert (after.argmax(1) != before.argmax(1)).any()
     assert OnnxPredictor("torch", path, sha256=file_sha256(path)).session.get_modelmeta().custom_metadata_map[
@@ -100,8 +101,8 @@ def test_a_model_file_changed_after_its_export_is_exported_again(images, tmp_pat
 @pytest.mark.parametrize("framework", ["torch", "keras"])
 def test_onnx_heatmaps_are_the_frameworks_on_every_sample_image(framework, images, shared):
     path = shared(framework)
-    reference = load_predictor(framework, path)
-    onnx = load_predictor(framework, path, backend="onnx")
+    reference = backends[framework].load_predictor(path)
+    onnx = backends[framework].load_predictor(path, backend="onnx")
     assert isinstance(onnx, OnnxPredictor)
     worst = []
     for rgb in images:
@@ -124,11 +125,11 @@ def test_onnx_heatmaps_are_the_frameworks_on_every_sample_image(framework, image
 HEATMAPS_WITHOUT_FRAMEWORKS = """
 import json, sys
 import numpy as np
-from models.data.dataset import load_rgb
+from models.data.preprocessing import load_rgb
 from models.inference.model_meta import file_sha256
-from models.inference.predictor import load_predictor
+from models.training.backends import backends
 rgb = load_rgb(sys.argv[3], size=None)
-p = load_predictor(sys.argv[1], sys.argv[2], backend="onnx", sha256=file_sha256(sys.argv[2]))
+p = backends[sys.argv[1]].load_predictor(sys.argv[2], backend="onnx", sha256=file_sha256(sys.argv[2]))
 cam = p.gradcam(rgb)
 print(json.dumps({
     "cam": cam.tolist(),
@@ -141,8 +142,8 @@ print(json.dumps({
 @pytest.mark.parametrize("framework", ["torch", "keras"])
 def test_a_process_with_its_exports_made_predicts_and_draws_heatmaps_without_the_framework(framework, shared):
     path = shared(framework)
-    reference = load_predictor(framework, path)
-    prepare = load_predictor(framework, path, backend="onnx")
+    reference = backends[framework].load_predictor(path)
+    prepare = backends[framework].load_predictor(path, backend="onnx")
     prepare.gradcam(load_rgb(IMAGES[0], size=None))  # makes the exports, as start-up does
     out = subprocess.run(
         [sys.executable, "-c", HEATMAPS_WITHOUT_FRAMEWORKS, framework, str(path), str(IMAGES[0])],
@@ -164,7 +165,7 @@ def test_a_process_with_its_exports_made_predicts_and_draws_heatmaps_without_the
 )
 def test_heatmaps_from_many_sessions_at_once_are_the_ones_each_gets_alone(framework, backend, images, shared):
     path = shared(framework)
-    predictor = load_predictor(framework, path, backend=backend)
+    predictor = backends[framework].load_predictor(path, backend=backend)
     picks = images[::10]
     alone = [predictor.gradcam(rgb) for rgb in picks]
     with ThreadPoolExecutor(4) as pool:
@@ -179,8 +180,8 @@ def test_heatmaps_from_many_sessions_at_once_are_the_ones_each_gets_alone(framew
 
 def test_the_int8_cnn_gives_the_same_class_on_every_sample_image_from_a_quarter_of_the_file(images, shared):
     path = shared("torch")
-    exact = load_predictor("torch", path, backend="onnx").predict(images)
-    int8 = load_predictor("torch", path, backend="onnx", int8=True).predict(images)
+    exact = backends["torch"].load_predictor(path, backend="onnx").predict(images)
+    int8 = backends["torch"].load_predictor(path, backend="onnx", int8=True).predict(images)
     assert (int8.argmax(1) == exact.argmax(1)).all()
     assert np.abs(int8 - exact).max() <= 0.1
     assert export_path(path, int8=True).stat().st_size < export_path(path).stat().st_size / 3

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.data.dataset import load_rgb
-from models.inference.predictor import load_predictor
+from models.data.preprocessing import load_rgb
+from models.training.backends import backends
 from models.training.config import make_config
 from models.training.run import run_training
 from models.training.run_types import TrainHooks
@@ -46,7 +46,7 @@ def test_same_config_gives_the_same_first_epoch(tmp_path: Path) -> None:
 
 def test_evaluate_command_prints_the_json_fields(tiny_cnn: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "models.evaluation.evaluate", "--model", str(tiny_cnn), "--data", str(SAMPLE_DIR)],
+        [sys.executable, "-m", "models", "evaluate", "--model", str(tiny_cnn), "--data", str(SAMPLE_DIR)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -62,7 +62,7 @@ def test_evaluate_command_prints_the_json_fields(tiny_cnn: Path) -> None:
 
 def test_evaluate_command_refuses_a_folder_without_classes(tiny_cnn: Path, tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "models.evaluation.evaluate", "--model", str(tiny_cnn), "--data", str(tmp_path)],
+        [sys.executable, "-m", "models", "evaluate", "--model", str(tiny_cnn), "--data", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -72,7 +72,7 @@ def test_evaluate_command_refuses_a_folder_without_classes(tiny_cnn: Path, tmp_p
 
 
 def test_gradcam_matches_the_image_shape(tiny_cnn: Path) -> None:
-    predictor = load_predictor("torch", tiny_cnn)
+    predictor = backends["torch"].load_predictor(tiny_cnn)
     rgb = load_rgb(next((SAMPLE_DIR / "glioma").iterdir()), size=None)[:200, :180]
     cam = predictor.gradcam(rgb)
     assert cam.shape == (200, 180) and cam.dtype == np.float32
@@ -96,7 +96,7 @@ def test_training_stores_a_fitted_temperature_that_predictions_use(tiny_cnn: Pat
     record = json.loads((tiny_cnn.parent / "run.json").read_text())
     calibration = record["metrics"]["val"]["calibration"]
     assert set(calibration) >= {"temperature", "ece_before", "ece_after", "nll_before", "nll_after"}
-    predictor = load_predictor("torch", tiny_cnn)
+    predictor = backends["torch"].load_predictor(tiny_cnn)
     assert predictor.temperature == pytest.approx(calibration["temperature"]) and predictor.temperature != 1.0
     rgb = load_rgb(next((SAMPLE_DIR / "notumor").iterdir()))
     calibrated = predictor.predict([rgb])
@@ -168,8 +168,8 @@ def test_a_cnn_learns_from_teacher_targets_of_its_own_split_and_refuses_others(t
     assert loaded.split == {"seed": 42, "val_fraction": 0.15, "max_images_per_class": 6}
     assert np.allclose(loaded.probs.sum(1), 1, atol=1e-5)
     # Only the training side was scored: the teacher's own predictions on those images, nothing else.
-    predictor = load_predictor("torch", tiny_cnn)
-    from models.data.dataset import config_split
+    predictor = backends["torch"].load_predictor(tiny_cnn)
+    from models.data.split import config_split
     from models.inference.model_meta import file_sha256
 
     train, val = config_split(loaded.split | {"data_dir": str(SAMPLE_DIR)})

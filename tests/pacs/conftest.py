@@ -10,9 +10,10 @@ import pytest
 from db.schema import DicomSeries
 from db.series import series_with_uid
 from db.session import session_scope
+from scripts.dicom_peers import DCMTK
 from scripts.make_series import series_files
 from settings import SAMPLE_DIR
-from tests.pacs.servers import DCMTK, require_tools
+from tests.skip import require_tools
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 from db.schema import AuditEntry, DicomSeries, SeriesSlice
 from db.series import series_with_uid
 from db.session import session_scope
+from scripts.dicom_peers import echo, start_listener, storescu
 from scripts.make_series import enhanced_file
 from tests.env import environment
 from tests.pacs.conftest import sample_slices
-from tests.pacs.servers import echo, start_listener, storescu
 
 ALLOWED = "STORESCU,ECHOSCU,MODALITY1"
 

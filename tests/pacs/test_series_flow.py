@@ -16,9 +16,10 @@ from db.schema import DicomSend, Job, Prediction, Scan, SeriesSlice
 from db.series import sends_of_series, series_with_uid
 from db.session import session_scope
 from domain import CLASSES
+from scripts.dicom_peers import DCIODVFY, DICOMWEB_PLUGIN, ORTHANC, Orthanc, dciodvfy_errors, start_listener, storescu
 from tests.env import environment
 from tests.pacs.conftest import sample_slices, wait_for_series
-from tests.pacs.servers import DCIODVFY, Orthanc, dciodvfy_errors, require_tools, start_listener, storescu
+from tests.skip import require_tools
 from tests.users import make_actor
 
 pytestmark = pytest.mark.slow
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def source_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     """The PACS series are pulled from."""
+    require_tools(ORTHANC, DICOMWEB_PLUGIN)
     orthanc = Orthanc(tmp_path_factory.mktemp("orthanc-source")).start()
     yield orthanc
     orthanc.stop()
@@ -35,6 +37,7 @@ def source_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
 @pytest.fixture(scope="module")
 def result_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     """The PACS results go to: its ports are fixed now, but it starts only when a test starts it (it is down)."""
+    require_tools(ORTHANC, DICOMWEB_PLUGIN)
     orthanc = Orthanc(tmp_path_factory.mktemp("orthanc-results"), aet="RESULTS")
     yield orthanc
     orthanc.stop()

@@ -9,6 +9,7 @@ import pytest
 from pydicom.uid import EnhancedMRImageStorage, MRImageStorage, generate_uid
 
 from domain import CLASSES, DISCLAIMER
+from scripts.dicom_peers import DCIODVFY, dciodvfy_errors
 from services.dicom_results import (
     Instance,
     ModelInfo,
@@ -18,7 +19,7 @@ from services.dicom_results import (
     heatmap_capture,
     series_report,
 )
-from tests.pacs.servers import DCIODVFY, dciodvfy_errors, require_tools
+from tests.skip import require_tools
 
 REF = StudyRef(
     study_uid=generate_uid(),

@@ -156,7 +156,7 @@ def test_an_old_run_record_shows_its_missing_fields_as_not_recorded(tiny, tmp_pa
 
 
 def test_the_recipe_names_the_checkpoint_a_run_started_from_and_the_teachers_it_learnt_from() -> None:
-    from services.model_card_document import recipe_section
+    from services.model_card_document import RunRecord, recipe_section
 
     record = {
         "framework": "torch",
@@ -168,8 +168,8 @@ def test_the_recipe_names_the_checkpoint_a_run_started_from_and_the_teachers_it_
         },
         "metrics": {"split": {"distilled": {"images": 10, "teachers": [{"file": "a.pth"}, {"file": "b.keras"}]}}},
     }
-    facts = dict(recipe_section(record).facts)
+    facts = dict(recipe_section(RunRecord.of(record)).facts)
     assert facts["Started from"] == "init-cnn.pth"
     assert facts["Distilled from"] == "a.pth, b.keras (weight 0.5, temperature 2.0)"
-    plain = dict(recipe_section({"framework": "torch", "config": {}}).facts)
+    plain = dict(recipe_section(RunRecord.of({"framework": "torch", "config": {}})).facts)
     assert "Started from" not in plain and "Distilled from" not in plain

@@ -106,7 +106,7 @@ def test_without_statistics_for_the_cnn_the_check_says_it_is_off(db_url, tmp_pat
 def test_a_batch_keeps_a_file_that_is_not_a_brain_mri_slice_for_a_clinician_without_an_answer(
     db_url, tmp_path, monkeypatch
 ) -> None:
-    from services.batch import Options, load_models, predict_listing
+    from services.batch import FileRules, load_models, predict_listing
 
     folder = tmp_path / "scans"
     (folder / "glioma").mkdir(parents=True)
@@ -120,7 +120,7 @@ def test_a_batch_keeps_a_file_that_is_not_a_brain_mri_slice_for_a_clinician_with
         )
         job_id = create_job(session=session, kind="batch", params={}).id
         version_id = version.id
-    options = Options("single", "P-1", threshold=0.7, max_bytes=2**24, max_pixels=40_000_000)
+    rules = FileRules("single", "P-1", threshold=0.7, max_bytes=2**24, max_pixels=40_000_000)
     models = load_models([version_id])
     gate, _ = gate_for(models)
     # The check's CNN is the job's: its features come from the run that predicts, never from a forward pass more.
@@ -130,7 +130,7 @@ def test_a_batch_keeps_a_file_that_is_not_a_brain_mri_slice_for_a_clinician_with
         job_id,
         list_folder(folder),
         models,
-        options,
+        rules,
         progress=lambda *a: None,
         check_cancel=lambda: None,
     )
@@ -165,7 +165,7 @@ def test_a_batch_gives_a_ct_dicom_no_tumor_class_even_when_the_cnn_has_no_statis
     db_url, tmp_path, dicom_bytes
 ) -> None:
     from models.nets.cnn import TumorCNN, save_checkpoint
-    from services.batch import Options, load_models, predict_listing
+    from services.batch import FileRules, load_models, predict_listing
 
     cnn = save_checkpoint(tmp_path / "without-statistics.pth", TumorCNN(), extra={})
     folder = tmp_path / "scans"
@@ -179,7 +179,7 @@ def test_a_batch_gives_a_ct_dicom_no_tumor_class_even_when_the_cnn_has_no_statis
         job_id = create_job(session=session, kind="batch", params={}).id
     models = load_models([version_id])
     assert gate_for(models)[0] is None
-    options = Options("none", None, threshold=0.7, max_bytes=2**24, max_pixels=40_000_000)
+    options = FileRules("none", None, threshold=0.7, max_bytes=2**24, max_pixels=40_000_000)
     result = predict_listing(
         job_id, list_folder(folder), models, options, progress=lambda *a: None, check_cancel=lambda: None
     )

@@ -14,7 +14,7 @@ from db.schema import Patient, Prediction, Scan
 from db.session import session_scope
 from domain import CLASSES, class_label
 from models.data.imaging import decode_image, make_overlay
-from models.inference.predictor import load_predictor
+from models.training.backends import backends
 from services.model_files import file_sha256
 from settings import DEFAULT_MODEL_FILES, ROOT, SAMPLE_DIR, get_settings
 from tests.entries import shown
@@ -315,7 +315,7 @@ def test_a_dicom_whose_header_says_ct_gets_no_tumor_class(db_url, shipped_cnn, d
 def test_gradcam_and_its_overlay_have_the_image_shape(cnn_checkpoint, dicom_bytes):
     tall = np.asarray(Image.open(io.BytesIO(sample_jpeg()[1])).convert("L").resize((160, 200)), dtype=np.uint16)
     decoded = decode_image(dicom_bytes(pixels=tall * 16), "tall.dcm", max_bytes=2**24, max_pixels=10**7)
-    cam = load_predictor("torch", cnn_checkpoint).gradcam(decoded.rgb)
+    cam = backends["torch"].load_predictor(cnn_checkpoint).gradcam(decoded.rgb)
     assert cam.shape == decoded.rgb.shape[:2] == (200, 160)
     assert make_overlay(decoded.rgb, cam, 0.5).shape == decoded.rgb.shape
 

@@ -9,8 +9,8 @@ from streamlit.testing.v1 import AppTest
 from db.audit import AuditFilters, audit_page
 from db.runs import get_active_model, register_model_version
 from db.session import session_scope
-from models.data.dataset import load_rgb
-from models.inference.predictor import load_predictor
+from models.data.preprocessing import load_rgb
+from models.training.backends import backends
 from services.model_files import file_sha256
 from settings import ROOT, SAMPLE_DIR
 from tests.entries import shown
@@ -86,9 +86,9 @@ def test_promoting_a_version_changes_the_model_the_predictor_loads(two_versions,
     assert not at.exception
     assert active_path() == str(checkpoints[1])
     image = [load_rgb(next((SAMPLE_DIR / "glioma").glob("*.jpg")))]
-    loaded = load_predictor("torch", active_path()).predict(image)
-    assert np.allclose(loaded, load_predictor("torch", checkpoints[1]).predict(image))
-    assert not np.allclose(loaded, load_predictor("torch", checkpoints[0]).predict(image))
+    loaded = backends["torch"].load_predictor(active_path()).predict(image)
+    assert np.allclose(loaded, backends["torch"].load_predictor(checkpoints[1]).predict(image))
+    assert not np.allclose(loaded, backends["torch"].load_predictor(checkpoints[0]).predict(image))
     assert any(f"version {new}) is now the active" in s.value.replace("\\", "") for s in at.success)
     [entry] = audit_entries("model_promoted")
     assert entry.target == f"model version {new}" and entry.detail.endswith(f"reason: {REASON}")

@@ -14,11 +14,12 @@ from streamlit.testing.v1 import AppTest
 from db.schema import AuditEntry, DicomSeries, Job
 from db.session import session_scope
 from domain import UserError
+from scripts.dicom_peers import DICOMWEB_PLUGIN, ORTHANC, Orthanc, storescu
 from scripts.make_series import enhanced_file, series_files
 from services.dicom_intake import receive_files
 from settings import ROOT, SAMPLE_DIR
 from tests.env import environment
-from tests.pacs.servers import Orthanc, require_tools, storescu
+from tests.skip import require_tools
 from tests.users import make_actor, signed_in
 from worker.submit import submit_intake
 
@@ -30,6 +31,7 @@ IMAGES = sorted((SAMPLE_DIR / "meningioma").glob("*.jpg"))[:3]
 def pacs(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, str, str]]:
     """Orthanc holding one MR series of patient HOSP-9; (server, study UID, series UID)."""
     require_tools("storescu")
+    require_tools(ORTHANC, DICOMWEB_PLUGIN)
     orthanc = Orthanc(tmp_path_factory.mktemp("orthanc")).start()
     folder = tmp_path_factory.mktemp("series")
     paths = []

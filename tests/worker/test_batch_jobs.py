@@ -199,7 +199,7 @@ def test_a_cancelled_job_ends_cancelled(cnn_version, data_root, wait_for_job) ->
 
 
 def test_a_requeued_job_that_was_half_done_ends_with_every_file_once(cnn_version, data_root, wait_for_job) -> None:
-    from services.batch import Options, load_models, predict_listing
+    from services.batch import FileRules, load_models, predict_listing
 
     folder = data_root / "resume"
     copy_samples(folder, 6, labelled=True)
@@ -214,9 +214,9 @@ def test_a_requeued_job_that_was_half_done_ends_with_every_file_once(cnn_version
     # The first worker did half of the files, committed them, and died: the job is left failed.
     listing = list_folder(folder)
     listing.images = listing.images[:12]
-    options = Options("single", "P-400", threshold=0.7, max_bytes=2**24, max_pixels=40_000_000)
+    rules = FileRules("single", "P-400", threshold=0.7, max_bytes=2**24, max_pixels=40_000_000)
     predict_listing(
-        job_id, listing, load_models([cnn_version]), options, progress=lambda *a: None, check_cancel=lambda: None
+        job_id, listing, load_models([cnn_version]), rules, progress=lambda *a: None, check_cancel=lambda: None
     )
     with session_scope() as session:
         finish_job(session=session, job_id=job_id, status="failed", error="the worker stopped responding")

@@ -115,7 +115,7 @@ def test_a_named_pipe_put_in_place_of_a_listed_file_costs_its_row_and_the_job_go
     cnn_version, data_root, module_db_url
 ) -> None:
     from db.jobs import create_job
-    from services.batch import Options, load_models, predict_listing
+    from services.batch import FileRules, load_models, predict_listing
 
     folder = data_root / "swapped"
     copy_samples(folder, 3)
@@ -125,7 +125,7 @@ def test_a_named_pipe_put_in_place_of_a_listed_file_costs_its_row_and_the_job_go
     swapped = listing.images[1]
     (folder / swapped).unlink()
     os.mkfifo(folder / swapped)  # after the listing, before the job reads it
-    options = Options("none", None, threshold=0.7, max_bytes=2**24, max_pixels=2**24)
+    options = FileRules("none", None, threshold=0.7, max_bytes=2**24, max_pixels=2**24)
     models = load_models([cnn_version])
     done = threading.Event()
 

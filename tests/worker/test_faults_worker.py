@@ -24,7 +24,8 @@ from settings import ROOT, SAMPLE_DIR, get_settings
 from tests.env import environment
 from tests.users import make_actor
 from worker.celery_app import celery_app
-from worker.submit import ORPHANED_AFTER_S, cancel_job, submit_batch, submit_training
+from worker.recovery import ORPHANED_AFTER_S
+from worker.submit import cancel_job, submit_batch, submit_training
 
 pytestmark = pytest.mark.slow
 

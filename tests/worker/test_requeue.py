@@ -65,7 +65,7 @@ def test_the_periodic_sweep_sends_again_a_job_whose_worker_is_gone(db_url) -> No
     from datetime import timedelta
 
     from db.schema import Job, utcnow
-    from worker.submit import ORPHANED_AFTER_S
+    from worker.recovery import ORPHANED_AFTER_S
     from worker.tasks import sweep
 
     job_id = make_job("batch", "running")  # by worker w1, which answers no ping

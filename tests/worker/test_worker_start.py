@@ -97,7 +97,7 @@ def test_a_job_whose_worker_dies_is_recovered_by_the_sweep_of_a_worker_started_a
     module_db_url, start_worker, wait_for_job
 ):
     """The worker is up and connected before the job's worker dies: only its own beat's sweep can find the job."""
-    from worker.submit import ORPHANED_AFTER_S
+    from worker.recovery import ORPHANED_AFTER_S
 
     worker = start_worker(env={"SWEEP_EVERY_S": "2"}, arguments=worker_command_lines()["make worker"])
     with session_scope() as session:

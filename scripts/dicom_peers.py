@@ -1,10 +1,8 @@
-"""Real hospital imaging parts for the tests: Debian's Orthanc (with its DICOMweb plugin) as the PACS, the
-system's own DICOM listener as a process, and DCMTK's storescu/echoscu as an independent sender."""
+"""Real hospital imaging parts for the tests and the benchmark: Debian's Orthanc (with its DICOMweb plugin) as the
+PACS, the system's own DICOM listener as a process, and DCMTK's storescu/echoscu as an independent sender."""
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,26 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scripts.harness import free_port
 from settings import ROOT
-from tests.layers import skip_unless_required
 
 ORTHANC = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 DCMTK = ("storescu", "echoscu")
 DCIODVFY = "dciodvfy"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def require_tools(*names: str) -> None:
-    """Skip (fail under BRAINMRI_REQUIRE_ALL_LAYERS=1) when a tool the test runs is not installed."""
-    missing = [n for n in names if shutil.which(n) is None and not Path(n).is_file()]
-    if missing:
-        skip_unless_required(f"not installed: {', '.join(missing)} (make test installs them as root)")
 
 
 @dataclass
@@ -60,7 +45,9 @@ class Orthanc:
         return f"{self.aet}@127.0.0.1:{self.dicom_port}"
 
     def start(self) -> "Orthanc":
-        require_tools(ORTHANC, DICOMWEB_PLUGIN)
+        for part in (ORTHANC, DICOMWEB_PLUGIN):
+            if not Path(part).is_file():
+                raise FileNotFoundError(f"{part} is not installed (Debian's orthanc and orthanc-dicomweb)")
         storage = self.folder / "storage"
         storage.mkdir(parents=True, exist_ok=True)
         config = {

@@ -1,6 +1,8 @@
 """Layers a test needs that a machine may lack (PostgreSQL, a browser, Redis): skipped here, required in CI."""
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -13,3 +15,10 @@ def skip_unless_required(reason: str) -> None:
     if REQUIRE_ALL_LAYERS:
         pytest.fail(f"{reason} (BRAINMRI_REQUIRE_ALL_LAYERS=1: every layer must run)")
     pytest.skip(reason)
+
+
+def require_tools(*names: str) -> None:
+    """Skip (fail under BRAINMRI_REQUIRE_ALL_LAYERS=1) when a program the test runs is not installed."""
+    missing = [n for n in names if shutil.which(n) is None and not Path(n).is_file()]
+    if missing:
+        skip_unless_required(f"not installed: {', '.join(missing)} (make test installs them as root)")
