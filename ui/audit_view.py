@@ -18,7 +18,7 @@ ACTION_NAMES = {
     A.PREDICTION: "image predicted",
     A.PATIENT_VIEWED: "patient record opened",
     A.SCAN_VIEWED: "scan viewed",
-    A.REVIEW: "prediction reviewed",
+    A.REVIEW: "scan read",
     A.EXPORT: "export",
     A.SCAN_DELETED: "scan deleted",
     A.PATIENT_DELETED: "patient deleted",
@@ -43,6 +43,8 @@ ACTION_NAMES = {
     A.SERIES_VIEWED: "series viewed",
     A.PACS_SEARCHED: "PACS searched",
     A.RESULTS_SENT: "results sent to the PACS",
+    A.PATIENT_MERGED: "patients merged",
+    A.SCAN_ASSIGNED: "scan given a patient",
 }
 # What each action says after the person's name; {target}, {patient} and {detail} are filled in where known.
 SENTENCES = {
@@ -55,7 +57,7 @@ SENTENCES = {
     A.PREDICTION: "had an image predicted",
     A.PATIENT_VIEWED: "opened {patient}'s record",
     A.SCAN_VIEWED: "viewed {target} of {patient}",
-    A.REVIEW: "reviewed {target} of {patient}",
+    A.REVIEW: "read {target} of {patient}",
     A.EXPORT: "exported {target}",
     A.SCAN_DELETED: "deleted {target} of {patient}",
     A.PATIENT_DELETED: "deleted {patient} ({target})",
@@ -80,6 +82,8 @@ SENTENCES = {
     A.SERIES_VIEWED: "viewed {target} of {patient}",
     A.PACS_SEARCHED: "searched the PACS",
     A.RESULTS_SENT: "sent the results of {target} to the PACS",
+    A.PATIENT_MERGED: "merged a twin into {patient}",
+    A.SCAN_ASSIGNED: "gave {target} to {patient}",
 }
 # Entries no person made: what the system itself did.
 SYSTEM = {

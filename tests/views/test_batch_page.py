@@ -11,6 +11,7 @@ from db.jobs import create_job, finish_job, get_job, recent_jobs
 from db.runs import register_model_version
 from db.session import session_scope
 from settings import ROOT, SAMPLE_DIR, get_settings
+from tests.entries import shown
 from tests.users import signed_in
 
 PAGE = str(ROOT / "views" / "2_Batch.py")
@@ -264,4 +265,4 @@ def test_a_failed_job_shows_a_persons_message_and_only_admins_the_detail(model_i
 
 
 def at_error(at: AppTest) -> str:
-    return at.error[0].value
+    return shown(at.error[0].value)
