@@ -112,7 +112,7 @@ def load_models(version_ids: list[int] | None) -> list[BatchModel]:
         except ModelFileProblem as exc:
             # The reason names the file on the server: it goes to the job's details, which admins read.
             raise UserError(
-                f"Model {name} (version {version_id}) cannot be used: its file is missing or not the one registered. "
+                f"Model {name} (version {version_id}) cannot be used: its {exc.what} is missing or not the one registered. "
                 "An admin can see the details on this job."
             ) from exc
         except (OSError, ValueError) as exc:

@@ -50,7 +50,11 @@ REMADE = {ModelFileRole.ONNX, ModelFileRole.ONNX_INT8, ModelFileRole.ONNX_HEATMA
 
 class ModelFileProblem(ValueError):
     """The model file, or a file its answers depend on, is missing or is no longer the one recorded; the message
-    says which."""
+    says which, `what` names its kind without its path (for messages that clinicians read)."""
+
+    def __init__(self, message: str, *, what: str = "file") -> None:
+        super().__init__(message)
+        self.what = what
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,8 @@ class CompanionFiles:
             remedy = " (remove it, and it is made again from the model file)" if role in REMADE else ""
             raise ModelFileProblem(
                 f"its {role.label} {path} is not the one recorded when it was made (sha256 now {digest[:12]}…, "
-                f"recorded {expected[:12]}…){remedy}"
+                f"recorded {expected[:12]}…){remedy}",
+                what=role.label,
             )
 
     def verify(self, *roles: ModelFileRole) -> None:
@@ -207,7 +212,7 @@ class CompanionFiles:
             except FileNotFoundError:
                 if role in self.recorded and role not in REMADE:
                     raise ModelFileProblem(
-                        f"its {role.label} {path} was recorded when it was made but is missing"
+                        f"its {role.label} {path} was recorded when it was made but is missing", what=role.label
                     ) from None
                 continue
             self.check(path, data, False)
