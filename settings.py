@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     mobilenet_weights_path: Path | None = None
     # How long a write waits for another process's SQLite write lock before it fails with a message.
     db_busy_timeout_s: float = Field(default=30.0, gt=0)
+    # A running job writes a heartbeat this often; one that missed two and whose worker answers no ping is sent
+    # again to another worker.
+    heartbeat_interval_s: float = Field(default=15.0, gt=0)
     # A running job with no heartbeat for this long is settled as failed.
     job_stale_after_s: int = 300
     # How often each worker's beat sends the sweep that settles or sends again the jobs of dead workers, sends

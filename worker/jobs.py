@@ -14,6 +14,7 @@ from celery.utils import uuid
 from db.jobs import defer_job, finish_job, get_job, heartbeat, is_cancel_requested, mark_running, set_progress
 from db.session import session_scope
 from domain import RetryLater, UserError
+from settings import get_settings
 
 __all__ = ["JobCancelled", "Reporter", "RetryLater", "UserError", "run_job"]
 
@@ -26,7 +27,6 @@ UNEXPECTED = (
 )
 # A job whose worker was lost this many times is failed on its next delivery instead of run again.
 MAX_ATTEMPTS = 3
-HEARTBEAT_INTERVAL_S = 15.0
 # Progress is written at most this often (except the final step): a fast loop must not hog the write lock.
 PROGRESS_INTERVAL_S = 0.5
 
@@ -110,7 +110,7 @@ def run_job(task: Task, job_id: int, body: JobBody, *, max_attempts: int = MAX_A
     error: str | None = None
     message: str | None = None
     try:
-        with _heartbeat(job_id, HEARTBEAT_INTERVAL_S):
+        with _heartbeat(job_id, get_settings().heartbeat_interval_s):
             result = body(reporter) or {}
         status = "succeeded"
     except RetryLater as exc:

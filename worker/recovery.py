@@ -16,7 +16,6 @@ from db.schema import utcnow
 from db.session import session_scope
 from settings import get_settings
 from worker.celery_app import TASK_QUEUES, celery_app
-from worker.jobs import HEARTBEAT_INTERVAL_S
 from worker.submit import TASK_NAMES, send_to_worker
 
 log = logging.getLogger(__name__)
@@ -70,8 +69,9 @@ def resend_lost_jobs() -> list[int]:
     return [job_id for job_id, _ in lost]
 
 
-# A running job silent this long (two missed heartbeats) whose worker answers no ping was lost with its worker.
-ORPHANED_AFTER_S = 2 * HEARTBEAT_INTERVAL_S
+def orphaned_after_s() -> float:
+    """A running job silent this long (two missed heartbeats) whose worker answers no ping was lost with it."""
+    return 2 * get_settings().heartbeat_interval_s
 
 
 def restore_orphaned_jobs(*, me: str | None = None, running_here: Collection[str] = ()) -> list[int]:
@@ -84,7 +84,7 @@ def restore_orphaned_jobs(*, me: str | None = None, running_here: Collection[str
     The job continues where it stopped, under its id; the old message, if ever delivered, is ignored.
     """
     with session_scope() as session:
-        jobs = silent_jobs(session=session, older_than_s=ORPHANED_AFTER_S)
+        jobs = silent_jobs(session=session, older_than_s=orphaned_after_s())
         silent = [(job.id, job.kind, job.worker, job.celery_id) for job in jobs]
     gone = []
     for job_id, kind, worker, celery_id in silent:
@@ -99,7 +99,7 @@ def restore_orphaned_jobs(*, me: str | None = None, running_here: Collection[str
         with session_scope() as session:
             message = f"sent again: its worker {worker} was lost"
             if not queue_again(
-                session=session, job_id=job_id, celery_id=celery_id, silent_for_s=ORPHANED_AFTER_S, message=message
+                session=session, job_id=job_id, celery_id=celery_id, silent_for_s=orphaned_after_s(), message=message
             ):
                 continue
         send_to_worker(TASK_NAMES[kind], job_id, celery_id)

@@ -24,7 +24,7 @@ from settings import ROOT, SAMPLE_DIR, get_settings
 from tests.env import environment
 from tests.users import make_actor
 from worker.celery_app import celery_app
-from worker.recovery import ORPHANED_AFTER_S
+from worker.recovery import orphaned_after_s
 from worker.submit import cancel_job, submit_batch, submit_training
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,8 @@ def kill_whole_worker(worker) -> None:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("fault-data")
-    with environment(ALLOWED_DATA_ROOTS=f"{SAMPLE_DIR}:{root}"):
+    # Heartbeats every second: a killed worker's jobs are taken for lost after two seconds, not thirty.
+    with environment(ALLOWED_DATA_ROOTS=f"{SAMPLE_DIR}:{root}", HEARTBEAT_INTERVAL_S="1"):
         yield root
 
 
@@ -138,7 +139,7 @@ def test_a_whole_worker_killed_mid_batch_and_mid_training_is_replaced_and_both_j
     kill_whole_worker(worker)
     # Redis keeps both messages unacknowledged for two days: the jobs wait for a new worker to take them back,
     # once they have missed two heartbeats.
-    while utcnow() - max(job_row(i).heartbeat_at for i in (batch_id, train_id)) < timedelta(seconds=ORPHANED_AFTER_S):
+    while utcnow() - max(job_row(i).heartbeat_at for i in (batch_id, train_id)) < timedelta(seconds=orphaned_after_s()):
         time.sleep(0.5)
     assert job_row(batch_id).status == job_row(train_id).status == "running"
     again = start_worker(arguments=make_run_worker_arguments(), name=name)  # its name, as `make run` starts it

@@ -65,13 +65,13 @@ def test_the_periodic_sweep_sends_again_a_job_whose_worker_is_gone(db_url) -> No
     from datetime import timedelta
 
     from db.schema import Job, utcnow
-    from worker.recovery import ORPHANED_AFTER_S
+    from worker.recovery import orphaned_after_s
     from worker.tasks import sweep
 
     job_id = make_job("batch", "running")  # by worker w1, which answers no ping
     with session_scope() as session:
         job = session.get(Job, job_id)
-        job.heartbeat_at = utcnow() - timedelta(seconds=ORPHANED_AFTER_S + 5)
+        job.heartbeat_at = utcnow() - timedelta(seconds=orphaned_after_s() + 5)
         first_id = job.celery_id
     assert sweep() == 0  # not settled: silent for less than JOB_STALE_AFTER_S
     with session_scope() as session:

@@ -7,6 +7,7 @@ import pytest
 
 from db.jobs import create_job, finish_job, get_job, mark_running
 from db.session import session_scope
+from settings import get_settings
 from tests.users import make_actor
 from worker import jobs
 from worker.jobs import ERROR_DETAIL, UNEXPECTED, UserError, run_job
@@ -142,7 +143,8 @@ def test_redelivered_job_below_the_cap_runs_again(db_url):
 
 
 def test_heartbeat_moves_while_a_long_step_runs(db_url, monkeypatch):
-    monkeypatch.setattr(jobs, "HEARTBEAT_INTERVAL_S", 0.05)
+    monkeypatch.setenv("HEARTBEAT_INTERVAL_S", "0.05")
+    get_settings.cache_clear()
     job_id = _new_job()
 
     def body(reporter):

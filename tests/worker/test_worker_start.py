@@ -97,13 +97,13 @@ def test_a_job_whose_worker_dies_is_recovered_by_the_sweep_of_a_worker_started_a
     module_db_url, start_worker, wait_for_job
 ):
     """The worker is up and connected before the job's worker dies: only its own beat's sweep can find the job."""
-    from worker.recovery import ORPHANED_AFTER_S
+    from worker.recovery import orphaned_after_s
 
     worker = start_worker(env={"SWEEP_EVERY_S": "2"}, arguments=worker_command_lines()["make worker"])
     with session_scope() as session:
         job_id = create_job(session=session, kind="selfcheck", params={}).id
         mark_running(session=session, job_id=job_id, worker="gone@elsewhere")
-        get_job(session=session, job_id=job_id).heartbeat_at = utcnow() - timedelta(seconds=ORPHANED_AFTER_S + 5)
+        get_job(session=session, job_id=job_id).heartbeat_at = utcnow() - timedelta(seconds=orphaned_after_s() + 5)
     job = wait_for_job(job_id, timeout=45)
     worker.stop()
     assert job.status == "succeeded" and job.message != "running"
