@@ -30,6 +30,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -54,6 +55,8 @@ _session_state: dict[str, object] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        _make_shipped_exports()
     tmp = Path(tempfile.mkdtemp(prefix="brainmri-tests-"))
     _session_state["tmp"] = tmp
     os.environ["DATABASE_URL"] = f"sqlite:///{tmp / 'unmigrated.db'}"
@@ -62,6 +65,21 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["DICOM_SPOOL_DIR"] = str(tmp / "dicom")
     _claim_redis_db()
     get_settings.cache_clear()
+
+
+def _make_shipped_exports() -> None:
+    """Before pytest-xdist starts its workers: the shipped models' ONNX exports made once, so that two workers
+    never write the same export file at the same time (each would record its own bytes)."""
+    subprocess.run([sys.executable, "-m", "services.predictors"], check=False, stdout=subprocess.DEVNULL)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's loadgroup: the browser tests share one running stack, so they stay together;
+    every other module stays whole on one worker (its module-scoped Celery worker and database start once)."""
+    browser_tests = Path(__file__).parent / "e2e"
+    for item in items:
+        group = "browser" if browser_tests in item.path.parents else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
