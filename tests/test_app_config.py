@@ -17,7 +17,7 @@ def test_an_unexpected_error_shows_no_traceback_or_server_path() -> None:
     def page() -> None:
         raise RuntimeError("could not open /srv/brainmri/var/secret.db")
 
-    at = AppTest.from_function(page).run()
+    at = AppTest.from_function(page, default_timeout=30).run()
     [error] = at.exception
     assert "/srv/brainmri" not in error.value and not error.stack_trace
     assert "encountered an error" in error.value

@@ -122,7 +122,12 @@ def test_a_clinicians_home_shows_their_own_work_and_nothing_of_the_server(two_cl
     at = signed_in(AppTest.from_file(HOME, default_timeout=30), "clinician").run()
     assert not at.exception
     written = _everything_written(at)
-    assert [s.value for s in at.subheader] == ["Active models", "Your recent patients", "Your background jobs"]
+    assert [s.value for s in at.subheader] == [
+        "Awaiting a read",
+        "Active models",
+        "Your recent patients",
+        "Your background jobs",
+    ]
     assert [link.proto.label.split(" · ")[0] for link in at.get("page_link") if "scan(s)" in link.proto.label] == [
         "MRN\\-2"
     ]
@@ -135,7 +140,7 @@ def test_a_clinicians_home_shows_their_own_work_and_nothing_of_the_server(two_cl
 def test_an_admins_home_shows_the_system_and_everyones_jobs(two_clinicians_work, db_url):
     at = signed_in(AppTest.from_file(HOME, default_timeout=30)).run()
     assert not at.exception
-    assert [s.value for s in at.subheader][:2] == ["System", "Active models"]
+    assert [s.value for s in at.subheader][:3] == ["System", "Awaiting a read", "Active models"]
     [jobs] = [frame.value for frame in at.dataframe]
     assert sorted(jobs["job"]) == sorted(two_clinicians_work.values())
     assert "/srv/secret/batches/x: unreadable" in list(jobs["message"])

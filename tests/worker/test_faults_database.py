@@ -127,6 +127,8 @@ def test_a_job_whose_write_is_blocked_past_the_busy_timeout_is_failed_with_the_r
     assert run_job(selfcheck, job_id, body)["status"] == "failed"
     with session_scope() as session:
         job = get_job(session=session, job_id=job_id)
-    assert job.status == "failed" and job.error.startswith(BUSY) and job.result is None
+    assert job.status == "failed" and job.error.startswith(BUSY)
+    # Nothing of the body's result; the technical detail for admins only (the job log shows it to them).
+    assert list(job.result) == ["error_detail"] and "database is locked" in job.result["error_detail"]
     assert snapshot() == before and integrity(short_busy_timeout) == "ok"
     assert not any(Path(p).is_file() for p in get_settings().upload_dir.rglob("*"))
