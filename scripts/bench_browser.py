@@ -21,9 +21,10 @@ SHOWN = """([name, n]) => {
   const app = document.querySelector('[data-testid=stApp]');
   const main = document.querySelector('[data-testid=stMain]');
   if (!app || !main || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
-  // The chip shortens a long file name; the analysis's heading gives it whole.
+  // The chip shortens a long file name; the analysis's expander gives it whole, before its answer.
   const files = main.querySelectorAll('[data-testid=stFileChipName]').length;
-  const named = Array.from(main.querySelectorAll('h3')).some(h => h.textContent.trim() === name);
+  const named = Array.from(main.querySelectorAll('[data-testid=stExpander] summary'))
+    .some(s => s.textContent.includes(name + ' · '));  // after the expander's icon name
   const answers = main.querySelectorAll('[data-testid=stMetricValue]').length;
   const heatmaps = Array.from(main.querySelectorAll('[data-testid=stImage]'))
     .filter(e => e.textContent.includes(' heatmap: '))

@@ -47,56 +47,68 @@ def test_the_inference_benchmark_compares_both_paths_and_writes_its_results(tmp_
     assert "| model | heatmap on | p50 ms |" in table
 
 
-@pytest.mark.slow
-@pytest.mark.e2e
-def test_the_end_to_end_scenarios_run_in_quick_mode_and_write_their_figures(tmp_path):
-    """Each scenario on a few images, in its own processes: a real worker per backend, a real training run, the
-    Diagnose page driven in AppTest and in Chromium. Their figures are not asserted, only that they are there."""
-    from scripts.bench_scenarios import SCENARIOS, main
+def _batch_worker(batch: dict) -> None:
+    rows = {r["backend"]: r for r in batch["rows"]}
+    assert set(rows) == {"framework", "onnx"}
+    for row in rows.values():
+        assert row["images"] + row["skipped"] == 8 and row["errors"] == 0 and row["images_per_s"] > 0
+        assert row["wall_s"] > 0 and row["worker_peak_rss_mb"] > 0 and row["worker_cpu_s"] > 0
+    assert rows["onnx"]["frameworks_in_worker"] == ["onnxruntime"]
+    assert {"torch", "tensorflow"} <= set(rows["framework"]["frameworks_in_worker"])
+    assert batch["onnx_over_framework_images_per_s"] > 0 and batch["framework_over_onnx_wall_s"] > 0
 
-    assert main(["--quick", "--out", str(tmp_path)]) == 0
-    scenarios = json.loads((tmp_path / "results.json").read_text())["scenarios"]
-    assert set(scenarios) == set(SCENARIOS)
-    skipped = {name: s["skipped"] for name, s in scenarios.items() if "skipped" in s}
-    assert set(skipped) <= {"batch_worker", "browser_diagnose", "series_pacs"}  # no redis-server, browser, Orthanc
 
-    for result in (s for s in scenarios.values() if "skipped" not in s):
-        assert result["machine"]["cpu"] and result["machine"]["cores"] >= 1 and result["threads"]["onnx"] >= 1
-
-    if "batch_worker" not in skipped:
-        batch = scenarios["batch_worker"]
-        rows = {r["backend"]: r for r in batch["rows"]}
-        assert set(rows) == {"framework", "onnx"}
-        for row in rows.values():
-            assert row["images"] + row["skipped"] == 8 and row["errors"] == 0 and row["images_per_s"] > 0
-            assert row["wall_s"] > 0 and row["worker_peak_rss_mb"] > 0 and row["worker_cpu_s"] > 0
-        assert rows["onnx"]["frameworks_in_worker"] == ["onnxruntime"]
-        assert {"torch", "tensorflow"} <= set(rows["framework"]["frameworks_in_worker"])
-        assert batch["onnx_over_framework_images_per_s"] > 0 and batch["framework_over_onnx_wall_s"] > 0
-
-    serving = scenarios["training_while_serving"]
+def _training_while_serving(serving: dict) -> None:
     assert {(r["model"], r["while"]) for r in serving["rows"]} == {
         (m, w) for m in ("torch", "keras") for w in ("alone", "training")
     }
     assert all(r["p95_ms"] >= r["p50_ms"] > 0 and r["images_per_s"] > 0 for r in serving["rows"])
     assert serving["training_alone"]["images_per_s"] > 0 and serving["training_while_serving"]["images_per_s"] > 0
 
-    uploads = scenarios["uploads_memory"]
+
+def _uploads_memory(uploads: dict) -> None:
     assert uploads["uploads"] == 5 and uploads["answered_by_both_models"] >= 1
     assert uploads["peak_rss_mb"] >= uploads["rss_after_mb"] > uploads["rss_page_open_mb"] > 0
     assert uploads["page_run"]["calls"] == 4 and uploads["first_page_run_ms"] > 0
 
-    if "browser_diagnose" not in skipped:
-        browser = scenarios["browser_diagnose"]
-        assert len(browser["uploads_s"]) == 1 and browser["median_s"] > 0 and browser["warm_up_s"] > 0
 
-    if "series_pacs" not in skipped:
-        series = scenarios["series_pacs"]
-        assert series["slices"] == 6 and series["predicted"] == 6
-        assert 0 < series["c_store_s"] < series["answer_s"] <= series["report_in_pacs_s"]
-        assert series["answer_s"] >= series["idle_s"]
+def _browser_diagnose(browser: dict) -> None:
+    assert len(browser["uploads_s"]) == 1 and browser["median_s"] > 0 and browser["warm_up_s"] > 0
 
-    table = (tmp_path / "results.md").read_text()
-    assert "### Batch job through the worker" in table and "### Diagnose in the browser" in table
-    for name, reason in skipped.items():
-        skip_unless_required(f"{name}: {reason}")
+
+def _series_pacs(series: dict) -> None:
+    assert series["slices"] == 6 and series["predicted"] == 6
+    assert 0 < series["c_store_s"] < series["answer_s"] <= series["report_in_pacs_s"]
+    assert series["answer_s"] >= series["idle_s"]
+
+
+SMOKES = {
+    "batch_worker": _batch_worker,
+    "training_while_serving": _training_while_serving,
+    "uploads_memory": _uploads_memory,
+    "browser_diagnose": _browser_diagnose,
+    "series_pacs": _series_pacs,
+}
+
+
+def test_every_end_to_end_scenario_has_its_smoke() -> None:
+    from scripts.bench_scenarios import SCENARIOS
+
+    assert set(SMOKES) == set(SCENARIOS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(SMOKES))
+def test_an_end_to_end_scenario_runs_in_quick_mode_and_writes_its_figures(name: str, tmp_path) -> None:
+    """Each scenario on a few images, in its own processes (a real worker per backend, a real training run, the
+    Diagnose page driven in AppTest and in Chromium, a series through Orthanc): `make bench` measures them in
+    full. Their figures are not asserted, only that they are there."""
+    from scripts.bench_scenarios import main
+
+    assert main(["--quick", "--only", name, "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())["scenarios"][name]
+    if "skipped" in result:  # no redis-server, browser or Orthanc here
+        skip_unless_required(f"{name}: {result['skipped']}")
+    assert result["machine"]["cpu"] and result["machine"]["cores"] >= 1 and result["threads"]["onnx"] >= 1
+    SMOKES[name](result)
+    assert (tmp_path / "results.md").read_text().count("### ") >= 1
