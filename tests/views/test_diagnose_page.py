@@ -226,29 +226,31 @@ def test_both_active_models_answer_side_by_side_and_each_prediction_is_saved(db_
     assert sorted(p.model_version_id for p in rows()[1]) == [active_cnn, keras_version]
 
 
-def answering(monkeypatch, by_framework: dict[str, list[float]]) -> None:
-    """Each model answers every image with these probabilities."""
+def pair_page(monkeypatch, mobilenet: Path, probabilities: dict[str, list[float]], rule) -> AppTest:  # type: ignore[no-untyped-def]
+    """The page with both models active, each answering every image with these probabilities, judged by `rule`
+    (as if their pair report chose it), one sample image uploaded; patient P-1 exists."""
+    import services.uploads
     import ui.predictors
 
     def fixed(framework, artifact_path, model_sha256, images):  # type: ignore[no-untyped-def]
-        return [np.array(by_framework[framework]) for _ in images]
+        return [np.array(probabilities[framework]) for _ in images]
 
+    activate("keras", mobilenet)
     monkeypatch.setattr(ui.predictors, "probabilities_many", fixed)
+    monkeypatch.setattr(services.uploads, "versions_rule", lambda version_ids: rule)
+    add_patient("P-1")
+    return upload(open_page(), [sample_jpeg()])
 
 
 def test_when_the_models_disagree_the_page_names_the_answer_of_the_pair_rule(
     db_url, active_cnn, mobilenet_checkpoint, monkeypatch
 ):
-    import services.uploads
     from models.inference.combination import Combination
     from services.diagnosis import PairRule
 
-    activate("keras", mobilenet_checkpoint)
-    answering(monkeypatch, {"torch": [0.9, 0.05, 0.03, 0.02], "keras": [0.1, 0.8, 0.05, 0.05]})
     rule = PairRule(Combination("mobilenet"), threshold=0.9, on_disagreement=True)
-    monkeypatch.setattr(services.uploads, "versions_rule", lambda version_ids: rule)
-    add_patient("P-1")
-    at = upload(open_page(), [sample_jpeg()])
+    probabilities = {"torch": [0.9, 0.05, 0.03, 0.02], "keras": [0.1, 0.8, 0.05, 0.05]}
+    at = pair_page(monkeypatch, mobilenet_checkpoint, probabilities, rule)
     texts = [m.value for m in at.markdown]
     assert (
         "**Answer: Meningioma**, 80.0% confident — the answer is MobileNetV2's: combining did not beat it on "
@@ -268,16 +270,13 @@ def test_when_the_models_disagree_the_page_names_the_answer_of_the_pair_rule(
 def test_a_sure_combined_answer_of_models_that_agree_is_not_flagged(
     db_url, active_cnn, mobilenet_checkpoint, monkeypatch
 ):
-    import services.uploads
     from models.inference.combination import Combination
     from services.diagnosis import PairRule
 
-    activate("keras", mobilenet_checkpoint)
-    # The CNN alone is unsure (below the settings' 70 %), but the rule judges the combined answer only.
-    answering(monkeypatch, {"torch": [0.6, 0.2, 0.1, 0.1], "keras": [0.95, 0.03, 0.01, 0.01]})
     rule = PairRule(Combination("average"), threshold=0.75, on_disagreement=True)
-    monkeypatch.setattr(services.uploads, "versions_rule", lambda version_ids: rule)
-    at = upload(open_page(), [sample_jpeg()])
+    # The CNN alone is unsure (below the settings' 70 %), but the rule judges the combined answer only.
+    probabilities = {"torch": [0.6, 0.2, 0.1, 0.1], "keras": [0.95, 0.03, 0.01, 0.01]}
+    at = pair_page(monkeypatch, mobilenet_checkpoint, probabilities, rule)
     [answer] = [m.value for m in at.markdown if m.value.startswith("**Answer")]
     assert (
         answer
