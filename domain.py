@@ -72,7 +72,7 @@ class ModelFileRole(StrEnum):
     SIDECAR = "sidecar"  # <model>.json: preprocessing, temperature, the run's record
     OOD_STATS = "ood_stats"  # the brain-MRI check's statistics
     OOD_REPORT = "ood_report"  # what the check was measured to catch
-    PAIR_REPORT = "pair_report"  # the two models' averaged answer and its temperature
+    PAIR_REPORT = "pair_report"  # the rule of the two models' one answer, its temperature and review threshold
 
     @property
     def label(self) -> str:

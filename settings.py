@@ -48,8 +48,8 @@ class Settings(BaseSettings):
     # few hundredths from the float model's, so off unless asked for (README, Benchmarks).
     onnx_int8_cnn: bool = False
     worker_concurrency: int = 2
-    # A prediction below this confidence is flagged for review: the lowest threshold whose unflagged
-    # validation images are right at least 99 % of the time with the shipped pair (models/weights/pair.json).
+    # Where one model answers, or two without their pair report: a prediction below this confidence is flagged
+    # for review (two models with their pair report are flagged by the threshold it records, models/weights/pair.json).
     confidence_threshold: float = 0.7
     # A model scoring below this validation accuracy is "not usable": its run says so, and making it the active
     # one asks for a reason (audited).

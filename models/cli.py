@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from models.evaluation.answer_rules import FOLDS
 from models.inference.series_rule import RULE_FILE as SERIES_RULE_FILE
 from models.inference.threads import cap_threads
 from models.training.config import TrainConfig, make_config, preset_names
@@ -149,23 +150,31 @@ def _ood(args: argparse.Namespace) -> int:
 
 def _pair_report(args: argparse.Namespace) -> int:
     from domain import Framework
-    from models.evaluation.pair_report import pair_report, validation_images
+    from models.evaluation.pair_probabilities import validation_probabilities
+    from models.evaluation.pair_report import format_pair_report, pair_report
     from models.inference.model_meta import file_sha256
     from models.training.backends import backends
 
     cap_threads(args.threads, args.threads)
     cnn, mobilenet = backends[Framework.TORCH], backends[Framework.KERAS]
-    images, y = validation_images(cnn.model_meta(args.cnn)["config"], args.data)
-    report = pair_report(cnn.load_predictor(args.cnn), mobilenet.load_predictor(args.mobilenet), images, y)
+    shas = {"cnn": file_sha256(args.cnn), "mobilenet": file_sha256(args.mobilenet)}
+    probs = validation_probabilities(
+        cnn.load_predictor(args.cnn),
+        mobilenet.load_predictor(args.mobilenet),
+        cnn.model_meta(args.cnn)["config"],
+        args.data,
+        args.cache,
+        shas,
+    )
+    report = pair_report(probs["cnn"], probs["mobilenet"], probs["labels"], probs["groups"], folds=args.folds)
     # Names the exact files scored, so a record can be checked against the files shipped beside it.
     report["models"] = {
-        "cnn": {"file": Path(args.cnn).name, "sha256": file_sha256(args.cnn)},
-        "mobilenet": {"file": Path(args.mobilenet).name, "sha256": file_sha256(args.mobilenet)},
+        "cnn": {"file": Path(args.cnn).name, "sha256": shas["cnn"]},
+        "mobilenet": {"file": Path(args.mobilenet).name, "sha256": shas["mobilenet"]},
     }
-    text = json.dumps(report, indent=2)
     if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(format_pair_report(report))
     return 0
 
 
@@ -173,7 +182,8 @@ def _series_rule(args: argparse.Namespace) -> int:
     import time
 
     from domain import Framework
-    from models.evaluation.series_rule import report, validation_probabilities
+    from models.evaluation.pair_probabilities import validation_probabilities
+    from models.evaluation.series_rule import report
     from models.inference.model_meta import file_sha256
     from models.training.backends import backends
 
@@ -187,6 +197,7 @@ def _series_rule(args: argparse.Namespace) -> int:
         cnn.model_meta(args.cnn)["config"],
         args.data,
         args.cache,
+        shas,
     )
     result = report(probs, args.seed)
     result["models"] = {
@@ -260,11 +271,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ood-images", nargs="*", default=[], help="image files or folders to report on as well")
     p.add_argument("--threads", type=int, default=2)
 
-    p = command("pair-report", _pair_report, "Score the two models and their average on the validation split.")
+    p = command(
+        "pair-report",
+        _pair_report,
+        "Choose, by cross-fitting on the validation split, the rule that makes both models' one answer, and the "
+        "review threshold of that answer.",
+    )
     p.add_argument("--cnn", required=True)
     p.add_argument("--mobilenet", required=True)
     p.add_argument("--data", help="the training folder, if it moved since the CNN was trained")
     p.add_argument("--out", help="also write the report here as JSON")
+    p.add_argument("--cache", type=Path, help="keep both models' validation probabilities here (.npz)")
+    p.add_argument("--folds", type=int, default=FOLDS, help="cross-fitting folds, near-duplicate images kept in one")
     p.add_argument("--threads", type=int, default=2)
 
     p = command("series-rule", _series_rule, "Choose the series rule on validation pseudo-series of both models.")

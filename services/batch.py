@@ -44,7 +44,14 @@ from services.batch_input import (
     true_label,
 )
 from services.decoding import decode_untrusted
-from services.diagnosis import ModelResult, SavedScan, model_result, save_scan_with_predictions
+from services.diagnosis import (
+    ModelResult,
+    PairRule,
+    SavedScan,
+    model_result,
+    save_scan_with_predictions,
+    versions_rule,
+)
 from services.ood import OodGate, OodVerdict, gate_for, header_verdicts
 from services.predictors import ModelFileProblem, loaded_predictor
 from settings import get_settings
@@ -89,6 +96,8 @@ class FileRules:
     threshold: float
     max_bytes: int
     max_pixels: int
+    # How the pair's answers make one and when it is flagged, where their pair report applies (else `threshold`).
+    pair: PairRule | None = None
 
 
 Progress = Callable[[int, int, str], None]
@@ -123,6 +132,11 @@ def load_models(version_ids: list[int] | None) -> list[BatchModel]:
     return models
 
 
+def models_rule(models: Sequence[BatchModel]) -> PairRule | None:
+    """The pair rule of a job's models, where their pair report applies (services.diagnosis.versions_rule)."""
+    return versions_rule({m.framework: m.version_id for m in models})
+
+
 def run_batch(
     job_id: int, params: dict[str, Any], *, progress: Progress, check_cancel: Callable[[], None]
 ) -> dict[str, Any]:
@@ -147,6 +161,7 @@ def run_batch(
         threshold=settings.confidence_threshold,
         max_bytes=settings.max_upload_mb * 2**20,
         max_pixels=settings.max_image_pixels,
+        pair=models_rule(models),
     )
     result = predict_listing(job_id, listing, models, rules, progress=progress, check_cancel=check_cancel)
     if batch.source == "zip":
@@ -373,7 +388,7 @@ def _save_chunk(
                         if record is not None:
                             record(session, item, None)
                     elif item.refused is not None:
-                        _save_scan(session, job_id, item, [], rules.threshold)
+                        _save_scan(session, job_id, item, [], rules)
                         if record is not None:
                             record(session, item, None)
             return
@@ -395,11 +410,11 @@ def _save_done(
         model_result(framework=m.framework, model_version_id=m.version_id, probabilities=probs[m.framework])
         for m in models
     ]
-    return _save_scan(session, job_id, item, results, rules.threshold)
+    return _save_scan(session, job_id, item, results, rules)
 
 
 def _save_scan(
-    session: Session, job_id: int, item: BatchFile, results: list[ModelResult], threshold: float
+    session: Session, job_id: int, item: BatchFile, results: list[ModelResult], rules: FileRules
 ) -> SavedScan:
     """Store one image as a scan with the models' answers and record its row as done; an image the check refused
     is kept without any answer, with the check's reason, so a clinician sees it in the review queue, and its row
@@ -411,10 +426,11 @@ def _save_scan(
         patient_mrn=item.patient_mrn,
         source="batch",
         results=results,
-        threshold=threshold,
+        threshold=rules.threshold,
         original_name=item.rel_path,
         job_id=job_id,
         refusal=item.refused,
+        rule=rules.pair,
     )
     add_batch_item(
         session=session,

@@ -1,5 +1,5 @@
 """Model cards of registered versions: gathered from the registry, the run record, the model file's
-out-of-distribution statistics and its cached validation predictions (models/evaluation/confusion_examples.py), and
+out-of-distribution statistics, the pair report beside it and its cached validation predictions (models/evaluation/confusion_examples.py), and
 exported as Markdown or as a self-contained HTML page (services/templates/model_card.html)."""
 
 import json
@@ -28,6 +28,7 @@ from services.model_card_document import (
     nested,
     top_confusions,
 )
+from services.model_files import PAIR_NAME
 from services.predictors import ModelFileProblem, loaded_predictor
 from services.reports import _data_uri, _templates, _timestamp, scan_png
 from settings import ROOT
@@ -98,6 +99,21 @@ def _ood(version: VersionFacts) -> tuple[dict[str, Any] | None, str]:
     return {"threshold": stats.threshold, **report}, ""
 
 
+def _pair(version: VersionFacts) -> tuple[dict[str, Any] | None, str]:
+    """The pair report beside the model file, when it was made for this very file."""
+    path = Path(version.artifact_path).parent / PAIR_NAME
+    try:
+        report = json.loads(path.read_text())
+    except OSError:
+        return None, "No pair report beside this file: the two models' one answer is their plain average."
+    except ValueError:
+        return None, f"The pair report {path.name} beside this file cannot be read."
+    names = [nested(report, "models", name, "sha256") for name in ("cnn", "mobilenet")]
+    if version.sha256 not in names:
+        return None, "The pair report beside this file was made for other model files."
+    return report, ""
+
+
 def data_root(config: dict[str, Any]) -> Path | None:
     """The run's training folder; a relative one (the shipped models') is taken from the repository."""
     folder = config.get("data_dir")
@@ -152,7 +168,16 @@ def version_card(*, version_id: int) -> ModelCard:
         active_facts = version_facts(active) if active is not None else None
     report, reason = _ood(facts) if backends[facts.framework].ood_features else (None, "")
     confusions, can_find = _confusions(facts)
-    card = build_card(facts, active=active_facts, ood_report=report, ood_reason=reason, confusions=confusions)
+    pair, pair_reason = _pair(facts)
+    card = build_card(
+        facts,
+        active=active_facts,
+        ood_report=report,
+        ood_reason=reason,
+        confusions=confusions,
+        pair_report=pair,
+        pair_reason=pair_reason,
+    )
     return ModelCard(card.title, card.sections, can_find_examples=can_find)
 
 

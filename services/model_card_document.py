@@ -11,6 +11,7 @@ from pathlib import PurePath
 from typing import Any
 
 from domain import CLASSES, DISCLAIMER, class_label, framework_label
+from models.inference.combination import Combination
 from models.training.backends import backends
 
 NOT_RECORDED = "not recorded"
@@ -130,8 +131,8 @@ def nested(data: Any, *keys: str | int) -> Any:
     return data
 
 
-def _pct(value: Any) -> str:
-    return f"{100 * value:.1f} %" if isinstance(value, int | float) else NOT_RECORDED
+def _pct(value: Any, digits: int = 1) -> str:
+    return f"{100 * value:.{digits}f} %" if isinstance(value, int | float) else NOT_RECORDED
 
 
 def _amount(value: Any, spec: str, unit: str = "") -> str:
@@ -396,6 +397,90 @@ def ood_section(framework: str, report: Mapping[str, Any] | None, reason: str) -
     )
 
 
+PAIR_RULE_NAMES = {
+    "cnn": "the CNN alone",
+    "mobilenet": "MobileNetV2 alone",
+    "average": "plain average",
+    "weighted": "weighted average",
+    "weighted_per_class": "weighted average, a weight per class",
+    "stacked": "stacking model",
+}
+PAIR_REVIEW_THRESHOLDS = (0.7, 0.8, 0.9, 0.95, 0.96, 0.97, 0.98)
+
+
+def pair_section(report: Mapping[str, Any] | None, reason: str) -> Section:
+    """How this model answers together with the other (report: models.evaluation.pair_report's, made for this
+    file), or why there is nothing to say."""
+    title = "Together with the other model"
+    if not report:
+        return Section(title, text=(reason,))
+    answer, review = _mapping(report.get("answer")), _mapping(report.get("review"))
+    chosen_name = nested(answer, "rule", "name")
+    try:
+        words = Combination.of(_mapping(answer.get("rule"))).describe()
+    except (KeyError, TypeError, ValueError):
+        return Section(title, text=("The pair report records no rule for the two models' one answer.",))
+    figures = _mapping(answer.get("cross_fitted"))
+    candidates = _mapping(answer.get("candidates"))
+    rows = tuple(
+        (
+            PAIR_RULE_NAMES.get(name, name) + (" (chosen)" if name == chosen_name else ""),
+            _pct(nested(c, "accuracy")),
+            _num(nested(c, "f1")),
+            _num(nested(c, "lowest_recall")),
+            _num(nested(c, "ece")),
+        )
+        for name, c in candidates.items()
+    )
+    chosen, held = _mapping(review.get("chosen")), _mapping(review.get("held_out"))
+    disagreement = " or the models disagree" if chosen.get("on_disagreement") else ""
+    table = {(r.get("threshold"), r.get("on_disagreement")): r for r in review.get("table") or []}
+    review_rows = tuple(
+        (_pct(t), _pct(nested(row, "flagged_share")), _pct(nested(row, "unflagged_accuracy"), 2))
+        for t in PAIR_REVIEW_THRESHOLDS
+        if (row := table.get((t, bool(chosen.get("on_disagreement"))))) is not None
+    )
+    cross = _mapping(report.get("cross_fitting"))
+    return Section(
+        title,
+        text=(
+            f"Where both models are active, the app names one answer: {words}. The rule was chosen among those "
+            "below by its cross-fitted accuracy on the validation split "
+            f"({_count(cross.get('folds'))} folds, copies and near copies of an image kept in one fold): each "
+            "image scored by a rule, and a temperature, fitted on the other folds. Each model's own answer is "
+            "shown beside it; the clinician's read is the final word.",
+        ),
+        facts=(
+            ("Rule", _text(PAIR_RULE_NAMES.get(chosen_name, chosen_name))),
+            ("Temperature of the answer", _num(nested(answer, "rule", "temperature"))),
+            ("Accuracy (cross-fitted)", _pct(figures.get("accuracy"))),
+            ("Macro F1", _num(figures.get("f1"))),
+            ("Lowest recall", _num(figures.get("lowest_recall"))),
+            ("ECE", _num(figures.get("ece"))),
+            (
+                "Review flag",
+                f"the answer below {_pct(chosen.get('threshold'))} confident{disagreement}: "
+                f"{_pct(chosen.get('flagged_share'))} of validation images flagged, the others right "
+                f"{_pct(chosen.get('unflagged_accuracy'), 2)} of the time (threshold chosen on the other folds "
+                f"instead: {_pct(held.get('flagged_share'))} flagged, {_pct(held.get('unflagged_accuracy'), 2)} "
+                "right)",
+            ),
+        ),
+        tables=(
+            Table(
+                ("rule", "accuracy", "macro F1", "lowest recall", "ECE"),
+                rows,
+                "Each rule on validation, cross-fitted",
+            ),
+            Table(
+                ("flagged below", "flagged", "unflagged right"),
+                review_rows,
+                "The review flag at other thresholds" + (", and when the models disagree" if disagreement else ""),
+            ),
+        ),
+    )
+
+
 def top_confusions(block: Mapping[str, Any], n: int = TOP_CONFUSIONS) -> list[tuple[str, str, int, int]]:
     """(true class, predicted class, images, images of the true class) of the n most frequent confusions."""
     matrix, labels = nested(block, "confusion_matrix") or [], nested(block, "labels") or list(CLASSES)
@@ -510,6 +595,8 @@ def build_card(
     ood_report: Mapping[str, Any] | None = None,
     ood_reason: str = NOT_RECORDED,
     confusions: Confusions | None = None,
+    pair_report: Mapping[str, Any] | None = None,
+    pair_reason: str = NOT_RECORDED,
 ) -> ModelCard:
     """The card of one version; `active` is the version clinicians use now for the same framework."""
     record = version.record
@@ -528,6 +615,7 @@ def build_card(
         calibration_section(record),
         inference_section(version),
         ood_section(version.framework, ood_report, ood_reason),
+        pair_section(pair_report, pair_reason),
         failure_section(record, confusions or Confusions()),
         comparison_section(version, active),
     ]

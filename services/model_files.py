@@ -40,8 +40,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# A pair report (which two model files it scored, and the temperature of their averaged answer) sits beside the
-# models it scored, as the shipped pair's does.
+# A pair report (which two model files it scored, the rule of their one answer and its review threshold) sits beside
+# the models it scored, as the shipped pair's does.
 PAIR_NAME = "pair.json"
 PAIR_REPORT = DEFAULT_WEIGHTS_DIR / PAIR_NAME
 # Exports are made from the model file whenever they are missing; every other file is the only copy.

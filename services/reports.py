@@ -21,6 +21,16 @@ from db.batches import BatchRow
 from db.history import PatientTimeline, PredictionRow, ScanEntry
 from db.schema import utcnow
 from domain import CLASSES, DISCLAIMER, Framework, ReadLabel, framework_label
+from services.diagnosis import (
+    CombinedAnswer,
+    ModelResult,
+    RuleOf,
+    answer_rule,
+    answer_rules,
+    combined_answer,
+    review,
+    stored_result,
+)
 
 REPORT_IMAGE_SIDE = 384
 CSV_COLUMNS = (
@@ -186,16 +196,29 @@ def _templates() -> Environment:
     )
 
 
+def scan_answer(entry: ScanEntry, rule_of: RuleOf = answer_rule) -> CombinedAnswer | None:
+    """The models' one answer for a stored scan answered by two models (services.diagnosis.combined_answer)."""
+    if len(entry.predictions) < 2:
+        return None
+    results = [
+        stored_result(framework=p.framework, model_version_id=p.model_version_id, probabilities=p.probabilities)
+        for p in entry.predictions
+    ]
+    return combined_answer(results, rule_of(results))
+
+
 def patient_report_html(
     *, timeline: PatientTimeline, heatmap: HeatmapFn | None = None, generated_at: datetime | None = None
 ) -> str:
     """A printable HTML page of every scan of a patient, images embedded, for attaching to a record."""
     scans = []
+    rule_of = answer_rules()
     for scan in reversed(timeline.scans):
         shown = heatmap(scan) if heatmap else None
         scans.append(
             {
                 "entry": scan,
+                "answer": scan_answer(scan, rule_of),
                 "details": _scan_details(scan),
                 "image": _data_uri(scan_png(scan.file_path, max_side=REPORT_IMAGE_SIDE)),
                 "heatmap": shown,
@@ -224,37 +247,53 @@ def patient_report_html(
 
 BATCH_CSV_FIXED = ("file", "status", "patient_id", "true_label", "scan_id")
 BATCH_CSV_END = ("needs_review", "why", "read_label", "read_by", "read_at_utc")
+# The models' one answer, in a batch of two models (services.diagnosis.combined_answer).
+BATCH_CSV_ANSWER = ("answer_class", "answer_confidence")
 
 
-def batch_row_reason(row: BatchRow, threshold: float) -> str:
+def batch_row_results(row: BatchRow) -> list[ModelResult]:
+    """The models' answers recorded for a file of a batch."""
+    return [
+        stored_result(
+            framework=fw,
+            model_version_id=int(result.get("model_version_id") or 0),
+            probabilities=result["probabilities"],
+        )
+        for fw, result in row.results.items()
+    ]
+
+
+def batch_row_answer(row: BatchRow, rule_of: RuleOf = answer_rule) -> CombinedAnswer | None:
+    """The models' one answer for a file of a batch (services.diagnosis.combined_answer)."""
+    results = batch_row_results(row)
+    return combined_answer(results, rule_of(results)) if row.status == "done" else None
+
+
+def batch_row_reason(row: BatchRow, threshold: float, rule_of: RuleOf = answer_rule) -> str:
     """Why a file of a batch was flagged, skipped or could not be read, in words (a note for the others)."""
-    from services.diagnosis import model_result, review
-
     if row.status != "done":
         return row.error or ""
     if not row.needs_review:
         return row.error or ""
-    results = [
-        model_result(
-            framework=fw,
-            model_version_id=int(result.get("model_version_id") or 0),
-            probabilities=[float(result["probabilities"][c]) for c in CLASSES],
-        )
-        for fw, result in row.results.items()
+    results = batch_row_results(row)
+    reasons = review(results, threshold, rule_of(results)).reasons or [
+        "flagged by the review rule when it was predicted"
     ]
-    reasons = review(results, threshold).reasons or ["flagged by the review rule when it was predicted"]
     return "; ".join([*reasons, *([row.error] if row.error else [])])
 
 
 def batch_csv(*, rows: Iterable[BatchRow], frameworks: Sequence[str], threshold: float) -> bytes:
-    """A batch's rows as CSV: per model its class, confidence and each probability; then whether it is flagged
-    and why (or why it was skipped), and the scan's read once a clinician made one."""
+    """A batch's rows as CSV: the models' one answer (where there are two) and per model its class, confidence
+    and each probability; then whether it is flagged and why (or why it was skipped), and the scan's read once a
+    clinician made one."""
     out = io.StringIO()
     writer = csv.writer(out)
+    combined = BATCH_CSV_ANSWER if len(frameworks) > 1 else ()
     per_model = [
         f"{fw}_{column}" for fw in frameworks for column in ("class", "confidence", *(f"p_{c}" for c in CLASSES))
     ]
-    writer.writerow([*BATCH_CSV_FIXED, *per_model, *BATCH_CSV_END])
+    writer.writerow([*BATCH_CSV_FIXED, *combined, *per_model, *BATCH_CSV_END])
+    rule_of = answer_rules()
     for row in rows:
         values: list[object] = [
             row.rel_path,
@@ -263,6 +302,9 @@ def batch_csv(*, rows: Iterable[BatchRow], frameworks: Sequence[str], threshold:
             row.true_label or "",
             row.scan_id or "",
         ]
+        if combined:
+            answer = batch_row_answer(row, rule_of)
+            values += [answer.label, f"{answer.confidence:.4f}"] if answer else ["", ""]
         for fw in frameworks:
             result = row.results.get(fw)
             if result is None:
@@ -272,7 +314,7 @@ def batch_csv(*, rows: Iterable[BatchRow], frameworks: Sequence[str], threshold:
             values += [f"{result['probabilities'][c]:.4f}" for c in CLASSES]
         values += [
             ("yes" if row.needs_review else "no") if row.status == "done" else "",
-            batch_row_reason(row, threshold),
+            batch_row_reason(row, threshold, rule_of),
             row.read_label or "",
             row.read_by or "",
             _timestamp(row.read_at),

@@ -24,7 +24,7 @@ from db.storage import scan_file_path
 from domain import CLASSES, UserError, framework_label
 from models.data.imaging import DecodedImage, analysis_rgb, decode_image, make_overlay
 from models.inference.series_rule import SeriesRule, series_answer
-from services.batch import BatchFile, BatchModel, FileRules, load_models, predict_listing
+from services.batch import BatchFile, BatchModel, FileRules, load_models, models_rule, predict_listing
 from services.batch_input import Listing
 from services.diagnosis import SavedScan
 from services.dicom_intake import reopen_if_incomplete, spool_folder
@@ -71,6 +71,7 @@ def run_series(
             threshold=settings.confidence_threshold,
             max_bytes=settings.max_upload_mb * 2**20,
             max_pixels=settings.max_image_pixels,
+            pair=models_rule(models),
         )
         listing = Listing(spool_folder(series_id, settings), images=sorted(names))
         result = predict_listing(

@@ -13,7 +13,17 @@ from db.session import read_scope, session_scope
 from domain import FRAMEWORKS, AuditAction, ScanSource, UserError, class_label, framework_label
 from models.data.imaging import DecodedImage
 from services.auth import Actor, audit, require_signed_in
-from services.diagnosis import ModelResult, Review, model_result, review, save_scan_with_predictions
+from services.diagnosis import (
+    CombinedAnswer,
+    ModelResult,
+    PairRule,
+    Review,
+    combined_answer,
+    model_result,
+    review,
+    save_scan_with_predictions,
+    versions_rule,
+)
 from services.ood import OodGate, OodVerdict, header_verdicts
 
 
@@ -59,6 +69,12 @@ class Analysis:
     results: list[ModelResult]  # none for an image the check flagged, until its answer is asked for
     review: Review
     ood: OodVerdict | None = None  # None where no check is fitted for the active CNN
+    rule: PairRule | None = None  # how the pair's answers make one and when it is flagged, where a report applies
+
+    @property
+    def answer(self) -> CombinedAnswer | None:
+        """The models' one answer (services.diagnosis.combined_answer)."""
+        return combined_answer(self.results, self.rule)
 
     @property
     def refused(self) -> bool:
@@ -97,10 +113,11 @@ def analyse(
         m.framework: dict(zip(answered, answers.probabilities(m, [images[i] for i in answered]), strict=True))
         for m in models
     }
+    rule = versions_rule({m.framework: m.version_id for m in models})
     analyses = []
     for position, (upload, verdict) in enumerate(zip(uploads, verdicts, strict=True)):
         if verdict is not None and position not in answered:  # flagged, its answer not asked for
-            analyses.append(Analysis(upload.name, upload.decoded, [], Review(True, [verdict.reason]), verdict))
+            analyses.append(Analysis(upload.name, upload.decoded, [], Review(True, [verdict.reason]), verdict, rule))
             continue
         results = [
             model_result(
@@ -108,7 +125,7 @@ def analyse(
             )
             for m in models
         ]
-        analyses.append(Analysis(upload.name, upload.decoded, results, review(results, threshold), verdict))
+        analyses.append(Analysis(upload.name, upload.decoded, results, review(results, threshold, rule), verdict, rule))
     return analyses
 
 
@@ -169,6 +186,7 @@ def save_analyses(actor: Actor | None, analyses: Sequence[Analysis], *, mrn: str
                 results=a.results,
                 threshold=threshold,
                 original_name=a.name,
+                rule=a.rule,
             )
             scan_ids[a.decoded.sha256] = outcome.scan.id
             audit(

@@ -21,7 +21,8 @@ from domain import FRAMEWORKS, ReadLabel, TumorClass, framework_label
 from services import records
 from services.auth import Actor
 from services.batch import batch_metrics
-from services.reports import batch_row_reason
+from services.diagnosis import answer_rules
+from services.reports import batch_row_answer, batch_row_reason
 from settings import get_settings
 from ui.audited import list_shown
 from ui.charts import class_counts_chart, confusion_matrix_chart
@@ -51,17 +52,23 @@ def _image_url(row: BatchRow) -> str | None:
 
 
 def results_frame(rows: list[BatchRow], frameworks: list[str], threshold: float) -> pd.DataFrame:
+    """One row per file; where the batch has two models, their one answer before each model's own."""
     records = []
+    rule_of = answer_rules()
     for row in rows:
         record: dict[str, object] = {
             "image": _image_url(row),
             "file": row.rel_path,
             "status": row.status,
             "flagged": row.needs_review if row.status == "done" else None,
-            "why": batch_row_reason(row, threshold),
+            "why": batch_row_reason(row, threshold, rule_of),
             "patient": row.patient_mrn or "",
             "true class": row.true_label or "",
         }
+        if len(frameworks) > 1:
+            answer = batch_row_answer(row, rule_of)
+            record["answer"] = TumorClass(answer.label).label if answer else ""
+            record["answer: confidence"] = answer.confidence if answer else None
         for fw in frameworks:
             result = row.results.get(fw)
             record[f"{framework_label(fw)}: answer"] = TumorClass(result["label"]).label if result else ""
@@ -176,6 +183,7 @@ def show_results(job_id: int, actor: Actor) -> None:
         column_config={
             "image": st.column_config.ImageColumn("image", width="small"),
             "why": st.column_config.TextColumn("why", width="large"),
+            "answer: confidence": st.column_config.NumberColumn(format="percent"),
             **{
                 f"{framework_label(fw)}: confidence": st.column_config.NumberColumn(format="percent")
                 for fw in frameworks

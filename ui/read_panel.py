@@ -13,6 +13,7 @@ from db.reads import MAX_NOTE_CHARS, ReadError, ReadRow
 from domain import CLASSES, READ_LABELS, ReadLabel, TumorClass, framework_label
 from services import reads
 from services.auth import Actor
+from services.reports import scan_answer
 from ui.text import literal
 
 
@@ -27,6 +28,12 @@ def answers(entry: ScanEntry) -> None:
             f"The brain-MRI check refused this image: {literal(entry.refusal)}. No model answer was kept for it; "
             "read it as a clinician would (or as not assessable).",
             icon=":material/block:",
+        )
+    combined = scan_answer(entry)
+    if combined is not None:
+        st.markdown(
+            f"The models' one answer: **{TumorClass(combined.label).label}** {combined.confidence:.1%}  \n"
+            f":gray[{combined.how}]"
         )
     for p in entry.predictions:
         probs = " · ".join(f"{TumorClass(c).label} {p.probabilities.get(c, 0.0):.0%}" for c in CLASSES)

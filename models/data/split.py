@@ -52,10 +52,22 @@ def cap_items(items: list[Item], per_class: int | None, seed: int) -> list[Item]
     return kept
 
 
-def config_split(cfg: dict[str, Any], data_dir: str | Path | None = None) -> tuple[list[Item], list[Item]]:
-    """The training and validation items of a run's split, rebuilt from its config (folder, cap per class, seed,
-    validation share) with duplicate groups kept on one side as in training; data_dir where the folder moved."""
+def _config_index(cfg: dict[str, Any], data_dir: str | Path | None) -> tuple[DatasetIndex, list[int], list[int]]:
     root = data_dir or cfg["data_dir"]
     index = index_items(root, cap_items(scan_folder(root), cfg.get("max_images_per_class"), cfg.get("seed", 42)))
     train_idx, val_idx = split_train_val(index, val_fraction=cfg.get("val_fraction", 0.15), seed=cfg.get("seed", 42))
+    return index, train_idx, val_idx
+
+
+def config_split(cfg: dict[str, Any], data_dir: str | Path | None = None) -> tuple[list[Item], list[Item]]:
+    """The training and validation items of a run's split, rebuilt from its config (folder, cap per class, seed,
+    validation share) with duplicate groups kept on one side as in training; data_dir where the folder moved."""
+    index, train_idx, val_idx = _config_index(cfg, data_dir)
     return [index.items[i] for i in train_idx], [index.items[i] for i in val_idx]
+
+
+def config_validation(cfg: dict[str, Any], data_dir: str | Path | None = None) -> tuple[list[Item], list[int]]:
+    """The validation items of a run's split (as config_split), and the duplicate group of each: images of one
+    group are copies or near copies of each other."""
+    index, _, val_idx = _config_index(cfg, data_dir)
+    return [index.items[i] for i in val_idx], [index.groups[i] for i in val_idx]

@@ -5,17 +5,13 @@ the rule is tuned on one half of the validation images and scored on the other (
 docs/design/series.md).
 """
 
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from domain import CLASSES
-from models.data.preprocessing import load_rgb
-from models.data.split import config_split
 from models.inference.series_rule import NO_TUMOR, TUMOR_CLASSES, SeriesRule, decide
 
 # Series lengths and the share of tumor slices in a tumor series, each scenario drawn SERIES_PER_CASE times.
@@ -26,7 +22,6 @@ K_GRID = (1, 2, 3, 4, 6)
 MIN_TUMOR_GRID = tuple(round(x, 2) for x in np.arange(0.30, 0.91, 0.05))
 MIN_SLICES = 3
 REVIEW_THRESHOLD = 0.7  # the app's default per-slice review threshold (settings.confidence_threshold)
-CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -144,36 +139,6 @@ def halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         first.append(idx[: len(idx) // 2])
         second.append(idx[len(idx) // 2 :])
     return np.concatenate(first), np.concatenate(second)
-
-
-def predict_all(predictor: Any, paths: list[Path]) -> np.ndarray:
-    def chunks() -> Iterator[np.ndarray]:
-        for i in range(0, len(paths), CHUNK):
-            yield predictor.predict([load_rgb(p) for p in paths[i : i + CHUNK]])
-
-    return np.concatenate(list(chunks()))
-
-
-def validation_probabilities(
-    cnn: Any, mobilenet: Any, config: dict[str, Any], data: str | None, cache: Path | None
-) -> dict[str, np.ndarray]:
-    """Both models' calibrated probabilities (their predictors) for every validation image of the CNN's run
-    `config`, kept in `cache` for the same files."""
-    key = {"cnn": cnn.sha256, "mobilenet": mobilenet.sha256}
-    if cache is not None and cache.is_file():
-        kept = np.load(cache, allow_pickle=False)
-        if str(kept["key"]) == json.dumps(key):
-            return {name: kept[name] for name in ("labels", "cnn", "mobilenet")}
-    _, items = config_split(config, data)
-    paths = [it.path for it in items]
-    probs = {
-        "labels": np.array([it.label for it in items]),
-        "cnn": predict_all(cnn, paths),
-        "mobilenet": predict_all(mobilenet, paths),
-    }
-    if cache is not None:
-        np.savez_compressed(cache, key=json.dumps(key), **probs)
-    return probs
 
 
 def report(probs: dict[str, np.ndarray], seed: int) -> dict[str, Any]:

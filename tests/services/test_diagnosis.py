@@ -1,8 +1,10 @@
-"""The review rule and the averaged answer: one home, used by the Diagnose page and the batch job."""
+"""The review rule and the models' one answer: one home, used by the Diagnose page, the batch job, History and
+the reports."""
 
 import pytest
 
-from services.diagnosis import averaged_result, model_result, review
+from models.inference.combination import Combination
+from services.diagnosis import PairRule, combined_answer, model_result, review
 
 
 def result(framework: str, probabilities: list[float]):  # type: ignore[no-untyped-def]
@@ -25,12 +27,41 @@ def test_disagreement_and_low_confidence_are_flagged_with_their_reasons() -> Non
     assert review([], 0.5).flagged
 
 
-def test_averaged_probabilities_pick_the_class_the_models_favour_together() -> None:
+def test_without_a_pair_report_the_combined_answer_is_the_plain_average() -> None:
     glioma_barely = result("torch", [0.55, 0.40, 0.03, 0.02])
     meningioma = result("keras", [0.05, 0.50, 0.40, 0.05])
-    label, mean = averaged_result([glioma_barely, meningioma])
-    assert (label, mean) == ("meningioma", pytest.approx(0.45))
-    assert averaged_result([glioma_barely]) == ("glioma", pytest.approx(0.55))
+    answer = combined_answer([glioma_barely, meningioma], None)
+    assert (answer.label, answer.confidence) == ("meningioma", pytest.approx(0.45))
+    assert "no pair report applies" in answer.how
+    alone = combined_answer([glioma_barely], None)
+    assert (alone.label, alone.confidence, alone.how) == ("glioma", 0.55, "Custom CNN (PyTorch) alone")
+    assert combined_answer([], None) is None
+
+
+MOBILENET_ALONE = PairRule(Combination("mobilenet"), threshold=0.9, on_disagreement=True)
+
+
+def test_a_rule_that_is_one_model_gives_that_models_answer_and_says_so() -> None:
+    sure_cnn = result("torch", SURE_GLIOMA)
+    unsure_mobilenet = result("keras", [0.1, 0.8, 0.05, 0.05])
+    answer = combined_answer([sure_cnn, unsure_mobilenet], MOBILENET_ALONE)
+    assert (answer.label, answer.confidence) == ("meningioma", pytest.approx(0.8))
+    assert answer.how == "the answer is MobileNetV2's: combining did not beat it on validation"
+
+
+def test_with_a_pair_rule_the_combined_answers_confidence_and_disagreement_flag() -> None:
+    sure, unsure = result("keras", SURE_GLIOMA), result("keras", [0.85, 0.1, 0.03, 0.02])
+    assert review([result("torch", SURE_GLIOMA), sure], 0.7, MOBILENET_ALONE).flagged is False
+    # The CNN's own confidence no longer counts: only the combined answer's.
+    assert review([result("torch", [0.4, 0.3, 0.2, 0.1]), sure], 0.7, MOBILENET_ALONE).flagged is False
+    verdict = review([result("torch", SURE_GLIOMA), unsure], 0.7, MOBILENET_ALONE)
+    assert verdict.reasons == ["the combined answer is 85.0% confident, below 90%"]
+    verdict = review([result("torch", SURE_MENINGIOMA), sure], 0.7, MOBILENET_ALONE)
+    assert verdict.reasons == ["the models disagree"]
+    quiet = PairRule(Combination("mobilenet"), threshold=0.9, on_disagreement=False)
+    assert review([result("torch", SURE_MENINGIOMA), sure], 0.7, quiet).flagged is False
+    # One model alone: the settings' threshold, as without a pair report.
+    assert review([unsure], 0.9, MOBILENET_ALONE).reasons == ["MobileNetV2 (Keras) is 85% confident, below 90%"]
 
 
 def test_a_probability_vector_of_the_wrong_length_is_refused() -> None:
@@ -38,25 +69,32 @@ def test_a_probability_vector_of_the_wrong_length_is_refused() -> None:
         result("torch", [0.5, 0.5])
 
 
-def test_the_pair_temperature_applies_only_to_the_models_it_was_fitted_for(db_url, tmp_path) -> None:
+def pair_record(rule: dict, threshold: float = 0.9) -> dict:
+    return {
+        "models": {"cnn": {"sha256": "c" * 64}, "mobilenet": {"sha256": "m" * 64}},
+        "answer": {"rule": rule},
+        "review": {"chosen": {"threshold": threshold, "on_disagreement": False}},
+    }
+
+
+def test_the_pair_rule_applies_only_to_the_models_it_was_chosen_for(db_url, tmp_path) -> None:
     import json
 
-    from services.diagnosis import pair_temperature
+    from services.diagnosis import pair_rule
 
     report = tmp_path / "pair.json"
-    report.write_text(
-        json.dumps(
-            {
-                "models": {"cnn": {"sha256": "c" * 64}, "mobilenet": {"sha256": "m" * 64}},
-                "averaged": {"calibration": {"temperature": 0.5}},
-            }
-        )
-    )
-    assert pair_temperature("c" * 64, "m" * 64, report) == 0.5
-    assert pair_temperature("c" * 64, "x" * 64, report) == 1.0
-    assert pair_temperature("c" * 64, "m" * 64, tmp_path / "missing.json") == 1.0
+    report.write_text(json.dumps(pair_record({"name": "average", "temperature": 0.5})))
+    pair_rule.cache_clear()
+    rule = pair_rule("c" * 64, "m" * 64, report)
+    assert rule == PairRule(Combination("average", {}, 0.5), threshold=0.9, on_disagreement=False)
+    assert pair_rule("c" * 64, "x" * 64, report) is None
+    assert pair_rule("c" * 64, "m" * 64, tmp_path / "missing.json") is None
     glioma_barely = result("torch", [0.55, 0.40, 0.03, 0.02])
     meningioma = result("keras", [0.05, 0.50, 0.40, 0.05])
-    label, sharpened = averaged_result([glioma_barely, meningioma], temperature=0.5)
+    answer = combined_answer([glioma_barely, meningioma], rule)
     # T < 1 sharpens: the same class, more confident (0.45² / (0.3² + 0.45² + 0.215² + 0.035²)).
-    assert label == "meningioma" and sharpened == pytest.approx(0.45**2 / (0.3**2 + 0.45**2 + 0.215**2 + 0.035**2))
+    assert answer.label == "meningioma"
+    assert answer.confidence == pytest.approx(0.45**2 / (0.3**2 + 0.45**2 + 0.215**2 + 0.035**2))
+    report.write_text(json.dumps(pair_record({"name": "weighted", "params": {}})))  # no weight: no rule
+    pair_rule.cache_clear()
+    assert pair_rule("c" * 64, "m" * 64, report) is None

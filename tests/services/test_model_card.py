@@ -173,3 +173,30 @@ def test_the_recipe_names_the_checkpoint_a_run_started_from_and_the_teachers_it_
     assert facts["Distilled from"] == "a.pth, b.keras (weight 0.5, temperature 2.0)"
     plain = dict(recipe_section(RunRecord.of({"framework": "torch", "config": {}})).facts)
     assert "Started from" not in plain and "Distilled from" not in plain
+
+
+def test_the_shipped_models_cards_give_the_pair_rule_and_review_flag_of_their_pair_report(tiny) -> None:
+    import json
+
+    from services.model_files import file_sha256
+    from settings import DEFAULT_MODEL_FILES
+
+    pair = json.loads((DEFAULT_MODEL_FILES["torch"].parent / "pair.json").read_text())
+    with session_scope() as session:
+        shipped = register_model_version(
+            session=session,
+            framework="keras",
+            name="shipped",
+            artifact_path=DEFAULT_MODEL_FILES["keras"],
+            sha256=file_sha256(DEFAULT_MODEL_FILES["keras"]),
+        ).id
+    section = version_card(version_id=shipped).section("Together with the other model")
+    facts = dict(section.facts)
+    assert facts["Accuracy (cross-fitted)"] == f"{100 * pair['answer']['cross_fitted']['accuracy']:.1f} %"
+    assert facts["Review flag"].startswith(f"the answer below {100 * pair['review']['chosen']['threshold']:.1f} %")
+    candidates = {row[0]: row for row in section.tables[0].rows}
+    assert candidates["MobileNetV2 alone"][1] == f"{100 * pair['mobilenet']['accuracy']:.1f} %"
+    assert sum(name.endswith("(chosen)") for name in candidates) == 1
+    # The tiny run's file has no pair report beside it.
+    tiny_card = version_card(version_id=tiny[0])
+    assert "No pair report beside this file" in tiny_card.section("Together with the other model").text[0]

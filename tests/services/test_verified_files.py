@@ -18,7 +18,7 @@ from domain import UserError
 from models.evaluation.ood import load_stats, report_path, save_stats, stats_path
 from models.inference.model_meta import sidecar_path
 from models.inference.onnx_export import export, export_path
-from services.diagnosis import pair_temperature
+from services.diagnosis import pair_rule
 from services.model_files import ModelFileProblem, file_sha256, main, register_default_models
 from services.predictors import loaded_predictor
 from settings import DEFAULT_MODEL_FILES, ROOT
@@ -122,24 +122,26 @@ def test_a_changed_file_beside_the_model_refuses_it_in_words(shipped_cnn, which:
             said = "its out-of-distribution statistics .* was recorded when it was made but is missing"
         else:
             pair = json.loads((model.parent / "pair.json").read_text())
-            pair["averaged"]["calibration"]["temperature"] = 0.05
+            pair["answer"]["rule"]["temperature"] = 0.05
             (model.parent / "pair.json").write_text(json.dumps(pair))
             said = "its pair report"
         with pytest.raises(ModelFileProblem, match=said):
             load(model, sha256)
 
 
-def test_a_pair_report_that_is_not_the_one_recorded_gives_no_temperature(shipped_cnn) -> None:
+def test_a_pair_report_that_is_not_the_one_recorded_gives_no_rule(shipped_cnn) -> None:
     model, cnn_sha256, _ = shipped_cnn
     report = model.parent / "pair.json"
     pair = json.loads(report.read_text())
     mobilenet_sha256 = pair["models"]["mobilenet"]["sha256"]
-    pair_temperature.cache_clear()
-    assert pair_temperature(cnn_sha256, mobilenet_sha256, report) == pair["averaged"]["calibration"]["temperature"]
-    pair["averaged"]["calibration"]["temperature"] = 0.05
+    pair_rule.cache_clear()
+    rule = pair_rule(cnn_sha256, mobilenet_sha256, report)
+    assert rule is not None and rule.combination.as_dict() == pair["answer"]["rule"]
+    assert rule.threshold == pair["review"]["chosen"]["threshold"]
+    pair["answer"]["rule"]["temperature"] = 0.05
     report.write_text(json.dumps(pair))
-    pair_temperature.cache_clear()
-    assert pair_temperature(cnn_sha256, mobilenet_sha256, report) == 1.0
+    pair_rule.cache_clear()
+    assert pair_rule(cnn_sha256, mobilenet_sha256, report) is None
 
 
 def test_the_record_command_accepts_the_files_as_they_are_now(shipped_cnn, capsys) -> None:

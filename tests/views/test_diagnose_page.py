@@ -219,9 +219,73 @@ def test_both_active_models_answer_side_by_side_and_each_prediction_is_saved(db_
     at = upload(open_page(), [sample_jpeg()])
     assert [m.label for m in at.metric] == ["Custom CNN (PyTorch)", "MobileNetV2 (Keras)"]
     assert any("The models **agree**" in m.value or "The models **disagree**" in m.value for m in at.markdown)
+    # No pair report was made for these two: their one answer is the plain average.
+    assert any(m.value.startswith("**Answer: ") and "no pair report applies to them" in m.value for m in at.markdown)
     choose_existing(at, "P-1")
     save(at)
     assert sorted(p.model_version_id for p in rows()[1]) == [active_cnn, keras_version]
+
+
+def pair_page(monkeypatch, mobilenet: Path, probabilities: dict[str, list[float]], rule) -> AppTest:  # type: ignore[no-untyped-def]
+    """The page with both models active, each answering every image with these probabilities, judged by `rule`
+    (as if their pair report chose it), one sample image uploaded; patient P-1 exists."""
+    import services.uploads
+    import ui.predictors
+
+    def fixed(framework, artifact_path, model_sha256, images):  # type: ignore[no-untyped-def]
+        return [np.array(probabilities[framework]) for _ in images]
+
+    activate("keras", mobilenet)
+    monkeypatch.setattr(ui.predictors, "probabilities_many", fixed)
+    monkeypatch.setattr(services.uploads, "versions_rule", lambda version_ids: rule)
+    add_patient("P-1")
+    return upload(open_page(), [sample_jpeg()])
+
+
+def test_when_the_models_disagree_the_page_names_the_answer_of_the_pair_rule(
+    db_url, active_cnn, mobilenet_checkpoint, monkeypatch
+):
+    from models.inference.combination import Combination
+    from services.diagnosis import PairRule
+
+    rule = PairRule(Combination("mobilenet"), threshold=0.9, on_disagreement=True)
+    probabilities = {"torch": [0.9, 0.05, 0.03, 0.02], "keras": [0.1, 0.8, 0.05, 0.05]}
+    at = pair_page(monkeypatch, mobilenet_checkpoint, probabilities, rule)
+    texts = [m.value for m in at.markdown]
+    assert (
+        "**Answer: Meningioma**, 80.0% confident — the answer is MobileNetV2's: combining did not beat it on "
+        "validation." in texts
+    )
+    assert (
+        "The models **disagree**: Custom CNN (PyTorch) says Glioma, MobileNetV2 (Keras) says Meningioma. Their own "
+        "answers are below; the clinician decides." in texts
+    )
+    [warning] = [w.value for w in at.warning]
+    assert warning == ("**Needs review**: the combined answer is 80.0% confident, below 90%; the models disagree.")
+    choose_existing(at, "P-1")
+    save(at)
+    assert [p.needs_review for p in rows()[1]] == [True, True]
+
+
+def test_a_sure_combined_answer_of_models_that_agree_is_not_flagged(
+    db_url, active_cnn, mobilenet_checkpoint, monkeypatch
+):
+    from models.inference.combination import Combination
+    from services.diagnosis import PairRule
+
+    rule = PairRule(Combination("average"), threshold=0.75, on_disagreement=True)
+    # The CNN alone is unsure (below the settings' 70 %), but the rule judges the combined answer only.
+    probabilities = {"torch": [0.6, 0.2, 0.1, 0.1], "keras": [0.95, 0.03, 0.01, 0.01]}
+    at = pair_page(monkeypatch, mobilenet_checkpoint, probabilities, rule)
+    [answer] = [m.value for m in at.markdown if m.value.startswith("**Answer")]
+    assert (
+        answer
+        == "**Answer: Glioma**, 77.5% confident — from the average of both models' probabilities, chosen on validation."
+    )
+    assert not at.warning
+    assert [s.value for s in at.success] == [
+        "No review flag: it is raised when the combined answer is less than 75% confident or the models disagree."
+    ]
 
 
 def test_saving_links_to_the_patients_history(db_url, active_cnn):

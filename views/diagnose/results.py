@@ -8,7 +8,6 @@ import streamlit as st
 
 from domain import Framework, class_label
 from models.data.imaging import DecodedImage, jet_colormap, make_overlay
-from services.diagnosis import averaged_result, pair_temperature
 from services.ood import NOT_MRI
 from services.uploads import ActiveModel, Analysis
 from ui.charts import probability_chart
@@ -67,14 +66,15 @@ def map_controls(models: list[ActiveModel]) -> MapView:
 
 
 def answer_text(a: Analysis, models: list[ActiveModel]) -> str:
-    """The answer in a few words, for the summary table."""
+    """The answer in a few words, for the summary table: the models' one answer, and each model's where they
+    disagree."""
     if not a.results:
         return "Not a brain MRI slice: no tumor class"
     labels = [class_label(r["label"]) for r in a.results]
-    if len(set(labels)) == 1:
-        answer = labels[0]
-    else:
-        answer = "; ".join(f"{m.label}: {label}" for m, label in zip(models, labels, strict=True))
+    combined = a.answer if len(a.results) > 1 else None
+    answer = f"{class_label(combined.label)} ({combined.confidence:.0%})" if combined else labels[0]
+    if len(set(labels)) > 1:
+        answer += " — " + "; ".join(f"{m.label}: {label}" for m, label in zip(models, labels, strict=True))
     return f"{answer} (not a brain MRI slice, shown anyway)" if a.refused else answer
 
 
@@ -128,20 +128,20 @@ def _refusal(a: Analysis, position: int) -> bool:
 
 
 def _verdict(a: Analysis, models: list[ActiveModel], threshold: float) -> None:
+    """The models' one answer with its confidence, whether they agree, and the review flag."""
     labels = {r["label"] for r in a.results}
+    combined = a.answer
+    if len(a.results) > 1 and combined is not None:
+        st.markdown(f"**Answer: {class_label(combined.label)}**, {combined.confidence:.1%} confident — {combined.how}.")
     if len(a.results) > 1 and len(labels) == 1:
         st.markdown(f"The models **agree**: {class_label(a.results[0]['label'])}.")
     elif len(a.results) > 1:
         answers = ", ".join(f"{m.label} says {class_label(r['label'])}" for m, r in zip(models, a.results))
-        frameworks = {m.framework: m.sha256 for m in models}
-        temperature = pair_temperature(frameworks.get("torch", ""), frameworks.get("keras", ""))
-        label, mean = averaged_result(a.results, temperature=temperature)
-        st.markdown(
-            f"The models **disagree**: {answers}. Averaged, their probabilities favour **{class_label(label)}** "
-            f"({mean:.0%}); the clinician decides."
-        )
+        st.markdown(f"The models **disagree**: {answers}. Their own answers are below; the clinician decides.")
     if a.review.flagged:
         st.warning(f"**Needs review**: {'; '.join(a.review.reasons)}.", icon="⚠️")
+    elif len(a.results) > 1 and a.rule is not None:
+        st.success(f"No review flag: it is raised when {a.rule.flag_rule()}.")
     elif len(a.results) > 1:
         st.success(f"No review flag: the models agree and each is at least {threshold:.0%} confident.")
     else:
