@@ -29,4 +29,4 @@ echo "ruff: lint and format check"
 .venv/bin/ruff format --check .
 # Both cores (TEST_WORKERS=0 runs in one process); each test module stays whole on one worker, the browser
 # tests together (tests/conftest.py).
-exec .venv/bin/pytest -n "${TEST_WORKERS:-2}" --dist loadgroup "$@"
+exec .venv/bin/pytest -n "${TEST_WORKERS:-2}" "$@"

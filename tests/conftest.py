@@ -73,13 +73,37 @@ def _make_shipped_exports() -> None:
     subprocess.run([sys.executable, "-m", "services.predictors"], check=False, stdout=subprocess.DEVNULL)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist's loadgroup: the browser tests share one running stack, so they stay together;
-    every other module stays whole on one worker (its module-scoped Celery worker and database start once)."""
-    browser_tests = Path(__file__).parent / "e2e"
-    for item in items:
-        group = "browser" if browser_tests in item.path.parents else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+# Modules that share a session fixture run on one xdist worker, so it is made once.
+SHARED_GROUPS = {
+    "tests/models/test_resume.py": "tiny-keras-run",
+    "tests/models/test_weight_average.py": "tiny-keras-run",
+}
+
+
+# Modules whose tests share nothing and each take long: their tests are shared out one by one.
+SPREAD = {"tests/test_benchmark.py"}
+
+
+def xdist_group_of(nodeid: str) -> str:
+    """What runs together on one pytest-xdist worker: the browser tests (they share one running stack), modules
+    that share a session fixture, and otherwise each module whole (its module-scoped Celery worker and database
+    start once)."""
+    module = nodeid.split("::")[0]
+    if module.startswith("tests/e2e/"):
+        return "browser"
+    if module in SPREAD:
+        return nodeid
+    return SHARED_GROUPS.get(module, module)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-untyped-def]
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Groups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group_of(nodeid)
+
+    return Groups(config, log)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -3,6 +3,7 @@ evaluation and its state (loop.fit runs it)."""
 
 import json
 import math
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -207,9 +208,10 @@ class KerasTrainer:
         return self.cfg.lr, 1
 
     def begin_epoch(self, epoch: int) -> bool:
-        import keras
-
-        keras.utils.set_random_seed(self.cfg.seed + epoch)
+        # Not keras.utils.set_random_seed: a new TensorFlow seed makes every compiled function trace again. Its
+        # random ops take their seeds explicitly (the shuffle, the augmentation, the dropout layers below).
+        random.seed(self.cfg.seed + epoch)
+        np.random.seed(self.cfg.seed + epoch)
         _reseed(self.model, self.cfg.seed + 1000 * epoch)
         if epoch == self.cfg.fine_tune_epoch and epoch > 1:
             # Phase 2: a recompile is needed for the change of `trainable` to take effect.

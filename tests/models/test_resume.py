@@ -12,6 +12,7 @@ from models.training.run import resumable_config, run_training
 from models.training.run_types import TrainHooks, TrainingCancelled
 from models.training.torch_loop import recalibrate_bn
 from settings import SAMPLE_DIR
+from tests.models.conftest import tiny_keras_config
 
 KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
@@ -23,36 +24,42 @@ def _stop_after_first_epoch(cfg) -> None:  # type: ignore[no-untyped-def]
     assert [row["epoch"] for row in done] == [1]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("framework", ["torch", "keras"])
-def test_resumed_run_repeats_the_uninterrupted_one(framework: str, tmp_path: Path) -> None:
-    size = {"image_size": 64} if framework == "keras" else {}
+def _resumed_in_parts(cfg, whole: Path) -> None:  # type: ignore[no-untyped-def]
+    """Run `cfg` to its first epoch, resume it to the end in a new call, and compare it with the run in `whole`."""
+    parts_dir = Path(cfg.output_dir)
+    _stop_after_first_epoch(cfg)
+    assert not (parts_dir / "run.json").exists()
+    resumed_rows: list[dict] = []
+    run_training(resumable_config(parts_dir), TrainHooks(on_epoch=resumed_rows.append), resume=True)
+    parts = json.loads((parts_dir / "run.json").read_text())["epochs"]
+    uninterrupted = json.loads((whole / "run.json").read_text())["epochs"]
 
+    assert [row["epoch"] for row in resumed_rows] == [2, 3]  # epoch 1 is not reported twice
+    assert [row["epoch"] for row in parts] == [1, 2, 3]
+    for a, b in zip(uninterrupted, parts, strict=True):
+        assert [a[k] for k in KEYS] == pytest.approx([b[k] for k in KEYS], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_a_resumed_cnn_run_repeats_the_uninterrupted_one(tmp_path: Path) -> None:
     def cfg(name: str):  # type: ignore[no-untyped-def]
         return make_config(
-            framework,
+            "torch",
             str(SAMPLE_DIR),
             "improved",
             epochs=3,
             batch_size=8,
             max_images_per_class=6,
             output_dir=str(tmp_path / name),
-            **size,
         )
 
     run_training(cfg("whole"))
-    whole = json.loads((tmp_path / "whole" / "run.json").read_text())["epochs"]
+    _resumed_in_parts(cfg("parts"), tmp_path / "whole")
 
-    _stop_after_first_epoch(cfg("parts"))
-    assert not (tmp_path / "parts" / "run.json").exists()
-    resumed_rows: list[dict] = []
-    run_training(resumable_config(tmp_path / "parts"), TrainHooks(on_epoch=resumed_rows.append), resume=True)
-    parts = json.loads((tmp_path / "parts" / "run.json").read_text())["epochs"]
 
-    assert [row["epoch"] for row in resumed_rows] == [2, 3]  # epoch 1 is not reported twice
-    assert [row["epoch"] for row in parts] == [1, 2, 3]
-    for a, b in zip(whole, parts):
-        assert [a[k] for k in KEYS] == pytest.approx([b[k] for k in KEYS], rel=1e-6)
+@pytest.mark.slow
+def test_a_resumed_mobilenet_run_repeats_the_uninterrupted_one(tiny_keras_run: Path, tmp_path: Path) -> None:
+    _resumed_in_parts(tiny_keras_config(tmp_path / "parts"), tiny_keras_run)
 
 
 def test_resume_refuses_a_folder_without_a_saved_run(tmp_path: Path) -> None:
