@@ -1,5 +1,5 @@
 # `make run` starts everything, `make test` runs every test; both install what they need first.
-.PHONY: run test install migrate admin worker app dicom-listener redis bench lock audit-verify
+.PHONY: run test test-fast install migrate admin worker app dicom-listener redis bench lock audit-verify
 
 VENV := .venv
 
@@ -8,6 +8,10 @@ run:
 
 test:
 	@scripts/test.sh
+
+# The tests that take under a few seconds each: no real worker process, browser or training run.
+test-fast:
+	@scripts/test.sh -m "not slow"
 
 install:
 	@scripts/install.sh

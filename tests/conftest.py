@@ -106,6 +106,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-
     return Groups(config, log)
 
 
+# A test that starts a real process through one of these (a Celery worker, the app, a browser) is slow.
+PROCESS_FIXTURES = {"worker", "start_worker", "stack", "app", "admin_app", "browser"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     client = _session_state.get("redis")
     if isinstance(client, redis.Redis):
@@ -125,6 +135,10 @@ def _claim_redis_db() -> None:
             claimed = client.set(_REDIS_LOCK_KEY, owner, nx=True, ex=6 * 3600)
         except redis.RedisError:
             return  # no Redis: the tests that need it skip themselves
+        if not claimed and _holder_is_gone(client.get(_REDIS_LOCK_KEY)):
+            # A session killed before it could let go (a timeout, Ctrl-C twice) holds it no more.
+            client.delete(_REDIS_LOCK_KEY)
+            claimed = client.set(_REDIS_LOCK_KEY, owner, nx=True, ex=6 * 3600)
         if claimed:
             # Whatever a crashed earlier session left here (queued messages, results) must not reach our worker.
             for key in client.scan_iter():
@@ -135,6 +149,20 @@ def _claim_redis_db() -> None:
             return
         client.close()
     raise pytest.UsageError("every Redis database 1-15 is held by another test session")
+
+
+def _holder_is_gone(holder: bytes | None) -> bool:
+    """Whether the test session that holds a Redis database ran on this machine and its process is gone."""
+    host, _, pid = (holder or b"").decode(errors="replace").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _point_at(mp: pytest.MonkeyPatch, url: str, folder: Path) -> None:

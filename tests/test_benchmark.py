@@ -19,6 +19,7 @@ def test_the_audit_benchmark_measures_every_query():
         assert name and float(ms) >= 0
 
 
+@pytest.mark.slow
 def test_the_inference_benchmark_compares_both_paths_and_writes_its_results(tmp_path):
     from scripts.bench_inference import main
 

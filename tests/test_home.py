@@ -52,6 +52,7 @@ def test_home_shows_counts_and_active_model(stored):
     assert any("cnn-run-7 (version" in shown(block.value) for block in at.markdown)
 
 
+@pytest.mark.slow
 def test_selfcheck_button_records_a_queued_job_with_a_cancel_button(db_url):
     at = signed_in(AppTest.from_file(HOME, default_timeout=30)).run()
     at.button(key="selfcheck").click().run()

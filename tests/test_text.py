@@ -1,5 +1,6 @@
 """Typed and carried text renders as itself in the app."""
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from ui.text import literal
@@ -23,6 +24,7 @@ def test_literal_text_renders_exactly_as_written() -> None:
     assert literal("P-001_a.b") == "P\\-001\\_a\\.b"
 
 
+@pytest.mark.slow
 def test_refusals_and_job_errors_are_shown_as_written(db_url) -> None:
     import io
     import warnings

@@ -245,6 +245,7 @@ def jpegs_declaring(draw: st.DrawFn) -> bytes:
 
 @given(damaged_files())
 @FUZZ
+@pytest.mark.slow
 def test_a_damaged_real_file_is_decoded_or_refused_in_words(case: tuple[bytes, str]) -> None:
     check_decode(*case)
 
@@ -324,6 +325,7 @@ def dicom_headers(draw: st.DrawFn) -> tuple[bytes, str]:
 
 @given(dicom_headers())
 @hypothesis.settings(FUZZ, max_examples=400)
+@pytest.mark.slow
 def test_a_dicom_header_that_disagrees_with_its_pixels_is_decoded_or_refused_in_words(case: tuple[bytes, str]) -> None:
     check_decode(*case)
 
@@ -399,6 +401,7 @@ def _files_under(folder: Path) -> list[Path]:
 
 @given(zips() | st.binary(max_size=2048) | st.binary(max_size=512).map(lambda b: b"PK\x03\x04" + b))
 @hypothesis.settings(FUZZ, max_examples=300)
+@pytest.mark.slow
 def test_a_damaged_or_unsafe_zip_is_unpacked_or_refused_in_words(zip_settings: Settings, data: bytes) -> None:
     top = zip_settings.upload_dir.parents[2]
     batches = zip_settings.upload_dir / "batches"

@@ -26,6 +26,7 @@ def occlusion_gap(predictor, rgb: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
+@pytest.mark.slow
 def test_the_hottest_region_matters_more_than_the_coldest(framework):
     path = DEFAULT_MODEL_FILES[framework]
     if not path.is_file():

@@ -52,6 +52,7 @@ def images() -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
+@pytest.mark.slow
 def test_onnx_runtime_gives_the_frameworks_probabilities_on_every_sample_image(framework, images, shared):
     path = shared(framework)
     reference = backends[framework].load_predictor(path)
@@ -77,6 +78,7 @@ def test_onnx_runtime_gives_the_frameworks_probabilities_on_every_sample_image(f
         assert np.abs(both_features - onnx_features).max() <= 1e-5 * np.abs(features).max()
 
 
+@pytest.mark.slow
 def test_a_model_file_changed_after_its_export_is_exported_again(images, tmp_path):
     import torch
 
@@ -99,6 +101,7 @@ def test_a_model_file_changed_after_its_export_is_exported_again(images, tmp_pat
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
+@pytest.mark.slow
 def test_onnx_heatmaps_are_the_frameworks_on_every_sample_image(framework, images, shared):
     path = shared(framework)
     reference = backends[framework].load_predictor(path)
@@ -140,6 +143,7 @@ print(json.dumps({
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
+@pytest.mark.slow
 def test_a_process_with_its_exports_made_predicts_and_draws_heatmaps_without_the_framework(framework, shared):
     path = shared(framework)
     reference = backends[framework].load_predictor(path)
@@ -163,6 +167,7 @@ def test_a_process_with_its_exports_made_predicts_and_draws_heatmaps_without_the
 @pytest.mark.parametrize(
     ("framework", "backend"), [("torch", "framework"), ("keras", "framework"), ("torch", "onnx"), ("keras", "onnx")]
 )
+@pytest.mark.slow
 def test_heatmaps_from_many_sessions_at_once_are_the_ones_each_gets_alone(framework, backend, images, shared):
     path = shared(framework)
     predictor = backends[framework].load_predictor(path, backend=backend)
@@ -178,6 +183,7 @@ def test_heatmaps_from_many_sessions_at_once_are_the_ones_each_gets_alone(framew
         assert all(p.grad is None for p in predictor.model.parameters())
 
 
+@pytest.mark.slow
 def test_the_int8_cnn_gives_the_same_class_on_every_sample_image_from_a_quarter_of_the_file(images, shared):
     path = shared("torch")
     exact = backends["torch"].load_predictor(path, backend="onnx").predict(images)

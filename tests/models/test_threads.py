@@ -30,6 +30,7 @@ def _run(code: str) -> list[str]:
     return done.stdout.split()
 
 
+@pytest.mark.slow
 def test_framework_imported_after_the_cap_uses_one_thread():
     assert _run(CAP_THEN_IMPORT) == ["1"]
 

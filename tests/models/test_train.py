@@ -36,6 +36,7 @@ def tiny_cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_training(tiny_config(out)).best_path
 
 
+@pytest.mark.slow
 def test_same_config_gives_the_same_first_epoch(tmp_path: Path) -> None:
     rows: list[list[dict]] = [[], []]
     for k in range(2):
@@ -44,6 +45,7 @@ def test_same_config_gives_the_same_first_epoch(tmp_path: Path) -> None:
     assert [rows[0][0][k] for k in keys] == pytest.approx([rows[1][0][k] for k in keys], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluate_command_prints_the_json_fields(tiny_cnn: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "models", "evaluate", "--model", str(tiny_cnn), "--data", str(SAMPLE_DIR)],
@@ -105,6 +107,7 @@ def test_training_stores_a_fitted_temperature_that_predictions_use(tiny_cnn: Pat
     assert np.allclose(calibrated, apply_temperature(raw, calibration["temperature"]), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_warm_restart_starts_from_the_checkpoints_weights(tiny_cnn: Path, tmp_path: Path) -> None:
     import torch
 
@@ -158,6 +161,7 @@ def test_the_distillation_loss_is_zero_only_where_the_student_matches_its_teache
     assert grads[1] > 0.25 * grads[0]
 
 
+@pytest.mark.slow
 def test_a_cnn_learns_from_teacher_targets_of_its_own_split_and_refuses_others(tiny_cnn: Path, tmp_path: Path) -> None:
     from models.training.distill import load_targets, make_targets, save_targets, student_targets
 
@@ -192,6 +196,7 @@ def test_a_cnn_learns_from_teacher_targets_of_its_own_split_and_refuses_others(t
         make_config("keras", str(SAMPLE_DIR), distill_from=str(tmp_path / "teacher.npz"))
 
 
+@pytest.mark.slow
 def test_mixup_blends_each_image_with_a_partner_and_keeps_its_own_image_dominant(tmp_path: Path) -> None:
     import torch
 

@@ -278,6 +278,7 @@ def test_nobody_can_keep_an_admin_locked_out_their_waits_grow_from_the_guessing_
     assert wait_s() == 3  # never longer than SIGNIN_MAX_DELAY_S
 
 
+@pytest.mark.slow
 def test_an_admins_unlock_or_password_reset_ends_a_lockout(db_url, capsys):
     admin = make_actor("admin")
     clinician = make_actor("clinician", "hugo")

@@ -34,6 +34,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_a_batch_on_onnx_runtime_imports_neither_torch_nor_tensorflow(db_url, tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()

@@ -64,6 +64,7 @@ def items(ds) -> list:  # type: ignore[no-untyped-def]
     return out
 
 
+@pytest.mark.slow
 def test_the_report_holds_the_answer_and_passes_dciodvfy(tmp_path: Path) -> None:
     sr = series_report(REF, ANSWER, MODELS, report_series_uid=generate_uid(), instance_number=1)
     assert dciodvfy_errors(saved(sr, tmp_path / "sr.dcm")) == []

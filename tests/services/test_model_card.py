@@ -41,6 +41,7 @@ def rows_of(card, section: str, caption: str) -> dict[str, tuple[str, ...]]:
     return {row[0]: row[1:] for row in table.rows}
 
 
+@pytest.mark.slow
 def test_the_card_of_a_tiny_trained_run_holds_its_per_class_figures(tiny) -> None:
     version_id, metrics = tiny
     card = version_card(version_id=version_id)
@@ -92,6 +93,7 @@ def test_example_images_come_from_one_prediction_of_the_validation_split_kept_be
     assert confusion_examples.load(path, "0" * 64) is None
 
 
+@pytest.mark.slow
 def test_the_card_compares_the_version_with_the_active_one(tiny) -> None:
     version_id, metrics = tiny
     alone = version_card(version_id=version_id).section("Compared with the active version")

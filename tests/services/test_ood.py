@@ -88,6 +88,7 @@ def test_the_shipped_statistics_and_report_belong_to_the_shipped_cnn() -> None:
     assert stats_path(CNN).stat().st_size < 2**20
 
 
+@pytest.mark.slow
 def test_without_statistics_for_the_cnn_the_check_says_it_is_off(db_url, tmp_path: Path) -> None:
     from models.nets.cnn import TumorCNN, save_checkpoint
 
@@ -161,6 +162,7 @@ def test_a_batch_keeps_a_file_that_is_not_a_brain_mri_slice_for_a_clinician_with
     assert result["ood_check"].startswith("Each image is first checked to be a brain MRI slice")
 
 
+@pytest.mark.slow
 def test_a_batch_gives_a_ct_dicom_no_tumor_class_even_when_the_cnn_has_no_statistics(
     db_url, tmp_path, dicom_bytes
 ) -> None:

@@ -13,6 +13,7 @@ from services.predictors import main
 from settings import DEFAULT_MODEL_FILES
 
 
+@pytest.mark.slow
 def test_the_command_makes_the_cnns_exports_beside_it_tagged_with_its_digest(tmp_path: Path, capsys) -> None:
     source = DEFAULT_MODEL_FILES["torch"]
     if not source.is_file():

@@ -162,6 +162,7 @@ def models_page() -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_the_models_page_checks_every_recorded_file(shipped_cnn) -> None:
     model, _, _ = shipped_cnn
     at = models_page()

@@ -1,5 +1,6 @@
 """The Users page changes accounts as an admin; the Audit log page filters, pages and exports the log."""
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from db.history import PredictionFilters
@@ -19,6 +20,7 @@ def user(name: str):  # type: ignore[no-untyped-def]
         return find_user(session=session, username=name)
 
 
+@pytest.mark.slow
 def test_an_admin_adds_a_clinician_disables_them_and_cannot_disable_themselves(db_url):
     at = signed_in(AppTest.from_file(USERS, default_timeout=60)).run()
     at.text_input(key="users_add_name").input("nora")
@@ -46,6 +48,7 @@ def test_an_admin_adds_a_clinician_disables_them_and_cannot_disable_themselves(d
     assert not user("test-admin").disabled
 
 
+@pytest.mark.slow
 def test_the_audit_page_filters_by_user_and_action(db_url):
     make_actor("clinician", "ana")
     for name in ("ana", "ben"):
@@ -97,6 +100,7 @@ def test_the_audit_page_reads_as_sentences_in_the_clinics_time_zone_and_checks_t
     assert [s.value for s in at.success] == [literal("audit log intact: 1 entries, each chained to the one before")]
 
 
+@pytest.mark.slow
 def test_the_users_page_shows_a_locked_name_and_an_unlock_lifts_it(db_url):
     nora = make_actor("clinician", "nora")
     for _ in range(5):

@@ -81,6 +81,7 @@ def test_the_sample_folder_is_offered_and_described(model_id) -> None:
     assert not at.button(key="batch_submit").disabled
 
 
+@pytest.mark.slow
 def test_starting_a_batch_queues_a_job_and_shows_its_panel(model_id) -> None:
     at = type_folder(open_page(), str(SAMPLE_DIR))
     at.radio(key="batch_patient_mode").set_value("single")
@@ -98,6 +99,7 @@ def test_starting_a_batch_queues_a_job_and_shows_its_panel(model_id) -> None:
     assert any(f"Job {job_id}" in md.value and "waiting for a worker" in md.value for md in at.markdown)
 
 
+@pytest.mark.slow
 def test_a_double_click_on_start_makes_one_job_and_a_later_click_another(model_id) -> None:
     at = type_folder(open_page(), str(SAMPLE_DIR))
     at.button(key="batch_submit").click().run()
@@ -202,6 +204,7 @@ def test_an_empty_folder_or_one_without_images_is_refused_before_start(model_id,
     assert at.button(key="batch_submit").disabled
 
 
+@pytest.mark.slow
 def test_an_empty_zip_is_refused_before_start(model_id) -> None:
     import io
     import zipfile
@@ -226,6 +229,7 @@ def test_the_patient_mode_fits_a_folder_without_dicom_and_says_who_gets_no_patie
     assert "named like tumor classes" in at.warning[0].value
 
 
+@pytest.mark.slow
 def test_a_folder_with_dicom_defaults_to_its_header_and_counts_each_case(model_id, roots, dicom_bytes) -> None:
     folder = roots / "ward"
     folder.mkdir()

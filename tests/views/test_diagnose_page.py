@@ -124,6 +124,7 @@ def test_a_model_whose_file_is_gone_is_reported_not_crashed_on(db_url, tmp_path)
     assert not at.file_uploader
 
 
+@pytest.mark.slow
 def test_an_active_model_whose_file_changed_is_refused_and_the_other_still_answers(
     db_url, tmp_path, cnn_checkpoint, mobilenet_checkpoint
 ):
@@ -141,6 +142,7 @@ def test_an_active_model_whose_file_changed_is_refused_and_the_other_still_answe
     assert [m.label for m in at.metric] == ["MobileNetV2 (Keras)"]
 
 
+@pytest.mark.slow
 def test_sample_jpeg_is_predicted_and_saved_with_its_model_version(db_url, active_cnn):
     add_patient("P-1")
     name, data = sample_jpeg()
@@ -156,6 +158,7 @@ def test_sample_jpeg_is_predicted_and_saved_with_its_model_version(db_url, activ
     assert Path(scans[0].file_path).read_bytes() == data
 
 
+@pytest.mark.slow
 def test_dicom_is_saved_without_anything_that_names_the_person(db_url, active_cnn, dicom_bytes):
     at = upload(open_page(), [("series.dcm", dicom_bytes())])
     # The header's PatientID is offered as a new patient for the clinician to confirm.
@@ -177,6 +180,7 @@ def test_dicom_is_saved_without_anything_that_names_the_person(db_url, active_cn
     assert not any(b"Doe" in blob or b"19700101" in blob for blob in stored + database)
 
 
+@pytest.mark.slow
 def test_the_same_image_uploaded_twice_for_a_patient_is_one_scan(db_url, active_cnn):
     add_patient("P-1")
     files = [sample_jpeg()]
@@ -191,6 +195,7 @@ def test_the_same_image_uploaded_twice_for_a_patient_is_one_scan(db_url, active_
     assert len(scans) == 1 and len(predictions) == 1
 
 
+@pytest.mark.slow
 def test_confidence_below_a_high_threshold_needs_review(db_url, active_cnn, monkeypatch):
     monkeypatch.setenv("CONFIDENCE_THRESHOLD", "0.99")
     get_settings.cache_clear()
@@ -202,6 +207,7 @@ def test_confidence_below_a_high_threshold_needs_review(db_url, active_cnn, monk
     assert [p.needs_review for p in rows()[1]] == [True]
 
 
+@pytest.mark.slow
 def test_a_confident_single_model_is_not_flagged(db_url, active_cnn, monkeypatch):
     monkeypatch.setenv("CONFIDENCE_THRESHOLD", "0.0")
     get_settings.cache_clear()
@@ -213,6 +219,7 @@ def test_a_confident_single_model_is_not_flagged(db_url, active_cnn, monkeypatch
     assert [p.needs_review for p in rows()[1]] == [False]
 
 
+@pytest.mark.slow
 def test_both_active_models_answer_side_by_side_and_each_prediction_is_saved(db_url, active_cnn, mobilenet_checkpoint):
     keras_version = activate("keras", mobilenet_checkpoint)
     add_patient("P-1")
@@ -242,6 +249,7 @@ def pair_page(monkeypatch, mobilenet: Path, probabilities: dict[str, list[float]
     return upload(open_page(), [sample_jpeg()])
 
 
+@pytest.mark.slow
 def test_when_the_models_disagree_the_page_names_the_answer_of_the_pair_rule(
     db_url, active_cnn, mobilenet_checkpoint, monkeypatch
 ):
@@ -288,6 +296,7 @@ def test_a_sure_combined_answer_of_models_that_agree_is_not_flagged(
     ]
 
 
+@pytest.mark.slow
 def test_saving_links_to_the_patients_history(db_url, active_cnn):
     add_patient("P-1")
     at = signed_in(AppTest.from_file(str(ROOT / "Home.py"), default_timeout=60))
@@ -314,6 +323,7 @@ def black_png() -> tuple[str, bytes]:
     return "black.png", out.getvalue()
 
 
+@pytest.mark.slow
 def test_a_blank_image_gets_no_tumor_class_unless_its_answer_is_asked_for_and_is_never_saved(db_url, shipped_cnn):
     add_patient("P-1")
     mri = sample_jpeg()
@@ -336,6 +346,7 @@ def test_a_blank_image_gets_no_tumor_class_unless_its_answer_is_asked_for_and_is
     assert [s.original_name for s in scans] == [mri[0]] and len(predictions) == 1
 
 
+@pytest.mark.slow
 def test_several_uploads_are_checked_and_predicted_as_one_batch_per_model_and_remembered(
     db_url, shipped_cnn, monkeypatch
 ):
@@ -506,6 +517,7 @@ def test_a_clinician_is_told_to_ask_an_admin_and_sees_no_server_path(db_url, tmp
     assert not at.get("page_link")  # Train and Models are admin pages
 
 
+@pytest.mark.slow
 def test_unsaved_results_come_back_after_a_reload_and_can_still_be_saved(db_url, shipped_cnn, dicom_bytes):
     add_patient("P-1")
     files = [sample_jpeg("meningioma", 0), ("ct.dcm", dicom_bytes(modality="CT", patient_mrn="P-1"))]
@@ -529,6 +541,7 @@ def test_unsaved_results_come_back_after_a_reload_and_can_still_be_saved(db_url,
     assert not any("were not saved to a record" in i.value for i in again.info)
 
 
+@pytest.mark.slow
 def test_unsaved_results_are_their_users_own_and_go_when_discarded(db_url, active_cnn):
     upload(open_page(), [sample_jpeg()])
     assert not open_page("clinician").metric  # another user's reload
@@ -539,6 +552,7 @@ def test_unsaved_results_are_their_users_own_and_go_when_discarded(db_url, activ
     assert not open_page().metric
 
 
+@pytest.mark.slow
 def test_removing_every_file_from_the_uploader_discards_them(db_url, active_cnn):
     at = upload(open_page(), [sample_jpeg()])
     at.file_uploader(key="diagnose_files").set_value([])
@@ -547,6 +561,7 @@ def test_removing_every_file_from_the_uploader_discards_them(db_url, active_cnn)
     assert not open_page().metric
 
 
+@pytest.mark.slow
 def test_an_upload_that_runs_its_decoder_past_the_limit_is_refused_once_and_the_others_are_analysed(db_url, active_cnn):
     from services.decoding import sandbox
     from tests.env import environment
@@ -565,6 +580,7 @@ def test_an_upload_that_runs_its_decoder_past_the_limit_is_refused_once_and_the_
         assert [c.process.pid for c in list(sandbox()._idle.queue)] == children
 
 
+@pytest.mark.slow
 def test_a_ct_dicom_gets_no_tumor_class_even_when_the_active_cnn_has_no_statistics(db_url, active_cnn, dicom_bytes):
     at = upload(open_page(), [("head.dcm", dicom_bytes(modality="CT")), ("brain.dcm", dicom_bytes())])
     assert any("A DICOM file whose header names another modality than MR still gets" in i.value for i in at.info)

@@ -102,6 +102,7 @@ def test_patient_link_opens_the_record_with_both_models_predictions(record):
     assert "**Not read yet**" in text
 
 
+@pytest.mark.slow
 def test_a_read_submitted_on_the_page_is_saved_under_the_signed_in_user_and_audited(record):
     at = open_record(record)
     scan = record.scan_id
@@ -121,6 +122,7 @@ def test_a_read_submitted_on_the_page_is_saved_under_the_signed_in_user_and_audi
     assert "**Read: Glioma** by test-admin" in text and "rim enhancement" in text
 
 
+@pytest.mark.slow
 def test_a_read_without_a_class_shows_why_and_saves_nothing(record):
     at = open_record(record)
     at.button(key=f"history_read_save_{record.scan_id}").click().run()
@@ -130,6 +132,7 @@ def test_a_read_without_a_class_shows_why_and_saves_nothing(record):
         assert session.scalars(select(Read)).all() == []
 
 
+@pytest.mark.slow
 def test_show_heatmap_draws_grad_cam_or_says_why_not(record):
     at = open_record(record)
     images = len(at.image)
@@ -139,6 +142,7 @@ def test_show_heatmap_draws_grad_cam_or_says_why_not(record):
     assert "mobilenet-v1 (keras): the heatmap could not be computed" in at.error[0].value
 
 
+@pytest.mark.slow
 def test_deleting_a_patient_asks_first_then_removes_rows_and_file(record):
     at = open_record(record)
     at.button(key=f"history_delete_patient_{record.patient_pk}").click().run()
@@ -153,6 +157,7 @@ def test_deleting_a_patient_asks_first_then_removes_rows_and_file(record):
     assert not record.file.exists()
 
 
+@pytest.mark.slow
 def test_prepared_report_holds_the_scan_its_models_and_a_heatmap(record):
     at = open_record(record)
     at.checkbox(key=f"history_report_heatmaps_{record.patient_pk}").check()
@@ -189,6 +194,7 @@ def test_a_patient_id_in_the_link_is_shown_as_text(db_url):
     assert [w.value for w in at.warning] == [f"No patient has the id {literal(hostile)}."]
 
 
+@pytest.mark.slow
 def test_an_admin_merges_a_twin_from_the_record_and_a_clinician_is_not_offered_it(record):
     from sqlalchemy import insert
 

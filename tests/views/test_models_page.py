@@ -78,6 +78,7 @@ def promote(at: AppTest, version_id: int, reason: str | None = REASON) -> AppTes
     return at
 
 
+@pytest.mark.slow
 def test_promoting_a_version_changes_the_model_the_predictor_loads(two_versions, checkpoints) -> None:
     old, new = two_versions
     at = open_page()
@@ -94,6 +95,7 @@ def test_promoting_a_version_changes_the_model_the_predictor_loads(two_versions,
     assert entry.target == f"model version {new}" and entry.detail.endswith(f"reason: {REASON}")
 
 
+@pytest.mark.slow
 def test_the_previous_version_can_be_restored(two_versions, checkpoints) -> None:
     old, new = two_versions
     at = promote(open_page(), new)
@@ -108,6 +110,7 @@ def test_the_previous_version_can_be_restored(two_versions, checkpoints) -> None
     assert [e.target for e in audit_entries("model_rolled_back")] == [f"model version {old}"]
 
 
+@pytest.mark.slow
 def test_a_file_that_changed_is_flagged_and_not_promoted(db_url, checkpoints) -> None:
     register(checkpoints[0], activate=True)
     tampered = register(checkpoints[1], sha256="0" * 64)
@@ -129,6 +132,7 @@ def test_a_missing_file_is_reported_and_an_intact_one_verified(db_url, checkpoin
     assert any("deleted.pth` is missing" in e.value for e in at.error)
 
 
+@pytest.mark.slow
 def test_each_version_shows_its_card_and_the_one_chosen_for_promotion_sits_above_the_button(
     db_url, checkpoints
 ) -> None:

@@ -53,6 +53,7 @@ def page() -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_a_clinician_finds_the_study_and_sends_its_mr_series_to_prediction(pacs) -> None:
     _, study_uid, series_uid = pacs
     at = page()
@@ -83,6 +84,7 @@ def test_a_search_a_person_cannot_mean_is_refused_in_words(pacs) -> None:
     assert any("without backslashes" in e.value for e in at.error)
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_is_said_so(pacs, tmp_path: Path) -> None:
     with environment(DICOMWEB_URL="http://127.0.0.1:9/dicom-web"):
         at = page()

@@ -89,6 +89,7 @@ def read(at: AppTest, scan_id: int, label: str, note: str = "") -> AppTest:
     return run(at)
 
 
+@pytest.mark.slow
 def test_a_clinician_reads_case_after_case_and_the_form_left_open_is_the_next_cases(queue) -> None:
     at = open_page()
     assert metrics(at) == {"Awaiting a read": "3", "Flagged": "2", "Without a patient": "1", "Read": "0"}
@@ -126,6 +127,7 @@ def test_a_clinician_reads_case_after_case_and_the_form_left_open_is_the_next_ca
     assert audited == [f"scan {queue[k]}" for k in ("disagree", "sure", "unsure")]
 
 
+@pytest.mark.slow
 def test_a_patient_is_assigned_to_an_anonymous_batch_scan_from_the_queue(queue) -> None:
     at = open_page({"job": str(queue["job"])})
     assert at.selectbox(key="review_f_job").value == queue["job"]
@@ -146,6 +148,7 @@ def test_a_patient_is_assigned_to_an_anonymous_batch_scan_from_the_queue(queue) 
     assert metrics(at)["Without a patient"] == "0"
 
 
+@pytest.mark.slow
 def test_filters_narrow_the_queue_and_its_counts(queue) -> None:
     at = open_page()
     at.selectbox(key="review_f_reason").set_value("low_confidence")

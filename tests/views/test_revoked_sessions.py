@@ -242,6 +242,7 @@ CLICKS = {
 
 @pytest.mark.parametrize("how", REVOCATIONS)
 @pytest.mark.parametrize("case", list(CLICKS))
+@pytest.mark.slow
 def test_a_click_after_the_user_was_revoked_does_nothing(db_url, tmp_path, case, how):
     prepare, refused_as_the_user = CLICKS[case]
     at, key, done = prepare(tmp_path)

@@ -65,6 +65,7 @@ def test_the_series_opens_with_its_answer_and_its_view_is_audited_once(series_id
     assert viewed()[len(before) :] == [(f"series {series_id}", "P-VIEW")]
 
 
+@pytest.mark.slow
 def test_the_most_suspicious_slice_is_offered_first_and_jumps_there(series_id: int) -> None:
     at = opened(series_id)
     jump = at.selectbox(key=f"series_jump_{series_id}")
@@ -74,6 +75,7 @@ def test_the_most_suspicious_slice_is_offered_first_and_jumps_there(series_id: i
     assert at.slider(key=f"series_slice_{series_id}").value in (5, 6)
 
 
+@pytest.mark.slow
 def test_window_level_works_on_the_original_values_and_zoom_shows_them(series_id: int) -> None:
     at = opened(series_id)
     wl = at.radio(key=f"series_wl_{series_id}")
@@ -89,6 +91,7 @@ def test_window_level_works_on_the_original_values_and_zoom_shows_them(series_id
     assert not at.exception and pictures(at)[0][1] != shown[1][1]
 
 
+@pytest.mark.slow
 def test_the_heatmap_toggles_on_with_its_colour_scale(series_id: int) -> None:
     at = opened(series_id)
     at.toggle(key=f"series_heat_{series_id}").set_value(True).run()
@@ -97,6 +100,7 @@ def test_the_heatmap_toggles_on_with_its_colour_scale(series_id: int) -> None:
     assert any("heatmap" in c for c in captions) and "high to low" in captions
 
 
+@pytest.mark.slow
 def test_custom_window_values_are_used(series_id: int) -> None:
     at = opened(series_id)
     at.radio(key=f"series_wl_{series_id}").set_value("Custom").run()

@@ -50,6 +50,7 @@ def sign_in_through_the_form(at: AppTest, username: str, password: str) -> AppTe
     return at.button[0].click().run()
 
 
+@pytest.mark.slow
 def test_signing_in_through_the_form_opens_the_app_once_the_browser_holds_its_cookie(db_url):
     make_actor("clinician", "ana")
     at = AppTest.from_file(HOME, default_timeout=60).run()
@@ -109,6 +110,7 @@ def test_a_session_idle_past_the_limit_on_the_server_is_signed_out(db_url):
     assert actions() == ["session_expired"]
 
 
+@pytest.mark.slow
 def test_sign_out_ends_the_session_in_every_tab(db_url):
     first = signed_in(AppTest.from_file(HOME, default_timeout=60)).run()
     # A second tab of the same browser: it found the session through the cookie.

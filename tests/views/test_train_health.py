@@ -83,6 +83,7 @@ def test_checking_the_shipped_sample_shows_its_report_and_asks_nothing(module_db
     assert acknowledgment(at) is None
 
 
+@pytest.mark.slow
 def test_a_folder_outside_the_allowed_roots_cannot_be_checked(data_root: Path, tmp_path: Path) -> None:
     train, _ = lopsided(tmp_path / "elsewhere")
     at = open_page()
@@ -92,6 +93,7 @@ def test_a_folder_outside_the_allowed_roots_cannot_be_checked(data_root: Path, t
     assert any("cannot be checked" in e.value and "outside the allowed data folders" in e.value for e in at.error)
 
 
+@pytest.mark.slow
 def test_a_small_class_and_leakage_hold_the_run_until_acknowledged(data_root: Path) -> None:
     train, test = lopsided(data_root)
     at = open_page()

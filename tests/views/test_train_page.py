@@ -72,6 +72,7 @@ def class_folders(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_choosing_a_preset_fills_the_fields_with_its_values(module_db_url: str) -> None:
     at = open_page()
     assert (at.number_input(key="train_epochs").value, at.number_input(key="train_lr").value) == (20, 1e-3)
@@ -94,6 +95,7 @@ def test_zero_epochs_is_refused_and_nothing_is_queued(module_db_url: str) -> Non
     assert job_count() == before
 
 
+@pytest.mark.slow
 def test_every_invalid_field_is_reported_at_once(data_root: Path) -> None:
     (data_root / "holiday-photos" / "beach").mkdir(parents=True)
     before = job_count()
@@ -140,6 +142,7 @@ def test_a_finished_run_below_the_floor_says_it_is_not_usable_where_success_woul
     assert poor_verdict.startswith("Finished — not usable: its validation accuracy, 55.0 %, is below the 80.0 %")
 
 
+@pytest.mark.slow
 def test_a_folder_outside_the_allowed_roots_is_refused(data_root: Path, tmp_path: Path) -> None:
     outside = class_folders(tmp_path / "elsewhere")
     (data_root / "link").symlink_to(outside)
@@ -152,6 +155,7 @@ def test_a_folder_outside_the_allowed_roots_is_refused(data_root: Path, tmp_path
     assert job_count() == before
 
 
+@pytest.mark.slow
 def test_a_folder_without_class_subfolders_is_refused(data_root: Path) -> None:
     (data_root / "holiday-photos" / "beach").mkdir(parents=True)
     before = job_count()
@@ -163,6 +167,7 @@ def test_a_folder_without_class_subfolders_is_refused(data_root: Path) -> None:
 
 
 @pytest.mark.usefixtures("no_weights")
+@pytest.mark.slow
 def test_pretrained_mobilenet_without_weights_is_refused_with_the_way_to_provide_them() -> None:
     before = job_count()
     at = open_page()

@@ -32,6 +32,7 @@ def artifact_disk(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         get_settings.cache_clear()
 
 
+@pytest.mark.slow
 def test_a_run_that_fills_its_disk_fails_in_words_and_continues_from_its_last_whole_epoch(
     artifact_disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
