@@ -16,7 +16,7 @@ def test_literal_text_renders_exactly_as_written() -> None:
 
         st.markdown(literal("**x**<img src=x onerror=alert(1)> :red[y] $z$ _w_ [l](http://e)"))
 
-    at = AppTest.from_function(page).run()
+    at = AppTest.from_function(page, default_timeout=30).run()
     assert not at.exception
     # The markdown source keeps every character, escaped; nothing in it can become markup.
     source = at.markdown[0].value
@@ -44,7 +44,7 @@ def test_refusals_and_job_errors_are_shown_as_written(db_url) -> None:
 
         job_panel(1, key="t")  # the only job of this database
 
-    at = AppTest.from_function(panel).run()
+    at = AppTest.from_function(panel, default_timeout=30).run()
     assert not at.exception
     assert [e.value for e in at.error] == [literal(f"a worker said {HOSTILE}")]
 

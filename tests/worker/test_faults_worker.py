@@ -49,8 +49,8 @@ def kill_whole_worker(worker) -> None:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("fault-data")
-    # Heartbeats every second: a killed worker's jobs are taken for lost after two seconds, not thirty.
-    with environment(ALLOWED_DATA_ROOTS=f"{SAMPLE_DIR}:{root}", HEARTBEAT_INTERVAL_S="1"):
+    # Heartbeats every 5 s: a killed worker's jobs are taken for lost after 10 s, not 30.
+    with environment(ALLOWED_DATA_ROOTS=f"{SAMPLE_DIR}:{root}", HEARTBEAT_INTERVAL_S="5"):
         yield root
 
 
