@@ -72,7 +72,7 @@ def answer_text(a: Analysis, models: list[ActiveModel]) -> str:
         return "Not a brain MRI slice: no tumor class"
     labels = [class_label(r["label"]) for r in a.results]
     combined = a.answer if len(a.results) > 1 else None
-    answer = f"{class_label(combined.label)} ({combined.confidence:.0%})" if combined else labels[0]
+    answer = f"{class_label(combined.label)} ({combined.confidence:.1%})" if combined else labels[0]
     if len(set(labels)) > 1:
         answer += " — " + "; ".join(f"{m.label}: {label}" for m, label in zip(models, labels, strict=True))
     return f"{answer} (not a brain MRI slice, shown anyway)" if a.refused else answer
