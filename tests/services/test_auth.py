@@ -140,6 +140,24 @@ def test_a_clinician_is_refused_admin_work_and_each_refusal_is_audited(db_url):
     assert "train models" in details and "delete patients" in details and "download model files" in details
 
 
+def test_a_clinician_cannot_disable_or_enable_a_user_and_the_refusal_is_audited(db_url):
+    clinician = make_actor("clinician", "hana")
+    colleague = make_actor("clinician", "ivan")
+    admin = make_actor("admin")
+    for disabled in (True, False):
+        with pytest.raises(NotAllowed, match="Only an admin may disable or enable users; you are signed in as hana"):
+            auth.set_disabled(clinician, user_id=colleague.user_id, disabled=disabled)
+    # Nothing changed: the colleague still signs in and their session still holds.
+    assert sign_in("ivan", PASSWORD).username == "ivan"
+    assert auth.verify(colleague).username == "ivan"
+    assert actions("hana") == ["refused", "refused"]
+    with session_scope() as session:
+        assert find_user(session=session, username="ivan").disabled is False
+        details = session.scalars(select(AuditEntry.detail).where(AuditEntry.action == "refused")).all()
+    assert details == ["disable or enable users", "disable or enable users"]
+    assert auth.set_disabled(admin, user_id=colleague.user_id, disabled=True).disabled is True
+
+
 def test_a_clinician_may_cancel_their_own_jobs_but_not_anothers(db_url):
     from db.jobs import create_job, set_celery_id
 
