@@ -1,5 +1,7 @@
 """The review rule and the averaged answer: one home, used by the Diagnose page and the batch job."""
 
+import math
+
 import pytest
 
 from services.diagnosis import averaged_result, model_result, review
@@ -23,6 +25,18 @@ def test_disagreement_and_low_confidence_are_flagged_with_their_reasons() -> Non
     verdict = review([result("torch", SURE_GLIOMA)], 0.95)
     assert verdict.reasons == ["Custom CNN (PyTorch) is 90% confident, below 95%"]
     assert review([], 0.5).flagged
+
+
+def test_a_model_exactly_as_confident_as_the_threshold_is_not_flagged_and_one_just_below_is() -> None:
+    # The rule flags a model *less* confident than the threshold: at the threshold, or above, is enough.
+    just_below, just_above = math.nextafter(0.7, 0.0), math.nextafter(0.7, 1.0)
+    for confidence, flagged in ((just_below, True), (0.7, False), (just_above, False)):
+        rest = (1 - confidence) / 3
+        answer = result("torch", [confidence, rest, rest, rest])
+        assert answer["confidence"] == confidence
+        verdict = review([answer, result("keras", SURE_GLIOMA)], 0.7)
+        assert verdict.flagged is flagged
+        assert verdict.reasons == (["Custom CNN (PyTorch) is 70% confident, below 70%"] if flagged else [])
 
 
 def test_averaged_probabilities_pick_the_class_the_models_favour_together() -> None:
