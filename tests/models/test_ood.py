@@ -5,7 +5,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.evaluation.ood import OodUnavailable, fit, ledoit_wolf, load_stats, save_stats, stats_path
+from models.evaluation.ood import (
+    OodStats,
+    OodUnavailable,
+    _caught,
+    cross_fitted_scores,
+    fit,
+    ledoit_wolf,
+    load_stats,
+    save_stats,
+    stats_path,
+)
 from models.nets.cnn import FEATURES
 
 
@@ -26,6 +36,42 @@ def test_the_threshold_lets_unseen_images_of_the_kind_through_and_flags_far_ones
     assert 25 < stats.threshold < 32 and details["refused_in_sample"] < 0.01
     assert (stats.scores(fresh * 3) > stats.threshold).mean() > 0.9
     assert (stats.scores(np.zeros((1, 12)) + 100) > stats.threshold).all()
+
+
+def test_the_threshold_is_the_percentile_of_the_held_out_scores_and_only_scores_above_it_count_as_refused() -> None:
+    x, y = two_clouds(np.random.default_rng(0), 1000)
+    stats, details = fit(x, y, model_sha256="a" * 64, percentile=99.0)
+    held_out = cross_fitted_scores(x, y)
+    assert stats.threshold == np.percentile(held_out, 99.0) == details["held_out_thresholds"]["99.0"]
+    assert details["refused_in_sample"] == (stats.scores(x) > stats.threshold).mean()
+
+
+def test_scores_are_squared_distances_to_the_nearest_class_mean_and_a_score_at_the_threshold_passes() -> None:
+    # Two features standardised by (1, 2) and (2, 4), class means at 0 and at 3 on the first, the second
+    # feature weighed a quarter: every score below is worked out by hand.
+    stats = OodStats(
+        "a" * 64,
+        center=np.array([1.0, 2.0]),
+        scale=np.array([2.0, 4.0]),
+        class_means=np.array([[0.0, 0.0], [3.0, 0.0]]),
+        precision=np.diag([1.0, 0.25]),
+        threshold=4.0,
+        percentile=99.5,
+    )
+    standardised = np.array([[0.0, 0.0], [3.0, 1.0], [0.0, 4.0], [-1.999, 0.0], [-2.0, 0.0], [-2.001, 0.0]])
+    scores = stats.scores(stats.center + stats.scale * standardised)
+    assert scores == pytest.approx([0.0, 0.25, 4.0, 1.999**2, 4.0, 2.001**2], abs=1e-12)
+    names = ["mean", "near the second", "at, on the second feature", "just below", "at", "just above"]
+    assert _caught(scores, stats.threshold, names) == {
+        "images": 6,
+        "caught": 1,
+        "rate": pytest.approx(1 / 6),
+        "lowest_score_over_threshold": 0.0,
+        "missed": names[:5],
+    }
+    caught = _caught(scores[3:], stats.threshold, names[3:])
+    assert caught["lowest_score_over_threshold"] == pytest.approx(1.999**2 / 4)
+    assert (caught["caught"], caught["missed"]) == (1, ["just below", "at"])
 
 
 def test_duplicates_held_out_with_their_copies_set_the_threshold_as_unseen_images_would() -> None:
