@@ -1,5 +1,5 @@
 # `make run` starts everything, `make test` runs every test; both install what they need first.
-.PHONY: run test install migrate admin worker app dicom-listener redis bench lock audit-verify
+.PHONY: run test mutation install migrate admin worker app dicom-listener redis bench lock audit-verify
 
 VENV := .venv
 
@@ -8,6 +8,11 @@ run:
 
 test:
 	@scripts/test.sh
+
+# Mutation testing of the guards (sign-in and roles, patient deletes and merges, the review rule, the brain-MRI
+# check): scripts/mutation.sh says how, and prints the score at the end.
+mutation:
+	@scripts/mutation.sh
 
 install:
 	@scripts/install.sh
