@@ -326,7 +326,8 @@ def test_an_admin_merges_a_twin_with_its_scans_answers_and_reads_audited_with_co
         assert session.scalar(select(func.count(Prediction.id))) == 3
         assert session.scalar(select(func.count(Read.id))) == 2
     [entry] = audit("patient_merged")
-    assert entry.username == "test-admin" and entry.patient_mrn == "MRN-4711"
+    assert (entry.username, entry.patient_mrn, entry.target) == ("test-admin", "MRN-4711", f"patient {keep_id}")
+    assert entry.detail.startswith(f"patient mrn-4711 (id {twin_id}) merged into MRN-4711 (id {keep_id}): ")
     assert "2 scan(s) moved, 1 of them joined to a scan of the same image, 1 prediction(s), 2 read(s)" in entry.detail
 
 
@@ -341,6 +342,10 @@ def test_a_merge_names_each_patient_by_id_and_patient_id_and_refuses_a_stale_or_
         records.merge(admin, keep=(first, "MRN-2"), twin=(second, "MRN-2"))
     with pytest.raises(UserError, match=f"Patient {second + 1000} is no longer MRN-9: nothing was merged"):
         records.merge(admin, keep=(first, "MRN-1"), twin=(second + 1000, "MRN-9"))
+    with pytest.raises(UserError, match="^Choose two different patients to merge.$"):
+        records.merge(admin, keep=(first, "MRN-1"), twin=(first, "MRN-1"))
+    with pytest.raises(NotAllowed, match="Only an admin may merge patients"):
+        records.merge(make_actor("clinician"), keep=(first, "MRN-1"), twin=(second, "MRN-2"))
     with session_scope() as session:
         scans = {
             mrn: session.scalar(select(func.count(Scan.id)).join(Patient).where(Patient.mrn == mrn))
@@ -368,7 +373,8 @@ def test_a_patient_is_deleted_only_under_the_patient_id_the_page_showed(models: 
         assert session.get(Patient, first) is None and session.get(Patient, second).mrn == "MRN-2"
         assert session.scalar(select(func.count(Prediction.id))) == 2
     [entry] = audit("patient_deleted")
-    assert (entry.patient_mrn, entry.target, entry.detail) == (
+    assert (entry.username, entry.patient_mrn, entry.target, entry.detail) == (
+        "test-admin",
         "MRN-1",
         f"patient {first}",
         "1 scan(s), 2 prediction(s), 0 read(s)",
