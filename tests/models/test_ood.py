@@ -11,6 +11,7 @@ from models.evaluation.ood import (
     _caught,
     cross_fitted_scores,
     fit,
+    fit_gaussian,
     ledoit_wolf,
     load_stats,
     save_stats,
@@ -43,6 +44,7 @@ def test_the_threshold_is_the_percentile_of_the_held_out_scores_and_only_scores_
     stats, details = fit(x, y, model_sha256="a" * 64, percentile=99.0)
     held_out = cross_fitted_scores(x, y)
     assert stats.threshold == np.percentile(held_out, 99.0) == details["held_out_thresholds"]["99.0"]
+    assert details["shrinkage"] == fit_gaussian(x, y)[1]
     assert details["refused_in_sample"] == (stats.scores(x) > stats.threshold).mean()
 
 
@@ -72,6 +74,17 @@ def test_scores_are_squared_distances_to_the_nearest_class_mean_and_a_score_at_t
     caught = _caught(scores[3:], stats.threshold, names[3:])
     assert caught["lowest_score_over_threshold"] == pytest.approx(1.999**2 / 4)
     assert (caught["caught"], caught["missed"]) == (1, ["just below", "at"])
+    # DICOM probes are named for the modality their header gives: one that is not MR is caught whatever its score.
+    dicom = ["CT head", "MR knee", "no modality given", "US abdomen"]
+    assert _caught(np.zeros(4), 4.0, dicom, dicom=True)["missed"] == ["MR knee", "no modality given"]
+    assert _caught(np.zeros(4), 4.0, dicom)["missed"] == dicom
+    assert _caught(np.zeros(0), 4.0, []) == {
+        "images": 0,
+        "caught": 0,
+        "rate": None,
+        "lowest_score_over_threshold": None,
+        "missed": [],
+    }
 
 
 def test_duplicates_held_out_with_their_copies_set_the_threshold_as_unseen_images_would() -> None:
@@ -88,6 +101,8 @@ def test_duplicates_held_out_with_their_copies_set_the_threshold_as_unseen_image
     fresh, _ = clouds(np.random.default_rng(1), 4000)
     mixed, _ = fit(x, labels, model_sha256="a" * 64, percentile=99.5)
     grouped, _ = fit(x, labels, model_sha256="a" * 64, percentile=99.5, groups=groups)
+    # The folds are seeded: fitting again gives the same threshold.
+    assert fit(x, labels, model_sha256="a" * 64, percentile=99.5, groups=groups)[0].threshold == grouped.threshold
     assert grouped.threshold > 1.1 * mixed.threshold
     assert (grouped.scores(fresh) > grouped.threshold).mean() < 0.01
     assert (mixed.scores(fresh) > mixed.threshold).mean() > 0.02
@@ -108,10 +123,36 @@ def test_statistics_belong_to_the_model_file_they_were_fitted_for(tmp_path: Path
     loaded = load_stats(model, "a" * 64)
     assert loaded.threshold == stats.threshold and loaded.percentile == 99.5
     assert np.allclose(loaded.scores(x[:5]), stats.scores(x[:5]), rtol=1e-4)
-    with pytest.raises(OodUnavailable, match="fitted for another version of cnn.pth"):
+    # Stored as float32, half the file; read back as float64 for the scores.
+    with np.load(stats_path(model)) as stored:
+        assert {stored[k].dtype for k in ("center", "scale", "class_means", "precision")} == {np.dtype(np.float32)}
+    assert {a.dtype for a in (loaded.center, loaded.scale, loaded.class_means, loaded.precision)} == {
+        np.dtype(np.float64)
+    }
+    seen = []
+    load_stats(model, "a" * 64, check=lambda *args: seen.append(args))
+    assert seen == [(stats_path(model), stats_path(model).read_bytes(), False)]
+    with pytest.raises(OodUnavailable) as other:
         load_stats(model, "b" * 64)
+    assert str(other.value) == (
+        "cnn.ood.npz was fitted for another version of cnn.pth (sha256 aaaaaaaaaaaa…, this file's is bbbbbbbbbbbb…); "
+        f"fit them with: python -m models ood --model {model}"
+    )
     with pytest.raises(OodUnavailable, match="no out-of-distribution statistics were fitted for other.pth"):
         load_stats(tmp_path / "other.pth", "a" * 64)
+
+
+def test_statistics_that_need_unpickling_or_are_not_an_npz_are_refused_unread(tmp_path: Path) -> None:
+    model = tmp_path / "cnn.pth"
+    # A file that would run code when read: an object array is stored pickled.
+    np.savez(stats_path(model), model_sha256=np.array("a" * 64), center=np.array([{"not": "numbers"}], dtype=object))
+    with pytest.raises(OodUnavailable, match=r"^cnn.ood.npz cannot be read \(.*pickle.*\); fit them with: python -m"):
+        load_stats(model, "a" * 64)
+    stats_path(model).write_bytes(b"not an npz")
+    with pytest.raises(
+        OodUnavailable, match=r"^cnn.ood.npz cannot be read \(.*\); fit them with: python -m models ood"
+    ):
+        load_stats(model, "a" * 64)
 
 
 def test_the_cnn_gives_one_feature_vector_per_image(tmp_path: Path) -> None:
