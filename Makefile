@@ -1,5 +1,5 @@
 # `make run` starts everything, `make test` runs every test; both install what they need first.
-.PHONY: run test test-fast install migrate admin worker app dicom-listener redis bench lock audit-verify
+.PHONY: run test test-fast mutation install migrate admin worker app dicom-listener redis bench lock audit-verify
 
 VENV := .venv
 
@@ -12,6 +12,11 @@ test:
 # The tests that take under a few seconds each: no real worker process, browser or training run.
 test-fast:
 	@scripts/test.sh -m "not slow"
+
+# Mutation testing of the guards (sign-in and roles, patient deletes and merges, the review rule, the brain-MRI
+# check): scripts/mutation.sh says how, and prints the score at the end.
+mutation:
+	@scripts/mutation.sh
 
 install:
 	@scripts/install.sh

@@ -7,7 +7,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DatabaseError
 
 from db.audit import AuditFilters, audit_page
-from db.schema import AuditEntry
+from db.schema import AuditEntry, UserSession
 from db.session import session_scope
 from db.users import count_users, find_user
 from db.users import main as users_cli
@@ -138,6 +138,54 @@ def test_a_clinician_is_refused_admin_work_and_each_refusal_is_audited(db_url):
         assert count_users(session=session) == 1  # gus was not added
         details = session.scalars(select(AuditEntry.detail).where(AuditEntry.action == "refused")).all()
     assert "train models" in details and "delete patients" in details and "download model files" in details
+
+
+def test_a_clinician_cannot_disable_or_enable_a_user_and_the_refusal_is_audited(db_url):
+    clinician = make_actor("clinician", "hana")
+    colleague = make_actor("clinician", "ivan")
+    admin = make_actor("admin")
+    for disabled in (True, False):
+        with pytest.raises(NotAllowed, match="Only an admin may disable or enable users; you are signed in as hana"):
+            auth.set_disabled(clinician, user_id=colleague.user_id, disabled=disabled)
+    # Nothing changed: the colleague still signs in and their session still holds.
+    assert sign_in("ivan", PASSWORD).username == "ivan"
+    assert auth.verify(colleague).username == "ivan"
+    assert actions("hana") == ["refused", "refused"]
+    with session_scope() as session:
+        assert find_user(session=session, username="ivan").disabled is False
+        details = session.scalars(select(AuditEntry.detail).where(AuditEntry.action == "refused")).all()
+    assert details == ["disable or enable users", "disable or enable users"]
+    assert auth.set_disabled(admin, user_id=colleague.user_id, disabled=True).disabled is True
+
+
+def test_disabling_ends_every_session_of_the_user_and_each_change_is_audited_under_the_admin(db_url):
+    admin = make_actor("admin")
+    first, second = make_actor("clinician", "jade"), make_actor("clinician", "jade")
+    auth.set_disabled(admin, user_id=first.user_id, disabled=True)
+    with session_scope() as session:
+        ended = session.execute(
+            select(UserSession.ended_reason, UserSession.ended_at).where(UserSession.user_id == first.user_id)
+        ).all()
+    assert [reason for reason, _ in ended] == ["disabled", "disabled"] and all(at is not None for _, at in ended)
+    auth.set_disabled(admin, user_id=first.user_id, disabled=False)
+    with session_scope() as session:
+        entries = session.execute(
+            select(AuditEntry.username, AuditEntry.action, AuditEntry.target, AuditEntry.detail)
+            .where(AuditEntry.action.in_(["user_disabled", "user_enabled"]))
+            .order_by(AuditEntry.id)
+        ).all()
+    target = f"user {first.user_id}"
+    assert [tuple(e) for e in entries] == [
+        ("test-admin", "user_disabled", target, "jade"),
+        ("test-admin", "user_enabled", target, "jade"),
+    ]
+    # Enabling does not bring the ended sessions back: the user signs in again.
+    with pytest.raises(SessionEnded):
+        auth.verify(second)
+    # An admin whose own session ended is told what they were doing when asked to sign in again.
+    auth.sign_out(admin)
+    with pytest.raises(NotAllowed, match="sign in again to disable or enable users"):
+        auth.set_disabled(admin, user_id=first.user_id, disabled=True)
 
 
 def test_a_clinician_may_cancel_their_own_jobs_but_not_anothers(db_url):

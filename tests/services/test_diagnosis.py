@@ -1,10 +1,19 @@
 """The review rule and the models' one answer: one home, used by the Diagnose page, the batch job, History and
 the reports."""
 
-import pytest
+import math
+from pathlib import Path
 
+import pytest
+from sqlalchemy import select
+
+from db.jobs import create_job
+from db.runs import register_model_version
+from db.schema import Prediction, Scan
+from db.session import session_scope
+from models.data.imaging import decode_image
 from models.inference.combination import Combination
-from services.diagnosis import PairRule, combined_answer, model_result, review
+from services.diagnosis import PairRule, Review, combined_answer, model_result, review, save_scan_with_predictions
 
 
 def result(framework: str, probabilities: list[float]):  # type: ignore[no-untyped-def]
@@ -24,7 +33,19 @@ def test_disagreement_and_low_confidence_are_flagged_with_their_reasons() -> Non
     assert verdict.flagged and verdict.reasons == ["the models disagree"]
     verdict = review([result("torch", SURE_GLIOMA)], 0.95)
     assert verdict.reasons == ["Custom CNN (PyTorch) is 90% confident, below 95%"]
-    assert review([], 0.5).flagged
+    assert review([], 0.5) == Review(True, ["no model gave an answer"])
+
+
+def test_a_model_exactly_as_confident_as_the_threshold_is_not_flagged_and_one_just_below_is() -> None:
+    # The rule flags a model *less* confident than the threshold: at the threshold, or above, is enough.
+    just_below, just_above = math.nextafter(0.7, 0.0), math.nextafter(0.7, 1.0)
+    for confidence, flagged in ((just_below, True), (0.7, False), (just_above, False)):
+        rest = (1 - confidence) / 3
+        answer = result("torch", [confidence, rest, rest, rest])
+        assert answer["confidence"] == confidence
+        verdict = review([answer, result("keras", SURE_GLIOMA)], 0.7)
+        assert verdict.flagged is flagged
+        assert verdict.reasons == (["Custom CNN (PyTorch) is 70% confident, below 70%"] if flagged else [])
 
 
 def test_without_a_pair_report_the_combined_answer_is_the_plain_average() -> None:
@@ -98,3 +119,63 @@ def test_the_pair_rule_applies_only_to_the_models_it_was_chosen_for(db_url, tmp_
     report.write_text(json.dumps(pair_record({"name": "weighted", "params": {}})))  # no weight: no rule
     pair_rule.cache_clear()
     assert pair_rule("c" * 64, "m" * 64, report) is None
+
+
+def test_a_scan_and_each_models_answer_are_saved_once_with_the_files_own_details(db_url, dicom_bytes) -> None:
+    data = dicom_bytes()
+    decoded = decode_image(data, "series.dcm", max_bytes=2**24, max_pixels=10**7)
+    with session_scope() as session:
+        torch_id, keras_id = (
+            register_model_version(
+                session=session, framework=fw, name=fw, artifact_path=f"/nowhere/{fw}", sha256=fw[0] * 64
+            ).id
+            for fw in ("torch", "keras")
+        )
+        job_id = create_job(session=session, kind="batch", params={}).id
+    answers = [
+        model_result(framework="torch", model_version_id=torch_id, probabilities=SURE_GLIOMA),
+        model_result(framework="keras", model_version_id=keras_id, probabilities=SURE_MENINGIOMA),
+    ]
+
+    def saved_now() -> tuple[bool, int, bool, list[int]]:
+        with session_scope() as session:
+            saved = save_scan_with_predictions(
+                session=session,
+                decoded=decoded,
+                patient_mrn="P-0042",
+                source="batch",
+                results=answers,
+                threshold=0.7,
+                original_name="x" * 600,
+                job_id=job_id,
+            )
+            predictions = [p.id for p in saved.predictions]
+            return saved.scan_created, saved.predictions_created, saved.flagged, predictions
+
+    first, again = saved_now(), saved_now()
+    assert first[:3] == (True, 2, True) and again[:3] == (False, 0, True) and first[3] == again[3]
+    with session_scope() as session:
+        [scan] = session.scalars(select(Scan)).all()
+        stored = [
+            (p.model_version_id, p.label, p.probabilities, p.confidence, p.needs_review, p.source, p.job_id)
+            for p in session.scalars(select(Prediction).order_by(Prediction.id))
+        ]
+        assert (scan.patient.mrn, scan.source, scan.job_id, scan.original_name) == (
+            "P-0042",
+            "batch",
+            job_id,
+            "x" * 512,
+        )
+        assert (scan.modality, scan.study_date, scan.series_description, scan.note) == (
+            decoded.modality,
+            decoded.study_date,
+            decoded.series_description,
+            decoded.note,
+        )
+        assert (scan.modality, scan.study_date) == ("MR", "2024-01-31")
+        assert Path(scan.file_path).read_bytes() == decoded.stored_bytes
+        assert Path(scan.file_path).suffix == decoded.stored_suffix
+    assert stored == [
+        (torch_id, "glioma", answers[0]["probabilities"], 0.9, True, "batch", job_id),
+        (keras_id, "meningioma", answers[1]["probabilities"], 0.9, True, "batch", job_id),
+    ]

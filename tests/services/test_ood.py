@@ -1,8 +1,10 @@
 """The shipped CNN's out-of-distribution check, through the app's own path: pictures that are not brain MRI
-slices are flagged, the sample MRI slices pass, and a batch records a flagged file as skipped with the reason,
-keeping its scan (without an answer) for a clinician."""
+slices are flagged, the sample MRI slices pass, a score just above the threshold is flagged and one just below
+passes, and a batch records a flagged file as skipped with the reason, keeping its scan (without an answer) for a
+clinician."""
 
 import json
+import math
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,11 +22,11 @@ from db.schema import Prediction, Scan
 from db.session import session_scope
 from domain import CLASSES
 from models.data.imaging import decode_image
-from models.evaluation.ood import report_path, stats_path
+from models.evaluation.ood import OodStats, report_path, stats_path
 from models.evaluation.ood_probes import blank, noise, text_screens
 from services.batch_input import list_folder
 from services.model_files import file_sha256
-from services.ood import OodGate, gate_for, ood_gate
+from services.ood import OodGate, OodVerdict, gate_for, ood_gate
 from settings import DEFAULT_MODEL_FILES, SAMPLE_DIR
 
 CNN = DEFAULT_MODEL_FILES["torch"]
@@ -79,6 +81,43 @@ def test_a_dicom_whose_header_names_another_modality_is_refused_whatever_its_sco
     assert [v.flagged for v in verdicts] == [False, True, False]
     assert verdicts[1].reason.startswith("not a brain MRI slice: its DICOM header gives the modality as CT, not MR; ")
     assert not gate.check([mr], [" mr "])[0].flagged
+
+
+def features_scoring(stats: OodStats, target: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two feature rows on one line out of the first class mean: the last to score at most `target` and the
+    first to score above it, found by bisection on the check's own scores."""
+    rng = np.random.default_rng(5)
+    direction = rng.normal(size=stats.class_means.shape[1])
+
+    def at(t: float) -> np.ndarray:
+        return (stats.center + stats.scale * (stats.class_means[0] + t * direction))[None, :]
+
+    low, high = 0.0, 1.0
+    while stats.scores(at(high))[0] <= target:
+        high *= 2
+    for _ in range(200):
+        middle = (low + high) / 2
+        if middle in (low, high):
+            break
+        low, high = (middle, high) if stats.scores(at(middle))[0] <= target else (low, middle)
+    return at(low), at(high)
+
+
+def test_the_shipped_check_passes_a_score_just_below_its_threshold_and_flags_one_just_above(gate: OodGate) -> None:
+    # The threshold the check uses is the one its report was written with, not a multiple of it.
+    threshold = json.loads(report_path(CNN).read_text())["threshold"]
+    assert gate.stats.threshold == threshold and gate.stats.percentile == 99.5
+    below, above = features_scoring(gate.stats, threshold)
+    passed, flagged = gate.verdicts(np.concatenate([below, above]))
+    assert 0.999 * threshold < passed.score <= threshold < flagged.score < 1.001 * threshold
+    assert (passed.flagged, flagged.flagged) == (False, True)
+    assert passed.explanation.startswith(
+        "it scores 1,663 on the out-of-distribution check, below its threshold of 1,663"
+    )
+    assert flagged.reason.startswith("not a brain MRI slice: it scores 1,663 on the out-of-distribution check, above")
+    # A score exactly at the threshold is not above it: the image passes.
+    assert OodVerdict(threshold, threshold, 99.5).flagged is False
+    assert OodVerdict(math.nextafter(threshold, math.inf), threshold, 99.5).flagged is True
 
 
 def test_the_shipped_statistics_and_report_belong_to_the_shipped_cnn() -> None:

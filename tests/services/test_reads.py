@@ -1,5 +1,5 @@
 """Reads under the signed-in user, the review queue's order, filters and counts, patients given to scans without
-one, merges of twins, and patient ids matched as hospitals write them."""
+one, merges of twins, deletes of patients, and patient ids matched as hospitals write them."""
 
 from dataclasses import dataclass
 from datetime import date
@@ -326,8 +326,62 @@ def test_an_admin_merges_a_twin_with_its_scans_answers_and_reads_audited_with_co
         assert session.scalar(select(func.count(Prediction.id))) == 3
         assert session.scalar(select(func.count(Read.id))) == 2
     [entry] = audit("patient_merged")
-    assert entry.username == "test-admin" and entry.patient_mrn == "MRN-4711"
+    assert (entry.username, entry.patient_mrn, entry.target) == ("test-admin", "MRN-4711", f"patient {keep_id}")
+    assert entry.detail.startswith(f"patient mrn-4711 (id {twin_id}) merged into MRN-4711 (id {keep_id}): ")
     assert "2 scan(s) moved, 1 of them joined to a scan of the same image, 1 prediction(s), 2 read(s)" in entry.detail
+
+
+def test_a_merge_names_each_patient_by_id_and_patient_id_and_refuses_a_stale_or_gone_pair(models: Models) -> None:
+    save(models, "MRN-1", "glioma", ("glioma", 0.95), ("glioma", 0.91))
+    save(models, "MRN-2", "pituitary", ("pituitary", 0.95), ("pituitary", 0.91))
+    with session_scope() as session:
+        first, second = (get_patient(session=session, mrn=m).id for m in ("MRN-1", "MRN-2"))
+    admin = make_actor("admin")
+    # The page still holds MRN-2 under the first patient's id: the kept side no longer goes with it.
+    with pytest.raises(UserError, match=f"Patient {first} is no longer MRN-2: nothing was merged"):
+        records.merge(admin, keep=(first, "MRN-2"), twin=(second, "MRN-2"))
+    with pytest.raises(UserError, match=f"Patient {second + 1000} is no longer MRN-9: nothing was merged"):
+        records.merge(admin, keep=(first, "MRN-1"), twin=(second + 1000, "MRN-9"))
+    with pytest.raises(UserError, match="^Choose two different patients to merge.$"):
+        records.merge(admin, keep=(first, "MRN-1"), twin=(first, "MRN-1"))
+    with pytest.raises(NotAllowed, match="Only an admin may merge patients"):
+        records.merge(make_actor("clinician"), keep=(first, "MRN-1"), twin=(second, "MRN-2"))
+    with session_scope() as session:
+        scans = {
+            mrn: session.scalar(select(func.count(Scan.id)).join(Patient).where(Patient.mrn == mrn))
+            for mrn in ("MRN-1", "MRN-2")
+        }
+    assert scans == {"MRN-1": 1, "MRN-2": 1} and audit("patient_merged") == []
+
+
+def test_a_patient_is_deleted_only_under_the_patient_id_the_page_showed(models: Models) -> None:
+    save(models, "MRN-1", "glioma", ("glioma", 0.95), ("glioma", 0.91))
+    save(models, "MRN-2", "pituitary", ("pituitary", 0.95), ("pituitary", 0.91))
+    with session_scope() as session:
+        first, second = (get_patient(session=session, mrn=m).id for m in ("MRN-1", "MRN-2"))
+    admin = make_actor("admin")
+    # A page that holds a stale pair (the first patient's id with the second's patient id) deletes no one.
+    with pytest.raises(UserError, match=f"Patient {first} is no longer MRN-2: nothing was deleted"):
+        records.remove_patient(admin, patient_pk=first, mrn="MRN-2")
+    with session_scope() as session:
+        assert {session.get(Patient, pk).mrn for pk in (first, second)} == {"MRN-1", "MRN-2"}
+        assert session.scalar(select(func.count(Prediction.id))) == 4
+    assert audit("patient_deleted") == []
+    removal = records.remove_patient(admin, patient_pk=first, mrn="MRN-1")
+    assert (removal.scans, removal.predictions, removal.reads) == (1, 2, 0)
+    with session_scope() as session:
+        assert session.get(Patient, first) is None and session.get(Patient, second).mrn == "MRN-2"
+        assert session.scalar(select(func.count(Prediction.id))) == 2
+    [entry] = audit("patient_deleted")
+    assert (entry.username, entry.patient_mrn, entry.target, entry.detail) == (
+        "test-admin",
+        "MRN-1",
+        f"patient {first}",
+        "1 scan(s), 2 prediction(s), 0 read(s)",
+    )
+    # A second click (another tab) finds the patient gone: nothing more is removed.
+    again = records.remove_patient(admin, patient_pk=first, mrn="MRN-1")
+    assert (again.scans, again.predictions, again.reads) == (0, 0, 0)
 
 
 def _scan_for(models: Models, patient_pk: int, picture: str) -> int:

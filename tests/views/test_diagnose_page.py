@@ -48,6 +48,38 @@ def mobilenet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def sure_cnn(path: Path, label: str, logit: float = 3.0) -> Path:
+    """A CNN that answers `label` for every image, as sure as a softmax of `logit` for that class and 0 for the others
+    (87.0 % for 3): its last layer weighs nothing and its bias favours the class."""
+    import torch
+
+    from models.nets.cnn import TumorCNN, save_checkpoint
+
+    model = TumorCNN()
+    last = model.head[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([logit if c == label else 0.0 for c in CLASSES]))
+    return save_checkpoint(path, model, extra={})
+
+
+@pytest.fixture(scope="module")
+def sure_mobilenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small MobileNetV2 model file that answers meningioma for every image, 71.1 % sure (a softmax of 2 for
+    meningioma and 0 for the others)."""
+    from models.nets.mobilenet import build_model
+    from models.training.config import make_config
+
+    cfg = make_config("keras", str(SAMPLE_DIR), pretrained=False, image_size=96, augment="none")
+    model = build_model(cfg, None)
+    probs = model.get_layer("probs")
+    kernel, _ = probs.get_weights()
+    probs.set_weights([np.zeros_like(kernel), np.array([2.0 if c == "meningioma" else 0.0 for c in CLASSES])])
+    path = tmp_path_factory.mktemp("weights") / "mobilenet-meningioma.keras"
+    model.save(path)
+    return path
+
+
 def activate(framework: str, path: Path) -> int:
     with session_scope() as session:
         version = register_model_version(
@@ -219,18 +251,51 @@ def test_a_confident_single_model_is_not_flagged(db_url, active_cnn, monkeypatch
     assert [p.needs_review for p in rows()[1]] == [False]
 
 
+AGREEMENT = {
+    # The CNN's answer: what the page says of the two answers, and the review flag it shows.
+    "meningioma": (
+        "The models **agree**: Meningioma.",
+        "No review flag: the models agree and each is at least 70% confident.",
+    ),
+    "glioma": (
+        "The models **disagree**: Custom CNN (PyTorch) says Glioma, MobileNetV2 (Keras) says Meningioma. "
+        "Their own answers are below; the clinician decides.",
+        "**Needs review**: the models disagree.",
+    ),
+}
+
+
 @pytest.mark.slow
-def test_both_active_models_answer_side_by_side_and_each_prediction_is_saved(db_url, active_cnn, mobilenet_checkpoint):
-    keras_version = activate("keras", mobilenet_checkpoint)
+@pytest.mark.parametrize("cnn_says", list(AGREEMENT))
+def test_both_active_models_answer_side_by_side_and_the_page_says_whether_they_agree(
+    db_url, tmp_path, sure_mobilenet, cnn_says
+):
+    cnn_version = activate("torch", sure_cnn(tmp_path / f"cnn-{cnn_says}.pth", cnn_says))
+    keras_version = activate("keras", sure_mobilenet)
     add_patient("P-1")
     at = upload(open_page(), [sample_jpeg()])
-    assert [m.label for m in at.metric] == ["Custom CNN (PyTorch)", "MobileNetV2 (Keras)"]
-    assert any("The models **agree**" in m.value or "The models **disagree**" in m.value for m in at.markdown)
-    # No pair report was made for these two: their one answer is the plain average.
-    assert any(m.value.startswith("**Answer: ") and "no pair report applies to them" in m.value for m in at.markdown)
+    # Each model's own answer under its own name: the CNN's 87.0 % sure, MobileNetV2's meningioma 71.1 % sure.
+    assert [(m.label, m.value) for m in at.metric] == [
+        ("Custom CNN (PyTorch)", class_label(cnn_says)),
+        ("MobileNetV2 (Keras)", "Meningioma"),
+    ]
+    assert [c.value for c in at.caption if c.value.startswith("Confidence")] == ["Confidence 87.0%", "Confidence 71.1%"]
+    said, flag = AGREEMENT[cnn_says]
+    # No pair report was made for these two: their one answer is the plain average, which favours the CNN's class.
+    [answer] = [m.value for m in at.markdown if m.value.startswith("**Answer: ")]
+    assert answer.startswith(f"**Answer: {class_label(cnn_says)}**") and "no pair report applies to them" in answer
+    assert [m.value for m in at.markdown if "The models **" in m.value] == [said]
+    shown_flags = [w.value for w in at.warning if "Needs review" in w.value] + [
+        s.value for s in at.success if s.value.startswith("No review flag")
+    ]
+    assert shown_flags == [flag]
     choose_existing(at, "P-1")
     save(at)
-    assert sorted(p.model_version_id for p in rows()[1]) == [active_cnn, keras_version]
+    flagged = cnn_says != "meningioma"
+    assert sorted((p.model_version_id, p.label, p.needs_review) for p in rows()[1]) == [
+        (cnn_version, cnn_says, flagged),
+        (keras_version, "meningioma", flagged),
+    ]
 
 
 def pair_page(monkeypatch, mobilenet: Path, probabilities: dict[str, list[float]], rule) -> AppTest:  # type: ignore[no-untyped-def]

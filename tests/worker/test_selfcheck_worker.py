@@ -8,6 +8,7 @@ from db.jobs import get_job
 from db.runs import register_model_version
 from db.schema import ModelVersion
 from db.session import session_scope
+from settings import get_settings
 from tests.users import make_actor
 from worker.submit import submit_job, worker_status
 
@@ -53,7 +54,14 @@ def test_selfcheck_goes_from_queued_through_running_to_succeeded(worker, wait_fo
     job_id = submit_job("selfcheck", {}, actor=make_actor())
     job = wait_for_job(job_id)
     assert job.status == "succeeded", job.error
-    assert job.progress_total > 0 and job.progress_current == job.progress_total
+    # No model is active: the database and the two folders are the three checks, one step each.
+    settings = get_settings()
+    assert list(job.result["checks"]) == [
+        "database is writable",
+        f"artifact folder {settings.artifact_dir} is writable",
+        f"upload folder {settings.upload_dir} is writable",
+    ]
+    assert job.progress_current == job.progress_total == 3
     assert job.celery_id and job.worker == worker.name and job.attempts == 1
     assert job.created_at <= job.started_at <= job.finished_at
     assert set(job.result["checks"].values()) == {"ok"}

@@ -1,19 +1,25 @@
 """Tiny training runs of both models through a real Celery worker, recorded in a real SQLite file."""
 
+import json
+import math
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from db.runs import get_run, list_model_versions
+from db.schema import TrainingRun
 from db.session import session_scope
+from models.data.split import config_split
 from models.training.config import make_config
 from services.model_files import file_sha256
-from services.training import execute_run
-from settings import SAMPLE_DIR
+from settings import ROOT, SAMPLE_DIR
 from tests.env import environment
 from tests.users import make_actor
 from worker.submit import cancel_job, submit_training
@@ -48,7 +54,9 @@ def test_torch_run_records_each_epoch_and_final_metrics(wait_for_job: Callable) 
     job_id, run_id = submit_training(cfg, actor=make_actor())
     job = wait_for_job(job_id, timeout=300)
     assert job.status == "succeeded", job.error
-    assert job.progress_current == job.progress_total > 0
+    # The split the run trained on: the bar counts its batches of 16 in each of the 2 epochs.
+    train, val_items = config_split(cfg.to_dict())
+    assert job.progress_current == job.progress_total == 2 * math.ceil(len(train) / 16)
     run, epochs = _run(run_id)
     assert run.status == "succeeded" and run.dataset_fingerprint and run.duration_s > 0
     assert [e[0] for e in epochs] == [1, 2]
@@ -65,7 +73,7 @@ def test_torch_run_records_each_epoch_and_final_metrics(wait_for_job: Callable) 
         "model_size_mb",
     ):
         assert key in val
-    assert sum(map(sum, val["confusion_matrix"])) == val["count"] > 0
+    assert sum(map(sum, val["confusion_matrix"])) == val["count"] == len(val_items)
     assert run.metrics["peak_memory_mb"] > 0
     assert Path(run.artifact_path).is_file() and file_sha256(run.artifact_path) == run.artifact_sha256
     with session_scope() as session:
@@ -117,30 +125,35 @@ def test_cancelled_run_ends_cancelled(wait_for_job: Callable) -> None:
     assert run.status == "cancelled" and len(epochs) < 50
 
 
-def test_cli_path_records_the_same_rows(module_db_url: str, tmp_path: Path) -> None:
-    from services.training import create_recorded_run
-
-    cfg = make_config(
-        "torch",
-        str(SAMPLE_DIR),
-        "report",
-        epochs=1,
-        batch_size=16,
-        max_images_per_class=5,
-        output_dir=str(tmp_path / "out"),
+def test_the_command_line_records_a_run_as_the_worker_does(module_db_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "services.training", "--framework", "torch", "--data", str(SAMPLE_DIR)]
+    command += ["--epochs", "1", "--batch-size", "16", "--max-images-per-class", "5", "--output-dir", str(out)]
+    done = subprocess.run(
+        [*command, "--activate", "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
-    run_id = create_recorded_run(cfg=cfg)
-    execute_run(run_id, activate=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # The split, one line per epoch as it ends, then the best model and its metrics as JSON.
+    end_of_log = done.stdout.index("\n{\n") + 1
+    printed = json.loads(done.stdout[end_of_log:])
+    with session_scope() as session:
+        run_id = session.scalar(select(TrainingRun.id).where(TrainingRun.artifact_path == printed["best"]))
+    split, epoch = done.stdout[:end_of_log].splitlines()
+    assert split.startswith(f"run {run_id}: split {{'train': 16, 'extra_reviewed': 0, 'val': 4, ")
+    assert epoch.startswith("{'epoch': 1, ")
     run, epochs = _run(run_id)
     assert run.status == "succeeded" and len(epochs) == 1
-    assert Path(run.artifact_path).parent == tmp_path / "out"
+    assert Path(run.artifact_path).parent == out and run.params["output_dir"] == str(out)
+    assert printed["metrics"]["val"]["accuracy"] == run.metrics["val"]["accuracy"]
     # The new CNN's brain-MRI check is fitted beside it, tied to its file, on the day it is trained.
-    from models.evaluation.ood import load_stats
+    from models.evaluation.ood import load_stats, report_path
 
     ood = run.metrics["ood"]
     assert "error" not in ood, ood
     stats = load_stats(run.artifact_path, run.artifact_sha256)
-    assert stats.threshold == ood["threshold"] > 0 and 0 <= ood["validation_refused"] <= 1
+    validation = json.loads(report_path(run.artifact_path).read_text())["validation"]
+    assert stats.threshold == ood["threshold"] > 0
+    assert ood["validation_refused"] == validation["rate"] == validation["refused"] / validation["images"]
     assert "DICOM, not MR (pydicom test files)" in ood["families_caught"]
     with session_scope() as session:
         active = [v for v in list_model_versions(session=session, framework="torch") if v.is_active]
