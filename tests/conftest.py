@@ -99,8 +99,6 @@ def xdist_group_of(nodeid: str) -> str:
 def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-untyped-def]
     from xdist.scheduler import LoadScopeScheduling
 
-    config.option.loadscopereorder = False  # the order of pytest_collection_modifyitems, not by test count
-
     class Groups(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return xdist_group_of(nodeid)
@@ -112,32 +110,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-
 PROCESS_FIXTURES = {"worker", "start_worker", "stack", "app", "admin_app", "browser"}
 
 
-# The groups that take longest, started first so that no worker is left with one of them at the end.
-LONGEST_FIRST = (
-    "browser",
-    "tests/worker/test_faults_worker.py",
-    "tiny-keras-run",
-    "tests/worker/test_training_jobs.py",
-    "tests/views/test_diagnose_page.py",
-    "tests/worker/test_faults_redis.py",
-)
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Marks the tests that start a real process slow, and orders the groups for the workers: the longest
-    first, then every group with a slow test, then the rest (each in collection order)."""
     for item in items:
         if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    groups_with_slow = {xdist_group_of(item.nodeid) for item in items if item.get_closest_marker("slow")}
-
-    def rank(item: pytest.Item) -> tuple[int, int]:
-        group = xdist_group_of(item.nodeid)
-        if group in LONGEST_FIRST:
-            return 0, LONGEST_FIRST.index(group)
-        return (1 if group in groups_with_slow else 2), 0
-
-    items.sort(key=rank)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
