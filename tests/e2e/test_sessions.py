@@ -35,6 +35,9 @@ def tab_of(context, stack, username: str) -> App:  # type: ignore[no-untyped-def
 
 def test_a_reload_keeps_the_tab_signed_in_and_a_sign_out_ends_every_tab(admin_app: App, stack) -> None:  # type: ignore[no-untyped-def]
     admin_app.open("Audit")
+    # The page is there (and the address bar names it) before the reload.
+    expect(admin_app.main().get_by_role("heading", name="Audit log")).to_be_visible()
+    admin_app.page.wait_for_url("**/Audit")
     [cookie] = [c for c in admin_app.page.context.cookies() if c["name"] == COOKIE_NAME]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
     assert COOKIE_NAME not in admin_app.page.evaluate("document.cookie")  # no script of the page can read it
