@@ -7,9 +7,7 @@ upload (services/batch.py), so a hostile instance costs the listener no more tha
 """
 
 import logging
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from db.series import count_slices, find_slice, get_series, idle_series, series_
 from db.session import session_scope
 from db.storage import is_disk_full, storage_full
 from domain import AuditAction, UserError
+from models.data.files import write_whole
 from models.data.imaging import DICOM_MAGIC_OFFSET, header_study_date
 from services.auth import Actor, audit
 from services.dicom_instances import InstanceRefused, SliceFile, int_or_none, read_instance, slices_of
@@ -50,14 +49,7 @@ def spool_folder(series_id: int, settings: Settings) -> Path:
 def _write(path: Path, data: bytes) -> None:
     """Write a staged file whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_whole(path, lambda handle: handle.write(data))
 
 
 def _patient(session: Session, ds: Dataset) -> Patient | None:

@@ -8,9 +8,7 @@ One folder per user under ARTIFACT_DIR/unsaved/: the files by sha256, and a mani
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
@@ -18,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from models.data.files import write_whole
 from models.data.imaging import ImageError, analysis_copy, decode_image
 from services.auth import Actor, require_signed_in
 from services.uploads import Upload
@@ -57,14 +56,7 @@ def _folder(actor: Actor, settings: Settings) -> Path:
 
 def _write(path: Path, data: bytes) -> None:
     """Whole or not at all: beside the target, then renamed over it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_whole(path, lambda handle: handle.write(data))
 
 
 def keep(actor: Actor | None, uploads: Sequence[Upload], *, shown_anyway: Collection[str] = ()) -> None:

@@ -2,6 +2,7 @@
 it was and no partial one beside it."""
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -9,9 +10,10 @@ from typing import IO
 
 def write_whole(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """`write` into a file beside `path`, synced, then put in its place; a full disk raises OSError (ENOSPC)."""
-    tmp = path.with_name(path.name + ".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # a name of its own: two writers never share it
+    tmp = Path(name)
     try:
-        with tmp.open("wb") as handle:
+        with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
