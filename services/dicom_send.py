@@ -196,12 +196,13 @@ def _c_store(datasets: Sequence[Dataset], where: str, settings: Settings) -> set
 
 def _stow(datasets: Sequence[Dataset], settings: Settings) -> set[str]:
     import requests
+    from retrying import RetryError
 
     from services.dicomweb import web_client
 
     try:
         response = web_client(settings).store_instances(list(datasets))
-    except (requests.RequestException, OSError, ValueError) as exc:
+    except (requests.RequestException, RetryError, OSError, ValueError) as exc:
         raise SendFailed(f"the DICOMweb server did not store the objects ({str(exc)[:200]})") from exc
     failed = response.get("FailedSOPSequence") or []
     if failed:

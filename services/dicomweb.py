@@ -11,6 +11,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
+from retrying import RetryError
 
 from domain import AuditAction, UserError
 from services.auth import Actor, audit, require_signed_in
@@ -70,7 +71,11 @@ def web_client(settings: Settings | None = None) -> DICOMwebClient:
         session.headers["Authorization"] = f"Bearer {settings.dicomweb_token}"
     elif settings.dicomweb_username:
         session.auth = (settings.dicomweb_username, settings.dicomweb_password or "")
-    return DICOMwebClient(settings.dicomweb_url.rstrip("/"), session=session, timeout=settings.dicomweb_timeout_s)
+    client = DICOMwebClient(settings.dicomweb_url.rstrip("/"), session=session, timeout=settings.dicomweb_timeout_s)
+    # The client's own default retries every failed request five times with waits doubling from 2 s: a server
+    # that is down kept a clinician waiting 30 s for "did not answer". One more try, half a second later.
+    client.set_http_retry_params(retry=True, max_attempts=2, wait_exponential_multiplier=250)
+    return client
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -89,12 +94,17 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
+def _status(exc: requests.HTTPError | RetryError) -> int | str:
+    """The HTTP status of a refused request; RetryError is the client giving up on a busy server (503, 429...)."""
+    response = exc.last_attempt.value if isinstance(exc, RetryError) else exc.response
+    return getattr(response, "status_code", "?")
+
+
 def _query(call: Callable[[], list[dict]]) -> list[Dataset]:
     try:
         return [Dataset.from_json(item) for item in call()]
-    except requests.HTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else "?"
-        raise PacsUnavailable(f"The DICOMweb server answered the search with HTTP {status}.") from exc
+    except (requests.HTTPError, RetryError) as exc:
+        raise PacsUnavailable(f"The DICOMweb server answered the search with HTTP {_status(exc)}.") from exc
     except (requests.RequestException, OSError) as exc:
         raise PacsUnavailable(f"The DICOMweb server did not answer: {str(exc)[:200]}") from exc
     except (ValueError, KeyError, TypeError) as exc:
@@ -226,9 +236,8 @@ def pull_series(study_uid: str, series_uid: str, *, progress: Callable[[int], No
                 continue
             series_id, received = got.series_id, received + 1
             progress(received)
-    except requests.HTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else "?"
-        raise PacsUnavailable(f"The DICOMweb server answered the retrieval with HTTP {status}.") from exc
+    except (requests.HTTPError, RetryError) as exc:
+        raise PacsUnavailable(f"The DICOMweb server answered the retrieval with HTTP {_status(exc)}.") from exc
     except (requests.RequestException, OSError) as exc:
         raise PacsUnavailable(f"The DICOMweb server did not answer the retrieval: {str(exc)[:200]}") from exc
     if series_id is None:
