@@ -49,12 +49,13 @@ class Framework(StrEnum):
 
     @property
     def heatmap(self) -> str:
-        """The method behind its heatmap: HiResCAM suits the CNN's Flatten head, Grad-CAM MobileNetV2's pooling."""
+        """The method behind its heatmap: HiResCAM suits the CNN's Flatten head; MobileNetV2's last convolution is
+        4 x 4, so its map comes from hiding parts of the image (models/inference/predictor.py `occlusion_map`)."""
         return _HEATMAP_METHODS[self]
 
 
 _FRAMEWORK_LABELS = {Framework.TORCH: "Custom CNN (PyTorch)", Framework.KERAS: "MobileNetV2 (Keras)"}
-_HEATMAP_METHODS = {Framework.TORCH: "HiResCAM", Framework.KERAS: "Grad-CAM"}
+_HEATMAP_METHODS = {Framework.TORCH: "HiResCAM", Framework.KERAS: "Occlusion"}
 FRAMEWORKS: tuple[str, ...] = tuple(f.value for f in Framework)
 
 

@@ -210,6 +210,51 @@ def _series_rule(args: argparse.Namespace) -> int:
     return 0
 
 
+def _heatmap_quality(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    from domain import CLASSES, INPUT_SIZE, Framework
+    from models.data.preprocessing import load_rgb, model_input
+    from models.data.split import config_validation
+    from models.evaluation.heatmap_quality import score_image, summary
+    from models.inference.model_meta import file_sha256
+    from models.inference.predictor import OCCLUSION_GRID
+    from models.training.backends import backends
+
+    cap_threads(args.threads, args.threads)
+    report: dict = {"made_by": "python -m models heatmap-quality", "per_class": args.per_class, "models": {}}
+    for name, framework, path in (("cnn", Framework.TORCH, args.cnn), ("mobilenet", Framework.KERAS, args.mobilenet)):
+        started = time.monotonic()
+        backend, sha = backends[framework], file_sha256(path)
+        predictor = backend.load_predictor(path, backend="onnx", sha256=sha, threads=args.threads)
+        items, _ = config_validation(backend.model_meta(path)["config"], args.data)
+        rng = np.random.default_rng(args.seed)
+        # The first per_class images of each class in a shuffled order of the validation split.
+        chosen = [
+            it
+            for c in range(len(CLASSES))
+            for it in [it for it in rng.permutation(items) if it.label == c][: args.per_class]
+        ]
+        scores = [
+            score_image(predictor, model_input(load_rgb(it.path), INPUT_SIZE, crop=predictor.crop), it.label, rng)
+            for it in chosen
+        ]
+        report["models"][name] = {
+            "file": Path(path).name,
+            "sha256": sha,
+            "method": Framework(framework).heatmap,
+            "grid": "56 x 56" if framework == Framework.TORCH else f"{OCCLUSION_GRID} x {OCCLUSION_GRID}",
+            **summary(scores),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        print(json.dumps({name: report["models"][name]}, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def _onnx_accuracy(args: argparse.Namespace) -> int:
     from domain import Framework
     from models.evaluation.onnx_accuracy import int8_accuracy
@@ -290,9 +335,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mobilenet", required=True)
     p.add_argument("--data", help="the training folder, if it moved since the CNN was trained")
     p.add_argument("--out", type=Path, default=SERIES_RULE_FILE)
+    p.add_argument("--pair", type=Path, help="the pair report whose rule makes each slice's one answer (pair.json)")
     p.add_argument("--cache", type=Path, help="keep both models' validation probabilities here (.npz)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--threads", type=int, default=1)
+
+    p = command(
+        "heatmap-quality",
+        _heatmap_quality,
+        "Measure both models' heatmaps on validation images: deletion and insertion against a random map, and the "
+        "share of heat and of peaks inside the brain.",
+    )
+    p.add_argument("--cnn", required=True)
+    p.add_argument("--mobilenet", required=True)
+    p.add_argument("--data", help="the training folder, if it moved since the models were trained")
+    p.add_argument("--per-class", type=int, default=50, help="validation images of each class")
+    p.add_argument("--out", help="also write the report here as JSON (models/weights/heatmaps.json)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
 
     p = command("onnx-accuracy", _onnx_accuracy, "Accuracy of the CNN's fp32 and int8 exports on its validation split.")
     p.add_argument("--model", required=True)

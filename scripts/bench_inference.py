@@ -64,7 +64,7 @@ def rss_child(backend: str) -> dict[str, Any]:
             path, backend=backend, sha256=file_sha256(path), threads=settings.onnx_threads
         )
         predictor.predict([image])
-        predictor.gradcam(image)
+        predictor.heatmap(image)
     return {
         "rss_mb": rss_mb(),
         "imported": sorted(m for m in ("torch", "tensorflow", "onnxruntime") if m in sys.modules),
@@ -160,12 +160,12 @@ def _heatmaps(model: str, paths: dict[str, Any], images: list, calls: int, resul
     """Each path's heatmap of one image, the two in turn, against the same path's one-image prediction."""
     times: dict[str, list[float]] = {"framework": [], "onnx": []}
     for name in times:
-        paths[name].gradcam(images[0])  # warm-up: the heatmap graph's first run
+        paths[name].heatmap(images[0])  # warm-up: the heatmap graph's first run
     for i in range(calls):
         order = list(times) if i % 2 == 0 else list(reversed(times))
         for name in order:
             start = time.perf_counter()
-            paths[name].gradcam(images[(i + 1) % len(images)])
+            paths[name].heatmap(images[(i + 1) % len(images)])
             times[name].append((time.perf_counter() - start) * 1000)
     predicted = {(r["backend"], r["batch"]): r["p50_ms"] for r in result["rows"] if r["model"] == model}
     out = []

@@ -39,7 +39,7 @@ def bench_single_scan(repeats: int = 20) -> list[str]:
     settings = get_settings()
     cap_threads(settings.torch_threads, settings.tf_threads)
     images = [load_rgb(p) for p in sorted(SAMPLE_DIR.glob("*/*.jpg"))[:repeats]]
-    rows = ["| model | load s | predict ms (1 image) | Grad-CAM ms | file MB |", "|---|---|---|---|---|"]
+    rows = ["| model | load s | predict ms (1 image) | heatmap ms | file MB |", "|---|---|---|---|---|"]
     for framework, path in DEFAULT_MODEL_FILES.items():
         if not path.is_file():
             rows.append(f"| {framework} | – | no shipped model at {path.relative_to(ROOT)} | – | – |")
@@ -55,7 +55,7 @@ def bench_single_scan(repeats: int = 20) -> list[str]:
         load_s = time.perf_counter() - start
         it = iter(images * 3)
         predict_ms = _median_ms(lambda p=predictor, it=it: p.predict([next(it)]), repeats)
-        cam_ms = _median_ms(lambda p=predictor, it=it: p.gradcam(next(it)), max(5, repeats // 4))
+        cam_ms = _median_ms(lambda p=predictor, it=it: p.heatmap(next(it)), max(5, repeats // 4))
         rows.append(
             f"| {framework} ({path.name}) | {load_s:.1f} | {predict_ms:.0f} | {cam_ms:.0f} | {path.stat().st_size / 1e6:.1f} |"
         )

@@ -322,7 +322,7 @@ def heatmap_capture(
         "Heatmaps of where each model looked, derived from the referenced MR slice, for decision support only; "
         "not for diagnosis."
     )
-    sc.DerivationDescription = "Model heatmaps (HiResCAM, Grad-CAM) blended over the slice"
+    sc.DerivationDescription = "Model heatmaps (HiResCAM, occlusion) blended over the slice"
     item = Dataset()
     item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = source.sop_class_uid, source.sop_instance_uid
     if source.multi_frame:

@@ -28,7 +28,7 @@ from services.model_card_document import (
     nested,
     top_confusions,
 )
-from services.model_files import PAIR_NAME
+from services.model_files import HEATMAPS_NAME, PAIR_NAME
 from services.predictors import ModelFileProblem, loaded_predictor
 from services.reports import _data_uri, _templates, _timestamp, scan_png
 from settings import ROOT
@@ -114,6 +114,25 @@ def _pair(version: VersionFacts) -> tuple[dict[str, Any] | None, str]:
     return report, ""
 
 
+def _heatmaps(version: VersionFacts) -> tuple[dict[str, Any] | None, str]:
+    """The heatmap figures beside the model file (python -m models heatmap-quality), when made for this very file."""
+    path = Path(version.artifact_path).parent / HEATMAPS_NAME
+    try:
+        report = json.loads(path.read_text())
+    except OSError:
+        return None, "The heatmap has not been measured for this file (python -m models heatmap-quality)."
+    except ValueError:
+        return None, f"The heatmap report {path.name} beside this file cannot be read."
+    for figures in _mapping_values(report.get("models")):
+        if figures.get("sha256") == version.sha256:
+            return figures, ""
+    return None, "The heatmap report beside this file was made for other model files."
+
+
+def _mapping_values(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value.values() if isinstance(v, dict)] if isinstance(value, dict) else []
+
+
 def data_root(config: dict[str, Any]) -> Path | None:
     """The run's training folder; a relative one (the shipped models') is taken from the repository."""
     folder = config.get("data_dir")
@@ -169,6 +188,7 @@ def version_card(*, version_id: int) -> ModelCard:
     report, reason = _ood(facts) if backends[facts.framework].ood_features else (None, "")
     confusions, can_find = _confusions(facts)
     pair, pair_reason = _pair(facts)
+    heatmaps, heatmaps_reason = _heatmaps(facts)
     card = build_card(
         facts,
         active=active_facts,
@@ -177,6 +197,8 @@ def version_card(*, version_id: int) -> ModelCard:
         confusions=confusions,
         pair_report=pair,
         pair_reason=pair_reason,
+        heatmap_report=heatmaps,
+        heatmap_reason=heatmaps_reason,
     )
     return ModelCard(card.title, card.sections, can_find_examples=can_find)
 

@@ -588,6 +588,57 @@ def comparison_section(version: VersionFacts, active: VersionFacts | None) -> Se
     return Section(title, text=(note,), tables=(Table(columns, tuple(rows)),))
 
 
+# What the heatmap section aims at (issue: the heat of a map that points at the brain).
+HEAT_IN_BRAIN_AIM, PEAKS_IN_BRAIN_AIM = 0.80, 0.95
+
+
+def heatmap_section(report: Mapping[str, Any] | None, reason: str) -> Section:
+    """How far this model's heatmap can be trusted (report: models.evaluation.heatmap_quality's figures for this
+    file), or why there is nothing to say."""
+    title = "Heatmap"
+    if not report:
+        return Section(title, text=(reason,))
+    rows = tuple(
+        (
+            class_label(name),
+            _count(nested(c, "images")),
+            _pct(nested(c, "heat_in_brain")),
+            _pct(nested(c, "peaks_in_brain")),
+        )
+        for name, c in _mapping(report.get("per_class")).items()
+    )
+    return Section(
+        title,
+        text=(
+            f"{_text(report.get('method'))} on a {_text(report.get('grid'))} grid, measured on "
+            f"{_count(report.get('images'))} validation images. Faithfulness: the predicted class's probability as "
+            "the map's hottest pixels are blacked out first (deletion: lower is better) or revealed first on a "
+            "black image (insertion: higher is better), against the same with a random smooth map. Where the heat "
+            "falls: inside the brain is the head with its outer ring (scalp and skull) taken off. The aim is "
+            f"{_pct(HEAT_IN_BRAIN_AIM, 0)} of the heat and {_pct(PEAKS_IN_BRAIN_AIM, 0)} of the peaks inside it.",
+        ),
+        facts=(
+            (
+                "Deletion area (map / random)",
+                f"{_num(report.get('deletion_auc'))} / {_num(report.get('deletion_auc_random'))}",
+            ),
+            (
+                "Insertion area (map / random)",
+                f"{_num(report.get('insertion_auc'))} / {_num(report.get('insertion_auc_random'))}",
+            ),
+            (
+                "Images where the map beats random",
+                f"deletion {_pct(report.get('deletion_beats_random'))}, insertion {_pct(report.get('insertion_beats_random'))}",
+            ),
+            ("Heat inside the brain", _pct(report.get("heat_in_brain"))),
+            ("Peaks inside the brain", _pct(report.get("peaks_in_brain"))),
+        ),
+        tables=(Table(("true class", "images", "heat inside the brain", "peaks inside the brain"), rows),)
+        if rows
+        else (),
+    )
+
+
 def build_card(
     version: VersionFacts,
     *,
@@ -597,6 +648,8 @@ def build_card(
     confusions: Confusions | None = None,
     pair_report: Mapping[str, Any] | None = None,
     pair_reason: str = NOT_RECORDED,
+    heatmap_report: Mapping[str, Any] | None = None,
+    heatmap_reason: str = NOT_RECORDED,
 ) -> ModelCard:
     """The card of one version; `active` is the version clinicians use now for the same framework."""
     record = version.record
@@ -616,6 +669,7 @@ def build_card(
         inference_section(version),
         ood_section(version.framework, ood_report, ood_reason),
         pair_section(pair_report, pair_reason),
+        heatmap_section(heatmap_report, heatmap_reason),
         failure_section(record, confusions or Confusions()),
         comparison_section(version, active),
     ]

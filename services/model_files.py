@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 # A pair report (which two model files it scored, the rule of their one answer and its review threshold) sits beside
 # the models it scored, as the shipped pair's does.
 PAIR_NAME = "pair.json"
+# The heatmaps' measured faithfulness and placement (python -m models heatmap-quality), read by the model cards.
+HEATMAPS_NAME = "heatmaps.json"
 PAIR_REPORT = DEFAULT_WEIGHTS_DIR / PAIR_NAME
 # Exports are made from the model file whenever they are missing; every other file is the only copy.
 REMADE = {ModelFileRole.ONNX, ModelFileRole.ONNX_INT8, ModelFileRole.ONNX_HEATMAP}

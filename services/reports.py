@@ -61,7 +61,7 @@ class Heatmap:
     """A heatmap overlay for a report, or why there is none."""
 
     model_name: str
-    method: str = "Grad-CAM"  # HiResCAM for the CNN (domain.Framework.heatmap)
+    method: str = "Occlusion"  # HiResCAM for the CNN (domain.Framework.heatmap)
     overlay: np.ndarray | None = None  # HxWx3 uint8
     error: str | None = None
 
@@ -136,15 +136,15 @@ def _data_uri(png: bytes | None) -> str | None:
     return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-GradcamFn = Callable[[str, str, str, str, np.ndarray], np.ndarray]
+HeatmapFn = Callable[[str, str, str, str, np.ndarray], np.ndarray]
 
 
 def scan_heatmap(
-    scan: ScanEntry, prediction: PredictionRow, *, gradcam: GradcamFn, max_pixels: int, opacity: float
+    scan: ScanEntry, prediction: PredictionRow, *, heatmap: HeatmapFn, max_pixels: int, opacity: float
 ) -> Heatmap:
     """The heatmap of the model behind `prediction` over the stored scan, or why it could not be computed.
 
-    gradcam(framework, model path, model sha256, image sha256, rgb) computes the map (the app passes its
+    heatmap(framework, model path, model sha256, image sha256, rgb) computes the map (the app passes its
     cached one).
     """
     from models.data.imaging import analysis_rgb, decode_image, make_overlay
@@ -156,7 +156,7 @@ def scan_heatmap(
         rgb = analysis_rgb(
             decode_image(data, Path(scan.file_path).name, max_bytes=len(data), max_pixels=max_pixels).rgb
         )
-        cam = gradcam(prediction.framework, prediction.artifact_path, prediction.model_sha256, scan.sha256, rgb)
+        cam = heatmap(prediction.framework, prediction.artifact_path, prediction.model_sha256, scan.sha256, rgb)
     except (ImportError, OSError, ValueError, RuntimeError) as exc:
         return Heatmap(model_name=name, method=method, error=f"the heatmap could not be computed: {exc}")
     return Heatmap(model_name=name, method=method, overlay=make_overlay(rgb, cam, opacity))

@@ -326,7 +326,7 @@ def _capture(path: str | None, models: list[BatchModel], caption: str) -> np.nda
         decode_image(data, Path(path).name, max_bytes=len(data), max_pixels=get_settings().max_image_pixels).rgb
     )
     overlays = [
-        (framework_label(m.framework), make_overlay(rgb, m.predictor.gradcam(rgb), HEATMAP_OPACITY)) for m in models
+        (framework_label(m.framework), make_overlay(rgb, m.predictor.heatmap(rgb), HEATMAP_OPACITY)) for m in models
     ]
     return capture_pixels(rgb, overlays, caption)
 

@@ -218,10 +218,10 @@ def timeline_chart(timeline: PatientTimeline) -> go.Figure:
 def heatmap(scan: ScanEntry, prediction: PredictionRow) -> Heatmap:
     """The heatmap of the model behind `prediction` over the stored scan, or why it could not be computed."""
     # Imported here: loading a model pulls in a deep-learning framework, which browsing never needs.
-    from ui.predictors import gradcam
+    from ui.predictors import heatmap
 
     return scan_heatmap(
-        scan, prediction, gradcam=gradcam, max_pixels=get_settings().max_image_pixels, opacity=HEATMAP_OPACITY
+        scan, prediction, heatmap=heatmap, max_pixels=get_settings().max_image_pixels, opacity=HEATMAP_OPACITY
     )
 
 

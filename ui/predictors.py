@@ -39,12 +39,12 @@ def probabilities_many(
     return image_cache().get_many_or_make(keys, make, lambda _: ANSWER_BYTES)
 
 
-def gradcam(framework: str, artifact_path: str, model_sha256: str, image_sha256: str, rgb: np.ndarray) -> np.ndarray:
-    """Grad-CAM heatmap (HxW in [0, 1]) of one image at analysis size, remembered per model and image within the
+def heatmap(framework: str, artifact_path: str, model_sha256: str, image_sha256: str, rgb: np.ndarray) -> np.ndarray:
+    """The heatmap (HxW in [0, 1]) of one image at analysis size, remembered per model and image within the
     image cache's budget."""
 
     def make() -> np.ndarray:
-        return read_only(get_predictor(framework, artifact_path, model_sha256).gradcam(analysis_rgb(rgb)))
+        return read_only(get_predictor(framework, artifact_path, model_sha256).heatmap(analysis_rgb(rgb)))
 
     key = ("heatmap", framework, artifact_path, model_sha256, image_sha256)
     return image_cache().get_or_make(key, make, lambda cam: cam.nbytes)

@@ -130,7 +130,7 @@ def colour_scale(height: int = 256) -> np.ndarray:
 def heatmap_over(row: SliceRow, framework: str, base: np.ndarray, opacity: float) -> tuple[np.ndarray | None, str]:
     """`base` (the slice as windowed, at analysis size) with the heatmap of the model that answered for this slice
     in `framework`, or None and why not."""
-    from ui.predictors import gradcam
+    from ui.predictors import heatmap
 
     answer = row.results.get(framework)
     rgb = slice_rgb(row.file_path) if row.file_path else None
@@ -142,7 +142,7 @@ def heatmap_over(row: SliceRow, framework: str, base: np.ndarray, opacity: float
     if model is None:
         return None, "The model that answered is no longer registered."
     try:
-        cam = gradcam(framework, model[0], model[1], row.sha256, rgb)
+        cam = heatmap(framework, model[0], model[1], row.sha256, rgb)
     except (OSError, ValueError, RuntimeError) as exc:
         return None, f"The heatmap could not be computed: {exc}"
     if cam.shape != base.shape[:2]:

@@ -15,7 +15,7 @@ from models.inference.model_meta import CHECKPOINT_FIELDS, OpenCheck
 OPSET = 17
 INPUT = "pixels"
 # Bumped when the exported graph changes shape or outputs, so older exports are made again.
-EXPORT_VERSION = "2"
+EXPORT_VERSION = "3"
 
 
 def export_path(model_path: str | Path, *, int8: bool = False, heatmap: bool = False) -> Path:
@@ -72,10 +72,10 @@ def _keras_graph(model_path: Path, heatmap: bool) -> tuple[bytes, dict[str, Any]
     import tf2onnx
 
     from domain import INPUT_SIZE
-    from models.nets.mobilenet import cam_model, load_model
+    from models.nets.mobilenet import load_model
 
-    model = cam_model(load_model(model_path))
-    # tf2onnx names the graph's outputs after the model's output layers ("probs", "cam").
+    model = load_model(model_path)
+    # tf2onnx names the graph's output after the model's output layer ("probs").
     spec = (tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.float32, name=INPUT),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET)
     return proto.SerializeToString(), {}
@@ -117,14 +117,10 @@ def _int8_linear(proto):  # (onnx.ModelProto) -> onnx.ModelProto
         return onnx.load(target)
 
 
-def has_heatmaps(session) -> bool:  # session: onnxruntime.InferenceSession
-    return any(output.name == "cam" for output in session.get_outputs())
-
-
 def export(framework: str, model_path: str | Path, sha256: str, *, int8: bool = False, heatmap: bool = False) -> bytes:
     """The model's ONNX graph, tagged with `sha256` (of the model file) and the fields it carries; int8 (the
-    CNN only) with its large Linear layer quantized; heatmap (the CNN only: MobileNetV2's one graph has both)
-    the graph of its heatmap alone."""
+    CNN only) with its large Linear layer quantized; heatmap (the CNN only: MobileNetV2's occlusion map runs
+    its prediction graph) the graph of its heatmap alone."""
     import onnx
 
     if heatmap and framework != Framework.TORCH:
@@ -225,7 +221,7 @@ def make_exports(
     check: OpenCheck | None = None,
 ) -> None:
     """Every export the model's OnnxPredictor opens made beside it where missing or stale: its prediction graph
-    (int8 where asked) and, for the CNN, its heatmap graph (MobileNetV2's prediction graph holds its heatmap)."""
+    (int8 where asked) and, for the CNN, its heatmap graph (MobileNetV2's occlusion map runs its prediction graph)."""
     open_session(framework, model_path, sha256, threads=threads, int8=int8, check=check)
     if framework == Framework.TORCH:
         open_session(framework, model_path, sha256, threads=threads, heatmap=True, check=check)

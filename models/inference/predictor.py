@@ -23,7 +23,11 @@ class Predictor(Protocol):
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray: ...
 
-    def gradcam(self, rgb: np.ndarray) -> np.ndarray: ...
+    def heatmap(self, rgb: np.ndarray) -> np.ndarray: ...
+
+    def input_probs(self, inputs: np.ndarray) -> np.ndarray: ...
+
+    def input_map(self, x: np.ndarray) -> np.ndarray: ...
 
 
 class FeaturePredictor(Predictor, Protocol):
@@ -75,6 +79,74 @@ def _cnn_map(cam: np.ndarray, rgb: np.ndarray, crop: bool) -> np.ndarray:
     return _normalise_cam(_smooth(np.maximum(cam, 0), sigma=1.5), rgb, crop)
 
 
+def _laid(framework: str, cam: np.ndarray, rgb: np.ndarray, crop: bool) -> np.ndarray:
+    return _cnn_map(cam, rgb, crop) if framework == "torch" else _normalise_cam(cam, rgb, crop)
+
+
+# MobileNetV2's heatmap: occlusion over an 8 x 8 grid of its input. Its last convolution is 4 x 4 at 128 px, too
+# coarse to say where in the head; occlusion needs forward passes only, so ONNX Runtime computes it from the
+# prediction graph, and hiding a part of the background (black already) changes nothing, so no heat lands there.
+OCCLUSION_GRID = 8
+
+
+def occlusion_windows(size: int, grid: int = OCCLUSION_GRID) -> list[tuple[int, int, int, int, int, int]]:
+    """(row, column, top, bottom, left, right) of each window hidden in turn: 2 x 2 cells of the grid, one cell
+    apart, the first and last reaching past the edge, so that every cell lies in exactly four windows."""
+    edges = np.round(np.linspace(0, size, grid + 1)).astype(int)
+    return [
+        (i, j, edges[max(i, 0)], edges[min(i + 2, grid)], edges[max(j, 0)], edges[min(j + 2, grid)])
+        for i in range(-1, grid)
+        for j in range(-1, grid)
+    ]
+
+
+def log_odds(probs: np.ndarray, label: int) -> np.ndarray:
+    """log(p / (1 - p)) of class `label` per row, with 1 - p summed from the other classes (no cancellation when
+    p is close to 1)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    rest = np.delete(probs, label, axis=1).sum(axis=1)
+    return np.log(np.maximum(probs[:, label], 1e-30)) - np.log(np.maximum(rest, 1e-30))
+
+
+def occlusion_map(x: np.ndarray, input_probs, grid: int = OCCLUSION_GRID) -> np.ndarray:
+    """grid x grid: for each cell, how much the predicted class's log-odds fall, on average, when a window
+    holding the cell is blacked out. x: one model input (s x s x 3 uint8); input_probs: N x s x s x 3 -> N x
+    classes. Cells whose hiding raises the answer come out negative (the overlay shows them as nothing)."""
+    x = np.asarray(x, dtype=np.uint8)
+    # A window of background that is black already leaves the input as it is: its fall is 0, with no run.
+    windows = [w for w in occlusion_windows(x.shape[0], grid) if x[w[2] : w[3], w[4] : w[5]].any()]
+    batch = np.repeat(x[None], 1 + len(windows), axis=0)
+    for k, (_, _, top, bottom, left, right) in enumerate(windows, start=1):
+        batch[k, top:bottom, left:right] = 0
+    probs = input_probs(batch)
+    odds = log_odds(probs, int(np.argmax(probs[0])))
+    cam = np.zeros((grid, grid), dtype=np.float64)
+    for (i, j, *_), fall in zip(windows, odds[0] - odds[1:], strict=True):
+        cam[max(i, 0) : i + 2, max(j, 0) : j + 2] += fall
+    return (cam / 4).astype(np.float32)
+
+
+class _Maps:
+    """heatmap and input_map from a predictor's input_probs and its map of one model input (_input_cam)."""
+
+    framework: str
+    crop: bool
+
+    def _input_cam(self, x: np.ndarray) -> np.ndarray:
+        return occlusion_map(x, self.input_probs)
+
+    def input_probs(self, inputs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def heatmap(self, rgb: np.ndarray) -> np.ndarray:
+        """The map over the image (H x W, 0 to 1): where the evidence for the predicted class lies."""
+        return _laid(self.framework, self._input_cam(_stack([rgb], self.crop)[0]), rgb, self.crop)
+
+    def input_map(self, x: np.ndarray) -> np.ndarray:
+        """The same map over one model input x (INPUT_SIZE x INPUT_SIZE x 3 uint8, already cropped)."""
+        return _laid(self.framework, self._input_cam(x), x, False)
+
+
 def _smooth(cam: np.ndarray, sigma: float) -> np.ndarray:
     """A separable Gaussian blur (in map cells), so the heatmap shows regions rather than speckle."""
     radius = max(1, int(3 * sigma))
@@ -85,7 +157,7 @@ def _smooth(cam: np.ndarray, sigma: float) -> np.ndarray:
     return np.apply_along_axis(lambda c: np.convolve(c, kernel, mode="valid"), 0, rows)
 
 
-class TorchPredictor:
+class TorchPredictor(_Maps):
     framework = "torch"
 
     def __init__(self, path: str | Path, check: OpenCheck | None = None) -> None:
@@ -114,12 +186,18 @@ class TorchPredictor:
     def predict_with_features(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         return self.predict(images), self.features(images)
 
-    def gradcam(self, rgb: np.ndarray) -> np.ndarray:
+    def input_probs(self, inputs: np.ndarray) -> np.ndarray:
+        """The probabilities of model inputs as they are: no mirror, no temperature (what the map explains)."""
+        from models.nets.cnn import predict_proba
+
+        return predict_proba(self.model, np.asarray(inputs, dtype=np.uint8))
+
+    def _input_cam(self, x: np.ndarray) -> np.ndarray:
         import torch
 
         from models.nets.cnn import normalize
 
-        x = normalize(torch.from_numpy(_stack([rgb], self.crop)).permute(0, 3, 1, 2))
+        x = normalize(torch.from_numpy(np.ascontiguousarray(x[None])).permute(0, 3, 1, 2))
         # The model is shared by every session and job of the process: no hook is registered on it and no
         # gradient lands in its parameters; the activation is a leaf of this call's own graph.
         with torch.no_grad():
@@ -132,18 +210,17 @@ class TorchPredictor:
         # HiResCAM: gradient times activation at each position, summed over channels. With a Flatten -> Linear
         # head every position has its own weights, so Grad-CAM's spatially averaged gradient points at the
         # wrong places; this form is exact for such heads (and equals Grad-CAM after global average pooling).
-        return _cnn_map((grad[0] * act[0]).sum(0).detach().numpy(), rgb, self.crop)
+        return (grad[0] * act[0]).sum(0).detach().numpy()
 
 
-class KerasPredictor:
+class KerasPredictor(_Maps):
     framework = "keras"
 
     def __init__(self, path: str | Path, check: OpenCheck | None = None) -> None:
-        from models.nets.mobilenet import gradcam_function, load_model
+        from models.nets.mobilenet import load_model
 
         self.model = load_model(path)
         self.tta, self.crop, self.temperature = _preprocessing(model_meta(path, check=check))
-        self._gradcam = gradcam_function(self.model)
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
         from models.nets.mobilenet import predict_proba
@@ -153,16 +230,17 @@ class KerasPredictor:
         raw = predict_proba(self.model, _stack(images, self.crop), tta=self.tta)
         return apply_temperature(raw, self.temperature).astype(np.float32)
 
-    def gradcam(self, rgb: np.ndarray) -> np.ndarray:
-        cam = self._gradcam(_stack([rgb], self.crop).astype(np.float32)).numpy()
-        return _normalise_cam(cam, rgb, self.crop)
+    def input_probs(self, inputs: np.ndarray) -> np.ndarray:
+        from models.nets.mobilenet import predict_proba
+
+        return predict_proba(self.model, np.asarray(inputs, dtype=np.uint8))
 
 
-class OnnxPredictor:
+class OnnxPredictor(_Maps):
     """Predictions, heatmaps and the CNN's out-of-distribution features on ONNX Runtime, from the model's export
-    (models/inference/onnx_export.py): neither torch nor TensorFlow is imported. The export computes each heatmap in its
-    graph in closed form (models/nets/cnn.py `hirescam`, models/nets/mobilenet.py `cam_model`), the framework path's map
-    to within rounding."""
+    (models/inference/onnx_export.py): neither torch nor TensorFlow is imported. The CNN's heatmap graph computes
+    HiResCAM in closed form (models/nets/cnn.py `hirescam`); MobileNetV2's occlusion map runs the prediction graph.
+    Both are the framework path's maps to within rounding."""
 
     def __init__(
         self,
@@ -174,7 +252,7 @@ class OnnxPredictor:
         int8: bool = False,
         check: OpenCheck | None = None,
     ) -> None:
-        from models.inference.onnx_export import exported_meta, has_heatmaps, open_session
+        from models.inference.onnx_export import exported_meta, open_session
 
         self.framework = framework
         self.path = Path(path)
@@ -182,7 +260,7 @@ class OnnxPredictor:
         self.threads = threads
         self.check = check
         self.session = open_session(framework, path, sha256, threads=threads, int8=int8, check=check)
-        self._cam_session = self.session if has_heatmaps(self.session) else None
+        self._cam_session = None
         self._cam_lock = threading.Lock()
         self.has_features = any(output.name == "features" for output in self.session.get_outputs())
         meta = {**exported_meta(self.session), **read_sidecar(path, check)}
@@ -246,8 +324,17 @@ class OnnxPredictor:
                 )
             return self._cam_session
 
-    def gradcam(self, rgb: np.ndarray) -> np.ndarray:
-        # One run of the un-mirrored image, as the framework path's heatmap; a session keeps nothing between runs.
-        x = _stack([rgb], self.crop).astype(np.float32)
-        cam = self.heatmap_session().run(["cam"], {"pixels": x})[0][0]
-        return _cnn_map(cam, rgb, self.crop) if self.framework == "torch" else _normalise_cam(cam, rgb, self.crop)
+    def input_probs(self, inputs: np.ndarray) -> np.ndarray:
+        """The probabilities of model inputs as they are: no mirror, no temperature (what the map explains)."""
+        inputs = np.asarray(inputs)
+        chunks = [
+            self._run("probs", inputs[start : start + ONNX_CHUNK].astype(np.float32))
+            for start in range(0, len(inputs), ONNX_CHUNK)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(CLASSES)), dtype=np.float32)
+
+    def _input_cam(self, x: np.ndarray) -> np.ndarray:
+        if self.framework != "torch":
+            return super()._input_cam(x)
+        # One run of the un-mirrored input, as the framework path's heatmap; a session keeps nothing between runs.
+        return self.heatmap_session().run(["cam"], {"pixels": x[None].astype(np.float32)})[0][0]

@@ -139,7 +139,7 @@ def class_gradients(model: TumorCNN) -> torch.Tensor:
 
 def hirescam(kept: list[torch.Tensor], logits: torch.Tensor, model: TumorCNN, gradients: torch.Tensor) -> torch.Tensor:
     """N x 56 x 56 HiResCAM of each image's predicted class, without autograd: what models/inference/predictor.py's
-    TorchPredictor.gradcam computes with it, from `forward_parts`'s kept outputs and `class_gradients`.
+    TorchPredictor.heatmap computes with it, from `forward_parts`'s kept outputs and `class_gradients`.
 
     After the ReLU come BatchNorm2d (a_k x + b_k per channel), MaxPool2d and the affine head, so the gradient of
     logit c at the ReLU's (k, i, j) is a_k G_c[k, i // 2, j // 2] where (i, j) is the position its 2 x 2 window's

@@ -1,4 +1,4 @@
-"""The report's MobileNetV2 transfer model in Keras 3: building, weights, prediction and Grad-CAM."""
+"""The report's MobileNetV2 transfer model in Keras 3: building, weights and prediction."""
 
 from pathlib import Path
 from typing import Protocol
@@ -136,71 +136,3 @@ def predict_proba(model, images: np.ndarray, *, tta: bool = False, batch_size: i
             probs = (probs + np.asarray(model.predict_on_batch(x[:, :, ::-1, :].copy()))) / 2
         out.append(probs)
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), dtype=np.float32)
-
-
-def cam_model(model):  # -> keras.Model
-    """`model` with a second output, "cam" (N x h x w): gradcam_function's map for each image, in closed form,
-    so that the ONNX export (models/inference/onnx_export.py) computes it in the graph with no gradient tape.
-
-    After the base come global average pooling, Dense(relu), Dropout and Dense(softmax): with p the
-    probabilities, c the predicted class and r the Dense layer's output, the gradient of p_c with respect to
-    the pooled vector is W1 ((W2 p_c (e_c - p)) * [r > 0]), the same at every position of the map divided by
-    its h x w, which is therefore Grad-CAM's channel weight. Shares the model's weights, changing nothing in it.
-    """
-    import keras
-    from keras import ops
-
-    first, last = model.get_layer("dense").kernel, model.get_layer("probs").kernel
-
-    class ClosedFormGradCam(keras.layers.Layer):
-        def call(self, inputs):
-            features, hidden, probs = inputs
-            # The predicted class as a one-hot row (keras.ops.argmax becomes ops ONNX lacks: Bitcast, BitwiseAnd).
-            top = ops.cast(probs == ops.max(probs, axis=-1, keepdims=True), probs.dtype)
-            d_logits = ops.sum(probs * top, axis=-1, keepdims=True) * (top - probs)
-            d_hidden = ops.matmul(d_logits, ops.transpose(last)) * ops.cast(hidden > 0, hidden.dtype)
-            d_pooled = ops.matmul(d_hidden, ops.transpose(first))
-            cells = ops.cast(ops.shape(features)[1] * ops.shape(features)[2], features.dtype)
-            return ops.einsum("nhwk,nk->nhw", features, d_pooled) / cells
-
-    pixels = keras.Input((None, None, 3), name="pixels")
-    h, features, hidden = pixels, None, None
-    for layer in model.layers[1:]:
-        h = layer(h, training=False)
-        if layer.name == BASE_NAME:
-            features = h
-        if layer.name == "dense":
-            hidden = h
-    cam = ClosedFormGradCam(name="cam")([features, hidden, h])
-    return keras.Model(pixels, [h, cam], name="mobilenetv2_tumor_cam")
-
-
-def gradcam_function(model):  # -> tf.types.experimental.PolymorphicFunction
-    """Grad-CAM over the base's last feature map, for the predicted class, as a compiled function of one
-    1 x H x W x 3 float32 image returning the coarse, unnormalised map.
-
-    One model built beside `model` (sharing its weights, changing nothing in it) returns the base's
-    activations and the probabilities together; the tape runs inside the tf.function, so each call is one
-    graph execution with nothing kept between calls.
-    """
-    import keras
-    import tensorflow as tf
-
-    pixels = keras.Input((None, None, 3), name="pixels")
-    h, features = pixels, None
-    for layer in model.layers[1:]:
-        h = layer(h, training=False)
-        if layer.name == BASE_NAME:
-            features = h
-    activations_and_probs = keras.Model(pixels, [features, h], name="gradcam")
-
-    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
-    def gradcam(x: tf.Tensor) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            features, probs = activations_and_probs(x, training=False)
-            top = tf.gather(probs[0], tf.argmax(probs[0]))
-        grads = tape.gradient(top, features)[0]
-        weights = tf.reduce_mean(grads, axis=(0, 1))
-        return tf.reduce_sum(features[0] * weights, axis=-1)
-
-    return gradcam

@@ -17,7 +17,7 @@ def occlusion_gap(predictor, rgb: np.ndarray) -> float:
     """Probability lost by hiding the hottest 10 % minus the probability lost by hiding the coldest 10 %."""
     probs = predictor.predict([rgb])[0]
     label = int(probs.argmax())
-    cam = predictor.gradcam(rgb)
+    cam = predictor.heatmap(rgb)
     hot, cold = rgb.copy(), rgb.copy()
     hot[cam >= np.quantile(cam, 0.9)] = 0
     cold[cam <= np.quantile(cam, 0.1)] = 0

@@ -1,4 +1,4 @@
-"""In-process training behaviour: reproducibility, the evaluate command, Grad-CAM, presets."""
+"""In-process training behaviour: reproducibility, the evaluate command, heatmaps, presets."""
 
 import json
 import subprocess
@@ -74,10 +74,10 @@ def test_evaluate_command_refuses_a_folder_without_classes(tiny_cnn: Path, tmp_p
     assert out.returncode == 2 and "no class subfolders" in out.stderr
 
 
-def test_gradcam_matches_the_image_shape(tiny_cnn: Path) -> None:
+def test_heatmap_matches_the_image_shape(tiny_cnn: Path) -> None:
     predictor = backends["torch"].load_predictor(tiny_cnn)
     rgb = load_rgb(next((SAMPLE_DIR / "glioma").iterdir()), size=None)[:200, :180]
-    cam = predictor.gradcam(rgb)
+    cam = predictor.heatmap(rgb)
     assert cam.shape == (200, 180) and cam.dtype == np.float32
     assert cam.min() >= 0.0 and cam.max() <= 1.0
     probs = predictor.predict([rgb, rgb])

@@ -202,3 +202,34 @@ def test_the_shipped_models_cards_give_the_pair_rule_and_review_flag_of_their_pa
     # The tiny run's file has no pair report beside it.
     tiny_card = version_card(version_id=tiny[0])
     assert "No pair report beside this file" in tiny_card.section("Together with the other model").text[0]
+
+
+def test_the_shipped_models_cards_give_their_measured_heatmap_figures(tiny) -> None:
+    import json
+
+    from services.model_files import file_sha256
+    from settings import DEFAULT_MODEL_FILES
+
+    measured = json.loads((DEFAULT_MODEL_FILES["torch"].parent / "heatmaps.json").read_text())["models"]
+    for framework, name, method in (("torch", "cnn", "HiResCAM"), ("keras", "mobilenet", "Occlusion")):
+        path = DEFAULT_MODEL_FILES[framework]
+        figures = measured[name]
+        assert figures["sha256"] == file_sha256(path), f"heatmaps.json was measured on another {name} file"
+        with session_scope() as session:
+            version = register_model_version(
+                session=session,
+                framework=framework,
+                name=f"shipped-{name}",
+                artifact_path=path,
+                sha256=figures["sha256"],
+            ).id
+        section = version_card(version_id=version).section("Heatmap")
+        assert section.text[0].startswith(f"{method} on a {figures['grid']} grid")
+        facts = dict(section.facts)
+        assert facts["Heat inside the brain"] == f"{100 * figures['heat_in_brain']:.1f} %"
+        assert (
+            facts["Deletion area (map / random)"]
+            == f"{figures['deletion_auc']:.3f} / {figures['deletion_auc_random']:.3f}"
+        )
+        assert len(section.tables[0].rows) == len(CLASSES)
+    assert "has not been measured" in version_card(version_id=tiny[0]).section("Heatmap").text[0]

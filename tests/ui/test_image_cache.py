@@ -11,7 +11,7 @@ from models.data.imaging import ANALYSIS_SIDE
 from services.model_files import file_sha256
 from tests.env import environment
 from ui.image_cache import ByteBudgetCache, decoded_upload, image_cache
-from ui.predictors import gradcam
+from ui.predictors import heatmap
 
 SIDE = 4096
 LIMITS = {"max_bytes": 2**26, "max_pixels": SIDE * SIDE}
@@ -66,9 +66,9 @@ def test_the_heatmap_of_a_large_image_is_kept_at_analysis_size(
     torch.manual_seed(0)
     model = save_checkpoint(tmp_path / "cnn.pth", TumorCNN(), extra={})
     rgb = np.repeat(np.asarray(Image.open(io.BytesIO(large_png(1))))[:, :, None], 3, axis=2)
-    cam = gradcam("torch", str(model), file_sha256(model), "a" * 64, rgb)
+    cam = heatmap("torch", str(model), file_sha256(model), "a" * 64, rgb)
     assert cam.shape == (ANALYSIS_SIDE, ANALYSIS_SIDE) and not cam.flags.writeable
-    assert gradcam("torch", str(model), file_sha256(model), "a" * 64, rgb) is cam
+    assert heatmap("torch", str(model), file_sha256(model), "a" * 64, rgb) is cam
     assert [a.shape for a in kept_arrays()] == [(ANALYSIS_SIDE, ANALYSIS_SIDE)]
     assert cache.nbytes == cam.nbytes
 

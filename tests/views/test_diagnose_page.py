@@ -452,10 +452,10 @@ def test_a_dicom_whose_header_says_ct_gets_no_tumor_class(db_url, shipped_cnn, d
     assert at.button(key="diagnose_save").label == "Save 1 scan(s) to the record"
 
 
-def test_gradcam_and_its_overlay_have_the_image_shape(cnn_checkpoint, dicom_bytes):
+def test_heatmap_and_its_overlay_have_the_image_shape(cnn_checkpoint, dicom_bytes):
     tall = np.asarray(Image.open(io.BytesIO(sample_jpeg()[1])).convert("L").resize((160, 200)), dtype=np.uint16)
     decoded = decode_image(dicom_bytes(pixels=tall * 16), "tall.dcm", max_bytes=2**24, max_pixels=10**7)
-    cam = backends["torch"].load_predictor(cnn_checkpoint).gradcam(decoded.rgb)
+    cam = backends["torch"].load_predictor(cnn_checkpoint).heatmap(decoded.rgb)
     assert cam.shape == decoded.rgb.shape[:2] == (200, 160)
     assert make_overlay(decoded.rgb, cam, 0.5).shape == decoded.rgb.shape
 
@@ -558,16 +558,16 @@ def test_each_heatmap_can_be_hidden_and_both_compared_side_by_side(db_url, activ
 
     assert images()[0] == "Original" and [c.split(":")[0] for c in images()[1:]] == [
         "HiResCAM heatmap",
-        "Grad-CAM heatmap",
+        "Occlusion heatmap",
     ]
     assert any(c.value.startswith("Colour scale of every heatmap") for c in at.caption)
     assert any(c.value.startswith("HiResCAM: where the CNN found the evidence") for c in at.caption)
     at.toggle(key="diagnose_map_torch").set_value(False).run()
-    assert [c.split(":")[0] for c in images()] == ["Original", "Grad-CAM heatmap"]
+    assert [c.split(":")[0] for c in images()] == ["Original", "Occlusion heatmap"]
     at.toggle(key="diagnose_map_torch").set_value(True)
     at.toggle(key="diagnose_compare").set_value(True).run()
     assert not at.exception
-    assert [c.split(":")[0] for c in images()] == ["HiResCAM heatmap", "Grad-CAM heatmap"]
+    assert [c.split(":")[0] for c in images()] == ["HiResCAM heatmap", "Occlusion heatmap"]
 
 
 def test_a_clinician_is_told_to_ask_an_admin_and_sees_no_server_path(db_url, tmp_path):

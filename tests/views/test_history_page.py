@@ -22,7 +22,7 @@ PAGE = str(ROOT / "views" / "3_History.py")
 
 @pytest.fixture(scope="module")
 def cnn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real, untrained CNN checkpoint: enough for Grad-CAM to run."""
+    """A real, untrained CNN checkpoint: enough for its heatmap to run."""
     import torch
 
     from models.nets.cnn import TumorCNN, save_checkpoint

@@ -11,13 +11,13 @@ from models.data.imaging import DecodedImage, jet_colormap, make_overlay
 from services.ood import NOT_MRI
 from services.uploads import ActiveModel, Analysis
 from ui.charts import probability_chart
-from ui.predictors import gradcam
+from ui.predictors import heatmap
 from ui.text import literal
 
 # What each model's map shows, in one line under it.
 MAP_NOTES = {
     Framework.TORCH: "HiResCAM: where the CNN found the evidence for its answer; the reddest parts raised it most.",
-    Framework.KERAS: "Grad-CAM on its last convolution: the regions that raised MobileNetV2's answer most.",
+    Framework.KERAS: "Occlusion: the regions whose hiding lowers MobileNetV2's answer most, on an 8 x 8 grid.",
 }
 
 
@@ -157,7 +157,7 @@ def _maps(a: Analysis, models: list[ActiveModel], view: MapView) -> None:
         columns[0].image(a.decoded.rgb, caption="Original", width="stretch")
         places = columns[1:]
     for place, (m, r) in zip(places, shown, strict=True):
-        cam = gradcam(m.framework, m.artifact_path, m.sha256, a.decoded.sha256, a.decoded.rgb)
+        cam = heatmap(m.framework, m.artifact_path, m.sha256, a.decoded.sha256, a.decoded.rgb)
         place.image(
             make_overlay(a.decoded.rgb, cam, view.opacity),
             caption=f"{Framework(m.framework).heatmap} heatmap: {m.label}, for {class_label(r['label'])}",
