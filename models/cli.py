@@ -183,7 +183,7 @@ def _series_rule(args: argparse.Namespace) -> int:
 
     from domain import Framework
     from models.evaluation.pair_probabilities import validation_probabilities
-    from models.evaluation.series_rule import report
+    from models.evaluation.series_rule import REVIEW_THRESHOLD, report
     from models.inference.model_meta import file_sha256
     from models.training.backends import backends
 
@@ -199,7 +199,22 @@ def _series_rule(args: argparse.Namespace) -> int:
         args.cache,
         shas,
     )
-    result = report(probs, args.seed)
+    answer, review, answer_from = None, (REVIEW_THRESHOLD, True), "both models' plain average (no pair report given)"
+    if args.pair:
+        from models.evaluation.answer_rules import cross_fit, grouped_folds
+
+        pair = json.loads(Path(args.pair).read_text())
+        if pair["models"]["cnn"]["sha256"] != shas["cnn"] or pair["models"]["mobilenet"]["sha256"] != shas["mobilenet"]:
+            raise ValueError(f"{args.pair} was made for other model files")
+        name = pair["answer"]["rule"]["name"]
+        folds = grouped_folds(
+            probs["labels"], probs["groups"], pair["cross_fitting"]["folds"], pair["cross_fitting"]["seed"]
+        )
+        answer = cross_fit(name, probs["cnn"], probs["mobilenet"], probs["labels"], folds).calibrated
+        chosen = pair["review"]["chosen"]
+        review = (float(chosen["threshold"]), bool(chosen["on_disagreement"]))
+        answer_from = f"the pair report's rule ({name}), each image answered by the rule fitted on the other folds"
+    result = report(probs, args.seed, answer, review, answer_from)
     result["models"] = {
         "cnn": {"file": Path(args.cnn).name, "sha256": shas["cnn"]},
         "mobilenet": {"file": Path(args.mobilenet).name, "sha256": shas["mobilenet"]},

@@ -82,6 +82,11 @@ class PairRule:
             Combination.of(report["answer"]["rule"]), float(chosen["threshold"]), bool(chosen["on_disagreement"])
         )
 
+    def slice_answers(self, per_model: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The one answer of each row (N x classes) of both models' probabilities, keyed by framework."""
+        by_name = {PAIR_NAMES[framework]: probs for framework, probs in per_model.items()}
+        return self.combination.probabilities(by_name["cnn"], by_name["mobilenet"])
+
     def describe(self) -> str:
         """Where the answer comes from, in words shown beside it."""
         single = self.combination.single_model

@@ -199,6 +199,7 @@ def answer_series(series_id: int, models: list[BatchModel], settings: Settings |
         considered = [s for s in slices if s.status in ("done", "skipped")]
         done = [s for s in considered if s.status == "done"]
         frameworks = [m.framework for m in models if all(m.framework in (s.results or {}) for s in done)]
+        pair = models_rule([m for m in models if m.framework in frameworks]) if len(frameworks) == 2 else None
         answer = series_answer(
             {
                 fw: np.array([_probabilities(s, fw) for s in considered]).reshape(len(considered), len(CLASSES))
@@ -207,11 +208,12 @@ def answer_series(series_id: int, models: list[BatchModel], settings: Settings |
             accepted=[s.status == "done" for s in considered],
             slice_flagged=[s.needs_review for s in considered],
             rule=rule,
-            threshold=settings.confidence_threshold,
+            threshold=pair.threshold if pair else settings.confidence_threshold,
             model_names={fw: framework_label(fw) for fw in frameworks},
+            combine=pair.slice_answers if pair else None,
         )
         recorded: dict[str, Any] = {
-            "rule": rule.describe(),
+            "rule": rule.describe(f"each slice's one answer {pair.describe()}") if pair else rule.describe(),
             "rule_params": {"k": rule.k, "min_tumor": rule.min_tumor, "min_slices": rule.min_slices},
             "slices": len(slices),
             "errors": sum(s.status == "error" for s in slices),

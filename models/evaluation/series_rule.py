@@ -98,15 +98,23 @@ def score(rule: Rule, series: list[PseudoSeries], probs: np.ndarray) -> dict[str
 
 
 def flag_rates(
-    series: list[PseudoSeries], cnn: np.ndarray, mnv: np.ndarray, rule: SeriesRule, threshold: float
+    series: list[PseudoSeries],
+    cnn: np.ndarray,
+    mnv: np.ndarray,
+    answer: np.ndarray,
+    rule: SeriesRule,
+    review: tuple[float, bool],
 ) -> dict[str, float]:
     """How often the series flag is raised, by each of its parts, against flagging a series whenever any of its
-    slices is flagged."""
-    slice_flag = (cnn.max(1) < threshold) | (mnv.max(1) < threshold) | (cnn.argmax(1) != mnv.argmax(1))
+    slices is flagged. `answer`: the models' one answer per slice; review: (threshold, on disagreement) of the
+    per-slice review rule, whose threshold the series answer is held to as well."""
+    threshold, on_disagreement = review
+    disagree = cnn.argmax(1) != mnv.argmax(1)
+    slice_flag = (answer.max(1) < threshold) | (disagree & on_disagreement)
     counts = {"flagged": 0, "deciding_slice_flagged": 0, "models_disagree": 0, "answer_below_threshold": 0}
     literal = 0
     for s in series:
-        label, mean, deciding = decide((cnn[s.members] + mnv[s.members]) / 2, rule)
+        label, mean, deciding = decide(answer[s.members], rule)
         parts = {
             "deciding_slice_flagged": bool(slice_flag[s.members][deciding].any()),
             "models_disagree": decide(cnn[s.members], rule)[0] != decide(mnv[s.members], rule)[0],
@@ -141,9 +149,18 @@ def halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(first), np.concatenate(second)
 
 
-def report(probs: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
+def report(
+    probs: dict[str, np.ndarray],
+    seed: int,
+    answer: np.ndarray | None = None,
+    review: tuple[float, bool] = (REVIEW_THRESHOLD, True),
+    answer_from: str = "both models' plain average",
+) -> dict[str, Any]:
+    """The rule chosen on one half's pseudo-series and scored on the other's. answer: the models' one answer per
+    validation image (the pair rule's, cross-fitted), their plain average where None; review: the per-slice
+    review rule (threshold, on disagreement)."""
     labels = probs["labels"]
-    both = (probs["cnn"] + probs["mobilenet"]) / 2
+    both = answer if answer is not None else (probs["cnn"] + probs["mobilenet"]) / 2
     tune, held_out = halves(labels, seed)
     tune_series, test_series = pseudo_series(labels, tune, seed), pseudo_series(labels, held_out, seed + 1)
     rule, grid = choose(tune_series, both)
@@ -158,7 +175,9 @@ def report(probs: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
     held["chosen rule, MobileNetV2 alone"] = score(rule_of(rule), test_series, probs["mobilenet"])
     return {
         "rule": {"k": rule.k, "min_tumor": rule.min_tumor, "min_slices": rule.min_slices},
-        "description": rule.describe(),
+        "description": rule.describe() if answer is None else rule.describe("each slice's one answer by the pair rule"),
+        "answer_from": answer_from,
+        "review": {"threshold": review[0], "on_disagreement": review[1]},
         "validation_images": int(len(labels)),
         "halves": {"tune": int(len(tune)), "held_out": int(len(held_out))},
         "pseudo_series": {
@@ -168,6 +187,6 @@ def report(probs: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
             "per_half": len(test_series),
         },
         "held_out": held,
-        "flags_held_out": flag_rates(test_series, probs["cnn"], probs["mobilenet"], rule, REVIEW_THRESHOLD),
+        "flags_held_out": flag_rates(test_series, probs["cnn"], probs["mobilenet"], both, rule, review),
         "grid_on_tuning_half": grid,
     }

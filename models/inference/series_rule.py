@@ -9,7 +9,7 @@ averaged away by the healthy ones.
 """
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,13 +39,14 @@ class SeriesRule:
         except (OSError, ValueError, KeyError, TypeError):
             return cls()
 
-    def describe(self) -> str:
-        """The rule in one sentence, as the series page and the report state it."""
+    def describe(self, answer: str = "both models' probabilities averaged") -> str:
+        """The rule in one sentence, as the series page and the report state it; `answer` says how each slice's
+        probabilities are made from the models'."""
         slices = (
             "the most suspicious accepted slice" if self.k == 1 else f"the {self.k} most suspicious accepted slices"
         )
         return (
-            f"{slices} (both models' probabilities averaged{'' if self.k == 1 else ', then over the slices'}) "
+            f"{slices} ({answer}{'' if self.k == 1 else ', then averaged over the slices'}) "
             f"{'decides' if self.k == 1 else 'decide'}: a tumor class when it reaches {self.min_tumor:.0%} there, otherwise no tumor; "
             f"flagged below {self.min_slices} accepted slices"
         )
@@ -93,6 +94,7 @@ def series_answer(
     rule: SeriesRule,
     threshold: float | None = None,
     model_names: Mapping[str, str] | None = None,
+    combine: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None,
 ) -> SeriesAnswer | None:
     """The answer for one series.
 
@@ -100,7 +102,8 @@ def series_answer(
     series order; `accepted` says which slices passed the brain-MRI check (a refused slice's row is ignored);
     `slice_flagged` which slices the per-slice review rule flagged. The review flag is raised when a deciding
     slice is flagged, when the models taken one by one give different series answers, when fewer than
-    `rule.min_slices` slices were accepted, or when the answer's confidence is below `threshold`. None when no
+    `rule.min_slices` slices were accepted, or when the answer's confidence is below `threshold`. `combine` makes
+    each slice's one answer from the models' (their pair rule), their plain average where None. None when no
     slice was accepted or no model answered: there is nothing to answer from.
     """
     names = dict(model_names or {})
@@ -109,7 +112,7 @@ def series_answer(
     if not kept or not probabilities:
         return None
     per_model = {fw: np.asarray(p, dtype=np.float64)[kept] for fw, p in probabilities.items()}
-    combined = np.mean(list(per_model.values()), axis=0)
+    combined = combine(per_model) if combine and len(per_model) > 1 else np.mean(list(per_model.values()), axis=0)
     label, mean, deciding_kept = decide(combined, rule)
     ranking = [kept[i] for i in np.argsort(-suspicion(combined), kind="stable")]
     deciding = [kept[i] for i in deciding_kept]

@@ -79,3 +79,21 @@ def test_the_shipped_rule_is_the_one_chosen_on_validation() -> None:
 
 def test_a_missing_rule_file_falls_back_to_the_defaults(tmp_path) -> None:
     assert SeriesRule.load(tmp_path / "missing.json") == SeriesRule()
+
+
+def test_each_slice_is_answered_by_the_models_pair_rule_where_one_is_given() -> None:
+    cnn = probs(*[{"notumor": 0.9}] * 4, {"notumor": 0.7})
+    mobilenet = probs(*[{"notumor": 0.9}] * 4, {"pituitary": 0.95})
+    # Averaged, the last slice is 0.5 pituitary: below the rule's 0.6, so no tumor.
+    assert answer(cnn, mobilenet).label == "notumor"
+    trusting_mobilenet = series_answer(
+        {"torch": cnn, "keras": mobilenet},
+        accepted=[True] * 5,
+        slice_flagged=[False] * 5,
+        rule=RULE,
+        combine=lambda per_model: per_model["keras"],
+    )
+    assert trusting_mobilenet is not None and trusting_mobilenet.label == "pituitary"
+    assert trusting_mobilenet.confidence == pytest.approx(0.95) and trusting_mobilenet.deciding == [4]
+    # What each model says alone is still its own.
+    assert trusting_mobilenet.per_model == {"torch": "notumor", "keras": "pituitary"}

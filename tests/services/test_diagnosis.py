@@ -179,3 +179,20 @@ def test_a_scan_and_each_models_answer_are_saved_once_with_the_files_own_details
         (torch_id, "glioma", answers[0]["probabilities"], 0.9, True, "batch", job_id),
         (keras_id, "meningioma", answers[1]["probabilities"], 0.9, True, "batch", job_id),
     ]
+
+
+def test_a_series_slices_are_answered_as_one_scan_would_be() -> None:
+    import json
+
+    import numpy as np
+
+    from services.model_files import PAIR_REPORT
+
+    rule = PairRule.of(json.loads(PAIR_REPORT.read_text()))
+    cnn = np.array([SURE_GLIOMA, [0.4, 0.3, 0.2, 0.1], [0.1, 0.1, 0.7, 0.1]])
+    mobilenet = np.array([[0.85, 0.1, 0.03, 0.02], SURE_MENINGIOMA, [0.05, 0.05, 0.1, 0.8]])
+    rows = rule.slice_answers({"torch": cnn, "keras": mobilenet})
+    for i in range(3):
+        one = combined_answer([result("torch", list(cnn[i])), result("keras", list(mobilenet[i]))], rule)
+        assert one is not None
+        assert list(rows[i]) == pytest.approx([one.probabilities[c] for c in one.probabilities])
