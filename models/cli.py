@@ -92,6 +92,23 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_all(args: argparse.Namespace) -> int:
+    from models.training.pipeline import Plan, train_all
+
+    cap_threads(args.threads, args.threads)
+    plan = Plan(
+        data=args.data,
+        out=Path(args.out),
+        preset=args.preset,
+        epochs=args.epochs,
+        max_images_per_class=args.max_images_per_class,
+        keras_sizes=tuple(args.keras_sizes),
+        reports=not args.no_reports,
+    )
+    print(json.dumps(train_all(plan), indent=2))
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from models.training.export import export_run
 
@@ -292,6 +309,27 @@ def _parser() -> argparse.ArgumentParser:
     p = command("train", _train, "Train the CNN (torch) or MobileNetV2 (keras) on a labelled folder, unrecorded.")
     add_train_arguments(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR from its last epoch")
+
+    p = command(
+        "train-all",
+        _train_all,
+        "Train both models with their full recipes on the GPU each framework sees (else the CPU), export them and "
+        "make every report the shipped models carry, in OUT/weights.",
+    )
+    p.add_argument("--data", required=True, help="folder with one subfolder per class")
+    p.add_argument("--out", required=True, help="runs go to OUT/runs, the models and their reports to OUT/weights")
+    p.add_argument("--preset", default="improved", choices=preset_names())
+    p.add_argument("--epochs", type=int, help="the preset's where not given")
+    p.add_argument("--max-images-per-class", type=int)
+    p.add_argument(
+        "--keras-sizes",
+        type=int,
+        nargs="+",
+        default=[128],
+        help="MobileNetV2 input sizes to train at; the best on validation is kept (e.g. 128 160 224 on a GPU)",
+    )
+    p.add_argument("--no-reports", action="store_true", help="train and export only")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads per framework")
 
     p = command("export", _export, "Export a training run's best model as a compact shipped model.")
     p.add_argument("--run-dir", required=True, help="the run's output folder (has run.json and best.*)")

@@ -48,7 +48,7 @@ def normalize(batch_uint8: torch.Tensor) -> torch.Tensor:
 
 def save_checkpoint(path: str | Path, model: nn.Module, *, extra: dict[str, Any], half: bool = False) -> Path:
     """A checkpoint dict (model, config, metrics...); half=True stores weights as fp16 to halve the file."""
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    state = {k: (v.half() if half and v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_whole({"arch": ARCH, "classes": list(CLASSES), "model": state, **extra}, path)
@@ -84,13 +84,15 @@ def load_checkpoint(path: str | Path) -> tuple[TumorCNN, dict[str, Any]]:
 def predict_proba(model: nn.Module, images: np.ndarray, *, tta: bool = False, batch_size: int = 128) -> np.ndarray:
     """Class probabilities for N x 224 x 224 x 3 uint8 images; tta averages with the mirrored image."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     for start in range(0, len(images), batch_size):
-        x = normalize(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2))
+        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2)
+        x = normalize(batch.to(device))
         probs = torch.softmax(model(x), dim=1)
         if tta:
             probs = (probs + torch.softmax(model(x.flip(3)), dim=1)) / 2
-        out.append(probs.numpy())
+        out.append(probs.cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), dtype=np.float32)
 
 

@@ -17,6 +17,7 @@ from models.evaluation.scoring import inference_ms, score, score_probs
 from models.training.backends import backends
 from models.training.calibrate import calibrate
 from models.training.config import TrainConfig
+from models.training.devices import describe as describe_device
 from models.training.loop import fit
 from models.training.prepare import prepare_data, prepared_predictor
 from models.training.run_types import PreparedData, TrainHooks
@@ -96,6 +97,7 @@ def run_training(cfg: TrainConfig, hooks: TrainHooks | None = None, *, resume: b
     hooks = hooks or TrainHooks()
     backend = backends[cfg.framework]
     seed_everything(cfg.seed)
+    device = describe_device(cfg.framework)  # before the framework's first op: TRAIN_DEVICE=cpu hides TF's GPUs
     data = prepare_data(cfg)
     state = backend.load_state(cfg.output_dir) if resume else None
     if state is not None and state["split"] != data.split_digest:
@@ -129,7 +131,7 @@ def run_training(cfg: TrainConfig, hooks: TrainHooks | None = None, *, resume: b
         "fingerprint": result.fingerprint,
         "pretrained": pretrained,
         "duration_s": time.perf_counter() - started,
-        "machine": machine(),
+        "machine": {**machine(), "accelerator": device},
         "epochs": epochs,
         "metrics": metrics,
     }

@@ -17,6 +17,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from models.data.dataset import class_weights
 from models.nets.cnn import ARCH, MEAN, STD, TumorCNN, normalize, predict_proba, save_checkpoint, save_whole
 from models.training.config import TrainConfig
+from models.training.devices import torch_device
 from models.training.loop import EpochTraining
 from models.training.run_types import PreparedData, TrainHooks, TrainingCancelled
 
@@ -31,10 +32,11 @@ def augment_batch(x: torch.Tensor, level: str, gen: torch.Generator) -> torch.Te
     rot, shift, zoom, shear, bc = AUGMENT[level]
     n = x.shape[0]
 
+    # Drawn from the run's CPU generator wherever the batch is, so a run draws the same on any device.
     def uniform(scale: float) -> torch.Tensor:
-        return (torch.rand(n, generator=gen) * 2 - 1) * scale
+        return ((torch.rand(n, generator=gen) * 2 - 1) * scale).to(x.device)
 
-    flip = torch.rand(n, generator=gen) < 0.5
+    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
     angle = uniform(math.radians(rot))
     scale = 1 + uniform(zoom)
@@ -64,10 +66,11 @@ def recalibrate_bn(model: nn.Module, images: np.ndarray, *, batch_size: int = 12
         m.reset_running_stats()
         m.momentum = None
         m.train()
+    device = next(model.parameters()).device
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2)
-            model(normalize(batch).contiguous(memory_format=torch.channels_last))
+            model(normalize(batch.to(device)).contiguous(memory_format=torch.channels_last))
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
     model.eval()
@@ -78,7 +81,7 @@ def mixup(x: torch.Tensor, alpha: float, gen: torch.Generator) -> tuple[torch.Te
     # The weight comes from torch's global generator and the pairing from the run's: both are in the saved
     # state, so a resumed run blends as an uninterrupted one would.
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    partner = torch.randperm(x.shape[0], generator=gen)
+    partner = torch.randperm(x.shape[0], generator=gen).to(x.device)
     lam = max(lam, 1 - lam)  # the row's own image dominates: its label stays the main target
     return lam * x + (1 - lam) * x[partner], partner, lam
 
@@ -123,6 +126,8 @@ def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 def _rng_state(gen: torch.Generator) -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
+        # Dropout on a GPU draws from its own generator.
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "generator": gen.get_state(),
         "numpy": [int(v) for v in np.random.get_state()[1]] + list(np.random.get_state()[2:4]),
         "python": list(random.getstate()[1]),
@@ -131,6 +136,8 @@ def _rng_state(gen: torch.Generator) -> dict[str, Any]:
 
 def _restore_rng(state: dict[str, Any], gen: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
     gen.set_state(state["generator"])
     *keys, pos, has_gauss = state["numpy"]
     np.random.set_state(("MT19937", np.asarray(keys, dtype=np.uint32), pos, has_gauss, 0.0))
@@ -183,13 +190,14 @@ class TorchTrainer:
 
     def __init__(self, cfg: TrainConfig, data: PreparedData, *, resume: dict[str, Any] | None = None) -> None:
         self.cfg, self.data = cfg, data
+        self.device = torch_device()
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         model = TumorCNN()
         if cfg.init_from and resume is None:
             model.load_state_dict(initial_weights(cfg))
-        self.model = model.to(memory_format=torch.channels_last)
-        weights = torch.tensor(class_weights(data.y_train.tolist()), dtype=torch.float32)
+        self.model = model.to(self.device, memory_format=torch.channels_last)
+        weights = torch.tensor(class_weights(data.y_train.tolist()), dtype=torch.float32, device=self.device)
         self.criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
         self.optimizer = _optimizer(cfg, self.model)
         self.ema = (
@@ -203,7 +211,7 @@ class TorchTrainer:
             _restore_rng(resume["rng"], self.gen)
         self.x_train = torch.from_numpy(data.x_train).permute(0, 3, 1, 2)
         self.y_train = torch.from_numpy(data.y_train)
-        self.soft = distillation_targets(data, cfg.distill_temperature) if cfg.distill_from else None
+        self.soft = distillation_targets(data, cfg.distill_temperature).to(self.device) if cfg.distill_from else None
         # Clean training images for the BatchNorm re-estimation: a fixed sample is plenty for a mean and variance.
         self.clean = data.x_train[np.random.default_rng(cfg.seed).permutation(len(data.x_train))[:2048]]
         self.scored: nn.Module | None = None
@@ -230,15 +238,17 @@ class TorchTrainer:
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             if len(idx) < 2:  # BatchNorm1d cannot train on a single sample
                 continue
-            x = augment_batch(self.x_train[idx].float() / 255.0, cfg.augment, self.gen)
+            x = self.x_train[idx].to(self.device, non_blocking=True).float() / 255.0
+            x = augment_batch(x, cfg.augment, self.gen)
             x = ((x - MEAN) / STD).contiguous(memory_format=torch.channels_last)
-            y = self.y_train[idx]
+            y = self.y_train[idx].to(self.device, non_blocking=True)
+            idx = idx.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
             partner, lam = None, 1.0
             if cfg.mixup_alpha > 0:
                 x, partner, lam = mixup(x, cfg.mixup_alpha, self.gen)
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            with torch.autocast(self.device, dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = self.model(x)
             outputs = logits.float()
             loss = _objective(cfg, self.criterion, outputs, y, soft[idx] if soft is not None else None)
