@@ -297,6 +297,13 @@ def _onnx_accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pair_arguments(p: argparse.ArgumentParser) -> None:
+    """The two model files a command scores together, and the training folder where it moved."""
+    p.add_argument("--cnn", required=True)
+    p.add_argument("--mobilenet", required=True)
+    p.add_argument("--data", help="the training folder, if it moved since the models were trained")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m models", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -375,18 +382,14 @@ def _parser() -> argparse.ArgumentParser:
         "Choose, by cross-fitting on the validation split, the rule that makes both models' one answer, and the "
         "review threshold of that answer.",
     )
-    p.add_argument("--cnn", required=True)
-    p.add_argument("--mobilenet", required=True)
-    p.add_argument("--data", help="the training folder, if it moved since the CNN was trained")
+    _add_pair_arguments(p)
     p.add_argument("--out", help="also write the report here as JSON")
     p.add_argument("--cache", type=Path, help="keep both models' validation probabilities here (.npz)")
     p.add_argument("--folds", type=int, default=FOLDS, help="cross-fitting folds, near-duplicate images kept in one")
     p.add_argument("--threads", type=int, default=2)
 
     p = command("series-rule", _series_rule, "Choose the series rule on validation pseudo-series of both models.")
-    p.add_argument("--cnn", required=True)
-    p.add_argument("--mobilenet", required=True)
-    p.add_argument("--data", help="the training folder, if it moved since the CNN was trained")
+    _add_pair_arguments(p)
     p.add_argument("--out", type=Path, default=SERIES_RULE_FILE)
     p.add_argument("--pair", type=Path, help="the pair report whose rule makes each slice's one answer (pair.json)")
     p.add_argument("--cache", type=Path, help="keep both models' validation probabilities here (.npz)")
@@ -399,9 +402,7 @@ def _parser() -> argparse.ArgumentParser:
         "Measure both models' heatmaps on validation images: deletion and insertion against a random map, and the "
         "share of heat and of peaks inside the brain.",
     )
-    p.add_argument("--cnn", required=True)
-    p.add_argument("--mobilenet", required=True)
-    p.add_argument("--data", help="the training folder, if it moved since the models were trained")
+    _add_pair_arguments(p)
     p.add_argument("--per-class", type=int, default=50, help="validation images of each class")
     p.add_argument("--out", help="also write the report here as JSON (models/weights/heatmaps.json)")
     p.add_argument("--seed", type=int, default=7)

@@ -99,15 +99,22 @@ def _ood(version: VersionFacts) -> tuple[dict[str, Any] | None, str]:
     return {"threshold": stats.threshold, **report}, ""
 
 
+def _beside(version: VersionFacts, name: str, what: str) -> tuple[dict[str, Any] | None, str]:
+    """The JSON report `name` beside the model file, or None and why not (`what` names it in that sentence)."""
+    path = Path(version.artifact_path).parent / name
+    try:
+        return json.loads(path.read_text()), ""
+    except OSError:
+        return None, ""
+    except ValueError:
+        return None, f"The {what} {path.name} beside this file cannot be read."
+
+
 def _pair(version: VersionFacts) -> tuple[dict[str, Any] | None, str]:
     """The pair report beside the model file, when it was made for this very file."""
-    path = Path(version.artifact_path).parent / PAIR_NAME
-    try:
-        report = json.loads(path.read_text())
-    except OSError:
-        return None, "No pair report beside this file: the two models' one answer is their plain average."
-    except ValueError:
-        return None, f"The pair report {path.name} beside this file cannot be read."
+    report, problem = _beside(version, PAIR_NAME, "pair report")
+    if report is None:
+        return None, problem or "No pair report beside this file: the two models' one answer is their plain average."
     names = [nested(report, "models", name, "sha256") for name in ("cnn", "mobilenet")]
     if version.sha256 not in names:
         return None, "The pair report beside this file was made for other model files."
@@ -116,13 +123,9 @@ def _pair(version: VersionFacts) -> tuple[dict[str, Any] | None, str]:
 
 def _heatmaps(version: VersionFacts) -> tuple[dict[str, Any] | None, str]:
     """The heatmap figures beside the model file (python -m models heatmap-quality), when made for this very file."""
-    path = Path(version.artifact_path).parent / HEATMAPS_NAME
-    try:
-        report = json.loads(path.read_text())
-    except OSError:
-        return None, "The heatmap has not been measured for this file (python -m models heatmap-quality)."
-    except ValueError:
-        return None, f"The heatmap report {path.name} beside this file cannot be read."
+    report, problem = _beside(version, HEATMAPS_NAME, "heatmap report")
+    if report is None:
+        return None, problem or "The heatmap has not been measured for this file (python -m models heatmap-quality)."
     for figures in _mapping_values(report.get("models")):
         if figures.get("sha256") == version.sha256:
             return figures, ""
