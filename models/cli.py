@@ -93,19 +93,45 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_all(args: argparse.Namespace) -> int:
-    from models.training.pipeline import Plan, train_all
+    from models.training.pipeline import Plan, Steps, train_and_export
 
     cap_threads(args.threads, args.threads)
+    out = Path(args.out)
     plan = Plan(
         data=args.data,
-        out=Path(args.out),
+        out=out,
         preset=args.preset,
         epochs=args.epochs,
         max_images_per_class=args.max_images_per_class,
         keras_sizes=tuple(args.keras_sizes),
-        reports=not args.no_reports,
     )
-    print(json.dumps(train_all(plan), indent=2))
+    step = Steps(print)
+    record = train_and_export(plan, step)
+    if not args.no_reports:
+        cnn, mobilenet = record["files"]["torch"], record["files"]["keras"]
+        both = ["--cnn", cnn, "--mobilenet", mobilenet, "--data", args.data]
+        weights = out / "weights"
+        for name, argv in (
+            ("out-of-distribution check", ["ood", "--model", cnn, "--data", args.data]),
+            ("pair report", ["pair-report", *both, "--out", str(weights / "pair.json")]),
+            ("heatmap figures", ["heatmap-quality", *both, "--out", str(weights / "heatmaps.json")]),
+            (
+                "series rule",
+                [
+                    "series-rule",
+                    *both,
+                    "--pair",
+                    str(weights / "pair.json"),
+                    "--out",
+                    str(weights / "series_rule.json"),
+                ],
+            ),
+        ):
+            code = step(name, lambda argv=argv: main(argv))
+            if code:
+                raise ValueError(f"{name} failed (exit status {code})")
+    (out / "train-all.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
     return 0
 
 

@@ -1,5 +1,5 @@
-"""Both models trained with their full recipes, then every report the shipped models carry, in one command
-(`python -m models train-all`): on whatever accelerator each framework sees (models/training/devices.py)."""
+"""Both models trained with their full recipes and exported side by side (`python -m models train-all`, which
+then makes their reports): on whatever accelerator each framework sees (models/training/devices.py)."""
 
 import json
 import time
@@ -25,32 +25,33 @@ class Plan:
     epochs: int | None = None  # the preset's where None
     max_images_per_class: int | None = None
     keras_sizes: Sequence[int] = (128,)  # MobileNetV2 input sizes tried; the best on validation is kept
-    reports: bool = True
 
 
 def _accuracy(run_dir: Path) -> float:
     return float(json.loads((run_dir / "run.json").read_text())["metrics"]["val"]["accuracy"])
 
 
-def train_all(plan: Plan, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train the CNN, then MobileNetV2 at each size asked (keeping the best on validation), export both beside
-    each other in out/weights, and (with plan.reports) make their out-of-distribution statistics, pair report,
-    heatmap figures and series rule there. Returns (and writes to out/train-all.json) what was done and how long
-    each step took."""
-    from models.cli import main as models_command
+class Steps:
+    """Each step's name and duration, as the command's record keeps them."""
 
-    runs, weights = plan.out / "runs", plan.out / "weights"
-    weights.mkdir(parents=True, exist_ok=True)
-    echo = TrainHooks(on_epoch=lambda row: say(json.dumps(row, default=float)))
-    record: dict[str, Any] = {"data": plan.data, "preset": plan.preset, "steps": []}
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say, self.done = say, []
 
-    def step(name: str, action: Callable[[], Any]) -> Any:
+    def __call__(self, name: str, action: Callable[[], Any]) -> Any:
         started = time.monotonic()
-        say(f"== {name}")
+        self.say(f"== {name}")
         result = action()
-        record["steps"].append({"step": name, "seconds": round(time.monotonic() - started, 1)})
+        self.done.append({"step": name, "seconds": round(time.monotonic() - started, 1)})
         return result
 
+
+def train_and_export(plan: Plan, step: Steps) -> dict[str, Any]:
+    """Train the CNN, then MobileNetV2 at each size asked (keeping the best on validation), and export both side by
+    side in out/weights under the shipped names. Returns the record of what was done."""
+    runs, weights = plan.out / "runs", plan.out / "weights"
+    weights.mkdir(parents=True, exist_ok=True)
+    echo = TrainHooks(on_epoch=lambda row: step.say(json.dumps(row, default=float)))
+    record: dict[str, Any] = {"data": plan.data, "preset": plan.preset, "steps": step.done}
     candidates = [("torch", None)] + [("keras", size) for size in plan.keras_sizes]
     configs = [
         make_config(
@@ -77,29 +78,5 @@ def train_all(plan: Plan, say: Callable[[str], None] = print) -> dict[str, Any]:
     files = {framework: weights / FILES[framework] for framework in FILES}
     for framework, run_dir in chosen.items():
         step(f"export {run_dir.name}", lambda r=run_dir, f=files[framework]: export_run(r, f))
-    if plan.reports:
-        cnn, mobilenet = str(files["torch"]), str(files["keras"])
-        pair = str(weights / "pair.json")
-        for name, argv in (
-            ("out-of-distribution check", ["ood", "--model", cnn, "--data", plan.data]),
-            (
-                "pair report",
-                ["pair-report", "--cnn", cnn, "--mobilenet", mobilenet, "--data", plan.data, "--out", pair],
-            ),
-            (
-                "heatmap figures",
-                ["heatmap-quality", "--cnn", cnn, "--mobilenet", mobilenet, "--data", plan.data]
-                + ["--out", str(weights / "heatmaps.json")],
-            ),
-            (
-                "series rule",
-                ["series-rule", "--cnn", cnn, "--mobilenet", mobilenet, "--data", plan.data, "--pair", pair]
-                + ["--out", str(weights / "series_rule.json")],
-            ),
-        ):
-            code = step(name, lambda argv=argv: models_command(argv))
-            if code:
-                raise ValueError(f"{name} failed (exit status {code})")
     record["files"] = {framework: str(path) for framework, path in files.items()}
-    (plan.out / "train-all.json").write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -108,7 +108,8 @@ def test_onnx_heatmaps_are_the_frameworks_on_every_sample_image(framework, image
     onnx = backends[framework].load_predictor(path, backend="onnx")
     assert isinstance(onnx, OnnxPredictor)
     worst = []
-    for rgb in images:
+    # MobileNetV2's occlusion map is 81 runs of the model: every fifth image, two of each class, is enough.
+    for rgb in images if framework == "torch" else images[::5]:
         expected, got = reference.heatmap(rgb), onnx.heatmap(rgb)
         assert got.shape == expected.shape == rgb.shape[:2]
         assert expected.max() > 0.5  # a map with something in it, not an empty one
@@ -176,7 +177,7 @@ def test_a_process_with_its_exports_made_predicts_and_draws_heatmaps_without_the
 def test_heatmaps_from_many_sessions_at_once_are_the_ones_each_gets_alone(framework, backend, images, shared):
     path = shared(framework)
     predictor = backends[framework].load_predictor(path, backend=backend)
-    picks = images[::10]
+    picks = images[::10] if framework == "torch" else images[::20]
     alone = [predictor.heatmap(rgb) for rgb in picks]
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(predictor.heatmap, picks * 2))
