@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from scripts.benchmark import bench_audit
+from scripts.benchmark import bench_audit, bench_single_scan
 from tests.skip import skip_unless_required
 
 
@@ -17,6 +17,16 @@ def test_the_audit_benchmark_measures_every_query():
     for row in measured:
         name, ms = (cell.strip() for cell in row.strip("|").split("|"))
         assert name and float(ms) >= 0
+
+
+def test_the_one_scan_benchmark_loads_predicts_and_draws_both_shipped_models_maps() -> None:
+    rows = bench_single_scan(repeats=8)
+    assert rows[0] == "| model | load s | predict ms (1 image) | heatmap ms | file MB |"
+    measured = {row.split("|")[1].strip().split(" ")[0]: row for row in rows[2:4]}
+    assert set(measured) == {"torch", "keras"}
+    for row in measured.values():
+        load_s, predict_ms, heatmap_ms, size_mb = (float(cell) for cell in row.strip("|").split("|")[1:])
+        assert min(predict_ms, heatmap_ms, size_mb) > 0
 
 
 @pytest.mark.slow

@@ -317,6 +317,9 @@ class OnnxPredictor(_Maps):
         """The session whose graph outputs "cam": the CNN's heatmap graph, opened on the first heatmap."""
         from models.inference.onnx_export import open_session
 
+        if self.framework != "torch":
+            raise ValueError("only the CNN has a heatmap graph: MobileNetV2's occlusion map runs its prediction graph")
+
         with self._cam_lock:
             if self._cam_session is None:
                 self._cam_session = open_session(
