@@ -45,7 +45,7 @@ import redis
 from db.schema import FINISHED_STATES, Job
 from scripts import harness
 from scripts.harness import RedisServer
-from settings import get_settings
+from settings import DEFAULT_MODEL_FILES, get_settings
 from tests.skip import skip_unless_required
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -69,8 +69,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _make_shipped_exports() -> None:
     """Before pytest-xdist starts its workers: the shipped models' ONNX exports made once, so that two workers
-    never write the same export file at the same time (each would record its own bytes)."""
-    subprocess.run([sys.executable, "-m", "services.predictors"], check=False, stdout=subprocess.DEVNULL)
+    never write the same export file at the same time (each would record its own bytes). One process per model,
+    both at once: each export is single-threaded work."""
+    makers = [
+        subprocess.Popen([sys.executable, "-m", "services.predictors", str(path)], stdout=subprocess.DEVNULL)
+        for path in DEFAULT_MODEL_FILES.values()
+    ]
+    for maker in makers:
+        maker.wait()
 
 
 # Modules that share a session fixture run on one xdist worker, so it is made once.

@@ -31,6 +31,11 @@ def _accuracy(run_dir: Path) -> float:
     return float(json.loads((run_dir / "run.json").read_text())["metrics"]["val"]["accuracy"])
 
 
+def best_run(run_dirs: Sequence[Path]) -> Path:
+    """The finished run with the best validation accuracy; the first of equals."""
+    return max(run_dirs, key=_accuracy)
+
+
 class Steps:
     """Each step's name and duration, as the command's record keeps them."""
 
@@ -67,13 +72,11 @@ def train_and_export(plan: Plan, step: Steps) -> dict[str, Any]:
     ]
     for cfg in configs:  # missing pretrained weights stop the command before hours of the other model's training
         backends[cfg.framework].pretrained_weights(cfg)
-    chosen: dict[str, Path] = {}
     for cfg in configs:
-        run_dir = Path(cfg.output_dir)
-        step(f"train {run_dir.name}", lambda cfg=cfg: run_training(cfg, echo))
-        best = chosen.get(cfg.framework)
-        if best is None or _accuracy(run_dir) > _accuracy(best):
-            chosen[cfg.framework] = run_dir
+        step(f"train {Path(cfg.output_dir).name}", lambda cfg=cfg: run_training(cfg, echo))
+    chosen = {
+        framework: best_run([Path(c.output_dir) for c in configs if c.framework == framework]) for framework in FILES
+    }
     record["validation_accuracy"] = {run.name: _accuracy(run) for run in chosen.values()}
     files = {framework: weights / FILES[framework] for framework in FILES}
     for framework, run_dir in chosen.items():
