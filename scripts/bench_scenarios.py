@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scripts import bench_results
+from scripts import bench_results, bench_stack
 from scripts.bench_results import SCENARIOS
 from settings import ROOT, get_settings
 
@@ -19,17 +19,18 @@ def measure(*, quick: bool = False, only: list[str] | None = None) -> dict[str, 
     # The models' copies and exports are made first in a process of their own, as start-up makes them before the
     # app and the workers start: no scenario's process imports a framework to export a model. (Where a shipped
     # model is missing this fails, and each scenario says so.)
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from pathlib import Path; from scripts.bench_stack import bench_models; "
-            "bench_models(Path(sys.argv[1]))",
-            str(cache),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-    )
+    if not bench_stack.bench_models_ready(cache):
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from pathlib import Path; from scripts.bench_stack import bench_models; "
+                "bench_models(Path(sys.argv[1]))",
+                str(cache),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+        )
     return {name: SCENARIOS[name].measure(quick=quick, cache=cache) for name in only or SCENARIOS}
 
 

@@ -64,7 +64,23 @@ def bench_models(cache: Path) -> dict[str, Path]:
                 os.replace(folder / f"{path.name}.part", folder / path.name)
         copies[framework] = folder / source.name
         backends[framework].make_exports(copies[framework], sha256, threads=get_settings().onnx_threads)
+        (folder / EXPORTS_MADE).touch()
     return copies
+
+
+# Left in a model's copy once its exports are made: a later scenario finds it and starts no process to check them.
+EXPORTS_MADE = ".exports-made"
+
+
+def bench_models_ready(cache: Path) -> bool:
+    """Whether bench_models has made every shipped model's copy and exports in `cache` (the copies are named by
+    their sha256: a changed shipped file is not ready)."""
+    from services.model_files import file_sha256
+
+    return all(
+        source.is_file() and (cache / file_sha256(source)[:16] / EXPORTS_MADE).is_file()
+        for source in DEFAULT_MODEL_FILES.values()
+    )
 
 
 def throwaway_app(folder: Path, models: dict[str, Path], *, data_root: Path | None = None) -> dict[str, str]:

@@ -610,7 +610,7 @@ def heatmap_section(report: Mapping[str, Any] | None, reason: str) -> Section:
     return Section(
         title,
         text=(
-            f"{_text(report.get('method'))} on a {_text(report.get('grid'))} grid, measured on "
+            f"{_text(report.get('method'))} over a grid of {_text(report.get('grid'))} cells, measured on "
             f"{_count(report.get('images'))} validation images. Faithfulness: the predicted class's probability as "
             "the map's hottest pixels are blacked out first (deletion: lower is better) or revealed first on a "
             "black image (insertion: higher is better), against the same with a random smooth map. Where the heat "

@@ -224,7 +224,7 @@ def test_the_shipped_models_cards_give_their_measured_heatmap_figures(tiny) -> N
                 sha256=figures["sha256"],
             ).id
         section = version_card(version_id=version).section("Heatmap")
-        assert section.text[0].startswith(f"{method} on a {figures['grid']} grid")
+        assert section.text[0].startswith(f"{method} over a grid of {figures['grid']} cells")
         facts = dict(section.facts)
         assert facts["Heat inside the brain"] == f"{100 * figures['heat_in_brain']:.1f} %"
         assert (
