@@ -633,9 +633,35 @@ def heatmap_section(report: Mapping[str, Any] | None, reason: str) -> Section:
             ("Heat inside the brain", _pct(report.get("heat_in_brain"))),
             ("Peaks inside the brain", _pct(report.get("peaks_in_brain"))),
         ),
-        tables=(Table(("true class", "images", "heat inside the brain", "peaks inside the brain"), rows),)
-        if rows
-        else (),
+        tables=(
+            *(
+                (Table(("true class", "images", "heat inside the brain", "peaks inside the brain"), rows),)
+                if rows
+                else ()
+            ),
+            *((_curve_table(curves),) if (curves := _mapping(report.get("curves"))) else ()),
+        ),
+    )
+
+
+# The points of the mean deletion and insertion curves the card shows: shares of the input, and their names.
+CURVE_POINTS = {0.0: "none", 0.125: "1/8", 0.25: "1/4", 0.5: "1/2", 0.75: "3/4", 1.0: "all"}
+
+
+def _curve_table(curves: Mapping[str, Any]) -> Table:
+    """The mean curves at CURVE_POINTS: the predicted class's probability with that share of the input hidden
+    (deletion) or revealed (insertion), hottest pixels first, and in a random map's order."""
+    names = ("deletion", "deletion_random", "insertion", "insertion_random")
+
+    def at(name: str, share: float) -> str:
+        points = curves.get(name) or []
+        index = share * (len(points) - 1)
+        return _num(points[round(index)], 2) if points and float(index).is_integer() else NOT_RECORDED
+
+    return Table(
+        ("share hidden or revealed", "deletion: map", "deletion: random", "insertion: map", "insertion: random"),
+        tuple((words, *(at(name, share) for name in names)) for share, words in CURVE_POINTS.items()),
+        caption="Mean probability of the predicted class along the curves",
     )
 
 

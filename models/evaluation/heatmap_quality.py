@@ -90,12 +90,27 @@ def area(curve: np.ndarray) -> float:
 @dataclass(frozen=True)
 class ImageScore:
     label: int  # the true class
-    deletion: float  # area under the deletion curve: low when the map's order finds the evidence first
-    insertion: float  # area under the insertion curve: high when it does
-    deletion_random: float
-    insertion_random: float
+    curves: dict[str, np.ndarray]  # deletion, insertion, and each with a random map: STEPS + 1 probabilities
     heat_in_brain: float  # the share of the map's heat inside the brain
     peak_in_brain: bool  # whether the map's hottest pixel lies inside it
+
+    @property
+    def deletion(self) -> float:
+        """The area under the deletion curve: low when the map's order finds the evidence first."""
+        return area(self.curves["deletion"])
+
+    @property
+    def insertion(self) -> float:
+        """The area under the insertion curve: high when it does."""
+        return area(self.curves["insertion"])
+
+    @property
+    def deletion_random(self) -> float:
+        return area(self.curves["deletion_random"])
+
+    @property
+    def insertion_random(self) -> float:
+        return area(self.curves["insertion_random"])
 
 
 def score_image(predictor: Any, x: np.ndarray, label: int, rng: np.random.Generator) -> ImageScore:
@@ -109,10 +124,12 @@ def score_image(predictor: Any, x: np.ndarray, label: int, rng: np.random.Genera
     total = float(heat.sum())
     return ImageScore(
         label=label,
-        deletion=area(deletion),
-        insertion=area(insertion),
-        deletion_random=area(deletion_random),
-        insertion_random=area(insertion_random),
+        curves={
+            "deletion": deletion,
+            "insertion": insertion,
+            "deletion_random": deletion_random,
+            "insertion_random": insertion_random,
+        },
         heat_in_brain=float(heat[brain].sum()) / total if total > 0 else 0.0,
         peak_in_brain=bool(brain.ravel()[int(np.argmax(heat))]) if total > 0 else False,
     )
@@ -136,6 +153,11 @@ def summary(scores: list[ImageScore]) -> dict[str, Any]:
         "insertion_auc_random": round(float(np.mean([s.insertion_random for s in scores])), 4),
         "deletion_beats_random": round(float(np.mean([s.deletion < s.deletion_random for s in scores])), 4),
         "insertion_beats_random": round(float(np.mean([s.insertion > s.insertion_random for s in scores])), 4),
+        # The mean curves, at fractions 0, 1/STEPS, ..., 1 of the input hidden (deletion) or revealed (insertion).
+        "curves": {
+            name: [round(float(v), 4) for v in np.mean([s.curves[name] for s in scores], axis=0)]
+            for name in ("deletion", "deletion_random", "insertion", "insertion_random")
+        },
         **means(scores),
         "per_class": {
             CLASSES[c]: means(group) for c in range(len(CLASSES)) if (group := [s for s in scores if s.label == c])

@@ -232,4 +232,8 @@ def test_the_shipped_models_cards_give_their_measured_heatmap_figures(tiny) -> N
             == f"{figures['deletion_auc']:.3f} / {figures['deletion_auc_random']:.3f}"
         )
         assert len(section.tables[0].rows) == len(CLASSES)
+        curves = {row[0]: row[1:] for row in section.tables[1].rows}
+        middle = len(figures["curves"]["deletion"]) // 2
+        half = [f"{figures['curves'][name][middle]:.2f}" for name in ("deletion", "deletion_random", "insertion")]
+        assert list(curves["1/2"][:3]) == half
     assert "has not been measured" in version_card(version_id=tiny[0]).section("Heatmap").text[0]
