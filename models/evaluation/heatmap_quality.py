@@ -94,23 +94,10 @@ class ImageScore:
     heat_in_brain: float  # the share of the map's heat inside the brain
     peak_in_brain: bool  # whether the map's hottest pixel lies inside it
 
-    @property
-    def deletion(self) -> float:
-        """The area under the deletion curve: low when the map's order finds the evidence first."""
-        return area(self.curves["deletion"])
-
-    @property
-    def insertion(self) -> float:
-        """The area under the insertion curve: high when it does."""
-        return area(self.curves["insertion"])
-
-    @property
-    def deletion_random(self) -> float:
-        return area(self.curves["deletion_random"])
-
-    @property
-    def insertion_random(self) -> float:
-        return area(self.curves["insertion_random"])
+    def area(self, curve: str) -> float:
+        """The area under one of its curves: deletion's is low, insertion's high, when the map's order finds the
+        evidence first."""
+        return area(self.curves[curve])
 
 
 def score_image(predictor: Any, x: np.ndarray, label: int, rng: np.random.Generator) -> ImageScore:
@@ -147,12 +134,16 @@ def summary(scores: list[ImageScore]) -> dict[str, Any]:
 
     return {
         "images": len(scores),
-        "deletion_auc": round(float(np.mean([s.deletion for s in scores])), 4),
-        "deletion_auc_random": round(float(np.mean([s.deletion_random for s in scores])), 4),
-        "insertion_auc": round(float(np.mean([s.insertion for s in scores])), 4),
-        "insertion_auc_random": round(float(np.mean([s.insertion_random for s in scores])), 4),
-        "deletion_beats_random": round(float(np.mean([s.deletion < s.deletion_random for s in scores])), 4),
-        "insertion_beats_random": round(float(np.mean([s.insertion > s.insertion_random for s in scores])), 4),
+        "deletion_auc": round(float(np.mean([s.area("deletion") for s in scores])), 4),
+        "deletion_auc_random": round(float(np.mean([s.area("deletion_random") for s in scores])), 4),
+        "insertion_auc": round(float(np.mean([s.area("insertion") for s in scores])), 4),
+        "insertion_auc_random": round(float(np.mean([s.area("insertion_random") for s in scores])), 4),
+        "deletion_beats_random": round(
+            float(np.mean([s.area("deletion") < s.area("deletion_random") for s in scores])), 4
+        ),
+        "insertion_beats_random": round(
+            float(np.mean([s.area("insertion") > s.area("insertion_random") for s in scores])), 4
+        ),
         # The mean curves, at fractions 0, 1/STEPS, ..., 1 of the input hidden (deletion) or revealed (insertion).
         "curves": {
             name: [round(float(v), 4) for v in np.mean([s.curves[name] for s in scores], axis=0)]
