@@ -84,8 +84,7 @@ class PairRule:
 
     def slice_answers(self, per_model: Mapping[str, np.ndarray]) -> np.ndarray:
         """The one answer of each row (N x classes) of both models' probabilities, keyed by framework."""
-        by_name = {PAIR_NAMES[framework]: probs for framework, probs in per_model.items()}
-        return self.combination.probabilities(by_name["cnn"], by_name["mobilenet"])
+        return pair_probabilities(self.combination, per_model)
 
     def describe(self) -> str:
         """Where the answer comes from, in words shown beside it."""
@@ -114,6 +113,13 @@ class CombinedAnswer:
     how: str  # the rule in words
 
 
+def pair_probabilities(combination: Combination, per_model: Mapping[str, np.ndarray]) -> np.ndarray:
+    """`combination`'s answer for each row (N x classes) of the CNN's and MobileNetV2's probabilities, keyed by
+    framework."""
+    by_name = {PAIR_NAMES[framework]: probs for framework, probs in per_model.items()}
+    return combination.probabilities(by_name["cnn"], by_name["mobilenet"])
+
+
 def combined_answer(results: Sequence[ModelResult], rule: PairRule | None) -> CombinedAnswer | None:
     """The models' one answer: a single model's own; the pair's by `rule` (by their plain average where no pair
     report applies); None without an answer, or for models that are not one CNN and one MobileNetV2."""
@@ -125,9 +131,8 @@ def combined_answer(results: Sequence[ModelResult], rule: PairRule | None) -> Co
     by_name = {PAIR_NAMES.get(r["framework"]): r for r in results}
     if len(results) != 2 or set(by_name) != set(PAIR_NAMES.values()):
         return None
-    combination = rule.combination if rule else FALLBACK
-    rows = {name: np.array([[r["probabilities"][c] for c in CLASSES]]) for name, r in by_name.items()}
-    probs = combination.probabilities(rows["cnn"], rows["mobilenet"])[0]
+    rows = {r["framework"]: np.array([[r["probabilities"][c] for c in CLASSES]]) for r in results}
+    probs = pair_probabilities(rule.combination if rule else FALLBACK, rows)[0]
     best = int(probs.argmax())
     how = rule.describe() if rule else "from the plain average of both models: no pair report applies to them"
     return CombinedAnswer(CLASSES[best], float(probs[best]), dict(zip(CLASSES, map(float, probs))), how)

@@ -13,8 +13,10 @@ from models.training.config import make_config
 from models.training.export import export_run
 from models.training.run import run_training
 from models.training.run_types import TrainHooks
+from settings import DEFAULT_MODEL_FILES
 
-FILES = {"torch": "cnn_default.pth", "keras": "mobilenetv2_default.keras"}
+# The names the models ship under (models/weights/).
+FILES = {framework: path.name for framework, path in DEFAULT_MODEL_FILES.items()}
 
 
 @dataclass(frozen=True)
